@@ -1,0 +1,56 @@
+//! Mirrors the asset bucket (S3/MinIO) into the local /assets cache.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use sidecar_kit::admin::BasicApi;
+use sidecar_kit::{AdminConfig, ConfigError, Lifecycle, LogConfig, Metrics, SidecarConfig, Validate};
+
+/// Default admin port of `asset-sync`.
+pub const DEFAULT_ADMIN_PORT: u16 = 8010;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub admin: AdminConfig,
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            admin: AdminConfig::on_port(DEFAULT_ADMIN_PORT),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Validate for Config {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.admin.validate()?;
+        self.log.validate()
+    }
+}
+
+impl SidecarConfig for Config {
+    fn admin(&self) -> &AdminConfig {
+        &self.admin
+    }
+    fn log(&self) -> &LogConfig {
+        &self.log
+    }
+}
+
+/// Runs `asset-sync` until `lifecycle` is shut down.
+pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
+    let metrics = Metrics::new("asset-sync")?;
+    let work = {
+        let lifecycle = lifecycle.clone();
+        async move {
+            lifecycle.set_ready(true);
+            lifecycle.cancelled().await;
+            Ok(())
+        }
+    };
+    sidecar_kit::sidecar::serve(&config.admin, Arc::new(BasicApi), metrics, lifecycle, work).await
+}

@@ -1,0 +1,317 @@
+//! Row types of schema `aurora`, with the validation every writer and
+//! reader applies.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::DbError;
+
+/// A node name: one DNS label (RFC 1123: 1–63 of `a-z0-9-`, no leading or
+/// trailing dash), lowercase only so `Star` and `star` cannot both exist.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct NodeName(String);
+
+impl NodeName {
+    pub fn parse(name: &str) -> Result<Self, DbError> {
+        validate_label(name).map_err(|r| DbError::invalid("node name", format!("{name:?}: {r}")))?;
+        Ok(Self(name.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Checks one DNS label; returns the rule it broke.
+pub fn validate_label(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("empty");
+    }
+    if name.len() > 63 {
+        return Err("longer than 63 characters");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err("only lowercase letters, digits and '-' are allowed");
+    }
+    if name.starts_with('-') || name.ends_with('-') {
+        return Err("may not start or end with '-'");
+    }
+    Ok(())
+}
+
+impl fmt::Display for NodeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for NodeName {
+    type Error = DbError;
+    fn try_from(s: String) -> Result<Self, DbError> {
+        NodeName::parse(&s)
+    }
+}
+
+impl From<NodeName> for String {
+    fn from(n: NodeName) -> String {
+        n.0
+    }
+}
+
+impl FromStr for NodeName {
+    type Err = DbError;
+    fn from_str(s: &str) -> Result<Self, DbError> {
+        NodeName::parse(s)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Lead,
+    Backup,
+    Compute,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Lead => "lead",
+            Role::Backup => "backup",
+            Role::Compute => "compute",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = DbError;
+    fn from_str(s: &str) -> Result<Self, DbError> {
+        match s {
+            "lead" => Ok(Role::Lead),
+            "backup" => Ok(Role::Backup),
+            "compute" => Ok(Role::Compute),
+            other => Err(DbError::invalid(
+                "role",
+                format!("{other:?} (expected lead, backup or compute)"),
+            )),
+        }
+    }
+}
+
+/// A health status as health-monitor reports it (Consul's vocabulary).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    Passing,
+    Warning,
+    Critical,
+}
+
+impl HealthStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthStatus::Passing => "passing",
+            HealthStatus::Warning => "warning",
+            HealthStatus::Critical => "critical",
+        }
+    }
+}
+
+impl FromStr for HealthStatus {
+    type Err = DbError;
+    fn from_str(s: &str) -> Result<Self, DbError> {
+        match s {
+            "passing" => Ok(HealthStatus::Passing),
+            "warning" => Ok(HealthStatus::Warning),
+            "critical" => Ok(HealthStatus::Critical),
+            other => Err(DbError::invalid("health status", format!("{other:?}"))),
+        }
+    }
+}
+
+/// What a node says about itself when it registers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeRegistration {
+    pub name: NodeName,
+    pub role: Role,
+    pub vpn_ip: IpAddr,
+    pub wg_public_key: Option<String>,
+    pub wg_endpoint: Option<String>,
+    #[serde(default)]
+    pub labels: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    pub gpus: Vec<serde_json::Value>,
+    #[serde(default)]
+    pub versions: serde_json::Map<String, serde_json::Value>,
+}
+
+impl NodeRegistration {
+    /// The checks a writer applies before sending the row (the database
+    /// applies the same ones as constraints).
+    pub fn validate(&self) -> Result<(), DbError> {
+        if let Some(key) = &self.wg_public_key {
+            validate_wg_key(key)?;
+        }
+        if let Some(ep) = &self.wg_endpoint {
+            validate_endpoint(ep)?;
+        }
+        if self.vpn_ip.is_unspecified() || self.vpn_ip.is_multicast() {
+            return Err(DbError::invalid(
+                "VPN IP",
+                format!("{} is not a host address", self.vpn_ip),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A WireGuard public key: 32 bytes, base64 (44 characters ending in `=`).
+pub fn validate_wg_key(key: &str) -> Result<(), DbError> {
+    let b = key.as_bytes();
+    let ok = b.len() == 44
+        && b[43] == b'='
+        && b[..43]
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/')
+        // The 43rd character encodes only 4 meaningful bits.
+        && b"AEIMQUYcgkosw048".contains(&b[42]);
+    if ok {
+        Ok(())
+    } else {
+        Err(DbError::invalid(
+            "WireGuard public key",
+            "expected 44 characters of base64 (wg pubkey output)",
+        ))
+    }
+}
+
+/// A WireGuard endpoint: `host:port` with a sane host.
+pub fn validate_endpoint(ep: &str) -> Result<(), DbError> {
+    let bad = |r: &str| DbError::invalid("WireGuard endpoint", format!("{ep:?}: {r}"));
+    if ep.len() > 255 {
+        return Err(bad("too long"));
+    }
+    let (host, port) = ep.rsplit_once(':').ok_or_else(|| bad("expected host:port"))?;
+    port.parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| bad("port must be 1-65535"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.parse::<IpAddr>().is_ok() {
+        return Ok(());
+    }
+    if host.is_empty()
+        || !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    {
+        return Err(bad("host must be an IP address or a DNS name"));
+    }
+    Ok(())
+}
+
+/// A registry row as read back, validated.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    pub name: NodeName,
+    pub role: Role,
+    pub vpn_ip: IpAddr,
+    pub wg_public_key: Option<String>,
+    pub wg_endpoint: Option<String>,
+    pub labels: serde_json::Map<String, serde_json::Value>,
+    pub gpus: Vec<serde_json::Value>,
+    pub versions: serde_json::Map<String, serde_json::Value>,
+    pub registered_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A registry row that failed validation on read: reported, never served.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RejectedRow {
+    /// The raw name as stored (may itself be the problem).
+    pub name: String,
+    pub reason: String,
+}
+
+/// The registry, split into rows that can be trusted and rows that cannot.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeListing {
+    pub nodes: Vec<Node>,
+    pub rejected: Vec<RejectedRow>,
+}
+
+/// A node's latest health report, with its age measured by the server that
+/// answered (so one clock decides staleness).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HealthRow {
+    pub node: NodeName,
+    pub status: HealthStatus,
+    pub checks: serde_json::Value,
+    pub reported_at: DateTime<Utc>,
+    pub age_secs: f64,
+}
+
+/// The single row of `aurora.cluster`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    pub epoch: i64,
+    pub primary: Option<NodeName>,
+    pub changed_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub node: String,
+    pub kind: String,
+    pub details: serde_json::Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels() {
+        for ok in ["aurora", "star", "node-1", "a", "0"] {
+            assert!(NodeName::parse(ok).is_ok(), "{ok}");
+        }
+        let long = "a".repeat(64);
+        for bad in ["", "-a", "a-", "Star", "a.b", "a_b", "ä", long.as_str(), "a b"] {
+            assert!(NodeName::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn wg_keys() {
+        assert!(validate_wg_key("xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=").is_ok());
+        assert!(validate_wg_key("xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dh=").is_err());
+        assert!(validate_wg_key("short=").is_err());
+        assert!(validate_wg_key("xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZq\n8Dg=").is_err());
+    }
+
+    #[test]
+    fn endpoints() {
+        assert!(validate_endpoint("203.0.113.7:51820").is_ok());
+        assert!(validate_endpoint("[2001:db8::1]:51820").is_ok());
+        assert!(validate_endpoint("vpn.example.com:51820").is_ok());
+        assert!(validate_endpoint("vpn.example.com").is_err());
+        assert!(validate_endpoint("a;rm -rf:1").is_err());
+        assert!(validate_endpoint("host:0").is_err());
+    }
+}

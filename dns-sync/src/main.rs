@@ -1,0 +1,18 @@
+//! `dns-sync`: Authoritative DNS for the cluster zone, built from the database.
+//! All logic lives in the library so tests can run it in-process.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(name = "dns-sync", version = sidecar_kit::telemetry::long_version(), about = "Authoritative DNS for the cluster zone, built from the database.")]
+struct Cli {
+    #[command(flatten)]
+    config: sidecar_kit::cli::ConfigArgs,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    sidecar_kit::cli::main_with("dns-sync", &cli.config, dns_sync::run)
+}

@@ -1,0 +1,134 @@
+//! The `main` plumbing every sidecar shares: the common flags, config
+//! loading with exit status 2 on a bad config, and a daemon runner that turns
+//! SIGTERM into a bounded graceful shutdown.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::config::{self, SidecarConfig};
+use crate::lifecycle::{install_signal_handlers, Lifecycle};
+use crate::telemetry;
+
+/// Exit status for a usage or config error (clap uses 2 as well).
+pub const EXIT_CONFIG: u8 = 2;
+/// Exit status for a failed operation.
+pub const EXIT_FAILURE: u8 = 1;
+
+/// Flags every binary takes.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ConfigArgs {
+    /// Config file (TOML). Defaults to $AURORA_CONFIG; without either, built-in
+    /// defaults and AURORA_* environment variables are used.
+    #[arg(long, value_name = "PATH", global = true)]
+    pub config: Option<PathBuf>,
+    /// Validate the config, print the effective config (secrets redacted) and exit
+    /// (0 when valid, 2 when not).
+    #[arg(long, global = true)]
+    pub check_config: bool,
+}
+
+/// Loads and validates the config, or prints one line naming the bad key and
+/// returns the exit code to use. Nothing has been bound or started yet.
+pub fn load_config<C: SidecarConfig>(binary: &str, args: &ConfigArgs) -> Result<C, ExitCode> {
+    let path = config::config_path(args.config.as_deref());
+    config::load::<C>(path.as_deref()).map_err(|e| {
+        eprintln!("{binary}: {e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+/// `--check-config`: print the effective config, secrets redacted.
+pub fn print_config<C: SidecarConfig>(binary: &str, config: &C) -> ExitCode {
+    match config::render(config) {
+        Ok(text) => {
+            println!("# {binary} {}: effective config (secrets redacted)", telemetry::long_version());
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{binary}: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+/// The whole `main` of a daemon: config (exit 2 on error), `--check-config`,
+/// logging, a runtime, signal handling, then `run(config, lifecycle)`.
+///
+/// After the first SIGTERM/SIGINT, `run` has `admin.shutdown_timeout_secs` to
+/// return; if it does not, the process exits 1 rather than hang a container
+/// stop until Docker's SIGKILL.
+pub fn main_with<C, F, Fut>(binary: &'static str, args: &ConfigArgs, run: F) -> ExitCode
+where
+    C: SidecarConfig,
+    F: FnOnce(C, Lifecycle) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let config: C = match load_config(binary, args) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if args.check_config {
+        return print_config(binary, &config);
+    }
+    run_daemon(binary, config, run)
+}
+
+/// Runs an already-loaded config as a daemon (see [`main_with`]).
+pub fn run_daemon<C, F, Fut>(binary: &'static str, config: C, run: F) -> ExitCode
+where
+    C: SidecarConfig,
+    F: FnOnce(C, Lifecycle) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    telemetry::init_tracing(config.log());
+    let grace = Duration::from_secs(config.admin().shutdown_timeout_secs);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name(binary)
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{binary}: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let code = runtime.block_on(async move {
+        let lifecycle = Lifecycle::new();
+        if let Err(e) = install_signal_handlers(lifecycle.clone()) {
+            tracing::error!(error = %e, "cannot install signal handlers");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+        tracing::info!(version = telemetry::long_version(), "{binary} starting");
+        let mut task = tokio::spawn(run(config, lifecycle.clone()));
+        let outcome = tokio::select! {
+            outcome = &mut task => outcome,
+            _ = lifecycle.cancelled() => match tokio::time::timeout(grace, &mut task).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    tracing::error!(?grace, "in-flight work did not finish within admin.shutdown_timeout_secs; exiting anyway");
+                    return ExitCode::from(EXIT_FAILURE);
+                }
+            },
+        };
+        match outcome {
+            Ok(Ok(())) => {
+                tracing::info!("{binary} stopped");
+                ExitCode::SUCCESS
+            }
+            Ok(Err(e)) => {
+                tracing::error!("{binary} failed: {e:#}");
+                ExitCode::from(EXIT_FAILURE)
+            }
+            Err(e) => {
+                tracing::error!("{binary} crashed: {e}");
+                ExitCode::from(EXIT_FAILURE)
+            }
+        }
+    });
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    code
+}

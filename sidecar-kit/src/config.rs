@@ -1,0 +1,431 @@
+//! Layered configuration: built-in defaults, then an optional TOML file, then
+//! `AURORA_`-prefixed environment variables (`__` separates sections, so
+//! `AURORA_S3__ENDPOINT` sets `s3.endpoint`).
+//!
+//! Every sidecar describes its configuration as one typed struct. The loader
+//! deserializes into it strictly (unknown keys are errors, because a typo that
+//! is silently ignored is how a production node ends up on a default) and then
+//! runs the struct's own [`Validate`] checks. Whatever goes wrong comes back as
+//! a single [`ConfigError`] that names the key, so an operator reading one line
+//! knows what to fix.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The environment variable naming a config file when `--config` is not given.
+pub const CONFIG_PATH_ENV: &str = "AURORA_CONFIG";
+/// Prefix of the environment variables that override config keys.
+pub const ENV_PREFIX: &str = "AURORA_";
+
+/// A configuration problem, always tied to the key it concerns.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// Dotted key path (`admin.listen`), or `<file>` for file-level problems.
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        // One line, always: serde messages occasionally embed newlines.
+        let message = message.into().replace('\n', " ");
+        Self {
+            key: key.into(),
+            message,
+        }
+    }
+
+    /// The environment variable that sets this key, when there is one.
+    pub fn env_var(&self) -> Option<String> {
+        if self.key.is_empty() || self.key.starts_with('<') || self.key.contains('[') {
+            return None;
+        }
+        Some(format!(
+            "{ENV_PREFIX}{}",
+            self.key.to_ascii_uppercase().replace('.', "__")
+        ))
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid config: {}: {}", self.key, self.message)?;
+        if let Some(var) = self.env_var() {
+            write!(f, " (set by `{}` in the file or {var})", self.key)?;
+        }
+        Ok(())
+    }
+}
+
+/// Semantic checks a config struct runs after it deserialized.
+pub trait Validate {
+    fn validate(&self) -> Result<(), ConfigError>;
+}
+
+/// A value that must never be printed or logged: passwords, tokens, keys.
+///
+/// `Debug`, `Display` and `Serialize` all print `[redacted]`; the only way to
+/// the value is [`Secret::expose`], which makes every use easy to audit.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub const REDACTED: &'static str = "[redacted]";
+
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(Self::REDACTED)
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(Self::REDACTED)
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(Self::REDACTED)
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = String::deserialize(d)?;
+        if value == Self::REDACTED {
+            // Someone pasted `--check-config` output back into a file.
+            return Err(serde::de::Error::custom(
+                "is the redaction placeholder, not a real secret",
+            ));
+        }
+        Ok(Self(value))
+    }
+}
+
+/// Log output settings, the `[log]` section of every binary.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `pretty` for people, `json` for log shippers.
+    pub format: LogFormat,
+    /// A `RUST_LOG`-style filter (`info`, `info,dns_sync=debug`). The
+    /// `RUST_LOG` environment variable, when set, takes precedence.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Pretty,
+            filter: "info".to_string(),
+        }
+    }
+}
+
+impl Validate for LogConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        tracing_subscriber::EnvFilter::try_new(&self.filter)
+            .map(|_| ())
+            .map_err(|e| ConfigError::new("log.filter", format!("not a valid filter: {e}")))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// The `[admin]` section: where the admin HTTP server listens and who may
+/// call its mutating endpoints.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the admin server (`/health`, `/ready`, `/metrics`, `/status`).
+    pub listen: SocketAddr,
+    /// Bearer token every `POST` must carry. Without one, mutating endpoints
+    /// refuse every request (401): a sidecar never runs with open controls.
+    pub token: Option<Secret>,
+    /// How long in-flight work may take to finish after SIGTERM.
+    pub shutdown_timeout_secs: u64,
+}
+
+impl AdminConfig {
+    /// Defaults for a sidecar whose admin server listens on `port` on all
+    /// interfaces (inside a container, the port mapping decides exposure).
+    pub fn on_port(port: u16) -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], port)),
+            token: None,
+            shutdown_timeout_secs: 10,
+        }
+    }
+}
+
+impl Validate for AdminConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(token) = &self.token {
+            if token.expose().len() < 16 {
+                return Err(ConfigError::new(
+                    "admin.token",
+                    "must be at least 16 characters (generate one with `openssl rand -hex 24`)",
+                ));
+            }
+        }
+        if self.shutdown_timeout_secs == 0 || self.shutdown_timeout_secs > 600 {
+            return Err(ConfigError::new(
+                "admin.shutdown_timeout_secs",
+                "must be between 1 and 600",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What the shared `main` plumbing needs from every sidecar's config.
+pub trait SidecarConfig:
+    DeserializeOwned + Serialize + Default + Validate + Send + Sync + 'static
+{
+    fn admin(&self) -> &AdminConfig;
+    fn log(&self) -> &LogConfig;
+}
+
+/// Where the config file comes from: `--config`, else `$AURORA_CONFIG`, else none.
+pub fn config_path(flag: Option<&Path>) -> Option<PathBuf> {
+    flag.map(Path::to_path_buf).or_else(|| {
+        std::env::var_os(CONFIG_PATH_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    })
+}
+
+/// Loads `C` from its defaults, the optional file and the process environment,
+/// then validates it.
+pub fn load<C>(file: Option<&Path>) -> Result<C, ConfigError>
+where
+    C: DeserializeOwned + Serialize + Default + Validate,
+{
+    let env: HashMap<String, String> = std::env::vars().collect();
+    load_from(file, &env)
+}
+
+/// [`load`] with an explicit environment, so tests need not mutate the
+/// process's own.
+pub fn load_from<C>(file: Option<&Path>, env: &HashMap<String, String>) -> Result<C, ConfigError>
+where
+    C: DeserializeOwned + Serialize + Default + Validate,
+{
+    let defaults = config::Config::try_from(&C::default())
+        .map_err(|e| ConfigError::new("<defaults>", e.to_string()))?;
+    let mut builder = config::Config::builder().add_source(defaults);
+
+    if let Some(path) = file {
+        if !path.is_file() {
+            return Err(ConfigError::new(
+                "<file>",
+                format!("{}: no such file", path.display()),
+            ));
+        }
+        builder = builder.add_source(
+            config::File::from(path)
+                .format(config::FileFormat::Toml)
+                .required(true),
+        );
+    }
+
+    // Only `AURORA_<KEY>` variables are config keys; `AURORA_CONFIG` names the
+    // file itself. Values stay strings (no `try_parsing`): a token "0123" must
+    // not turn into the number 123. Typed fields parse the string themselves.
+    let overrides: HashMap<String, String> = env
+        .iter()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k.as_str() != CONFIG_PATH_ENV)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    builder = builder.add_source(
+        config::Environment::with_prefix("AURORA")
+            .prefix_separator("_")
+            .separator("__")
+            .source(Some(overrides)),
+    );
+
+    let merged = builder.build().map_err(|e| file_error(file, e))?;
+    let parsed: C = serde_path_to_error::deserialize(merged).map_err(|e| {
+        let key = e.path().to_string();
+        let key = if key == "." { "<root>".to_string() } else { key };
+        ConfigError::new(key, strip_key_suffix(&e.into_inner().to_string()))
+    })?;
+    parsed.validate()?;
+    Ok(parsed)
+}
+
+fn file_error(file: Option<&Path>, e: config::ConfigError) -> ConfigError {
+    let key = file
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "<file>".to_string());
+    ConfigError::new(key, e.to_string())
+}
+
+/// The `config` crate appends " for key `x`" to some messages; we already
+/// name the key in front, so drop the repetition.
+fn strip_key_suffix(message: &str) -> String {
+    match message.find(" for key `") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+/// Renders the effective config as TOML, secrets redacted, for `--check-config`.
+pub fn render<C: Serialize>(config: &C) -> Result<String, ConfigError> {
+    toml::to_string_pretty(config).map_err(|e| ConfigError::new("<render>", e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Demo {
+        admin: AdminConfig,
+        log: LogConfig,
+        s3: S3,
+    }
+
+    #[derive(Debug, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct S3 {
+        endpoint: String,
+        secret_access_key: Option<Secret>,
+        concurrency: u32,
+    }
+
+    impl Default for Demo {
+        fn default() -> Self {
+            Self {
+                admin: AdminConfig::on_port(9000),
+                log: LogConfig::default(),
+                s3: S3 {
+                    endpoint: "http://127.0.0.1:3900".into(),
+                    secret_access_key: None,
+                    concurrency: 8,
+                },
+            }
+        }
+    }
+
+    impl Validate for Demo {
+        fn validate(&self) -> Result<(), ConfigError> {
+            self.admin.validate()?;
+            self.log.validate()
+        }
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_then_file_then_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "[s3]\nendpoint = \"http://file:1\"\nconcurrency = 3\n",
+        )
+        .unwrap();
+        let c: Demo = load_from(
+            Some(&file),
+            &env(&[("AURORA_S3__CONCURRENCY", "5"), ("AURORA_CONFIG", "x")]),
+        )
+        .unwrap();
+        assert_eq!(c.s3.endpoint, "http://file:1");
+        assert_eq!(c.s3.concurrency, 5);
+        assert_eq!(c.admin.listen.port(), 9000);
+    }
+
+    #[test]
+    fn bad_address_names_the_key_and_its_variable() {
+        let err = load_from::<Demo>(None, &env(&[("AURORA_ADMIN__LISTEN", "not-an-address")]))
+            .unwrap_err();
+        assert_eq!(err.key, "admin.listen");
+        let line = err.to_string();
+        assert!(line.contains("AURORA_ADMIN__LISTEN"), "{line}");
+        assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let err = load_from::<Demo>(None, &env(&[("AURORA_S3__ENDPIONT", "x")])).unwrap_err();
+        assert!(err.message.contains("unknown field"), "{err}");
+        assert_eq!(err.key, "s3.endpiont");
+    }
+
+    #[test]
+    fn wrong_type_is_an_error() {
+        let err =
+            load_from::<Demo>(None, &env(&[("AURORA_S3__CONCURRENCY", "many")])).unwrap_err();
+        assert_eq!(err.key, "s3.concurrency");
+    }
+
+    #[test]
+    fn numeric_looking_secrets_stay_strings_and_never_render() {
+        let c: Demo = load_from(
+            None,
+            &env(&[("AURORA_S3__SECRET_ACCESS_KEY", "000123456789000123")]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.s3.secret_access_key.as_ref().unwrap().expose(),
+            "000123456789000123"
+        );
+        let shown = render(&c).unwrap();
+        assert!(!shown.contains("000123456789000123"));
+        assert!(shown.contains(Secret::REDACTED));
+        assert!(!format!("{c:?}").contains("000123456789000123"));
+    }
+
+    #[test]
+    fn redaction_placeholder_is_refused() {
+        let err =
+            load_from::<Demo>(None, &env(&[("AURORA_ADMIN__TOKEN", "[redacted]")])).unwrap_err();
+        assert_eq!(err.key, "admin.token");
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        let err = load_from::<Demo>(Some(Path::new("/nonexistent/x.toml")), &env(&[]))
+            .unwrap_err();
+        assert!(err.message.contains("no such file"));
+    }
+
+    #[test]
+    fn validation_runs() {
+        let err = load_from::<Demo>(None, &env(&[("AURORA_ADMIN__TOKEN", "short")])).unwrap_err();
+        assert_eq!(err.key, "admin.token");
+        let err = load_from::<Demo>(None, &env(&[("AURORA_LOG__FILTER", "info,=[")])).unwrap_err();
+        assert_eq!(err.key, "log.filter");
+    }
+}

@@ -1,0 +1,324 @@
+//! A single-node Garage S3 server on free ports, configured with its own CLI
+//! (layout, key, bucket) exactly as an operator would.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use crate::error::{log_tail, TestbedError};
+use crate::ports::free_port_on;
+use crate::tools::garage_bin;
+
+/// Region name the testbed's Garage answers to.
+pub const REGION: &str = "garage";
+
+pub struct Garage {
+    root: Option<tempfile::TempDir>,
+    dir: PathBuf,
+    bin: PathBuf,
+    config_path: PathBuf,
+    log_path: PathBuf,
+    child: Option<Child>,
+    listen: IpAddr,
+    pub s3_port: u16,
+    pub rpc_port: u16,
+    pub admin_port: u16,
+    pub key_id: String,
+    pub secret_key: String,
+    detached: bool,
+}
+
+impl Garage {
+    /// Starts Garage in a temporary directory on 127.0.0.1.
+    pub async fn start() -> Result<Self, TestbedError> {
+        Self::start_in(None, IpAddr::V4(Ipv4Addr::LOCALHOST)).await
+    }
+
+    /// Starts Garage with its files under `dir` (or a temp dir), listening on
+    /// `listen`, and gives it a layout and an access key with full rights.
+    pub async fn start_in(dir: Option<PathBuf>, listen: IpAddr) -> Result<Self, TestbedError> {
+        let bin = garage_bin()?;
+        let (root, dir) = match dir {
+            Some(d) => {
+                std::fs::create_dir_all(&d)
+                    .map_err(|e| TestbedError::io(format!("creating {}", d.display()), e))?;
+                (None, d)
+            }
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix("aurora-garage-")
+                    .tempdir()
+                    .map_err(|e| TestbedError::io("creating a temp dir", e))?;
+                let p = t.path().to_path_buf();
+                (Some(t), p)
+            }
+        };
+        let s3_port = free_port_on(listen)?;
+        let rpc_port = free_port_on(listen)?;
+        let admin_port = free_port_on(listen)?;
+        let key_id = format!("GK{}", &random_hex(12)[..24]);
+        let secret_key = random_hex(32);
+        let config_path = dir.join("garage.toml");
+        let config = format!(
+            "metadata_dir = \"{meta}\"\n\
+             data_dir = \"{data}\"\n\
+             db_engine = \"sqlite\"\n\
+             replication_factor = 1\n\
+             rpc_bind_addr = \"{ip}:{rpc_port}\"\n\
+             rpc_public_addr = \"{ip}:{rpc_port}\"\n\
+             rpc_secret = \"{rpc_secret}\"\n\
+             [s3_api]\n\
+             s3_region = \"{REGION}\"\n\
+             api_bind_addr = \"{ip}:{s3_port}\"\n\
+             root_domain = \".s3.garage.localhost\"\n\
+             [admin]\n\
+             api_bind_addr = \"{ip}:{admin_port}\"\n\
+             admin_token = \"{admin_token}\"\n",
+            meta = dir.join("meta").display(),
+            data = dir.join("data").display(),
+            ip = listen,
+            rpc_secret = random_hex(32),
+            admin_token = random_hex(16),
+        );
+        write_private(&config_path, &config)?;
+        let log_path = dir.join("garage.log");
+        let mut garage = Self {
+            root,
+            dir,
+            bin,
+            config_path,
+            log_path,
+            child: None,
+            listen,
+            s3_port,
+            rpc_port,
+            admin_port,
+            key_id,
+            secret_key,
+            detached: false,
+        };
+        garage.spawn()?;
+        garage.configure().await?;
+        Ok(garage)
+    }
+
+    fn spawn(&mut self) -> Result<(), TestbedError> {
+        let log = std::fs::File::create(&self.log_path)
+            .map_err(|e| TestbedError::io("creating the garage log", e))?;
+        let err = log
+            .try_clone()
+            .map_err(|e| TestbedError::io("cloning the garage log", e))?;
+        let child = std::process::Command::new(&self.bin)
+            .arg("-c")
+            .arg(&self.config_path)
+            .arg("server")
+            .env("RUST_LOG", "garage=warn")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .process_group(0)
+            .spawn()
+            .map_err(|e| TestbedError::io("starting garage", e))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    async fn configure(&mut self) -> Result<(), TestbedError> {
+        // The RPC endpoint answers once the server is up; `node id` needs it.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let node_id = loop {
+            self.check_alive()?;
+            match self.cli(&["node", "id", "-q"]).await {
+                Ok(out) => break out.trim().split('@').next().unwrap_or("").to_string(),
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
+        self.cli(&["layout", "assign", "-z", "dc1", "-c", "1G", &node_id])
+            .await?;
+        self.cli(&["layout", "apply", "--version", "1"]).await?;
+        let (key_id, secret) = (self.key_id.clone(), self.secret_key.clone());
+        self.cli(&["key", "import", "--yes", "-n", "testbed", &key_id, &secret])
+            .await?;
+        // The S3 API answers only once the layout is live.
+        let addr = SocketAddr::new(self.listen, self.s3_port);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            self.check_alive()?;
+            if tokio::time::Instant::now() >= deadline {
+                return Err(TestbedError::Timeout {
+                    what: "garage S3 API".into(),
+                    secs: 30,
+                    log: Some((self.log_path.clone(), log_tail(&self.log_path, 20))),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
+    fn check_alive(&mut self) -> Result<(), TestbedError> {
+        if let Some(child) = self.child.as_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(TestbedError::Exited {
+                    what: "garage".into(),
+                    status: status.to_string(),
+                    log: self.log_path.clone(),
+                    tail: log_tail(&self.log_path, 20),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `garage -c <config> <args>` and returns its stdout.
+    pub async fn cli(&self, args: &[&str]) -> Result<String, TestbedError> {
+        let out = tokio::process::Command::new(&self.bin)
+            .arg("-c")
+            .arg(&self.config_path)
+            .args(args)
+            .env("RUST_LOG", "error")
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .map_err(|e| TestbedError::io("running garage", e))?;
+        if !out.status.success() {
+            return Err(TestbedError::Command {
+                command: format!("garage {}", args.join(" ")),
+                status: out.status.to_string(),
+                output: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Creates a bucket the testbed's key may read, write and own.
+    pub async fn create_bucket(&self, name: &str) -> Result<(), TestbedError> {
+        self.cli(&["bucket", "create", name]).await?;
+        self.cli(&[
+            "bucket", "allow", "--read", "--write", "--owner", name, "--key", "testbed",
+        ])
+        .await?;
+        Ok(())
+    }
+
+    /// `http://<ip>:<port>` of the S3 API.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}:{}", self.listen, self.s3_port)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// An `aws-sdk-s3` client for this server (path-style, static key).
+    pub fn s3_client(&self) -> aws_sdk_s3::Client {
+        let creds = aws_sdk_s3::config::Credentials::new(
+            &self.key_id,
+            &self.secret_key,
+            None,
+            None,
+            "testbed",
+        );
+        let config = aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new(REGION))
+            .endpoint_url(self.endpoint())
+            .credentials_provider(creds)
+            .force_path_style(true)
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
+    }
+
+    /// Stops the server (SIGTERM, then SIGKILL after 5 s).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            for _ in 0..100 {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again after [`Garage::stop`] (same ports, same data).
+    pub async fn restart(&mut self) -> Result<(), TestbedError> {
+        self.stop();
+        self.spawn()?;
+        let addr = SocketAddr::new(self.listen, self.s3_port);
+        for _ in 0..600 {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return Ok(());
+            }
+            self.check_alive()?;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(TestbedError::Timeout {
+            what: "garage restart".into(),
+            secs: 30,
+            log: Some((self.log_path.clone(), log_tail(&self.log_path, 20))),
+        })
+    }
+
+    /// Leaves Garage running and its files in place when this handle drops.
+    pub fn detach(mut self) -> (PathBuf, Option<u32>) {
+        self.detached = true;
+        if let Some(t) = self.root.take() {
+            let _ = t.keep();
+        }
+        (self.dir.clone(), self.child.take().map(|c| c.id()))
+    }
+}
+
+impl Drop for Garage {
+    fn drop(&mut self) {
+        if !self.detached {
+            self.stop();
+        }
+    }
+}
+
+fn write_private(path: &Path, text: &str) -> Result<(), TestbedError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| TestbedError::io(format!("writing {}", path.display()), e))?;
+    f.write_all(text.as_bytes())
+        .map_err(|e| TestbedError::io(format!("writing {}", path.display()), e))
+}
+
+/// `n` random bytes as hex, from the kernel's CSPRNG.
+pub fn random_hex(n: usize) -> String {
+    use std::io::Read;
+    let mut buf = vec![0u8; n];
+    let filled = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .is_ok();
+    if !filled {
+        // /dev/urandom always exists on Linux; this is a test harness.
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = (seed >> ((i % 16) * 8)) as u8;
+        }
+    }
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,104 @@
+//! Finding the software the testbed runs, with the install command to print
+//! when it is missing.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::TestbedError;
+
+/// Pinned Garage version (the tests and benchmarks are measured against it).
+pub const GARAGE_VERSION: &str = "2.5.0";
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    p.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// Looks `name` up on `PATH`.
+pub fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| is_executable(p))
+    })
+}
+
+/// The directory holding PostgreSQL's server binaries (`initdb`, `pg_ctl`,
+/// `postgres`, `pg_basebackup`, `pg_rewind`): `$PG_BINDIR`, else the newest
+/// `/usr/lib/postgresql/<v>/bin`, else wherever `initdb` is on `PATH`.
+pub fn pg_bindir() -> Result<PathBuf, TestbedError> {
+    if let Some(dir) = std::env::var_os("PG_BINDIR").map(PathBuf::from) {
+        if is_executable(&dir.join("initdb")) {
+            return Ok(dir);
+        }
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let v: u32 = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            is_executable(&bin.join("initdb")).then_some((v, bin))
+        })
+        .collect();
+    versions.sort();
+    if let Some((_, bin)) = versions.pop() {
+        return Ok(bin);
+    }
+    if let Some(initdb) = which("initdb") {
+        let resolved = std::fs::canonicalize(&initdb).unwrap_or(initdb);
+        if let Some(dir) = resolved.parent() {
+            return Ok(dir.to_path_buf());
+        }
+    }
+    Err(TestbedError::Missing {
+        what: "PostgreSQL server binaries (initdb, pg_ctl)".into(),
+        install: "apt-get install -y postgresql".into(),
+    })
+}
+
+/// The `garage` binary: `$GARAGE_BIN`, `PATH`, or `~/.cargo/bin/garage`.
+pub fn garage_bin() -> Result<PathBuf, TestbedError> {
+    let candidates = [
+        std::env::var_os("GARAGE_BIN").map(PathBuf::from),
+        which("garage"),
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin/garage")),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|p| is_executable(p))
+        .ok_or_else(|| TestbedError::Missing {
+            what: format!("Garage {GARAGE_VERSION} (S3 server)"),
+            install: format!("cargo install garage --version {GARAGE_VERSION} --locked"),
+        })
+}
+
+/// A binary of this workspace (`repl-manager`, `dns-sync`, …): `$AURORA_BIN_DIR`,
+/// else the cargo target directory the running executable was built in.
+pub fn workspace_bin(name: &str) -> Result<PathBuf, TestbedError> {
+    if let Some(dir) = std::env::var_os("AURORA_BIN_DIR").map(PathBuf::from) {
+        let p = dir.join(name);
+        if is_executable(&p) {
+            return Ok(p);
+        }
+    }
+    // Tests run from target/<profile>/deps/; binaries sit in target/<profile>/.
+    // The CLI itself runs from target/<profile>/ (or an install dir).
+    let exe = std::env::current_exe().map_err(|e| TestbedError::io("current_exe", e))?;
+    for dir in exe.ancestors().skip(1).take(3) {
+        let p = dir.join(name);
+        if is_executable(&p) {
+            return Ok(p);
+        }
+    }
+    if let Some(p) = which(name) {
+        return Ok(p);
+    }
+    Err(TestbedError::Missing {
+        what: format!("the `{name}` binary"),
+        install: "cargo build --workspace --bins".into(),
+    })
+}
