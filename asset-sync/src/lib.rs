@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sidecar_kit::admin::BasicApi;
-use sidecar_kit::{AdminConfig, ConfigError, Lifecycle, LogConfig, Metrics, SidecarConfig, Validate};
+use sidecar_kit::{
+    AdminConfig, ConfigError, Lifecycle, LogConfig, Metrics, SidecarConfig, Validate,
+};
 
 /// Default admin port of `asset-sync`.
 pub const DEFAULT_ADMIN_PORT: u16 = 8010;

@@ -85,8 +85,10 @@ CREATE TRIGGER nodes_changed AFTER INSERT OR UPDATE OR DELETE ON aurora.nodes
     FOR EACH STATEMENT EXECUTE FUNCTION aurora.bump_change_version();
 CREATE TRIGGER cluster_changed AFTER UPDATE ON aurora.cluster
     FOR EACH STATEMENT EXECUTE FUNCTION aurora.bump_change_version();
+-- Row-level: a statement-level INSERT trigger would also fire for the
+-- INSERT ... ON CONFLICT DO UPDATE of every routine report.
 CREATE TRIGGER health_inserted AFTER INSERT OR DELETE ON aurora.health
-    FOR EACH STATEMENT EXECUTE FUNCTION aurora.bump_change_version();
+    FOR EACH ROW EXECUTE FUNCTION aurora.bump_change_version();
 CREATE TRIGGER health_status_changed AFTER UPDATE ON aurora.health
     FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
     EXECUTE FUNCTION aurora.bump_change_version();

@@ -120,6 +120,8 @@ fn error_chain(e: &tokio_postgres::Error) -> String {
 
 /// `true` when the server is a writable primary.
 pub async fn is_primary(client: &Client) -> Result<bool, DbError> {
-    let row = client.query_one("SELECT NOT pg_is_in_recovery()", &[]).await?;
+    let row = client
+        .query_one("SELECT NOT pg_is_in_recovery()", &[])
+        .await?;
     Ok(row.get(0))
 }

@@ -18,7 +18,8 @@ pub struct NodeName(String);
 
 impl NodeName {
     pub fn parse(name: &str) -> Result<Self, DbError> {
-        validate_label(name).map_err(|r| DbError::invalid("node name", format!("{name:?}: {r}")))?;
+        validate_label(name)
+            .map_err(|r| DbError::invalid("node name", format!("{name:?}: {r}")))?;
         Ok(Self(name.to_string()))
     }
 
@@ -205,7 +206,9 @@ pub fn validate_endpoint(ep: &str) -> Result<(), DbError> {
     if ep.len() > 255 {
         return Err(bad("too long"));
     }
-    let (host, port) = ep.rsplit_once(':').ok_or_else(|| bad("expected host:port"))?;
+    let (host, port) = ep
+        .rsplit_once(':')
+        .ok_or_else(|| bad("expected host:port"))?;
     port.parse::<u16>()
         .ok()
         .filter(|p| *p != 0)
@@ -292,7 +295,17 @@ mod tests {
             assert!(NodeName::parse(ok).is_ok(), "{ok}");
         }
         let long = "a".repeat(64);
-        for bad in ["", "-a", "a-", "Star", "a.b", "a_b", "ä", long.as_str(), "a b"] {
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "Star",
+            "a.b",
+            "a_b",
+            "ä",
+            long.as_str(),
+            "a b",
+        ] {
             assert!(NodeName::parse(bad).is_err(), "{bad}");
         }
     }

@@ -79,7 +79,10 @@ async fn ip_holder<C: GenericClient>(client: &C, ip: IpAddr) -> Result<Option<St
 /// Removes a node (and, by cascade, its health report).
 pub async fn remove_node<C: GenericClient>(client: &C, name: &NodeName) -> Result<bool, DbError> {
     let n = client
-        .execute("DELETE FROM aurora.nodes WHERE name = $1", &[&name.as_str()])
+        .execute(
+            "DELETE FROM aurora.nodes WHERE name = $1",
+            &[&name.as_str()],
+        )
         .await?;
     Ok(n > 0)
 }

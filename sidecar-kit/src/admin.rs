@@ -25,7 +25,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderName, HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::header::{
+    HeaderName, HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE,
+};
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
@@ -144,7 +146,11 @@ impl AdminResponse {
     }
 
     /// `{"error": message, "detail": detail}`.
-    pub fn error_with(status: StatusCode, message: impl Into<String>, detail: impl Serialize) -> Self {
+    pub fn error_with(
+        status: StatusCode,
+        message: impl Into<String>,
+        detail: impl Serialize,
+    ) -> Self {
         Self::json(
             status,
             &serde_json::json!({ "error": message.into(), "detail": detail }),
@@ -348,7 +354,10 @@ async fn route<A: AdminApi>(req: Request<Incoming>, shared: &Shared<A>) -> Admin
     let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) => {
-            return if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            return if e
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 AdminResponse::error(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     format!("request body over {MAX_BODY_BYTES} bytes"),
@@ -373,9 +382,7 @@ async fn route<A: AdminApi>(req: Request<Incoming>, shared: &Shared<A>) -> Admin
     match shared.api.handle(request).await {
         Routed::Response(r) => r,
         Routed::NotFound => AdminResponse::error(StatusCode::NOT_FOUND, "no such endpoint"),
-        Routed::MethodNotAllowed(allow) => {
-            method_not_allowed(allow)
-        }
+        Routed::MethodNotAllowed(allow) => method_not_allowed(allow),
     }
 }
 
@@ -449,7 +456,9 @@ fn authorize(headers: &HeaderMap, token: Option<&Secret>) -> Result<(), AdminRes
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     match presented {
-        None => Err(unauthorized("missing `Authorization: Bearer <admin token>`")),
+        None => Err(unauthorized(
+            "missing `Authorization: Bearer <admin token>`",
+        )),
         Some(p) if bool::from(p.as_bytes().ct_eq(expected.expose().as_bytes())) => Ok(()),
         Some(_) => Err(unauthorized("wrong admin token")),
     }

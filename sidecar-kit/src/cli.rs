@@ -43,7 +43,10 @@ pub fn load_config<C: SidecarConfig>(binary: &str, args: &ConfigArgs) -> Result<
 pub fn print_config<C: SidecarConfig>(binary: &str, config: &C) -> ExitCode {
     match config::render(config) {
         Ok(text) => {
-            println!("# {binary} {}: effective config (secrets redacted)", telemetry::long_version());
+            println!(
+                "# {binary} {}: effective config (secrets redacted)",
+                telemetry::long_version()
+            );
             print!("{text}");
             ExitCode::SUCCESS
         }

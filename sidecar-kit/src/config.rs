@@ -271,7 +271,11 @@ where
     let merged = builder.build().map_err(|e| file_error(file, e))?;
     let parsed: C = serde_path_to_error::deserialize(merged).map_err(|e| {
         let key = e.path().to_string();
-        let key = if key == "." { "<root>".to_string() } else { key };
+        let key = if key == "." {
+            "<root>".to_string()
+        } else {
+            key
+        };
         ConfigError::new(key, strip_key_suffix(&e.into_inner().to_string()))
     })?;
     parsed.validate()?;
@@ -385,8 +389,7 @@ mod tests {
 
     #[test]
     fn wrong_type_is_an_error() {
-        let err =
-            load_from::<Demo>(None, &env(&[("AURORA_S3__CONCURRENCY", "many")])).unwrap_err();
+        let err = load_from::<Demo>(None, &env(&[("AURORA_S3__CONCURRENCY", "many")])).unwrap_err();
         assert_eq!(err.key, "s3.concurrency");
     }
 
@@ -416,8 +419,7 @@ mod tests {
 
     #[test]
     fn missing_file_is_an_error() {
-        let err = load_from::<Demo>(Some(Path::new("/nonexistent/x.toml")), &env(&[]))
-            .unwrap_err();
+        let err = load_from::<Demo>(Some(Path::new("/nonexistent/x.toml")), &env(&[])).unwrap_err();
         assert!(err.message.contains("no such file"));
     }
 

@@ -84,12 +84,12 @@ impl HttpClient {
         token: Option<&Secret>,
         json_body: Option<&serde_json::Value>,
     ) -> Result<HttpResponse, HttpError> {
-        let uri: Uri = url.parse().map_err(|e: hyper::http::uri::InvalidUri| {
-            HttpError::InvalidUrl {
-                url: url.to_string(),
-                reason: e.to_string(),
-            }
-        })?;
+        let uri: Uri =
+            url.parse()
+                .map_err(|e: hyper::http::uri::InvalidUri| HttpError::InvalidUrl {
+                    url: url.to_string(),
+                    reason: e.to_string(),
+                })?;
         if uri.scheme_str() != Some("http") {
             return Err(HttpError::InvalidUrl {
                 url: url.to_string(),
@@ -105,24 +105,31 @@ impl HttpClient {
             req = req.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
         if let Some(token) = token {
-            let value = HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(
-                |_| HttpError::InvalidUrl {
-                    url: url.to_string(),
-                    reason: "admin token contains characters not allowed in a header".into(),
-                },
-            )?;
+            let value =
+                HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
+                    HttpError::InvalidUrl {
+                        url: url.to_string(),
+                        reason: "admin token contains characters not allowed in a header".into(),
+                    }
+                })?;
             req = req.header(AUTHORIZATION, value);
         }
-        let req = req.body(Full::new(body)).map_err(|e| HttpError::InvalidUrl {
-            url: url.to_string(),
-            reason: e.to_string(),
-        })?;
+        let req = req
+            .body(Full::new(body))
+            .map_err(|e| HttpError::InvalidUrl {
+                url: url.to_string(),
+                reason: e.to_string(),
+            })?;
 
         let call = async {
-            let resp = self.inner.request(req).await.map_err(|e| HttpError::Transport {
-                url: url.to_string(),
-                reason: describe(&e),
-            })?;
+            let resp = self
+                .inner
+                .request(req)
+                .await
+                .map_err(|e| HttpError::Transport {
+                    url: url.to_string(),
+                    reason: describe(&e),
+                })?;
             let status = resp.status();
             let body = resp
                 .into_body()
@@ -148,7 +155,10 @@ impl HttpClient {
     }
 
     /// GETs `url` and decodes a 2xx JSON answer; anything else is an error.
-    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, HttpError> {
+    pub async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+    ) -> Result<T, HttpError> {
         let resp = self.get(url).await?;
         ok_or_status(url, &resp)?;
         resp.json(url)

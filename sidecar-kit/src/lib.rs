@@ -19,7 +19,9 @@ pub mod lifecycle;
 pub mod sidecar;
 pub mod telemetry;
 
-pub use admin::{AdminApi, AdminRequest, AdminResponse, AdminServer, HealthReport, HealthStatus, Routed};
+pub use admin::{
+    AdminApi, AdminRequest, AdminResponse, AdminServer, HealthReport, HealthStatus, Routed,
+};
 pub use config::{AdminConfig, ConfigError, LogConfig, Secret, SidecarConfig, Validate};
 pub use lifecycle::Lifecycle;
 pub use telemetry::Metrics;

@@ -179,7 +179,9 @@ mod tests {
     #[test]
     fn names_follow_the_contract() {
         let m = Metrics::new("dns-sync").unwrap();
-        m.counter("queries_total", "Queries answered.").unwrap().inc();
+        m.counter("queries_total", "Queries answered.")
+            .unwrap()
+            .inc();
         let text = String::from_utf8(m.encode().unwrap()).unwrap();
         assert!(text.contains("aurora_dns_sync_queries_total 1"), "{text}");
         assert!(text.contains("aurora_build_info{"), "{text}");

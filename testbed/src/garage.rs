@@ -2,8 +2,8 @@
 //! (layout, key, bucket) exactly as an operator would.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
@@ -290,8 +290,8 @@ impl Drop for Garage {
 }
 
 fn write_private(path: &Path, text: &str) -> Result<(), TestbedError> {
-    use std::os::unix::fs::OpenOptionsExt;
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(true)

@@ -308,7 +308,9 @@ impl PgCluster {
             self.port, self.listen
         );
         let mut cmd = self.command("pg_ctl");
-        cmd.args(["-D", &data, "-l", &log, "-w", "-t", "60", "-o", &opts, "start"]);
+        cmd.args([
+            "-D", &data, "-l", &log, "-w", "-t", "60", "-o", &opts, "start",
+        ]);
         // pg_ctl's server must outlive this handle's process group on
         // `detach`; it daemonizes itself, so no extra care is needed here.
         if let Err(e) = run(cmd, "pg_ctl start").await {
@@ -338,7 +340,7 @@ impl PgCluster {
     /// `true` when the postmaster of this data directory is alive.
     pub fn is_running(&self) -> bool {
         self.postmaster_pid()
-            .map(|pid| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok())
+            .map(|pid| crate::process::pid_alive(pid as u32))
             .unwrap_or(false)
     }
 

@@ -241,3 +241,17 @@ impl Drop for SidecarProcess {
         }
     }
 }
+
+/// `true` when `pid` names a live process. A zombie (exited, not yet reaped
+/// by a parent that may never reap it, such as a container's PID 1) counts
+/// as dead.
+pub fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
+            .unwrap_or(false),
+        Err(_) => false,
+    }
+}

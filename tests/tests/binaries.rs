@@ -1,0 +1,163 @@
+//! Every binary, run the way an operator runs it: as a process, with a
+//! config file and environment, stopped with SIGTERM.
+//!
+//! Needs the binaries built (`cargo build --workspace --bins`; the test
+//! command does it).
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use sidecar_kit::http_client::HttpClient;
+use testbed::tools::workspace_bin;
+use testbed::{free_port, SidecarProcess, SidecarSpec};
+
+const SIDECARS: [&str; 4] = ["repl-manager", "asset-sync", "health-monitor", "dns-sync"];
+const BINARIES: [&str; 5] = [
+    "repl-manager",
+    "asset-sync",
+    "health-monitor",
+    "dns-sync",
+    "aurora-cli",
+];
+const SECRET: &str = "s3cr3t-never-printed-42";
+
+fn run(bin: &str, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let path = workspace_bin(bin).expect("binary built");
+    Command::new(path)
+        .args(args)
+        .env_remove("AURORA_CONFIG")
+        .envs(env.iter().copied())
+        .output()
+        .expect("runs")
+}
+
+#[test]
+fn every_binary_answers_help_and_version() {
+    for bin in BINARIES {
+        let help = run(bin, &["--help"], &[]);
+        assert!(help.status.success(), "{bin} --help");
+        assert!(
+            String::from_utf8_lossy(&help.stdout).contains("Usage"),
+            "{bin}"
+        );
+        let version = run(bin, &["--version"], &[]);
+        assert!(version.status.success(), "{bin} --version");
+        let v = String::from_utf8_lossy(&version.stdout);
+        assert!(v.contains(env!("CARGO_PKG_VERSION")), "{bin}: {v}");
+    }
+}
+
+#[test]
+fn bad_config_exits_2_with_one_line_naming_the_key() {
+    for bin in SIDECARS {
+        let out = run(
+            bin,
+            &["--check-config"],
+            &[("AURORA_ADMIN__LISTEN", "not-an-address")],
+        );
+        assert_eq!(out.status.code(), Some(2), "{bin}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{bin}: {err}");
+        assert!(err.contains("admin.listen"), "{bin}: {err}");
+
+        // Without --check-config the sidecar must not start either.
+        let out = run(bin, &[], &[("AURORA_ADMIN__LISTEN", "not-an-address")]);
+        assert_eq!(out.status.code(), Some(2), "{bin} starts on a bad config");
+
+        let out = run(bin, &["--check-config"], &[("AURORA_NO_SUCH__KEY", "1")]);
+        assert_eq!(out.status.code(), Some(2), "{bin} accepts an unknown key");
+
+        let out = run(bin, &["--config", "/nonexistent/aurora.toml"], &[]);
+        assert_eq!(out.status.code(), Some(2), "{bin} accepts a missing file");
+    }
+}
+
+#[test]
+fn check_config_redacts_secrets() {
+    for bin in SIDECARS {
+        let out = run(bin, &["--check-config"], &[("AURORA_ADMIN__TOKEN", SECRET)]);
+        assert!(out.status.success(), "{bin}");
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!all.contains(SECRET), "{bin} printed the secret");
+        assert!(all.contains("[redacted]"), "{bin}: {all}");
+    }
+}
+
+#[tokio::test]
+async fn every_sidecar_serves_admin_endpoints_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = HttpClient::new(Duration::from_secs(5));
+    for bin in SIDECARS {
+        let port = free_port().unwrap();
+        let addr = format!("127.0.0.1:{port}").parse().unwrap();
+        let config =
+            format!("[admin]\nlisten = \"{addr}\"\n[log]\nformat = \"json\"\nfilter = \"debug\"\n");
+        let spec =
+            SidecarSpec::new(bin, dir.path(), addr, config).env("AURORA_ADMIN__TOKEN", SECRET);
+        let mut p = SidecarProcess::start(spec, Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|e| panic!("{bin}: {e}"));
+        let url = p.admin_url();
+
+        for path in ["/health", "/ready", "/status"] {
+            let r = http.get(&format!("{url}{path}")).await.unwrap();
+            assert_eq!(r.status, 200, "{bin} {path}");
+        }
+        let metrics = http.get(&format!("{url}/metrics")).await.unwrap().text();
+        assert!(metrics.contains("aurora_build_info{"), "{bin}: {metrics}");
+        assert!(metrics.contains("process_resident_memory_bytes"), "{bin}");
+
+        let r = http
+            .send(hyper::Method::POST, &format!("{url}/sync"), None, None)
+            .await
+            .unwrap();
+        assert_eq!(r.status, 401, "{bin} POST without token");
+
+        let started = Instant::now();
+        let status = p.terminate(Duration::from_secs(5)).await.unwrap();
+        assert!(status.success(), "{bin} exit status {status}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+
+        let log = p.log();
+        assert!(!log.contains(SECRET), "{bin} logged the secret");
+        assert!(log.contains("\"level\""), "{bin} json logs: {log}");
+    }
+}
+
+#[tokio::test]
+async fn a_second_signal_exits_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port().unwrap();
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let config = format!("[admin]\nlisten = \"{addr}\"\n");
+    let mut p = SidecarProcess::start(
+        SidecarSpec::new("dns-sync", dir.path(), addr, config),
+        Duration::from_secs(20),
+    )
+    .await
+    .unwrap();
+    p.signal(Signal::SIGTERM).unwrap();
+    p.signal(Signal::SIGINT).unwrap();
+    let status = p.wait_exit(Duration::from_secs(5)).await.unwrap();
+    // Either the first signal already finished the drain (0) or the second
+    // cut it short (130); both are prompt.
+    assert!(matches!(status.code(), Some(0) | Some(130)), "{status}");
+}
+
+#[tokio::test]
+async fn a_port_in_use_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let config = format!("[admin]\nlisten = \"{addr}\"\n");
+    let mut p = SidecarProcess::spawn(SidecarSpec::new("health-monitor", dir.path(), addr, config))
+        .unwrap();
+    let status = p.wait_exit(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(status.code(), Some(1));
+    assert!(p.log().contains("cannot bind admin server"), "{}", p.log());
+}

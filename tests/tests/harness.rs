@@ -1,0 +1,164 @@
+//! The harness itself: real PostgreSQL clusters and a real Garage, side by
+//! side, torn down without leftovers.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aws_sdk_s3::primitives::ByteStream;
+use testbed::{Garage, PgCluster, PgOptions, StopMode};
+
+fn alive(pid: u32) -> bool {
+    testbed::process::pid_alive(pid)
+}
+
+#[tokio::test]
+async fn two_postgres_clusters_and_garage_side_by_side() {
+    let (a, b, garage) = tokio::join!(
+        PgCluster::start_new(PgOptions::named("alpha")),
+        PgCluster::start_new(PgOptions::named("beta")),
+        Garage::start(),
+    );
+    let (a, b, garage) = (a.unwrap(), b.unwrap(), garage.unwrap());
+    assert_ne!(a.port(), b.port());
+
+    // Each cluster is its own server: a table in one is absent from the other.
+    let ca = a.connect("postgres").await.unwrap();
+    let cb = b.connect("postgres").await.unwrap();
+    ca.batch_execute("CREATE TABLE only_alpha (x int); INSERT INTO only_alpha VALUES (1)")
+        .await
+        .unwrap();
+    assert!(cb.query("SELECT * FROM only_alpha", &[]).await.is_err());
+    let checksums: String = ca
+        .query_one("SHOW data_checksums", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        checksums, "on",
+        "pg_rewind needs checksums or wal_log_hints"
+    );
+
+    // Garage through the real aws-sdk-s3 client.
+    garage.create_bucket("assets").await.unwrap();
+    let s3 = garage.s3_client();
+    s3.put_object()
+        .bucket("assets")
+        .key("logo.png")
+        .body(ByteStream::from_static(b"not really a png"))
+        .send()
+        .await
+        .unwrap();
+    let got = s3
+        .get_object()
+        .bucket("assets")
+        .key("logo.png")
+        .send()
+        .await
+        .unwrap();
+    let body = got.body.collect().await.unwrap().into_bytes();
+    assert_eq!(&body[..], b"not really a png");
+
+    // Teardown: every process gone, every directory removed.
+    let pids: Vec<u32> = [a.postmaster_pid(), b.postmaster_pid()]
+        .into_iter()
+        .flatten()
+        .map(|p| p as u32)
+        .chain(garage.pid())
+        .collect();
+    assert_eq!(pids.len(), 3);
+    let dirs: Vec<PathBuf> = vec![a.dir().into(), b.dir().into(), garage.dir().into()];
+    drop(ca);
+    drop(cb);
+    drop(a);
+    drop(b);
+    drop(garage);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for pid in pids {
+        assert!(!alive(pid), "process {pid} survived teardown");
+    }
+    for d in dirs {
+        assert!(!d.exists(), "{} survived teardown", d.display());
+    }
+}
+
+#[tokio::test]
+async fn teardown_also_happens_on_panic() {
+    let dir = std::sync::Arc::new(std::sync::Mutex::new(None::<(PathBuf, i32)>));
+    let seen = dir.clone();
+    let outcome = tokio::spawn(async move {
+        let pg = PgCluster::start_new(PgOptions::named("doomed"))
+            .await
+            .unwrap();
+        *seen.lock().unwrap() = Some((pg.dir().to_path_buf(), pg.postmaster_pid().unwrap()));
+        panic!("a failing test");
+    })
+    .await;
+    assert!(outcome.is_err());
+    let (path, pid) = dir.lock().unwrap().clone().unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!path.exists(), "temp dir left behind");
+    assert!(!alive(pid as u32), "postgres left running");
+}
+
+#[tokio::test]
+async fn a_replica_cloned_from_a_primary_streams() {
+    // Several clusters at once, one a streaming replica of the other: the
+    // shape every replication test builds on.
+    let primary = PgCluster::start_new(PgOptions::named("primary"))
+        .await
+        .unwrap();
+    let c = primary.connect("postgres").await.unwrap();
+    c.batch_execute("CREATE TABLE t (x int); INSERT INTO t VALUES (42)")
+        .await
+        .unwrap();
+
+    let mut replica = PgCluster::empty(PgOptions::named("replica")).unwrap();
+    let data = replica.data_dir().display().to_string();
+    let port = primary.port().to_string();
+    let out = replica
+        .command("pg_basebackup")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            "-D",
+            &data,
+            "-R",
+            "-X",
+            "stream",
+            "-c",
+            "fast",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    replica.start().await.unwrap();
+
+    let rc = replica.connect("postgres").await.unwrap();
+    let in_recovery: bool = rc
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(in_recovery);
+    c.execute("INSERT INTO t VALUES (43)", &[]).await.unwrap();
+    let found = testbed::postgres::wait_until(Duration::from_secs(10), || async {
+        rc.query_one("SELECT count(*) FROM t", &[])
+            .await
+            .map(|r| r.get::<_, i64>(0) == 2)
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(found, "row did not replicate");
+
+    replica.stop(StopMode::Fast).await.unwrap();
+    assert!(!replica.is_running());
+}
