@@ -1,5 +1,7 @@
 //! The cluster contract against a real PostgreSQL primary and standby.
 
+#![allow(clippy::unwrap_used)] // test helpers may panic: a panic is a test failure
+
 use std::net::IpAddr;
 use std::time::Duration;
 

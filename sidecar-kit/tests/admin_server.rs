@@ -1,5 +1,7 @@
 //! The admin server's contract, exercised over real HTTP on a real socket.
 
+#![allow(clippy::unwrap_used)] // test helpers may panic: a panic is a test failure
+
 use std::sync::Arc;
 use std::time::Duration;
 

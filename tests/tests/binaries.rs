@@ -4,6 +4,8 @@
 //! Needs the binaries built (`cargo build --workspace --bins`; the test
 //! command does it).
 
+#![allow(clippy::unwrap_used)] // test helpers may panic: a panic is a test failure
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 

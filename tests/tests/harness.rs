@@ -1,6 +1,8 @@
 //! The harness itself: real PostgreSQL clusters and a real Garage, side by
 //! side, torn down without leftovers.
 
+#![allow(clippy::unwrap_used)] // test helpers may panic: a panic is a test failure
+
 use std::path::PathBuf;
 use std::time::Duration;
 
