@@ -1,58 +1,34 @@
-//! Mirrors the asset bucket (S3/MinIO) into the local /assets cache.
+//! asset-sync: a fast, atomic, checksum-true mirror of an S3 bucket.
+//!
+//! - [`pass`]: one pass (list → plan → download → guarded delete → manifest);
+//! - [`download`]: `If-Match` GETs, verification, staging + rename;
+//! - [`keys`]: which object keys may become local paths;
+//! - [`manifest`]: what was published, for change detection without re-hashing;
+//! - [`daemon`]: periodic passes, `POST /sync`, health and metrics.
 
-use std::sync::Arc;
+pub mod config;
+pub mod daemon;
+pub mod download;
+pub mod fsio;
+pub mod keys;
+pub mod limiter;
+pub mod manifest;
+pub mod pass;
+pub mod s3;
 
-use serde::{Deserialize, Serialize};
-use sidecar_kit::admin::BasicApi;
-use sidecar_kit::{
-    AdminConfig, ConfigError, Lifecycle, LogConfig, Metrics, SidecarConfig, Validate,
-};
+pub use config::Config;
+pub use daemon::run;
+pub use pass::{PassOptions, PassReport, Progress, Syncer};
 
-/// Default admin port of `asset-sync`.
-pub const DEFAULT_ADMIN_PORT: u16 = 8010;
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    pub admin: AdminConfig,
-    pub log: LogConfig,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            admin: AdminConfig::on_port(DEFAULT_ADMIN_PORT),
-            log: LogConfig::default(),
-        }
-    }
-}
-
-impl Validate for Config {
-    fn validate(&self) -> Result<(), ConfigError> {
-        self.admin.validate()?;
-        self.log.validate()
-    }
-}
-
-impl SidecarConfig for Config {
-    fn admin(&self) -> &AdminConfig {
-        &self.admin
-    }
-    fn log(&self) -> &LogConfig {
-        &self.log
-    }
-}
-
-/// Runs `asset-sync` until `lifecycle` is shut down.
-pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
-    let metrics = Metrics::new("asset-sync")?;
-    let work = {
-        let lifecycle = lifecycle.clone();
-        async move {
-            lifecycle.set_ready(true);
-            lifecycle.cancelled().await;
-            Ok(())
-        }
-    };
-    sidecar_kit::sidecar::serve(&config.admin, Arc::new(BasicApi), metrics, lifecycle, work).await
+/// A cheap random number for jitter (not for secrets).
+pub(crate) fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    h.finish()
 }

@@ -1,0 +1,220 @@
+//! asset-sync's configuration. Key names are part of the contract (scripts
+//! and the compose file set them): `[s3] endpoint, region, bucket, prefix,
+//! access_key_id, secret_access_key, force_path_style` and `[sync]
+//! target_dir, interval_secs, concurrency, delete, max_delete_percent`.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use sidecar_kit::{AdminConfig, ConfigError, LogConfig, Secret, SidecarConfig, Validate};
+
+/// Default admin port of `asset-sync`.
+pub const DEFAULT_ADMIN_PORT: u16 = 8010;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub admin: AdminConfig,
+    pub log: LogConfig,
+    pub s3: S3Config,
+    pub sync: SyncConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// `http://minio:9000`; unset means AWS's own endpoint for `region`.
+    pub endpoint: Option<String>,
+    pub region: String,
+    /// Required.
+    pub bucket: String,
+    /// Only keys under this prefix are mirrored; the prefix is stripped from
+    /// local paths (`prefix = "img/"`: `img/a.png` → `<target>/a.png`).
+    pub prefix: String,
+    /// Static credentials; unset means the AWS default chain (env, profile,
+    /// instance role).
+    pub access_key_id: Option<Secret>,
+    pub secret_access_key: Option<Secret>,
+    /// Path-style URLs (`endpoint/bucket/key`), which MinIO and Garage need.
+    pub force_path_style: bool,
+    /// Connect timeout for S3 requests.
+    pub connect_timeout_secs: u64,
+    /// A request that sends no bytes for this long is retried.
+    pub read_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncConfig {
+    /// The local mirror. Apps read it; asset-sync alone writes it.
+    pub target_dir: PathBuf,
+    /// Seconds between passes.
+    pub interval_secs: u64,
+    /// Up to this many seconds are added at random to each interval, so a
+    /// fleet does not hit the bucket in lockstep.
+    pub jitter_secs: u64,
+    /// Concurrent GET requests.
+    pub concurrency: usize,
+    /// Delete local files whose objects are gone from the bucket.
+    pub delete: bool,
+    /// A pass deletes at most this share of the mirrored files; more means
+    /// something is wrong upstream and nothing is deleted (`--force-delete`
+    /// overrides once).
+    pub max_delete_percent: u8,
+    /// Glob patterns (`*.png`, `img/**`) of keys to mirror; empty = all.
+    pub include: Vec<String>,
+    /// Glob patterns of keys to leave out (applied after `include`).
+    pub exclude: Vec<String>,
+    /// Cap on download bandwidth in bytes per second; 0 = no cap.
+    pub bandwidth_limit_bytes: u64,
+    /// Objects at least this large are fetched as parallel byte ranges.
+    pub ranged_threshold_bytes: u64,
+    /// Size of each range of a ranged download.
+    pub range_size_bytes: u64,
+    /// Attempts per object (with exponential backoff and jitter) before the
+    /// object counts as failed for this pass.
+    pub attempts: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            admin: AdminConfig::on_port(DEFAULT_ADMIN_PORT),
+            log: LogConfig::default(),
+            s3: S3Config {
+                endpoint: None,
+                region: "us-east-1".into(),
+                bucket: String::new(),
+                prefix: String::new(),
+                access_key_id: None,
+                secret_access_key: None,
+                force_path_style: true,
+                connect_timeout_secs: 5,
+                read_timeout_secs: 30,
+            },
+            sync: SyncConfig {
+                target_dir: PathBuf::from("/assets"),
+                interval_secs: 300,
+                jitter_secs: 30,
+                concurrency: 64,
+                delete: true,
+                max_delete_percent: 50,
+                include: Vec::new(),
+                exclude: Vec::new(),
+                bandwidth_limit_bytes: 0,
+                ranged_threshold_bytes: 32 << 20,
+                range_size_bytes: 8 << 20,
+                attempts: 5,
+            },
+        }
+    }
+}
+
+impl Validate for Config {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.admin.validate()?;
+        self.log.validate()?;
+        let s3 = &self.s3;
+        if s3.bucket.is_empty() {
+            return Err(ConfigError::new("s3.bucket", "is required"));
+        }
+        if !valid_bucket(&s3.bucket) {
+            return Err(ConfigError::new(
+                "s3.bucket",
+                format!(
+                    "{:?} is not a valid bucket name (3-63 of a-z 0-9 . -)",
+                    s3.bucket
+                ),
+            ));
+        }
+        if let Some(ep) = &s3.endpoint {
+            if !(ep.starts_with("http://") || ep.starts_with("https://")) || ep.len() < 10 {
+                return Err(ConfigError::new(
+                    "s3.endpoint",
+                    format!("{ep:?} must be an http:// or https:// URL"),
+                ));
+            }
+        }
+        if s3.region.is_empty() {
+            return Err(ConfigError::new("s3.region", "must not be empty"));
+        }
+        if s3.access_key_id.is_some() != s3.secret_access_key.is_some() {
+            return Err(ConfigError::new(
+                "s3.secret_access_key",
+                "access_key_id and secret_access_key must be set together",
+            ));
+        }
+        if s3.prefix.starts_with('/') {
+            return Err(ConfigError::new("s3.prefix", "must not start with '/'"));
+        }
+        if s3.connect_timeout_secs == 0 || s3.read_timeout_secs == 0 {
+            return Err(ConfigError::new(
+                "s3.read_timeout_secs",
+                "timeouts must be at least 1",
+            ));
+        }
+        let sync = &self.sync;
+        if !sync.target_dir.is_absolute() {
+            return Err(ConfigError::new(
+                "sync.target_dir",
+                format!("{} must be an absolute path", sync.target_dir.display()),
+            ));
+        }
+        if sync.target_dir.parent().is_none() {
+            return Err(ConfigError::new("sync.target_dir", "may not be /"));
+        }
+        if sync.interval_secs == 0 {
+            return Err(ConfigError::new("sync.interval_secs", "must be at least 1"));
+        }
+        if sync.concurrency == 0 || sync.concurrency > 1024 {
+            return Err(ConfigError::new("sync.concurrency", "must be 1-1024"));
+        }
+        if sync.max_delete_percent > 100 {
+            return Err(ConfigError::new("sync.max_delete_percent", "must be 0-100"));
+        }
+        if sync.range_size_bytes < (1 << 20) {
+            return Err(ConfigError::new(
+                "sync.range_size_bytes",
+                "must be at least 1 MiB",
+            ));
+        }
+        if sync.attempts == 0 {
+            return Err(ConfigError::new("sync.attempts", "must be at least 1"));
+        }
+        for (key, patterns) in [
+            ("sync.include", &sync.include),
+            ("sync.exclude", &sync.exclude),
+        ] {
+            for p in patterns {
+                globset::Glob::new(p).map_err(|e| ConfigError::new(key, format!("{p:?}: {e}")))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl SidecarConfig for Config {
+    fn admin(&self) -> &AdminConfig {
+        &self.admin
+    }
+    fn log(&self) -> &LogConfig {
+        &self.log
+    }
+}
+
+fn valid_bucket(b: &str) -> bool {
+    (3..=63).contains(&b.len())
+        && b.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-')
+        && !b.starts_with(['.', '-'])
+        && !b.ends_with(['.', '-'])
+}
+
+impl SyncConfig {
+    /// Where asset-sync keeps its manifest and staging files: inside the
+    /// target, so staging and target share a filesystem and `rename` is
+    /// atomic. Keys under this name are refused (see `keys`).
+    pub fn state_dir(&self) -> PathBuf {
+        self.target_dir.join(crate::keys::STATE_DIR_NAME)
+    }
+}

@@ -1,0 +1,459 @@
+//! Fetching one object: GET with `If-Match` on the listed ETag, stream into a
+//! staging file on the target's filesystem, verify, fsync, rename into place.
+//!
+//! Readers of the target never see a partial file: the only thing that ever
+//! appears under a published name is a complete, verified file, by `rename`.
+//! A staging file is removed when its download fails or is cancelled; one
+//! left by a SIGKILL is removed at the start of the next pass.
+
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::types::ChecksumMode;
+use aws_sdk_s3::Client;
+use base64::Engine;
+use md5::{Digest, Md5};
+use sha2::Sha256;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::fsio;
+use crate::limiter::RateLimiter;
+use crate::s3::{describe, plain_md5, Remote};
+
+/// How a download was verified.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verified {
+    /// Against the ETag, which is the content's MD5.
+    Md5,
+    /// Against the object's full-object SHA-256 checksum.
+    Sha256,
+    /// Against a CRC checksum, checked by the SDK while streaming.
+    Crc,
+    /// Multipart object without a stored checksum: size only.
+    SizeOnly,
+}
+
+#[derive(Debug)]
+pub struct Fetched {
+    pub sha256: String,
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub verified: Verified,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error(
+        "object changed since it was listed (ETag no longer matches); next pass takes the new one"
+    )]
+    Changed,
+    #[error("object disappeared since it was listed")]
+    Gone,
+    #[error("verification failed: {0}")]
+    Verify(String),
+    #[error("S3: {0}")]
+    S3(String),
+    #[error("{path}: {source}")]
+    Local {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl FetchError {
+    fn retryable(&self) -> bool {
+        matches!(self, FetchError::S3(_) | FetchError::Verify(_))
+    }
+
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, FetchError::Local { source, .. } if source.raw_os_error() == Some(28))
+    }
+
+    fn local(path: &Path, source: std::io::Error) -> Self {
+        FetchError::Local {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Everything a download needs, shared by all downloads of a pass.
+pub struct Fetcher {
+    pub client: Client,
+    pub bucket: String,
+    pub target: PathBuf,
+    pub staging: PathBuf,
+    pub permits: Arc<Semaphore>,
+    pub limiter: Option<Arc<RateLimiter>>,
+    pub ranged_threshold: u64,
+    pub range_size: u64,
+    pub attempts: u32,
+    pub cancel: CancellationToken,
+    pub retries: AtomicU64,
+}
+
+static STAGING_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Removes the staging file unless it was published.
+struct Staging {
+    path: PathBuf,
+    published: bool,
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.published {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl Fetcher {
+    /// Downloads `remote` to `<target>/<rel>`, retrying transient failures
+    /// with exponential backoff and jitter.
+    pub async fn fetch(&self, remote: &Remote, rel: &Path) -> Result<Fetched, FetchError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = tokio::select! {
+                _ = self.cancel.cancelled() => Err(FetchError::Cancelled),
+                r = self.attempt(remote, rel) => r,
+            };
+            match result {
+                Err(e) if e.retryable() && attempt < self.attempts => {
+                    self.retries.fetch_add(1, Ordering::Relaxed);
+                    let backoff = backoff(attempt);
+                    tracing::debug!(key = %remote.key, attempt, ?backoff, error = %e, "retrying");
+                    tokio::select! {
+                        _ = self.cancel.cancelled() => return Err(FetchError::Cancelled),
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn attempt(&self, remote: &Remote, rel: &Path) -> Result<Fetched, FetchError> {
+        let seq = STAGING_SEQ.fetch_add(1, Ordering::Relaxed);
+        let mut staging = Staging {
+            path: self
+                .staging
+                .join(format!("{}-{seq}.part", std::process::id())),
+            published: false,
+        };
+        let file = std::fs::File::create(&staging.path)
+            .map_err(|e| FetchError::local(&staging.path, e))?;
+
+        let (size, md5, sha256, verified) = if remote.size >= self.ranged_threshold {
+            self.ranged(remote, &file, &staging.path).await?
+        } else {
+            self.streamed(remote, &file, &staging.path).await?
+        };
+        if size != remote.size {
+            return Err(FetchError::Verify(format!(
+                "got {size} bytes, listing said {}",
+                remote.size
+            )));
+        }
+        let verified = match (plain_md5(&remote.etag), verified) {
+            (Some(expected), _) => {
+                if md5 != expected {
+                    return Err(FetchError::Verify(format!(
+                        "MD5 {} does not match ETag {}",
+                        hex::encode(md5),
+                        remote.etag
+                    )));
+                }
+                Verified::Md5
+            }
+            (None, v) => v,
+        };
+        // Durable, then visible: fsync the data, then rename. The parent
+        // directory's fsync is batched per pass (before the manifest save).
+        let dest = self.target.join(rel);
+        let staged = staging.path.clone();
+        let target = self.target.clone();
+        let rel = rel.to_path_buf();
+        let mtime_ns = tokio::task::spawn_blocking(move || -> Result<i128, FetchError> {
+            file.sync_all().map_err(|e| FetchError::local(&staged, e))?;
+            drop(file);
+            ensure_parents(&target, &rel)?;
+            std::fs::rename(&staged, &dest).map_err(|e| FetchError::local(&dest, e))?;
+            let meta = std::fs::metadata(&dest).map_err(|e| FetchError::local(&dest, e))?;
+            Ok(fsio::mtime_ns(&meta))
+        })
+        .await
+        .map_err(|e| FetchError::S3(format!("publish task failed: {e}")))??;
+        staging.published = true;
+        Ok(Fetched {
+            sha256: hex::encode(sha256),
+            size,
+            mtime_ns,
+            verified,
+        })
+    }
+
+    /// One GET, hashed while it streams to the staging file.
+    async fn streamed(
+        &self,
+        remote: &Remote,
+        file: &std::fs::File,
+        path: &Path,
+    ) -> Result<(u64, [u8; 16], [u8; 32], Verified), FetchError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| FetchError::Cancelled)?;
+        let resp = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&remote.key)
+            .if_match(format!("\"{}\"", remote.etag))
+            .checksum_mode(ChecksumMode::Enabled)
+            .send()
+            .await
+            .map_err(map_sdk)?;
+        let full_sha = full_object_sha256(resp.checksum_sha256());
+        let has_crc = resp.checksum_crc32().is_some()
+            || resp.checksum_crc32_c().is_some()
+            || resp.checksum_crc64_nvme().is_some();
+        let mut body = resp.body;
+        let mut md5 = Md5::new();
+        let mut sha = Sha256::new();
+        let mut size = 0u64;
+        let mut writer = std::io::BufWriter::with_capacity(256 << 10, file);
+        while let Some(chunk) = body
+            .try_next()
+            .await
+            .map_err(|e| FetchError::S3(format!("reading body: {}", describe(&e))))?
+        {
+            if let Some(l) = &self.limiter {
+                l.take(chunk.len() as u64).await;
+            }
+            md5.update(&chunk);
+            sha.update(&chunk);
+            size += chunk.len() as u64;
+            // Buffered page-cache writes; the slow part (fsync) runs on the
+            // blocking pool.
+            writer
+                .write_all(&chunk)
+                .map_err(|e| FetchError::local(path, e))?;
+        }
+        writer.flush().map_err(|e| FetchError::local(path, e))?;
+        let md5: [u8; 16] = md5.finalize().into();
+        let sha: [u8; 32] = sha.finalize().into();
+        let verified = check_sha(full_sha, &sha, has_crc)?;
+        Ok((size, md5, sha, verified))
+    }
+
+    /// Parallel byte ranges written at their offsets, then one read-back pass
+    /// to hash the whole file (page cache; cheap beside the network).
+    async fn ranged(
+        &self,
+        remote: &Remote,
+        file: &std::fs::File,
+        path: &Path,
+    ) -> Result<(u64, [u8; 16], [u8; 32], Verified), FetchError> {
+        file.set_len(remote.size)
+            .map_err(|e| FetchError::local(path, e))?;
+        let file = Arc::new(file.try_clone().map_err(|e| FetchError::local(path, e))?);
+        let mut ranges = Vec::new();
+        let mut start = 0;
+        while start < remote.size {
+            let end = (start + self.range_size).min(remote.size) - 1;
+            ranges.push((start, end));
+            start = end + 1;
+        }
+        let mut set = tokio::task::JoinSet::new();
+        for (start, end) in ranges {
+            let client = self.client.clone();
+            let bucket = self.bucket.clone();
+            let key = remote.key.clone();
+            let etag = remote.etag.clone();
+            let permits = self.permits.clone();
+            let limiter = self.limiter.clone();
+            let file = file.clone();
+            let path = path.to_path_buf();
+            set.spawn(async move {
+                let _permit = permits.acquire().await.map_err(|_| FetchError::Cancelled)?;
+                let resp = client
+                    .get_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .if_match(format!("\"{etag}\""))
+                    .range(format!("bytes={start}-{end}"))
+                    .send()
+                    .await
+                    .map_err(map_sdk)?;
+                let mut body = resp.body;
+                let mut offset = start;
+                while let Some(chunk) = body
+                    .try_next()
+                    .await
+                    .map_err(|e| FetchError::S3(format!("reading range: {}", describe(&e))))?
+                {
+                    if offset + chunk.len() as u64 > end + 1 {
+                        return Err(FetchError::Verify("range answer longer than asked".into()));
+                    }
+                    if let Some(l) = &limiter {
+                        l.take(chunk.len() as u64).await;
+                    }
+                    file.write_all_at(&chunk, offset)
+                        .map_err(|e| FetchError::local(&path, e))?;
+                    offset += chunk.len() as u64;
+                }
+                if offset != end + 1 {
+                    return Err(FetchError::Verify(format!(
+                        "range {start}-{end} ended at {offset}"
+                    )));
+                }
+                Ok::<(), FetchError>(())
+            });
+        }
+        while let Some(joined) = set.join_next().await {
+            joined.map_err(|e| FetchError::S3(format!("range task failed: {e}")))??;
+        }
+
+        // Whole-object checksum, if the object has one (ranges do not carry it).
+        let head = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(&remote.key)
+            .if_match(format!("\"{}\"", remote.etag))
+            .checksum_mode(ChecksumMode::Enabled)
+            .send()
+            .await
+            .map_err(map_sdk)?;
+        let full_sha = full_object_sha256(head.checksum_sha256());
+        let hashed_path = path.to_path_buf();
+        let (size, md5, sha) = tokio::task::spawn_blocking(move || hash_file(&hashed_path))
+            .await
+            .map_err(|e| FetchError::S3(format!("hash task failed: {e}")))?
+            .map_err(|e| FetchError::local(path, e))?;
+        // CRCs are not re-checked for ranged downloads; the ETag (MD5) or
+        // SHA-256 covers single-part objects, size covers the rest.
+        let verified = check_sha(full_sha, &sha, false)?;
+        Ok((size, md5, sha, verified))
+    }
+}
+
+/// A full-object SHA-256 (base64, no `-N` composite suffix), decoded.
+fn full_object_sha256(checksum: Option<&str>) -> Option<Vec<u8>> {
+    let c = checksum?;
+    if c.contains('-') {
+        return None;
+    }
+    base64::engine::general_purpose::STANDARD.decode(c).ok()
+}
+
+fn check_sha(
+    expected: Option<Vec<u8>>,
+    got: &[u8; 32],
+    has_crc: bool,
+) -> Result<Verified, FetchError> {
+    match expected {
+        Some(e) if e.as_slice() == got => Ok(Verified::Sha256),
+        Some(e) => Err(FetchError::Verify(format!(
+            "SHA-256 {} does not match the object's checksum {}",
+            hex::encode(got),
+            hex::encode(e)
+        ))),
+        None if has_crc => Ok(Verified::Crc),
+        None => Ok(Verified::SizeOnly),
+    }
+}
+
+/// MD5 and SHA-256 of a file, and its length.
+pub fn hash_file(path: &Path) -> std::io::Result<(u64, [u8; 16], [u8; 32])> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut md5 = Md5::new();
+    let mut sha = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        md5.update(&buf[..n]);
+        sha.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((size, md5.finalize().into(), sha.finalize().into()))
+}
+
+/// Creates the directories leading to `rel` under `target`, refusing to pass
+/// through anything that is not a real directory (a symlink planted in the
+/// cache must not redirect a write outside it).
+fn ensure_parents(target: &Path, rel: &Path) -> Result<(), FetchError> {
+    let mut dir = target.to_path_buf();
+    let parents: Vec<_> = rel
+        .parent()
+        .map(|p| p.components().collect())
+        .unwrap_or_default();
+    for c in parents {
+        dir.push(c);
+        match std::fs::symlink_metadata(&dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(FetchError::local(
+                    &dir,
+                    std::io::Error::other("exists and is not a directory; not writing through it"),
+                ))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir(&dir).map_err(|e| FetchError::local(&dir, e))?;
+            }
+            Err(e) => return Err(FetchError::local(&dir, e)),
+        }
+    }
+    Ok(())
+}
+
+fn map_sdk<E, R>(e: SdkError<E, R>) -> FetchError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + HttpStatus + Send + Sync + 'static,
+{
+    if let SdkError::ServiceError(se) = &e {
+        match se.raw().status() {
+            412 => return FetchError::Changed,
+            404 => return FetchError::Gone,
+            _ => {}
+        }
+    }
+    FetchError::S3(describe(&e))
+}
+
+/// The HTTP status of a raw SDK response.
+pub trait HttpStatus {
+    fn status(&self) -> u16;
+}
+
+impl HttpStatus for aws_sdk_s3::config::http::HttpResponse {
+    fn status(&self) -> u16 {
+        self.status().as_u16()
+    }
+}
+
+/// 200 ms, 400 ms, … up to 10 s, each with up to 50% random jitter.
+pub fn backoff(attempt: u32) -> Duration {
+    let base = 200u64.saturating_mul(1 << attempt.min(6)).min(10_000);
+    let jitter = crate::random_u64() % (base / 2 + 1);
+    Duration::from_millis(base / 2 + jitter)
+}

@@ -1,0 +1,425 @@
+//! One sync pass: list, plan, download what differs, delete what is gone
+//! (guarded), save the manifest.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::StreamExt;
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::download::{hash_file, FetchError, Fetcher, Verified};
+use crate::fsio;
+use crate::keys::{self, Rejection};
+use crate::limiter::RateLimiter;
+use crate::manifest::{self, Entry, Manifest};
+use crate::s3::{self, plain_md5, Remote};
+
+/// At most this many error lines are kept in a report.
+const MAX_ERRORS: usize = 20;
+
+/// What one pass did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PassReport {
+    pub ok: bool,
+    pub listed: u64,
+    pub downloaded: u64,
+    pub bytes_downloaded: u64,
+    /// Local files that already matched (after a lost manifest), kept.
+    pub adopted: u64,
+    pub unchanged: u64,
+    pub deleted: u64,
+    /// Keys not mirrored: unsafe (`rejected`) or filtered out (`filtered`).
+    pub rejected: u64,
+    pub filtered: u64,
+    pub failed: u64,
+    /// Objects overwritten between listing and download (fetched next pass).
+    pub changed_during_pass: u64,
+    pub verified_size_only: u64,
+    pub retries: u64,
+    pub rejections: HashMap<&'static str, u64>,
+    /// Set when deletions were held back, with the reason.
+    pub deletion_guard: Option<String>,
+    pub local_files: u64,
+    pub local_bytes: u64,
+    pub duration_secs: f64,
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    #[error(transparent)]
+    List(#[from] s3::ListError),
+    #[error("{context}: {source}")]
+    Local {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PassOptions {
+    /// Delete even when the deletion guard would hold back.
+    pub force_delete: bool,
+}
+
+/// Live counters for a progress display.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub planned: AtomicU64,
+    pub done: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
+/// What stays the same from pass to pass.
+pub struct Syncer {
+    pub config: Config,
+    pub client: aws_sdk_s3::Client,
+    include: Option<GlobSet>,
+    exclude: Option<GlobSet>,
+    limiter: Option<Arc<RateLimiter>>,
+}
+
+fn globs(patterns: &[String]) -> Option<GlobSet> {
+    if patterns.is_empty() {
+        return None;
+    }
+    let mut b = GlobSetBuilder::new();
+    for p in patterns {
+        // Validated with the config.
+        if let Ok(g) = Glob::new(p) {
+            b.add(g);
+        }
+    }
+    b.build().ok()
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> PassError {
+    let context = context.into();
+    move |source| PassError::Local { context, source }
+}
+
+impl Syncer {
+    pub async fn new(config: Config) -> Self {
+        let client = s3::client(&config.s3).await;
+        let limiter = (config.sync.bandwidth_limit_bytes > 0)
+            .then(|| Arc::new(RateLimiter::new(config.sync.bandwidth_limit_bytes)));
+        Self {
+            include: globs(&config.sync.include),
+            exclude: globs(&config.sync.exclude),
+            limiter,
+            client,
+            config,
+        }
+    }
+
+    /// Runs one pass. A listing failure is an `Err` and changes nothing
+    /// locally; per-object failures are counted in the report.
+    pub async fn pass(
+        &self,
+        opts: PassOptions,
+        cancel: &CancellationToken,
+        progress: &Progress,
+    ) -> Result<PassReport, PassError> {
+        let started = Instant::now();
+        let sync = &self.config.sync;
+        let target = sync.target_dir.clone();
+        let state = sync.state_dir();
+        let staging = state.join("staging");
+        std::fs::create_dir_all(&staging)
+            .map_err(io_err(format!("creating {}", staging.display())))?;
+        clean_staging(&staging).map_err(io_err("cleaning staging leftovers"))?;
+
+        let mut manifest = Manifest::load(&state);
+        let listing = s3::list_all(&self.client, &self.config.s3).await?;
+        let mut report = PassReport {
+            listed: listing.len() as u64,
+            ..Default::default()
+        };
+
+        // Plan: safe keys only, filters applied, conflicts resolved.
+        let prefix = &self.config.s3.prefix;
+        let rel_keys: Vec<(&Remote, &str)> = listing
+            .iter()
+            .map(|r| (r, r.key.strip_prefix(prefix.as_str()).unwrap_or(&r.key)))
+            .collect();
+        let conflicts = keys::file_prefix_conflicts(rel_keys.iter().map(|(_, k)| *k));
+        let listed_rel: HashSet<&str> = rel_keys.iter().map(|(_, k)| *k).collect();
+        let mut wanted: Vec<(Remote, String, PathBuf)> = Vec::new();
+        for (remote, rel) in &rel_keys {
+            let path = if conflicts.contains(*rel) {
+                Err(Rejection::FileAndPrefix)
+            } else {
+                keys::relative_path(rel)
+            };
+            match path {
+                Ok(path) => {
+                    let included = self.include.as_ref().is_none_or(|g| g.is_match(rel));
+                    let excluded = self.exclude.as_ref().is_some_and(|g| g.is_match(rel));
+                    if included && !excluded {
+                        wanted.push(((*remote).clone(), rel.to_string(), path));
+                    } else {
+                        report.filtered += 1;
+                    }
+                }
+                Err(rule) => {
+                    if rule != Rejection::DirectoryMarker {
+                        tracing::warn!(key = ?remote.key, rule = rule.as_str(), "unsafe key skipped");
+                    }
+                    report.rejected += 1;
+                    *report.rejections.entry(rule.as_str()).or_default() += 1;
+                }
+            }
+        }
+
+        // What differs from the manifest (or from the disk, if tampered).
+        let mut to_fetch = Vec::new();
+        let mut to_verify = Vec::new();
+        for (remote, rel, path) in wanted {
+            let local = target.join(&path);
+            match manifest.entries.get(&rel) {
+                Some(e)
+                    if e.etag == remote.etag
+                        && e.size == remote.size
+                        && manifest::local_matches(e, &local) =>
+                {
+                    report.unchanged += 1;
+                }
+                _ => {
+                    let same_size = std::fs::symlink_metadata(&local)
+                        .map(|m| m.is_file() && m.len() == remote.size)
+                        .unwrap_or(false);
+                    if same_size && plain_md5(&remote.etag).is_some() {
+                        to_verify.push((remote, rel, path));
+                    } else {
+                        to_fetch.push((remote, rel, path));
+                    }
+                }
+            }
+        }
+
+        // A file already present with the right MD5 (lost manifest, or a
+        // cache seeded by hand) is adopted, not downloaded again.
+        let concurrency = sync.concurrency;
+        let verified: Vec<_> = futures::stream::iter(to_verify)
+            .map(|(remote, rel, path)| {
+                let local = target.join(&path);
+                async move {
+                    let hashed = tokio::task::spawn_blocking(move || {
+                        let h = hash_file(&local);
+                        let meta = std::fs::metadata(&local).map(|m| fsio::mtime_ns(&m));
+                        (h, meta)
+                    })
+                    .await;
+                    (remote, rel, path, hashed)
+                }
+            })
+            .buffer_unordered(concurrency.min(8))
+            .collect()
+            .await;
+        for (remote, rel, path, hashed) in verified {
+            match hashed {
+                Ok((Ok((size, md5, sha)), Ok(mtime_ns)))
+                    if Some(md5) == plain_md5(&remote.etag) && size == remote.size =>
+                {
+                    report.adopted += 1;
+                    manifest.entries.insert(
+                        rel,
+                        Entry {
+                            etag: remote.etag.clone(),
+                            size,
+                            last_modified: remote.last_modified.clone(),
+                            sha256: hex::encode(sha),
+                            mtime_ns,
+                        },
+                    );
+                }
+                _ => to_fetch.push((remote, rel, path)),
+            }
+        }
+
+        // Download.
+        progress
+            .planned
+            .store(to_fetch.len() as u64, Ordering::Relaxed);
+        let fetcher = Fetcher {
+            client: self.client.clone(),
+            bucket: self.config.s3.bucket.clone(),
+            target: target.clone(),
+            staging: staging.clone(),
+            permits: Arc::new(Semaphore::new(concurrency)),
+            limiter: self.limiter.clone(),
+            ranged_threshold: sync.ranged_threshold_bytes,
+            range_size: sync.range_size_bytes,
+            attempts: sync.attempts,
+            cancel: cancel.clone(),
+            retries: AtomicU64::new(0),
+        };
+        let fetcher = &fetcher;
+        let mut touched_dirs: BTreeSet<PathBuf> = BTreeSet::new();
+        let mut results = futures::stream::iter(to_fetch)
+            .map(|(remote, rel, path)| async move {
+                let r = fetcher.fetch(&remote, &path).await;
+                (remote, rel, path, r)
+            })
+            // Ranged downloads take several permits' worth of requests; the
+            // semaphore bounds requests, this bounds objects in flight.
+            .buffer_unordered(concurrency);
+        let mut disk_full = false;
+        while let Some((remote, rel, path, result)) = results.next().await {
+            progress.done.fetch_add(1, Ordering::Relaxed);
+            match result {
+                Ok(fetched) => {
+                    progress.bytes.fetch_add(fetched.size, Ordering::Relaxed);
+                    report.downloaded += 1;
+                    report.bytes_downloaded += fetched.size;
+                    if fetched.verified == Verified::SizeOnly {
+                        report.verified_size_only += 1;
+                    }
+                    if let Some(parent) = target.join(&path).parent() {
+                        touched_dirs.insert(parent.to_path_buf());
+                    }
+                    manifest.entries.insert(
+                        rel,
+                        Entry {
+                            etag: remote.etag.clone(),
+                            size: fetched.size,
+                            last_modified: remote.last_modified.clone(),
+                            sha256: fetched.sha256,
+                            mtime_ns: fetched.mtime_ns,
+                        },
+                    );
+                }
+                Err(FetchError::Changed) => report.changed_during_pass += 1,
+                Err(FetchError::Gone) => report.changed_during_pass += 1,
+                Err(FetchError::Cancelled) => report.failed += 1,
+                Err(e) => {
+                    disk_full |= e.is_disk_full();
+                    report.failed += 1;
+                    if report.errors.len() < MAX_ERRORS {
+                        report.errors.push(format!("{}: {e}", remote.key));
+                    }
+                    tracing::warn!(key = ?remote.key, error = %e, "download failed");
+                }
+            }
+        }
+        drop(results);
+        report.retries = fetcher.retries.load(Ordering::Relaxed);
+        if disk_full {
+            report
+                .errors
+                .insert(0, "the target filesystem is full".into());
+        }
+
+        // Delete what the bucket no longer has — only after a complete
+        // listing, and only within the guard.
+        if sync.delete && !cancel.is_cancelled() {
+            let gone: Vec<String> = manifest
+                .entries
+                .keys()
+                .filter(|k| !listed_rel.contains(k.as_str()))
+                .cloned()
+                .collect();
+            let tracked = manifest.entries.len();
+            let guard = if gone.is_empty() {
+                None
+            } else if listing.is_empty() {
+                Some(format!(
+                    "the listing came back empty while {tracked} files are mirrored; deleting nothing"
+                ))
+            } else if gone.len() * 100 > tracked * usize::from(sync.max_delete_percent) {
+                Some(format!(
+                    "{} of {tracked} mirrored files would be deleted, over max_delete_percent = {}; deleting nothing",
+                    gone.len(),
+                    sync.max_delete_percent
+                ))
+            } else {
+                None
+            };
+            match guard {
+                Some(reason) if !opts.force_delete => {
+                    tracing::warn!("{reason}");
+                    report.deletion_guard = Some(reason);
+                }
+                _ => {
+                    for rel in gone {
+                        let Ok(path) = keys::relative_path(&rel) else {
+                            manifest.entries.remove(&rel);
+                            continue;
+                        };
+                        let local = target.join(&path);
+                        match std::fs::remove_file(&local) {
+                            Ok(()) => report.deleted += 1,
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                            Err(e) => {
+                                report.failed += 1;
+                                report
+                                    .errors
+                                    .push(format!("deleting {}: {e}", local.display()));
+                                continue;
+                            }
+                        }
+                        manifest.entries.remove(&rel);
+                        remove_empty_parents(&target, &local, &mut touched_dirs);
+                    }
+                }
+            }
+        }
+
+        // Make the renames and unlinks durable before the manifest says so.
+        for dir in &touched_dirs {
+            if let Err(e) = fsio::sync_dir(dir) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(dir = %dir.display(), error = %e, "fsync failed");
+                }
+            }
+        }
+        if let Some(parent) = target.parent() {
+            let _ = fsio::sync_dir(parent);
+        }
+        manifest.save(&state).map_err(io_err(format!(
+            "saving the manifest in {}",
+            state.display()
+        )))?;
+
+        report.local_files = manifest.entries.len() as u64;
+        report.local_bytes = manifest.entries.values().map(|e| e.size).sum();
+        report.ok = report.failed == 0 && report.deletion_guard.is_none();
+        report.duration_secs = started.elapsed().as_secs_f64();
+        Ok(report)
+    }
+}
+
+/// Removes staging files left by a killed process.
+fn clean_staging(staging: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(staging)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// After a delete, removes directories it left empty, up to the target.
+fn remove_empty_parents(target: &Path, file: &Path, touched: &mut BTreeSet<PathBuf>) {
+    let mut dir = file.parent();
+    while let Some(d) = dir {
+        if d == target || !d.starts_with(target) {
+            touched.insert(d.to_path_buf());
+            break;
+        }
+        if std::fs::remove_dir(d).is_err() {
+            touched.insert(d.to_path_buf());
+            break;
+        }
+        dir = d.parent();
+    }
+}

@@ -1,0 +1,167 @@
+//! The S3 side: a client for MinIO, Garage or AWS, and a complete listing.
+
+use std::time::Duration;
+
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::Client;
+
+use crate::config::S3Config;
+
+/// One listed object.
+#[derive(Clone, Debug)]
+pub struct Remote {
+    pub key: String,
+    pub etag: String,
+    pub size: u64,
+    pub last_modified: Option<String>,
+}
+
+/// Builds the client. Static credentials when configured, else the AWS
+/// default chain.
+pub async fn client(cfg: &S3Config) -> Client {
+    let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(cfg.connect_timeout_secs))
+        .read_timeout(Duration::from_secs(cfg.read_timeout_secs))
+        .build();
+    // asset-sync retries objects itself (with its own backoff and counters);
+    // the SDK's layer adds a couple of quick retries for listing calls.
+    let retry = aws_sdk_s3::config::retry::RetryConfig::standard().with_max_attempts(2);
+    let mut builder = match (&cfg.access_key_id, &cfg.secret_access_key) {
+        (Some(id), Some(secret)) => aws_sdk_s3::config::Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .credentials_provider(Credentials::new(
+                id.expose(),
+                secret.expose(),
+                None,
+                None,
+                "asset-sync-config",
+            )),
+        _ => {
+            let shared = aws_config::defaults(BehaviorVersion::latest()).load().await;
+            aws_sdk_s3::config::Builder::from(&shared)
+        }
+    };
+    builder = builder
+        .region(Region::new(cfg.region.clone()))
+        .force_path_style(cfg.force_path_style)
+        .timeout_config(timeouts)
+        .retry_config(retry);
+    if let Some(ep) = &cfg.endpoint {
+        builder = builder.endpoint_url(ep);
+    }
+    Client::from_conf(builder.build())
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("listing s3://{bucket}/{prefix} at {endpoint}: {reason}")]
+pub struct ListError {
+    pub bucket: String,
+    pub prefix: String,
+    pub endpoint: String,
+    pub reason: String,
+}
+
+/// Lists every object under the prefix, following continuation tokens. Any
+/// page failing fails the whole listing: a partial listing must never drive
+/// deletions.
+pub async fn list_all(client: &Client, cfg: &S3Config) -> Result<Vec<Remote>, ListError> {
+    let mut out = Vec::new();
+    let mut pages = client
+        .list_objects_v2()
+        .bucket(&cfg.bucket)
+        .prefix(&cfg.prefix)
+        .max_keys(1000)
+        // Keys come back percent-encoded: a key holding a control character
+        // would otherwise make the XML unparsable and fail the whole listing
+        // (one hostile object must not stop the mirror).
+        .encoding_type(aws_sdk_s3::types::EncodingType::Url)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| ListError {
+            bucket: cfg.bucket.clone(),
+            prefix: cfg.prefix.clone(),
+            endpoint: cfg.endpoint.clone().unwrap_or_else(|| "AWS".into()),
+            reason: describe(&e),
+        })?;
+        for obj in page.contents() {
+            let (Some(key), Some(etag)) = (obj.key(), obj.e_tag()) else {
+                continue;
+            };
+            let Some(key) = url_decode(key) else {
+                tracing::warn!(
+                    key,
+                    "listed key is not valid percent-encoded UTF-8; skipped"
+                );
+                continue;
+            };
+            out.push(Remote {
+                key,
+                etag: etag.trim_matches('"').to_string(),
+                size: obj.size().unwrap_or(0).max(0) as u64,
+                last_modified: obj.last_modified().map(|t| t.to_string()),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The SDK's `Display` says little ("dispatch failure", "service error");
+/// the useful part is in the source chain.
+pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
+}
+
+/// A plain (single-part) ETag is the hex MD5 of the content.
+pub fn plain_md5(etag: &str) -> Option<[u8; 16]> {
+    if etag.len() != 32 {
+        return None;
+    }
+    let bytes = hex::decode(etag).ok()?;
+    bytes.try_into().ok()
+}
+
+/// Decodes a key listed with `encoding-type=url` (`+` is a space, `%XX` a
+/// byte). `None` when the bytes are not UTF-8.
+pub fn url_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let byte = b
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())?;
+                out.push(byte);
+                i += 3;
+                continue;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn url_decoding() {
+        assert_eq!(super::url_decode("a+b%2Bc%2F%01").unwrap(), "a b+c/\u{1}");
+        assert_eq!(super::url_decode("%E5%90%8D").unwrap(), "名");
+        assert!(super::url_decode("%zz").is_none());
+        assert!(super::url_decode("%ff").is_none());
+    }
+}

@@ -1,0 +1,363 @@
+//! asset-sync against a real S3 server (Garage) through aws-sdk-s3.
+
+#![allow(clippy::unwrap_used)] // test helpers may panic: a panic is a test failure
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use asset_sync::{Config, PassOptions, PassReport, Progress, Syncer};
+use aws_sdk_s3::primitives::ByteStream;
+use sidecar_kit::Secret;
+use testbed::Garage;
+use tokio_util::sync::CancellationToken;
+
+const BUCKET: &str = "assets";
+
+struct Fixture {
+    garage: Garage,
+    s3: aws_sdk_s3::Client,
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    target: PathBuf,
+}
+
+async fn fixture() -> Fixture {
+    let garage = Garage::start().await.unwrap();
+    garage.create_bucket(BUCKET).await.unwrap();
+    let s3 = garage.s3_client();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let target = root.join("assets");
+    Fixture {
+        garage,
+        s3,
+        _dir: dir,
+        root,
+        target,
+    }
+}
+
+impl Fixture {
+    fn config(&self) -> Config {
+        let mut c = Config::default();
+        c.s3.endpoint = Some(self.garage.endpoint());
+        c.s3.region = "garage".into();
+        c.s3.bucket = BUCKET.into();
+        c.s3.access_key_id = Some(Secret::new(self.garage.key_id.clone()));
+        c.s3.secret_access_key = Some(Secret::new(self.garage.secret_key.clone()));
+        c.s3.connect_timeout_secs = 1;
+        c.s3.read_timeout_secs = 5;
+        c.sync.target_dir = self.target.clone();
+        c.sync.attempts = 2;
+        c
+    }
+
+    async fn put(&self, key: &str, body: &[u8]) {
+        self.s3
+            .put_object()
+            .bucket(BUCKET)
+            .key(key)
+            .body(ByteStream::from(body.to_vec()))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    async fn delete(&self, key: &str) {
+        self.s3
+            .delete_object()
+            .bucket(BUCKET)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    async fn pass(&self, config: Config) -> PassReport {
+        self.try_pass(config, PassOptions::default()).await.unwrap()
+    }
+
+    async fn try_pass(
+        &self,
+        config: Config,
+        opts: PassOptions,
+    ) -> Result<PassReport, asset_sync::pass::PassError> {
+        Syncer::new(config)
+            .await
+            .pass(opts, &CancellationToken::new(), &Progress::default())
+            .await
+    }
+
+    fn read(&self, rel: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.target.join(rel)).ok()
+    }
+}
+
+/// Every regular file under `dir`, relative, skipping asset-sync's state.
+fn files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.file_name().unwrap() == ".asset-sync" {
+                continue;
+            }
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn mirror_lifecycle() {
+    let f = fixture().await;
+    f.put("logo.png", b"logo-v1").await;
+    f.put("img/a.png", b"aaaa").await;
+    f.put("img/deep/b.png", b"bbbb").await;
+
+    // First sync.
+    let r = f.pass(f.config()).await;
+    assert!(r.ok, "{r:?}");
+    assert_eq!((r.listed, r.downloaded), (3, 3));
+    assert_eq!(f.read("img/deep/b.png").unwrap(), b"bbbb");
+
+    // Nothing changed: nothing downloaded.
+    let r = f.pass(f.config()).await;
+    assert_eq!((r.downloaded, r.unchanged), (0, 3), "{r:?}");
+
+    // Same-size replacement is caught by the ETag.
+    f.put("img/a.png", b"AAAA").await;
+    let r = f.pass(f.config()).await;
+    assert_eq!(r.downloaded, 1, "{r:?}");
+    assert_eq!(f.read("img/a.png").unwrap(), b"AAAA");
+
+    // Local tampering and local deletion are restored.
+    std::fs::write(f.target.join("logo.png"), b"defaced").unwrap();
+    std::fs::remove_file(f.target.join("img/deep/b.png")).unwrap();
+    let r = f.pass(f.config()).await;
+    assert_eq!(r.downloaded, 2, "{r:?}");
+    assert_eq!(f.read("logo.png").unwrap(), b"logo-v1");
+    assert_eq!(f.read("img/deep/b.png").unwrap(), b"bbbb");
+
+    // Deletion upstream deletes locally, and the emptied directory too.
+    f.delete("img/deep/b.png").await;
+    let r = f.pass(f.config()).await;
+    assert_eq!(r.deleted, 1, "{r:?}");
+    assert!(!f.target.join("img/deep").exists());
+    assert_eq!(files(&f.target), vec!["img/a.png", "logo.png"]);
+
+    // A lost manifest costs a verification, not a download.
+    std::fs::remove_file(f.target.join(".asset-sync/manifest.json")).unwrap();
+    let r = f.pass(f.config()).await;
+    assert_eq!((r.downloaded, r.adopted), (0, 2), "{r:?}");
+
+    // delete = false keeps files whose objects are gone.
+    f.delete("logo.png").await;
+    let mut keep = f.config();
+    keep.sync.delete = false;
+    let r = f.pass(keep).await;
+    assert_eq!(r.deleted, 0);
+    assert!(f.read("logo.png").is_some());
+}
+
+#[tokio::test]
+async fn multipart_objects_are_verified() {
+    let f = fixture().await;
+    let part = vec![7u8; 5 << 20];
+    let last = b"tail".to_vec();
+    let up =
+        f.s3.create_multipart_upload()
+            .bucket(BUCKET)
+            .key("big/video.bin")
+            .send()
+            .await
+            .unwrap();
+    let id = up.upload_id().unwrap();
+    let mut parts = Vec::new();
+    for (n, body) in [(1, part.clone()), (2, last.clone())] {
+        let p =
+            f.s3.upload_part()
+                .bucket(BUCKET)
+                .key("big/video.bin")
+                .upload_id(id)
+                .part_number(n)
+                .body(ByteStream::from(body))
+                .send()
+                .await
+                .unwrap();
+        parts.push(
+            aws_sdk_s3::types::CompletedPart::builder()
+                .part_number(n)
+                .e_tag(p.e_tag().unwrap())
+                .build(),
+        );
+    }
+    f.s3.complete_multipart_upload()
+        .bucket(BUCKET)
+        .key("big/video.bin")
+        .upload_id(id)
+        .multipart_upload(
+            aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let head =
+        f.s3.head_object()
+            .bucket(BUCKET)
+            .key("big/video.bin")
+            .send()
+            .await
+            .unwrap();
+    assert!(head.e_tag().unwrap().contains('-'), "a multipart ETag");
+
+    // Both paths: a plain stream and parallel ranges.
+    for ranged in [false, true] {
+        let mut c = f.config();
+        if ranged {
+            c.sync.ranged_threshold_bytes = 1 << 20;
+            c.sync.range_size_bytes = 1 << 20;
+            std::fs::remove_dir_all(&f.target).unwrap();
+        }
+        let r = f.pass(c).await;
+        assert!(r.ok, "{r:?}");
+        assert_eq!(r.downloaded, 1);
+        let got = f.read("big/video.bin").unwrap();
+        assert_eq!(got.len(), part.len() + last.len());
+        assert!(got.ends_with(b"tail"));
+    }
+
+    // A single-part object above the ranged threshold is checked against its MD5.
+    f.put("big/single.bin", &vec![3u8; 3 << 20]).await;
+    let mut c = f.config();
+    c.sync.ranged_threshold_bytes = 1 << 20;
+    c.sync.range_size_bytes = 1 << 20;
+    let r = f.pass(c).await;
+    assert!(r.ok, "{r:?}");
+    assert_eq!(f.read("big/single.bin").unwrap(), vec![3u8; 3 << 20]);
+}
+
+#[tokio::test]
+async fn unsafe_keys_never_leave_the_target() {
+    let f = fixture().await;
+    // ("/abs.png" is covered by the unit tests: the S3 path normalises it
+    // to "abs.png" before it is stored.)
+    let hostile = [
+        "../escape.png",
+        "a/../../escape2.png",
+        "back\\slash.png",
+        "ctl\u{1}char.png",
+        "dir//double.png",
+        "marker/",
+        ".asset-sync/manifest.json",
+        "conflict",
+        "./dot.png",
+    ];
+    for k in hostile {
+        f.put(k, b"evil").await;
+    }
+    f.put("conflict/inner.png", b"ok").await;
+    f.put("fine.png", b"ok").await;
+    let r = f.pass(f.config()).await;
+    assert_eq!(r.downloaded, 2, "{r:?}");
+    assert_eq!(r.rejected as usize, r.listed as usize - 2, "{r:?}");
+    for rule in [
+        "dot_segment",
+        "backslash",
+        "control",
+        "empty_segment",
+        "directory_marker",
+        "reserved",
+        "file_and_prefix",
+    ] {
+        assert!(r.rejections.contains_key(rule), "{rule}: {r:?}");
+    }
+    assert_eq!(files(&f.target), vec!["conflict/inner.png", "fine.png"]);
+    assert_eq!(
+        files(&f.root),
+        vec!["assets/conflict/inner.png", "assets/fine.png"]
+    );
+    // The manifest is still asset-sync's own, not the object's bytes.
+    let m = std::fs::read_to_string(f.target.join(".asset-sync/manifest.json")).unwrap();
+    assert!(m.contains("\"entries\""));
+}
+
+#[tokio::test]
+async fn failures_delete_nothing() {
+    let mut f = fixture().await;
+    for i in 0..10 {
+        f.put(&format!("f{i}.png"), b"x").await;
+    }
+    assert!(f.pass(f.config()).await.ok);
+
+    // S3 down: the pass fails, the cache stays whole.
+    f.garage.stop();
+    let err = f
+        .try_pass(f.config(), PassOptions::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains(&f.garage.endpoint()), "{err}");
+    assert_eq!(files(&f.target).len(), 10);
+
+    // Back up: passes work again.
+    f.garage.restart().await.unwrap();
+    let ok = testbed::postgres::wait_until(Duration::from_secs(20), || async {
+        f.try_pass(f.config(), PassOptions::default())
+            .await
+            .map(|r| r.ok)
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(ok);
+
+    // Most of the bucket gone at once: the guard holds, nothing deleted.
+    for i in 0..8 {
+        f.delete(&format!("f{i}.png")).await;
+    }
+    let r = f.pass(f.config()).await;
+    assert!(!r.ok);
+    assert!(r.deletion_guard.is_some(), "{r:?}");
+    assert_eq!(files(&f.target).len(), 10);
+    // Forced, it goes through.
+    let r = f
+        .try_pass(f.config(), PassOptions { force_delete: true })
+        .await
+        .unwrap();
+    assert_eq!(r.deleted, 8, "{r:?}");
+
+    // An empty listing never empties the cache.
+    for i in 8..10 {
+        f.delete(&format!("f{i}.png")).await;
+    }
+    let r = f.pass(f.config()).await;
+    assert!(
+        r.deletion_guard.as_deref().unwrap().contains("empty"),
+        "{r:?}"
+    );
+    assert_eq!(files(&f.target).len(), 2);
+}
+
+#[tokio::test]
+async fn prefix_and_filters() {
+    let f = fixture().await;
+    f.put("img/a.png", b"a").await;
+    f.put("img/b.jpg", b"b").await;
+    f.put("img/skip/c.png", b"c").await;
+    f.put("other/d.png", b"d").await;
+    let mut c = f.config();
+    c.s3.prefix = "img/".into();
+    c.sync.include = vec!["**.png".into()];
+    c.sync.exclude = vec!["skip/**".into()];
+    let r = f.pass(c).await;
+    assert!(r.ok);
+    assert_eq!(files(&f.target), vec!["a.png"]);
+    assert_eq!(r.filtered, 2, "{r:?}");
+}
