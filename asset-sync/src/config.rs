@@ -62,8 +62,11 @@ pub struct SyncConfig {
     /// overrides once).
     pub max_delete_percent: u8,
     /// Glob patterns (`*.png`, `img/**`) of keys to mirror; empty = all.
+    // `default`: the config crate drops empty arrays from the defaults layer.
+    #[serde(default)]
     pub include: Vec<String>,
     /// Glob patterns of keys to leave out (applied after `include`).
+    #[serde(default)]
     pub exclude: Vec<String>,
     /// Cap on download bandwidth in bytes per second; 0 = no cap.
     pub bandwidth_limit_bytes: u64,

@@ -203,6 +203,9 @@ impl Validate for AdminConfig {
 }
 
 /// What the shared `main` plumbing needs from every sidecar's config.
+///
+/// Gotcha: the defaults layer goes through the `config` crate, which drops
+/// empty arrays; give every `Vec` field `#[serde(default)]`.
 pub trait SidecarConfig:
     DeserializeOwned + Serialize + Default + Validate + Send + Sync + 'static
 {

@@ -1,0 +1,238 @@
+//! asset-sync as operators run it: the binary, its exit codes, the daemon's
+//! admin API, and a SIGKILL in the middle of a pass.
+
+#![allow(clippy::unwrap_used)] // test helpers may panic: a panic is a test failure
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use aws_sdk_s3::primitives::ByteStream;
+use hyper::Method;
+use sidecar_kit::http_client::HttpClient;
+use sidecar_kit::Secret;
+use testbed::tools::workspace_bin;
+use testbed::{free_port, Garage, SidecarProcess, SidecarSpec};
+
+const TOKEN: &str = "asset-sync-test-token-0123";
+
+fn env_for(g: &Garage, target: &Path) -> Vec<(String, String)> {
+    [
+        ("AURORA_S3__ENDPOINT", g.endpoint()),
+        ("AURORA_S3__REGION", "garage".into()),
+        ("AURORA_S3__BUCKET", "assets".into()),
+        ("AURORA_S3__ACCESS_KEY_ID", g.key_id.clone()),
+        ("AURORA_S3__SECRET_ACCESS_KEY", g.secret_key.clone()),
+        ("AURORA_SYNC__TARGET_DIR", target.display().to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+fn once(env: &[(String, String)], args: &[&str]) -> std::process::Output {
+    Command::new(workspace_bin("asset-sync").unwrap())
+        .arg("once")
+        .args(args)
+        .env_remove("AURORA_CONFIG")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn config_errors_are_clear() {
+    // No bucket: exit 2 naming the key, before touching anything.
+    let out = Command::new(workspace_bin("asset-sync").unwrap())
+        .args(["once"])
+        .env_remove("AURORA_CONFIG")
+        .env("AURORA_SYNC__TARGET_DIR", "/tmp/never-created-by-asset-sync")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("s3.bucket") && err.contains("required"), "{err}");
+    assert!(!Path::new("/tmp/never-created-by-asset-sync").exists());
+
+    let out = Command::new(workspace_bin("asset-sync").unwrap())
+        .args(["once"])
+        .env("AURORA_S3__BUCKET", "assets")
+        .env("AURORA_SYNC__TARGET_DIR", "relative/dir")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sync.target_dir"));
+}
+
+#[test]
+fn unreachable_endpoint_fails_the_pass_with_the_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port().unwrap();
+    let env: Vec<(String, String)> = [
+        ("AURORA_S3__ENDPOINT", format!("http://127.0.0.1:{port}")),
+        ("AURORA_S3__BUCKET", "assets".into()),
+        ("AURORA_S3__ACCESS_KEY_ID", "GK00000000000000000000000".into()),
+        ("AURORA_S3__SECRET_ACCESS_KEY", "secret-never-printed".into()),
+        ("AURORA_S3__CONNECT_TIMEOUT_SECS", "1".into()),
+        ("AURORA_SYNC__TARGET_DIR", dir.path().join("a").display().to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let out = once(&env, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(!err.contains("secret-never-printed"));
+}
+
+#[tokio::test]
+async fn once_reports_and_json() {
+    let g = Garage::start().await.unwrap();
+    g.create_bucket("assets").await.unwrap();
+    let s3 = g.s3_client();
+    for i in 0..5 {
+        s3.put_object()
+            .bucket("assets")
+            .key(format!("p/{i}.png"))
+            .body(ByteStream::from(vec![i as u8; 1000]))
+            .send()
+            .await
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let env = env_for(&g, &dir.path().join("assets"));
+    let out = once(&env, &["--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["downloaded"], 5);
+    assert_eq!(report["bytes_downloaded"], 5000);
+    let out = once(&env, &[]);
+    let line = String::from_utf8_lossy(&out.stdout);
+    assert!(line.contains("downloaded 0") && line.contains("unchanged 5"), "{line}");
+}
+
+#[tokio::test]
+async fn sigkill_mid_pass_leaves_no_partial_file() {
+    let g = Garage::start().await.unwrap();
+    g.create_bucket("assets").await.unwrap();
+    let s3 = g.s3_client();
+    let big = vec![0x5au8; 8 << 20];
+    for i in 0..6 {
+        s3.put_object()
+            .bucket("assets")
+            .key(format!("big/{i}.bin"))
+            .body(ByteStream::from(big.clone()))
+            .send()
+            .await
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("assets");
+    let mut env = env_for(&g, &target);
+    // Slow enough to be caught in the middle.
+    env.push(("AURORA_SYNC__BANDWIDTH_LIMIT_BYTES".into(), (16u64 << 20).to_string()));
+    env.push(("AURORA_SYNC__CONCURRENCY".into(), "2".into()));
+    let mut child = Command::new(workspace_bin("asset-sync").unwrap())
+        .arg("once")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let staging = target.join(".asset-sync/staging");
+    let caught = testbed::postgres::wait_until(Duration::from_secs(20), || async {
+        std::fs::read_dir(&staging)
+            .map(|d| d.count() > 0)
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(caught, "never saw a download in flight");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Whatever is published is complete; partials exist only in staging.
+    for e in std::fs::read_dir(target.join("big")).into_iter().flatten().flatten() {
+        assert_eq!(std::fs::read(e.path()).unwrap(), big, "{}", e.path().display());
+    }
+    // The next pass cleans up and completes.
+    env.pop();
+    let out = once(&env, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 0);
+    for i in 0..6 {
+        assert_eq!(std::fs::read(target.join(format!("big/{i}.bin"))).unwrap(), big);
+    }
+}
+
+#[tokio::test]
+async fn daemon_syncs_on_request_and_reports_health() {
+    let mut g = Garage::start().await.unwrap();
+    g.create_bucket("assets").await.unwrap();
+    let s3 = g.s3_client();
+    s3.put_object()
+        .bucket("assets")
+        .key("a.png")
+        .body(ByteStream::from_static(b"a"))
+        .send()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("assets");
+    let port = free_port().unwrap();
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut spec = SidecarSpec::new(
+        "asset-sync",
+        dir.path(),
+        addr,
+        format!("[admin]\nlisten = \"{addr}\"\ntoken = \"{TOKEN}\"\n[sync]\ninterval_secs = 3600\n"),
+    )
+    .arg("run");
+    for (k, v) in env_for(&g, &target) {
+        spec = spec.env(&k, &v);
+    }
+    let mut p = SidecarProcess::start(spec, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(std::fs::read(target.join("a.png")).unwrap(), b"a");
+
+    // POST /sync: token required, then a fresh pass and its report.
+    let http = HttpClient::new(Duration::from_secs(30));
+    let url = format!("{}/sync", p.admin_url());
+    let r = http.send(Method::POST, &url, None, None).await.unwrap();
+    assert_eq!(r.status, 401);
+    s3.put_object()
+        .bucket("assets")
+        .key("b.png")
+        .body(ByteStream::from_static(b"b"))
+        .send()
+        .await
+        .unwrap();
+    let token = Secret::new(TOKEN);
+    let r = http.send(Method::POST, &url, Some(&token), None).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body: serde_json::Value = r.json("").unwrap();
+    assert_eq!(body["report"]["downloaded"], 1);
+    assert_eq!(std::fs::read(target.join("b.png")).unwrap(), b"b");
+
+    let metrics = http.get(&format!("{}/metrics", p.admin_url())).await.unwrap().text();
+    assert!(metrics.contains("aurora_asset_sync_objects_downloaded_total 2"), "{metrics}");
+    assert!(metrics.contains("aurora_asset_sync_keys_rejected_total{rule=\"dot_segment\"} 0"));
+
+    // S3 down: health degraded with the reason, still ready, cache intact.
+    g.stop();
+    let r = http.send(Method::POST, &url, Some(&token), None).await.unwrap();
+    assert_eq!(r.status, 502);
+    let h: serde_json::Value = http
+        .get_json(&format!("{}/health", p.admin_url()))
+        .await
+        .unwrap();
+    assert_eq!(h["status"], "degraded", "{h}");
+    assert!(h["reasons"][0].as_str().unwrap().contains("last pass failed"));
+    assert!(h["last_success_age_secs"].is_u64());
+    let ready = http.get(&format!("{}/ready", p.admin_url())).await.unwrap();
+    assert_eq!(ready.status, 200);
+    assert!(target.join("a.png").exists());
+
+    let status = p.terminate(Duration::from_secs(10)).await.unwrap();
+    assert!(status.success());
+    assert!(!p.log().contains(&g.secret_key));
+}
