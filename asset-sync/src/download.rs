@@ -416,9 +416,20 @@ fn ensure_parents(target: &Path, rel: &Path) -> Result<(), FetchError> {
                     std::io::Error::other("exists and is not a directory; not writing through it"),
                 ))
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir(&dir).map_err(|e| FetchError::local(&dir, e))?;
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match std::fs::create_dir(&dir) {
+                Ok(()) => {}
+                // Another download created it a moment ago: fine if it is
+                // a real directory (checked again, not assumed).
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let is_dir = std::fs::symlink_metadata(&dir)
+                        .map(|m| m.is_dir())
+                        .unwrap_or(false);
+                    if !is_dir {
+                        return Err(FetchError::local(&dir, e));
+                    }
+                }
+                Err(e) => return Err(FetchError::local(&dir, e)),
+            },
             Err(e) => return Err(FetchError::local(&dir, e)),
         }
     }

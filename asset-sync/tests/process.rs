@@ -46,12 +46,18 @@ fn config_errors_are_clear() {
     let out = Command::new(workspace_bin("asset-sync").unwrap())
         .args(["once"])
         .env_remove("AURORA_CONFIG")
-        .env("AURORA_SYNC__TARGET_DIR", "/tmp/never-created-by-asset-sync")
+        .env(
+            "AURORA_SYNC__TARGET_DIR",
+            "/tmp/never-created-by-asset-sync",
+        )
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("s3.bucket") && err.contains("required"), "{err}");
+    assert!(
+        err.contains("s3.bucket") && err.contains("required"),
+        "{err}"
+    );
     assert!(!Path::new("/tmp/never-created-by-asset-sync").exists());
 
     let out = Command::new(workspace_bin("asset-sync").unwrap())
@@ -71,10 +77,19 @@ fn unreachable_endpoint_fails_the_pass_with_the_url() {
     let env: Vec<(String, String)> = [
         ("AURORA_S3__ENDPOINT", format!("http://127.0.0.1:{port}")),
         ("AURORA_S3__BUCKET", "assets".into()),
-        ("AURORA_S3__ACCESS_KEY_ID", "GK00000000000000000000000".into()),
-        ("AURORA_S3__SECRET_ACCESS_KEY", "secret-never-printed".into()),
+        (
+            "AURORA_S3__ACCESS_KEY_ID",
+            "GK00000000000000000000000".into(),
+        ),
+        (
+            "AURORA_S3__SECRET_ACCESS_KEY",
+            "secret-never-printed".into(),
+        ),
         ("AURORA_S3__CONNECT_TIMEOUT_SECS", "1".into()),
-        ("AURORA_SYNC__TARGET_DIR", dir.path().join("a").display().to_string()),
+        (
+            "AURORA_SYNC__TARGET_DIR",
+            dir.path().join("a").display().to_string(),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -103,13 +118,20 @@ async fn once_reports_and_json() {
     let dir = tempfile::tempdir().unwrap();
     let env = env_for(&g, &dir.path().join("assets"));
     let out = once(&env, &["--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["downloaded"], 5);
     assert_eq!(report["bytes_downloaded"], 5000);
     let out = once(&env, &[]);
     let line = String::from_utf8_lossy(&out.stdout);
-    assert!(line.contains("downloaded 0") && line.contains("unchanged 5"), "{line}");
+    assert!(
+        line.contains("downloaded 0") && line.contains("unchanged 5"),
+        "{line}"
+    );
 }
 
 #[tokio::test]
@@ -131,7 +153,10 @@ async fn sigkill_mid_pass_leaves_no_partial_file() {
     let target = dir.path().join("assets");
     let mut env = env_for(&g, &target);
     // Slow enough to be caught in the middle.
-    env.push(("AURORA_SYNC__BANDWIDTH_LIMIT_BYTES".into(), (16u64 << 20).to_string()));
+    env.push((
+        "AURORA_SYNC__BANDWIDTH_LIMIT_BYTES".into(),
+        (16u64 << 20).to_string(),
+    ));
     env.push(("AURORA_SYNC__CONCURRENCY".into(), "2".into()));
     let mut child = Command::new(workspace_bin("asset-sync").unwrap())
         .arg("once")
@@ -152,16 +177,32 @@ async fn sigkill_mid_pass_leaves_no_partial_file() {
     child.wait().unwrap();
 
     // Whatever is published is complete; partials exist only in staging.
-    for e in std::fs::read_dir(target.join("big")).into_iter().flatten().flatten() {
-        assert_eq!(std::fs::read(e.path()).unwrap(), big, "{}", e.path().display());
+    for e in std::fs::read_dir(target.join("big"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        assert_eq!(
+            std::fs::read(e.path()).unwrap(),
+            big,
+            "{}",
+            e.path().display()
+        );
     }
     // The next pass cleans up and completes.
     env.pop();
     let out = once(&env, &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 0);
     for i in 0..6 {
-        assert_eq!(std::fs::read(target.join(format!("big/{i}.bin"))).unwrap(), big);
+        assert_eq!(
+            std::fs::read(target.join(format!("big/{i}.bin"))).unwrap(),
+            big
+        );
     }
 }
 
@@ -185,13 +226,17 @@ async fn daemon_syncs_on_request_and_reports_health() {
         "asset-sync",
         dir.path(),
         addr,
-        format!("[admin]\nlisten = \"{addr}\"\ntoken = \"{TOKEN}\"\n[sync]\ninterval_secs = 3600\n"),
+        format!(
+            "[admin]\nlisten = \"{addr}\"\ntoken = \"{TOKEN}\"\n[sync]\ninterval_secs = 3600\n"
+        ),
     )
     .arg("run");
     for (k, v) in env_for(&g, &target) {
         spec = spec.env(&k, &v);
     }
-    let mut p = SidecarProcess::start(spec, Duration::from_secs(30)).await.unwrap();
+    let mut p = SidecarProcess::start(spec, Duration::from_secs(30))
+        .await
+        .unwrap();
     assert_eq!(std::fs::read(target.join("a.png")).unwrap(), b"a");
 
     // POST /sync: token required, then a fresh pass and its report.
@@ -207,26 +252,42 @@ async fn daemon_syncs_on_request_and_reports_health() {
         .await
         .unwrap();
     let token = Secret::new(TOKEN);
-    let r = http.send(Method::POST, &url, Some(&token), None).await.unwrap();
+    let r = http
+        .send(Method::POST, &url, Some(&token), None)
+        .await
+        .unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     let body: serde_json::Value = r.json("").unwrap();
     assert_eq!(body["report"]["downloaded"], 1);
     assert_eq!(std::fs::read(target.join("b.png")).unwrap(), b"b");
 
-    let metrics = http.get(&format!("{}/metrics", p.admin_url())).await.unwrap().text();
-    assert!(metrics.contains("aurora_asset_sync_objects_downloaded_total 2"), "{metrics}");
+    let metrics = http
+        .get(&format!("{}/metrics", p.admin_url()))
+        .await
+        .unwrap()
+        .text();
+    assert!(
+        metrics.contains("aurora_asset_sync_objects_downloaded_total 2"),
+        "{metrics}"
+    );
     assert!(metrics.contains("aurora_asset_sync_keys_rejected_total{rule=\"dot_segment\"} 0"));
 
     // S3 down: health degraded with the reason, still ready, cache intact.
     g.stop();
-    let r = http.send(Method::POST, &url, Some(&token), None).await.unwrap();
+    let r = http
+        .send(Method::POST, &url, Some(&token), None)
+        .await
+        .unwrap();
     assert_eq!(r.status, 502);
     let h: serde_json::Value = http
         .get_json(&format!("{}/health", p.admin_url()))
         .await
         .unwrap();
     assert_eq!(h["status"], "degraded", "{h}");
-    assert!(h["reasons"][0].as_str().unwrap().contains("last pass failed"));
+    assert!(h["reasons"][0]
+        .as_str()
+        .unwrap()
+        .contains("last pass failed"));
     assert!(h["last_success_age_secs"].is_u64());
     let ready = http.get(&format!("{}/ready", p.admin_url())).await.unwrap();
     assert_eq!(ready.status, 200);
