@@ -377,3 +377,59 @@ async fn prefix_and_filters() {
     assert_eq!(files(&f.target), vec!["a.png"]);
     assert_eq!(r.filtered, 2, "{r:?}");
 }
+
+#[tokio::test]
+async fn a_full_disk_fails_cleanly() {
+    // A 3 MiB tmpfs as the target's filesystem (needs root, as CI has).
+    let f = fixture().await;
+    let mnt = f.root.join("small-disk");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(ok.success(), "mounting a tmpfs needs root");
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+
+    let blob = vec![9u8; 1 << 20];
+    for i in 0..5 {
+        f.put(&format!("blob{i}.bin"), &blob).await;
+    }
+    let mut c = f.config();
+    c.sync.target_dir = mnt.join("assets");
+    c.sync.attempts = 1;
+    // Either the downloads hit the wall (counted) or, with the data in, the
+    // manifest did (the pass fails); both are clean failures.
+    match f.try_pass(c, PassOptions::default()).await {
+        Ok(r) => {
+            assert!(!r.ok && r.failed > 0, "{r:?}");
+            assert!(r.errors.iter().any(|e| e.contains("full")), "{r:?}");
+        }
+        Err(e) => assert!(e.to_string().contains("No space left"), "{e}"),
+    }
+    let state: Vec<_> = std::fs::read_dir(mnt.join("assets/.asset-sync"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!state.iter().any(|n| n.ends_with(".tmp")), "{state:?}");
+    // Only complete files were published; no staging leftovers.
+    for e in std::fs::read_dir(mnt.join("assets")).unwrap().flatten() {
+        if e.path().is_file() {
+            assert_eq!(std::fs::read(e.path()).unwrap(), blob);
+        }
+    }
+    assert_eq!(
+        std::fs::read_dir(mnt.join("assets/.asset-sync/staging"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
