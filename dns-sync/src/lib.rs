@@ -1,58 +1,133 @@
-//! Authoritative DNS for the cluster zone, built from the database.
+//! dns-sync: authoritative DNS for the cluster zone, built from the
+//! database, so that `db.<zone>` follows the primary with no human in the loop.
+//!
+//! - [`zone`]: the records, built whole from the registry and cluster state;
+//! - [`server`]: answering queries (hickory-server does the wire protocol);
+//! - [`refresh`]: polling the database and swapping zones;
+//! - this module: wiring, admin API, metrics.
 
-use std::sync::Arc;
+pub mod config;
+pub mod refresh;
+pub mod server;
+pub mod zone;
 
-use serde::{Deserialize, Serialize};
-use sidecar_kit::admin::BasicApi;
-use sidecar_kit::{
-    AdminConfig, ConfigError, Lifecycle, LogConfig, Metrics, SidecarConfig, Validate,
-};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-/// Default admin port of `dns-sync`.
-pub const DEFAULT_ADMIN_PORT: u16 = 8012;
+use hickory_server::server::Server;
+use serde_json::json;
+use sidecar_kit::{AdminApi, HealthReport, HealthStatus, Lifecycle, Metrics};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    pub admin: AdminConfig,
-    pub log: LogConfig,
+pub use config::Config;
+use server::{Handler, ZoneCell};
+
+/// What the admin API reports, shared with the refresh loop.
+#[derive(Default)]
+pub struct State {
+    pub zone: Arc<ZoneCell>,
+    pub last_refresh: Mutex<Option<Instant>>,
+    pub last_error: Mutex<Option<String>>,
+    pub dns_addr: Mutex<Option<SocketAddr>>,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            admin: AdminConfig::on_port(DEFAULT_ADMIN_PORT),
-            log: LogConfig::default(),
+struct Api {
+    state: Arc<State>,
+    zone_name: String,
+}
+
+impl AdminApi for Api {
+    fn health(&self) -> HealthReport {
+        let age = self
+            .state
+            .last_refresh
+            .lock()
+            .ok()
+            .and_then(|g| g.map(|t| t.elapsed().as_secs()));
+        let mut h = HealthReport::ok().detail("zone_age_secs", age);
+        let error = self.state.last_error.lock().ok().and_then(|g| g.clone());
+        match (self.state.zone.get(), error) {
+            (None, Some(e)) => {
+                h.problem(HealthStatus::Degraded, format!("no zone loaded yet: {e}"))
+            }
+            (None, None) => h.problem(HealthStatus::Degraded, "no zone loaded yet"),
+            (Some(_), Some(e)) => h.problem(
+                HealthStatus::Degraded,
+                format!("database unreachable ({e}); serving the last good zone"),
+            ),
+            (Some(_), None) => {}
         }
+        h
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let zone = self.state.zone.get();
+        json!({
+            "zone": self.zone_name,
+            "dns": self.state.dns_addr.lock().ok().and_then(|g| *g),
+            "serial": zone.as_ref().map(|z| z.serial),
+            "records": zone.as_ref().map(|z| z.len()),
+            "down": zone.as_ref().map(|z| z.down.clone()),
+            "skipped": zone.as_ref().map(|z| z.skipped.clone()),
+            "last_refresh_age_secs": self.state.last_refresh.lock().ok()
+                .and_then(|g| g.map(|t| t.elapsed().as_secs_f64())),
+            "last_error": self.state.last_error.lock().ok().and_then(|g| g.clone()),
+        })
     }
 }
 
-impl Validate for Config {
-    fn validate(&self) -> Result<(), ConfigError> {
-        self.admin.validate()?;
-        self.log.validate()
-    }
-}
-
-impl SidecarConfig for Config {
-    fn admin(&self) -> &AdminConfig {
-        &self.admin
-    }
-    fn log(&self) -> &LogConfig {
-        &self.log
-    }
-}
-
-/// Runs `dns-sync` until `lifecycle` is shut down.
+/// Runs dns-sync until `lifecycle` shuts down.
 pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
+    if config.dns.zone.trim_end_matches('.').ends_with(".local") {
+        tracing::warn!(
+            zone = %config.dns.zone,
+            "`.local` is reserved for multicast DNS (RFC 6762): hosts with nss-mdns will not ask this server; prefer aurora.internal"
+        );
+    }
     let metrics = Metrics::new("dns-sync")?;
+    let refresh_metrics = refresh::RefreshMetrics::new(&metrics)?;
+    let queries = metrics.counter_vec(
+        "queries_total",
+        "DNS queries answered, by query type and response code.",
+        &["qtype", "rcode"],
+    )?;
+    let state = Arc::new(State::default());
+
+    // Bind before anything else so a port clash fails the start loudly.
+    let tcp = tokio::net::TcpListener::bind(config.dns.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot bind DNS (TCP) to {}: {e}", config.dns.listen))?;
+    let addr = tcp.local_addr()?;
+    let udp = tokio::net::UdpSocket::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot bind DNS (UDP) to {addr}: {e}"))?;
+    if let Ok(mut g) = state.dns_addr.lock() {
+        *g = Some(addr);
+    }
+    let handler = Handler {
+        zone: state.zone.clone(),
+        axfr_allow: config.dns.axfr_allow.clone(),
+        queries,
+    };
+    let mut dns = Server::new(handler);
+    dns.register_socket(udp);
+    dns.register_listener(tcp, Duration::from_secs(config.dns.tcp_timeout_secs), 64);
+    tracing::info!(%addr, zone = %config.dns.zone, "DNS listening (UDP and TCP)");
+
+    let api = Arc::new(Api {
+        state: state.clone(),
+        zone_name: config.dns.zone.clone(),
+    });
     let work = {
         let lifecycle = lifecycle.clone();
+        let config = config.clone();
         async move {
-            lifecycle.set_ready(true);
-            lifecycle.cancelled().await;
+            refresh::refresh_loop(&config, &state, &refresh_metrics, &lifecycle).await;
+            if let Err(e) = dns.shutdown_gracefully().await {
+                tracing::warn!(error = %e, "DNS server did not stop cleanly");
+            }
             Ok(())
         }
     };
-    sidecar_kit::sidecar::serve(&config.admin, Arc::new(BasicApi), metrics, lifecycle, work).await
+    sidecar_kit::sidecar::serve(&config.admin, api, metrics, lifecycle, work).await
 }

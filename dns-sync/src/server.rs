@@ -1,0 +1,171 @@
+//! Answering queries from the current zone.
+//!
+//! hickory parses packets (malformed ones never reach us) and encodes
+//! answers, truncating over UDP to the client's advertised size (512 without
+//! EDNS) with the TC bit set, so the client retries over TCP.
+
+use std::sync::{Arc, RwLock};
+
+use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
+use hickory_proto::rr::{DNSClass, Record, RecordType};
+use hickory_server::net::runtime::Time;
+use hickory_server::net::xfer::Protocol;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponseBuilder;
+use ipnet::IpNet;
+use prometheus::IntCounterVec;
+
+use crate::zone::{Answer, Zone};
+
+/// The zone being served; replaced whole on every refresh.
+#[derive(Default)]
+pub struct ZoneCell(RwLock<Option<Arc<Zone>>>);
+
+impl ZoneCell {
+    pub fn get(&self) -> Option<Arc<Zone>> {
+        self.0
+            .read()
+            .map(|g| g.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    pub fn set(&self, zone: Arc<Zone>) {
+        match self.0.write() {
+            Ok(mut g) => *g = Some(zone),
+            Err(p) => *p.into_inner() = Some(zone),
+        }
+    }
+}
+
+pub struct Handler {
+    pub zone: Arc<ZoneCell>,
+    pub axfr_allow: Vec<IpNet>,
+    pub queries: IntCounterVec,
+}
+
+/// Query types get their own label; everything else is `other` (labels must
+/// stay bounded whatever clients send).
+fn qtype_label(t: RecordType) -> &'static str {
+    match t {
+        RecordType::A => "A",
+        RecordType::AAAA => "AAAA",
+        RecordType::SRV => "SRV",
+        RecordType::SOA => "SOA",
+        RecordType::NS => "NS",
+        RecordType::TXT => "TXT",
+        RecordType::CNAME => "CNAME",
+        RecordType::AXFR => "AXFR",
+        RecordType::IXFR => "IXFR",
+        RecordType::ANY => "ANY",
+        _ => "other",
+    }
+}
+
+fn rcode_label(r: ResponseCode) -> &'static str {
+    match r {
+        ResponseCode::NoError => "NOERROR",
+        ResponseCode::NXDomain => "NXDOMAIN",
+        ResponseCode::Refused => "REFUSED",
+        ResponseCode::ServFail => "SERVFAIL",
+        ResponseCode::FormErr => "FORMERR",
+        ResponseCode::NotImp => "NOTIMP",
+        _ => "other",
+    }
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for Handler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut response_handle: R,
+    ) -> ResponseInfo {
+        let mut meta = Metadata::response_from_request(&request.metadata);
+        let query = request.queries.queries();
+        let qtype = query
+            .first()
+            .map(|q| q.query_type())
+            .unwrap_or(RecordType::Unknown(0));
+
+        // Decide the answer.
+        let zone = self.zone.get();
+        let mut answers: Vec<&Record> = Vec::new();
+        let mut soa: Vec<&Record> = Vec::new();
+        let rcode = if request.metadata.op_code != OpCode::Query {
+            ResponseCode::NotImp
+        } else if query.len() != 1 {
+            ResponseCode::FormErr
+        } else if let Some(zone) = zone.as_deref() {
+            let q = &query[0];
+            let class_ok = matches!(q.query_class(), DNSClass::IN | DNSClass::ANY);
+            if !class_ok {
+                ResponseCode::Refused
+            } else if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
+                let allowed = request.protocol() == Protocol::Tcp
+                    && self
+                        .axfr_allow
+                        .iter()
+                        .any(|n| n.contains(&request.src().ip()));
+                if allowed && zone.origin == *q.name() {
+                    // RFC 5936: SOA, everything else, SOA. One message:
+                    // hickory caps it at 64 KiB (see docs/dns-sync.md).
+                    answers.push(zone.soa());
+                    answers.extend(zone.all_but_soa());
+                    answers.push(zone.soa());
+                    ResponseCode::NoError
+                } else {
+                    ResponseCode::Refused
+                }
+            } else {
+                match zone.lookup(q.name(), qtype) {
+                    Answer::Refused => ResponseCode::Refused,
+                    Answer::NxDomain => {
+                        soa.push(zone.soa());
+                        ResponseCode::NXDomain
+                    }
+                    Answer::NoData => {
+                        soa.push(zone.soa());
+                        ResponseCode::NoError
+                    }
+                    Answer::Records(r) => {
+                        answers = r;
+                        ResponseCode::NoError
+                    }
+                }
+            }
+        } else {
+            // No zone loaded yet: fail rather than deny names that exist.
+            ResponseCode::ServFail
+        };
+        meta.response_code = rcode;
+        meta.authoritative = matches!(rcode, ResponseCode::NoError | ResponseCode::NXDomain);
+        self.queries
+            .with_label_values(&[qtype_label(qtype), rcode_label(rcode)])
+            .inc();
+
+        // Echo EDNS; its payload size bounds the UDP answer.
+        let edns = request.edns.as_ref().map(|e| {
+            let mut out = Edns::new();
+            out.set_max_payload(e.max_payload().clamp(512, 4096));
+            out.set_version(0);
+            out
+        });
+        let mut builder = MessageResponseBuilder::from_message_request(request);
+        if let Some(e) = &edns {
+            builder.edns(e);
+        }
+        let response = builder.build(meta, answers, std::iter::empty(), soa, std::iter::empty());
+        match response_handle.send_response(response).await {
+            Ok(info) => info,
+            Err(e) => {
+                tracing::debug!(error = %e, "sending a DNS answer failed");
+                let mut failed = Metadata::response_from_request(&request.metadata);
+                failed.response_code = ResponseCode::ServFail;
+                ResponseInfo::from(Header {
+                    metadata: failed,
+                    counts: HeaderCounts::default(),
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,473 @@
+//! dns-sync against a real PostgreSQL, queried with `dig` (a real client).
+//!
+//! dns-sync runs in-process; `dig` is a blocking child process, so every
+//! test uses a multi-threaded runtime to keep the server answering.
+
+#![allow(clippy::unwrap_used)] // test helpers may panic: a panic is a test failure
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::Command;
+use std::time::Duration;
+
+use cluster_db::queries::*;
+use cluster_db::{HealthStatus, NodeName, NodeRegistration, Role};
+use dns_sync::Config;
+use sidecar_kit::http_client::HttpClient;
+use sidecar_kit::{Lifecycle, Secret};
+use testbed::postgres::wait_until;
+use testbed::{free_port, PgCluster, PgOptions, StopMode};
+
+const ZONE: &str = "aurora.internal";
+
+fn reg(name: &str, role: Role, ip: &str) -> NodeRegistration {
+    NodeRegistration {
+        name: NodeName::parse(name).unwrap(),
+        role,
+        vpn_ip: ip.parse().unwrap(),
+        wg_public_key: None,
+        wg_endpoint: None,
+        labels: Default::default(),
+        gpus: vec![],
+        versions: Default::default(),
+    }
+}
+
+async fn database() -> (PgCluster, tokio_postgres::Client) {
+    let pg = PgCluster::start_new(PgOptions::named("dns")).await.unwrap();
+    let mut c = pg.connect("postgres").await.unwrap();
+    cluster_db::migrate(&mut c).await.unwrap();
+    for (n, r, ip) in [
+        ("aurora", Role::Lead, "10.0.0.1"),
+        ("star", Role::Backup, "10.0.0.2"),
+        ("vengeance", Role::Compute, "10.0.0.3"),
+    ] {
+        upsert_node(&c, &reg(n, r, ip)).await.unwrap();
+    }
+    record_primary(&c, 1, &NodeName::parse("aurora").unwrap())
+        .await
+        .unwrap();
+    (pg, c)
+}
+
+struct Dns {
+    lifecycle: Lifecycle,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    port: u16,
+    admin: String,
+}
+
+impl Dns {
+    async fn start(pg: &PgCluster, tweak: impl FnOnce(&mut Config)) -> Dns {
+        let port = free_port().unwrap();
+        let mut c = Config::default();
+        c.admin.listen = "127.0.0.1:0".parse().unwrap();
+        c.dns.listen = SocketAddr::from(([127, 0, 0, 1], port));
+        c.dns.axfr_allow = vec!["127.0.0.1/32".parse().unwrap()];
+        c.database.dsn = Secret::new(pg.dsn("postgres"));
+        c.database.connect_timeout_secs = 1;
+        tweak(&mut c);
+        let lifecycle = Lifecycle::new();
+        let task = tokio::spawn(dns_sync::run(c, lifecycle.clone()));
+        let admin = format!("http://{}", lifecycle.admin_addr().await.unwrap());
+        Dns {
+            lifecycle,
+            task,
+            port,
+            admin,
+        }
+    }
+
+    async fn wait_ready(&self) {
+        let http = HttpClient::new(Duration::from_secs(2));
+        let url = format!("{}/ready", self.admin);
+        let ok = wait_until(Duration::from_secs(10), || async {
+            http.get(&url)
+                .await
+                .map(|r| r.status == 200)
+                .unwrap_or(false)
+        })
+        .await;
+        assert!(ok, "dns-sync never became ready");
+    }
+
+    fn dig(&self, args: &[&str]) -> String {
+        let out = Command::new("dig")
+            .arg("@127.0.0.1")
+            .args(["-p", &self.port.to_string(), "+time=2", "+tries=1"])
+            .args(args)
+            .output()
+            .expect("dig is installed (dnsutils)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `dig +short`, sorted.
+    fn short(&self, name: &str, qtype: &str) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .dig(&["+short", name, qtype])
+            .lines()
+            .map(str::to_string)
+            .filter(|l| !l.is_empty() && !l.starts_with(';'))
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn status(&self, name: &str, qtype: &str) -> String {
+        let out = self.dig(&[name, qtype]);
+        out.lines()
+            .find_map(|l| l.split("status: ").nth(1))
+            .map(|s| s.split(',').next().unwrap_or("").to_string())
+            .unwrap_or_else(|| format!("no answer: {out}"))
+    }
+
+    fn serial(&self) -> u64 {
+        let soa = self.short(ZONE, "SOA");
+        soa.first()
+            .and_then(|l| l.split_whitespace().nth(2))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    }
+
+    async fn stop(self) {
+        self.lifecycle.shutdown();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+fn name(n: &str) -> String {
+    format!("{n}.{ZONE}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_record_kind_and_live_updates() {
+    let (pg, c) = database().await;
+    let dns = Dns::start(&pg, |_| {}).await;
+    dns.wait_ready().await;
+
+    assert_eq!(dns.short(ZONE, "A"), ["10.0.0.1"]);
+    assert_eq!(dns.short(&name("star"), "A"), ["10.0.0.2"]);
+    assert_eq!(dns.short(&name("lead"), "A"), ["10.0.0.1"]);
+    assert_eq!(dns.short(&name("backup"), "A"), ["10.0.0.2"]);
+    assert_eq!(dns.short(&name("db"), "A"), ["10.0.0.1"]);
+    assert_eq!(dns.short(&name("db-ro"), "A"), ["10.0.0.2", "10.0.0.3"]);
+    assert_eq!(dns.short(&name("replica"), "A"), ["10.0.0.2", "10.0.0.3"]);
+    assert_eq!(dns.short(&name("grafana"), "A"), ["10.0.0.1"]);
+    assert_eq!(
+        dns.short(ZONE, "NS"),
+        [format!("aurora.{ZONE}."), format!("star.{ZONE}.")]
+    );
+    let srv = dns.short(&name("_repl-manager._tcp"), "SRV");
+    assert_eq!(srv.len(), 3, "{srv:?}");
+    assert!(srv[0].starts_with("10 10 8008 "));
+    // The db name has its own short TTL.
+    let full = dns.dig(&["+noall", "+answer", &name("db"), "A"]);
+    assert!(full.contains("\t5\tIN\tA\t10.0.0.1"), "{full}");
+
+    // Negative answers carry the SOA; foreign names are refused.
+    assert_eq!(dns.status(&name("nope"), "A"), "NXDOMAIN");
+    let nx = dns.dig(&[&name("nope"), "A"]);
+    assert!(nx.contains("AUTHORITY: 1"), "{nx}");
+    assert_eq!(dns.status(ZONE, "MX"), "NOERROR");
+    assert!(dns.short(ZONE, "MX").is_empty());
+    assert_eq!(dns.status("example.com", "A"), "REFUSED");
+
+    // A node added, changed, removed: visible within 2 s.
+    let serial0 = dns.serial();
+    upsert_node(&c, &reg("iceland", Role::Compute, "10.0.0.4"))
+        .await
+        .unwrap();
+    let seen = wait_until(Duration::from_secs(2), || async {
+        dns.short(&name("iceland"), "A") == ["10.0.0.4"]
+    })
+    .await;
+    assert!(seen, "new node not served within 2 s");
+    assert!(dns.serial() > serial0);
+    upsert_node(&c, &reg("iceland", Role::Compute, "10.0.0.14"))
+        .await
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(2), || async {
+            dns.short(&name("iceland"), "A") == ["10.0.0.14"]
+        })
+        .await
+    );
+    remove_node(&c, &NodeName::parse("iceland").unwrap())
+        .await
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(2), || async {
+            dns.status(&name("iceland"), "A") == "NXDOMAIN"
+        })
+        .await
+    );
+
+    // A failover: db follows the cluster state, with a new serial.
+    let serial1 = dns.serial();
+    record_primary(&c, 2, &NodeName::parse("star").unwrap())
+        .await
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(2), || async {
+            dns.short(&name("db"), "A") == ["10.0.0.2"]
+        })
+        .await,
+        "db did not follow the primary"
+    );
+    assert!(dns.serial() > serial1);
+    assert_eq!(dns.short(&name("db-ro"), "A"), ["10.0.0.1", "10.0.0.3"]);
+
+    // A node whose reports stopped is left out of multi-record names.
+    let v = NodeName::parse("vengeance").unwrap();
+    upsert_health(&c, &v, HealthStatus::Passing, &serde_json::json!([]))
+        .await
+        .unwrap();
+    c.execute(
+        "UPDATE aurora.health SET reported_at = now() - interval '10 minutes', status = 'warning'",
+        &[],
+    )
+    .await
+    .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(3), || async {
+            dns.short(&name("db-ro"), "A") == ["10.0.0.1"]
+        })
+        .await
+    );
+    assert_eq!(
+        dns.short(&name("vengeance"), "A"),
+        ["10.0.0.3"],
+        "own name always served"
+    );
+
+    let metrics = HttpClient::new(Duration::from_secs(2))
+        .get(&format!("{}/metrics", dns.admin))
+        .await
+        .unwrap()
+        .text();
+    assert!(
+        metrics.contains("aurora_dns_sync_queries_total{qtype=\"A\",rcode=\"NOERROR\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("aurora_dns_sync_zone_serial"));
+    dns.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_rows_are_skipped_and_counted() {
+    let (pg, c) = database().await;
+    // Written around the typed API: a bad label and an address outside the VPN.
+    c.batch_execute(
+        "ALTER TABLE aurora.nodes DROP CONSTRAINT nodes_name_check;
+         INSERT INTO aurora.nodes (name, role, vpn_ip) VALUES ('Bad_Name', 'compute', '10.0.0.66');
+         INSERT INTO aurora.nodes (name, role, vpn_ip) VALUES ('outsider', 'compute', '192.168.7.7');",
+    )
+    .await
+    .unwrap();
+    let dns = Dns::start(&pg, |_| {}).await;
+    dns.wait_ready().await;
+    assert_eq!(dns.status(&name("outsider"), "A"), "NXDOMAIN");
+    assert_eq!(dns.short(&name("replica"), "A"), ["10.0.0.2", "10.0.0.3"]);
+    let metrics = HttpClient::new(Duration::from_secs(2))
+        .get(&format!("{}/metrics", dns.admin))
+        .await
+        .unwrap()
+        .text();
+    assert!(metrics.contains("registry_rows_skipped_total{reason=\"ip_outside_vpn\"}"));
+    assert!(
+        !metrics.contains("registry_rows_skipped_total{reason=\"ip_outside_vpn\"} 0"),
+        "{metrics}"
+    );
+    dns.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zone_transfer_follows_the_allow_list() {
+    let (pg, _c) = database().await;
+    let allowed = Dns::start(&pg, |_| {}).await;
+    allowed.wait_ready().await;
+    let axfr = allowed.dig(&["AXFR", ZONE]);
+    let soas = axfr.lines().filter(|l| l.contains("\tSOA\t")).count();
+    assert_eq!(soas, 2, "AXFR starts and ends with the SOA: {axfr}");
+    assert!(axfr.contains(&format!("db.{ZONE}.")), "{axfr}");
+
+    let denied = Dns::start(&pg, |c| {
+        c.dns.axfr_allow = vec!["10.9.9.9/32".parse().unwrap()]
+    })
+    .await;
+    denied.wait_ready().await;
+    let out = denied.dig(&["AXFR", ZONE]);
+    assert!(
+        out.contains("Transfer failed") || out.contains("REFUSED"),
+        "{out}"
+    );
+    allowed.stop().await;
+    denied.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lead_and_backup_serve_the_same_serial() {
+    let (primary, c) = database().await;
+    let mut standby = PgCluster::empty(PgOptions::named("dns-standby")).unwrap();
+    let data = standby.data_dir().display().to_string();
+    let out = standby
+        .command("pg_basebackup")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &primary.port().to_string(),
+            "-U",
+            "postgres",
+        ])
+        .args(["-D", &data, "-R", "-c", "fast"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    standby.start().await.unwrap();
+
+    let lead = Dns::start(&primary, |_| {}).await;
+    let backup = Dns::start(&standby, |_| {}).await;
+    lead.wait_ready().await;
+    backup.wait_ready().await;
+    upsert_node(&c, &reg("iceland", Role::Compute, "10.0.0.4"))
+        .await
+        .unwrap();
+    let same = wait_until(Duration::from_secs(3), || async {
+        backup.short(&name("iceland"), "A") == ["10.0.0.4"] && lead.serial() == backup.serial()
+    })
+    .await;
+    assert!(same, "lead {} backup {}", lead.serial(), backup.serial());
+    lead.stop().await;
+    backup.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_down_keeps_the_last_zone() {
+    let (mut pg, _c) = database().await;
+    let dns = Dns::start(&pg, |_| {}).await;
+    dns.wait_ready().await;
+    pg.stop(StopMode::Immediate).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(dns.short(&name("db"), "A"), ["10.0.0.1"]);
+    let h: serde_json::Value = HttpClient::new(Duration::from_secs(2))
+        .get_json(&format!("{}/health", dns.admin))
+        .await
+        .unwrap();
+    assert_eq!(h["status"], "degraded", "{h}");
+    assert!(
+        h["reasons"][0].as_str().unwrap().contains("last good zone"),
+        "{h}"
+    );
+    // And it recovers when the database returns.
+    pg.start().await.unwrap();
+    let healed = wait_until(Duration::from_secs(10), || async {
+        HttpClient::new(Duration::from_secs(2))
+            .get_json::<serde_json::Value>(&format!("{}/health", dns.admin))
+            .await
+            .map(|h| h["status"] == "ok")
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(healed);
+    dns.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_ready_and_servfail_until_the_first_load() {
+    let (mut pg, _c) = database().await;
+    pg.stop(StopMode::Fast).await.unwrap();
+    let dns = Dns::start(&pg, |_| {}).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let http = HttpClient::new(Duration::from_secs(2));
+    assert_eq!(
+        http.get(&format!("{}/ready", dns.admin))
+            .await
+            .unwrap()
+            .status,
+        503
+    );
+    assert_eq!(dns.status(&name("db"), "A"), "SERVFAIL");
+    pg.start().await.unwrap();
+    dns.wait_ready().await;
+    assert_eq!(dns.short(&name("db"), "A"), ["10.0.0.1"]);
+    dns.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_answers_truncate_over_udp_and_complete_over_tcp() {
+    let (pg, c) = database().await;
+    for i in 10..110 {
+        upsert_node(
+            &c,
+            &reg(&format!("node{i}"), Role::Compute, &format!("10.0.0.{i}")),
+        )
+        .await
+        .unwrap();
+    }
+    let dns = Dns::start(&pg, |_| {}).await;
+    dns.wait_ready().await;
+    let udp = dns.dig(&["+ignore", "+noedns", &name("replica"), "A"]);
+    assert!(udp.contains(" tc"), "no TC bit over UDP: {udp}");
+    let tcp = dns.short(&name("replica"), "A");
+    assert_eq!(tcp.len(), 102, "dig retries over TCP and gets everything");
+    dns.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_packets_do_not_stop_the_server() {
+    let (pg, _c) = database().await;
+    let dns = Dns::start(&pg, |_| {}).await;
+    dns.wait_ready().await;
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let target = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), dns.port);
+    let mut packets: Vec<Vec<u8>> = vec![
+        vec![],
+        vec![0x12],
+        vec![0; 11], // truncated header
+        vec![
+            0x12, 0x34, 1, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        ], // huge counts
+        // One question whose name is a compression pointer to itself.
+        vec![
+            0xab, 0xcd, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 12, 0, 1, 0, 1,
+        ],
+        // A label longer than the packet.
+        vec![0xab, 0xcd, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 63, b'a', b'b'],
+    ];
+    // Pseudo-random bytes, deterministic.
+    let mut x: u32 = 0x1234_5678;
+    for len in [5usize, 40, 300, 1200] {
+        packets.push(
+            (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    x as u8
+                })
+                .collect(),
+        );
+    }
+    for p in &packets {
+        for _ in 0..20 {
+            sock.send_to(p, target).unwrap();
+        }
+    }
+    // Garbage over TCP too.
+    if let Ok(mut s) = std::net::TcpStream::connect(target) {
+        use std::io::Write;
+        let _ = s.write_all(&[0xff, 0xff, 1, 2, 3]);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(dns.short(&name("db"), "A"), ["10.0.0.1"]);
+    assert_eq!(
+        dns.dig(&["+tcp", "+short", &name("star"), "A"]).trim(),
+        "10.0.0.2"
+    );
+    dns.stop().await;
+}
