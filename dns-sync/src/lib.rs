@@ -76,6 +76,26 @@ impl AdminApi for Api {
     }
 }
 
+/// One UDP socket per core on the same address (SO_REUSEPORT): the kernel
+/// spreads queries over them, so receiving is not one task's bottleneck.
+fn udp_sockets(addr: SocketAddr) -> anyhow::Result<Vec<tokio::net::UdpSocket>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let n = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 8);
+    (0..n)
+        .map(|_| {
+            let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+            s.set_reuse_port(true)?;
+            s.set_nonblocking(true)?;
+            s.bind(&addr.into())?;
+            Ok(tokio::net::UdpSocket::from_std(s.into())?)
+        })
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(|e| anyhow::anyhow!("cannot bind DNS (UDP) to {addr}: {e}"))
+}
+
 /// Runs dns-sync until `lifecycle` shuts down.
 pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
     if config.dns.zone.trim_end_matches('.').ends_with(".local") {
@@ -98,19 +118,19 @@ pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot bind DNS (TCP) to {}: {e}", config.dns.listen))?;
     let addr = tcp.local_addr()?;
-    let udp = tokio::net::UdpSocket::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot bind DNS (UDP) to {addr}: {e}"))?;
+    let udp = udp_sockets(addr)?;
     if let Ok(mut g) = state.dns_addr.lock() {
         *g = Some(addr);
     }
     let handler = Handler {
         zone: state.zone.clone(),
         axfr_allow: config.dns.axfr_allow.clone(),
-        queries,
+        queries: server::QueryCounters::new(&queries),
     };
     let mut dns = Server::new(handler);
-    dns.register_socket(udp);
+    for socket in udp {
+        dns.register_socket(socket);
+    }
     dns.register_listener(tcp, Duration::from_secs(config.dns.tcp_timeout_secs), 64);
     tracing::info!(%addr, zone = %config.dns.zone, "DNS listening (UDP and TCP)");
 

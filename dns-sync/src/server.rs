@@ -13,7 +13,7 @@ use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 use ipnet::IpNet;
-use prometheus::IntCounterVec;
+use prometheus::{IntCounter, IntCounterVec};
 
 use crate::zone::{Answer, Zone};
 
@@ -40,36 +40,68 @@ impl ZoneCell {
 pub struct Handler {
     pub zone: Arc<ZoneCell>,
     pub axfr_allow: Vec<IpNet>,
-    pub queries: IntCounterVec,
+    pub queries: QueryCounters,
 }
 
 /// Query types get their own label; everything else is `other` (labels must
 /// stay bounded whatever clients send).
-fn qtype_label(t: RecordType) -> &'static str {
+const QTYPES: [&str; 11] = [
+    "A", "AAAA", "SRV", "SOA", "NS", "TXT", "CNAME", "AXFR", "IXFR", "ANY", "other",
+];
+const RCODES: [&str; 7] = [
+    "NOERROR", "NXDOMAIN", "REFUSED", "SERVFAIL", "FORMERR", "NOTIMP", "other",
+];
+
+fn qtype_index(t: RecordType) -> usize {
     match t {
-        RecordType::A => "A",
-        RecordType::AAAA => "AAAA",
-        RecordType::SRV => "SRV",
-        RecordType::SOA => "SOA",
-        RecordType::NS => "NS",
-        RecordType::TXT => "TXT",
-        RecordType::CNAME => "CNAME",
-        RecordType::AXFR => "AXFR",
-        RecordType::IXFR => "IXFR",
-        RecordType::ANY => "ANY",
-        _ => "other",
+        RecordType::A => 0,
+        RecordType::AAAA => 1,
+        RecordType::SRV => 2,
+        RecordType::SOA => 3,
+        RecordType::NS => 4,
+        RecordType::TXT => 5,
+        RecordType::CNAME => 6,
+        RecordType::AXFR => 7,
+        RecordType::IXFR => 8,
+        RecordType::ANY => 9,
+        _ => 10,
     }
 }
 
-fn rcode_label(r: ResponseCode) -> &'static str {
+fn rcode_index(r: ResponseCode) -> usize {
     match r {
-        ResponseCode::NoError => "NOERROR",
-        ResponseCode::NXDomain => "NXDOMAIN",
-        ResponseCode::Refused => "REFUSED",
-        ResponseCode::ServFail => "SERVFAIL",
-        ResponseCode::FormErr => "FORMERR",
-        ResponseCode::NotImp => "NOTIMP",
-        _ => "other",
+        ResponseCode::NoError => 0,
+        ResponseCode::NXDomain => 1,
+        ResponseCode::Refused => 2,
+        ResponseCode::ServFail => 3,
+        ResponseCode::FormErr => 4,
+        ResponseCode::NotImp => 5,
+        _ => 6,
+    }
+}
+
+/// `queries_total{qtype,rcode}`, resolved once: the hot path increments an
+/// atomic instead of looking a label pair up in a locked map per query.
+pub struct QueryCounters(Vec<IntCounter>);
+
+impl QueryCounters {
+    pub fn new(vec: &IntCounterVec) -> Self {
+        let mut all = Vec::with_capacity(QTYPES.len() * RCODES.len());
+        for q in QTYPES {
+            for r in RCODES {
+                all.push(vec.with_label_values(&[q, r]));
+            }
+        }
+        Self(all)
+    }
+
+    fn inc(&self, qtype: RecordType, rcode: ResponseCode) {
+        if let Some(c) = self
+            .0
+            .get(qtype_index(qtype) * RCODES.len() + rcode_index(rcode))
+        {
+            c.inc();
+        }
     }
 }
 
@@ -139,9 +171,7 @@ impl RequestHandler for Handler {
         };
         meta.response_code = rcode;
         meta.authoritative = matches!(rcode, ResponseCode::NoError | ResponseCode::NXDomain);
-        self.queries
-            .with_label_values(&[qtype_label(qtype), rcode_label(rcode)])
-            .inc();
+        self.queries.inc(qtype, rcode);
 
         // Echo EDNS; its payload size bounds the UDP answer.
         let edns = request.edns.as_ref().map(|e| {
