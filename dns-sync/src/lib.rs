@@ -90,7 +90,7 @@ fn udp_sockets(addr: SocketAddr) -> anyhow::Result<Vec<tokio::net::UdpSocket>> {
             s.set_reuse_port(true)?;
             s.set_nonblocking(true)?;
             s.bind(&addr.into())?;
-            Ok(tokio::net::UdpSocket::from_std(s.into())?)
+            tokio::net::UdpSocket::from_std(s.into())
         })
         .collect::<std::io::Result<Vec<_>>>()
         .map_err(|e| anyhow::anyhow!("cannot bind DNS (UDP) to {addr}: {e}"))
