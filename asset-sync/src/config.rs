@@ -53,7 +53,9 @@ pub struct SyncConfig {
     /// Up to this many seconds are added at random to each interval, so a
     /// fleet does not hit the bucket in lockstep.
     pub jitter_secs: u64,
-    /// Concurrent GET requests.
+    /// Concurrent GET requests. Small objects are latency-bound, not
+    /// bandwidth-bound: on a 2-core machine one local Garage served 10,000
+    /// 4 KiB objects in 7.2 s at 64 and 6.0 s at 128 (256 was slower).
     pub concurrency: usize,
     /// Delete local files whose objects are gone from the bucket.
     pub delete: bool,
@@ -99,7 +101,7 @@ impl Default for Config {
                 target_dir: PathBuf::from("/assets"),
                 interval_secs: 300,
                 jitter_secs: 30,
-                concurrency: 64,
+                concurrency: 128,
                 delete: true,
                 max_delete_percent: 50,
                 include: Vec::new(),
