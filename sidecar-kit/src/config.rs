@@ -102,9 +102,32 @@ impl fmt::Display for Secret {
     }
 }
 
+thread_local! {
+    /// Set only while the loader turns built-in defaults into the first
+    /// config layer, so a default secret (a DSN, say) survives the round
+    /// trip. Everything else that serializes a config sees `[redacted]`.
+    static EXPOSE_SECRETS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn with_secrets_exposed<T>(f: impl FnOnce() -> T) -> T {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            EXPOSE_SECRETS.with(|e| e.set(false));
+        }
+    }
+    EXPOSE_SECRETS.with(|e| e.set(true));
+    let _reset = Reset;
+    f()
+}
+
 impl Serialize for Secret {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(Self::REDACTED)
+        if EXPOSE_SECRETS.with(|e| e.get()) {
+            s.serialize_str(&self.0)
+        } else {
+            s.serialize_str(Self::REDACTED)
+        }
     }
 }
 
@@ -238,7 +261,7 @@ pub fn load_from<C>(file: Option<&Path>, env: &HashMap<String, String>) -> Resul
 where
     C: DeserializeOwned + Serialize + Default + Validate,
 {
-    let defaults = config::Config::try_from(&C::default())
+    let defaults = with_secrets_exposed(|| config::Config::try_from(&C::default()))
         .map_err(|e| ConfigError::new("<defaults>", e.to_string()))?;
     let mut builder = config::Config::builder().add_source(defaults);
 
@@ -411,6 +434,30 @@ mod tests {
         assert!(!shown.contains("000123456789000123"));
         assert!(shown.contains(Secret::REDACTED));
         assert!(!format!("{c:?}").contains("000123456789000123"));
+    }
+
+    #[test]
+    fn default_secrets_survive_the_defaults_layer() {
+        #[derive(Debug, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct WithDsn {
+            dsn: Secret,
+        }
+        impl Default for WithDsn {
+            fn default() -> Self {
+                Self {
+                    dsn: Secret::new("host=db password=default-pw"),
+                }
+            }
+        }
+        impl Validate for WithDsn {
+            fn validate(&self) -> Result<(), ConfigError> {
+                Ok(())
+            }
+        }
+        let c: WithDsn = load_from(None, &env(&[])).unwrap();
+        assert_eq!(c.dsn.expose(), "host=db password=default-pw");
+        assert!(!render(&c).unwrap().contains("default-pw"));
     }
 
     #[test]

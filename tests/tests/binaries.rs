@@ -6,13 +6,15 @@
 
 #![allow(clippy::unwrap_used)] // test helpers may panic: a panic is a test failure
 
+use std::net::SocketAddr;
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use sidecar_kit::http_client::HttpClient;
 use testbed::tools::workspace_bin;
-use testbed::{free_port, SidecarProcess, SidecarSpec};
+use testbed::{free_port, Garage, PgCluster, PgOptions, SidecarProcess, SidecarSpec};
 
 const SIDECARS: [&str; 4] = ["repl-manager", "asset-sync", "health-monitor", "dns-sync"];
 const BINARIES: [&str; 5] = [
@@ -75,10 +77,24 @@ fn bad_config_exits_2_with_one_line_naming_the_key() {
     }
 }
 
+/// The least each sidecar needs to pass validation.
+fn minimal_env(bin: &str) -> Vec<(&'static str, &'static str)> {
+    match bin {
+        "asset-sync" => vec![("AURORA_S3__BUCKET", "assets")],
+        _ => vec![],
+    }
+}
+
 #[test]
 fn check_config_redacts_secrets() {
     for bin in SIDECARS {
-        let out = run(bin, &["--check-config"], &[("AURORA_ADMIN__TOKEN", SECRET)]);
+        let mut env = minimal_env(bin);
+        env.push(("AURORA_ADMIN__TOKEN", SECRET));
+        if bin == "asset-sync" {
+            env.push(("AURORA_S3__ACCESS_KEY_ID", "GK0123456789abcdef01234567"));
+            env.push(("AURORA_S3__SECRET_ACCESS_KEY", SECRET));
+        }
+        let out = run(bin, &["--check-config"], &env);
         assert!(out.status.success(), "{bin}");
         let all = format!(
             "{}{}",
@@ -90,25 +106,66 @@ fn check_config_redacts_secrets() {
     }
 }
 
+/// Real dependencies for the sidecars that have them: a migrated PostgreSQL
+/// (dns-sync) and a Garage bucket (asset-sync).
+struct Deps {
+    pg: PgCluster,
+    garage: Garage,
+}
+
+async fn deps() -> Deps {
+    let (pg, garage) = tokio::join!(
+        PgCluster::start_new(PgOptions::named("bins")),
+        Garage::start()
+    );
+    let (pg, garage) = (pg.unwrap(), garage.unwrap());
+    let mut c = pg.connect("postgres").await.unwrap();
+    cluster_db::migrate(&mut c).await.unwrap();
+    garage.create_bucket("assets").await.unwrap();
+    Deps { pg, garage }
+}
+
+/// A minimal valid config for `bin`, admin server on `addr`.
+fn minimal_config(bin: &str, addr: SocketAddr, deps: &Deps, dir: &Path) -> String {
+    let common =
+        format!("[admin]\nlisten = \"{addr}\"\n[log]\nformat = \"json\"\nfilter = \"debug\"\n");
+    match bin {
+        "asset-sync" => format!(
+            "{common}[s3]\nendpoint = \"{}\"\nregion = \"garage\"\nbucket = \"assets\"\n\
+             access_key_id = \"{}\"\nsecret_access_key = \"{}\"\n[sync]\ntarget_dir = \"{}\"\n",
+            deps.garage.endpoint(),
+            deps.garage.key_id,
+            deps.garage.secret_key,
+            dir.join("assets").display()
+        ),
+        "dns-sync" => format!(
+            "{common}[dns]\nlisten = \"127.0.0.1:{}\"\n[database]\ndsn = \"{}\"\n",
+            free_port().unwrap(),
+            deps.pg.dsn("postgres")
+        ),
+        _ => common,
+    }
+}
+
 #[tokio::test]
 async fn every_sidecar_serves_admin_endpoints_and_stops_on_sigterm() {
+    let deps = deps().await;
     let dir = tempfile::tempdir().unwrap();
     let http = HttpClient::new(Duration::from_secs(5));
     for bin in SIDECARS {
         let port = free_port().unwrap();
-        let addr = format!("127.0.0.1:{port}").parse().unwrap();
-        let config =
-            format!("[admin]\nlisten = \"{addr}\"\n[log]\nformat = \"json\"\nfilter = \"debug\"\n");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let config = minimal_config(bin, addr, &deps, dir.path());
         let spec =
             SidecarSpec::new(bin, dir.path(), addr, config).env("AURORA_ADMIN__TOKEN", SECRET);
-        let mut p = SidecarProcess::start(spec, Duration::from_secs(20))
+        let mut p = SidecarProcess::start(spec, Duration::from_secs(30))
             .await
             .unwrap_or_else(|e| panic!("{bin}: {e}"));
         let url = p.admin_url();
 
         for path in ["/health", "/ready", "/status"] {
             let r = http.get(&format!("{url}{path}")).await.unwrap();
-            assert_eq!(r.status, 200, "{bin} {path}");
+            assert_eq!(r.status, 200, "{bin} {path}: {}", r.text());
         }
         let metrics = http.get(&format!("{url}/metrics")).await.unwrap().text();
         assert!(metrics.contains("aurora_build_info{"), "{bin}: {metrics}");
@@ -127,6 +184,10 @@ async fn every_sidecar_serves_admin_endpoints_and_stops_on_sigterm() {
 
         let log = p.log();
         assert!(!log.contains(SECRET), "{bin} logged the secret");
+        assert!(
+            !log.contains(&deps.garage.secret_key),
+            "{bin} logged the S3 secret"
+        );
         assert!(log.contains("\"level\""), "{bin} json logs: {log}");
     }
 }
@@ -138,7 +199,7 @@ async fn a_second_signal_exits_at_once() {
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
     let config = format!("[admin]\nlisten = \"{addr}\"\n");
     let mut p = SidecarProcess::start(
-        SidecarSpec::new("dns-sync", dir.path(), addr, config),
+        SidecarSpec::new("repl-manager", dir.path(), addr, config),
         Duration::from_secs(20),
     )
     .await
