@@ -76,6 +76,10 @@ pub struct SyncConfig {
     pub ranged_threshold_bytes: u64,
     /// Size of each range of a ranged download.
     pub range_size_bytes: u64,
+    /// Range requests in flight across all large objects. Large objects are
+    /// bandwidth-bound: a few ranges fill the link, and each in-flight body
+    /// costs buffer memory (128 of them pushed peak RSS to ~100 MiB).
+    pub range_concurrency: usize,
     /// Attempts per object (with exponential backoff and jitter) before the
     /// object counts as failed for this pass.
     pub attempts: u32,
@@ -109,6 +113,7 @@ impl Default for Config {
                 bandwidth_limit_bytes: 0,
                 ranged_threshold_bytes: 32 << 20,
                 range_size_bytes: 8 << 20,
+                range_concurrency: 16,
                 attempts: 5,
             },
         }
@@ -173,6 +178,9 @@ impl Validate for Config {
         }
         if sync.concurrency == 0 || sync.concurrency > 1024 {
             return Err(ConfigError::new("sync.concurrency", "must be 1-1024"));
+        }
+        if sync.range_concurrency == 0 || sync.range_concurrency > 1024 {
+            return Err(ConfigError::new("sync.range_concurrency", "must be 1-1024"));
         }
         if sync.max_delete_percent > 100 {
             return Err(ConfigError::new("sync.max_delete_percent", "must be 0-100"));

@@ -94,6 +94,8 @@ pub struct Fetcher {
     pub target: PathBuf,
     pub staging: PathBuf,
     pub permits: Arc<Semaphore>,
+    /// Bounds range requests of large objects (see `sync.range_concurrency`).
+    pub range_permits: Arc<Semaphore>,
     pub limiter: Option<Arc<RateLimiter>>,
     pub ranged_threshold: u64,
     pub range_size: u64,
@@ -283,7 +285,7 @@ impl Fetcher {
             let bucket = self.bucket.clone();
             let key = remote.key.clone();
             let etag = remote.etag.clone();
-            let permits = self.permits.clone();
+            let permits = self.range_permits.clone();
             let limiter = self.limiter.clone();
             let file = file.clone();
             let path = path.to_path_buf();

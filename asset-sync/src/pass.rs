@@ -255,6 +255,7 @@ impl Syncer {
             target: target.clone(),
             staging: staging.clone(),
             permits: Arc::new(Semaphore::new(concurrency)),
+            range_permits: Arc::new(Semaphore::new(sync.range_concurrency)),
             limiter: self.limiter.clone(),
             ranged_threshold: sync.ranged_threshold_bytes,
             range_size: sync.range_size_bytes,
