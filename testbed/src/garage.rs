@@ -126,30 +126,45 @@ impl Garage {
     }
 
     async fn configure(&mut self) -> Result<(), TestbedError> {
-        // The RPC endpoint answers once the server is up; `node id` needs it.
+        // `garage node id` answers from the key file before the server is up,
+        // so wait for the RPC port itself, then retry the first RPC call
+        // until the server takes it.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        let node_id = loop {
-            self.check_alive()?;
-            match self.cli(&["node", "id", "-q"]).await {
-                Ok(out) => break out.trim().split('@').next().unwrap_or("").to_string(),
+        self.wait_port(self.rpc_port, deadline).await?;
+        let node_id = self.cli(&["node", "id", "-q"]).await?;
+        let node_id = node_id.trim().split('@').next().unwrap_or("").to_string();
+        loop {
+            match self
+                .cli(&["layout", "assign", "-z", "dc1", "-c", "1G", &node_id])
+                .await
+            {
+                Ok(_) => break,
                 Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(_) => {
+                    self.check_alive()?;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
             }
-        };
-        self.cli(&["layout", "assign", "-z", "dc1", "-c", "1G", &node_id])
-            .await?;
+        }
         self.cli(&["layout", "apply", "--version", "1"]).await?;
         let (key_id, secret) = (self.key_id.clone(), self.secret_key.clone());
         self.cli(&["key", "import", "--yes", "-n", "testbed", &key_id, &secret])
             .await?;
         // The S3 API answers only once the layout is live.
-        let addr = SocketAddr::new(self.listen, self.s3_port);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        self.wait_port(self.s3_port, deadline).await
+    }
+
+    async fn wait_port(
+        &mut self,
+        port: u16,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), TestbedError> {
+        let addr = SocketAddr::new(self.listen, port);
         while tokio::net::TcpStream::connect(addr).await.is_err() {
             self.check_alive()?;
             if tokio::time::Instant::now() >= deadline {
                 return Err(TestbedError::Timeout {
-                    what: "garage S3 API".into(),
+                    what: format!("garage on port {port}"),
                     secs: 30,
                     log: Some((self.log_path.clone(), log_tail(&self.log_path, 20))),
                 });
@@ -256,19 +271,8 @@ impl Garage {
     pub async fn restart(&mut self) -> Result<(), TestbedError> {
         self.stop();
         self.spawn()?;
-        let addr = SocketAddr::new(self.listen, self.s3_port);
-        for _ in 0..600 {
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                return Ok(());
-            }
-            self.check_alive()?;
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Err(TestbedError::Timeout {
-            what: "garage restart".into(),
-            secs: 30,
-            log: Some((self.log_path.clone(), log_tail(&self.log_path, 20))),
-        })
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        self.wait_port(self.s3_port, deadline).await
     }
 
     /// Leaves Garage running and its files in place when this handle drops.
