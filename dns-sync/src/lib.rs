@@ -9,6 +9,7 @@
 pub mod config;
 pub mod refresh;
 pub mod server;
+pub mod udp;
 pub mod zone;
 
 use std::net::SocketAddr;
@@ -127,10 +128,17 @@ pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
         axfr_allow: config.dns.axfr_allow.clone(),
         queries: server::QueryCounters::new(&queries),
     };
-    let mut dns = Server::new(handler);
+    // UDP: our own loops (see `udp`); TCP and AXFR: hickory's server.
+    let udp_stop = tokio_util::sync::CancellationToken::new();
+    let mut udp_tasks = tokio::task::JoinSet::new();
     for socket in udp {
-        dns.register_socket(socket);
+        udp_tasks.spawn(udp::serve(
+            Arc::new(socket),
+            handler.clone(),
+            udp_stop.clone(),
+        ));
     }
+    let mut dns = Server::new(handler);
     dns.register_listener(tcp, Duration::from_secs(config.dns.tcp_timeout_secs), 64);
     tracing::info!(%addr, zone = %config.dns.zone, "DNS listening (UDP and TCP)");
 
@@ -143,6 +151,8 @@ pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
         let config = config.clone();
         async move {
             refresh::refresh_loop(&config, &state, &refresh_metrics, &lifecycle).await;
+            udp_stop.cancel();
+            while udp_tasks.join_next().await.is_some() {}
             if let Err(e) = dns.shutdown_gracefully().await {
                 tracing::warn!(error = %e, "DNS server did not stop cleanly");
             }

@@ -37,6 +37,7 @@ impl ZoneCell {
     }
 }
 
+#[derive(Clone)]
 pub struct Handler {
     pub zone: Arc<ZoneCell>,
     pub axfr_allow: Vec<IpNet>,
@@ -82,6 +83,7 @@ fn rcode_index(r: ResponseCode) -> usize {
 
 /// `queries_total{qtype,rcode}`, resolved once: the hot path increments an
 /// atomic instead of looking a label pair up in a locked map per query.
+#[derive(Clone)]
 pub struct QueryCounters(Vec<IntCounter>);
 
 impl QueryCounters {
@@ -102,6 +104,14 @@ impl QueryCounters {
         {
             c.inc();
         }
+    }
+}
+
+impl Handler {
+    /// Counts a packet answered FORMERR before it reached the handler.
+    pub fn count_formerr(&self) {
+        self.queries
+            .inc(RecordType::Unknown(0), ResponseCode::FormErr);
     }
 }
 

@@ -1,0 +1,156 @@
+//! The UDP fast path: one loop per socket that receives, answers and sends
+//! in the same task.
+//!
+//! hickory-server's own UDP loop spawns a task per query and hands every
+//! answer to a channel drained by another task; under load those two hops,
+//! and the wake-ups they cost, dominated the profile. Here the work per
+//! query is a parse, a lookup in an in-memory zone and an encode, so doing
+//! it inline is cheaper than scheduling it. Parsing and encoding are still
+//! hickory's (`Request::from_bytes`, `MessageResponse::destructive_emit`);
+//! TCP (and AXFR) stay on hickory's server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_proto::op::MessageType;
+use hickory_proto::rr::Record;
+use hickory_proto::serialize::binary::BinEncoder;
+use hickory_server::net::runtime::TokioTime;
+use hickory_server::net::xfer::Protocol;
+use hickory_server::net::NetError;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponse;
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+
+use crate::server::Handler;
+
+/// Largest query we read; anything longer is truncated and fails to parse.
+const MAX_QUERY: usize = 4096;
+
+/// Sends an answer straight back on the socket it came in on.
+#[derive(Clone)]
+struct Direct {
+    socket: Arc<UdpSocket>,
+    dst: SocketAddr,
+}
+
+#[async_trait::async_trait]
+impl ResponseHandler for Direct {
+    async fn send_response<'a>(
+        &mut self,
+        response: MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+        >,
+    ) -> Result<ResponseInfo, NetError> {
+        // RFC 1035 4.2.1: 512 bytes without EDNS; with it, what the client
+        // advertised (the handler echoes it, clamped). Anything larger is
+        // cut with TC set by the encoder.
+        let max = response
+            .edns()
+            .map(|e| e.max_payload())
+            .unwrap_or(512)
+            .max(512);
+        let id = response.metadata().id;
+        let mut bytes = Vec::with_capacity(512);
+        let mut encoder = BinEncoder::new(&mut bytes);
+        encoder.set_max_size(max);
+        match response.destructive_emit(&mut encoder) {
+            Ok(info) => {
+                self.socket.send_to(&bytes, self.dst).await?;
+                Ok(info)
+            }
+            Err(e) => {
+                // An answer that cannot be encoded still gets an answer.
+                let _ = self.socket.send_to(&error_header(id, 0, 2), self.dst).await;
+                Err(e.into())
+            }
+        }
+    }
+}
+
+/// A bare response header: `id`, QR set, `opcode_bits` (already in
+/// position) and `rcode`, no records.
+fn error_header(id: u16, opcode_bits: u8, rcode: u8) -> [u8; 12] {
+    let [hi, lo] = id.to_be_bytes();
+    [
+        hi,
+        lo,
+        0x80 | opcode_bits,
+        rcode & 0x0f,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+    ]
+}
+
+/// Serves one socket until `shutdown`.
+pub async fn serve(socket: Arc<UdpSocket>, handler: Handler, shutdown: CancellationToken) {
+    let mut buf = vec![0u8; MAX_QUERY];
+    loop {
+        let received = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = socket.recv_from(&mut buf) => r,
+        };
+        let (n, src) = match received {
+            Ok(r) => r,
+            Err(e) => {
+                // ICMP-induced errors (ECONNREFUSED from an earlier send) are
+                // per-packet; back off briefly on anything else.
+                tracing::debug!(error = %e, "udp receive failed");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                continue;
+            }
+        };
+        if src.port() == 0 || src.ip().is_unspecified() {
+            continue;
+        }
+        let packet = &buf[..n];
+        match Request::from_bytes(packet.to_vec(), src, Protocol::Udp) {
+            Ok(request) => {
+                // Never answer answers: that is how reflection loops start.
+                if request.metadata.message_type == MessageType::Response {
+                    continue;
+                }
+                let direct = Direct {
+                    socket: socket.clone(),
+                    dst: src,
+                };
+                handler
+                    .handle_request::<_, TokioTime>(&request, direct)
+                    .await;
+            }
+            Err(_) if n >= 12 && packet[2] & 0x80 == 0 => {
+                // A readable header but a broken body: FORMERR, as hickory's
+                // own loop does. Shorter packets and responses get nothing.
+                handler.count_formerr();
+                let id = u16::from_be_bytes([packet[0], packet[1]]);
+                let _ = socket
+                    .send_to(&error_header(id, packet[2] & 0x78, 1), src)
+                    .await;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn error_header_layout() {
+        let h = super::error_header(0xabcd, 0, 1);
+        assert_eq!(h[..4], [0xab, 0xcd, 0x80, 0x01]);
+        assert!(h[4..].iter().all(|b| *b == 0));
+    }
+}
