@@ -121,6 +121,10 @@ impl Default for Config {
 }
 
 impl Validate for Config {
+    fn env_list_keys() -> &'static [&'static str] {
+        &["sync.include", "sync.exclude"]
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         self.admin.validate()?;
         self.log.validate()?;

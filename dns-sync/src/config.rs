@@ -120,6 +120,10 @@ impl Default for Config {
 }
 
 impl Validate for Config {
+    fn env_list_keys() -> &'static [&'static str] {
+        &["dns.axfr_allow"]
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         self.admin.validate()?;
         self.log.validate()?;

@@ -65,6 +65,17 @@ impl fmt::Display for ConfigError {
 /// Semantic checks a config struct runs after it deserialized.
 pub trait Validate {
     fn validate(&self) -> Result<(), ConfigError>;
+
+    /// Keys (`dns.axfr_allow`) whose environment variable holds a
+    /// comma-separated list. Environment values are strings; only these are
+    /// split, so a secret with a comma in it stays whole. (It lives here
+    /// because every config implements `Validate`.)
+    fn env_list_keys() -> &'static [&'static str]
+    where
+        Self: Sized,
+    {
+        &[]
+    }
 }
 
 /// A value that must never be printed or logged: passwords, tokens, keys.
@@ -282,11 +293,28 @@ where
     // Only `AURORA_<KEY>` variables are config keys; `AURORA_CONFIG` names the
     // file itself. Values stay strings (no `try_parsing`): a token "0123" must
     // not turn into the number 123. Typed fields parse the string themselves.
-    let overrides: HashMap<String, String> = env
+    let mut overrides: HashMap<String, String> = env
         .iter()
         .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k.as_str() != CONFIG_PATH_ENV)
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    for key in C::env_list_keys() {
+        let var = format!(
+            "{ENV_PREFIX}{}",
+            key.to_ascii_uppercase().replace('.', "__")
+        );
+        if let Some(value) = overrides.remove(&var) {
+            let items: Vec<String> = value
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect();
+            builder = builder
+                .set_override(*key, items)
+                .map_err(|e| ConfigError::new(*key, e.to_string()))?;
+        }
+    }
     builder = builder.add_source(
         config::Environment::with_prefix("AURORA")
             .prefix_separator("_")
@@ -458,6 +486,35 @@ mod tests {
         let c: WithDsn = load_from(None, &env(&[])).unwrap();
         assert_eq!(c.dsn.expose(), "host=db password=default-pw");
         assert!(!render(&c).unwrap().contains("default-pw"));
+    }
+
+    #[test]
+    fn list_keys_split_on_commas() {
+        #[derive(Debug, Serialize, Deserialize, Default)]
+        #[serde(deny_unknown_fields)]
+        struct WithList {
+            #[serde(default)]
+            allow: Vec<String>,
+            token: Option<Secret>,
+        }
+        impl Validate for WithList {
+            fn validate(&self) -> Result<(), ConfigError> {
+                Ok(())
+            }
+            fn env_list_keys() -> &'static [&'static str] {
+                &["allow"]
+            }
+        }
+        let c: WithList = load_from(
+            None,
+            &env(&[
+                ("AURORA_ALLOW", "10.0.0.0/24, 127.0.0.1/32"),
+                ("AURORA_TOKEN", "a,b"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.allow, vec!["10.0.0.0/24", "127.0.0.1/32"]);
+        assert_eq!(c.token.unwrap().expose(), "a,b");
     }
 
     #[test]
