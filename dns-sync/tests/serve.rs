@@ -96,7 +96,7 @@ impl Dns {
             .args(["-p", &self.port.to_string(), "+time=2", "+tries=1"])
             .args(args)
             .output()
-            .expect("dig is installed (dnsutils)");
+            .expect("dig is missing: install it with `apt-get install -y dnsutils` (./scripts/test does)");
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
