@@ -284,8 +284,14 @@ impl Syncer {
                     if fetched.verified == Verified::SizeOnly {
                         report.verified_size_only += 1;
                     }
-                    if let Some(parent) = target.join(&path).parent() {
-                        touched_dirs.insert(parent.to_path_buf());
+                    // The file's directory and every directory above it up
+                    // to the target: a directory created for this file is
+                    // itself a new entry in its parent.
+                    let mut dir = target.join(&path);
+                    while dir.pop() && dir.starts_with(&target) {
+                        if !touched_dirs.insert(dir.clone()) {
+                            break;
+                        }
                     }
                     manifest.entries.insert(
                         rel,

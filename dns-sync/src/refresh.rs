@@ -94,7 +94,7 @@ pub async fn refresh_loop(
     let timeout = Duration::from_secs(config.database.connect_timeout_secs);
     let mut client: Option<Client> = None;
     let mut seen_version: Option<i64> = None;
-    let mut last_build = Instant::now() - FULL_REBUILD_EVERY;
+    let mut last_build: Option<Instant> = None;
     let mut interval = tokio::time::interval(Duration::from_secs(config.dns.refresh_secs));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -110,7 +110,9 @@ pub async fn refresh_loop(
                 return Ok::<bool, DbError>(false);
             };
             let version = queries::change_version(c).await?;
-            if Some(version) == seen_version && last_build.elapsed() < FULL_REBUILD_EVERY {
+            if Some(version) == seen_version
+                && last_build.is_some_and(|t| t.elapsed() < FULL_REBUILD_EVERY)
+            {
                 return Ok(false);
             }
             let data = load(c).await?;
@@ -125,7 +127,7 @@ pub async fn refresh_loop(
                 }
             }
             seen_version = Some(data.version);
-            last_build = Instant::now();
+            last_build = Some(Instant::now());
             m.serial.set(i64::from(zone.serial));
             m.records.set(zone.len() as i64);
             let changed = state.zone.get().is_none_or(|old| {
