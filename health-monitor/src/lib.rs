@@ -1,58 +1,279 @@
-//! Checks this node, reports it to the fleet registry and serves the fleet's health.
+//! health-monitor: checks this node, registers and reports it to the fleet
+//! (through the primary), and serves the fleet's view from the local
+//! database so every node answers the same question the same way.
+//!
+//! Built so far: registration, checks, reports, `/cluster`,
+//! `/cluster/health`, metrics. Not yet: alerts, the WireGuard peer file,
+//! GPU inventory (see docs/health-monitor.md).
 
-use std::sync::Arc;
+pub mod checks;
+pub mod config;
+pub mod fleet;
 
-use serde::{Deserialize, Serialize};
-use sidecar_kit::admin::BasicApi;
-use sidecar_kit::{
-    AdminConfig, ConfigError, Lifecycle, LogConfig, Metrics, SidecarConfig, Validate,
-};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-/// Default admin port of `health-monitor`.
-pub const DEFAULT_ADMIN_PORT: u16 = 8011;
+use cluster_db::{queries, DbTarget, NodeName, NodeRegistration};
+use hyper::{Method, StatusCode};
+use prometheus::{IntCounterVec, IntGaugeVec};
+use serde_json::json;
+use sidecar_kit::admin::{AdminApi, AdminRequest, AdminResponse, Routed};
+use sidecar_kit::http_client::HttpClient;
+use sidecar_kit::{HealthReport, HealthStatus as Liveness, Lifecycle, Metrics};
+use tokio_postgres::Client;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    pub admin: AdminConfig,
-    pub log: LogConfig,
+use checks::CheckResult;
+pub use config::Config;
+
+/// What the admin API shows, shared with the check loop.
+#[derive(Default)]
+struct State {
+    last_checks: Mutex<Vec<CheckResult>>,
+    last_report: Mutex<Option<Instant>>,
+    report_error: Mutex<Option<String>>,
+    registered: Mutex<bool>,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            admin: AdminConfig::on_port(DEFAULT_ADMIN_PORT),
-            log: LogConfig::default(),
+struct Api {
+    config: Config,
+    state: Arc<State>,
+}
+
+impl AdminApi for Api {
+    fn health(&self) -> HealthReport {
+        let age = self
+            .state
+            .last_report
+            .lock()
+            .ok()
+            .and_then(|g| g.map(|t| t.elapsed().as_secs()));
+        let mut h = HealthReport::ok().detail("last_report_age_secs", age);
+        if let Some(e) = self.state.report_error.lock().ok().and_then(|g| g.clone()) {
+            h.problem(
+                Liveness::Degraded,
+                format!("cannot report to the primary ({e}); the latest report is kept and sent when it returns"),
+            );
         }
+        h
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let checks = self
+            .state
+            .last_checks
+            .lock()
+            .map(|g| g.clone())
+            .unwrap_or_default();
+        json!({
+            "node": self.config.node.name,
+            "role": self.config.node.role,
+            "status": checks::overall(&checks),
+            "registered": self.state.registered.lock().map(|g| *g).unwrap_or(false),
+            "checks": checks,
+            "report_error": self.state.report_error.lock().ok().and_then(|g| g.clone()),
+        })
+    }
+
+    async fn handle(&self, req: AdminRequest) -> Routed {
+        let path = req.path.as_str();
+        if !matches!(path, "/cluster" | "/cluster/health") {
+            return Routed::NotFound;
+        }
+        if req.method != Method::GET {
+            return Routed::MethodNotAllowed("GET, HEAD, OPTIONS");
+        }
+        let view = match fleet::view(&self.config).await {
+            Ok(v) => v,
+            Err(e) => {
+                return AdminResponse::error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("cannot read the fleet from the local database: {e}"),
+                )
+                .into()
+            }
+        };
+        if path == "/cluster" {
+            return AdminResponse::ok(&view).into();
+        }
+        let reasons = view.problems();
+        let status = if reasons.is_empty() {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        AdminResponse::json(
+            status,
+            &json!({ "healthy": reasons.is_empty(), "reasons": reasons }),
+        )
+        .into()
     }
 }
 
-impl Validate for Config {
-    fn validate(&self) -> Result<(), ConfigError> {
-        self.admin.validate()?;
-        self.log.validate()
+struct HmMetrics {
+    check_status: IntGaugeVec,
+    check_seconds: prometheus::GaugeVec,
+    reports: IntCounterVec,
+    report_age: prometheus::Gauge,
+}
+
+impl HmMetrics {
+    fn new(m: &Metrics) -> Result<Self, prometheus::Error> {
+        let reports = m.counter_vec(
+            "reports_total",
+            "Reports sent to the primary, by outcome.",
+            &["outcome"],
+        )?;
+        for o in ["sent", "failed"] {
+            reports.with_label_values(&[o]);
+        }
+        Ok(Self {
+            check_status: m.gauge_vec(
+                "check_status",
+                "Each check's status: 0 passing, 1 warning, 2 critical.",
+                &["check"],
+            )?,
+            check_seconds: m.float_gauge_vec(
+                "check_duration_seconds",
+                "How long each check took.",
+                &["check"],
+            )?,
+            reports,
+            report_age: m.float_gauge(
+                "last_report_timestamp_seconds",
+                "Unix time of the last report the primary accepted.",
+            )?,
+        })
     }
 }
 
-impl SidecarConfig for Config {
-    fn admin(&self) -> &AdminConfig {
-        &self.admin
-    }
-    fn log(&self) -> &LogConfig {
-        &self.log
-    }
+fn registration(config: &Config) -> anyhow::Result<NodeRegistration> {
+    let n = &config.node;
+    let mut versions = serde_json::Map::new();
+    versions.insert(
+        "aurora".into(),
+        json!(sidecar_kit::telemetry::long_version()),
+    );
+    Ok(NodeRegistration {
+        name: NodeName::parse(&n.name)?,
+        role: n.role.parse()?,
+        vpn_ip: n
+            .vpn_ip
+            .ok_or_else(|| anyhow::anyhow!("node.vpn_ip is required"))?,
+        wg_public_key: n.wg_public_key.clone(),
+        wg_endpoint: n.wg_endpoint.clone(),
+        labels: n
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect(),
+        gpus: Vec::new(),
+        versions,
+    })
 }
 
-/// Runs `health-monitor` until `lifecycle` is shut down.
+/// Runs health-monitor until `lifecycle` shuts down.
 pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
     let metrics = Metrics::new("health-monitor")?;
+    let m = HmMetrics::new(&metrics)?;
+    let state = Arc::new(State::default());
+    let api = Arc::new(Api {
+        config: config.clone(),
+        state: state.clone(),
+    });
+    let reg = registration(&config)?;
+    let admin = config.admin.clone();
     let work = {
         let lifecycle = lifecycle.clone();
         async move {
-            lifecycle.set_ready(true);
-            lifecycle.cancelled().await;
-            Ok(())
+            let target = DbTarget::parse(config.database.write_dsn.expose())?;
+            let timeout = Duration::from_secs(config.database.connect_timeout_secs);
+            let http = HttpClient::new(Duration::from_secs(config.checks.timeout_secs));
+            let mut writer: Option<Client> = None;
+            let mut registered = false;
+            let mut interval =
+                tokio::time::interval(Duration::from_secs(config.checks.interval_secs));
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = lifecycle.cancelled() => return Ok(()),
+                    _ = interval.tick() => {}
+                }
+                let results = checks::run_all(&config, &http).await;
+                for r in &results {
+                    let v = match r.status {
+                        cluster_db::HealthStatus::Passing => 0,
+                        cluster_db::HealthStatus::Warning => 1,
+                        cluster_db::HealthStatus::Critical => 2,
+                    };
+                    m.check_status.with_label_values(&[&r.name]).set(v);
+                    m.check_seconds
+                        .with_label_values(&[&r.name])
+                        .set(r.duration_ms as f64 / 1000.0);
+                }
+                let status = checks::overall(&results);
+                let report = serde_json::to_value(&results).unwrap_or(json!([]));
+                if let Ok(mut g) = state.last_checks.lock() {
+                    *g = results;
+                }
+
+                // Only the latest report matters: it replaces whatever could
+                // not be sent, so nothing queues up while the primary is away.
+                let outcome: Result<(), anyhow::Error> = async {
+                    if writer.as_ref().is_none_or(Client::is_closed) {
+                        writer = Some(cluster_db::connect(&target, timeout).await?);
+                    }
+                    let Some(c) = writer.as_ref() else {
+                        return Ok(());
+                    };
+                    if !registered {
+                        queries::upsert_node(c, &reg).await?;
+                        registered = true;
+                        if let Ok(mut g) = state.registered.lock() {
+                            *g = true;
+                        }
+                        tracing::info!(node = %reg.name, ip = %reg.vpn_ip, "registered");
+                    }
+                    queries::upsert_health(c, &reg.name, status, &report).await?;
+                    Ok(())
+                }
+                .await;
+                match outcome {
+                    Ok(()) => {
+                        m.reports.with_label_values(&["sent"]).inc();
+                        m.report_age.set(
+                            std::time::SystemTime::now()
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .map(|d| d.as_secs_f64())
+                                .unwrap_or(0.0),
+                        );
+                        if let Ok(mut g) = state.last_report.lock() {
+                            *g = Some(Instant::now());
+                        }
+                        if let Ok(mut g) = state.report_error.lock() {
+                            *g = None;
+                        }
+                        lifecycle.set_ready(true);
+                    }
+                    Err(e) => {
+                        m.reports.with_label_values(&["failed"]).inc();
+                        let conflict = matches!(
+                            e.downcast_ref::<cluster_db::DbError>(),
+                            Some(cluster_db::DbError::Conflict(_))
+                        );
+                        if conflict && !registered {
+                            // Another node holds our address: running on
+                            // would publish a lie to DNS and the VPN mesh.
+                            return Err(e.context("registration refused"));
+                        }
+                        writer = None;
+                        tracing::warn!(error = %e, "report not sent; keeping the latest for the next round");
+                        if let Ok(mut g) = state.report_error.lock() {
+                            *g = Some(e.to_string());
+                        }
+                    }
+                }
+            }
         }
     };
-    sidecar_kit::sidecar::serve(&config.admin, Arc::new(BasicApi), metrics, lifecycle, work).await
+    sidecar_kit::sidecar::serve(&admin, api, metrics, lifecycle, work).await
 }

@@ -81,6 +81,10 @@ fn bad_config_exits_2_with_one_line_naming_the_key() {
 fn minimal_env(bin: &str) -> Vec<(&'static str, &'static str)> {
     match bin {
         "asset-sync" => vec![("AURORA_S3__BUCKET", "assets")],
+        "health-monitor" => vec![
+            ("AURORA_NODE__NAME", "aurora"),
+            ("AURORA_NODE__VPN_IP", "10.0.0.1"),
+        ],
         _ => vec![],
     }
 }
@@ -137,6 +141,11 @@ fn minimal_config(bin: &str, addr: SocketAddr, deps: &Deps, dir: &Path) -> Strin
             deps.garage.key_id,
             deps.garage.secret_key,
             dir.join("assets").display()
+        ),
+        "health-monitor" => format!(
+            "{common}[node]\nname = \"aurora\"\nrole = \"lead\"\nvpn_ip = \"10.0.0.1\"\n\
+             [database]\nlocal_dsn = \"{dsn}\"\nwrite_dsn = \"{dsn}\"\n[checks]\ninterval_secs = 1\ntimeout_secs = 1\n",
+            dsn = deps.pg.dsn("postgres")
         ),
         "dns-sync" => format!(
             "{common}[dns]\nlisten = \"127.0.0.1:{}\"\n[database]\ndsn = \"{}\"\n",
@@ -218,8 +227,8 @@ async fn a_port_in_use_fails_clearly() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
     let config = format!("[admin]\nlisten = \"{addr}\"\n");
-    let mut p = SidecarProcess::spawn(SidecarSpec::new("health-monitor", dir.path(), addr, config))
-        .unwrap();
+    let mut p =
+        SidecarProcess::spawn(SidecarSpec::new("repl-manager", dir.path(), addr, config)).unwrap();
     let status = p.wait_exit(Duration::from_secs(10)).await.unwrap();
     assert_eq!(status.code(), Some(1));
     assert!(p.log().contains("cannot bind admin server"), "{}", p.log());

@@ -1,0 +1,272 @@
+//! The node's checks. Each runs with its own timeout, all run concurrently,
+//! and each yields `passing | warning | critical` with a message a person
+//! can act on.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use cluster_db::HealthStatus;
+use serde::Serialize;
+use sidecar_kit::http_client::HttpClient;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::config::{ChecksConfig, Config};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CheckResult {
+    pub name: String,
+    pub status: HealthStatus,
+    pub message: String,
+    pub duration_ms: u64,
+}
+
+type Outcome = (HealthStatus, String);
+
+fn passing(msg: impl Into<String>) -> Outcome {
+    (HealthStatus::Passing, msg.into())
+}
+fn warning(msg: impl Into<String>) -> Outcome {
+    (HealthStatus::Warning, msg.into())
+}
+fn critical(msg: impl Into<String>) -> Outcome {
+    (HealthStatus::Critical, msg.into())
+}
+
+/// Runs `check` under the timeout and times it.
+async fn timed<F>(name: String, timeout: Duration, check: F) -> CheckResult
+where
+    F: std::future::Future<Output = Outcome>,
+{
+    let started = Instant::now();
+    let (status, message) = match tokio::time::timeout(timeout, check).await {
+        Ok(o) => o,
+        Err(_) => critical(format!("no result within {} s", timeout.as_secs())),
+    };
+    CheckResult {
+        name,
+        status,
+        message,
+        duration_ms: started.elapsed().as_millis() as u64,
+    }
+}
+
+/// One round of every configured check.
+pub async fn run_all(config: &Config, http: &HttpClient) -> Vec<CheckResult> {
+    let c = &config.checks;
+    let t = Duration::from_secs(c.timeout_secs);
+    let mut futures: Vec<
+        std::pin::Pin<Box<dyn std::future::Future<Output = CheckResult> + Send + '_>>,
+    > = vec![
+        Box::pin(timed("postgres".into(), t, postgres(config))),
+        Box::pin(timed("memory".into(), t, async { memory(c) })),
+        Box::pin(timed("load".into(), t, async { load(c) })),
+    ];
+    for disk in &c.disks {
+        futures.push(Box::pin(timed(
+            format!("disk:{}", disk.display()),
+            t,
+            async move { disk_free(c, disk) },
+        )));
+    }
+    if let Some(addr) = &c.redis {
+        futures.push(Box::pin(timed("redis".into(), t, redis(addr, c))));
+    }
+    for h in &c.http {
+        futures.push(Box::pin(timed(
+            format!("http:{}", h.name),
+            t,
+            http_check(http, &h.url),
+        )));
+    }
+    for tc in &c.tcp {
+        futures.push(Box::pin(timed(
+            format!("tcp:{}", tc.name),
+            t,
+            tcp_check(&tc.address),
+        )));
+    }
+    futures::future::join_all(futures).await
+}
+
+/// The worst status wins.
+pub fn overall(results: &[CheckResult]) -> HealthStatus {
+    results
+        .iter()
+        .map(|r| r.status)
+        .max()
+        .unwrap_or(HealthStatus::Passing)
+}
+
+/// The local PostgreSQL answers; its role; the clock offset against the
+/// primary (read through the write target, which is the primary).
+async fn postgres(config: &Config) -> Outcome {
+    let timeout = Duration::from_secs(config.database.connect_timeout_secs);
+    let local = match cluster_db::DbTarget::parse(config.database.local_dsn.expose()) {
+        Ok(t) => t,
+        Err(e) => return critical(e.to_string()),
+    };
+    let client = match cluster_db::connect(&local, timeout).await {
+        Ok(c) => c,
+        Err(e) => return critical(e.to_string()),
+    };
+    let role = match cluster_db::connect::is_primary(&client).await {
+        Ok(true) => "primary",
+        Ok(false) => "standby",
+        Err(e) => return critical(format!("query failed: {e}")),
+    };
+    let mut out = passing(format!("accepting connections ({role})"));
+    // Clock offset: the primary's now() against ours, halving the round trip.
+    if let Ok(target) = cluster_db::DbTarget::parse(config.database.write_dsn.expose()) {
+        if let Ok(primary) = cluster_db::connect(&target, timeout).await {
+            let sent = std::time::SystemTime::now();
+            if let Ok(row) = primary
+                .query_one("SELECT extract(epoch FROM clock_timestamp())::float8", &[])
+                .await
+            {
+                let rtt = sent.elapsed().unwrap_or_default();
+                let theirs: f64 = row.get(0);
+                let ours = sent
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or(0.0)
+                    + rtt.as_secs_f64() / 2.0;
+                let offset_ms = ((theirs - ours) * 1000.0).abs();
+                if offset_ms > config.checks.clock_warning_ms as f64 {
+                    out = warning(format!(
+                        "{role}; clock differs from the primary by {offset_ms:.0} ms (limit {} ms): check NTP",
+                        config.checks.clock_warning_ms
+                    ));
+                } else {
+                    out.1 = format!("{}; clock offset {offset_ms:.0} ms", out.1);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn memory(c: &ChecksConfig) -> Outcome {
+    let text = match std::fs::read_to_string("/proc/meminfo") {
+        Ok(t) => t,
+        Err(e) => return warning(format!("cannot read /proc/meminfo: {e}")),
+    };
+    let field = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    let (Some(total), Some(avail)) = (field("MemTotal:"), field("MemAvailable:")) else {
+        return warning("MemTotal/MemAvailable missing from /proc/meminfo");
+    };
+    let used = 100.0 * (total.saturating_sub(avail)) as f64 / total.max(1) as f64;
+    let msg = format!("{used:.0}% used, {} MiB available", avail / 1024);
+    if used >= f64::from(c.memory_critical_percent) {
+        critical(msg)
+    } else if used >= f64::from(c.memory_warning_percent) {
+        warning(msg)
+    } else {
+        passing(msg)
+    }
+}
+
+fn load(c: &ChecksConfig) -> Outcome {
+    let text = match std::fs::read_to_string("/proc/loadavg") {
+        Ok(t) => t,
+        Err(e) => return warning(format!("cannot read /proc/loadavg: {e}")),
+    };
+    let one: f64 = text
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1) as f64;
+    let msg = format!("load {one:.2} on {cores} cores");
+    if one / cores > c.load_warning_per_core {
+        warning(msg)
+    } else {
+        passing(msg)
+    }
+}
+
+fn disk_free(c: &ChecksConfig, path: &Path) -> Outcome {
+    match nix::sys::statvfs::statvfs(path) {
+        Ok(s) => {
+            // As df computes it: used / (used + available to us), so blocks
+            // reserved for root or held back by the host do not count as used.
+            let frag = s.fragment_size() as f64;
+            let used_bytes = (s.blocks().saturating_sub(s.blocks_free())) as f64 * frag;
+            let avail = s.blocks_available() as f64 * frag;
+            let used = if used_bytes + avail > 0.0 {
+                100.0 * used_bytes / (used_bytes + avail)
+            } else {
+                0.0
+            };
+            let msg = format!(
+                "{used:.0}% used, {:.1} GiB free",
+                avail / (1u64 << 30) as f64
+            );
+            if used >= f64::from(c.disk_critical_percent) {
+                critical(msg)
+            } else if used >= f64::from(c.disk_warning_percent) {
+                warning(msg)
+            } else {
+                passing(msg)
+            }
+        }
+        Err(e) => critical(format!("{}: {e}", path.display())),
+    }
+}
+
+/// `PING` over RESP, after `AUTH` when a password is configured.
+async fn redis(addr: &str, c: &ChecksConfig) -> Outcome {
+    let mut stream = match tokio::net::TcpStream::connect(addr).await {
+        Ok(s) => s,
+        Err(e) => return critical(format!("{addr}: {e}")),
+    };
+    let mut cmd = Vec::new();
+    if let Some(pw) = &c.redis_password {
+        let p = pw.expose();
+        cmd.extend_from_slice(format!("*2\r\n$4\r\nAUTH\r\n${}\r\n{p}\r\n", p.len()).as_bytes());
+    }
+    cmd.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
+    if let Err(e) = stream.write_all(&cmd).await {
+        return critical(format!("{addr}: {e}"));
+    }
+    let mut buf = vec![0u8; 512];
+    let mut got = String::new();
+    // Read until the PONG (or an error) arrives.
+    while !got.contains("PONG") && !got.contains("-") {
+        match stream.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => got.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(e) => return critical(format!("{addr}: {e}")),
+        }
+    }
+    if got.contains("PONG") && !got.starts_with('-') {
+        passing("PONG")
+    } else {
+        let line = got
+            .lines()
+            .find(|l| l.starts_with('-'))
+            .unwrap_or("no PONG");
+        critical(format!("{addr}: {}", line.trim_start_matches('-')))
+    }
+}
+
+async fn http_check(http: &HttpClient, url: &str) -> Outcome {
+    match http.get(url).await {
+        Ok(r) if r.status.is_success() => passing(format!("{}", r.status)),
+        Ok(r) => critical(format!("{url} answered {}", r.status)),
+        Err(e) => critical(e.to_string()),
+    }
+}
+
+async fn tcp_check(address: &str) -> Outcome {
+    match tokio::net::TcpStream::connect(address).await {
+        Ok(_) => passing("accepting connections"),
+        Err(e) => critical(format!("{address}: {e}")),
+    }
+}

@@ -1,0 +1,226 @@
+//! health-monitor's configuration.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use sidecar_kit::{AdminConfig, ConfigError, LogConfig, Secret, SidecarConfig, Validate};
+
+/// Default admin port of `health-monitor`.
+pub const DEFAULT_ADMIN_PORT: u16 = 8011;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub admin: AdminConfig,
+    pub log: LogConfig,
+    pub node: NodeConfig,
+    pub database: DatabaseConfig,
+    pub checks: ChecksConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's name: a DNS label (required).
+    pub name: String,
+    /// `lead`, `backup` or `compute`.
+    pub role: String,
+    /// This node's VPN address (required), inside `vpn_network`.
+    pub vpn_ip: Option<IpAddr>,
+    pub vpn_network: IpNet,
+    pub wg_public_key: Option<String>,
+    pub wg_endpoint: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// The local PostgreSQL (reads: the fleet view).
+    pub local_dsn: Secret,
+    /// The primary, wherever it is: a multi-host DSN with
+    /// `target_session_attrs=read-write` (writes: registration, reports).
+    pub write_dsn: Secret,
+    pub connect_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChecksConfig {
+    /// Seconds between rounds of checks (and reports). A node whose report
+    /// is older than three intervals is `down`.
+    pub interval_secs: u64,
+    /// Each check's own time limit.
+    pub timeout_secs: u64,
+    /// Volumes whose free space is checked.
+    #[serde(default)]
+    pub disks: Vec<PathBuf>,
+    pub disk_warning_percent: u8,
+    pub disk_critical_percent: u8,
+    pub memory_warning_percent: u8,
+    pub memory_critical_percent: u8,
+    /// 1-minute load per core above which the node is `warning`.
+    pub load_warning_per_core: f64,
+    /// Clock offset against the primary above which the node is `warning`.
+    pub clock_warning_ms: u64,
+    /// `host:port` of the local Redis, if any.
+    pub redis: Option<String>,
+    pub redis_password: Option<Secret>,
+    /// Extra HTTP checks (every sidecar's `/health` goes here too).
+    #[serde(default)]
+    pub http: Vec<HttpCheck>,
+    /// Extra TCP checks: the address must accept a connection.
+    #[serde(default)]
+    pub tcp: Vec<TcpCheck>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HttpCheck {
+    pub name: String,
+    /// `http://…`; 2xx is passing, anything else critical.
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TcpCheck {
+    pub name: String,
+    pub address: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            admin: AdminConfig::on_port(DEFAULT_ADMIN_PORT),
+            log: LogConfig::default(),
+            node: NodeConfig {
+                name: String::new(),
+                role: "compute".into(),
+                vpn_ip: None,
+                vpn_network: IpNet::V4(
+                    ipnet::Ipv4Net::new([10, 0, 0, 0].into(), 24).unwrap_or_default(),
+                ),
+                wg_public_key: None,
+                wg_endpoint: None,
+                labels: BTreeMap::new(),
+            },
+            database: DatabaseConfig {
+                local_dsn: Secret::new("host=127.0.0.1 port=5432 user=postgres dbname=postgres"),
+                write_dsn: Secret::new(
+                    "host=127.0.0.1 port=5432 user=postgres dbname=postgres target_session_attrs=read-write",
+                ),
+                connect_timeout_secs: 3,
+            },
+            checks: ChecksConfig {
+                interval_secs: 10,
+                timeout_secs: 3,
+                disks: vec![],
+                disk_warning_percent: 80,
+                disk_critical_percent: 90,
+                memory_warning_percent: 90,
+                memory_critical_percent: 97,
+                load_warning_per_core: 2.0,
+                clock_warning_ms: 500,
+                redis: None,
+                redis_password: None,
+                http: vec![],
+                tcp: vec![],
+            },
+        }
+    }
+}
+
+impl Validate for Config {
+    fn env_list_keys() -> &'static [&'static str] {
+        &["checks.disks"]
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.admin.validate()?;
+        self.log.validate()?;
+        let n = &self.node;
+        if n.name.is_empty() {
+            return Err(ConfigError::new("node.name", "is required"));
+        }
+        cluster_db::NodeName::parse(&n.name)
+            .map_err(|e| ConfigError::new("node.name", e.to_string()))?;
+        n.role
+            .parse::<cluster_db::Role>()
+            .map_err(|e| ConfigError::new("node.role", e.to_string()))?;
+        let ip = n
+            .vpn_ip
+            .ok_or_else(|| ConfigError::new("node.vpn_ip", "is required"))?;
+        if !n.vpn_network.contains(&ip) {
+            return Err(ConfigError::new(
+                "node.vpn_ip",
+                format!("{ip} is outside node.vpn_network {}", n.vpn_network),
+            ));
+        }
+        if let Some(k) = &n.wg_public_key {
+            cluster_db::model::validate_wg_key(k)
+                .map_err(|e| ConfigError::new("node.wg_public_key", e.to_string()))?;
+        }
+        if let Some(ep) = &n.wg_endpoint {
+            cluster_db::model::validate_endpoint(ep)
+                .map_err(|e| ConfigError::new("node.wg_endpoint", e.to_string()))?;
+        }
+        for (key, dsn) in [
+            ("database.local_dsn", &self.database.local_dsn),
+            ("database.write_dsn", &self.database.write_dsn),
+        ] {
+            cluster_db::DbTarget::parse(dsn.expose())
+                .map_err(|e| ConfigError::new(key, e.to_string()))?;
+        }
+        let c = &self.checks;
+        if c.interval_secs == 0 || c.timeout_secs == 0 || c.timeout_secs > c.interval_secs {
+            return Err(ConfigError::new(
+                "checks.timeout_secs",
+                "interval and timeout must be at least 1, and timeout at most the interval",
+            ));
+        }
+        if c.disk_warning_percent >= c.disk_critical_percent || c.disk_critical_percent > 100 {
+            return Err(ConfigError::new(
+                "checks.disk_critical_percent",
+                "must be above disk_warning_percent and at most 100",
+            ));
+        }
+        if c.memory_warning_percent >= c.memory_critical_percent || c.memory_critical_percent > 100
+        {
+            return Err(ConfigError::new(
+                "checks.memory_critical_percent",
+                "must be above memory_warning_percent and at most 100",
+            ));
+        }
+        for (i, h) in c.http.iter().enumerate() {
+            if !h.url.starts_with("http://") || h.name.is_empty() {
+                return Err(ConfigError::new(
+                    format!("checks.http[{i}]"),
+                    "needs a name and an http:// URL",
+                ));
+            }
+        }
+        for (i, t) in c.tcp.iter().enumerate() {
+            if t.name.is_empty() || t.address.rsplit_once(':').is_none() {
+                return Err(ConfigError::new(
+                    format!("checks.tcp[{i}]"),
+                    "needs a name and a host:port address",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl SidecarConfig for Config {
+    fn admin(&self) -> &AdminConfig {
+        &self.admin
+    }
+    fn log(&self) -> &LogConfig {
+        &self.log
+    }
+}

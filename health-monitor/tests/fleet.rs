@@ -1,0 +1,251 @@
+//! health-monitor against a real PostgreSQL primary and replica and the
+//! machine's real Redis.
+
+#![allow(clippy::unwrap_used)] // test helpers may panic: a panic is a test failure
+
+use std::time::Duration;
+
+use health_monitor::config::HttpCheck;
+use health_monitor::Config;
+use serde_json::Value;
+use sidecar_kit::http_client::HttpClient;
+use sidecar_kit::{Lifecycle, Secret};
+use testbed::postgres::wait_until;
+use testbed::{PgCluster, PgOptions, StopMode};
+
+async fn primary() -> PgCluster {
+    let pg = PgCluster::start_new(PgOptions::named("hm")).await.unwrap();
+    let mut c = pg.connect("postgres").await.unwrap();
+    cluster_db::migrate(&mut c).await.unwrap();
+    cluster_db::queries::record_primary(&c, 1, &cluster_db::NodeName::parse("aurora").unwrap())
+        .await
+        .unwrap();
+    pg
+}
+
+async fn replica_of(primary: &PgCluster) -> PgCluster {
+    let mut r = PgCluster::empty(PgOptions::named("hm-replica")).unwrap();
+    let data = r.data_dir().display().to_string();
+    let out = r
+        .command("pg_basebackup")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &primary.port().to_string(),
+            "-U",
+            "postgres",
+        ])
+        .args(["-D", &data, "-R", "-c", "fast"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    r.start().await.unwrap();
+    r
+}
+
+fn config(name: &str, role: &str, ip: &str, local: &PgCluster, primary: &PgCluster) -> Config {
+    let mut c = Config::default();
+    c.admin.listen = "127.0.0.1:0".parse().unwrap();
+    c.node.name = name.into();
+    c.node.role = role.into();
+    c.node.vpn_ip = Some(ip.parse().unwrap());
+    c.database.local_dsn = Secret::new(local.dsn("postgres"));
+    // Two candidates, the replica first: the write target must skip it.
+    c.database.write_dsn = Secret::new(format!(
+        "host=127.0.0.1,127.0.0.1 port={},{} user=postgres dbname=postgres target_session_attrs=read-write",
+        local.port(),
+        primary.port()
+    ));
+    c.database.connect_timeout_secs = 1;
+    c.checks.interval_secs = 1;
+    c.checks.timeout_secs = 1;
+    c.checks.disks = vec![std::env::temp_dir()];
+    c.checks.redis = Some("127.0.0.1:6379".into());
+    // The machine running the suite is busy; its load is not under test.
+    c.checks.load_warning_per_core = 1000.0;
+    c
+}
+
+struct Running {
+    lifecycle: Lifecycle,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    url: String,
+}
+
+async fn start(c: Config) -> Running {
+    let lifecycle = Lifecycle::new();
+    let task = tokio::spawn(health_monitor::run(c, lifecycle.clone()));
+    let url = format!("http://{}", lifecycle.admin_addr().await.unwrap());
+    Running {
+        lifecycle,
+        task,
+        url,
+    }
+}
+
+impl Running {
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let r = HttpClient::new(Duration::from_secs(5))
+            .get(&format!("{}{path}", self.url))
+            .await
+            .unwrap();
+        (
+            r.status.as_u16(),
+            serde_json::from_slice(&r.body).unwrap_or(Value::Null),
+        )
+    }
+
+    async fn status_of(&self, node: &str) -> String {
+        let (_, v) = self.get("/cluster").await;
+        v["nodes"]
+            .as_array()
+            .and_then(|a| a.iter().find(|n| n["name"] == node))
+            .map(|n| n["status"].as_str().unwrap_or("").to_string())
+            .unwrap_or_else(|| "absent".into())
+    }
+
+    async fn stop(self) {
+        self.lifecycle.shutdown();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_reports_and_the_fleet_view() {
+    let p = primary().await;
+    let r = replica_of(&p).await;
+    let lead = start(config("aurora", "lead", "10.0.0.1", &p, &p)).await;
+    // The backup reads its replica and writes through it to the primary.
+    let backup = start(config("star", "backup", "10.0.0.2", &r, &p)).await;
+
+    for (hm, other) in [(&lead, "star"), (&backup, "aurora")] {
+        let seen = wait_until(Duration::from_secs(10), || async {
+            hm.status_of(other).await == "passing"
+        })
+        .await;
+        assert!(
+            seen,
+            "{other} never passing: {:?} {:?}",
+            hm.get("/cluster").await,
+            hm.get("/status").await
+        );
+    }
+    let (code, v) = lead.get("/status").await;
+    assert_eq!(code, 200);
+    let names: Vec<&str> = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    for n in ["postgres", "memory", "load", "redis"] {
+        assert!(names.contains(&n), "{names:?}");
+    }
+    assert!(names.iter().any(|n| n.starts_with("disk:")));
+    let (code, v) = lead.get("/cluster/health").await;
+    assert_eq!(code, 200, "{v}");
+
+    // A node that stops reporting turns down after three intervals...
+    backup.stop().await;
+    assert!(
+        wait_until(Duration::from_secs(8), || async {
+            lead.status_of("star").await == "down"
+        })
+        .await
+    );
+    let (code, v) = lead.get("/cluster/health").await;
+    assert_eq!(code, 503);
+    assert!(v["reasons"].to_string().contains("star is down"), "{v}");
+    // ...and comes back when it returns.
+    let backup = start(config("star", "backup", "10.0.0.2", &r, &p)).await;
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            lead.status_of("star").await == "passing"
+        })
+        .await
+    );
+    backup.stop().await;
+    lead.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_custom_check_is_critical() {
+    let p = primary().await;
+    let mut c = config("aurora", "lead", "10.0.0.1", &p, &p);
+    let dead = testbed::free_port().unwrap();
+    c.checks.http = vec![HttpCheck {
+        name: "api".into(),
+        url: format!("http://127.0.0.1:{dead}/health"),
+    }];
+    let hm = start(c).await;
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            hm.status_of("aurora").await == "critical"
+        })
+        .await
+    );
+    let (_, v) = hm.get("/status").await;
+    let api = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "http:api")
+        .unwrap()
+        .clone();
+    assert_eq!(api["status"], "critical");
+    assert!(api["message"].as_str().unwrap().contains(&dead.to_string()));
+    let (code, v) = hm.get("/cluster/health").await;
+    assert_eq!(code, 503);
+    assert!(v["reasons"].to_string().contains("critical"));
+    hm.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflicting_address_is_refused() {
+    let p = primary().await;
+    let first = start(config("aurora", "lead", "10.0.0.1", &p, &p)).await;
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            first.status_of("aurora").await == "passing"
+        })
+        .await
+    );
+    let lifecycle = Lifecycle::new();
+    let err = health_monitor::run(config("impostor", "compute", "10.0.0.1", &p, &p), lifecycle)
+        .await
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("already registered to node aurora"), "{msg}");
+    first.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_primary_away_and_back() {
+    let mut p = primary().await;
+    let hm = start(config("aurora", "lead", "10.0.0.1", &p, &p)).await;
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            hm.status_of("aurora").await == "passing"
+        })
+        .await
+    );
+    p.stop(StopMode::Immediate).await.unwrap();
+    let degraded = wait_until(Duration::from_secs(8), || async {
+        hm.get("/health").await.1["status"] == "degraded"
+    })
+    .await;
+    assert!(degraded, "{:?}", hm.get("/health").await);
+    let (code, _) = hm.get("/cluster").await;
+    assert_eq!(code, 503, "no local database, no fleet view");
+
+    p.start().await.unwrap();
+    let healed = wait_until(Duration::from_secs(10), || async {
+        hm.get("/health").await.1["status"] == "ok"
+    })
+    .await;
+    assert!(healed);
+    assert_eq!(hm.status_of("aurora").await, "passing");
+    hm.stop().await;
+}
