@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-use sidecar_kit::{AdminConfig, ConfigError, LogConfig, Secret, SidecarConfig, Validate};
+use sidecar_kit::{AdminConfig, ConfigError, LogConfig, Secret, Validate};
 
 /// Default admin port of `asset-sync`.
 pub const DEFAULT_ADMIN_PORT: u16 = 8010;
@@ -210,14 +210,7 @@ impl Validate for Config {
     }
 }
 
-impl SidecarConfig for Config {
-    fn admin(&self) -> &AdminConfig {
-        &self.admin
-    }
-    fn log(&self) -> &LogConfig {
-        &self.log
-    }
-}
+sidecar_kit::sidecar_config!(Config);
 
 fn valid_bucket(b: &str) -> bool {
     (3..=63).contains(&b.len())

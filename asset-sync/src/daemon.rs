@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use hyper::{Method, StatusCode};
 use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge};
@@ -105,16 +105,9 @@ impl SyncMetrics {
         self.local_files.set(r.local_files as i64);
         self.local_bytes.set(r.local_bytes as i64);
         if r.ok {
-            self.last_success.set(unix_now());
+            self.last_success.set(sidecar_kit::telemetry::unix_now());
         }
     }
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 /// The result of a pass as the admin API reports it.

@@ -20,15 +20,4 @@ pub use config::Config;
 pub use daemon::run;
 pub use pass::{PassOptions, PassReport, Progress, Syncer};
 
-/// A cheap random number for jitter (not for secrets).
-pub(crate) fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default(),
-    );
-    h.finish()
-}
+pub(crate) use sidecar_kit::telemetry::random_u64;

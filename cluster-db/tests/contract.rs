@@ -90,29 +90,9 @@ async fn concurrent_migrators_do_not_collide() {
 #[tokio::test]
 async fn migrations_refuse_a_standby() {
     let (primary, _c) = primary().await;
-    let mut standby = PgCluster::empty(PgOptions::named("standby")).unwrap();
-    let data = standby.data_dir().display().to_string();
-    let port = primary.port().to_string();
-    let out = standby
-        .command("pg_basebackup")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-U",
-            "postgres",
-            "-D",
-            &data,
-            "-R",
-            "-c",
-            "fast",
-        ])
-        .output()
+    let standby = PgCluster::standby_of(&primary, PgOptions::named("standby"))
         .await
         .unwrap();
-    assert!(out.status.success());
-    standby.start().await.unwrap();
     let mut sc = standby.connect("postgres").await.unwrap();
     assert!(matches!(migrate(&mut sc).await, Err(DbError::NotPrimary)));
     // Reads work on the standby: the schema arrived by replication.

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use sidecar_kit::{AdminConfig, ConfigError, LogConfig, Secret, SidecarConfig, Validate};
+use sidecar_kit::{AdminConfig, ConfigError, LogConfig, Secret, Validate};
 
 /// Default admin port of `dns-sync`.
 pub const DEFAULT_ADMIN_PORT: u16 = 8012;
@@ -160,11 +160,4 @@ impl Validate for Config {
     }
 }
 
-impl SidecarConfig for Config {
-    fn admin(&self) -> &AdminConfig {
-        &self.admin
-    }
-    fn log(&self) -> &LogConfig {
-        &self.log
-    }
-}
+sidecar_kit::sidecar_config!(Config);

@@ -153,12 +153,7 @@ pub async fn refresh_loop(
                         tracing::info!(previous = %old, "database reachable again");
                     }
                 }
-                m.last_refresh.set(
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_secs_f64())
-                        .unwrap_or(0.0),
-                );
+                m.last_refresh.set(sidecar_kit::telemetry::unix_now());
                 if state.zone.get().is_some() {
                     lifecycle.set_ready(true);
                 }

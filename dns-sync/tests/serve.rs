@@ -307,28 +307,9 @@ async fn zone_transfer_follows_the_allow_list() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lead_and_backup_serve_the_same_serial() {
     let (primary, c) = database().await;
-    let mut standby = PgCluster::empty(PgOptions::named("dns-standby")).unwrap();
-    let data = standby.data_dir().display().to_string();
-    let out = standby
-        .command("pg_basebackup")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &primary.port().to_string(),
-            "-U",
-            "postgres",
-        ])
-        .args(["-D", &data, "-R", "-c", "fast"])
-        .output()
+    let standby = PgCluster::standby_of(&primary, PgOptions::named("dns-standby"))
         .await
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    standby.start().await.unwrap();
 
     let lead = Dns::start(&primary, |_| {}).await;
     let backup = Dns::start(&standby, |_| {}).await;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use sidecar_kit::{AdminConfig, ConfigError, LogConfig, Secret, SidecarConfig, Validate};
+use sidecar_kit::{AdminConfig, ConfigError, LogConfig, Secret, Validate};
 
 /// Default admin port of `health-monitor`.
 pub const DEFAULT_ADMIN_PORT: u16 = 8011;
@@ -216,11 +216,4 @@ impl Validate for Config {
     }
 }
 
-impl SidecarConfig for Config {
-    fn admin(&self) -> &AdminConfig {
-        &self.admin
-    }
-    fn log(&self) -> &LogConfig {
-        &self.log
-    }
-}
+sidecar_kit::sidecar_config!(Config);

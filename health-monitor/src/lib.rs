@@ -240,12 +240,7 @@ pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
                 match outcome {
                     Ok(()) => {
                         m.reports.with_label_values(&["sent"]).inc();
-                        m.report_age.set(
-                            std::time::SystemTime::now()
-                                .duration_since(std::time::UNIX_EPOCH)
-                                .map(|d| d.as_secs_f64())
-                                .unwrap_or(0.0),
-                        );
+                        m.report_age.set(sidecar_kit::telemetry::unix_now());
                         if let Ok(mut g) = state.last_report.lock() {
                             *g = Some(Instant::now());
                         }

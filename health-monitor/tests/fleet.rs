@@ -24,25 +24,9 @@ async fn primary() -> PgCluster {
 }
 
 async fn replica_of(primary: &PgCluster) -> PgCluster {
-    let mut r = PgCluster::empty(PgOptions::named("hm-replica")).unwrap();
-    let data = r.data_dir().display().to_string();
-    let out = r
-        .command("pg_basebackup")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &primary.port().to_string(),
-            "-U",
-            "postgres",
-        ])
-        .args(["-D", &data, "-R", "-c", "fast"])
-        .output()
+    PgCluster::standby_of(primary, PgOptions::named("hm-replica"))
         .await
-        .unwrap();
-    assert!(out.status.success());
-    r.start().await.unwrap();
-    r
+        .unwrap()
 }
 
 fn config(name: &str, role: &str, ip: &str, local: &PgCluster, primary: &PgCluster) -> Config {

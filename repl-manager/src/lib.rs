@@ -4,9 +4,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sidecar_kit::admin::BasicApi;
-use sidecar_kit::{
-    AdminConfig, ConfigError, Lifecycle, LogConfig, Metrics, SidecarConfig, Validate,
-};
+use sidecar_kit::{AdminConfig, ConfigError, Lifecycle, LogConfig, Metrics, Validate};
 
 /// Default admin port of `repl-manager`.
 pub const DEFAULT_ADMIN_PORT: u16 = 8008;
@@ -34,14 +32,7 @@ impl Validate for Config {
     }
 }
 
-impl SidecarConfig for Config {
-    fn admin(&self) -> &AdminConfig {
-        &self.admin
-    }
-    fn log(&self) -> &LogConfig {
-        &self.log
-    }
-}
+sidecar_kit::sidecar_config!(Config);
 
 /// Runs `repl-manager` until `lifecycle` is shut down.
 pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {

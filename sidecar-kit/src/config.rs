@@ -247,6 +247,22 @@ pub trait SidecarConfig:
     fn log(&self) -> &LogConfig;
 }
 
+/// Implements [`SidecarConfig`] for a config struct with `admin` and `log`
+/// fields, which is every sidecar's.
+#[macro_export]
+macro_rules! sidecar_config {
+    ($config:ty) => {
+        impl $crate::config::SidecarConfig for $config {
+            fn admin(&self) -> &$crate::config::AdminConfig {
+                &self.admin
+            }
+            fn log(&self) -> &$crate::config::LogConfig {
+                &self.log
+            }
+        }
+    };
+}
+
 /// Where the config file comes from: `--config`, else `$AURORA_CONFIG`, else none.
 pub fn config_path(flag: Option<&Path>) -> Option<PathBuf> {
     flag.map(Path::to_path_buf).or_else(|| {

@@ -19,6 +19,28 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The git commit the binaries were built from (`unknown` outside git).
 pub const COMMIT: &str = env!("AURORA_COMMIT");
 
+/// Seconds since the Unix epoch, for `*_timestamp_seconds` gauges.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// A cheap random number for jitter and test ports (never for secrets).
+pub fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
 /// `VERSION (COMMIT)`, for `--version` outputs.
 pub fn long_version() -> &'static str {
     concat!(env!("CARGO_PKG_VERSION"), " (", env!("AURORA_COMMIT"), ")")

@@ -6,7 +6,6 @@
 //! this process.
 
 use std::collections::HashSet;
-use std::hash::{BuildHasher, Hasher};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::sync::Mutex;
 
@@ -38,17 +37,7 @@ pub fn free_port_on(ip: IpAddr) -> Result<u16, TestbedError> {
     Err(TestbedError::Other(format!("no free port found on {ip}")))
 }
 
-fn random() -> u64 {
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default(),
-    );
-    h.write_u32(std::process::id());
-    h.finish()
-}
+use sidecar_kit::telemetry::random_u64 as random;
 
 #[cfg(test)]
 mod tests {

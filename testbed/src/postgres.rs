@@ -357,6 +357,27 @@ impl PgCluster {
         .map_err(|e| TestbedError::Other(format!("killing {}: {e}", self.name)))
     }
 
+    /// A hot standby of `primary`: cloned with `pg_basebackup` (fast
+    /// checkpoint, WAL streamed, standby settings written), then started.
+    /// Tests use it for "a replica"; repl-manager does its own cloning.
+    pub async fn standby_of(primary: &PgCluster, opts: PgOptions) -> Result<Self, TestbedError> {
+        let mut standby = Self::empty(opts)?;
+        let data = standby.data_dir.display().to_string();
+        let mut cmd = standby.command("pg_basebackup");
+        cmd.args([
+            "-h",
+            &primary.listen.to_string(),
+            "-p",
+            &primary.port.to_string(),
+        ])
+        .args([
+            "-U", "postgres", "-D", &data, "-R", "-X", "stream", "-c", "fast",
+        ]);
+        run(cmd, "pg_basebackup").await?;
+        standby.start().await?;
+        Ok(standby)
+    }
+
     /// Leaves the server running and its files in place when this handle
     /// drops (the sandbox).
     pub fn detach(mut self) -> PathBuf {

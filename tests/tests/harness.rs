@@ -114,35 +114,9 @@ async fn a_replica_cloned_from_a_primary_streams() {
         .await
         .unwrap();
 
-    let mut replica = PgCluster::empty(PgOptions::named("replica")).unwrap();
-    let data = replica.data_dir().display().to_string();
-    let port = primary.port().to_string();
-    let out = replica
-        .command("pg_basebackup")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-U",
-            "postgres",
-            "-D",
-            &data,
-            "-R",
-            "-X",
-            "stream",
-            "-c",
-            "fast",
-        ])
-        .output()
+    let mut replica = PgCluster::standby_of(&primary, PgOptions::named("replica"))
         .await
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    replica.start().await.unwrap();
 
     let rc = replica.connect("postgres").await.unwrap();
     let in_recovery: bool = rc
