@@ -470,3 +470,43 @@ pub fn backoff(attempt: u32) -> Duration {
     let jitter = crate::random_u64() % (base / 2 + 1);
     Duration::from_millis(base / 2 + jitter)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Many downloads creating the same new directories at once: the losers
+    /// of each `mkdir` race must carry on, not fail with EEXIST.
+    #[test]
+    fn concurrent_parent_creation() {
+        for round in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let target = dir.path().to_path_buf();
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(16));
+            let handles: Vec<_> = (0..16)
+                .map(|i| {
+                    let target = target.clone();
+                    let barrier = barrier.clone();
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        ensure_parents(&target, Path::new(&format!("a/b/c/d/{i}.png")))
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join()
+                    .unwrap()
+                    .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            }
+        }
+    }
+
+    #[test]
+    fn parents_never_pass_through_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("img")).unwrap();
+        assert!(ensure_parents(dir.path(), Path::new("img/x/a.png")).is_err());
+        assert!(!outside.path().join("x").exists());
+    }
+}

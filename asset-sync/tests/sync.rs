@@ -346,22 +346,6 @@ async fn failures_delete_nothing() {
 }
 
 #[tokio::test]
-async fn many_downloads_into_new_directories_at_once() {
-    let f = fixture().await;
-    for i in 0..300 {
-        f.put(
-            &format!("d{}/sub/{i}.png", i % 3),
-            format!("{i}").as_bytes(),
-        )
-        .await;
-    }
-    let r = f.pass(f.config()).await;
-    assert!(r.ok, "{r:?}");
-    assert_eq!(r.downloaded, 300);
-    assert_eq!(files(&f.target).len(), 300);
-}
-
-#[tokio::test]
 async fn prefix_and_filters() {
     let f = fixture().await;
     f.put("img/a.png", b"a").await;
