@@ -233,3 +233,32 @@ async fn a_port_in_use_fails_clearly() {
     assert_eq!(status.code(), Some(1));
     assert!(p.log().contains("cannot bind admin server"), "{}", p.log());
 }
+
+#[tokio::test]
+async fn aurora_cli_migrates_the_primary() {
+    let pg = PgCluster::start_new(PgOptions::named("cli")).await.unwrap();
+    let dsn = pg.dsn("postgres");
+    let out = run("aurora-cli", &["migrate", "--dsn", &dsn], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("applied migrations [1]"));
+    let out = run("aurora-cli", &["migrate"], &[("AURORA_DSN", &dsn)]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("is current"));
+    let out = run("aurora-cli", &["migrate", "--dsn", "port=notanumber"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let dead = free_port().unwrap();
+    let out = run(
+        "aurora-cli",
+        &[
+            "migrate",
+            "--dsn",
+            &format!("host=127.0.0.1 port={dead} user=postgres connect_timeout=2"),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&dead.to_string()));
+}
