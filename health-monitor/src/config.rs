@@ -19,6 +19,36 @@ pub struct Config {
     pub node: NodeConfig,
     pub database: DatabaseConfig,
     pub checks: ChecksConfig,
+    pub wireguard: WireguardConfig,
+}
+
+/// The VPN mesh file (see `wireguard`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireguardConfig {
+    /// Where to write the peer list; unset = do not manage WireGuard.
+    pub config_path: Option<PathBuf>,
+    /// Interface to load it into with `wg syncconf` (e.g. `wg0`); unset =
+    /// only write the file.
+    pub interface: Option<String>,
+    /// File holding this node's private key (never logged); copied into
+    /// `[Interface]` so `wg syncconf` keeps the interface's key.
+    pub private_key_file: Option<PathBuf>,
+    pub listen_port: u16,
+    /// `PersistentKeepalive` for every peer (0 = off); keeps NAT mappings open.
+    pub keepalive_secs: u16,
+}
+
+impl Default for WireguardConfig {
+    fn default() -> Self {
+        Self {
+            config_path: None,
+            interface: None,
+            private_key_file: None,
+            listen_port: 51820,
+            keepalive_secs: 25,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -131,6 +161,7 @@ impl Default for Config {
                 http: vec![],
                 tcp: vec![],
             },
+            wireguard: WireguardConfig::default(),
         }
     }
 }
@@ -201,6 +232,25 @@ impl Validate for Config {
                 return Err(ConfigError::new(
                     format!("checks.http[{i}]"),
                     "needs a name and an http:// URL",
+                ));
+            }
+        }
+        if let Some(iface) = &self.wireguard.interface {
+            let ok = !iface.is_empty()
+                && iface.len() <= 15
+                && iface
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !ok {
+                return Err(ConfigError::new(
+                    "wireguard.interface",
+                    format!("{iface:?} is not an interface name"),
+                ));
+            }
+            if self.wireguard.config_path.is_none() {
+                return Err(ConfigError::new(
+                    "wireguard.config_path",
+                    "is required when wireguard.interface is set",
                 ));
             }
         }

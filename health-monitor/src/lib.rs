@@ -9,6 +9,7 @@
 pub mod checks;
 pub mod config;
 pub mod fleet;
+pub mod wireguard;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -237,6 +238,35 @@ pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
                     Ok(())
                 }
                 .await;
+                let wg = async {
+                    let Some(path) = &config.wireguard.config_path else {
+                        return Ok(());
+                    };
+                    let local = DbTarget::parse(config.database.local_dsn.expose())?;
+                    let reader = cluster_db::connect(&local, timeout).await?;
+                    let listing = queries::list_nodes(&reader).await?;
+                    let key = match &config.wireguard.private_key_file {
+                        Some(f) => Some(std::fs::read_to_string(f).map_err(|e| {
+                            anyhow::anyhow!("wireguard.private_key_file {}: {e}", f.display())
+                        })?),
+                        None => None,
+                    };
+                    let text = wireguard::render(
+                        &config.node.name,
+                        &listing.nodes,
+                        &config.wireguard,
+                        key.as_deref(),
+                    );
+                    let applied = wireguard::apply(&config.wireguard, path, &text).await?;
+                    if applied != wireguard::Applied::Unchanged {
+                        tracing::info!(path = %path.display(), ?applied, "WireGuard peers updated");
+                    }
+                    Ok::<(), anyhow::Error>(())
+                }
+                .await;
+                if let Err(e) = wg {
+                    tracing::warn!(error = %e, "WireGuard peers not updated");
+                }
                 match outcome {
                     Ok(()) => {
                         m.reports.with_label_values(&["sent"]).inc();

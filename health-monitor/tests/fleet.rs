@@ -100,9 +100,16 @@ impl Running {
 async fn registration_reports_and_the_fleet_view() {
     let p = primary().await;
     let r = replica_of(&p).await;
-    let lead = start(config("aurora", "lead", "10.0.0.1", &p, &p)).await;
+    let wg_dir = tempfile::tempdir().unwrap();
+    let wg_file = wg_dir.path().join("wg0.conf");
+    let mut lead_cfg = config("aurora", "lead", "10.0.0.1", &p, &p);
+    lead_cfg.wireguard.config_path = Some(wg_file.clone());
+    let lead = start(lead_cfg).await;
     // The backup reads its replica and writes through it to the primary.
-    let backup = start(config("star", "backup", "10.0.0.2", &r, &p)).await;
+    let mut star_cfg = config("star", "backup", "10.0.0.2", &r, &p);
+    star_cfg.node.wg_public_key = Some("TrMvSoP4jYQlY6RIzBgbssQqY3vxI2Pi+y71lOWWXX0=".into());
+    star_cfg.node.wg_endpoint = Some("star.example.net:51820".into());
+    let backup = start(star_cfg).await;
 
     for (hm, other) in [(&lead, "star"), (&backup, "aurora")] {
         let seen = wait_until(Duration::from_secs(10), || async {
@@ -130,6 +137,16 @@ async fn registration_reports_and_the_fleet_view() {
     assert!(names.iter().any(|n| n.starts_with("disk:")));
     let (code, v) = lead.get("/cluster/health").await;
     assert_eq!(code, 200, "{v}");
+    // The new node reaches the lead's WireGuard peer file within an interval.
+    let peered = wait_until(Duration::from_secs(5), || async {
+        std::fs::read_to_string(&wg_file)
+            .map(|t| {
+                t.contains("# star (backup)") && t.contains("Endpoint = star.example.net:51820")
+            })
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(peered, "{:?}", std::fs::read_to_string(&wg_file));
 
     // A node that stops reporting turns down after three intervals...
     backup.stop().await;

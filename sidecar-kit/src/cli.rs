@@ -29,6 +29,20 @@ pub struct ConfigArgs {
     pub check_config: bool,
 }
 
+/// Looks an executable up on `PATH`.
+pub fn which(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| {
+                p.metadata()
+                    .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                    .unwrap_or(false)
+            })
+    })
+}
+
 /// Loads and validates the config, or prints one line naming the bad key and
 /// returns the exit code to use. Nothing has been bound or started yet.
 pub fn load_config<C: SidecarConfig>(binary: &str, args: &ConfigArgs) -> Result<C, ExitCode> {

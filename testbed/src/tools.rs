@@ -15,14 +15,7 @@ fn is_executable(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Looks `name` up on `PATH`.
-pub fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(name))
-            .find(|p| is_executable(p))
-    })
-}
+pub use sidecar_kit::cli::which;
 
 /// The directory holding PostgreSQL's server binaries (`initdb`, `pg_ctl`,
 /// `postgres`, `pg_basebackup`, `pg_rewind`): `$PG_BINDIR`, else the newest
