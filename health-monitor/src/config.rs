@@ -20,6 +20,51 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub checks: ChecksConfig,
     pub wireguard: WireguardConfig,
+    pub alerts: AlertsConfig,
+}
+
+/// Where status transitions are announced (see `alerts`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    #[serde(default)]
+    pub webhooks: Vec<Webhook>,
+    /// The same node entering the same status is announced at most once
+    /// per this many seconds.
+    pub cooldown_secs: u64,
+    /// Delivery attempts per webhook, with backoff.
+    pub attempts: u32,
+    pub timeout_secs: u64,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            webhooks: vec![],
+            cooldown_secs: 300,
+            attempts: 3,
+            timeout_secs: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    /// `http://…` (plain HTTP for now: point it at a relay such as
+    /// Alertmanager's webhook receiver for HTTPS services like Slack).
+    pub url: String,
+    /// `slack` (incoming-webhook `{"text": …}`) or `generic` (the transition as JSON).
+    pub kind: WebhookKind,
+    /// Sent as `Authorization: Bearer …` when set.
+    pub token: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookKind {
+    Slack,
+    Generic,
 }
 
 /// The VPN mesh file (see `wireguard`).
@@ -162,6 +207,7 @@ impl Default for Config {
                 tcp: vec![],
             },
             wireguard: WireguardConfig::default(),
+            alerts: AlertsConfig::default(),
         }
     }
 }
@@ -253,6 +299,20 @@ impl Validate for Config {
                     "is required when wireguard.interface is set",
                 ));
             }
+        }
+        for (i, w) in self.alerts.webhooks.iter().enumerate() {
+            if !w.url.starts_with("http://") {
+                return Err(ConfigError::new(
+                    format!("alerts.webhooks[{i}].url"),
+                    "must be an http:// URL (HTTPS is not supported yet; use a relay)",
+                ));
+            }
+        }
+        if self.alerts.timeout_secs == 0 {
+            return Err(ConfigError::new(
+                "alerts.timeout_secs",
+                "must be at least 1",
+            ));
         }
         for (i, t) in c.tcp.iter().enumerate() {
             if t.name.is_empty() || t.address.rsplit_once(':').is_none() {

@@ -6,6 +6,7 @@
 //! `/cluster/health`, metrics. Not yet: alerts, the WireGuard peer file,
 //! GPU inventory (see docs/health-monitor.md).
 
+pub mod alerts;
 pub mod checks;
 pub mod config;
 pub mod fleet;
@@ -111,6 +112,8 @@ impl AdminApi for Api {
 }
 
 struct HmMetrics {
+    alerts: IntCounterVec,
+    fleet: IntGaugeVec,
     check_status: IntGaugeVec,
     check_seconds: prometheus::GaugeVec,
     reports: IntCounterVec,
@@ -127,7 +130,21 @@ impl HmMetrics {
         for o in ["sent", "failed"] {
             reports.with_label_values(&[o]);
         }
+        let alerts = m.counter_vec(
+            "alerts_total",
+            "Alert deliveries, by outcome.",
+            &["outcome"],
+        )?;
+        for o in ["sent", "failed"] {
+            alerts.with_label_values(&[o]);
+        }
         Ok(Self {
+            alerts,
+            fleet: m.gauge_vec(
+                "fleet_nodes",
+                "Nodes of the fleet by status, as this node sees it.",
+                &["status"],
+            )?,
             check_status: m.gauge_vec(
                 "check_status",
                 "Each check's status: 0 passing, 1 warning, 2 critical.",
@@ -190,6 +207,7 @@ pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
             let timeout = Duration::from_secs(config.database.connect_timeout_secs);
             let http = HttpClient::new(Duration::from_secs(config.checks.timeout_secs));
             let mut writer: Option<Client> = None;
+            let mut alerter = alerts::Alerter::new(config.alerts.clone(), m.alerts.clone());
             let mut registered = false;
             let mut interval =
                 tokio::time::interval(Duration::from_secs(config.checks.interval_secs));
@@ -266,6 +284,18 @@ pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
                 .await;
                 if let Err(e) = wg {
                     tracing::warn!(error = %e, "WireGuard peers not updated");
+                }
+                // The fleet as the local database sees it: metrics, and
+                // alerts from the primary's monitor only.
+                if let Ok(view) = fleet::view(&config).await {
+                    for s in ["passing", "warning", "critical", "down", "unknown"] {
+                        let n = view.nodes.iter().filter(|v| v.status == s).count();
+                        m.fleet.with_label_values(&[s]).set(n as i64);
+                    }
+                    let is_sender = view.primary.as_deref() == Some(config.node.name.as_str());
+                    for t in alerter.observe(&view, is_sender) {
+                        tracing::info!(node = %t.node, from = %t.from, to = %t.to, "alert");
+                    }
                 }
                 match outcome {
                     Ok(()) => {

@@ -250,3 +250,96 @@ async fn the_primary_away_and_back() {
     assert_eq!(hm.status_of("aurora").await, "passing");
     hm.stop().await;
 }
+
+/// A webhook receiver: sidecar-kit's own admin server, recording POSTs.
+struct Receiver {
+    seen: std::sync::Mutex<Vec<Value>>,
+}
+
+impl sidecar_kit::AdminApi for Receiver {
+    async fn handle(&self, req: sidecar_kit::AdminRequest) -> sidecar_kit::Routed {
+        if req.path == "/hook" {
+            self.seen
+                .lock()
+                .unwrap()
+                .push(serde_json::from_slice(&req.body).unwrap());
+            return sidecar_kit::AdminResponse::ok(&serde_json::json!({})).into();
+        }
+        sidecar_kit::Routed::NotFound
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_once_per_transition_from_the_primary_only() {
+    let p = primary().await;
+    let receiver = std::sync::Arc::new(Receiver {
+        seen: Default::default(),
+    });
+    let mut admin = sidecar_kit::AdminConfig::on_port(0);
+    admin.listen = "127.0.0.1:0".parse().unwrap();
+    admin.token = Some(Secret::new("hook-token-0123456789"));
+    let server = sidecar_kit::AdminServer::start(
+        &admin,
+        receiver.clone(),
+        sidecar_kit::Metrics::new("receiver").unwrap(),
+        Lifecycle::new(),
+    )
+    .await
+    .unwrap();
+    let hook = health_monitor::config::Webhook {
+        url: format!("http://{}/hook", server.local_addr()),
+        kind: health_monitor::config::WebhookKind::Generic,
+        token: Some(Secret::new("hook-token-0123456789")),
+    };
+    // aurora holds the primary and sends; star has the same webhook but must not.
+    let mut lead_cfg = config("aurora", "lead", "10.0.0.1", &p, &p);
+    lead_cfg.alerts.webhooks = vec![hook.clone()];
+    let mut star_cfg = config("star", "backup", "10.0.0.2", &p, &p);
+    star_cfg.alerts.webhooks = vec![hook.clone()];
+    let mut compute_cfg = config("vengeance", "compute", "10.0.0.3", &p, &p);
+    compute_cfg.alerts.webhooks = vec![hook];
+    let lead = start(lead_cfg).await;
+    let star = start(star_cfg).await;
+    let compute = start(compute_cfg.clone()).await;
+    for n in ["star", "vengeance"] {
+        assert!(
+            wait_until(Duration::from_secs(10), || async {
+                lead.status_of(n).await == "passing"
+            })
+            .await
+        );
+    }
+    let count = || receiver.seen.lock().unwrap().len();
+    assert_eq!(count(), 0);
+
+    compute.stop().await;
+    assert!(
+        wait_until(Duration::from_secs(10), || async { count() >= 1 }).await,
+        "no alert"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    {
+        let seen = receiver.seen.lock().unwrap();
+        assert_eq!(
+            seen.len(),
+            1,
+            "exactly one alert, from the primary's monitor: {seen:?}"
+        );
+        assert_eq!(seen[0]["node"], "vengeance");
+        assert_eq!(seen[0]["to"], "down");
+    }
+    let compute = start(compute_cfg).await;
+    assert!(
+        wait_until(Duration::from_secs(10), || async { count() >= 2 }).await,
+        "no recovery alert"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    {
+        let seen = receiver.seen.lock().unwrap();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert_eq!(seen[1]["to"], "passing");
+    }
+    compute.stop().await;
+    star.stop().await;
+    lead.stop().await;
+}
