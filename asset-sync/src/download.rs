@@ -501,6 +501,37 @@ mod tests {
         }
     }
 
+    /// The multipart integration test cannot corrupt bytes in flight; the
+    /// decisions themselves are checked here.
+    #[test]
+    fn verification_decisions() {
+        use sha2::Digest;
+        let body = b"asset bytes";
+        let sha: [u8; 32] = Sha256::digest(body).into();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(sha);
+        // A matching full-object SHA-256 verifies; a different one is refused.
+        assert_eq!(
+            check_sha(full_object_sha256(Some(&b64)), &sha, false).unwrap(),
+            Verified::Sha256
+        );
+        let other: [u8; 32] = Sha256::digest(b"tampered").into();
+        assert!(matches!(
+            check_sha(full_object_sha256(Some(&b64)), &other, false),
+            Err(FetchError::Verify(_))
+        ));
+        // Composite (multipart) checksums are not whole-object ones.
+        assert!(full_object_sha256(Some(&format!("{b64}-3"))).is_none());
+        assert_eq!(check_sha(None, &sha, true).unwrap(), Verified::Crc);
+        assert_eq!(check_sha(None, &sha, false).unwrap(), Verified::SizeOnly);
+        // Only a 32-hex ETag is an MD5.
+        let md5: [u8; 16] = Md5::digest(body).into();
+        assert_eq!(crate::s3::plain_md5(&hex::encode(md5)), Some(md5));
+        assert_eq!(
+            crate::s3::plain_md5("d41d8cd98f00b204e9800998ecf8427e-2"),
+            None
+        );
+    }
+
     #[test]
     fn parents_never_pass_through_a_symlink() {
         let dir = tempfile::tempdir().unwrap();
