@@ -6,7 +6,7 @@ pub enum DbError {
     Connect { target: String, reason: String },
     #[error("PostgreSQL at {target} did not answer within {secs} s")]
     ConnectTimeout { target: String, secs: u64 },
-    #[error("{0}")]
+    #[error("{}", query_text(.0))]
     Query(#[from] tokio_postgres::Error),
     #[error("this server is a standby (read-only); the operation needs the primary")]
     NotPrimary,
@@ -25,6 +25,18 @@ pub enum DbError {
     Conflict(String),
     #[error("stale epoch {offered}: the cluster is already at epoch {current}")]
     StaleEpoch { offered: i64, current: i64 },
+}
+
+/// tokio-postgres prints a server error as just "db error"; the server's
+/// message (and detail) is what an operator needs.
+fn query_text(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => match db.detail() {
+            Some(detail) => format!("{} ({detail})", db.message()),
+            None => db.message().to_string(),
+        },
+        None => e.to_string(),
+    }
 }
 
 impl DbError {

@@ -23,11 +23,18 @@ pub struct Migration {
 }
 
 /// Every migration this build knows, in order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "cluster_contract",
-    sql: include_str!("../migrations/0001_cluster_contract.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "cluster_contract",
+        sql: include_str!("../migrations/0001_cluster_contract.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "replication_state",
+        sql: include_str!("../migrations/0002_replication_state.sql"),
+    },
+];
 
 /// Advisory lock key for the migrator ("aurora" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6175_726f_7261;

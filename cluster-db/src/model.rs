@@ -328,3 +328,57 @@ mod tests {
         assert!(validate_endpoint("host:0").is_err());
     }
 }
+
+/// How the primary replicates to its synchronous standby right now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// Commits wait for the synchronous standby.
+    Sync,
+    /// Degraded: commits do not wait (the standby was away too long).
+    Async,
+    /// Strict mode without a standby: commits wait for one to come back.
+    Blocked,
+}
+
+impl SyncMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncMode::Sync => "sync",
+            SyncMode::Async => "async",
+            SyncMode::Blocked => "blocked",
+        }
+    }
+}
+
+impl FromStr for SyncMode {
+    type Err = DbError;
+    fn from_str(s: &str) -> Result<Self, DbError> {
+        match s {
+            "sync" => Ok(SyncMode::Sync),
+            "async" => Ok(SyncMode::Async),
+            "blocked" => Ok(SyncMode::Blocked),
+            other => Err(DbError::invalid(
+                "sync mode",
+                format!("{other:?} (expected sync, async or blocked)"),
+            )),
+        }
+    }
+}
+
+/// What the primary's repl-manager publishes in `aurora.replication`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicationState {
+    pub primary: NodeName,
+    pub epoch: i64,
+    pub sync_standby: Option<NodeName>,
+    pub sync_mode: SyncMode,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishedReplication {
+    #[serde(flatten)]
+    pub state: ReplicationState,
+    pub degraded_since: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}

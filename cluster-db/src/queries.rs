@@ -11,7 +11,7 @@ use tokio_postgres::GenericClient;
 use crate::error::DbError;
 use crate::model::{
     ClusterState, Event, HealthRow, HealthStatus, Node, NodeListing, NodeName, NodeRegistration,
-    RejectedRow, Role,
+    PublishedReplication, RejectedRow, ReplicationState, Role,
 };
 
 /// Registers a node or updates its registration. A VPN IP held by another
@@ -316,4 +316,60 @@ pub async fn change_version<C: GenericClient>(client: &C) -> Result<i64, DbError
         .query_one("SELECT version FROM aurora.changes", &[])
         .await?;
     Ok(row.get(0))
+}
+
+/// Publishes the primary's synchronous-replication state (migration 2).
+/// `degraded_since` is kept while the mode stays degraded, so readers can
+/// tell how long the backup has been out of sync.
+pub async fn record_replication<C: GenericClient>(
+    client: &C,
+    state: &ReplicationState,
+) -> Result<(), DbError> {
+    client
+        .execute(
+            "UPDATE aurora.replication
+                SET primary_node = $1, epoch = $2, sync_standby = $3, sync_mode = $4,
+                    degraded_since = CASE WHEN $4 = 'sync' THEN NULL
+                                          ELSE coalesce(degraded_since, now()) END,
+                    updated_at = now()
+              WHERE primary_node IS DISTINCT FROM $1 OR epoch IS DISTINCT FROM $2
+                 OR sync_standby IS DISTINCT FROM $3 OR sync_mode IS DISTINCT FROM $4",
+            &[
+                &state.primary.as_str(),
+                &state.epoch,
+                &state.sync_standby.as_ref().map(NodeName::as_str),
+                &state.sync_mode.as_str(),
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// The published replication state.
+pub async fn replication_state<C: GenericClient>(
+    client: &C,
+) -> Result<Option<PublishedReplication>, DbError> {
+    let row = client
+        .query_one(
+            "SELECT primary_node, epoch, sync_standby, sync_mode, degraded_since, updated_at
+               FROM aurora.replication",
+            &[],
+        )
+        .await?;
+    let primary: Option<String> = row.get(0);
+    let Some(primary) = primary else {
+        return Ok(None);
+    };
+    let standby: Option<String> = row.get(2);
+    let mode: String = row.get(3);
+    Ok(Some(PublishedReplication {
+        state: ReplicationState {
+            primary: NodeName::parse(&primary)?,
+            epoch: row.get(1),
+            sync_standby: standby.map(|s| NodeName::parse(&s)).transpose()?,
+            sync_mode: mode.parse()?,
+        },
+        degraded_since: row.get(4),
+        updated_at: row.get(5),
+    }))
 }

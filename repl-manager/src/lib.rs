@@ -1,49 +1,105 @@
-//! Sets up and keeps PostgreSQL streaming replication, switchover and failover.
+//! `repl-manager`: sets up and keeps PostgreSQL streaming replication on
+//! one node of the fleet, and runs switchovers.
+//!
+//! Every `replication.loop_interval_secs` the node reconciles: it learns the
+//! highest epoch among itself and its peers (asked over HTTP), and then acts
+//! as what that epoch makes it — the primary (settings, replication role,
+//! slots, synchronous standby, the cluster record) or a standby of the
+//! primary (clone, stream, repair). Operations (`/switchover`, `/promote`,
+//! `/demote`) take the same lock, so only one thing at a time touches the
+//! server. See docs/repl-manager.md.
+
+pub mod api;
+pub mod config;
+pub mod lsn;
+pub mod manager;
+pub mod member;
+pub mod metrics;
+pub mod ops;
+mod primary;
+pub mod probe;
+pub mod server;
+pub mod settings;
+mod standby;
+pub mod state;
+pub mod sync;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-use sidecar_kit::admin::BasicApi;
-use sidecar_kit::{AdminConfig, ConfigError, Lifecycle, LogConfig, Metrics, Validate};
+use sidecar_kit::telemetry::unix_now;
+use sidecar_kit::{Lifecycle, Metrics};
 
-/// Default admin port of `repl-manager`.
-pub const DEFAULT_ADMIN_PORT: u16 = 8008;
+pub use config::{Config, DEFAULT_ADMIN_PORT};
+pub use manager::Manager;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    pub admin: AdminConfig,
-    pub log: LogConfig,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            admin: AdminConfig::on_port(DEFAULT_ADMIN_PORT),
-            log: LogConfig::default(),
-        }
-    }
-}
-
-impl Validate for Config {
-    fn validate(&self) -> Result<(), ConfigError> {
-        self.admin.validate()?;
-        self.log.validate()
-    }
-}
-
-sidecar_kit::sidecar_config!(Config);
+use manager::lock;
 
 /// Runs `repl-manager` until `lifecycle` is shut down.
 pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
     let metrics = Metrics::new("repl-manager")?;
+    let repl_metrics = metrics::ReplMetrics::new(&metrics)?;
+    let admin = config.admin.clone();
+    let mgr = Arc::new(Manager::new(config, repl_metrics)?);
+    let api = Arc::new(api::Api { mgr: mgr.clone() });
     let work = {
         let lifecycle = lifecycle.clone();
+        let mgr = mgr.clone();
         async move {
+            // Ready from the start: the admin server is what peers and
+            // operators need to see while PostgreSQL is being set up.
             lifecycle.set_ready(true);
-            lifecycle.cancelled().await;
+            reconcile_loop(&mgr, &lifecycle).await;
             Ok(())
         }
     };
-    sidecar_kit::sidecar::serve(&config.admin, Arc::new(BasicApi), metrics, lifecycle, work).await
+    sidecar_kit::sidecar::serve(&admin, api, metrics, lifecycle, work).await
+}
+
+async fn reconcile_loop(mgr: &Manager, lifecycle: &Lifecycle) {
+    let interval = Duration::from_secs(mgr.cfg.replication.loop_interval_secs);
+    loop {
+        let pass = reconcile_once(mgr);
+        tokio::select! {
+            _ = lifecycle.cancelled() => break,
+            result = pass => {
+                *lock(&mgr.last_tick) = unix_now();
+                match result {
+                    Ok(()) => *lock(&mgr.last_error) = None,
+                    Err(e) => {
+                        let msg = e.to_string();
+                        let repeated = lock(&mgr.last_error).as_deref() == Some(msg.as_str());
+                        if !repeated {
+                            tracing::warn!(error = %msg, "reconciliation failed");
+                        }
+                        mgr.metrics.reconcile_errors.with_label_values(&["pass"]).inc();
+                        *lock(&mgr.last_error) = Some(msg);
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            _ = lifecycle.cancelled() => break,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+    // PostgreSQL keeps running when repl-manager stops: a restart of the
+    // sidecar must never take the database down.
+    tracing::info!("reconciliation stopped; PostgreSQL is left running");
+}
+
+/// One reconciliation pass.
+pub async fn reconcile_once(mgr: &Manager) -> Result<(), manager::Failure> {
+    let _guard = mgr.op_lock.lock().await;
+    let peers = mgr.peers().await;
+    let known = mgr.learn(&peers)?;
+    let result = if known.primary == mgr.name() {
+        mgr.act_primary().await
+    } else {
+        mgr.act_standby(&peers).await
+    };
+    mgr.set_activity(None);
+    // Refresh the observation behind /health and the metrics.
+    let _ = mgr.status().await;
+    result
 }

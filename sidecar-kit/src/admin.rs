@@ -193,7 +193,9 @@ pub trait AdminApi: Send + Sync + 'static {
         HealthReport::ok()
     }
 
-    /// The sidecar's `GET /status` body.
+    /// The sidecar's `GET /status` body. A sidecar that must do I/O to
+    /// answer (repl-manager measures lag live) answers `/status` in
+    /// [`AdminApi::handle`] instead; this is the fallback.
     fn status(&self) -> serde_json::Value {
         serde_json::json!({})
     }
@@ -379,8 +381,12 @@ async fn route<A: AdminApi>(req: Request<Incoming>, shared: &Shared<A>) -> Admin
         headers: parts.headers,
         body,
     };
+    let is_status = path_is_status(&request.path);
     match shared.api.handle(request).await {
         Routed::Response(r) => r,
+        // A sidecar whose status needs I/O answers `/status` in `handle`;
+        // the others get the synchronous `status()`.
+        Routed::NotFound if is_status => AdminResponse::ok(&shared.api.status()),
         Routed::NotFound => AdminResponse::error(StatusCode::NOT_FOUND, "no such endpoint"),
         Routed::MethodNotAllowed(allow) => method_not_allowed(allow),
     }
@@ -397,6 +403,10 @@ fn method_not_allowed(allow: &'static str) -> AdminResponse {
 fn builtin<A: AdminApi>(method: &Method, path: &str, shared: &Shared<A>) -> Option<AdminResponse> {
     let known = matches!(path, "/health" | "/ready" | "/metrics" | "/status");
     if !known {
+        return None;
+    }
+    if path == "/status" && method == Method::GET {
+        // Served after the sidecar's own handler had its chance.
         return None;
     }
     if method != Method::GET {
@@ -432,6 +442,10 @@ fn builtin<A: AdminApi>(method: &Method, path: &str, shared: &Shared<A>) -> Opti
         },
         _ => AdminResponse::ok(&shared.api.status()),
     })
+}
+
+fn path_is_status(path: &str) -> bool {
+    path == "/status"
 }
 
 fn is_mutating(method: &Method) -> bool {

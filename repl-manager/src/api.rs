@@ -1,0 +1,240 @@
+//! The HTTP contract: Patroni's health-check paths (so HAProxy checks
+//! written for Patroni work unchanged), `/status`, `/cluster`, and the
+//! operations. Every answer carries the epoch in `X-Aurora-Epoch`.
+
+use std::sync::Arc;
+
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::{Method, StatusCode};
+use serde_json::json;
+use sidecar_kit::admin::{
+    AdminApi, AdminRequest, AdminResponse, HealthReport, HealthStatus, Routed,
+};
+
+use crate::lsn::LagLimit;
+use crate::manager::{lock, Manager, NodeStatus};
+use crate::ops::OpError;
+
+pub struct Api {
+    pub mgr: Arc<Manager>,
+}
+
+/// 200 with the node's status when `ok`, 503 with it (and why) otherwise.
+fn check(ok: bool, status: &NodeStatus, why: Option<String>) -> AdminResponse {
+    let mut body = serde_json::to_value(status).unwrap_or_default();
+    if let (false, Some(why), Some(obj)) = (ok, why, body.as_object_mut()) {
+        obj.insert("reason".into(), json!(why));
+    }
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    AdminResponse::json(code, &body)
+}
+
+fn op_answer<T: serde::Serialize>(r: Result<T, OpError>) -> AdminResponse {
+    match r {
+        Ok(report) => AdminResponse::ok(&report),
+        Err(OpError::Refused(why)) => AdminResponse::error(StatusCode::CONFLICT, why),
+        Err(OpError::Failed(why)) => AdminResponse::error(StatusCode::INTERNAL_SERVER_ERROR, why),
+    }
+}
+
+impl Api {
+    async fn replica_check(&self, req: &AdminRequest) -> AdminResponse {
+        let limit = match req.query("lag").map(str::parse::<LagLimit>) {
+            None => None,
+            Some(Ok(l)) => Some(l),
+            Some(Err(e)) => return AdminResponse::error(StatusCode::BAD_REQUEST, e),
+        };
+        let st = self.mgr.status().await;
+        if st.state != "replica" {
+            return check(false, &st, Some(format!("this node is {}", st.state)));
+        }
+        let Some(limit) = limit else {
+            return check(true, &st, None);
+        };
+        let (ok, why) = match (limit, st.lag_bytes, st.lag_seconds) {
+            (LagLimit::Bytes(max), Some(b), _) => {
+                (b <= max, format!("{b} bytes behind (limit {max})"))
+            }
+            (LagLimit::Seconds(max), _, Some(s)) => {
+                (s <= max, format!("{s:.3} s behind (limit {max})"))
+            }
+            _ => (
+                false,
+                format!(
+                    "lag unknown: {}",
+                    st.lag_error
+                        .clone()
+                        .unwrap_or_else(|| "no primary to compare with".into())
+                ),
+            ),
+        };
+        check(ok, &st, Some(why))
+    }
+
+    async fn sync_check(&self, want_sync: bool) -> AdminResponse {
+        let st = self.mgr.status().await;
+        if st.state != "replica" {
+            return check(false, &st, Some(format!("this node is {}", st.state)));
+        }
+        // Ask the primary how it sees us: sync_state is the primary's call.
+        let sync = match self.mgr.upstream().await {
+            Ok(c) => c
+                .query_opt(
+                    "SELECT sync_state FROM pg_stat_replication WHERE application_name = $1",
+                    &[&self.mgr.name()],
+                )
+                .await
+                .ok()
+                .flatten()
+                .map(|r| r.get::<_, String>(0)),
+            Err(_) => None,
+        };
+        let is_sync = matches!(sync.as_deref(), Some("sync" | "quorum"));
+        let ok = is_sync == want_sync && (want_sync || st.streaming() || sync.is_some());
+        check(
+            ok,
+            &st,
+            Some(format!(
+                "the primary reports this standby as {}",
+                sync.unwrap_or_else(|| "not connected".into())
+            )),
+        )
+    }
+
+    async fn cluster(&self) -> AdminResponse {
+        let me = self.mgr.status().await;
+        let peers = self.mgr.peers().await;
+        let mut members = vec![serde_json::to_value(&me).unwrap_or_default()];
+        for (m, view) in peers {
+            members.push(match view {
+                Ok(s) => serde_json::to_value(&s).unwrap_or_default(),
+                Err(e) => json!({
+                    "node": m.name, "role": m.role, "state": "unreachable", "error": e,
+                }),
+            });
+        }
+        let known = self.mgr.known();
+        AdminResponse::ok(&json!({
+            "epoch": known.epoch,
+            "primary": known.primary,
+            "members": members,
+        }))
+    }
+}
+
+impl AdminApi for Api {
+    /// Patroni's `/health`: 200 while PostgreSQL runs.
+    fn health(&self) -> HealthReport {
+        let state = lock(&self.mgr.last_state).clone();
+        let mut report = HealthReport::ok().detail("postgres", &state);
+        match state.as_str() {
+            "primary" | "replica" => {}
+            "starting" => report.problem(HealthStatus::Degraded, "not checked yet"),
+            other => report.problem(HealthStatus::Unhealthy, format!("PostgreSQL is {other}")),
+        }
+        if let Some(e) = lock(&self.mgr.last_error).clone() {
+            report.problem(HealthStatus::Degraded, e);
+        }
+        report
+    }
+
+    async fn handle(&self, req: AdminRequest) -> Routed {
+        let path = req.path.as_str();
+        let get_only = |r: AdminResponse| -> Routed {
+            if req.method == Method::GET {
+                Routed::Response(r)
+            } else {
+                Routed::MethodNotAllowed("GET, HEAD, OPTIONS")
+            }
+        };
+        match path {
+            "/status" | "/primary" | "/read-write" | "/leader" | "/master" | "/replica"
+            | "/read-only" | "/sync" | "/synchronous" | "/async" | "/asynchronous"
+            | "/liveness" | "/readiness" | "/cluster"
+                if req.method != Method::GET =>
+            {
+                Routed::MethodNotAllowed("GET, HEAD, OPTIONS")
+            }
+            "/status" => Routed::Response(AdminResponse::ok(&self.mgr.status().await)),
+            "/primary" | "/read-write" | "/leader" | "/master" => {
+                let st = self.mgr.status().await;
+                let ok = st.is_primary() && st.primary == self.mgr.name();
+                get_only(check(
+                    ok,
+                    &st,
+                    Some(format!(
+                        "this node is {} (primary: {})",
+                        st.state, st.primary
+                    )),
+                ))
+            }
+            "/replica" => Routed::Response(self.replica_check(&req).await),
+            "/read-only" => {
+                let st = self.mgr.status().await;
+                let ok = matches!(st.state.as_str(), "primary" | "replica");
+                Routed::Response(check(ok, &st, Some(format!("this node is {}", st.state))))
+            }
+            "/sync" | "/synchronous" => Routed::Response(self.sync_check(true).await),
+            "/async" | "/asynchronous" => Routed::Response(self.sync_check(false).await),
+            "/liveness" => {
+                let age = sidecar_kit::telemetry::unix_now() - *lock(&self.mgr.last_tick);
+                // A clone or rewind holds the loop for minutes; that is
+                // alive, not hung.
+                let busy = lock(&self.mgr.activity).is_some();
+                let limit = 10.0 * self.mgr.cfg.replication.loop_interval_secs as f64 + 30.0;
+                let ok = busy || age < limit;
+                let code = if ok {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                Routed::Response(AdminResponse::json(
+                    code,
+                    &json!({ "alive": ok, "last_pass_age_secs": age }),
+                ))
+            }
+            "/readiness" => {
+                let st = self.mgr.status().await;
+                let ok = st.is_primary() || (st.state == "replica" && st.streaming());
+                Routed::Response(check(
+                    ok,
+                    &st,
+                    Some(format!(
+                        "this node is {}; streaming: {}",
+                        st.state,
+                        st.streaming()
+                    )),
+                ))
+            }
+            "/cluster" => Routed::Response(self.cluster().await),
+            "/switchover" | "/promote" | "/demote" if req.method != Method::POST => {
+                Routed::MethodNotAllowed("POST")
+            }
+            "/switchover" => Routed::Response(match req.json() {
+                Ok(r) => op_answer(self.mgr.switchover(r).await),
+                Err(resp) => resp,
+            }),
+            "/promote" => Routed::Response(match req.json() {
+                Ok(r) => op_answer(self.mgr.promote(r).await),
+                Err(resp) => resp,
+            }),
+            "/demote" => Routed::Response(match req.json() {
+                Ok(r) => op_answer(self.mgr.demote(r).await),
+                Err(resp) => resp,
+            }),
+            _ => Routed::NotFound,
+        }
+    }
+
+    fn decorate(&self, response: &mut AdminResponse) {
+        if let Ok(v) = HeaderValue::from_str(&self.mgr.epoch().to_string()) {
+            response
+                .headers
+                .push((HeaderName::from_static("x-aurora-epoch"), v));
+        }
+    }
+}

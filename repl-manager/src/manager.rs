@@ -1,0 +1,532 @@
+//! The manager: what this node knows (epoch, primary), its connections, and
+//! the observation of the local server that every decision starts from.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cluster_db::DbTarget;
+use serde::{Deserialize, Serialize};
+use sidecar_kit::http_client::HttpClient;
+use sidecar_kit::telemetry::unix_now;
+use sidecar_kit::Secret;
+use tokio_postgres::Client;
+
+use crate::config::Config;
+use crate::member::Member;
+use crate::metrics::ReplMetrics;
+use crate::probe::{self, Receiver, ServerState, Slot, StandbyConn};
+use crate::server::LocalServer;
+use crate::state::{EpochRecord, StateFile};
+use crate::sync::SyncTracker;
+
+/// What a node says about itself (`GET /status`); also how peers' answers
+/// are read, so every field has a default.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NodeStatus {
+    pub node: String,
+    /// Configured role (`lead`, `backup`, `compute`).
+    pub role: String,
+    /// What the server is now: `primary`, `replica`, `stopped`,
+    /// `unreachable`, `uninitialized`.
+    pub state: String,
+    pub epoch: i64,
+    /// The primary this node follows (itself when primary).
+    pub primary: String,
+    pub postgres: Option<ServerState>,
+    pub receiver: Option<Receiver>,
+    /// Standby: bytes and seconds behind the primary's current position.
+    pub lag_bytes: Option<u64>,
+    pub lag_seconds: Option<f64>,
+    /// Why lag is unknown, when it is.
+    pub lag_error: Option<String>,
+    pub replicas: Vec<StandbyConn>,
+    pub slots: Vec<Slot>,
+    pub sync: Option<SyncView>,
+    pub aside_dirs: Vec<String>,
+    pub activity: Option<String>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct SyncView {
+    pub mode: String,
+    pub standby: Option<String>,
+    pub strict: bool,
+    pub degraded_since: Option<f64>,
+}
+
+impl NodeStatus {
+    pub fn is_primary(&self) -> bool {
+        self.state == "primary"
+    }
+    pub fn replay_lsn(&self) -> Option<crate::lsn::Lsn> {
+        self.postgres.as_ref().and_then(|p| p.replay_lsn)
+    }
+    pub fn streaming(&self) -> bool {
+        self.receiver
+            .as_ref()
+            .is_some_and(|r| r.status == "streaming")
+    }
+}
+
+/// A peer's answer, or why there was none.
+pub type PeerView = (Member, Result<NodeStatus, String>);
+
+pub struct Manager {
+    pub cfg: Config,
+    pub server: LocalServer,
+    pub state_file: StateFile,
+    pub http: HttpClient,
+    pub metrics: ReplMetrics,
+    /// Serialises reconciliation and operator operations: only one thing
+    /// at a time touches the server.
+    pub op_lock: tokio::sync::Mutex<()>,
+    local: tokio::sync::Mutex<Option<Arc<Client>>>,
+    upstream: tokio::sync::Mutex<Option<Arc<Client>>>,
+    known: Mutex<EpochRecord>,
+    epoch: AtomicI64,
+    pub sync: Mutex<SyncTracker>,
+    pub repair: Mutex<crate::standby::RepairTracker>,
+    /// The server identity (postmaster start) and epoch for which the
+    /// primary's one-time setup ran.
+    pub primary_setup: Mutex<Option<(String, i64)>>,
+    pub last_error: Mutex<Option<String>>,
+    pub activity: Mutex<Option<String>>,
+    /// Unix time of the last completed reconciliation (liveness).
+    pub last_tick: Mutex<f64>,
+    /// The last observation, for the synchronous `/health`.
+    pub last_state: Mutex<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<crate::server::ServerError> for Failure {
+    fn from(e: crate::server::ServerError) -> Self {
+        Failure::Failed(e.to_string())
+    }
+}
+impl From<crate::probe::ProbeError> for Failure {
+    fn from(e: crate::probe::ProbeError) -> Self {
+        Failure::Failed(format!("querying the local server: {e}"))
+    }
+}
+impl From<tokio_postgres::Error> for Failure {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Failure::Failed(format!("PostgreSQL: {}", db_error_text(&e)))
+    }
+}
+impl From<cluster_db::DbError> for Failure {
+    fn from(e: cluster_db::DbError) -> Self {
+        Failure::Failed(e.to_string())
+    }
+}
+impl From<crate::state::StateError> for Failure {
+    fn from(e: crate::state::StateError) -> Self {
+        Failure::Failed(e.to_string())
+    }
+}
+
+/// The server's message for a database error (tokio-postgres' Display
+/// says only "db error").
+pub fn db_error_text(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => db.message().to_string(),
+        None => e.to_string(),
+    }
+}
+
+impl Manager {
+    pub fn new(cfg: Config, metrics: ReplMetrics) -> anyhow::Result<Self> {
+        let server = LocalServer::new(&cfg.postgres)?;
+        let state_file = StateFile::new(&cfg.node.state_file);
+        // A node that never knew an epoch starts from the configured
+        // topology: the lead is primary at epoch 0.
+        let known = state_file.load()?.unwrap_or_else(|| EpochRecord {
+            epoch: 0,
+            primary: cfg.lead().name.to_string(),
+            changed_at: 0.0,
+        });
+        metrics.epoch.set(known.epoch);
+        let http = HttpClient::new(Duration::from_secs(cfg.replication.peer_timeout_secs));
+        let strict = cfg.replication.synchronous_strict;
+        Ok(Self {
+            epoch: AtomicI64::new(known.epoch),
+            known: Mutex::new(known),
+            server,
+            state_file,
+            http,
+            metrics,
+            op_lock: tokio::sync::Mutex::new(()),
+            local: tokio::sync::Mutex::new(None),
+            upstream: tokio::sync::Mutex::new(None),
+            sync: Mutex::new(SyncTracker::new(strict)),
+            repair: Mutex::new(Default::default()),
+            primary_setup: Mutex::new(None),
+            last_error: Mutex::new(None),
+            activity: Mutex::new(None),
+            last_tick: Mutex::new(unix_now()),
+            last_state: Mutex::new("starting".into()),
+            cfg,
+        })
+    }
+
+    pub fn me(&self) -> &Member {
+        self.cfg.me()
+    }
+
+    pub fn name(&self) -> &str {
+        &self.cfg.node.name
+    }
+
+    pub fn epoch(&self) -> i64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    pub fn known(&self) -> EpochRecord {
+        lock(&self.known).clone()
+    }
+
+    /// Adopts `record` when its epoch is higher than what this node knows
+    /// (or equal with a different primary only if `force`), storing it
+    /// durably first.
+    pub fn adopt(&self, record: &EpochRecord) -> Result<bool, Failure> {
+        let current = self.known();
+        if record.epoch < current.epoch
+            || (record.epoch == current.epoch && record.primary == current.primary)
+        {
+            return Ok(false);
+        }
+        if record.epoch == current.epoch && current.epoch > 0 {
+            // Two primaries claimed at one epoch: never pick one silently.
+            return Err(Failure::Failed(format!(
+                "epoch {} names both {} and {} as primary; refusing to choose",
+                record.epoch, current.primary, record.primary
+            )));
+        }
+        self.state_file.store(record)?;
+        *lock(&self.known) = record.clone();
+        self.epoch.store(record.epoch, Ordering::SeqCst);
+        self.metrics.epoch.set(record.epoch);
+        tracing::info!(epoch = record.epoch, primary = %record.primary, "adopted cluster epoch");
+        Ok(true)
+    }
+
+    /// A new epoch with this node or another as primary, stored durably
+    /// before anything acts on it.
+    pub fn bump_epoch(&self, primary: &str) -> Result<EpochRecord, Failure> {
+        let record = EpochRecord {
+            epoch: self.epoch() + 1,
+            primary: primary.to_string(),
+            changed_at: unix_now(),
+        };
+        self.adopt(&record)?;
+        Ok(record)
+    }
+
+    pub fn set_activity(&self, what: Option<&str>) {
+        *lock(&self.activity) = what.map(str::to_string);
+    }
+
+    /// The local server, as its superuser. Every statement repl-manager
+    /// runs commits locally (`synchronous_commit = local`): its bookkeeping
+    /// must not block on a missing standby in strict mode.
+    pub async fn local(&self) -> Result<Arc<Client>, Failure> {
+        let mut slot = self.local.lock().await;
+        if let Some(c) = slot.as_ref() {
+            if !c.is_closed() {
+                return Ok(c.clone());
+            }
+        }
+        let pg = &self.cfg.postgres;
+        let mut c = tokio_postgres::Config::new();
+        c.host(&pg.host)
+            .port(pg.port)
+            .user(&pg.superuser)
+            .dbname("postgres")
+            .application_name("repl-manager")
+            .connect_timeout(Duration::from_secs(pg.connect_timeout_secs));
+        if let Some(p) = &pg.superuser_password {
+            c.password(p.expose());
+        }
+        let client = cluster_db::connect(
+            &DbTarget::from_config(c),
+            Duration::from_secs(pg.connect_timeout_secs),
+        )
+        .await?;
+        client
+            .batch_execute("SET synchronous_commit = local")
+            .await?;
+        let client = Arc::new(client);
+        *slot = Some(client.clone());
+        Ok(client)
+    }
+
+    pub async fn drop_local(&self) {
+        *self.local.lock().await = None;
+    }
+
+    /// A connection to the writable primary as the replication user,
+    /// trying the known primary first.
+    pub async fn upstream(&self) -> Result<Arc<Client>, Failure> {
+        let mut slot = self.upstream.lock().await;
+        if let Some(c) = slot.as_ref() {
+            if !c.is_closed() {
+                return Ok(c.clone());
+            }
+        }
+        let hosts: Vec<(String, u16)> = self
+            .upstreams()
+            .iter()
+            .map(|m| (m.host.clone(), m.port))
+            .collect();
+        if hosts.is_empty() {
+            return Err(Failure::Failed("no upstream members configured".into()));
+        }
+        let pg = &self.cfg.postgres;
+        let timeout = Duration::from_secs(pg.connect_timeout_secs);
+        let target = cluster_db::connect::write_target(
+            &hosts,
+            &pg.replication_user,
+            Some(pg.replication_password.expose()),
+            "postgres",
+            timeout,
+        );
+        let client = Arc::new(cluster_db::connect(&target, timeout * hosts.len() as u32).await?);
+        *slot = Some(client.clone());
+        Ok(client)
+    }
+
+    pub async fn drop_upstream(&self) {
+        *self.upstream.lock().await = None;
+    }
+
+    /// Where a standby streams from, in order: the known primary, then the
+    /// lead and the backup (whichever accepts writes wins), then the other
+    /// promotable members. Never this node.
+    pub fn upstreams(&self) -> Vec<Member> {
+        let known = self.known();
+        let mut out: Vec<Member> = Vec::new();
+        let mut push = |m: &Member| {
+            if m.name.as_str() != self.name() && !out.iter().any(|o| o.name == m.name) {
+                out.push(m.clone());
+            }
+        };
+        if let Some(p) = self.cfg.member(&known.primary) {
+            push(p);
+        }
+        for role in [cluster_db::Role::Lead, cluster_db::Role::Backup] {
+            for m in self.cfg.members.iter().filter(|m| m.role == role) {
+                push(m);
+            }
+        }
+        out
+    }
+
+    /// Asks every other member's repl-manager for its status, concurrently.
+    pub async fn peers(&self) -> Vec<PeerView> {
+        let calls = self.cfg.others().map(|m| {
+            let http = self.http.clone();
+            let m = m.clone();
+            async move {
+                let url = m.url("/status");
+                let r = http
+                    .get_json::<NodeStatus>(&url)
+                    .await
+                    .map_err(|e| e.to_string());
+                (m, r)
+            }
+        });
+        futures::future::join_all(calls).await
+    }
+
+    /// Learns the highest epoch among this node and its peers.
+    pub fn learn(&self, peers: &[PeerView]) -> Result<EpochRecord, Failure> {
+        let mut best = self.known();
+        for (m, view) in peers {
+            let Ok(s) = view else { continue };
+            if s.epoch > best.epoch && self.cfg.member(&s.primary).is_some() {
+                best = EpochRecord {
+                    epoch: s.epoch,
+                    primary: s.primary.clone(),
+                    changed_at: unix_now(),
+                };
+                tracing::info!(peer = %m.name, epoch = s.epoch, primary = %s.primary, "a peer knows a newer epoch");
+            }
+        }
+        self.adopt(&best)?;
+        Ok(self.known())
+    }
+
+    /// This node's status, measured now. Lag is computed against the
+    /// primary's current position, asked of the primary itself.
+    pub async fn status(&self) -> NodeStatus {
+        let known = self.known();
+        let mut st = NodeStatus {
+            node: self.name().to_string(),
+            role: self.me().role.to_string(),
+            epoch: known.epoch,
+            primary: known.primary.clone(),
+            aside_dirs: self
+                .server
+                .aside_dirs()
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
+            activity: lock(&self.activity).clone(),
+            last_error: lock(&self.last_error).clone(),
+            sync: None,
+            ..Default::default()
+        };
+        self.metrics.aside_dirs.set(st.aside_dirs.len() as i64);
+        if !self.server.has_data() {
+            st.state = "uninitialized".into();
+            return self.finish_status(st);
+        }
+        let client = match self.local().await {
+            Ok(c) => c,
+            Err(e) => {
+                st.state = if self.server.is_running().await {
+                    "unreachable".into()
+                } else {
+                    "stopped".into()
+                };
+                st.last_error.get_or_insert(e.to_string());
+                return self.finish_status(st);
+            }
+        };
+        let server = match probe::server_state(&client).await {
+            Ok(s) => s,
+            Err(e) => {
+                self.drop_local().await;
+                st.state = "unreachable".into();
+                st.last_error = Some(e.to_string());
+                return self.finish_status(st);
+            }
+        };
+        st.state = if server.in_recovery {
+            "replica".into()
+        } else {
+            "primary".into()
+        };
+        st.slots = probe::slots(&client).await.unwrap_or_default();
+        if server.in_recovery {
+            st.receiver = probe::receiver(&client).await.ok().flatten();
+            match self.lag(&server).await {
+                Ok((bytes, secs)) => {
+                    st.lag_bytes = Some(bytes);
+                    st.lag_seconds = Some(secs);
+                }
+                Err(e) => st.lag_error = Some(e.to_string()),
+            }
+        } else {
+            st.replicas = probe::standbys(&client).await.unwrap_or_default();
+            st.sync = Some(lock(&self.sync).view());
+        }
+        st.postgres = Some(server);
+        self.finish_status(st)
+    }
+
+    fn finish_status(&self, st: NodeStatus) -> NodeStatus {
+        let m = &self.metrics;
+        m.postgres_up.set(i64::from(matches!(
+            st.state.as_str(),
+            "primary" | "replica"
+        )));
+        m.is_primary.set(i64::from(st.is_primary()));
+        if let Some(p) = &st.postgres {
+            m.timeline.set(i64::from(p.timeline));
+        }
+        if let (Some(b), Some(s)) = (st.lag_bytes, st.lag_seconds) {
+            m.lag_bytes.with_label_values(&[self.name()]).set(b as i64);
+            m.lag_seconds.with_label_values(&[self.name()]).set(s);
+        }
+        if st.is_primary() {
+            m.replication_state.reset();
+            for r in &st.replicas {
+                m.replication_state
+                    .with_label_values(&[r.name.as_str(), r.state.as_str()])
+                    .set(1);
+                if let Some(b) = r.lag_bytes {
+                    m.lag_bytes.with_label_values(&[r.name.as_str()]).set(b);
+                }
+                m.lag_seconds
+                    .with_label_values(&[r.name.as_str()])
+                    .set(r.replay_lag_secs.unwrap_or(0.0));
+            }
+        }
+        m.slot_retained_bytes.reset();
+        for s in &st.slots {
+            m.slot_retained_bytes
+                .with_label_values(&[s.name.as_str()])
+                .set(s.retained_bytes.unwrap_or(0));
+        }
+        *lock(&self.last_state) = st.state.clone();
+        st
+    }
+
+    /// Bytes and seconds this standby is behind the primary's current
+    /// position.
+    pub async fn lag(&self, local: &ServerState) -> Result<(u64, f64), Failure> {
+        let upstream = self.upstream().await?;
+        let primary_lsn = match probe::current_lsn(&upstream).await {
+            Ok(l) => l,
+            Err(e) => {
+                self.drop_upstream().await;
+                return Err(e.into());
+            }
+        };
+        let mine = local.replay_lsn.unwrap_or_default();
+        let bytes = mine.bytes_until(primary_lsn);
+        let secs = if bytes == 0 {
+            0.0
+        } else {
+            local
+                .last_replay_at
+                .map(|t| (unix_now() - t).max(0.0))
+                .unwrap_or(f64::INFINITY)
+        };
+        Ok((bytes, secs))
+    }
+
+    pub fn token(&self) -> Option<&Secret> {
+        self.cfg.admin.token.as_ref()
+    }
+
+    pub fn since(&self, t: Instant) -> f64 {
+        t.elapsed().as_secs_f64()
+    }
+
+    /// Records an event in the database's log: locally on the primary,
+    /// through the primary on a standby. Best effort: the log is for
+    /// operators, never an input to a decision.
+    pub async fn event(&self, kind: &str, details: serde_json::Value) {
+        tracing::info!(kind, %details, "event");
+        let local_primary = match self.local().await {
+            Ok(c) => matches!(cluster_db::connect::is_primary(&c).await, Ok(true)).then_some(c),
+            Err(_) => None,
+        };
+        let client = match local_primary {
+            Some(c) => c,
+            None => match self.upstream().await {
+                Ok(c) => c,
+                Err(_) => return,
+            },
+        };
+        if let Err(e) =
+            cluster_db::queries::append_event(&*client, self.name(), kind, &details).await
+        {
+            tracing::warn!(error = %e, kind, "event not recorded in the database");
+        }
+    }
+}
+
+/// Locks a std mutex, recovering the data if a panicking holder poisoned it.
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

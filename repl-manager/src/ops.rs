@@ -1,0 +1,587 @@
+//! Operator operations: switchover, promote, demote.
+//!
+//! A switchover is run by the current primary:
+//! 1. check the target (a streaming standby, within `max_lag_on_failover_bytes`
+//!    unless forced);
+//! 2. stop the primary with a fast shutdown: PostgreSQL sends every WAL
+//!    record, up to and including the shutdown checkpoint, to the connected
+//!    standbys before it exits, so nothing acknowledged can be missing;
+//! 3. wait until the target has replayed past that checkpoint;
+//! 4. ask the target to promote itself at epoch + 1 (it stores the epoch
+//!    before promoting);
+//! 5. store the new epoch here and start this server as a standby of the
+//!    target (rewinding if it must);
+//! 6. wait for the other standbys to stream from the new primary.
+//!
+//! If the target refuses or never catches up, this server starts again as
+//! the primary: nothing was promoted, nothing was lost.
+
+use std::time::{Duration, Instant};
+
+use hyper::Method;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sidecar_kit::http_client::ok_or_status;
+
+use crate::lsn::Lsn;
+use crate::manager::{Failure, Manager, NodeStatus};
+use crate::member::Member;
+use crate::probe;
+use crate::server::StopMode;
+use crate::settings;
+use crate::state::EpochRecord;
+
+/// Why an operation did not run (409) or failed (500).
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<crate::server::ServerError> for OpError {
+    fn from(e: crate::server::ServerError) -> Self {
+        OpError::Failed(e.to_string())
+    }
+}
+
+impl From<Failure> for OpError {
+    fn from(e: Failure) -> Self {
+        OpError::Failed(e.to_string())
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchoverRequest {
+    /// The new primary; default: the synchronous standby candidate.
+    pub to: Option<String>,
+    #[serde(default)]
+    pub force: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromoteRequest {
+    #[serde(default)]
+    pub force: bool,
+    /// Set by a primary running a switchover: the epoch to promote at, the
+    /// old primary, and its shutdown checkpoint, which must be replayed.
+    pub epoch: Option<i64>,
+    pub from: Option<String>,
+    pub checkpoint_lsn: Option<Lsn>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoteRequest {
+    /// The primary to follow.
+    pub to: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct OpReport {
+    pub operation: String,
+    pub from: String,
+    pub to: String,
+    pub epoch: i64,
+    /// Request to the new primary accepting writes.
+    pub seconds_to_writable: Option<f64>,
+    pub seconds_total: f64,
+    pub checkpoint_lsn: Option<Lsn>,
+    pub steps: Vec<String>,
+    /// Each other standby and whether it streams from the new primary.
+    pub followers: Vec<(String, bool)>,
+}
+
+impl Manager {
+    async fn busy_lock(&self) -> Result<tokio::sync::MutexGuard<'_, ()>, OpError> {
+        match tokio::time::timeout(Duration::from_secs(10), self.op_lock.lock()).await {
+            Ok(g) => Ok(g),
+            Err(_) => Err(OpError::Refused(format!(
+                "busy: {}",
+                crate::manager::lock(&self.activity)
+                    .clone()
+                    .unwrap_or_else(|| "another operation is running".into())
+            ))),
+        }
+    }
+
+    async fn local_is_primary(&self) -> Result<bool, OpError> {
+        let client = self
+            .local()
+            .await
+            .map_err(|e| OpError::Refused(format!("the local PostgreSQL does not answer: {e}")))?;
+        let st = probe::server_state(&client)
+            .await
+            .map_err(|e| OpError::Failed(e.to_string()))?;
+        Ok(!st.in_recovery)
+    }
+
+    async fn peer_status(&self, m: &Member) -> Result<NodeStatus, OpError> {
+        self.http
+            .get_json::<NodeStatus>(&m.url("/status"))
+            .await
+            .map_err(|e| OpError::Refused(format!("{} does not answer: {e}", m.name)))
+    }
+
+    fn member_or_refuse(&self, name: &str) -> Result<Member, OpError> {
+        self.cfg
+            .member(name)
+            .cloned()
+            .ok_or_else(|| OpError::Refused(format!("{name} is not a member of this fleet")))
+    }
+
+    /// `POST /switchover` on the primary.
+    pub async fn switchover(&self, req: SwitchoverRequest) -> Result<OpReport, OpError> {
+        let _guard = self.busy_lock().await?;
+        let result = self.switchover_locked(req).await;
+        self.set_activity(None);
+        let label = if result.is_ok() { "ok" } else { "failed" };
+        self.metrics
+            .operations
+            .with_label_values(&["switchover", label])
+            .inc();
+        result
+    }
+
+    async fn switchover_locked(&self, req: SwitchoverRequest) -> Result<OpReport, OpError> {
+        let started = Instant::now();
+        let timeout = Duration::from_secs(self.cfg.replication.switchover_timeout_secs);
+        if !self.local_is_primary().await? {
+            return Err(OpError::Refused(format!(
+                "{} is not the primary (the primary is {}); send the switchover there",
+                self.name(),
+                self.known().primary
+            )));
+        }
+        let target = match &req.to {
+            Some(name) => self.member_or_refuse(name)?,
+            None => self
+                .sync_candidates()
+                .first()
+                .map(|m| (*m).clone())
+                .ok_or_else(|| {
+                    OpError::Refused("no standby to switch over to; name one with \"to\"".into())
+                })?,
+        };
+        if target.name.as_str() == self.name() {
+            return Err(OpError::Refused(format!(
+                "{} is already the primary",
+                target.name
+            )));
+        }
+        let ts = self.peer_status(&target).await?;
+        if ts.state != "replica" {
+            return Err(OpError::Refused(format!(
+                "{} is not a standby (it is {})",
+                target.name, ts.state
+            )));
+        }
+        if !ts.streaming() {
+            return Err(OpError::Refused(format!(
+                "{} is not streaming from this primary",
+                target.name
+            )));
+        }
+        let lag = ts.lag_bytes.unwrap_or(u64::MAX);
+        if lag > self.cfg.replication.max_lag_on_failover_bytes && !req.force {
+            return Err(OpError::Refused(format!(
+                "{} is {lag} bytes behind (max_lag_on_failover_bytes is {}); pass force=true to switch anyway",
+                target.name, self.cfg.replication.max_lag_on_failover_bytes
+            )));
+        }
+
+        let mut report = OpReport {
+            operation: "switchover".into(),
+            from: self.name().to_string(),
+            to: target.name.to_string(),
+            ..Default::default()
+        };
+        // From here on the primary is going down.
+        self.set_activity(Some("switchover: stopping writes"));
+        self.server.stop(StopMode::Fast).await?;
+        self.drop_local().await;
+        let control = self.server.control_data().await?;
+        report.checkpoint_lsn = Some(control.checkpoint_lsn);
+        report.steps.push(format!(
+            "stopped {} (fast shutdown); final checkpoint {}",
+            self.name(),
+            control.checkpoint_lsn
+        ));
+
+        // Wait for the target to replay the shutdown checkpoint.
+        self.set_activity(Some("switchover: waiting for the target to catch up"));
+        let caught_up = wait_for(timeout, || async {
+            match self.peer_status(&target).await {
+                Ok(s) => s.replay_lsn().is_some_and(|l| l > control.checkpoint_lsn),
+                Err(_) => false,
+            }
+        })
+        .await;
+        if !caught_up {
+            self.restart_as_primary().await?;
+            return Err(OpError::Failed(format!(
+                "{} did not replay past {} within {} s; {} is primary again, nothing changed",
+                target.name,
+                control.checkpoint_lsn,
+                timeout.as_secs(),
+                self.name()
+            )));
+        }
+        report
+            .steps
+            .push(format!("{} replayed past the checkpoint", target.name));
+
+        // Promote the target at the next epoch.
+        let epoch = self.epoch() + 1;
+        self.set_activity(Some("switchover: promoting the target"));
+        let body = json!({
+            "epoch": epoch,
+            "from": self.name(),
+            "checkpoint_lsn": control.checkpoint_lsn,
+            "force": req.force,
+        });
+        let url = target.url("/promote");
+        let answer = self
+            .http_long(timeout)
+            .send(Method::POST, &url, self.token(), Some(&body))
+            .await;
+        let promoted = match answer {
+            Ok(resp) if resp.status.is_success() => true,
+            Ok(resp) if resp.status.is_client_error() => {
+                // Refused: the target did nothing.
+                let reason = ok_or_status(&url, &resp)
+                    .err()
+                    .map(|e| e.to_string())
+                    .unwrap_or_default();
+                self.restart_as_primary().await?;
+                return Err(OpError::Failed(format!(
+                    "{} refused to promote ({reason}); {} is primary again, nothing changed",
+                    target.name,
+                    self.name()
+                )));
+            }
+            _ => {
+                // Unknown outcome: ask the target what it is now.
+                matches!(self.peer_status(&target).await, Ok(s) if s.is_primary() && s.epoch >= epoch)
+            }
+        };
+        if !promoted {
+            // The target may still promote itself (it stored the epoch
+            // first); starting here as primary could make two. Stay down
+            // and let reconciliation follow whoever holds the epoch.
+            return Err(OpError::Failed(format!(
+                "the promotion of {} has an unknown outcome; {} stays stopped until the epoch settles",
+                target.name,
+                self.name()
+            )));
+        }
+        report.seconds_to_writable = Some(started.elapsed().as_secs_f64());
+        report.epoch = epoch;
+        report
+            .steps
+            .push(format!("{} promoted at epoch {epoch}", target.name));
+
+        // Follow the new primary.
+        self.adopt(&EpochRecord {
+            epoch,
+            primary: target.name.to_string(),
+            changed_at: sidecar_kit::telemetry::unix_now(),
+        })?;
+        self.set_activity(Some("switchover: rejoining as a standby"));
+        settings::apply(&self.server, &self.cfg, &self.standby_desired())?;
+        self.server.start().await?;
+        self.drop_local().await;
+        self.drop_upstream().await;
+        report
+            .steps
+            .push(format!("{} started as a standby", self.name()));
+
+        // Wait (bounded) for every other member to stream from the target.
+        self.set_activity(Some("switchover: waiting for standbys to follow"));
+        let others: Vec<String> = self
+            .cfg
+            .others()
+            .filter(|m| m.name != target.name)
+            .map(|m| m.name.to_string())
+            .chain(std::iter::once(self.name().to_string()))
+            .collect();
+        let deadline = Instant::now() + timeout;
+        let followers = loop {
+            let followers: Vec<(String, bool)> = match self.peer_status(&target).await {
+                Ok(s) => others
+                    .iter()
+                    .map(|n| {
+                        let ok = s
+                            .replicas
+                            .iter()
+                            .any(|r| &r.name == n && r.state == "streaming");
+                        (n.clone(), ok)
+                    })
+                    .collect(),
+                Err(_) => others.iter().map(|n| (n.clone(), false)).collect(),
+            };
+            if followers.iter().all(|(_, ok)| *ok) || Instant::now() >= deadline {
+                break followers;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        report.followers = followers;
+        report.seconds_total = started.elapsed().as_secs_f64();
+        if let Some(s) = report.seconds_to_writable {
+            self.metrics.last_switchover_seconds.set(s);
+        }
+        self.event(
+            "switchover",
+            serde_json::to_value(&report).unwrap_or_default(),
+        )
+        .await;
+        Ok(report)
+    }
+
+    fn http_long(&self, timeout: Duration) -> sidecar_kit::http_client::HttpClient {
+        sidecar_kit::http_client::HttpClient::new(timeout)
+    }
+
+    /// Undo of a switchover that did not happen: start again as primary.
+    async fn restart_as_primary(&self) -> Result<(), OpError> {
+        settings::apply(&self.server, &self.cfg, &self.primary_desired())?;
+        self.server.start().await?;
+        self.drop_local().await;
+        Ok(())
+    }
+
+    /// `POST /promote`.
+    pub async fn promote(&self, req: PromoteRequest) -> Result<OpReport, OpError> {
+        if req.epoch.is_none() {
+            return self.promote_requested_by_operator(req).await;
+        }
+        let _guard = self.busy_lock().await?;
+        let result = self.promote_for_switchover(req).await;
+        self.set_activity(None);
+        self.metrics
+            .operations
+            .with_label_values(&["promote", if result.is_ok() { "ok" } else { "failed" }])
+            .inc();
+        result
+    }
+
+    /// The operator asked this standby to become primary. While the
+    /// primary is healthy that is a switchover run by the primary; without
+    /// one it is a manual failover, only with `force`.
+    async fn promote_requested_by_operator(
+        &self,
+        req: PromoteRequest,
+    ) -> Result<OpReport, OpError> {
+        if self.local_is_primary().await? {
+            return Err(OpError::Refused(format!(
+                "{} is already the primary",
+                self.name()
+            )));
+        }
+        let known = self.known();
+        let primary = self.member_or_refuse(&known.primary)?;
+        match self.peer_status(&primary).await {
+            Ok(s) if s.is_primary() => {
+                let url = primary.url("/switchover");
+                let body = json!({ "to": self.name(), "force": req.force });
+                let timeout = Duration::from_secs(self.cfg.replication.switchover_timeout_secs * 3);
+                let resp = self
+                    .http_long(timeout)
+                    .send(Method::POST, &url, self.token(), Some(&body))
+                    .await
+                    .map_err(|e| OpError::Failed(e.to_string()))?;
+                if resp.status.is_success() {
+                    return resp.json(&url).map_err(|e| OpError::Failed(e.to_string()));
+                }
+                let reason = ok_or_status(&url, &resp)
+                    .err()
+                    .map(|e| e.to_string())
+                    .unwrap_or_default();
+                if resp.status.is_client_error() {
+                    Err(OpError::Refused(reason))
+                } else {
+                    Err(OpError::Failed(reason))
+                }
+            }
+            other => {
+                let why = match other {
+                    Ok(s) => format!("{} answers but is {}", primary.name, s.state),
+                    Err(e) => e.to_string(),
+                };
+                if !req.force {
+                    return Err(OpError::Refused(format!(
+                        "the primary {} is not available ({why}); promoting without it may lose \
+                         writes it acknowledged: pass force=true to promote anyway",
+                        primary.name
+                    )));
+                }
+                let _guard = self.busy_lock().await?;
+                let started = Instant::now();
+                let record = self.bump_epoch(self.name())?;
+                self.promote_server().await?;
+                self.act_primary().await?;
+                self.set_activity(None);
+                self.metrics
+                    .operations
+                    .with_label_values(&["promote", "forced"])
+                    .inc();
+                let report = OpReport {
+                    operation: "promote".into(),
+                    from: primary.name.to_string(),
+                    to: self.name().to_string(),
+                    epoch: record.epoch,
+                    seconds_to_writable: Some(started.elapsed().as_secs_f64()),
+                    seconds_total: started.elapsed().as_secs_f64(),
+                    steps: vec![format!("forced promotion: {why}")],
+                    ..Default::default()
+                };
+                self.event(
+                    "promoted",
+                    serde_json::to_value(&report).unwrap_or_default(),
+                )
+                .await;
+                Ok(report)
+            }
+        }
+    }
+
+    /// Step 4 of a switchover, on the target.
+    async fn promote_for_switchover(&self, req: PromoteRequest) -> Result<OpReport, OpError> {
+        let started = Instant::now();
+        let epoch = req.epoch.unwrap_or_default();
+        if self.local_is_primary().await? {
+            return Err(OpError::Refused(format!(
+                "{} is already the primary",
+                self.name()
+            )));
+        }
+        if epoch <= self.epoch() {
+            return Err(OpError::Refused(format!(
+                "epoch {epoch} is not newer than this node's {}",
+                self.epoch()
+            )));
+        }
+        let client = self.local().await?;
+        let st = probe::server_state(&client)
+            .await
+            .map_err(|e| OpError::Failed(e.to_string()))?;
+        if let Some(ckpt) = req.checkpoint_lsn {
+            let replayed = st.replay_lsn.unwrap_or_default();
+            if replayed <= ckpt && !req.force {
+                return Err(OpError::Refused(format!(
+                    "replayed only up to {replayed}, not past the old primary's checkpoint {ckpt}"
+                )));
+            }
+        }
+        // Durable first: if this node dies mid-way it still knows, on
+        // restart, that it was made primary at this epoch.
+        self.adopt(&EpochRecord {
+            epoch,
+            primary: self.name().to_string(),
+            changed_at: sidecar_kit::telemetry::unix_now(),
+        })?;
+        self.set_activity(Some("promoting"));
+        self.promote_server().await?;
+        // Slots for every other member before they reconnect, the cluster
+        // record, the synchronous standby policy.
+        self.act_primary().await?;
+        let report = OpReport {
+            operation: "promote".into(),
+            from: req.from.unwrap_or_default(),
+            to: self.name().to_string(),
+            epoch,
+            seconds_to_writable: Some(started.elapsed().as_secs_f64()),
+            seconds_total: started.elapsed().as_secs_f64(),
+            checkpoint_lsn: req.checkpoint_lsn,
+            steps: vec![format!("promoted at epoch {epoch}")],
+            followers: Vec::new(),
+        };
+        self.event(
+            "promoted",
+            serde_json::to_value(&report).unwrap_or_default(),
+        )
+        .await;
+        Ok(report)
+    }
+
+    /// `POST /demote`: this primary follows `to`, which must already be a
+    /// primary at an epoch at least this node's.
+    pub async fn demote(&self, req: DemoteRequest) -> Result<OpReport, OpError> {
+        let started = Instant::now();
+        let target = self.member_or_refuse(&req.to)?;
+        if target.name.as_str() == self.name() {
+            return Err(OpError::Refused("a node cannot follow itself".into()));
+        }
+        let _guard = self.busy_lock().await?;
+        if !self.local_is_primary().await? {
+            return Err(OpError::Refused(format!(
+                "{} is not a primary; nothing to demote",
+                self.name()
+            )));
+        }
+        let ts = self.peer_status(&target).await?;
+        if !ts.is_primary() || ts.epoch < self.epoch() {
+            return Err(OpError::Refused(format!(
+                "{} is not a primary at epoch {} or later (it is {} at epoch {}); \
+                 demoting would leave no primary: use /switchover to hand over",
+                target.name,
+                self.epoch(),
+                ts.state,
+                ts.epoch
+            )));
+        }
+        let epoch = ts.epoch.max(self.epoch());
+        if ts.epoch > self.epoch() {
+            self.adopt(&EpochRecord {
+                epoch,
+                primary: target.name.to_string(),
+                changed_at: sidecar_kit::telemetry::unix_now(),
+            })?;
+        } else {
+            // Same epoch, two writable servers: the operator picked the
+            // survivor; record it at a new epoch so the choice is durable.
+            self.adopt(&EpochRecord {
+                epoch: epoch + 1,
+                primary: target.name.to_string(),
+                changed_at: sidecar_kit::telemetry::unix_now(),
+            })?;
+        }
+        self.drop_upstream().await;
+        let result = self.demote_to_standby("operator demote").await;
+        self.set_activity(None);
+        result?;
+        Ok(OpReport {
+            operation: "demote".into(),
+            from: self.name().to_string(),
+            to: target.name.to_string(),
+            epoch: self.epoch(),
+            seconds_to_writable: None,
+            seconds_total: started.elapsed().as_secs_f64(),
+            steps: vec![format!(
+                "rewound and rejoined as a standby of {}",
+                target.name
+            )],
+            ..Default::default()
+        })
+    }
+}
+
+async fn wait_for<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

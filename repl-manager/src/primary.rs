@@ -1,0 +1,362 @@
+//! Duties of the node that is primary: idempotent, re-applied on every pass
+//! and right after every promotion.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use cluster_db::{NodeName, ReplicationState};
+use serde_json::json;
+
+use crate::manager::{db_error_text, lock, Failure, Manager};
+use crate::member::Member;
+use crate::probe;
+use crate::settings::{self, Desired};
+
+/// Start-time settings replication cannot work without.
+const RESTART_WORTHY: &[&str] = &[
+    "wal_level",
+    "wal_log_hints",
+    "max_wal_senders",
+    "max_replication_slots",
+    "hot_standby",
+    "listen_addresses",
+    "port",
+];
+
+impl Manager {
+    /// Candidates for synchronous standby: the lead and the backup, other
+    /// than this node, that may be promoted.
+    pub fn sync_candidates(&self) -> Vec<&Member> {
+        let mut c: Vec<&Member> = self
+            .cfg
+            .others()
+            .filter(|m| matches!(m.role, cluster_db::Role::Backup | cluster_db::Role::Lead))
+            .collect();
+        // The backup first: it is the designated synchronous standby.
+        c.sort_by_key(|m| m.role != cluster_db::Role::Backup);
+        c
+    }
+
+    /// The settings a primary runs with right now.
+    pub fn primary_desired(&self) -> Desired {
+        let sync = lock(&self.sync);
+        let names = match sync.mode {
+            cluster_db::SyncMode::Async => String::new(),
+            _ => {
+                let c: Vec<&str> = self
+                    .sync_candidates()
+                    .iter()
+                    .map(|m| m.name.as_str())
+                    .collect();
+                settings::sync_names(&c)
+            }
+        };
+        Desired::Primary {
+            synchronous_standby_names: names,
+        }
+    }
+
+    /// One pass as the primary.
+    pub async fn act_primary(&self) -> Result<(), Failure> {
+        let known = self.known();
+        if !self.server.has_data() {
+            return Err(Failure::Failed(format!(
+                "this node is the primary at epoch {} but {} holds no cluster: \
+                 initialize it (initdb) or restore a backup",
+                known.epoch,
+                self.server.data_dir().display()
+            )));
+        }
+        if !self.server.is_running().await {
+            self.set_activity(Some("starting PostgreSQL as primary"));
+            settings::apply(&self.server, &self.cfg, &self.primary_desired())?;
+            self.server.start().await?;
+            self.drop_local().await;
+        }
+        let client = self.local().await?;
+        let st = probe::server_state(&client).await?;
+        if st.in_recovery {
+            // The durable record says this node is primary at this epoch
+            // (a promotion was decided and stored before it ran): finish it.
+            self.set_activity(Some("promoting"));
+            tracing::warn!(
+                epoch = known.epoch,
+                "server is in recovery but this node is the primary: promoting"
+            );
+            self.promote_server().await?;
+        }
+        self.primary_setup_once().await?;
+
+        // Settings: the synchronous standby names follow the policy.
+        let standbys = probe::standbys(&client).await?;
+        let candidates: Vec<&str> = self
+            .sync_candidates()
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect();
+        let decision = lock(&self.sync).decide(
+            &candidates,
+            &standbys,
+            Duration::from_secs(self.cfg.replication.sync_degrade_after_secs),
+        );
+        self.metrics.sync_mode.set(match decision.mode {
+            cluster_db::SyncMode::Async => 0,
+            cluster_db::SyncMode::Sync => 1,
+            cluster_db::SyncMode::Blocked => 2,
+        });
+        let desired = Desired::Primary {
+            synchronous_standby_names: decision.names.clone(),
+        };
+        if settings::apply(&self.server, &self.cfg, &desired)? {
+            client.execute("SELECT pg_reload_conf()", &[]).await?;
+        }
+        if let Some(kind) = decision.transition {
+            self.event(
+                kind,
+                json!({ "standby": decision.standby, "candidates": candidates }),
+            )
+            .await;
+        }
+        self.publish_replication(&decision).await;
+        self.reconcile_slots().await?;
+        self.restart_if_pending().await
+    }
+
+    /// `pg_promote()` and wait for it.
+    pub async fn promote_server(&self) -> Result<(), Failure> {
+        let client = self.local().await?;
+        let row = client.query_one("SELECT pg_promote(true, 60)", &[]).await?;
+        let promoted: bool = row.get(0);
+        if !promoted {
+            return Err(Failure::Failed(
+                "pg_promote() did not finish within 60 s".into(),
+            ));
+        }
+        // The new primary has no synchronous standby yet.
+        lock(&self.sync).reset("");
+        *lock(&self.primary_setup) = None;
+        Ok(())
+    }
+
+    /// Role, grants, migrations and the cluster record: once per server
+    /// start and epoch (they write catalog rows, so not every second).
+    async fn primary_setup_once(&self) -> Result<(), Failure> {
+        let client = self.local().await?;
+        let row = client
+            .query_one(
+                "SELECT pg_postmaster_start_time()::text, current_setting('synchronous_standby_names')",
+                &[],
+            )
+            .await?;
+        let started: String = row.get(0);
+        let names: String = row.get(1);
+        let key = (started, self.epoch());
+        if lock(&self.primary_setup).as_ref() == Some(&key) {
+            return Ok(());
+        }
+        lock(&self.sync).reset(&names);
+        // The schema contract, then this node's claim in it. A bootstrap
+        // (epoch 0) becomes epoch 1, stored locally first.
+        let mut owned = {
+            let pg = &self.cfg.postgres;
+            let mut c = tokio_postgres::Config::new();
+            c.host(&pg.host)
+                .port(pg.port)
+                .user(&pg.superuser)
+                .dbname("postgres")
+                .application_name("repl-manager-migrate")
+                .connect_timeout(Duration::from_secs(pg.connect_timeout_secs));
+            if let Some(p) = &pg.superuser_password {
+                c.password(p.expose());
+            }
+            cluster_db::connect(
+                &cluster_db::DbTarget::from_config(c),
+                Duration::from_secs(pg.connect_timeout_secs),
+            )
+            .await?
+        };
+        owned
+            .batch_execute("SET synchronous_commit = local")
+            .await?;
+        let report = cluster_db::migrate(&mut owned).await?;
+        if !report.applied.is_empty() {
+            tracing::info!(applied = ?report.applied, version = report.version, "schema migrated");
+        }
+        // After the migrations: the role is also granted what standbys need
+        // to append to the event log.
+        self.ensure_replication_role().await?;
+        if self.epoch() == 0 {
+            self.bump_epoch(self.name())?;
+        }
+        let me = NodeName::parse(self.name())?;
+        match cluster_db::queries::record_primary(&owned, self.epoch(), &me).await {
+            Ok(_) => {}
+            Err(cluster_db::DbError::StaleEpoch { offered, current }) => {
+                // The database knows a newer epoch than this node: another
+                // node was promoted. Adopt nothing here (the record's
+                // primary is not verified); report it loudly.
+                return Err(Failure::Failed(format!(
+                    "the database records epoch {current}, newer than this node's {offered}: \
+                     another node was promoted; this node must not act as primary"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.event(
+            "primary_ready",
+            serde_json::json!({ "epoch": self.epoch(), "schema": report.version }),
+        )
+        .await;
+        *lock(&self.primary_setup) = Some((key.0, self.epoch()));
+        Ok(())
+    }
+
+    /// The replication role: login, replication, the password from config,
+    /// and what `pg_rewind` and the lag probes need.
+    async fn ensure_replication_role(&self) -> Result<(), Failure> {
+        let client = self.local().await?;
+        let user = &self.cfg.postgres.replication_user; // validated identifier
+        let password = self
+            .cfg
+            .postgres
+            .replication_password
+            .expose()
+            .replace('\'', "''");
+        let sql = format!(
+            "BEGIN;
+             SET LOCAL log_statement = 'none';
+             DO $$ BEGIN
+               IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{user}') THEN
+                 CREATE ROLE {user} WITH LOGIN REPLICATION;
+               END IF;
+             END $$;
+             ALTER ROLE {user} WITH LOGIN REPLICATION PASSWORD '{password}';
+             GRANT pg_monitor TO {user};
+             GRANT EXECUTE ON FUNCTION pg_catalog.pg_ls_dir(text, boolean, boolean) TO {user};
+             GRANT EXECUTE ON FUNCTION pg_catalog.pg_stat_file(text, boolean) TO {user};
+             GRANT EXECUTE ON FUNCTION pg_catalog.pg_read_binary_file(text) TO {user};
+             GRANT EXECUTE ON FUNCTION pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean) TO {user};
+             COMMIT;"
+        );
+        if let Err(e) = client.batch_execute(&sql).await {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(Failure::Failed(format!(
+                "setting up replication role {user}: {}",
+                db_error_text(&e)
+            )));
+        }
+        // Standbys record their events through the primary as this role
+        // (INSERT ... RETURNING id needs SELECT too).
+        client
+            .batch_execute(&format!(
+                "DO $$ BEGIN
+                   IF to_regclass('aurora.events') IS NOT NULL THEN
+                     GRANT USAGE ON SCHEMA aurora TO {user};
+                     GRANT SELECT, INSERT ON aurora.events TO {user};
+                     GRANT USAGE ON SEQUENCE aurora.events_id_seq TO {user};
+                   END IF;
+                 END $$;"
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// One physical slot per other member, created before it is needed;
+    /// slots of departed members dropped; an invalidated (`lost`) slot
+    /// recreated (its replica notices the missing WAL and re-clones).
+    pub async fn reconcile_slots(&self) -> Result<(), Failure> {
+        let client = self.local().await?;
+        let want: BTreeSet<String> = self.cfg.others().map(Member::slot_name).collect();
+        let slots = probe::slots(&client).await?;
+        for s in &slots {
+            if s.slot_type != "physical" || !s.name.starts_with("replica_") {
+                continue; // not ours
+            }
+            let lost = s.wal_status.as_deref() == Some("lost");
+            if !want.contains(&s.name) && !s.active {
+                client
+                    .execute("SELECT pg_drop_replication_slot($1)", &[&s.name])
+                    .await?;
+                self.event(
+                    "slot_dropped",
+                    json!({ "slot": s.name, "reason": "member left" }),
+                )
+                .await;
+            } else if lost && !s.active {
+                client
+                    .execute("SELECT pg_drop_replication_slot($1)", &[&s.name])
+                    .await?;
+                client
+                    .execute(
+                        "SELECT pg_create_physical_replication_slot($1, true)",
+                        &[&s.name],
+                    )
+                    .await?;
+                self.event(
+                    "slot_recreated",
+                    json!({ "slot": s.name, "reason": "invalidated: its replica fell further behind than max_slot_wal_keep_size" }),
+                )
+                .await;
+            }
+        }
+        for name in &want {
+            if !slots.iter().any(|s| &s.name == name) {
+                client
+                    .execute(
+                        "SELECT pg_create_physical_replication_slot($1, true)
+                          WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)",
+                        &[name],
+                    )
+                    .await?;
+                tracing::info!(slot = %name, "replication slot created");
+            }
+        }
+        Ok(())
+    }
+
+    /// Settings such as `wal_level` apply only at start; restart the
+    /// primary when one is pending (rare: first start with our settings).
+    async fn restart_if_pending(&self) -> Result<(), Failure> {
+        let client = self.local().await?;
+        let st = probe::server_state(&client).await?;
+        // Only what replication needs is worth interrupting the primary;
+        // anything else waits for the operator's next restart.
+        let needed: Vec<&String> = st
+            .pending_restart
+            .iter()
+            .filter(|s| RESTART_WORTHY.contains(&s.as_str()))
+            .collect();
+        if needed.is_empty() {
+            return Ok(());
+        }
+        tracing::warn!(settings = ?needed, "restarting the primary to apply settings");
+        self.set_activity(Some("restarting to apply settings"));
+        self.server.stop(crate::server::StopMode::Fast).await?;
+        self.drop_local().await;
+        self.server.start().await?;
+        self.event(
+            "restarted",
+            json!({ "reason": "settings need a restart", "settings": needed }),
+        )
+        .await;
+        Ok(())
+    }
+
+    async fn publish_replication(&self, d: &crate::sync::SyncDecision) {
+        let Ok(me) = NodeName::parse(self.name()) else {
+            return;
+        };
+        let state = ReplicationState {
+            primary: me,
+            epoch: self.epoch(),
+            sync_standby: d.standby.as_deref().and_then(|s| NodeName::parse(s).ok()),
+            sync_mode: d.mode,
+        };
+        let Ok(client) = self.local().await else {
+            return;
+        };
+        if let Err(e) = cluster_db::queries::record_replication(&*client, &state).await {
+            tracing::debug!(error = %e, "replication state not published");
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! What the local server says about itself: role, positions, its standbys,
+//! its slots. One function per question, each a single round trip.
+
+use serde::{Deserialize, Serialize};
+use tokio_postgres::Client;
+
+use crate::lsn::Lsn;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("{0}")]
+    Db(#[from] tokio_postgres::Error),
+    #[error("unexpected value from PostgreSQL: {0}")]
+    Parse(String),
+}
+
+fn lsn(v: Option<String>) -> Result<Option<Lsn>, ProbeError> {
+    v.map(|s| s.parse().map_err(ProbeError::Parse)).transpose()
+}
+
+/// The server's own state.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ServerState {
+    pub in_recovery: bool,
+    pub system_identifier: String,
+    pub timeline: u32,
+    /// The primary's insert position (primary only).
+    pub current_lsn: Option<Lsn>,
+    /// Standby only: WAL received and replayed.
+    pub receive_lsn: Option<Lsn>,
+    pub replay_lsn: Option<Lsn>,
+    /// Unix seconds of the last replayed transaction.
+    pub last_replay_at: Option<f64>,
+    pub synchronous_standby_names: String,
+    /// Settings changed in the files that need a restart to apply.
+    pub pending_restart: Vec<String>,
+}
+
+pub async fn server_state(client: &Client) -> Result<ServerState, ProbeError> {
+    let row = client
+        .query_one(
+            "SELECT pg_is_in_recovery(),
+                    (SELECT system_identifier::text FROM pg_control_system()),
+                    CASE WHEN pg_is_in_recovery() THEN NULL
+                         ELSE substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) END,
+                    coalesce((SELECT received_tli FROM pg_stat_wal_receiver),
+                             (SELECT timeline_id FROM pg_control_checkpoint())),
+                    CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END,
+                    pg_last_wal_receive_lsn()::text,
+                    pg_last_wal_replay_lsn()::text,
+                    extract(epoch FROM pg_last_xact_replay_timestamp())::float8,
+                    current_setting('synchronous_standby_names'),
+                    ARRAY(SELECT name FROM pg_settings WHERE pending_restart ORDER BY name)",
+            &[],
+        )
+        .await?;
+    let in_recovery: bool = row.get(0);
+    let walfile_tli: Option<String> = row.get(2);
+    let recovery_tli: Option<i32> = row.get(3);
+    let timeline = match walfile_tli {
+        Some(hex) => u32::from_str_radix(&hex, 16)
+            .map_err(|_| ProbeError::Parse(format!("timeline {hex:?}")))?,
+        None => recovery_tli.unwrap_or(0).max(0) as u32,
+    };
+    Ok(ServerState {
+        in_recovery,
+        system_identifier: row.get(1),
+        timeline,
+        current_lsn: lsn(row.get(4))?,
+        receive_lsn: lsn(row.get(5))?,
+        replay_lsn: lsn(row.get(6))?,
+        last_replay_at: row.get(7),
+        synchronous_standby_names: row.get(8),
+        pending_restart: row.get(9),
+    })
+}
+
+/// A standby's WAL receiver.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Receiver {
+    pub status: String,
+    pub sender_host: Option<String>,
+    pub sender_port: Option<i32>,
+    pub slot_name: Option<String>,
+    pub timeline: Option<i32>,
+}
+
+pub async fn receiver(client: &Client) -> Result<Option<Receiver>, ProbeError> {
+    let row = client
+        .query_opt(
+            "SELECT status, sender_host, sender_port, slot_name, received_tli
+               FROM pg_stat_wal_receiver",
+            &[],
+        )
+        .await?;
+    Ok(row.map(|r| Receiver {
+        status: r.get(0),
+        sender_host: r.get(1),
+        sender_port: r.get(2),
+        slot_name: r.get(3),
+        timeline: r.get(4),
+    }))
+}
+
+/// One standby connected to this primary.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StandbyConn {
+    /// The standby's `application_name`: its node name.
+    pub name: String,
+    pub client_addr: Option<String>,
+    pub state: String,
+    pub sync_state: String,
+    pub sent_lsn: Option<Lsn>,
+    pub flush_lsn: Option<Lsn>,
+    pub replay_lsn: Option<Lsn>,
+    /// Bytes between the primary's current position and the standby's
+    /// replay position.
+    pub lag_bytes: Option<i64>,
+    pub replay_lag_secs: Option<f64>,
+}
+
+pub async fn standbys(client: &Client) -> Result<Vec<StandbyConn>, ProbeError> {
+    let rows = client
+        .query(
+            "SELECT application_name, client_addr::text, state, sync_state,
+                    sent_lsn::text, flush_lsn::text, replay_lsn::text,
+                    pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::int8,
+                    extract(epoch FROM replay_lag)::float8
+               FROM pg_stat_replication
+              ORDER BY application_name",
+            &[],
+        )
+        .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(StandbyConn {
+                name: r.get(0),
+                client_addr: r.get(1),
+                state: r.get(2),
+                sync_state: r.get(3),
+                sent_lsn: lsn(r.get(4))?,
+                flush_lsn: lsn(r.get(5))?,
+                replay_lsn: lsn(r.get(6))?,
+                lag_bytes: r.get(7),
+                replay_lag_secs: r.get(8),
+            })
+        })
+        .collect()
+}
+
+/// A replication slot.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Slot {
+    pub name: String,
+    pub slot_type: String,
+    pub active: bool,
+    pub restart_lsn: Option<Lsn>,
+    /// `reserved`, `extended`, `unreserved` or `lost`.
+    pub wal_status: Option<String>,
+    /// WAL this slot holds back, in bytes.
+    pub retained_bytes: Option<i64>,
+}
+
+pub async fn slots(client: &Client) -> Result<Vec<Slot>, ProbeError> {
+    let rows = client
+        .query(
+            "SELECT slot_name::text, slot_type, active, restart_lsn::text, wal_status,
+                    pg_wal_lsn_diff(
+                        CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
+                             ELSE pg_current_wal_lsn() END,
+                        restart_lsn)::int8
+               FROM pg_replication_slots
+              ORDER BY slot_name",
+            &[],
+        )
+        .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(Slot {
+                name: r.get(0),
+                slot_type: r.get(1),
+                active: r.get(2),
+                restart_lsn: lsn(r.get(3))?,
+                wal_status: r.get(4),
+                retained_bytes: r.get(5),
+            })
+        })
+        .collect()
+}
+
+/// The primary's insert position, for lag computed against the primary
+/// itself rather than a cached value.
+pub async fn current_lsn(client: &Client) -> Result<Lsn, ProbeError> {
+    let row = client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await?;
+    let s: String = row.get(0);
+    s.parse().map_err(ProbeError::Parse)
+}

@@ -1,0 +1,321 @@
+//! Duties of a node that follows another: clone when empty, stream from the
+//! writable upstream, and repair itself when it cannot (rewind first,
+//! re-clone second; the old data directory is moved aside, never deleted).
+
+use std::time::Instant;
+
+use serde_json::json;
+
+use crate::manager::{lock, Failure, Manager, PeerView};
+use crate::member::Member;
+use crate::probe;
+use crate::server::StopMode;
+use crate::settings::{self, Desired};
+
+/// How long this standby has not been streaming, and what was tried.
+#[derive(Debug, Default)]
+pub struct RepairTracker {
+    pub not_streaming_since: Option<Instant>,
+    /// Repairs tried since it last streamed.
+    pub attempts: u32,
+    pub last: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Repair {
+    Rewind,
+    Reclone,
+}
+
+impl Manager {
+    pub fn standby_desired(&self) -> Desired {
+        Desired::Standby {
+            upstreams: self.upstreams(),
+            slot: self.me().slot_name(),
+        }
+    }
+
+    /// The member this node should stream from (the known primary).
+    fn primary_member(&self) -> Result<Member, Failure> {
+        let known = self.known();
+        self.cfg
+            .member(&known.primary)
+            .cloned()
+            .ok_or_else(|| Failure::Failed(format!("primary {} is not a member", known.primary)))
+    }
+
+    /// One pass as a standby.
+    pub async fn act_standby(&self, peers: &[PeerView]) -> Result<(), Failure> {
+        if !self.server.has_data() {
+            return self.clone_from_primary("empty data directory").await;
+        }
+        let running = self.server.is_running().await;
+        if running {
+            let client = self.local().await?;
+            let st = probe::server_state(&client).await?;
+            if !st.in_recovery {
+                return self.rejoin_if_superseded(peers).await;
+            }
+        }
+        let changed = settings::apply(&self.server, &self.cfg, &self.standby_desired())?;
+        if !running {
+            self.set_activity(Some("starting PostgreSQL as a standby"));
+            self.server.start().await?;
+            self.drop_local().await;
+        } else if changed {
+            let client = self.local().await?;
+            client.execute("SELECT pg_reload_conf()", &[]).await?;
+        }
+        self.watch_stream().await
+    }
+
+    /// This node runs a writable server but another node is primary at the
+    /// epoch it knows. Demote only when that primary confirms it is one;
+    /// otherwise wait (the fencing rules decide, not a guess).
+    async fn rejoin_if_superseded(&self, peers: &[PeerView]) -> Result<(), Failure> {
+        let known = self.known();
+        let confirmed = peers.iter().any(|(m, v)| {
+            m.name.as_str() == known.primary
+                && matches!(v, Ok(s) if s.is_primary() && s.epoch >= known.epoch)
+        });
+        if !confirmed {
+            return Err(Failure::Failed(format!(
+                "this server is writable but {} is primary at epoch {}; waiting for it to confirm before rejoining",
+                known.primary, known.epoch
+            )));
+        }
+        tracing::warn!(primary = %known.primary, epoch = known.epoch, "a newer primary exists: demoting and rejoining");
+        self.demote_to_standby("superseded by a newer epoch").await
+    }
+
+    /// Stops this server, rewinds it onto the primary's timeline and starts
+    /// it as a standby (re-cloning when the rewind fails).
+    pub async fn demote_to_standby(&self, reason: &str) -> Result<(), Failure> {
+        let started = Instant::now();
+        self.set_activity(Some("demoting"));
+        self.server.stop(StopMode::Fast).await?;
+        self.drop_local().await;
+        *lock(&self.primary_setup) = None;
+        let result = self.rewind_and_start().await;
+        let outcome = match &result {
+            Ok(()) => "rewound",
+            Err(_) => "rewind failed",
+        };
+        self.metrics
+            .operations
+            .with_label_values(&["demote", if result.is_ok() { "ok" } else { "failed" }])
+            .inc();
+        if let Err(e) = &result {
+            tracing::warn!(error = %e, "rewind failed; re-cloning");
+            self.reclone(reason).await?;
+        }
+        self.event(
+            "demoted",
+            json!({ "reason": reason, "outcome": outcome, "primary": self.known().primary,
+                    "seconds": started.elapsed().as_secs_f64() }),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Tracks streaming and repairs a standby stuck without it.
+    async fn watch_stream(&self) -> Result<(), Failure> {
+        let client = self.local().await?;
+        let receiver = probe::receiver(&client).await?;
+        let streaming = receiver.as_ref().is_some_and(|r| r.status == "streaming");
+        let due = {
+            let mut r = lock(&self.repair);
+            if streaming {
+                if r.attempts > 0 {
+                    tracing::info!(attempts = r.attempts, "streaming again after repair");
+                }
+                *r = RepairTracker::default();
+                false
+            } else {
+                let since = *r.not_streaming_since.get_or_insert_with(Instant::now);
+                since.elapsed().as_secs() >= self.cfg.replication.repair_after_secs
+            }
+        };
+        if !due {
+            return Ok(());
+        }
+        // Only repair against a primary that answers: a dead primary is
+        // failover's business, and re-cloning from nobody helps nobody.
+        let upstream = match self.upstream().await {
+            Ok(c) => c,
+            Err(e) => {
+                return Err(Failure::Failed(format!(
+                    "not streaming, and no writable upstream to repair from: {e}"
+                )))
+            }
+        };
+        let kind = self.choose_repair(&upstream, &client).await;
+        {
+            let mut r = lock(&self.repair);
+            r.attempts += 1;
+            r.not_streaming_since = Some(Instant::now());
+            r.last = Some(format!("{kind:?}"));
+        }
+        match kind {
+            Repair::Rewind => {
+                self.set_activity(Some("rewinding"));
+                self.server.stop(StopMode::Fast).await?;
+                self.drop_local().await;
+                let result = self.rewind_and_start().await;
+                self.metrics
+                    .repairs
+                    .with_label_values(&["rewind", if result.is_ok() { "ok" } else { "failed" }])
+                    .inc();
+                self.event("rewound", json!({ "ok": result.is_ok() })).await;
+                result
+            }
+            Repair::Reclone => {
+                self.reclone("not streaming; rewind did not help or WAL is gone")
+                    .await
+            }
+        }
+    }
+
+    /// Rewind when the histories may have diverged; re-clone when the
+    /// primary no longer has the WAL this standby needs (its slot was
+    /// invalidated or recreated ahead of us), or when a rewind was already
+    /// tried.
+    async fn choose_repair(
+        &self,
+        upstream: &tokio_postgres::Client,
+        local: &tokio_postgres::Client,
+    ) -> Repair {
+        if lock(&self.repair).attempts > 0 {
+            return Repair::Reclone;
+        }
+        let slot = self.me().slot_name();
+        let row = upstream
+            .query_opt(
+                "SELECT restart_lsn::text, wal_status FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await;
+        let mine = probe::server_state(local)
+            .await
+            .ok()
+            .and_then(|s| s.receive_lsn.or(s.replay_lsn));
+        if let (Ok(Some(row)), Some(mine)) = (row, mine) {
+            let restart: Option<String> = row.get(0);
+            let status: Option<String> = row.get(1);
+            let restart = restart.and_then(|r| r.parse::<crate::lsn::Lsn>().ok());
+            if status.as_deref() == Some("lost") || restart.is_some_and(|r| r > mine) {
+                tracing::warn!(%slot, ?restart, %mine, "the primary no longer keeps the WAL this standby needs");
+                return Repair::Reclone;
+            }
+        }
+        Repair::Rewind
+    }
+
+    /// `pg_rewind` from the primary, then the standby settings, then start.
+    async fn rewind_and_start(&self) -> Result<(), Failure> {
+        let primary = self.primary_member()?;
+        self.server.hold_if_external()?;
+        let source = format!(
+            "host={} port={} user={} dbname=postgres connect_timeout=5",
+            primary.host, primary.port, self.cfg.postgres.replication_user
+        );
+        let mut cmd = self.server.command("pg_rewind");
+        cmd.arg("-D")
+            .arg(self.server.data_dir())
+            .arg(format!("--source-server={source}"))
+            .env(
+                "PGPASSWORD",
+                self.cfg.postgres.replication_password.expose(),
+            );
+        let out = self.server.run(cmd, "pg_rewind").await?;
+        tracing::info!(source = %primary.name, output = %out.trim(), "pg_rewind finished");
+        settings::apply(&self.server, &self.cfg, &self.standby_desired())?;
+        self.server.start().await?;
+        self.drop_local().await;
+        Ok(())
+    }
+
+    /// Moves the data directory aside and clones a fresh one.
+    async fn reclone(&self, reason: &str) -> Result<(), Failure> {
+        self.set_activity(Some("re-cloning"));
+        self.server.hold_if_external()?;
+        if self.server.is_running().await {
+            self.server.stop(StopMode::Fast).await?;
+        }
+        self.drop_local().await;
+        let moved = self.server.move_aside()?;
+        tracing::warn!(?moved, reason, "data directory moved aside for a re-clone");
+        let result = self.clone_from_primary(reason).await;
+        self.metrics
+            .repairs
+            .with_label_values(&["reclone", if result.is_ok() { "ok" } else { "failed" }])
+            .inc();
+        self.event(
+            "recloned",
+            json!({ "reason": reason, "moved_aside": moved.map(|p| p.display().to_string()), "ok": result.is_ok() }),
+        )
+        .await;
+        result
+    }
+
+    /// `pg_basebackup` from the primary through this node's slot (created
+    /// by the primary ahead of time, or here when it does not exist yet),
+    /// then the standby settings, then start and wait to stream.
+    pub async fn clone_from_primary(&self, reason: &str) -> Result<(), Failure> {
+        let started = Instant::now();
+        let primary = self.primary_member()?;
+        self.set_activity(Some("cloning"));
+        self.server.hold_if_external()?;
+        self.server.ensure_empty_data_dir()?;
+        let slot = self.me().slot_name();
+        // Does our slot exist? Ask the primary; if it cannot be asked the
+        // clone cannot work either.
+        let upstream = self.upstream().await?;
+        let has_slot = upstream
+            .query_opt(
+                "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await
+            .map_err(Failure::from)?
+            .is_some();
+        // No application_name: pg_basebackup's own WAL stream must not look
+        // like this node's standby connection (the primary would count it
+        // as a streaming synchronous standby).
+        let conninfo = format!(
+            "host={} port={} user={} connect_timeout=5",
+            primary.host, primary.port, self.cfg.postgres.replication_user,
+        );
+        let mut cmd = self.server.command("pg_basebackup");
+        cmd.arg("-d")
+            .arg(conninfo)
+            .arg("-D")
+            .arg(self.server.data_dir())
+            .args(["-X", "stream", "-c", "fast", "--no-password", "-S", &slot])
+            .env(
+                "PGPASSWORD",
+                self.cfg.postgres.replication_password.expose(),
+            );
+        if !has_slot {
+            cmd.arg("-C");
+        }
+        tracing::info!(source = %primary.name, %slot, reason, "cloning with pg_basebackup");
+        let result = self.server.run(cmd, "pg_basebackup").await;
+        self.metrics
+            .repairs
+            .with_label_values(&["clone", if result.is_ok() { "ok" } else { "failed" }])
+            .inc();
+        result?;
+        settings::apply(&self.server, &self.cfg, &self.standby_desired())?;
+        self.server.start().await?;
+        self.drop_local().await;
+        let secs = started.elapsed().as_secs_f64();
+        tracing::info!(secs, "clone started as a standby");
+        self.event(
+            "cloned",
+            json!({ "source": primary.name, "reason": reason, "seconds": secs }),
+        )
+        .await;
+        Ok(())
+    }
+}
