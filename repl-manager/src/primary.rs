@@ -132,6 +132,11 @@ impl Manager {
                 "pg_promote() did not finish within 60 s".into(),
             ));
         }
+        // A checkpoint puts the new timeline in the control file, which is
+        // where pg_rewind on the former primary looks for it.
+        if let Err(e) = client.batch_execute("CHECKPOINT").await {
+            tracing::warn!(error = %e, "CHECKPOINT after promotion failed");
+        }
         // The new primary has no synchronous standby yet.
         lock(&self.sync).reset("");
         *lock(&self.primary_setup) = None;
@@ -232,6 +237,12 @@ impl Manager {
              END $$;
              ALTER ROLE {user} WITH LOGIN REPLICATION PASSWORD '{password}';
              GRANT pg_monitor TO {user};
+             DO $$ BEGIN
+               -- PostgreSQL 15+: lets standbys checkpoint a fresh primary before pg_rewind.
+               IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pg_checkpoint') THEN
+                 GRANT pg_checkpoint TO {user};
+               END IF;
+             END $$;
              GRANT EXECUTE ON FUNCTION pg_catalog.pg_ls_dir(text, boolean, boolean) TO {user};
              GRANT EXECUTE ON FUNCTION pg_catalog.pg_stat_file(text, boolean) TO {user};
              GRANT EXECUTE ON FUNCTION pg_catalog.pg_read_binary_file(text) TO {user};

@@ -202,6 +202,30 @@ impl LocalServer {
         })
     }
 
+    /// Like [`LocalServer::run`], returning stdout and stderr together
+    /// (pg_rewind reports what it did on stderr).
+    pub async fn run_logged(&self, mut cmd: Command, label: &str) -> Result<String, ServerError> {
+        let out = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .await
+            .map_err(|e| ServerError::io(format!("running {label}"), e))?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if out.status.success() {
+            return Ok(last_lines(text.trim(), 6));
+        }
+        Err(ServerError::Command {
+            command: label.to_string(),
+            status: out.status.to_string(),
+            output: last_lines(text.trim(), 6),
+        })
+    }
+
     /// Starts the server and waits until it accepts connections.
     pub async fn start(&self) -> Result<(), ServerError> {
         match self.cfg.supervision {

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use serde_json::json;
 
+use crate::lsn::Lsn;
 use crate::manager::{lock, Failure, Manager, PeerView};
 use crate::member::Member;
 use crate::probe;
@@ -60,13 +61,32 @@ impl Manager {
         let changed = settings::apply(&self.server, &self.cfg, &self.standby_desired())?;
         if !running {
             self.set_activity(Some("starting PostgreSQL as a standby"));
-            self.server.start().await?;
             self.drop_local().await;
+            if let Err(e) = self.server.start().await {
+                // A standby that cannot even start (its timeline is not in
+                // the primary's history, its WAL is gone) is repaired like
+                // one that cannot stream.
+                if self.repair_due(false) {
+                    tracing::warn!(error = %e, "the standby does not start; repairing");
+                    return self.repair(None).await;
+                }
+                return Err(e.into());
+            }
         } else if changed {
             let client = self.local().await?;
             client.execute("SELECT pg_reload_conf()", &[]).await?;
         }
-        self.watch_stream().await
+        let client = self.local().await?;
+        let receiver = probe::receiver(&client).await?;
+        let streaming = receiver.as_ref().is_some_and(|r| r.status == "streaming");
+        if self.repair_due(streaming) {
+            let mine = probe::server_state(&client)
+                .await
+                .ok()
+                .and_then(|s| s.receive_lsn.or(s.replay_lsn));
+            return self.repair(mine).await;
+        }
+        Ok(())
     }
 
     /// This node runs a writable server but another node is primary at the
@@ -118,38 +138,43 @@ impl Manager {
         Ok(())
     }
 
-    /// Tracks streaming and repairs a standby stuck without it.
-    async fn watch_stream(&self) -> Result<(), Failure> {
-        let client = self.local().await?;
-        let receiver = probe::receiver(&client).await?;
-        let streaming = receiver.as_ref().is_some_and(|r| r.status == "streaming");
-        let due = {
-            let mut r = lock(&self.repair);
-            if streaming {
-                if r.attempts > 0 {
-                    tracing::info!(attempts = r.attempts, "streaming again after repair");
-                }
-                *r = RepairTracker::default();
-                false
-            } else {
-                let since = *r.not_streaming_since.get_or_insert_with(Instant::now);
-                since.elapsed().as_secs() >= self.cfg.replication.repair_after_secs
+    /// Tracks streaming; `true` when the standby has gone without it for
+    /// `repair_after_secs`.
+    fn repair_due(&self, streaming: bool) -> bool {
+        let mut r = lock(&self.repair);
+        if streaming {
+            if r.attempts > 0 {
+                tracing::info!(attempts = r.attempts, "streaming again after repair");
             }
-        };
-        if !due {
-            return Ok(());
+            *r = RepairTracker::default();
+            return false;
         }
+        let since = *r.not_streaming_since.get_or_insert_with(Instant::now);
+        since.elapsed().as_secs() >= self.cfg.replication.repair_after_secs
+    }
+
+    /// Repairs a standby that does not stream: `pg_rewind` when the
+    /// histories may have diverged, a re-clone when the rewind fails or the
+    /// primary no longer has the WAL this standby needs. `mine` is how far
+    /// it got (from the running server, else from its control file).
+    async fn repair(&self, mine: Option<Lsn>) -> Result<(), Failure> {
         // Only repair against a primary that answers: a dead primary is
         // failover's business, and re-cloning from nobody helps nobody.
-        let upstream = match self.upstream().await {
-            Ok(c) => c,
-            Err(e) => {
-                return Err(Failure::Failed(format!(
-                    "not streaming, and no writable upstream to repair from: {e}"
-                )))
-            }
+        let upstream = self.upstream().await.map_err(|e| {
+            Failure::Failed(format!(
+                "not streaming, and no writable upstream to repair from: {e}"
+            ))
+        })?;
+        let mine = match mine {
+            Some(l) => Some(l),
+            None => self
+                .server
+                .control_data()
+                .await
+                .ok()
+                .map(|c| c.checkpoint_lsn),
         };
-        let kind = self.choose_repair(&upstream, &client).await;
+        let kind = self.choose_repair(&upstream, mine).await;
         {
             let mut r = lock(&self.repair);
             r.attempts += 1;
@@ -166,8 +191,18 @@ impl Manager {
                     .repairs
                     .with_label_values(&["rewind", if result.is_ok() { "ok" } else { "failed" }])
                     .inc();
-                self.event("rewound", json!({ "ok": result.is_ok() })).await;
-                result
+                match result {
+                    Ok(()) => {
+                        self.event("rewound", json!({ "ok": true })).await;
+                        Ok(())
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "rewind failed; re-cloning");
+                        self.event("rewound", json!({ "ok": false, "error": e.to_string() }))
+                            .await;
+                        self.reclone("pg_rewind failed").await
+                    }
+                }
             }
             Repair::Reclone => {
                 self.reclone("not streaming; rewind did not help or WAL is gone")
@@ -178,43 +213,57 @@ impl Manager {
 
     /// Rewind when the histories may have diverged; re-clone when the
     /// primary no longer has the WAL this standby needs (its slot was
-    /// invalidated or recreated ahead of us), or when a rewind was already
-    /// tried.
-    async fn choose_repair(
-        &self,
-        upstream: &tokio_postgres::Client,
-        local: &tokio_postgres::Client,
-    ) -> Repair {
+    /// invalidated, or its oldest WAL file starts after our position), or
+    /// when a rewind was already tried.
+    async fn choose_repair(&self, upstream: &tokio_postgres::Client, mine: Option<Lsn>) -> Repair {
         if lock(&self.repair).attempts > 0 {
             return Repair::Reclone;
         }
+        let Some(mine) = mine else {
+            return Repair::Rewind;
+        };
         let slot = self.me().slot_name();
         let row = upstream
-            .query_opt(
-                "SELECT restart_lsn::text, wal_status FROM pg_replication_slots WHERE slot_name = $1",
+            .query_one(
+                "SELECT (SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1),
+                        (SELECT (('x' || substr(min(name), 9, 8))::bit(32)::int8 * 4294967296
+                               + ('x' || substr(min(name), 17, 8))::bit(32)::int8
+                                 * (SELECT setting::int8 FROM pg_settings WHERE name = 'wal_segment_size'))::text
+                           FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$')",
                 &[&slot],
             )
             .await;
-        let mine = probe::server_state(local)
-            .await
-            .ok()
-            .and_then(|s| s.receive_lsn.or(s.replay_lsn));
-        if let (Ok(Some(row)), Some(mine)) = (row, mine) {
-            let restart: Option<String> = row.get(0);
-            let status: Option<String> = row.get(1);
-            let restart = restart.and_then(|r| r.parse::<crate::lsn::Lsn>().ok());
-            if status.as_deref() == Some("lost") || restart.is_some_and(|r| r > mine) {
-                tracing::warn!(%slot, ?restart, %mine, "the primary no longer keeps the WAL this standby needs");
-                return Repair::Reclone;
+        match row {
+            Ok(row) => {
+                let status: Option<String> = row.get(0);
+                let oldest: Option<u64> =
+                    row.get::<_, Option<String>>(1).and_then(|s| s.parse().ok());
+                if status.as_deref() == Some("lost") || oldest.is_some_and(|o| o > mine.0) {
+                    tracing::warn!(%slot, ?status, ?oldest, %mine, "the primary no longer has the WAL this standby needs");
+                    Repair::Reclone
+                } else {
+                    Repair::Rewind
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "could not ask the primary about its WAL");
+                Repair::Rewind
             }
         }
-        Repair::Rewind
     }
 
     /// `pg_rewind` from the primary, then the standby settings, then start.
     async fn rewind_and_start(&self) -> Result<(), Failure> {
         let primary = self.primary_member()?;
         self.server.hold_if_external()?;
+        // pg_rewind reads the source's timeline from its control file, which
+        // a fresh primary updates only at its first checkpoint; without one
+        // it wrongly reports "no rewind required".
+        if let Ok(up) = self.upstream().await {
+            if let Err(e) = up.batch_execute("CHECKPOINT").await {
+                tracing::debug!(error = %e, "CHECKPOINT on the source failed");
+            }
+        }
         let source = format!(
             "host={} port={} user={} dbname=postgres connect_timeout=5",
             primary.host, primary.port, self.cfg.postgres.replication_user
@@ -227,7 +276,7 @@ impl Manager {
                 "PGPASSWORD",
                 self.cfg.postgres.replication_password.expose(),
             );
-        let out = self.server.run(cmd, "pg_rewind").await?;
+        let out = self.server.run_logged(cmd, "pg_rewind").await?;
         tracing::info!(source = %primary.name, output = %out.trim(), "pg_rewind finished");
         settings::apply(&self.server, &self.cfg, &self.standby_desired())?;
         self.server.start().await?;

@@ -1,0 +1,197 @@
+//! Replicas that repair themselves: a deleted data directory, a slot
+//! invalidated while the replica was away, and a former primary whose
+//! history diverged.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use cluster_db::Role;
+use hyper::StatusCode;
+use serde_json::json;
+use support::{wait_row, Fleet, FleetSpec, TOKEN};
+
+const T: Duration = Duration::from_secs(90);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_reclone_recover_lost_slots_and_rewind_diverged_primaries() {
+    let mut spec = FleetSpec::new(&[
+        ("lead", Role::Lead),
+        ("backup", Role::Backup),
+        ("c1", Role::Compute),
+        ("c2", Role::Compute),
+    ]);
+    spec.tweak = |cfg| {
+        // Small enough to invalidate a slot with a few seconds of writes.
+        cfg.replication.max_slot_wal_keep_size_bytes = 64 << 20;
+        cfg.replication.wal_keep_size_bytes = 0;
+    };
+    spec.pg_settings = vec![("max_wal_size".into(), "'64MB'".into())];
+    let mut fleet = Fleet::start(spec).await;
+    fleet
+        .wait_streaming("lead", &["backup", "c1", "c2"], T)
+        .await;
+    let lc = fleet.connect("lead").await;
+    lc.batch_execute(
+        "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'before')",
+    )
+    .await
+    .unwrap();
+
+    // 1. c1 loses its data directory: it clones itself again.
+    fleet.node("c1").pg.kill().unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let data = fleet.data_dir("c1");
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_dir() {
+            std::fs::remove_dir_all(&p).unwrap();
+        } else {
+            std::fs::remove_file(&p).unwrap();
+        }
+    }
+    lc.execute("INSERT INTO t VALUES (2, 'while c1 was gone')", &[])
+        .await
+        .unwrap();
+    fleet.wait_streaming("lead", &["c1"], T).await;
+    let c1 = fleet.connect("c1").await;
+    assert!(wait_row(&c1, "SELECT 1 FROM t WHERE id = 2", T).await);
+
+    // 2. c2 is away (repl-manager and server stopped) while the primary
+    //    writes more WAL than max_slot_wal_keep_size: its slot is
+    //    invalidated. Back, it recovers by itself.
+    fleet.stop_manager("c2").await;
+    let mut c2pg_stop = fleet.node("c2").pg.command("pg_ctl");
+    c2pg_stop
+        .arg("-D")
+        .arg(fleet.data_dir("c2"))
+        .args(["-m", "fast", "-w", "stop"]);
+    assert!(c2pg_stop.status().await.unwrap().success());
+    lc.batch_execute("CREATE TABLE filler (b text)")
+        .await
+        .unwrap();
+    let lost = testbed::postgres::wait_until(T, || async {
+        lc.batch_execute(
+            "INSERT INTO filler SELECT repeat(md5(g::text), 64) FROM generate_series(1, 20000) g;
+             CHECKPOINT; SELECT pg_switch_wal();",
+        )
+        .await
+        .unwrap();
+        let row = lc
+            .query_one(
+                "SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'replica_c2'",
+                &[],
+            )
+            .await
+            .unwrap();
+        row.get::<_, Option<String>>(0).as_deref() == Some("lost")
+    })
+    .await;
+    // The lead's repl-manager may already have recreated it; either way
+    // the slot that was there is gone.
+    let events = lc
+        .query_one(
+            "SELECT count(*) FROM aurora.events WHERE kind = 'slot_recreated'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0);
+    assert!(lost || events > 0, "slot replica_c2 was never invalidated");
+    lc.execute("INSERT INTO t VALUES (3, 'while c2 was away')", &[])
+        .await
+        .unwrap();
+    fleet.start_node("c2").await;
+    fleet.wait_streaming("lead", &["c2"], T).await;
+    let c2 = fleet.connect("c2").await;
+    assert!(wait_row(&c2, "SELECT 1 FROM t WHERE id = 3", T).await);
+    let recreated: i64 = lc
+        .query_one(
+            "SELECT count(*) FROM aurora.events WHERE kind = 'slot_recreated'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(recreated >= 1, "the lost slot was not recreated");
+    let c2s = fleet.status("c2").await.unwrap();
+    assert!(
+        !c2s.aside_dirs.is_empty(),
+        "a re-clone moves the old data directory aside: {c2s:?}"
+    );
+
+    // 3. Divergence: the lead's repl-manager is down; the operator forces
+    //    the backup to promote while the lead's server still runs and
+    //    takes a write the backup never sees.
+    fleet.stop_manager("lead").await;
+    // A checkpoint just before the fork keeps the WAL pg_rewind reads (back
+    // to the last common checkpoint) on the lead; the heavy writes above
+    // recycled everything older.
+    lc.batch_execute("CHECKPOINT").await.unwrap();
+    let resp = fleet
+        .post("backup", "/promote", json!({}), Some(TOKEN))
+        .await;
+    assert_eq!(resp.status, StatusCode::CONFLICT, "{}", resp.text());
+    assert!(resp.text().contains("force=true"), "{}", resp.text());
+    let resp = fleet
+        .post("backup", "/promote", json!({ "force": true }), Some(TOKEN))
+        .await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    let bc = fleet.connect("backup").await;
+    bc.execute("INSERT INTO t VALUES (4, 'on the new primary')", &[])
+        .await
+        .unwrap();
+    // Committed locally on the old lead only: its synchronous standby is
+    // gone, so only a local commit returns.
+    lc.batch_execute(
+        "SET synchronous_commit = local; INSERT INTO t VALUES (99, 'diverged'); SELECT pg_switch_wal();",
+    )
+    .await
+    .unwrap();
+    drop(lc);
+    // The lead's repl-manager comes back, learns epoch 2 from its peers,
+    // and rewinds onto the new primary's timeline.
+    fleet.start_node("lead").await;
+    let s = fleet
+        .wait_status("lead", T, "rejoined as a standby", |s| {
+            s.state == "replica" && s.primary == "backup" && s.streaming()
+        })
+        .await;
+    assert_eq!(s.epoch, 2);
+    let lc = fleet.connect("lead").await;
+    assert!(wait_row(&lc, "SELECT 1 FROM t WHERE id = 4", T).await);
+    let diverged = lc
+        .query("SELECT 1 FROM t WHERE id = 99", &[])
+        .await
+        .unwrap();
+    assert!(
+        diverged.is_empty(),
+        "the diverged write survived the rewind"
+    );
+    // Compute replicas that had followed the old lead's history repair too.
+    fleet
+        .wait_streaming("backup", &["lead", "c1", "c2"], T)
+        .await;
+    for n in ["c1", "c2"] {
+        let c = fleet.connect(n).await;
+        assert!(wait_row(&c, "SELECT 1 FROM t WHERE id = 4", T).await, "{n}");
+        assert!(c
+            .query("SELECT 1 FROM t WHERE id = 99", &[])
+            .await
+            .unwrap()
+            .is_empty());
+    }
+    let demoted: i64 = bc
+        .query_one(
+            "SELECT count(*) FROM aurora.events
+              WHERE kind = 'demoted' AND node = 'lead' AND details->>'outcome' = 'rewound'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(demoted, 1);
+    fleet.shutdown().await;
+}
