@@ -22,6 +22,19 @@ pub struct RepairTracker {
     pub last: Option<String>,
 }
 
+/// Start failures that a rewind or a re-clone can fix.
+fn history_problem(error: &str) -> bool {
+    const SIGNS: &[&str] = &[
+        "timeline",
+        "checkpoint record",
+        "WAL segment",
+        "requested WAL",
+        "invalid record",
+        "backup_label",
+    ];
+    SIGNS.iter().any(|s| error.contains(s))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Repair {
     Rewind,
@@ -63,10 +76,12 @@ impl Manager {
             self.set_activity(Some("starting PostgreSQL as a standby"));
             self.drop_local().await;
             if let Err(e) = self.server.start().await {
-                // A standby that cannot even start (its timeline is not in
-                // the primary's history, its WAL is gone) is repaired like
-                // one that cannot stream.
-                if self.repair_due(false) {
+                // A standby that cannot start because of its history (its
+                // timeline is not the primary's, its WAL is gone) is
+                // repaired like one that cannot stream. Any other failure
+                // (a bad setting, a full disk) is the operator's: a re-clone
+                // would not fix it and would hide it.
+                if history_problem(&e.to_string()) && self.repair_due(false) {
                     tracing::warn!(error = %e, "the standby does not start; repairing");
                     return self.repair(None).await;
                 }

@@ -85,6 +85,14 @@ fn minimal_env(bin: &str) -> Vec<(&'static str, &'static str)> {
             ("AURORA_NODE__NAME", "aurora"),
             ("AURORA_NODE__VPN_IP", "10.0.0.1"),
         ],
+        "repl-manager" => vec![
+            ("AURORA_NODE__NAME", "solo"),
+            (
+                "AURORA_MEMBERS",
+                "solo lead 127.0.0.1:5432 http://127.0.0.1:8008",
+            ),
+            ("AURORA_POSTGRES__REPLICATION_PASSWORD", "repl-password"),
+        ],
         _ => vec![],
     }
 }
@@ -98,8 +106,15 @@ fn check_config_redacts_secrets() {
             env.push(("AURORA_S3__ACCESS_KEY_ID", "GK0123456789abcdef01234567"));
             env.push(("AURORA_S3__SECRET_ACCESS_KEY", SECRET));
         }
+        if bin == "repl-manager" {
+            env.push(("AURORA_POSTGRES__REPLICATION_PASSWORD", SECRET));
+        }
         let out = run(bin, &["--check-config"], &env);
-        assert!(out.status.success(), "{bin}");
+        assert!(
+            out.status.success(),
+            "{bin}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let all = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
@@ -152,8 +167,40 @@ fn minimal_config(bin: &str, addr: SocketAddr, deps: &Deps, dir: &Path) -> Strin
             free_port().unwrap(),
             deps.pg.dsn("postgres")
         ),
+        "repl-manager" => format!(
+            "{common}{}",
+            repl_manager_config(addr, dir, Some(&deps.pg))
+        ),
         _ => common,
     }
+}
+
+/// repl-manager as the only member of a fleet: managing `pg` when given,
+/// else an empty data directory it cannot do anything with (it still
+/// serves its admin API and reports the problem).
+fn repl_manager_config(addr: SocketAddr, dir: &Path, pg: Option<&PgCluster>) -> String {
+    let (data, bin, port) = match pg {
+        Some(pg) => (
+            pg.data_dir().to_path_buf(),
+            pg.bindir().to_path_buf(),
+            pg.port(),
+        ),
+        None => (
+            dir.join("pgdata"),
+            testbed::tools::pg_bindir().unwrap(),
+            free_port().unwrap(),
+        ),
+    };
+    format!(
+        "[[members]]\nname = \"solo\"\nrole = \"lead\"\nhost = \"127.0.0.1\"\nport = {port}\n\
+         api_url = \"http://{addr}\"\n\
+         [node]\nname = \"solo\"\nstate_file = \"{}\"\n\
+         [postgres]\ndata_dir = \"{}\"\nbin_dir = \"{}\"\nport = {port}\n\
+         listen_addresses = \"127.0.0.1\"\nreplication_password = \"repl-pw\"\n",
+        dir.join("repl-state.json").display(),
+        data.display(),
+        bin.display(),
+    )
 }
 
 #[tokio::test]
@@ -206,7 +253,10 @@ async fn a_second_signal_exits_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port().unwrap();
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    let config = format!("[admin]\nlisten = \"{addr}\"\n");
+    let config = format!(
+        "[admin]\nlisten = \"{addr}\"\n{}",
+        repl_manager_config(addr, dir.path(), None)
+    );
     let mut p = SidecarProcess::start(
         SidecarSpec::new("repl-manager", dir.path(), addr, config),
         Duration::from_secs(20),
@@ -226,7 +276,10 @@ async fn a_port_in_use_fails_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
-    let config = format!("[admin]\nlisten = \"{addr}\"\n");
+    let config = format!(
+        "[admin]\nlisten = \"{addr}\"\n{}",
+        repl_manager_config(addr, dir.path(), None)
+    );
     let mut p =
         SidecarProcess::spawn(SidecarSpec::new("repl-manager", dir.path(), addr, config)).unwrap();
     let status = p.wait_exit(Duration::from_secs(10)).await.unwrap();
@@ -244,7 +297,7 @@ async fn aurora_cli_migrates_the_primary() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("applied migrations [1]"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("applied migrations [1, 2]"));
     let out = run("aurora-cli", &["migrate"], &[("AURORA_DSN", &dsn)]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("is current"));
     let out = run("aurora-cli", &["migrate", "--dsn", "port=notanumber"], &[]);

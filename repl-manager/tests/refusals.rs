@@ -1,0 +1,180 @@
+//! Every operation that must not happen is refused with a reason, and a
+//! node whose PostgreSQL is down says so.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use cluster_db::Role;
+use hyper::StatusCode;
+use serde_json::json;
+use support::{Fleet, FleetSpec, TOKEN};
+
+const T: Duration = Duration::from_secs(90);
+
+fn assert_refused(resp: &sidecar_kit::http_client::HttpResponse, status: StatusCode, needle: &str) {
+    let text = resp.text();
+    assert_eq!(resp.status, status, "{text}");
+    assert!(text.contains(needle), "expected {needle:?} in {text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refusals_have_reasons_and_a_dead_postgres_is_reported() {
+    let mut spec = FleetSpec::new(&[
+        ("lead", Role::Lead),
+        ("backup", Role::Backup),
+        ("c1", Role::Compute),
+    ]);
+    spec.ghosts = vec!["ghost"];
+    spec.tweak = |cfg| cfg.replication.max_lag_on_failover_bytes = 64 << 10;
+    let fleet = Fleet::start(spec).await;
+    fleet.wait_streaming("lead", &["backup", "c1"], T).await;
+
+    // Tokens: missing and wrong are 401, before anything else happens.
+    let r = fleet.post("lead", "/switchover", json!({}), None).await;
+    assert_refused(&r, StatusCode::UNAUTHORIZED, "Authorization");
+    let r = fleet
+        .post(
+            "lead",
+            "/switchover",
+            json!({}),
+            Some("not-the-token-at-all"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+
+    // Malformed requests.
+    let r = fleet
+        .post(
+            "lead",
+            "/switchover",
+            json!({ "too": "backup" }),
+            Some(TOKEN),
+        )
+        .await;
+    assert_refused(&r, StatusCode::BAD_REQUEST, "too");
+    let r = fleet.post("lead", "/demote", json!({}), Some(TOKEN)).await;
+    assert_refused(&r, StatusCode::BAD_REQUEST, "to");
+    let r = fleet.get("lead", "/switchover").await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+
+    // Promote the primary: already primary.
+    let r = fleet.post("lead", "/promote", json!({}), Some(TOKEN)).await;
+    assert_refused(&r, StatusCode::CONFLICT, "already the primary");
+    // Switchover sent to a standby: not the primary.
+    let r = fleet
+        .post("backup", "/switchover", json!({}), Some(TOKEN))
+        .await;
+    assert_refused(&r, StatusCode::CONFLICT, "not the primary");
+    // Demote with no other primary.
+    let r = fleet
+        .post("lead", "/demote", json!({ "to": "backup" }), Some(TOKEN))
+        .await;
+    assert_refused(&r, StatusCode::CONFLICT, "no primary");
+    // Demote a standby.
+    let r = fleet
+        .post("backup", "/demote", json!({ "to": "lead" }), Some(TOKEN))
+        .await;
+    assert_refused(&r, StatusCode::CONFLICT, "not a primary");
+    // Unknown and unreachable targets.
+    let r = fleet
+        .post(
+            "lead",
+            "/switchover",
+            json!({ "to": "nobody" }),
+            Some(TOKEN),
+        )
+        .await;
+    assert_refused(&r, StatusCode::CONFLICT, "not a member");
+    let r = fleet
+        .post("lead", "/switchover", json!({ "to": "ghost" }), Some(TOKEN))
+        .await;
+    assert_refused(&r, StatusCode::CONFLICT, "ghost does not answer");
+
+    // A lagging replica is not promoted unless forced.
+    let c1 = fleet.connect("c1").await;
+    c1.execute("SELECT pg_wal_replay_pause()", &[])
+        .await
+        .unwrap();
+    let lc = fleet.connect("lead").await;
+    lc.batch_execute(
+        "CREATE TABLE pad AS SELECT repeat('x', 1000) AS v FROM generate_series(1, 2000)",
+    )
+    .await
+    .unwrap();
+    fleet
+        .wait_status("c1", T, "lag over the limit", |s| {
+            s.lag_bytes.unwrap_or(0) > 64 << 10
+        })
+        .await;
+    let r = fleet
+        .post("lead", "/switchover", json!({ "to": "c1" }), Some(TOKEN))
+        .await;
+    assert_refused(&r, StatusCode::CONFLICT, "bytes behind");
+    // Asked on the replica itself, the request goes to the primary, which
+    // refuses for the same reason.
+    let r = fleet.post("c1", "/promote", json!({}), Some(TOKEN)).await;
+    assert_refused(&r, StatusCode::CONFLICT, "bytes behind");
+    c1.execute("SELECT pg_wal_replay_resume()", &[])
+        .await
+        .unwrap();
+    // Nothing changed through all of this.
+    let lead = fleet.status("lead").await.unwrap();
+    assert_eq!((lead.state.as_str(), lead.epoch), ("primary", 1));
+
+    // The fleet view names the unreachable peer.
+    let r = fleet.get("lead", "/cluster").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let view: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let ghost = view["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["node"] == "ghost")
+        .unwrap();
+    assert_eq!(ghost["state"], "unreachable");
+    assert!(ghost["error"]
+        .as_str()
+        .unwrap()
+        .contains("http://127.0.0.1:"));
+    assert_eq!(view["members"].as_array().unwrap().len(), 4);
+
+    // c1's PostgreSQL dies and cannot start again (a broken setting):
+    // /health is 503 and says why, the Patroni checks fail, nothing else.
+    let auto = fleet.data_dir("c1").join("postgresql.auto.conf");
+    std::fs::write(&auto, "shared_buffers = 'lots'\n").unwrap();
+    drop(c1);
+    fleet.node("c1").pg.kill().unwrap();
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let r = fleet.get("c1", "/health").await;
+        if r.status == StatusCode::SERVICE_UNAVAILABLE {
+            assert!(r.text().contains("PostgreSQL is stopped"), "{}", r.text());
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "c1 /health never went 503"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let r = fleet.get("c1", "/replica").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    let r = fleet.get("c1", "/readiness").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    // The failed start, with PostgreSQL's own words, is in /status.
+    fleet
+        .wait_status("c1", T, "the start failure is reported", |s| {
+            s.state == "stopped"
+                && s.last_error.as_deref().is_some_and(|e| {
+                    e.contains("pg_ctl start failed") && e.contains("shared_buffers")
+                })
+        })
+        .await;
+    // Fixed by the operator, it comes back by itself.
+    std::fs::write(&auto, "").unwrap();
+    fleet.wait_streaming("lead", &["c1"], T).await;
+    fleet.shutdown().await;
+}
