@@ -41,7 +41,41 @@ fn op_answer<T: serde::Serialize>(r: Result<T, OpError>) -> AdminResponse {
     }
 }
 
+/// `POST /pause {"paused": true}`: maintenance mode, on every member
+/// unless `local`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PauseRequest {
+    pub paused: bool,
+    #[serde(default)]
+    pub local: bool,
+}
+
 impl Api {
+    async fn pause(&self, r: PauseRequest) -> AdminResponse {
+        if let Err(e) = self.mgr.set_paused(r.paused) {
+            return AdminResponse::error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+        }
+        let mut members = vec![json!({ "node": self.mgr.name(), "paused": r.paused })];
+        if !r.local {
+            let body = json!({ "paused": r.paused, "local": true });
+            for m in self.mgr.cfg.others() {
+                let url = m.url("/pause");
+                let result = self
+                    .mgr
+                    .http
+                    .send(Method::POST, &url, self.mgr.token(), Some(&body))
+                    .await;
+                members.push(match result {
+                    Ok(resp) if resp.status.is_success() => json!({ "node": m.name, "paused": r.paused }),
+                    Ok(resp) => json!({ "node": m.name, "error": format!("{}: {}", resp.status, resp.text()) }),
+                    Err(e) => json!({ "node": m.name, "error": e.to_string() }),
+                });
+            }
+        }
+        AdminResponse::ok(&json!({ "paused": r.paused, "members": members }))
+    }
+
     async fn replica_check(&self, req: &AdminRequest) -> AdminResponse {
         let limit = match req.query("lag").map(str::parse::<LagLimit>) {
             None => None,
@@ -211,9 +245,28 @@ impl AdminApi for Api {
                 ))
             }
             "/cluster" => Routed::Response(self.cluster().await),
-            "/switchover" | "/promote" | "/demote" if req.method != Method::POST => {
+            "/switchover" | "/promote" | "/demote" | "/lease" | "/vote" | "/pause"
+                if req.method != Method::POST =>
+            {
                 Routed::MethodNotAllowed("POST")
             }
+            "/lease" => Routed::Response(match req.json() {
+                Ok(r) => match self.mgr.grant_lease(r) {
+                    Ok(a) => AdminResponse::ok(&a),
+                    Err(e) => {
+                        AdminResponse::error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+                    }
+                },
+                Err(resp) => resp,
+            }),
+            "/vote" => Routed::Response(match req.json() {
+                Ok(r) => AdminResponse::ok(&self.mgr.grant_vote(r)),
+                Err(resp) => resp,
+            }),
+            "/pause" => Routed::Response(match req.json::<PauseRequest>() {
+                Ok(r) => self.pause(r).await,
+                Err(resp) => resp,
+            }),
             "/switchover" => Routed::Response(match req.json() {
                 Ok(r) => op_answer(self.mgr.switchover(r).await),
                 Err(resp) => resp,

@@ -22,6 +22,7 @@ pub struct Config {
     pub node: NodeConfig,
     pub postgres: PostgresConfig,
     pub replication: ReplicationConfig,
+    pub failover: FailoverConfig,
     /// Every member of the fleet, this node included. In TOML an array of
     /// tables; in the environment (`AURORA_MEMBERS`) a comma-separated list
     /// of `name role host:port api-url`.
@@ -119,6 +120,46 @@ pub struct ReplicationConfig {
     pub peer_timeout_secs: u64,
 }
 
+/// Automatic failover (docs/repl-manager.md, "Failover").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailoverConfig {
+    /// Automatic failover and the primary's self-fencing. Off: only
+    /// operator actions promote.
+    pub enabled: bool,
+    /// How often every node probes the primary, and the primary its
+    /// members.
+    pub probe_interval_secs: f64,
+    /// The primary must have been unreachable this long (to the candidate
+    /// and to a majority of members) before a promotion. The primary stops
+    /// accepting writes `2 × probe_interval_secs` earlier when it cannot
+    /// reach a majority.
+    pub timeout_secs: f64,
+    /// Members besides the backup that may be promoted automatically.
+    #[serde(default)]
+    pub candidates: Vec<String>,
+    /// A fleet of two (lead and backup) has no majority without both, so it
+    /// never fails over automatically unless this is set. Set, the backup
+    /// promotes when it loses the lead, and the lead does not fence itself:
+    /// a network partition between the two then makes two primaries.
+    pub allow_two_node: bool,
+}
+
+impl FailoverConfig {
+    pub fn probe_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.probe_interval_secs)
+    }
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.timeout_secs)
+    }
+    /// How long a primary keeps accepting writes after it last heard a
+    /// majority promise not to vote: shorter than `timeout` by two probe
+    /// intervals, so it has stopped before any vote can be granted.
+    pub fn lease(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.timeout_secs - 2.0 * self.probe_interval_secs)
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -156,6 +197,13 @@ impl Default for Config {
                 repair_after_secs: 20,
                 switchover_timeout_secs: 60,
                 peer_timeout_secs: 2,
+            },
+            failover: FailoverConfig {
+                enabled: true,
+                probe_interval_secs: 1.0,
+                timeout_secs: 5.0,
+                candidates: Vec::new(),
+                allow_two_node: false,
             },
             members: Vec::new(),
         }
@@ -283,6 +331,27 @@ impl Validate for Config {
                 return Err(ConfigError::new(key, "must be at least 1"));
             }
         }
+        let f = &self.failover;
+        if !(f.probe_interval_secs.is_finite() && f.probe_interval_secs >= 0.1) {
+            return Err(ConfigError::new(
+                "failover.probe_interval_secs",
+                "must be at least 0.1",
+            ));
+        }
+        if !(f.timeout_secs.is_finite() && f.timeout_secs >= 3.0 * f.probe_interval_secs) {
+            return Err(ConfigError::new(
+                "failover.timeout_secs",
+                "must be at least 3 × failover.probe_interval_secs (the primary fences itself 2 probe intervals earlier)",
+            ));
+        }
+        for c in &f.candidates {
+            if !self.members.iter().any(|m| m.name.as_str() == c) {
+                return Err(ConfigError::new(
+                    "failover.candidates",
+                    format!("{c:?} is not one of members"),
+                ));
+            }
+        }
         if r.max_slot_wal_keep_size_bytes < (64 << 20) {
             return Err(ConfigError::new(
                 "replication.max_slot_wal_keep_size_bytes",
@@ -293,7 +362,11 @@ impl Validate for Config {
     }
 
     fn env_list_keys() -> &'static [&'static str] {
-        &["members", "replication.allowed_networks"]
+        &[
+            "members",
+            "replication.allowed_networks",
+            "failover.candidates",
+        ]
     }
 }
 
@@ -317,6 +390,33 @@ impl Config {
         self.members
             .iter()
             .filter(move |m| m.name.as_str() != self.node.name)
+    }
+
+    /// May `m` be promoted automatically?
+    pub fn promotable(&self, m: &Member) -> bool {
+        !m.nofailover
+            && (m.role == Role::Backup
+                || self
+                    .failover
+                    .candidates
+                    .iter()
+                    .any(|c| c == m.name.as_str()))
+    }
+
+    /// Votes needed for a promotion (and for the primary's lease): a
+    /// majority of all members, or 1 in an opted-in two-node fleet.
+    pub fn majority(&self) -> usize {
+        if self.members.len() == 2 && self.failover.allow_two_node {
+            1
+        } else {
+            self.members.len() / 2 + 1
+        }
+    }
+
+    /// Automatic failover and fencing are on: enabled, and a majority can
+    /// exist without the primary.
+    pub fn automatic_failover(&self) -> bool {
+        self.failover.enabled && (self.members.len() >= 3 || self.failover.allow_two_node)
     }
 
     /// The member the fleet starts with as primary.

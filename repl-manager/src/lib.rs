@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod config;
+pub mod failover;
 pub mod lsn;
 pub mod manager;
 pub mod member;
@@ -49,7 +50,22 @@ pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
             // Ready from the start: the admin server is what peers and
             // operators need to see while PostgreSQL is being set up.
             lifecycle.set_ready(true);
-            reconcile_loop(&mgr, &lifecycle).await;
+            mgr.metrics.paused.set(i64::from(mgr.paused()));
+            if mgr.cfg.members.len() == 2 && mgr.cfg.failover.allow_two_node {
+                tracing::warn!(
+                    "failover.allow_two_node: the backup promotes itself when it loses the lead, and \
+                     the lead never fences itself; a partition between them makes two primaries"
+                );
+            } else if mgr.cfg.members.len() == 2 {
+                tracing::info!("two members: no majority without both, so no automatic failover");
+            }
+            // One failover round first: a primary learns whether it holds a
+            // lease before its settings are written.
+            mgr.failover_round().await;
+            tokio::join!(
+                reconcile_loop(&mgr, &lifecycle),
+                failover_loop(&mgr, &lifecycle)
+            );
             Ok(())
         }
     };
@@ -88,11 +104,29 @@ async fn reconcile_loop(mgr: &Manager, lifecycle: &Lifecycle) {
     tracing::info!("reconciliation stopped; PostgreSQL is left running");
 }
 
+async fn failover_loop(mgr: &Manager, lifecycle: &Lifecycle) {
+    loop {
+        let sleep = tokio::select! {
+            _ = lifecycle.cancelled() => break,
+            sleep = mgr.failover_round() => sleep,
+        };
+        tokio::select! {
+            _ = lifecycle.cancelled() => break,
+            _ = tokio::time::sleep(sleep) => {}
+        }
+    }
+}
+
 /// One reconciliation pass.
 pub async fn reconcile_once(mgr: &Manager) -> Result<(), manager::Failure> {
     let _guard = mgr.op_lock.lock().await;
     let peers = mgr.peers().await;
     let known = mgr.learn(&peers)?;
+    if mgr.paused() {
+        // Maintenance: observe and report, change nothing.
+        let _ = mgr.status().await;
+        return Ok(());
+    }
     let result = if known.primary == mgr.name() {
         mgr.act_primary().await
     } else {

@@ -44,6 +44,7 @@ pub struct NodeStatus {
     pub replicas: Vec<StandbyConn>,
     pub slots: Vec<Slot>,
     pub sync: Option<SyncView>,
+    pub failover: Option<crate::failover::FailoverView>,
     pub aside_dirs: Vec<String>,
     pub activity: Option<String>,
     pub last_error: Option<String>,
@@ -88,6 +89,7 @@ pub struct Manager {
     known: Mutex<EpochRecord>,
     epoch: AtomicI64,
     pub sync: Mutex<SyncTracker>,
+    pub failover: Mutex<crate::failover::FailoverState>,
     pub repair: Mutex<crate::standby::RepairTracker>,
     /// The server identity (postmaster start) and epoch for which the
     /// primary's one-time setup ran.
@@ -166,6 +168,7 @@ impl Manager {
             local: tokio::sync::Mutex::new(None),
             upstream: tokio::sync::Mutex::new(None),
             sync: Mutex::new(SyncTracker::new(strict)),
+            failover: Mutex::new(Default::default()),
             repair: Mutex::new(Default::default()),
             primary_setup: Mutex::new(None),
             last_error: Mutex::new(None),
@@ -210,7 +213,12 @@ impl Manager {
             )));
         }
         self.state_file.store(record)?;
+        let primary_changed = current.primary != record.primary;
         *lock(&self.known) = record.clone();
+        if primary_changed {
+            // Leases and sightings belong to the old primary.
+            self.reset_failover_roles();
+        }
         self.epoch.store(record.epoch, Ordering::SeqCst);
         self.metrics.epoch.set(record.epoch);
         tracing::info!(epoch = record.epoch, primary = %record.primary, "adopted cluster epoch");
@@ -259,8 +267,12 @@ impl Manager {
             Duration::from_secs(pg.connect_timeout_secs),
         )
         .await?;
+        // Our own statements commit locally and are read-write even while
+        // the server is fenced (read-only by default for clients).
         client
-            .batch_execute("SET synchronous_commit = local")
+            .batch_execute(
+                "SET synchronous_commit = local; SET default_transaction_read_only = off",
+            )
             .await?;
         let client = Arc::new(client);
         *slot = Some(client.clone());
@@ -381,6 +393,7 @@ impl Manager {
             activity: lock(&self.activity).clone(),
             last_error: lock(&self.last_error).clone(),
             sync: None,
+            failover: Some(self.failover_view()),
             ..Default::default()
         };
         self.metrics.aside_dirs.set(st.aside_dirs.len() as i64);
@@ -439,6 +452,9 @@ impl Manager {
             "primary" | "replica"
         )));
         m.is_primary.set(i64::from(st.is_primary()));
+        m.fenced.set(i64::from(
+            st.is_primary() && st.failover.as_ref().is_some_and(|f| f.fenced),
+        ));
         if let Some(p) = &st.postgres {
             m.timeline.set(i64::from(p.timeline));
         }

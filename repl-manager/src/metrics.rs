@@ -24,6 +24,9 @@ pub struct ReplMetrics {
     pub last_switchover_seconds: Gauge,
     pub reconcile_errors: IntCounterVec,
     pub aside_dirs: IntGauge,
+    pub paused: IntGauge,
+    /// 1 while this primary may not acknowledge writes (no lease).
+    pub fenced: IntGauge,
 }
 
 impl ReplMetrics {
@@ -79,6 +82,14 @@ impl ReplMetrics {
             aside_dirs: m.gauge(
                 "aside_data_dirs",
                 "Data directories moved aside by repairs and not yet removed by an operator.",
+            )?,
+            paused: m.gauge(
+                "paused",
+                "1 in maintenance mode: no automatic failover, fencing or repair.",
+            )?,
+            fenced: m.gauge(
+                "fenced",
+                "1 while this primary holds no lease from a majority and acknowledges no write.",
             )?,
         })
     }

@@ -411,10 +411,25 @@ impl Manager {
                     Ok(s) => format!("{} answers but is {}", primary.name, s.state),
                     Err(e) => e.to_string(),
                 };
+                let estimate = self.loss_estimate().await;
+                let loss = match estimate["would_lose_bytes"].as_u64() {
+                    Some(b) => format!(
+                        "the primary last reported position {}, this node has {}: promoting now loses up to {b} bytes of WAL{}",
+                        estimate["primary_last_reported_lsn"].as_str().unwrap_or("?"),
+                        estimate["this_node_lsn"].as_str().unwrap_or("?"),
+                        match estimate["primary_reported_async_to"].as_array() {
+                            Some(a) if !a.is_empty() => format!(
+                                ", and the primary had degraded to asynchronous replication (reported to {})",
+                                a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(", ")
+                            ),
+                            _ => String::new(),
+                        }
+                    ),
+                    None => "how much would be lost is unknown (no member has a report from the primary)".into(),
+                };
                 if !req.force {
                     return Err(OpError::Refused(format!(
-                        "the primary {} is not available ({why}); promoting without it may lose \
-                         writes it acknowledged: pass force=true to promote anyway",
+                        "the primary {} is not available ({why}); {loss}; pass force=true to promote anyway",
                         primary.name
                     )));
                 }
@@ -422,6 +437,7 @@ impl Manager {
                 let started = Instant::now();
                 let record = self.bump_epoch(self.name())?;
                 self.promote_server().await?;
+                self.primary_round(&self.known()).await;
                 self.act_primary().await?;
                 self.set_activity(None);
                 self.metrics
@@ -435,7 +451,7 @@ impl Manager {
                     epoch: record.epoch,
                     seconds_to_writable: Some(started.elapsed().as_secs_f64()),
                     seconds_total: started.elapsed().as_secs_f64(),
-                    steps: vec![format!("forced promotion: {why}")],
+                    steps: vec![format!("forced promotion: {why}; {loss}")],
                     ..Default::default()
                 };
                 self.event(
@@ -485,8 +501,10 @@ impl Manager {
         })?;
         self.set_activity(Some("promoting"));
         self.promote_server().await?;
-        // Slots for every other member before they reconnect, the cluster
+        // A lease at once (writes are acknowledged only under one), then
+        // slots for every other member before they reconnect, the cluster
         // record, the synchronous standby policy.
+        self.primary_round(&self.known()).await;
         self.act_primary().await?;
         let report = OpReport {
             operation: "promote".into(),

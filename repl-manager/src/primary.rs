@@ -53,6 +53,7 @@ impl Manager {
         };
         Desired::Primary {
             synchronous_standby_names: names,
+            fenced: !self.writes_allowed(),
         }
     }
 
@@ -66,6 +67,13 @@ impl Manager {
                 known.epoch,
                 self.server.data_dir().display()
             )));
+        }
+        if self.hard_fenced() && !self.writes_allowed() {
+            return Err(Failure::Failed(
+                "fenced: this primary lost its majority and stopped its server; it starts again \
+                 when a majority answers, or rejoins as a standby if another node was promoted"
+                    .into(),
+            ));
         }
         if !self.server.is_running().await {
             self.set_activity(Some("starting PostgreSQL as primary"));
@@ -104,11 +112,26 @@ impl Manager {
             cluster_db::SyncMode::Sync => 1,
             cluster_db::SyncMode::Blocked => 2,
         });
+        let fenced = !self.writes_allowed();
         let desired = Desired::Primary {
             synchronous_standby_names: decision.names.clone(),
+            fenced,
         };
         if settings::apply(&self.server, &self.cfg, &desired)? {
             client.execute("SELECT pg_reload_conf()", &[]).await?;
+            if fenced {
+                // Sessions opened before the fence may hold read-write
+                // transactions: end them.
+                client
+                    .execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                          WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+                            AND application_name NOT LIKE 'repl-manager%'",
+                        &[],
+                    )
+                    .await?;
+                tracing::warn!("no lease from a majority: this primary acknowledges no writes");
+            }
         }
         if let Some(kind) = decision.transition {
             self.event(
@@ -181,7 +204,9 @@ impl Manager {
             .await?
         };
         owned
-            .batch_execute("SET synchronous_commit = local")
+            .batch_execute(
+                "SET synchronous_commit = local; SET default_transaction_read_only = off",
+            )
             .await?;
         let report = cluster_db::migrate(&mut owned).await?;
         if !report.applied.is_empty() {

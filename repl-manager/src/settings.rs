@@ -21,6 +21,8 @@ use crate::member::Member;
 use crate::server::{LocalServer, ServerError};
 
 pub const MANAGED_CONF: &str = "aurora.conf";
+/// A standby name no node has: commits wait for it forever.
+const FENCE_STANDBY: &str = "\"aurora-fenced\"";
 const INCLUDE_LINE: &str = "include_if_exists = 'aurora.conf'\t# repl-manager";
 const HBA_BEGIN: &str = "# BEGIN aurora repl-manager (managed; edits are overwritten)";
 const HBA_END: &str = "# END aurora repl-manager";
@@ -29,7 +31,15 @@ const HBA_END: &str = "# END aurora repl-manager";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Desired {
     /// A primary waiting for `synchronous_standby_names` (may be empty).
-    Primary { synchronous_standby_names: String },
+    /// `fenced`: it holds no lease, so no write may be acknowledged: every
+    /// session is read-only by default and every commit waits for a standby
+    /// that does not exist. (A client can undo the first with
+    /// `SET transaction_read_only = off`, but its commit still waits unless
+    /// it also turns `synchronous_commit` off: two deliberate steps.)
+    Primary {
+        synchronous_standby_names: String,
+        fenced: bool,
+    },
     /// A standby streaming from `upstreams` (the first one that accepts
     /// writes) through `slot`.
     Standby {
@@ -113,11 +123,20 @@ pub fn render_conf(config: &Config, desired: &Desired) -> String {
     match desired {
         Desired::Primary {
             synchronous_standby_names,
+            fenced: false,
         } => {
             lines.push(format!(
                 "synchronous_standby_names = {}",
                 conf_quote(synchronous_standby_names)
             ));
+        }
+        Desired::Primary { fenced: true, .. } => {
+            lines.push("# Fenced: no lease from a majority of members.".into());
+            lines.push(format!(
+                "synchronous_standby_names = {}",
+                conf_quote(FENCE_STANDBY)
+            ));
+            lines.push("default_transaction_read_only = on".into());
         }
         Desired::Standby { upstreams, slot } => {
             lines.push("synchronous_standby_names = ''".into());

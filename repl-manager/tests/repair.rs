@@ -185,8 +185,11 @@ async fn replicas_reclone_recover_lost_slots_and_rewind_diverged_primaries() {
     }
     let demoted: i64 = bc
         .query_one(
+            // Either path rewinds: demoted while running, or (when its
+            // failover round fenced it first) repaired as a stopped standby.
             "SELECT count(*) FROM aurora.events
-              WHERE kind = 'demoted' AND node = 'lead' AND details->>'outcome' = 'rewound'",
+              WHERE node = 'lead' AND ((kind = 'demoted' AND details->>'outcome' = 'rewound')
+                                    OR (kind = 'rewound' AND details->>'ok' = 'true'))",
             &[],
         )
         .await

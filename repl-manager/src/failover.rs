@@ -1,0 +1,788 @@
+//! Automatic failover without a coordinator: leases, votes and fencing over
+//! the repl-managers' HTTP endpoints.
+//!
+//! Every `probe_interval` each node runs one round:
+//!
+//! - **The primary** asks every member for a lease (`POST /lease`). A member
+//!   that grants it *promises not to vote for a new primary for `timeout`*
+//!   (F) from the moment it answers. The primary holds the lease until
+//!   `sent + L`, where `L = F - 2 × probe_interval`, counting from when it
+//!   *sent* the request, so the lease always ends before the promises do.
+//!   It asks only while its own server answers, so a primary whose
+//!   PostgreSQL is dead stops renewing.
+//! - **Everyone else** probes the primary's PostgreSQL and remembers when it
+//!   last answered as a writable primary.
+//! - **A candidate** (the backup, or a configured member) that has not seen
+//!   the primary for F asks every member for a vote (`POST /vote`) for the
+//!   next epoch. A member grants it only if it also has not seen the primary for F,
+//!   its last lease promise has expired, and it has not voted for another
+//!   candidate; granting, it refuses leases at older epochs for F.
+//!
+//! **Why there are never two writable primaries.** A promotion needs a
+//! majority of votes; a lease needs a majority of grants; any two majorities
+//! of the same members share one, X. X voted at time `v` only if its last
+//! grant to the old primary was at `g <= v - F`; that grant was an answer to
+//! a request the primary sent at `s <= g`, so the primary's lease ended at
+//! `s + L < g + F <= v`, before the promotion. When the lease ends the
+//! primary stops its server at once (the failover round wakes at the
+//! deadline); the `2 × probe_interval` margin covers that stop and timer
+//! slack. A primary that starts without a lease (bootstrap, restart) serves
+//! reads and replication but acknowledges no write: its settings make every
+//! session read-only by default and every commit wait for a standby that
+//! does not exist, until a majority grants it a lease — at which point it
+//! has also learned of any newer epoch, since that majority includes a voter
+//! of every promotion.
+//!
+//! **Why no acknowledged write is lost.** The backup is a synchronous
+//! standby: while the primary is in `sync` mode every acknowledged commit is
+//! on it. The primary reports its mode and position in every lease request,
+//! so members know if it degraded to `async`; and since a degraded primary
+//! may have acknowledged writes the backup lacks, the backup refuses to
+//! promote when a voter says the primary was last seen `async`, or when it
+//! lost sight of the primary noticeably earlier (by more than
+//! `sync_degrade_after_secs - 2 × probe_interval`) than the member who saw
+//! it last — durations measured by each node's monotonic clock, never wall
+//! clocks — or when it is further behind the primary's last reported
+//! position than `max_lag_on_failover_bytes`.
+
+use std::time::{Duration, Instant};
+
+use hyper::Method;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sidecar_kit::telemetry::unix_now;
+
+use crate::lsn::Lsn;
+use crate::manager::{lock, Failure, Manager};
+use crate::member::Member;
+use crate::probe;
+use crate::state::EpochRecord;
+
+/// What the primary says about itself in a lease request.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LeaseRequest {
+    pub epoch: i64,
+    pub primary: String,
+    pub lsn: Option<Lsn>,
+    pub sync_mode: String,
+    pub sync_standby: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LeaseAnswer {
+    pub granted: bool,
+    pub node: String,
+    pub epoch: i64,
+    pub primary: String,
+    pub reason: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct VoteRequest {
+    pub candidate: String,
+    pub epoch: i64,
+}
+
+/// A member's vote, with its view: how long since it last saw the primary
+/// (a duration on its own clock) and what the primary last told it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct VoteAnswer {
+    pub granted: bool,
+    pub voter: String,
+    pub epoch: i64,
+    pub primary: String,
+    pub primary_seen_ago_secs: Option<f64>,
+    pub report: Option<ReportView>,
+    pub reason: Option<String>,
+}
+
+/// The primary's last lease request as a member remembers it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ReportView {
+    pub epoch: i64,
+    pub lsn: Option<Lsn>,
+    pub sync_mode: String,
+    pub sync_standby: Option<String>,
+    pub age_secs: f64,
+}
+
+#[derive(Debug)]
+pub struct FailoverState {
+    pub started: Instant,
+    /// When this node last saw the primary's server answer as a writable
+    /// primary (members), or its own server (primary).
+    pub primary_seen: Option<Instant>,
+    /// Promise made with the last lease grant: no vote before this.
+    pub no_vote_until: Option<Instant>,
+    /// A vote granted: (epoch, candidate, no lease for older epochs until).
+    pub vote: Option<(i64, String, Instant)>,
+    /// The primary's last lease request and when it came.
+    pub report: Option<(LeaseRequest, Instant)>,
+    /// Primary: writes are safe until this instant.
+    pub lease_until: Option<Instant>,
+    /// Primary: the lease ran out and the server was stopped.
+    pub hard_fenced: bool,
+    /// Why the last failover attempt did not promote (candidates).
+    pub last_attempt: Option<String>,
+    /// Reported once per distinct reason, not every round.
+    last_event_reason: Option<String>,
+}
+
+impl Default for FailoverState {
+    fn default() -> Self {
+        Self {
+            started: Instant::now(),
+            primary_seen: None,
+            no_vote_until: None,
+            vote: None,
+            report: None,
+            lease_until: None,
+            hard_fenced: false,
+            last_attempt: None,
+            last_event_reason: None,
+        }
+    }
+}
+
+impl FailoverState {
+    pub fn lease_valid(&self) -> bool {
+        self.lease_until.is_some_and(|u| Instant::now() < u)
+    }
+
+    fn report_view(&self) -> Option<ReportView> {
+        self.report.as_ref().map(|(r, at)| ReportView {
+            epoch: r.epoch,
+            lsn: r.lsn,
+            sync_mode: r.sync_mode.clone(),
+            sync_standby: r.sync_standby.clone(),
+            age_secs: at.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+/// The failover section of `/status`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct FailoverView {
+    pub automatic: bool,
+    pub paused: bool,
+    pub lease_remaining_secs: Option<f64>,
+    pub fenced: bool,
+    pub primary_seen_ago_secs: Option<f64>,
+    pub report: Option<ReportView>,
+    pub last_attempt: Option<String>,
+}
+
+fn secs_since(t: Option<Instant>) -> Option<f64> {
+    t.map(|t| t.elapsed().as_secs_f64())
+}
+
+impl Manager {
+    pub fn paused(&self) -> bool {
+        self.pause_file().exists()
+    }
+
+    fn pause_file(&self) -> std::path::PathBuf {
+        self.cfg.node.state_file.with_extension("paused")
+    }
+
+    /// Maintenance mode on this node: no automatic action (no failover,
+    /// no fencing, no repair). Stored next to the epoch file.
+    pub fn set_paused(&self, paused: bool) -> Result<(), Failure> {
+        let path = self.pause_file();
+        let r = if paused {
+            std::fs::write(&path, b"paused by an operator\n")
+        } else {
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            }
+        };
+        r.map_err(|e| Failure::Failed(format!("{}: {e}", path.display())))?;
+        self.metrics.paused.set(i64::from(paused));
+        Ok(())
+    }
+
+    pub fn failover_view(&self) -> FailoverView {
+        let f = lock(&self.failover);
+        FailoverView {
+            automatic: self.cfg.automatic_failover(),
+            paused: self.paused(),
+            lease_remaining_secs: f
+                .lease_until
+                .map(|u| u.saturating_duration_since(Instant::now()).as_secs_f64()),
+            fenced: f.hard_fenced || (self.cfg.automatic_failover() && !f.lease_valid()),
+            primary_seen_ago_secs: secs_since(f.primary_seen),
+            report: f.report_view(),
+            last_attempt: f.last_attempt.clone(),
+        }
+    }
+
+    /// Primary: may the server accept writes now? Always, without
+    /// automatic failover; otherwise only under a lease.
+    pub fn writes_allowed(&self) -> bool {
+        !self.cfg.automatic_failover() || self.paused() || lock(&self.failover).lease_valid()
+    }
+
+    pub fn hard_fenced(&self) -> bool {
+        lock(&self.failover).hard_fenced
+    }
+
+    /// Forget leases and promises tied to an epoch this node just left or
+    /// entered.
+    pub fn reset_failover_roles(&self) {
+        let mut f = lock(&self.failover);
+        f.lease_until = None;
+        f.hard_fenced = false;
+        f.primary_seen = None;
+    }
+
+    // ---- the member side -------------------------------------------------
+
+    /// `POST /lease`: the primary asks for a lease.
+    pub fn grant_lease(&self, req: LeaseRequest) -> Result<LeaseAnswer, Failure> {
+        let known = self.known();
+        let answer = |granted: bool, reason: Option<String>| {
+            let k = self.known();
+            LeaseAnswer {
+                granted,
+                node: self.name().to_string(),
+                epoch: k.epoch,
+                primary: k.primary,
+                reason,
+            }
+        };
+        if self.cfg.member(&req.primary).is_none() {
+            return Ok(answer(
+                false,
+                Some(format!("{} is not a member", req.primary)),
+            ));
+        }
+        if req.epoch < known.epoch {
+            return Ok(answer(
+                false,
+                Some(format!(
+                    "epoch {} is stale: {} is primary at epoch {}",
+                    req.epoch, known.primary, known.epoch
+                )),
+            ));
+        }
+        if req.epoch == known.epoch && req.primary != known.primary && known.epoch > 0 {
+            return Ok(answer(
+                false,
+                Some(format!(
+                    "{} is primary at epoch {}, not {}",
+                    known.primary, known.epoch, req.primary
+                )),
+            ));
+        }
+        {
+            let f = lock(&self.failover);
+            if let Some((epoch, candidate, until)) = &f.vote {
+                if *epoch > req.epoch && Instant::now() < *until {
+                    return Ok(answer(
+                        false,
+                        Some(format!("voted for {candidate} at epoch {epoch}")),
+                    ));
+                }
+            }
+        }
+        if req.epoch > known.epoch {
+            // A newly promoted primary announces itself.
+            self.adopt(&EpochRecord {
+                epoch: req.epoch,
+                primary: req.primary.clone(),
+                changed_at: unix_now(),
+            })?;
+        }
+        let now = Instant::now();
+        let mut f = lock(&self.failover);
+        f.no_vote_until = Some(now + self.cfg.failover.timeout());
+        f.primary_seen = Some(now);
+        f.report = Some((req, now));
+        drop(f);
+        Ok(answer(true, None))
+    }
+
+    /// `POST /vote`: a candidate asks for this member's vote.
+    pub fn grant_vote(&self, req: VoteRequest) -> VoteAnswer {
+        let known = self.known();
+        let mut f = lock(&self.failover);
+        let mut answer = VoteAnswer {
+            granted: false,
+            voter: self.name().to_string(),
+            epoch: known.epoch,
+            primary: known.primary.clone(),
+            primary_seen_ago_secs: secs_since(f.primary_seen),
+            report: f.report_view(),
+            reason: None,
+        };
+        let timeout = self.cfg.failover.timeout();
+        let now = Instant::now();
+        let refusal = if self.paused() {
+            Some("paused (maintenance mode)".to_string())
+        } else if !self.cfg.automatic_failover() {
+            Some("automatic failover is off on this node".into())
+        } else if req.epoch != known.epoch + 1 {
+            Some(format!(
+                "epoch {} is not the next one (this node knows {})",
+                req.epoch, known.epoch
+            ))
+        } else if !self
+            .cfg
+            .member(&req.candidate)
+            .is_some_and(|m| self.cfg.promotable(m))
+        {
+            Some(format!(
+                "{} may not be promoted automatically",
+                req.candidate
+            ))
+        } else if known.primary == self.name() {
+            Some("this node is the primary".into())
+        } else if f.started.elapsed() < timeout {
+            Some("this node started too recently to judge".into())
+        } else if f.no_vote_until.is_some_and(|u| now < u) {
+            Some(format!(
+                "promised the primary {} a lease {:.1} s ago",
+                known.primary,
+                (timeout - f.no_vote_until.map(|u| u - now).unwrap_or_default()).as_secs_f64()
+            ))
+        } else if f.primary_seen.is_some_and(|s| s.elapsed() < timeout) {
+            Some(format!(
+                "this node saw the primary {:.1} s ago",
+                f.primary_seen
+                    .map(|s| s.elapsed().as_secs_f64())
+                    .unwrap_or_default()
+            ))
+        } else if let Some((epoch, candidate, until)) = &f.vote {
+            if *epoch >= req.epoch && candidate != &req.candidate && now < *until {
+                Some(format!("already voted for {candidate} at epoch {epoch}"))
+            } else {
+                None
+            }
+        } else {
+            None
+        };
+        match refusal {
+            Some(r) => answer.reason = Some(r),
+            None => {
+                f.vote = Some((req.epoch, req.candidate.clone(), now + timeout));
+                answer.granted = true;
+            }
+        }
+        answer
+    }
+
+    // ---- the rounds -------------------------------------------------------
+
+    /// One round; returns how long to sleep before the next.
+    pub async fn failover_round(&self) -> Duration {
+        let interval = self.cfg.failover.probe_interval();
+        let known = self.known();
+        if known.primary == self.name() {
+            self.primary_round(&known).await;
+            // Wake at the lease deadline, not a probe interval after it.
+            let until = lock(&self.failover).lease_until;
+            match until {
+                Some(u) if u > Instant::now() => interval
+                    .min(u.saturating_duration_since(Instant::now()) + Duration::from_millis(1)),
+                _ => interval,
+            }
+        } else {
+            self.member_round(&known).await;
+            interval
+        }
+    }
+
+    pub(crate) async fn primary_round(&self, known: &EpochRecord) {
+        if !self.cfg.automatic_failover() {
+            return;
+        }
+        let sent = Instant::now();
+        let hard_fenced = self.hard_fenced();
+        // Renew only while our own server works (or is stopped on purpose):
+        // a dead primary must let its lease lapse.
+        let mut lsn = None;
+        if !hard_fenced {
+            let ok = tokio::time::timeout(self.cfg.failover.probe_interval(), async {
+                let c = self.local().await?;
+                let st = probe::server_state(&c).await?;
+                Ok::<_, Failure>(st)
+            })
+            .await;
+            match ok {
+                Ok(Ok(st)) if !st.in_recovery => lsn = st.current_lsn,
+                _ => {
+                    self.fence_if_expired().await;
+                    return;
+                }
+            }
+        }
+        let sync = lock(&self.sync).view();
+        let req = LeaseRequest {
+            epoch: known.epoch,
+            primary: self.name().to_string(),
+            lsn,
+            sync_mode: sync.mode,
+            sync_standby: sync.standby,
+        };
+        let body = serde_json::to_value(&req).unwrap_or_default();
+        let http = sidecar_kit::http_client::HttpClient::new(self.cfg.failover.probe_interval());
+        let calls = self.cfg.others().map(|m| {
+            let http = http.clone();
+            let body = body.clone();
+            let url = m.url("/lease");
+            async move {
+                let r = http
+                    .send(Method::POST, &url, self.token(), Some(&body))
+                    .await
+                    .ok()
+                    .filter(|r| r.status.is_success())
+                    .and_then(|r| serde_json::from_slice::<LeaseAnswer>(&r.body).ok());
+                r
+            }
+        });
+        let answers = futures::future::join_all(calls).await;
+        let granted = 1 + answers.iter().flatten().filter(|a| a.granted).count();
+        // A member that knows a newer epoch: this node is no longer primary.
+        if let Some(newer) = answers
+            .iter()
+            .flatten()
+            .filter(|a| a.epoch > known.epoch && self.cfg.member(&a.primary).is_some())
+            .max_by_key(|a| a.epoch)
+        {
+            tracing::warn!(epoch = newer.epoch, primary = %newer.primary, "a member knows a newer primary");
+            let _ = self.adopt(&EpochRecord {
+                epoch: newer.epoch,
+                primary: newer.primary.clone(),
+                changed_at: unix_now(),
+            });
+            lock(&self.failover).lease_until = None;
+            self.fence_now("a newer primary exists").await;
+            return;
+        }
+        if granted >= self.cfg.majority() {
+            let was_fenced = {
+                let mut f = lock(&self.failover);
+                f.lease_until = Some(sent + self.cfg.failover.lease());
+                f.primary_seen = Some(sent);
+                std::mem::replace(&mut f.hard_fenced, false)
+            };
+            if was_fenced {
+                tracing::warn!(granted, "a majority answers again: lifting the fence");
+                self.event("unfenced", json!({ "granted": granted })).await;
+            }
+        } else {
+            self.fence_if_expired().await;
+        }
+    }
+
+    async fn fence_if_expired(&self) {
+        let expired = {
+            let f = lock(&self.failover);
+            !f.hard_fenced && f.lease_until.is_some_and(|u| Instant::now() >= u)
+        };
+        if expired && !self.paused() {
+            self.fence_now("no majority of members answered within the lease")
+                .await;
+        }
+    }
+
+    /// Stops the server at once: a primary without a majority must not
+    /// acknowledge another write. (Immediate shutdown: nothing is waited
+    /// for; crash recovery runs on the next start.)
+    async fn fence_now(&self, why: &str) {
+        {
+            let mut f = lock(&self.failover);
+            if f.hard_fenced {
+                return;
+            }
+            f.hard_fenced = true;
+        }
+        tracing::error!(reason = why, "fencing: stopping PostgreSQL");
+        if let Err(e) = self.server.stop(crate::server::StopMode::Immediate).await {
+            tracing::error!(error = %e, "fencing stop failed");
+        }
+        self.drop_local().await;
+        self.metrics
+            .operations
+            .with_label_values(&["fence", "ok"])
+            .inc();
+        self.event("fenced", json!({ "reason": why })).await;
+    }
+
+    async fn member_round(&self, known: &EpochRecord) {
+        let Some(primary) = self.cfg.member(&known.primary).cloned() else {
+            return;
+        };
+        if self.probe_primary(&primary).await {
+            lock(&self.failover).primary_seen = Some(Instant::now());
+            return;
+        }
+        if !self.cfg.automatic_failover() || self.paused() || !self.cfg.promotable(self.me()) {
+            return;
+        }
+        let timeout = self.cfg.failover.timeout();
+        let (seen_ago, promised) = {
+            let f = lock(&self.failover);
+            let seen_ago = f
+                .primary_seen
+                .map(|s| s.elapsed())
+                .unwrap_or_else(|| f.started.elapsed());
+            (
+                seen_ago,
+                f.no_vote_until.is_some_and(|u| Instant::now() < u),
+            )
+        };
+        if seen_ago < timeout || promised {
+            return;
+        }
+        // Only one attempt at a time; reconciliation keeps off the server.
+        let Ok(_guard) = self.op_lock.try_lock() else {
+            return;
+        };
+        let outcome = self.try_failover(known, &primary, seen_ago).await;
+        let reason = match &outcome {
+            Ok(()) => None,
+            Err(e) => Some(e.to_string()),
+        };
+        let report = {
+            let mut f = lock(&self.failover);
+            f.last_attempt = reason.clone();
+            let new = reason.is_some() && f.last_event_reason != reason;
+            if new {
+                f.last_event_reason = reason.clone();
+            }
+            new
+        };
+        if let (true, Some(r)) = (report, reason) {
+            tracing::warn!(reason = %r, "not promoting");
+        }
+        self.set_activity(None);
+    }
+
+    /// Is the primary's server up and writable, seen from here?
+    async fn probe_primary(&self, primary: &Member) -> bool {
+        let pg = &self.cfg.postgres;
+        let mut c = tokio_postgres::Config::new();
+        c.host(&primary.host)
+            .port(primary.port)
+            .user(&pg.replication_user)
+            .password(pg.replication_password.expose())
+            .dbname("postgres")
+            .application_name("repl-manager-probe")
+            .connect_timeout(self.cfg.failover.probe_interval());
+        let attempt = async {
+            let client = cluster_db::connect(
+                &cluster_db::DbTarget::from_config(c),
+                self.cfg.failover.probe_interval(),
+            )
+            .await
+            .ok()?;
+            let row = client
+                .query_one("SELECT pg_is_in_recovery()", &[])
+                .await
+                .ok()?;
+            Some(!row.get::<_, bool>(0))
+        };
+        matches!(
+            tokio::time::timeout(self.cfg.failover.probe_interval(), attempt).await,
+            Ok(Some(true))
+        )
+    }
+
+    async fn try_failover(
+        &self,
+        known: &EpochRecord,
+        primary: &Member,
+        seen_ago: Duration,
+    ) -> Result<(), Failure> {
+        let started = Instant::now();
+        let epoch = known.epoch + 1;
+        // This node must be a running standby to be promoted.
+        let local = self.local().await?;
+        let st = probe::server_state(&local).await?;
+        if !st.in_recovery {
+            return Err(Failure::Failed("this node is not a standby".into()));
+        }
+        let mine = st.receive_lsn.or(st.replay_lsn).unwrap_or_default();
+
+        // Ask for votes.
+        let body = serde_json::to_value(VoteRequest {
+            candidate: self.name().to_string(),
+            epoch,
+        })
+        .unwrap_or_default();
+        let http = sidecar_kit::http_client::HttpClient::new(self.cfg.failover.probe_interval());
+        let calls = self.cfg.others().map(|m| {
+            let http = http.clone();
+            let body = body.clone();
+            let url = m.url("/vote");
+            async move {
+                http.send(Method::POST, &url, self.token(), Some(&body))
+                    .await
+                    .ok()
+                    .filter(|r| r.status.is_success())
+                    .and_then(|r| serde_json::from_slice::<VoteAnswer>(&r.body).ok())
+            }
+        });
+        let answers: Vec<VoteAnswer> = futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        let yes = 1 + answers.iter().filter(|a| a.granted).count();
+        if yes < self.cfg.majority() {
+            let why: Vec<String> = answers
+                .iter()
+                .filter(|a| !a.granted)
+                .map(|a| format!("{}: {}", a.voter, a.reason.clone().unwrap_or_default()))
+                .collect();
+            return Err(Failure::Failed(format!(
+                "{yes} of {} members agree the primary {} is gone (need {}); {}",
+                self.cfg.members.len(),
+                primary.name,
+                self.cfg.majority(),
+                why.join("; ")
+            )));
+        }
+        self.check_data_safety(mine, seen_ago, &answers)?;
+
+        // Promote: durable epoch first, then the server.
+        self.set_activity(Some("failover: promoting"));
+        self.adopt(&EpochRecord {
+            epoch,
+            primary: self.name().to_string(),
+            changed_at: unix_now(),
+        })?;
+        self.reset_failover_roles();
+        self.promote_server().await?;
+        // A lease at once, then the primary's duties (slots for everyone).
+        self.primary_round(&self.known()).await;
+        if let Err(e) = self.act_primary().await {
+            tracing::warn!(error = %e, "after promotion");
+        }
+        self.metrics
+            .operations
+            .with_label_values(&["failover", "ok"])
+            .inc();
+        let voters: Vec<&str> = answers
+            .iter()
+            .filter(|a| a.granted)
+            .map(|a| a.voter.as_str())
+            .collect();
+        self.event(
+            "failover",
+            json!({
+                "from": primary.name, "to": self.name(), "epoch": epoch,
+                "primary_lost_secs": seen_ago.as_secs_f64() + started.elapsed().as_secs_f64(),
+                "promote_secs": started.elapsed().as_secs_f64(),
+                "voters": voters, "position": mine,
+            }),
+        )
+        .await;
+        tracing::warn!(epoch, from = %primary.name, "failover: this node is the primary");
+        Ok(())
+    }
+
+    /// Refuses a promotion that could lose an acknowledged write.
+    pub fn check_data_safety(
+        &self,
+        mine: Lsn,
+        seen_ago: Duration,
+        answers: &[VoteAnswer],
+    ) -> Result<(), Failure> {
+        let own = lock(&self.failover).report_view();
+        let reports: Vec<(String, ReportView)> = answers
+            .iter()
+            .filter_map(|a| a.report.clone().map(|r| (a.voter.clone(), r)))
+            .chain(own.map(|r| (self.name().to_string(), r)))
+            .collect();
+        // 1. What the primary said last (the freshest report anyone has):
+        //    anything but "sync with this node as the standby" (or
+        //    "blocked", strict mode) means it may have acknowledged writes
+        //    this node lacks.
+        if !self.cfg.replication.synchronous_strict {
+            let freshest = reports
+                .iter()
+                .min_by(|a, b| a.1.age_secs.total_cmp(&b.1.age_secs));
+            if let Some((who, r)) = freshest {
+                let in_sync = r.sync_mode == "blocked"
+                    || (r.sync_mode == "sync" && r.sync_standby.as_deref() == Some(self.name()));
+                if !in_sync {
+                    return Err(Failure::Failed(format!(
+                        "the primary last reported (to {who}, {:.1} s ago) synchronous mode {:?} with standby {:?}: \
+                         it may have acknowledged writes this node lacks; promote by hand with force=true if you accept that",
+                        r.age_secs, r.sync_mode, r.sync_standby
+                    )));
+                }
+            }
+            // 2. This node lost the primary long before the others did.
+            let last_seen_by_others = answers
+                .iter()
+                .filter_map(|a| a.primary_seen_ago_secs)
+                .fold(f64::INFINITY, f64::min);
+            let window = self.cfg.replication.sync_degrade_after_secs as f64
+                - 2.0 * self.cfg.failover.probe_interval_secs;
+            let gap = seen_ago.as_secs_f64() - last_seen_by_others;
+            if last_seen_by_others.is_finite() && gap > window.max(0.0) {
+                return Err(Failure::Failed(format!(
+                    "this node lost the primary {gap:.1} s before the last member to see it: \
+                     long enough for the primary to degrade to asynchronous replication and \
+                     acknowledge writes this node lacks; promote by hand with force=true if you accept that"
+                )));
+            }
+        }
+        // 3. Position.
+        let last_lsn = reports.iter().filter_map(|(_, r)| r.lsn).max();
+        if let Some(last) = last_lsn {
+            let behind = mine.bytes_until(last);
+            if behind > self.cfg.replication.max_lag_on_failover_bytes {
+                return Err(Failure::Failed(format!(
+                    "this node is {behind} bytes behind the primary's last reported position {last} \
+                     (max_lag_on_failover_bytes {})",
+                    self.cfg.replication.max_lag_on_failover_bytes
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// What promoting this node now would lose, from the peers' reports.
+    pub async fn loss_estimate(&self) -> serde_json::Value {
+        let local = match self.local().await {
+            Ok(c) => probe::server_state(&c).await.ok(),
+            Err(_) => None,
+        };
+        let mine = local.and_then(|s| s.receive_lsn.or(s.replay_lsn));
+        let peers = self.peers().await;
+        let mut reports: Vec<(String, ReportView)> = peers
+            .iter()
+            .filter_map(|(m, v)| {
+                v.as_ref()
+                    .ok()
+                    .and_then(|s| s.failover.as_ref())
+                    .and_then(|f| f.report.clone())
+                    .map(|r| (m.name.to_string(), r))
+            })
+            .collect();
+        let own = lock(&self.failover).report_view();
+        if let Some(r) = own {
+            reports.push((self.name().to_string(), r));
+        }
+        let last = reports.iter().filter_map(|(_, r)| r.lsn).max();
+        let degraded: Vec<String> = reports
+            .iter()
+            .filter(|(_, r)| r.sync_mode == "async")
+            .map(|(n, r)| format!("{n} ({:.0} s ago)", r.age_secs))
+            .collect();
+        json!({
+            "this_node_lsn": mine,
+            "primary_last_reported_lsn": last,
+            "would_lose_bytes": match (mine, last) {
+                (Some(m), Some(l)) => Some(m.bytes_until(l)),
+                _ => None,
+            },
+            "primary_reported_async_to": degraded,
+        })
+    }
+}
