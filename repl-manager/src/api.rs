@@ -115,16 +115,19 @@ impl Api {
             return check(false, &st, Some(format!("this node is {}", st.state)));
         }
         // Ask the primary how it sees us: sync_state is the primary's call.
-        let sync = match self.mgr.upstream().await {
-            Ok(c) => c
-                .query_opt(
+        let sync = match self.mgr.live_upstream().await {
+            Ok(c) => tokio::time::timeout(
+                std::time::Duration::from_secs(2),
+                c.query_opt(
                     "SELECT sync_state FROM pg_stat_replication WHERE application_name = $1",
                     &[&self.mgr.name()],
-                )
-                .await
-                .ok()
-                .flatten()
-                .map(|r| r.get::<_, String>(0)),
+                ),
+            )
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten()
+            .map(|r| r.get::<_, String>(0)),
             Err(_) => None,
         };
         let is_sync = matches!(sync.as_deref(), Some("sync" | "quorum"));

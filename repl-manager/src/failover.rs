@@ -223,6 +223,14 @@ impl Manager {
         !self.cfg.automatic_failover() || self.paused() || lock(&self.failover).lease_valid()
     }
 
+    /// Has this node's failover probe seen the primary answer lately?
+    pub fn primary_recently_seen(&self) -> bool {
+        let limit = self.cfg.failover.probe_interval() * 3;
+        lock(&self.failover)
+            .primary_seen
+            .is_some_and(|t| t.elapsed() < limit)
+    }
+
     pub fn hard_fenced(&self) -> bool {
         lock(&self.failover).hard_fenced
     }
@@ -534,10 +542,18 @@ impl Manager {
             )
         };
         if seen_ago < timeout || promised {
+            tracing::debug!(
+                ?seen_ago,
+                promised,
+                "primary unreachable; not yet time to act"
+            );
             return;
         }
         // Only one attempt at a time; reconciliation keeps off the server.
-        let Ok(_guard) = self.op_lock.try_lock() else {
+        let Ok(_guard) =
+            tokio::time::timeout(self.cfg.failover.probe_interval(), self.op_lock.lock()).await
+        else {
+            tracing::debug!("failover attempt deferred: another operation holds the lock");
             return;
         };
         let outcome = self.try_failover(known, &primary, seen_ago).await;

@@ -119,8 +119,10 @@ async fn failover_loop(mgr: &Manager, lifecycle: &Lifecycle) {
 
 /// One reconciliation pass.
 pub async fn reconcile_once(mgr: &Manager) -> Result<(), manager::Failure> {
-    let _guard = mgr.op_lock.lock().await;
+    // Peers are asked before taking the lock: a partitioned peer costs a
+    // timeout, and a failover attempt must not wait behind it.
     let peers = mgr.peers().await;
+    let _guard = mgr.op_lock.lock().await;
     let known = mgr.learn(&peers)?;
     if mgr.paused() {
         // Maintenance: observe and report, change nothing.
@@ -133,6 +135,7 @@ pub async fn reconcile_once(mgr: &Manager) -> Result<(), manager::Failure> {
         mgr.act_standby(&peers).await
     };
     mgr.set_activity(None);
+    drop(_guard);
     // Refresh the observation behind /health and the metrics.
     let _ = mgr.status().await;
     result

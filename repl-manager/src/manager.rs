@@ -309,13 +309,45 @@ impl Manager {
             "postgres",
             timeout,
         );
-        let client = Arc::new(cluster_db::connect(&target, timeout * hosts.len() as u32).await?);
+        let client = cluster_db::connect(&target, timeout * hosts.len() as u32).await?;
+        // Bookkeeping through the primary (events) must never wait for a
+        // synchronous standby that is gone, or for the fence's.
+        client
+            .batch_execute("SET synchronous_commit = local")
+            .await?;
+        let client = Arc::new(client);
         *slot = Some(client.clone());
         Ok(client)
     }
 
     pub async fn drop_upstream(&self) {
         *self.upstream.lock().await = None;
+    }
+
+    /// The upstream connection, checked with a round trip bounded by
+    /// `postgres.connect_timeout_secs`. A cached connection to a primary
+    /// that vanished behind a partition would otherwise hang a query until
+    /// TCP gives up (minutes); every remote step goes through this.
+    pub async fn live_upstream(&self) -> Result<Arc<Client>, Failure> {
+        let limit = Duration::from_secs(self.cfg.postgres.connect_timeout_secs);
+        let client = match tokio::time::timeout(limit * 3, self.upstream()).await {
+            Ok(c) => c?,
+            Err(_) => return Err(Failure::Failed("the primary did not answer in time".into())),
+        };
+        match tokio::time::timeout(limit, client.simple_query("SELECT 1")).await {
+            Ok(Ok(_)) => Ok(client),
+            Ok(Err(e)) => {
+                self.drop_upstream().await;
+                Err(e.into())
+            }
+            Err(_) => {
+                self.drop_upstream().await;
+                Err(Failure::Failed(format!(
+                    "the primary did not answer within {} s",
+                    limit.as_secs()
+                )))
+            }
+        }
     }
 
     /// Where a standby streams from, in order: the known primary, then the
@@ -430,12 +462,15 @@ impl Manager {
         st.slots = probe::slots(&client).await.unwrap_or_default();
         if server.in_recovery {
             st.receiver = probe::receiver(&client).await.ok().flatten();
-            match self.lag(&server).await {
-                Ok((bytes, secs)) => {
+            // Bounded: a status answer must not wait for an unreachable
+            // primary (callers time out; /status must stay useful).
+            match tokio::time::timeout(Duration::from_secs(1), self.lag(&server)).await {
+                Ok(Ok((bytes, secs))) => {
                     st.lag_bytes = Some(bytes);
                     st.lag_seconds = Some(secs);
                 }
-                Err(e) => st.lag_error = Some(e.to_string()),
+                Ok(Err(e)) => st.lag_error = Some(e.to_string()),
+                Err(_) => st.lag_error = Some("the primary did not answer within 1 s".into()),
             }
         } else {
             st.replicas = probe::standbys(&client).await.unwrap_or_default();
@@ -523,6 +558,19 @@ impl Manager {
     /// operators, never an input to a decision.
     pub async fn event(&self, kind: &str, details: serde_json::Value) {
         tracing::info!(kind, %details, "event");
+        // Never let the log hold up the work it records.
+        if tokio::time::timeout(Duration::from_secs(3), self.record_event(kind, &details))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                kind,
+                "event not recorded: the database did not answer within 3 s"
+            );
+        }
+    }
+
+    async fn record_event(&self, kind: &str, details: &serde_json::Value) {
         let local_primary = match self.local().await {
             Ok(c) => matches!(cluster_db::connect::is_primary(&c).await, Ok(true)).then_some(c),
             Err(_) => None,
@@ -535,7 +583,7 @@ impl Manager {
             },
         };
         if let Err(e) =
-            cluster_db::queries::append_event(&*client, self.name(), kind, &details).await
+            cluster_db::queries::append_event(&*client, self.name(), kind, details).await
         {
             tracing::warn!(error = %e, kind, "event not recorded in the database");
         }

@@ -117,6 +117,18 @@ pub struct StandbyConn {
     /// replay position.
     pub lag_bytes: Option<i64>,
     pub replay_lag_secs: Option<f64>,
+    /// Seconds since the standby last replied. A standby replies every
+    /// `wal_receiver_status_interval` (1 s) even when idle; a cut-off one
+    /// stays listed as `streaming` until `wal_sender_timeout`, so this is
+    /// how a dead one is told apart early.
+    pub reply_age_secs: Option<f64>,
+}
+
+impl StandbyConn {
+    /// Streaming, and heard from within the last 3 s.
+    pub fn is_live(&self) -> bool {
+        self.state == "streaming" && self.reply_age_secs.is_some_and(|a| a < 3.0)
+    }
 }
 
 pub async fn standbys(client: &Client) -> Result<Vec<StandbyConn>, ProbeError> {
@@ -125,7 +137,8 @@ pub async fn standbys(client: &Client) -> Result<Vec<StandbyConn>, ProbeError> {
             "SELECT application_name, client_addr::text, state, sync_state,
                     sent_lsn::text, flush_lsn::text, replay_lsn::text,
                     pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::int8,
-                    extract(epoch FROM replay_lag)::float8
+                    extract(epoch FROM replay_lag)::float8,
+                    extract(epoch FROM clock_timestamp() - reply_time)::float8
                FROM pg_stat_replication
               ORDER BY application_name",
             &[],
@@ -143,6 +156,7 @@ pub async fn standbys(client: &Client) -> Result<Vec<StandbyConn>, ProbeError> {
                 replay_lsn: lsn(r.get(6))?,
                 lag_bytes: r.get(7),
                 replay_lag_secs: r.get(8),
+                reply_age_secs: r.get(9),
             })
         })
         .collect()

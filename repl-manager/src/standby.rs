@@ -2,7 +2,7 @@
 //! writable upstream, and repair itself when it cannot (rewind first,
 //! re-clone second; the old data directory is moved aside, never deleted).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
@@ -173,9 +173,16 @@ impl Manager {
     /// primary no longer has the WAL this standby needs. `mine` is how far
     /// it got (from the running server, else from its control file).
     async fn repair(&self, mine: Option<Lsn>) -> Result<(), Failure> {
-        // Only repair against a primary that answers: a dead primary is
-        // failover's business, and re-cloning from nobody helps nobody.
-        let upstream = self.upstream().await.map_err(|e| {
+        // Only repair against a primary that answers: a dead or partitioned
+        // primary is failover's business, and re-cloning from nobody helps
+        // nobody. (The failover probe runs every probe interval.)
+        if !self.primary_recently_seen() {
+            return Err(Failure::Failed(format!(
+                "not streaming, and the primary {} does not answer either: waiting",
+                self.known().primary
+            )));
+        }
+        let upstream = self.live_upstream().await.map_err(|e| {
             Failure::Failed(format!(
                 "not streaming, and no writable upstream to repair from: {e}"
             ))
@@ -189,7 +196,10 @@ impl Manager {
                 .ok()
                 .map(|c| c.checkpoint_lsn),
         };
-        let kind = self.choose_repair(&upstream, mine).await;
+        let limit = Duration::from_secs(self.cfg.postgres.connect_timeout_secs);
+        let kind = tokio::time::timeout(limit, self.choose_repair(&upstream, mine))
+            .await
+            .unwrap_or(Repair::Rewind);
         {
             let mut r = lock(&self.repair);
             r.attempts += 1;
@@ -274,9 +284,13 @@ impl Manager {
         // pg_rewind reads the source's timeline from its control file, which
         // a fresh primary updates only at its first checkpoint; without one
         // it wrongly reports "no rewind required".
-        if let Ok(up) = self.upstream().await {
-            if let Err(e) = up.batch_execute("CHECKPOINT").await {
-                tracing::debug!(error = %e, "CHECKPOINT on the source failed");
+        if let Ok(up) = self.live_upstream().await {
+            match tokio::time::timeout(Duration::from_secs(30), up.batch_execute("CHECKPOINT"))
+                .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(error = %e, "CHECKPOINT on the source failed"),
+                Err(_) => tracing::debug!("CHECKPOINT on the source timed out"),
             }
         }
         let source = format!(
@@ -334,15 +348,19 @@ impl Manager {
         let slot = self.me().slot_name();
         // Does our slot exist? Ask the primary; if it cannot be asked the
         // clone cannot work either.
-        let upstream = self.upstream().await?;
-        let has_slot = upstream
-            .query_opt(
+        let upstream = self.live_upstream().await?;
+        let limit = Duration::from_secs(self.cfg.postgres.connect_timeout_secs);
+        let has_slot = tokio::time::timeout(
+            limit,
+            upstream.query_opt(
                 "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1",
                 &[&slot],
-            )
-            .await
-            .map_err(Failure::from)?
-            .is_some();
+            ),
+        )
+        .await
+        .map_err(|_| Failure::Failed("the primary did not answer in time".into()))?
+        .map_err(Failure::from)?
+        .is_some();
         // No application_name: pg_basebackup's own WAL stream must not look
         // like this node's standby connection (the primary would count it
         // as a streaming synchronous standby).

@@ -92,11 +92,7 @@ impl SyncTracker {
     ) -> SyncDecision {
         let streaming = candidates
             .iter()
-            .find(|c| {
-                standbys
-                    .iter()
-                    .any(|s| s.name == **c && s.state == "streaming")
-            })
+            .find(|c| standbys.iter().any(|s| s.name == **c && s.is_live()))
             .map(|c| c.to_string());
         let full = sync_names(candidates);
         let before = self.mode;
@@ -183,6 +179,7 @@ mod tests {
             replay_lsn: None,
             lag_bytes: None,
             replay_lag_secs: None,
+            reply_age_secs: Some(0.5),
         }
     }
 

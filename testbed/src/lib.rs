@@ -9,6 +9,7 @@
 
 pub mod error;
 pub mod garage;
+pub mod netns;
 pub mod ports;
 pub mod postgres;
 pub mod process;

@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, dead_code)] // test helpers may panic: a panic is a test failure
 
+pub mod ns;
+
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -1,0 +1,339 @@
+//! Jepsen-style failover tests: every node is its own host (a network
+//! namespace with its own address), with a real PostgreSQL and the real
+//! repl-manager binary, default failover settings (probe 1 s, timeout 5 s).
+//! A client keeps a ledger of every acknowledged write; a probe inside
+//! every node asks "am I writable?" ten times a second. Each test prints:
+//! seconds to a new writable primary, acknowledged writes, lost writes (must
+//! be 0) and moments with two writable primaries (must be 0).
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use cluster_db::Role;
+use hyper::StatusCode;
+use serde_json::json;
+use support::ns::{lost_writes, now, report, Ledger, NsFleet};
+
+const T: Duration = Duration::from_secs(120);
+
+fn four() -> Vec<(&'static str, Role)> {
+    vec![
+        ("lead", Role::Lead),
+        ("backup", Role::Backup),
+        ("c1", Role::Compute),
+        ("c2", Role::Compute),
+    ]
+}
+
+const SETTINGS: &str = "[replication]\nrepair_after_secs = 5\n";
+
+/// Cases 5, 3 and 1: a minority of compute nodes cut off (nothing
+/// changes), the backup cut off (no failover; the lead keeps serving), then
+/// the lead killed (the backup takes over; the old lead rejoins by itself).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn minority_and_backup_partitions_change_nothing_and_a_dead_lead_is_replaced() {
+    let mut fleet = NsFleet::start(&four(), SETTINGS).await;
+    fleet.wait_healthy("lead", &["backup", "c1", "c2"], T).await;
+    fleet.start_writable_probes();
+    let ledger = Ledger::start(fleet.dsn(&["lead", "backup"])).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Case 5: a minority (one compute node) cut off for twice the timeout.
+    fleet.cut("c1");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let lead = fleet.status("lead").await.unwrap();
+    assert_eq!((lead.state.as_str(), lead.epoch), ("primary", 1));
+    assert!(!lead.failover.as_ref().unwrap().fenced);
+    fleet.heal("c1");
+    fleet.wait_healthy("lead", &["backup", "c1", "c2"], T).await;
+
+    // Case 3: the backup cut off. No failover: the lead keeps its lease
+    // (lead, c1, c2 are a majority); commits wait for the backup, then the
+    // lead degrades to asynchronous after sync_degrade_after_secs.
+    fleet.cut("backup");
+    let cut = Instant::now();
+    let lead = fleet
+        .wait_status("lead", T, "degraded to async", |s| {
+            s.sync.as_ref().is_some_and(|v| v.mode == "async")
+        })
+        .await;
+    let degraded_after = cut.elapsed().as_secs_f64();
+    assert_eq!((lead.state.as_str(), lead.epoch), ("primary", 1));
+    // Well past the failover timeout, and writes flow again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let lead = fleet.status("lead").await.unwrap();
+    assert_eq!((lead.state.as_str(), lead.epoch), ("primary", 1));
+    assert!(!lead.failover.as_ref().unwrap().fenced);
+    fleet.heal("backup");
+    fleet
+        .wait_status("lead", T, "the backup in sync again", |s| {
+            s.sync.as_ref().is_some_and(|v| v.mode == "sync")
+        })
+        .await;
+    let b = fleet.status("backup").await.unwrap();
+    assert_eq!(
+        (b.state.as_str(), b.epoch),
+        ("replica", 1),
+        "no failover happened"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Case 1: the lead's host dies.
+    let killed = now();
+    let started = Instant::now();
+    fleet.kill("lead").await;
+    fleet
+        .wait_status("backup", T, "promoted", |s| {
+            s.is_primary() && s.epoch == 2 && s.failover.as_ref().is_some_and(|f| !f.fenced)
+        })
+        .await;
+    let promoted_after = started.elapsed().as_secs_f64();
+    // Compute nodes follow the new primary.
+    fleet.wait_healthy("backup", &["c1", "c2"], T).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let backup_ip = fleet.node("backup").ip.to_string();
+    let first_write = ledger.first_ack_by(&backup_ip, killed);
+    // The old lead comes back and rejoins as a replica, no manual step.
+    fleet.restart("lead");
+    fleet.wait_healthy("backup", &["lead", "c1", "c2"], T).await;
+    let (acked, attempts) = ledger.stop().await;
+    let bc = fleet.connect("backup").await;
+    let lost = lost_writes(&bc, &acked).await;
+    let doubles = fleet.double_primary_moments();
+    let mut f = BTreeMap::new();
+    f.insert("promoted_secs", format!("{promoted_after:.1}"));
+    f.insert(
+        "backup_cut_degraded_after_secs",
+        format!("{degraded_after:.1}"),
+    );
+    f.insert(
+        "first_write_on_new_primary_secs",
+        first_write
+            .map(|t| format!("{:.1}", t - killed))
+            .unwrap_or("none".into()),
+    );
+    f.insert("acked", acked.len().to_string());
+    f.insert("attempts", attempts.to_string());
+    f.insert("lost", lost.len().to_string());
+    f.insert("two_primary_moments", doubles.to_string());
+    report("kill-lead", &f);
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    assert_eq!(doubles, 0, "two writable primaries at once");
+    assert!(
+        promoted_after < 5.0 + 10.0,
+        "failover took {promoted_after:.1} s"
+    );
+    assert!(first_write.is_some(), "no write reached the new primary");
+    let events: i64 = bc
+        .query_one(
+            "SELECT count(*) FROM aurora.events WHERE kind = 'failover'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(events, 1);
+}
+
+/// Cases 2 and 4: the lead cut off from everyone (a write taken by the
+/// isolated lead is never acknowledged; the backup takes over; the lead
+/// rejoins after healing), then the new primary's link flaps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_isolated_lead_acknowledges_nothing_and_flapping_never_makes_two_primaries() {
+    let nodes = vec![
+        ("lead", Role::Lead),
+        ("backup", Role::Backup),
+        ("c1", Role::Compute),
+    ];
+    let mut fleet = NsFleet::start(&nodes, SETTINGS).await;
+    fleet.wait_healthy("lead", &["backup", "c1"], T).await;
+    fleet.start_writable_probes();
+    let ledger = Ledger::start(fleet.dsn(&["lead", "backup"])).await;
+    // A second client inside the lead's host: it can still reach the lead
+    // during the partition.
+    let lc = fleet.connect("lead").await;
+    lc.batch_execute("CREATE TABLE inside (id bigint PRIMARY KEY)")
+        .await
+        .unwrap();
+    drop(lc);
+    let inside_acks = fleet.dir().join("inside-acked");
+    let lead_ip = fleet.node("lead").ip;
+    let mut inside = fleet
+        .net
+        .command(fleet.index("lead"), "sh")
+        .arg("-c")
+        .arg(format!(
+            "i=0; while :; do i=$((i+1)); if psql -X -q -h {lead_ip} -U postgres -d postgres \
+             -c \"INSERT INTO inside VALUES ($i)\" 'connect_timeout=1' >/dev/null 2>&1; \
+             then echo $i >> {}; fi; sleep 0.05; done",
+            inside_acks.display()
+        ))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Case 2.
+    let cut_at = now();
+    let started = Instant::now();
+    fleet.cut("lead");
+    fleet
+        .wait_status("backup", T, "promoted", |s| {
+            s.is_primary() && s.epoch == 2 && s.failover.as_ref().is_some_and(|f| !f.fenced)
+        })
+        .await;
+    let promoted_after = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    fleet.heal("lead");
+    fleet.wait_healthy("backup", &["lead", "c1"], T).await;
+    let _ = inside.kill().await;
+    let inside_acked: Vec<i64> = std::fs::read_to_string(&inside_acks)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    let bc = fleet.connect("backup").await;
+    let missing: i64 = bc
+        .query_one(
+            "SELECT count(*) FROM unnest($1::int8[]) a(id) WHERE NOT EXISTS (SELECT 1 FROM inside i WHERE i.id = a.id)",
+            &[&inside_acked],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let backup_ip = fleet.node("backup").ip.to_string();
+    let first_write = ledger.first_ack_by(&backup_ip, cut_at);
+
+    // Case 4: the new primary's link flaps (down 3 s, up 3 s) for 36 s.
+    for _ in 0..6 {
+        fleet.cut("backup");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        fleet.heal("backup");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    // Settle: some node is primary with the others streaming.
+    let deadline = Instant::now() + T;
+    let final_primary = loop {
+        let mut found = None;
+        for n in ["lead", "backup", "c1"] {
+            if let Some(s) = fleet.status(n).await {
+                if s.is_primary() && s.failover.as_ref().is_some_and(|f| !f.fenced) {
+                    found = Some(n);
+                }
+            }
+        }
+        if let Some(p) = found {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "no primary after the flapping");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let others: Vec<&str> = ["lead", "backup", "c1"]
+        .into_iter()
+        .filter(|n| *n != final_primary)
+        .collect();
+    fleet.wait_healthy(final_primary, &others, T).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (acked, attempts) = ledger.stop().await;
+    let pc = fleet.connect(final_primary).await;
+    let lost = lost_writes(&pc, &acked).await;
+    let doubles = fleet.double_primary_moments();
+    let mut f = BTreeMap::new();
+    f.insert("promoted_secs", format!("{promoted_after:.1}"));
+    f.insert(
+        "first_write_on_new_primary_secs",
+        first_write
+            .map(|t| format!("{:.1}", t - cut_at))
+            .unwrap_or("none".into()),
+    );
+    f.insert("isolated_lead_acked_then_lost", missing.to_string());
+    f.insert("acked", acked.len().to_string());
+    f.insert("attempts", attempts.to_string());
+    f.insert("lost", lost.len().to_string());
+    f.insert("two_primary_moments", doubles.to_string());
+    f.insert("final_primary", final_primary.to_string());
+    report("partition-and-flap", &f);
+    assert_eq!(
+        missing, 0,
+        "the isolated lead acknowledged writes that were lost"
+    );
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    assert_eq!(doubles, 0, "two writable primaries at once");
+    assert!(promoted_after < 15.0, "failover took {promoted_after:.1} s");
+}
+
+/// Case 6: the backup is cut off long enough for the lead to degrade to
+/// asynchronous replication and acknowledge writes the backup never got;
+/// then the lead dies. The backup must not promote itself; a forced
+/// promote says what it would lose, then does it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_backup_that_missed_acknowledged_writes_is_not_promoted() {
+    let nodes = vec![
+        ("lead", Role::Lead),
+        ("backup", Role::Backup),
+        ("c1", Role::Compute),
+    ];
+    let settings = format!("{SETTINGS}sync_degrade_after_secs = 6\n");
+    let mut fleet = NsFleet::start(&nodes, &settings).await;
+    fleet.wait_healthy("lead", &["backup", "c1"], T).await;
+    fleet
+        .wait_status("lead", T, "sync", |s| {
+            s.sync.as_ref().is_some_and(|v| v.mode == "sync")
+        })
+        .await;
+    fleet.cut("backup");
+    fleet
+        .wait_status("lead", T, "degraded to async", |s| {
+            s.sync.as_ref().is_some_and(|v| v.mode == "async")
+        })
+        .await;
+    // Writes the backup will never have.
+    let lc = fleet.connect("lead").await;
+    lc.batch_execute(
+        "CREATE TABLE after_degrade AS SELECT g AS id FROM generate_series(1, 1000) g",
+    )
+    .await
+    .unwrap();
+    drop(lc);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    fleet.kill("lead").await;
+    fleet.heal("backup");
+    // Well past the failover timeout: still no promotion.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let b = fleet.status("backup").await.unwrap();
+    let attempt = b
+        .failover
+        .as_ref()
+        .and_then(|f| f.last_attempt.clone())
+        .unwrap_or_default();
+    let mut f = BTreeMap::new();
+    f.insert("backup_state", b.state.clone());
+    f.insert("refusal", format!("{attempt:?}"));
+    report("stale-backup", &f);
+    assert_eq!((b.state.as_str(), b.epoch), ("replica", 1), "{b:?}");
+    assert!(
+        attempt.contains("async") || attempt.contains("lost the primary"),
+        "the refusal should say why: {attempt:?}"
+    );
+    // The operator is told what a forced promotion loses.
+    let r = fleet.post("backup", "/promote", json!({})).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
+    assert!(r.text().contains("loses up to"), "{}", r.text());
+    assert!(r.text().contains("asynchronous"), "{}", r.text());
+    let r = fleet
+        .post("backup", "/promote", json!({ "force": true }))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    fleet
+        .wait_status("backup", T, "forced primary", |s| {
+            s.is_primary() && s.epoch == 2
+        })
+        .await;
+}

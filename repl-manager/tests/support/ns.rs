@@ -1,0 +1,462 @@
+//! A fleet of separate hosts: every node in its own network namespace, its
+//! PostgreSQL and its repl-manager (the real binary, as a process) inside
+//! it, so partitions are real. Clients write and probe from outside (the
+//! root namespace, over the bridge) or from inside a node.
+
+#![allow(clippy::unwrap_used, dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use cluster_db::Role;
+use hyper::Method;
+use repl_manager::manager::NodeStatus;
+use serde_json::Value;
+use sidecar_kit::http_client::{HttpClient, HttpResponse};
+use sidecar_kit::Secret;
+use testbed::netns::Network;
+use testbed::{PgCluster, PgOptions};
+
+pub const TOKEN: &str = "ns-fleet-token-0123456789abcdef";
+
+pub struct NsNode {
+    pub name: String,
+    pub role: Role,
+    pub pg: PgCluster,
+    pub ip: std::net::Ipv4Addr,
+    config: PathBuf,
+    log: PathBuf,
+    child: Option<tokio::process::Child>,
+}
+
+pub struct NsFleet {
+    pub net: Network,
+    pub nodes: Vec<NsNode>,
+    pub http: HttpClient,
+    dir: tempfile::TempDir,
+    probes: Vec<tokio::process::Child>,
+}
+
+pub fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
+impl NsFleet {
+    /// Starts `nodes` (lead first), each in its own namespace; `extra` is
+    /// appended to every repl-manager config.
+    pub async fn start(nodes: &[(&str, Role)], extra: &str) -> NsFleet {
+        let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+        let net = Network::create(nodes.len()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut members = String::new();
+        for (i, (name, role)) in nodes.iter().enumerate() {
+            let ip = net.node(i).ip;
+            members.push_str(&format!(
+                "[[members]]\nname = \"{name}\"\nrole = \"{role}\"\nhost = \"{ip}\"\nport = 5432\napi_url = \"http://{ip}:8008\"\n"
+            ));
+        }
+        let mut out = Vec::new();
+        for (i, (name, role)) in nodes.iter().enumerate() {
+            let ip = net.node(i).ip;
+            let mut opts = PgOptions::named(name);
+            opts.listen = std::net::IpAddr::V4(ip);
+            opts.port = Some(5432);
+            let pg = if *role == Role::Lead {
+                let pg = PgCluster::init(opts).await.unwrap();
+                // Trust inside the private test network (the replication
+                // user still authenticates: repl-manager's block comes first).
+                let hba = pg.data_dir().join("pg_hba.conf");
+                let mut text = std::fs::read_to_string(&hba).unwrap();
+                text.push_str("\nhost all all 10.0.0.0/8 trust\n");
+                std::fs::write(&hba, text).unwrap();
+                pg
+            } else {
+                PgCluster::empty(opts).unwrap()
+            };
+            let config = dir.path().join(format!("{name}.toml"));
+            std::fs::write(
+                &config,
+                format!(
+                    "[admin]\nlisten = \"{ip}:8008\"\ntoken = \"{TOKEN}\"\n\
+                     [log]\nformat = \"json\"\nfilter = \"info,repl_manager=debug\"\n\
+                     [node]\nname = \"{name}\"\nstate_file = \"{}\"\n\
+                     [postgres]\ndata_dir = \"{}\"\nbin_dir = \"{}\"\nhost = \"{ip}\"\nport = 5432\n\
+                     listen_addresses = \"{ip}\"\nreplication_password = \"ns-repl-pw\"\nlog_file = \"{}\"\n\
+                     {extra}\n{members}",
+                    pg.dir().join("repl-state.json").display(),
+                    pg.data_dir().display(),
+                    pg.bindir().display(),
+                    pg.log_path().display(),
+                ),
+            )
+            .unwrap();
+            out.push(NsNode {
+                name: name.to_string(),
+                role: *role,
+                ip,
+                log: dir.path().join(format!("{name}.log")),
+                pg,
+                config,
+                child: None,
+            });
+        }
+        let mut fleet = NsFleet {
+            net,
+            nodes: out,
+            http: HttpClient::new(Duration::from_secs(5)),
+            dir,
+            probes: Vec::new(),
+        };
+        for i in 0..fleet.nodes.len() {
+            fleet.spawn(i);
+        }
+        fleet
+    }
+
+    pub fn index(&self, name: &str) -> usize {
+        self.nodes.iter().position(|n| n.name == name).unwrap()
+    }
+
+    pub fn node(&self, name: &str) -> &NsNode {
+        &self.nodes[self.index(name)]
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let node = &self.nodes[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .unwrap();
+        let mut cmd = self.net.command(i, env!("CARGO_BIN_EXE_repl-manager"));
+        cmd.arg("--config")
+            .arg(&node.config)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .kill_on_drop(true);
+        let child = cmd.spawn().unwrap();
+        self.nodes[i].child = Some(child);
+    }
+
+    /// Starts a node's repl-manager again (after a kill).
+    pub fn restart(&mut self, name: &str) {
+        let i = self.index(name);
+        self.spawn(i);
+    }
+
+    /// SIGKILL to the node's repl-manager and its PostgreSQL: the host died.
+    pub async fn kill(&mut self, name: &str) {
+        let i = self.index(name);
+        if let Some(mut c) = self.nodes[i].child.take() {
+            let _ = c.kill().await;
+        }
+        let _ = self.nodes[i].pg.kill();
+    }
+
+    pub fn cut(&self, name: &str) {
+        self.net.cut(self.index(name)).unwrap();
+    }
+
+    pub fn heal(&self, name: &str) {
+        self.net.heal(self.index(name)).unwrap();
+    }
+
+    pub fn api(&self, name: &str) -> String {
+        format!("http://{}:8008", self.node(name).ip)
+    }
+
+    pub async fn status(&self, name: &str) -> Option<NodeStatus> {
+        self.http
+            .get_json(&format!("{}/status", self.api(name)))
+            .await
+            .ok()
+    }
+
+    pub async fn post(&self, name: &str, path: &str, body: Value) -> HttpResponse {
+        let secret = Secret::new(TOKEN);
+        HttpClient::new(Duration::from_secs(120))
+            .send(
+                Method::POST,
+                &format!("{}{path}", self.api(name)),
+                Some(&secret),
+                Some(&body),
+            )
+            .await
+            .unwrap()
+    }
+
+    pub async fn wait_status(
+        &self,
+        name: &str,
+        timeout: Duration,
+        what: &str,
+        check: impl Fn(&NodeStatus) -> bool,
+    ) -> NodeStatus {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut last = None;
+        loop {
+            if let Some(s) = self.status(name).await {
+                if check(&s) {
+                    return s;
+                }
+                last = Some(s);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!(
+                    "{name}: {what} did not happen within {timeout:?}; last status: {}\nlog tail:\n{}",
+                    serde_json::to_string(&last).unwrap(),
+                    self.log_tail(name, 30)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub fn log_tail(&self, name: &str, n: usize) -> String {
+        let text = std::fs::read_to_string(&self.node(name).log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// Waits until `primary` is writable (leased) with every one of
+    /// `standbys` streaming from it.
+    pub async fn wait_healthy(&self, primary: &str, standbys: &[&str], timeout: Duration) {
+        self.wait_status(primary, timeout, "primary with streaming standbys", |s| {
+            s.is_primary()
+                && s.failover.as_ref().is_some_and(|f| !f.fenced)
+                && standbys.iter().all(|n| {
+                    s.replicas
+                        .iter()
+                        .any(|r| r.name == *n && r.state == "streaming")
+                })
+        })
+        .await;
+    }
+
+    /// A DSN for a client outside the fleet, to the named nodes, the
+    /// writable one wins.
+    pub fn dsn(&self, names: &[&str]) -> String {
+        let hosts: Vec<String> = names.iter().map(|n| self.node(n).ip.to_string()).collect();
+        format!(
+            "host={} port=5432 user=postgres dbname=postgres target_session_attrs=read-write connect_timeout=1",
+            hosts.join(",")
+        )
+    }
+
+    pub async fn connect(&self, name: &str) -> tokio_postgres::Client {
+        let dsn = format!(
+            "host={} port=5432 user=postgres dbname=postgres connect_timeout=3",
+            self.node(name).ip
+        );
+        let (c, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        c
+    }
+
+    /// Starts, inside every node, a loop asking its own server several
+    /// times a second "can I write?"; results go to `<dir>/probe-<node>`.
+    /// Probing from inside means a cut-off node is still observed.
+    pub fn start_writable_probes(&mut self) {
+        for i in 0..self.nodes.len() {
+            let node = &self.nodes[i];
+            let out = self.dir.path().join(format!("probe-{}", node.name));
+            let script = format!(
+                "while :; do t=$(date +%s.%N); r=$(psql -X -At -h {ip} -p 5432 -U postgres -d postgres \
+                 -v ON_ERROR_STOP=1 -c \"SET statement_timeout = '500ms'; SELECT NOT pg_is_in_recovery() AND current_setting('default_transaction_read_only') = 'off'\" \
+                 'connect_timeout=1' 2>/dev/null | tail -1); echo \"$t ${{r:-down}}\"; sleep 0.1; done >> {out}",
+                ip = node.ip,
+                out = out.display()
+            );
+            let mut cmd = self.net.command(i, "sh");
+            cmd.arg("-c")
+                .arg(script)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .kill_on_drop(true);
+            self.probes.push(cmd.spawn().unwrap());
+        }
+    }
+
+    /// Moments (probe samples) at which two nodes were writable at once.
+    pub fn double_primary_moments(&self) -> usize {
+        let mut intervals: Vec<(String, f64, f64)> = Vec::new();
+        for node in &self.nodes {
+            let path = self.dir.path().join(format!("probe-{}", node.name));
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let samples: Vec<(f64, bool)> = text
+                .lines()
+                .filter_map(|l| {
+                    let (t, r) = l.split_once(' ')?;
+                    Some((t.parse().ok()?, r.trim() == "t"))
+                })
+                .collect();
+            for w in samples.windows(2) {
+                if w[0].1 {
+                    intervals.push((node.name.clone(), w[0].0, w[1].0));
+                }
+            }
+        }
+        let mut overlaps = 0;
+        for (i, a) in intervals.iter().enumerate() {
+            for b in &intervals[i + 1..] {
+                if a.0 != b.0 && a.1 < b.2 && b.1 < a.2 {
+                    overlaps += 1;
+                }
+            }
+        }
+        overlaps
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for NsFleet {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Keep the evidence: every node's repl-manager and server log.
+            let keep =
+                std::env::temp_dir().join(format!("aurora-failover-logs-{}", std::process::id()));
+            let _ = std::fs::create_dir_all(&keep);
+            for n in &self.nodes {
+                let _ = std::fs::copy(&n.log, keep.join(format!("{}.log", n.name)));
+                let _ = std::fs::copy(
+                    n.pg.log_path(),
+                    keep.join(format!("{}-postgres.log", n.name)),
+                );
+            }
+            eprintln!("logs kept in {}", keep.display());
+        }
+        for p in &mut self.probes {
+            let _ = p.start_kill();
+        }
+        for n in &mut self.nodes {
+            if let Some(c) = n.child.as_mut() {
+                let _ = c.start_kill();
+            }
+        }
+    }
+}
+
+/// A client that writes continuously through a multi-host connection
+/// string and keeps a ledger of every write the server acknowledged:
+/// (id, time of the ack, the server that acknowledged it).
+pub struct Ledger {
+    pub acked: Arc<Mutex<Vec<(i64, f64, String)>>>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<u64>,
+}
+
+impl Ledger {
+    pub async fn start(dsn: String) -> Ledger {
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = {
+            let acked = acked.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut id = 0i64;
+                let mut attempts = 0u64;
+                let mut client: Option<tokio_postgres::Client> = None;
+                while !stop.load(Ordering::SeqCst) {
+                    if client.as_ref().is_none_or(|c| c.is_closed()) {
+                        match tokio::time::timeout(
+                            Duration::from_secs(3),
+                            tokio_postgres::connect(&dsn, tokio_postgres::NoTls),
+                        )
+                        .await
+                        {
+                            Ok(Ok((c, conn))) => {
+                                tokio::spawn(conn);
+                                let _ = c
+                                    .batch_execute(
+                                        "CREATE TABLE IF NOT EXISTS ledger (id bigint PRIMARY KEY, at timestamptz DEFAULT now())",
+                                    )
+                                    .await;
+                                client = Some(c);
+                            }
+                            _ => {
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                                continue;
+                            }
+                        }
+                    }
+                    let Some(c) = client.as_ref() else { continue };
+                    id += 1;
+                    attempts += 1;
+                    let result = tokio::time::timeout(
+                        Duration::from_secs(5),
+                        c.query_one(
+                            "INSERT INTO ledger (id) VALUES ($1) RETURNING host(inet_server_addr())",
+                            &[&id],
+                        ),
+                    )
+                    .await;
+                    match result {
+                        Ok(Ok(row)) => acked.lock().unwrap().push((id, now(), row.get(0))),
+                        _ => client = None,
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                attempts
+            })
+        };
+        Ledger { acked, stop, task }
+    }
+
+    pub async fn stop(self) -> (Vec<(i64, f64, String)>, u64) {
+        self.stop.store(true, Ordering::SeqCst);
+        let attempts = self.task.await.unwrap();
+        let acked = self.acked.lock().unwrap().clone();
+        (acked, attempts)
+    }
+
+    /// The first write acknowledged by `server` after `after` (unix secs).
+    pub fn first_ack_by(&self, server: &str, after: f64) -> Option<f64> {
+        self.acked
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, t, s)| s == server && *t >= after)
+            .map(|(_, t, _)| *t)
+            .next()
+    }
+}
+
+/// Acknowledged ids missing from `client`'s ledger table.
+pub async fn lost_writes(
+    client: &tokio_postgres::Client,
+    acked: &[(i64, f64, String)],
+) -> Vec<i64> {
+    let ids: Vec<i64> = acked.iter().map(|a| a.0).collect();
+    let rows = client
+        .query(
+            "SELECT a.id FROM unnest($1::int8[]) a(id) WHERE NOT EXISTS (SELECT 1 FROM ledger l WHERE l.id = a.id)",
+            &[&ids],
+        )
+        .await
+        .unwrap();
+    rows.iter().map(|r| r.get(0)).collect()
+}
+
+/// Prints the figures every failover test reports.
+pub fn report(test: &str, figures: &BTreeMap<&str, String>) {
+    let line: Vec<String> = figures.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!("[{test}] {}", line.join(" "));
+    eprintln!("[{test}] {}", line.join(" "));
+}
+
+pub fn elapsed_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64()
+}

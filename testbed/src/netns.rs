@@ -1,0 +1,166 @@
+//! Nodes as separate hosts on one machine: one network namespace per node,
+//! each joined to a bridge in the root namespace by a veth pair, addresses
+//! in a private /24. Cutting a node's veth is a real partition (the kernel
+//! drops its packets), not a simulated one. Needs root and `ip`.
+//!
+//! The root namespace has `.254` on the bridge, so the test itself (a
+//! client) reaches every node that is not cut off.
+
+use std::net::Ipv4Addr;
+use std::process::Command;
+
+use crate::error::TestbedError;
+
+/// A private network of `n` nodes.
+pub struct Network {
+    id: String,
+    bridge: String,
+    nodes: Vec<NetNode>,
+    subnet: [u8; 3],
+}
+
+#[derive(Clone, Debug)]
+pub struct NetNode {
+    /// The namespace (`ip netns exec <ns> …`).
+    pub ns: String,
+    /// The host side of the veth pair (cut it to partition the node).
+    pub veth: String,
+    pub ip: Ipv4Addr,
+}
+
+fn ip(args: &[&str]) -> Result<(), TestbedError> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| TestbedError::io("running ip", e))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(TestbedError::Command {
+        command: format!("ip {}", args.join(" ")),
+        status: out.status.to_string(),
+        output: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    })
+}
+
+impl Network {
+    /// Creates the bridge and `n` namespaces. Names are unique per process
+    /// (interface names are at most 15 characters).
+    pub fn create(n: usize) -> Result<Self, TestbedError> {
+        if !nix::unistd::Uid::effective().is_root() {
+            return Err(TestbedError::Other("network namespaces need root".into()));
+        }
+        if crate::tools::which("ip").is_none() {
+            return Err(TestbedError::Missing {
+                what: "ip (iproute2)".into(),
+                install: "apt-get install -y iproute2".into(),
+            });
+        }
+        // 10.201.x.0/24 .. 10.250.x.0/24, from the process id and a random
+        // byte, retried if the bridge name is taken.
+        for attempt in 0..8u64 {
+            let r = sidecar_kit::telemetry::random_u64() ^ attempt;
+            let id = format!(
+                "{:x}",
+                (u64::from(std::process::id()) << 8 | (r & 0xff)) & 0xffffff
+            );
+            let subnet = [10, 201 + (r % 50) as u8, ((r >> 8) % 250) as u8 + 1];
+            let bridge = format!("aub{id}");
+            if ip(&["link", "add", &bridge, "type", "bridge"]).is_err() {
+                continue;
+            }
+            let mut net = Network {
+                id,
+                bridge,
+                nodes: Vec::new(),
+                subnet,
+            };
+            net.setup(n)?;
+            return Ok(net);
+        }
+        Err(TestbedError::Other("could not create a test bridge".into()))
+    }
+
+    fn setup(&mut self, n: usize) -> Result<(), TestbedError> {
+        let [a, b, c] = self.subnet;
+        let host_ip = format!("{a}.{b}.{c}.254/24");
+        ip(&["addr", "add", &host_ip, "dev", &self.bridge])?;
+        ip(&["link", "set", &self.bridge, "up"])?;
+        for i in 0..n {
+            let ns = format!("aurora-{}-{i}", self.id);
+            let veth = format!("auv{}n{i}", self.id);
+            let peer = format!("aup{}n{i}", self.id);
+            let node_ip = Ipv4Addr::new(a, b, c, (i + 1) as u8);
+            ip(&["netns", "add", &ns])?;
+            // Recorded at once so Drop removes it even if a later step fails.
+            self.nodes.push(NetNode {
+                ns: ns.clone(),
+                veth: veth.clone(),
+                ip: node_ip,
+            });
+            ip(&["link", "add", &veth, "type", "veth", "peer", "name", &peer])?;
+            ip(&["link", "set", &peer, "netns", &ns])?;
+            ip(&["link", "set", &veth, "master", &self.bridge])?;
+            ip(&["link", "set", &veth, "up"])?;
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{node_ip}/24"),
+                "dev",
+                &peer,
+            ])?;
+            ip(&["-n", &ns, "link", "set", &peer, "up"])?;
+            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        }
+        Ok(())
+    }
+
+    pub fn nodes(&self) -> &[NetNode] {
+        &self.nodes
+    }
+
+    pub fn node(&self, i: usize) -> &NetNode {
+        &self.nodes[i]
+    }
+
+    /// The root namespace's address on the bridge.
+    pub fn host_ip(&self) -> Ipv4Addr {
+        let [a, b, c] = self.subnet;
+        Ipv4Addr::new(a, b, c, 254)
+    }
+
+    /// Cuts node `i` off from every other node and from the test.
+    pub fn cut(&self, i: usize) -> Result<(), TestbedError> {
+        ip(&["link", "set", &self.nodes[i].veth, "down"])
+    }
+
+    /// Reconnects node `i`.
+    pub fn heal(&self, i: usize) -> Result<(), TestbedError> {
+        ip(&["link", "set", &self.nodes[i].veth, "up"])
+    }
+
+    /// A command that runs `program` inside node `i`'s namespace.
+    pub fn command(
+        &self,
+        i: usize,
+        program: impl AsRef<std::ffi::OsStr>,
+    ) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new("ip");
+        cmd.args(["netns", "exec", &self.nodes[i].ns]).arg(program);
+        cmd
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        for node in &self.nodes {
+            // Deleting the namespace deletes its end of the veth pair, and
+            // with it the host end.
+            let _ = ip(&["netns", "delete", &node.ns]);
+            let _ = ip(&["link", "delete", &node.veth]);
+        }
+        let _ = ip(&["link", "delete", &self.bridge]);
+    }
+}
