@@ -1,0 +1,98 @@
+//! The measurement behind `bench/failover` (ignored in the test suite: it
+//! prints figures, it asserts nothing about speed). Each round kills the
+//! current primary's host (PostgreSQL and repl-manager, SIGKILL) under a
+//! write load and measures the time from the kill to the first write
+//! acknowledged by the new primary; then the killed node is restarted and
+//! rejoins before the next round.
+//!
+//!   ROUNDS=5 PROBE=1 TIMEOUT=5 cargo test --release -p repl-manager \
+//!     --test failover_bench -- --ignored --nocapture
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use cluster_db::Role;
+use support::ns::{lost_writes, now, Ledger, NsFleet};
+
+const T: Duration = Duration::from_secs(120);
+
+fn env_f64(name: &str, default: f64) -> f64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a benchmark: run through bench/failover"]
+async fn failover_bench() {
+    let rounds = env_f64("ROUNDS", 5.0) as usize;
+    let probe = env_f64("PROBE", 1.0);
+    let timeout = env_f64("TIMEOUT", 5.0);
+    let nodes = vec![
+        ("lead", Role::Lead),
+        ("backup", Role::Backup),
+        ("c1", Role::Compute),
+    ];
+    // The lead may take over back, so every round kills the current primary.
+    let settings = format!(
+        "[replication]\nrepair_after_secs = 5\n\
+         [failover]\nprobe_interval_secs = {probe}\ntimeout_secs = {timeout}\ncandidates = [\"lead\"]\n"
+    );
+    let mut fleet = NsFleet::start(&nodes, &settings).await;
+    fleet.wait_healthy("lead", &["backup", "c1"], T).await;
+    let ledger = Ledger::start(fleet.dsn(&["lead", "backup"])).await;
+    let mut primary = "lead";
+    let mut times = Vec::new();
+    for round in 1..=rounds {
+        let other = if primary == "lead" { "backup" } else { "lead" };
+        fleet
+            .wait_status(primary, T, "in sync", |s| {
+                s.sync.as_ref().is_some_and(|v| v.mode == "sync")
+                    && s.failover.as_ref().is_some_and(|f| !f.fenced)
+            })
+            .await;
+        // Every member must have heard the primary's sync report.
+        tokio::time::sleep(Duration::from_millis((probe * 2500.0) as u64)).await;
+        let killed = now();
+        let started = Instant::now();
+        fleet.kill(primary).await;
+        let other_ip = fleet.node(other).ip.to_string();
+        let first = loop {
+            if let Some(t) = ledger.first_ack_by(&other_ip, killed) {
+                break t - killed;
+            }
+            assert!(
+                started.elapsed() < T,
+                "round {round}: no write on {other} after {T:?}:\n{}",
+                fleet.log_tail(other, 20)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        times.push(first);
+        eprintln!("round {round}: {primary} killed, {other} took writes after {first:.2} s");
+        fleet.restart(primary);
+        fleet.wait_healthy(other, &[primary, "c1"], T).await;
+        primary = other;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (acked, _attempts) = ledger.stop().await;
+    let pc = fleet.connect(primary).await;
+    let lost = lost_writes(&pc, &acked).await;
+    let mut sorted = times.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    println!(
+        "failover (probe {probe} s, timeout {timeout} s), {rounds} kills under write load: \
+         kill -> first acknowledged write on the new primary min {:.2} s, median {median:.2} s, max {:.2} s; \
+         {} writes acknowledged, {} lost",
+        sorted[0],
+        sorted[sorted.len() - 1],
+        acked.len(),
+        lost.len()
+    );
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+}
