@@ -75,23 +75,25 @@ pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
 async fn reconcile_loop(mgr: &Manager, lifecycle: &Lifecycle) {
     let interval = Duration::from_secs(mgr.cfg.replication.loop_interval_secs);
     loop {
-        let pass = reconcile_once(mgr);
-        tokio::select! {
-            _ = lifecycle.cancelled() => break,
-            result = pass => {
-                *lock(&mgr.last_tick) = unix_now();
-                match result {
-                    Ok(()) => *lock(&mgr.last_error) = None,
-                    Err(e) => {
-                        let msg = e.to_string();
-                        let repeated = lock(&mgr.last_error).as_deref() == Some(msg.as_str());
-                        if !repeated {
-                            tracing::warn!(error = %msg, "reconciliation failed");
-                        }
-                        mgr.metrics.reconcile_errors.with_label_values(&["pass"]).inc();
-                        *lock(&mgr.last_error) = Some(msg);
-                    }
+        // A pass is never cut short by shutdown: stopping between "stop the
+        // server" and "start it again" would leave PostgreSQL down. (A long
+        // clone outlasting admin.shutdown_timeout_secs is killed with the
+        // process; pg_basebackup cleans up after itself.)
+        let result = reconcile_once(mgr).await;
+        *lock(&mgr.last_tick) = unix_now();
+        match result {
+            Ok(()) => *lock(&mgr.last_error) = None,
+            Err(e) => {
+                let msg = e.to_string();
+                let repeated = lock(&mgr.last_error).as_deref() == Some(msg.as_str());
+                if !repeated {
+                    tracing::warn!(error = %msg, "reconciliation failed");
                 }
+                mgr.metrics
+                    .reconcile_errors
+                    .with_label_values(&["pass"])
+                    .inc();
+                *lock(&mgr.last_error) = Some(msg);
             }
         }
         tokio::select! {
@@ -106,10 +108,12 @@ async fn reconcile_loop(mgr: &Manager, lifecycle: &Lifecycle) {
 
 async fn failover_loop(mgr: &Manager, lifecycle: &Lifecycle) {
     loop {
-        let sleep = tokio::select! {
-            _ = lifecycle.cancelled() => break,
-            sleep = mgr.failover_round() => sleep,
-        };
+        // Like a reconcile pass, a round (a promotion, a fence) is never
+        // cut short by shutdown.
+        let sleep = mgr.failover_round().await;
+        if lifecycle.is_shutting_down() {
+            break;
+        }
         tokio::select! {
             _ = lifecycle.cancelled() => break,
             _ = tokio::time::sleep(sleep) => {}

@@ -246,7 +246,11 @@ impl LocalServer {
                         "-t",
                         &self.cfg.start_timeout_secs.to_string(),
                         "start",
-                    ]);
+                    ])
+                    // Its own process group: a signal meant for repl-manager's
+                    // group (a supervisor stopping the sidecar) must not reach
+                    // the postmaster. PostgreSQL outlives repl-manager.
+                    .process_group(0);
                 if let Err(e) = self.run(cmd, "pg_ctl start").await {
                     return Err(ServerError::Other(format!(
                         "{e}; server log {}:\n{}",

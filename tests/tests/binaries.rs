@@ -245,6 +245,15 @@ async fn every_sidecar_serves_admin_endpoints_and_stops_on_sigterm() {
             "{bin} logged the S3 secret"
         );
         assert!(log.contains("\"level\""), "{bin} json logs: {log}");
+        if bin == "repl-manager" {
+            // It managed the shared server; stopping the sidecar leaves
+            // PostgreSQL running (the other sidecars use it next).
+            let up = testbed::postgres::wait_until(Duration::from_secs(10), || async {
+                deps.pg.connect("postgres").await.is_ok()
+            })
+            .await;
+            assert!(up, "PostgreSQL is down after repl-manager stopped: {log}");
+        }
     }
 }
 
