@@ -251,31 +251,34 @@ impl Manager {
                 return Ok(c.clone());
             }
         }
+        let client = Arc::new(self.superuser_session("repl-manager").await?);
+        *slot = Some(client.clone());
+        Ok(client)
+    }
+
+    /// A new connection to the local server as its superuser. Our own
+    /// statements commit locally (bookkeeping must not block on a missing
+    /// synchronous standby in strict mode) and are read-write even while
+    /// the server is fenced (read-only by default for clients).
+    pub async fn superuser_session(&self, application: &str) -> Result<Client, Failure> {
         let pg = &self.cfg.postgres;
+        let timeout = Duration::from_secs(pg.connect_timeout_secs);
         let mut c = tokio_postgres::Config::new();
         c.host(&pg.host)
             .port(pg.port)
             .user(&pg.superuser)
             .dbname("postgres")
-            .application_name("repl-manager")
-            .connect_timeout(Duration::from_secs(pg.connect_timeout_secs));
+            .application_name(application)
+            .connect_timeout(timeout);
         if let Some(p) = &pg.superuser_password {
             c.password(p.expose());
         }
-        let client = cluster_db::connect(
-            &DbTarget::from_config(c),
-            Duration::from_secs(pg.connect_timeout_secs),
-        )
-        .await?;
-        // Our own statements commit locally and are read-write even while
-        // the server is fenced (read-only by default for clients).
+        let client = cluster_db::connect(&DbTarget::from_config(c), timeout).await?;
         client
             .batch_execute(
                 "SET synchronous_commit = local; SET default_transaction_read_only = off",
             )
             .await?;
-        let client = Arc::new(client);
-        *slot = Some(client.clone());
         Ok(client)
     }
 

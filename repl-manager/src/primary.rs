@@ -185,29 +185,7 @@ impl Manager {
         lock(&self.sync).reset(&names);
         // The schema contract, then this node's claim in it. A bootstrap
         // (epoch 0) becomes epoch 1, stored locally first.
-        let mut owned = {
-            let pg = &self.cfg.postgres;
-            let mut c = tokio_postgres::Config::new();
-            c.host(&pg.host)
-                .port(pg.port)
-                .user(&pg.superuser)
-                .dbname("postgres")
-                .application_name("repl-manager-migrate")
-                .connect_timeout(Duration::from_secs(pg.connect_timeout_secs));
-            if let Some(p) = &pg.superuser_password {
-                c.password(p.expose());
-            }
-            cluster_db::connect(
-                &cluster_db::DbTarget::from_config(c),
-                Duration::from_secs(pg.connect_timeout_secs),
-            )
-            .await?
-        };
-        owned
-            .batch_execute(
-                "SET synchronous_commit = local; SET default_transaction_read_only = off",
-            )
-            .await?;
+        let mut owned = self.superuser_session("repl-manager-migrate").await?;
         let report = cluster_db::migrate(&mut owned).await?;
         if !report.applied.is_empty() {
             tracing::info!(applied = ?report.applied, version = report.version, "schema migrated");

@@ -183,7 +183,19 @@ impl LocalServer {
 
     /// Runs a command to completion; returns its stdout, or an error with
     /// its output.
-    pub async fn run(&self, mut cmd: Command, label: &str) -> Result<String, ServerError> {
+    pub async fn run(&self, cmd: Command, label: &str) -> Result<String, ServerError> {
+        let (stdout, _) = self.output(cmd, label).await?;
+        Ok(stdout)
+    }
+
+    /// Like [`LocalServer::run`], returning stdout and stderr together
+    /// (pg_rewind reports what it did on stderr).
+    pub async fn run_logged(&self, cmd: Command, label: &str) -> Result<String, ServerError> {
+        let (stdout, stderr) = self.output(cmd, label).await?;
+        Ok(last_lines(format!("{stdout}{stderr}").trim(), 6))
+    }
+
+    async fn output(&self, mut cmd: Command, label: &str) -> Result<(String, String), ServerError> {
         let out = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -191,38 +203,14 @@ impl LocalServer {
             .await
             .map_err(|e| ServerError::io(format!("running {label}"), e))?;
         let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
         if out.status.success() {
-            return Ok(stdout);
-        }
-        let output = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
-        Err(ServerError::Command {
-            command: label.to_string(),
-            status: out.status.to_string(),
-            output: last_lines(output.trim(), 6),
-        })
-    }
-
-    /// Like [`LocalServer::run`], returning stdout and stderr together
-    /// (pg_rewind reports what it did on stderr).
-    pub async fn run_logged(&self, mut cmd: Command, label: &str) -> Result<String, ServerError> {
-        let out = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .output()
-            .await
-            .map_err(|e| ServerError::io(format!("running {label}"), e))?;
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        if out.status.success() {
-            return Ok(last_lines(text.trim(), 6));
+            return Ok((stdout, stderr));
         }
         Err(ServerError::Command {
             command: label.to_string(),
             status: out.status.to_string(),
-            output: last_lines(text.trim(), 6),
+            output: last_lines(format!("{stdout}{stderr}").trim(), 6),
         })
     }
 
