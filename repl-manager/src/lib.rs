@@ -75,11 +75,22 @@ pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
 async fn reconcile_loop(mgr: &Manager, lifecycle: &Lifecycle) {
     let interval = Duration::from_secs(mgr.cfg.replication.loop_interval_secs);
     loop {
-        // A pass is never cut short by shutdown: stopping between "stop the
-        // server" and "start it again" would leave PostgreSQL down. (A long
-        // clone outlasting admin.shutdown_timeout_secs is killed with the
-        // process; pg_basebackup cleans up after itself.)
-        let result = reconcile_once(mgr).await;
+        // Shutdown does not cut a pass short at once: stopping between "stop
+        // the server" and "start it again" would leave PostgreSQL down. The
+        // pass gets most of admin.shutdown_timeout_secs to finish; only one
+        // stuck longer (a clone, a server that will not start) is dropped,
+        // and pg_basebackup cleans up after itself.
+        let grace =
+            Duration::from_secs(mgr.cfg.admin.shutdown_timeout_secs.saturating_sub(2).max(1));
+        let pass = reconcile_once(mgr);
+        tokio::pin!(pass);
+        let result = tokio::select! {
+            result = &mut pass => result,
+            _ = async { lifecycle.cancelled().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!("shutdown: a reconciliation pass did not finish in time and was abandoned");
+                break;
+            }
+        };
         *lock(&mgr.last_tick) = unix_now();
         match result {
             Ok(()) => *lock(&mgr.last_error) = None,
