@@ -199,15 +199,22 @@ impl AdminApi for Api {
             "/status" => Routed::Response(AdminResponse::ok(&self.mgr.status().await)),
             "/primary" | "/read-write" | "/leader" | "/master" => {
                 let st = self.mgr.status().await;
-                let ok = st.is_primary() && st.primary == self.mgr.name();
-                get_only(check(
-                    ok,
-                    &st,
-                    Some(format!(
-                        "this node is {} (primary: {})",
-                        st.state, st.primary
-                    )),
-                ))
+                // A fenced primary (no lease) acknowledges no write: a load
+                // balancer must not send writes to it (Patroni answers 503
+                // without the leader lock, likewise).
+                let fenced = st.failover.as_ref().is_some_and(|f| f.fenced);
+                let ok = st.is_primary() && st.primary == self.mgr.name() && !fenced;
+                let why = format!(
+                    "this node is {} (primary: {}){}",
+                    st.state,
+                    st.primary,
+                    if fenced {
+                        "; fenced: no lease from a majority"
+                    } else {
+                        ""
+                    }
+                );
+                get_only(check(ok, &st, Some(why)))
             }
             "/replica" => Routed::Response(self.replica_check(&req).await),
             "/read-only" => {
