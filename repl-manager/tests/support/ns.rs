@@ -134,7 +134,12 @@ impl NsFleet {
             .append(true)
             .open(&node.log)
             .unwrap();
-        let mut cmd = self.net.command(i, env!("CARGO_BIN_EXE_repl-manager"));
+        // Integration tests get the binary from Cargo; the benchmark (an
+        // example) finds it next to itself.
+        let bin = option_env!("CARGO_BIN_EXE_repl-manager")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| testbed::tools::workspace_bin("repl-manager").unwrap());
+        let mut cmd = self.net.command(i, bin);
         cmd.arg("--config")
             .arg(&node.config)
             .stdin(std::process::Stdio::null())

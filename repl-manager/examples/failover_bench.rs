@@ -1,15 +1,16 @@
-//! The measurement behind `bench/failover` (ignored in the test suite: it
-//! prints figures, it asserts nothing about speed). Each round kills the
+//! The measurement behind `bench/failover`: a program, not a test (it
+//! prints figures; it asserts nothing about speed). Each round kills the
 //! current primary's host (PostgreSQL and repl-manager, SIGKILL) under a
 //! write load and measures the time from the kill to the first write
 //! acknowledged by the new primary; then the killed node is restarted and
 //! rejoins before the next round.
 //!
-//!   ROUNDS=5 PROBE=1 TIMEOUT=5 cargo test --release -p repl-manager \
-//!     --test failover_bench -- --ignored --nocapture
+//!   ROUNDS=5 PROBE=1 TIMEOUT=5 cargo run --release -p repl-manager \
+//!     --example failover_bench
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::time::{Duration, Instant};
@@ -26,9 +27,8 @@ fn env_f64(name: &str, default: f64) -> f64 {
         .unwrap_or(default)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "a benchmark: run through bench/failover"]
-async fn failover_bench() {
+#[tokio::main(flavor = "multi_thread", worker_threads = 4)]
+async fn main() {
     let rounds = env_f64("ROUNDS", 5.0) as usize;
     let probe = env_f64("PROBE", 1.0);
     let timeout = env_f64("TIMEOUT", 5.0);
