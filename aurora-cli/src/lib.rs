@@ -1,35 +1,194 @@
 //! The operator's one tool for an Aurora fleet.
 //!
+//! Every command reads this node's config (`--config`, `$AURORA_CONFIG`,
+//! else `/etc/aurora/node.toml`) and talks to the node's sidecars through
+//! their admin APIs; `sandbox` runs a whole fleet on one machine.
+//!
 //! Exit status: 0 on success, 1 on a failed operation, 2 on a usage or
 //! config error.
 
+pub mod api;
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod output;
+pub mod sandbox;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+
+use crate::config::NodeConfig;
+use crate::error::{CliError, CliResult};
+
+const EXAMPLES: &str = "Examples:
+  aurora-cli status
+  aurora-cli switchover --to star
+  aurora-cli sync-db --json
+  aurora-cli sandbox up --dir /tmp/fleet
+  aurora-cli --config /tmp/fleet/nodes/aurora/node.toml status
+
+Exit status: 0 success, 1 the operation failed, 2 usage or config error.";
 
 #[derive(Parser, Debug)]
 #[command(
     name = "aurora-cli",
     version = sidecar_kit::telemetry::long_version(),
     about = "The operator's one tool for an Aurora fleet.",
-    after_help = "Examples:\n  aurora-cli version\n  aurora-cli migrate --dsn 'host=10.0.0.1 user=aurora dbname=aurora'"
+    after_help = EXAMPLES
 )]
 pub struct Cli {
+    /// The node config (default: $AURORA_CONFIG, else /etc/aurora/node.toml).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Print the version and the commit it was built from.
+    /// This node and the fleet at a glance: roles, health, replication lag,
+    /// asset sync age, DNS serial.
     ///
-    /// Example: aurora-cli version
-    Version,
-    /// Apply the `aurora` schema migrations on the primary (idempotent).
+    /// Example: aurora-cli status --json
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every check of this node; exit 1 if any is critical.
     ///
-    /// repl-manager will do this on every start and promotion; until then,
-    /// run it once against the lead before starting dns-sync or
-    /// health-monitor.
+    /// Example: aurora-cli health
+    Health {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replication: role, timeline, epoch, every replica's state and lag,
+    /// and the primary's slots.
+    ///
+    /// Example: aurora-cli sync-db
+    SyncDb {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Promote this node to primary (on the backup: a switchover to it).
+    ///
+    /// Example: aurora-cli promote --yes
+    Promote {
+        /// Do not ask for confirmation.
+        #[arg(long, short)]
+        yes: bool,
+        /// Promote even though the node lags (may lose acknowledged writes).
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make this primary follow another primary (after a split).
+    ///
+    /// Example: aurora-cli demote --to star --yes
+    Demote {
+        /// The primary to follow (default: the one other primary).
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long, short)]
+        yes: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Hand the primary role to NODE with zero data loss.
+    ///
+    /// Example: aurora-cli switchover --to star --yes
+    Switchover {
+        #[arg(long, value_name = "NODE")]
+        to: String,
+        #[arg(long, short)]
+        yes: bool,
+        /// Switch over even to a lagging node.
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run an asset sync now and wait for its result.
+    ///
+    /// Example: aurora-cli sync-assets
+    SyncAssets {
+        /// Return as soon as the sync is triggered.
+        #[arg(long)]
+        no_wait: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a service's logs (docker compose logs).
+    ///
+    /// Example: aurora-cli logs repl-manager -f
+    Logs {
+        service: Option<String>,
+        /// Keep following.
+        #[arg(long, short)]
+        follow: bool,
+        /// Lines from the end.
+        #[arg(long)]
+        tail: Option<u32>,
+    },
+    /// Restart a service, or every service, and wait for health.
+    ///
+    /// Example: aurora-cli restart dns-sync
+    Restart { service: Option<String> },
+    /// Pull images and recreate changed services one at a time, each
+    /// waiting for its health check; roll back if one fails.
+    ///
+    /// Example: aurora-cli update
+    Update {
+        #[arg(long)]
+        json: bool,
+    },
+    /// A shell in a service's container.
+    ///
+    /// Example: aurora-cli ssh postgres
+    Ssh { service: String },
+    /// A verified backup of PostgreSQL, the assets and the node's config,
+    /// into one timestamped directory.
+    ///
+    /// Example: aurora-cli backup --dest /var/backups/aurora
+    Backup {
+        /// Where to put it (default: backup.dest in the node config).
+        #[arg(long)]
+        dest: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a backup into an empty data directory (checksums and
+    /// pg_verifybackup checked).
+    ///
+    /// Example: aurora-cli restore --from /var/backups/aurora/aurora-20261127T031500Z --data-dir /srv/pgdata
+    Restore {
+        /// The backup directory.
+        #[arg(long)]
+        from: PathBuf,
+        /// An empty (or missing) directory for PostgreSQL's data.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Also restore the assets here.
+        #[arg(long)]
+        assets_dir: Option<PathBuf>,
+        /// Also restore the config and credentials here.
+        #[arg(long)]
+        config_dir: Option<PathBuf>,
+        /// PostgreSQL's binaries (pg_verifybackup).
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A whole fleet on this machine, without Docker.
+    ///
+    /// Example: aurora-cli sandbox up --nodes 3
+    Sandbox(sandbox::SandboxArgs),
+    /// Apply the `aurora` schema migrations on the primary (idempotent;
+    /// repl-manager does it on every start and promotion).
     ///
     /// Example: aurora-cli migrate --dsn 'host=10.0.0.1 user=aurora dbname=aurora'
     Migrate {
@@ -37,28 +196,20 @@ pub enum Command {
         #[arg(long, env = "AURORA_DSN", hide_env_values = true)]
         dsn: String,
     },
+    /// Shell completions.
+    ///
+    /// Example: aurora-cli completions bash > /etc/bash_completion.d/aurora-cli
+    Completions { shell: clap_complete::Shell },
+    /// Print the version and the commit it was built from.
+    ///
+    /// Example: aurora-cli version
+    Version,
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Version => {
-            println!("aurora-cli {}", sidecar_kit::telemetry::long_version());
-            ExitCode::SUCCESS
-        }
-        Command::Migrate { dsn } => migrate(&dsn),
-    }
-}
-
-fn migrate(dsn: &str) -> ExitCode {
-    let target = match cluster_db::DbTarget::parse(dsn) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("aurora-cli: --dsn: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
     {
@@ -68,39 +219,104 @@ fn migrate(dsn: &str) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    runtime.block_on(async {
-        let result = async {
-            let mut client =
-                cluster_db::connect(&target, std::time::Duration::from_secs(10)).await?;
-            cluster_db::migrate(&mut client).await
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("aurora-cli: {e}");
+            e.exit_code()
         }
-        .await;
-        match result {
-            Ok(r) if r.applied.is_empty() => {
-                println!(
-                    "schema aurora is current (version {}) on {}",
-                    r.version, target.label
-                );
-                ExitCode::SUCCESS
-            }
-            Ok(r) => {
-                println!(
-                    "applied migrations {:?}; schema aurora is at version {} on {}",
-                    r.applied, r.version, target.label
-                );
-                ExitCode::SUCCESS
-            }
-            Err(cluster_db::DbError::NotPrimary) => {
-                eprintln!(
-                    "aurora-cli: {} is a standby; run migrate against the primary (the lead)",
-                    target.label
-                );
-                ExitCode::from(1)
-            }
-            Err(e) => {
-                eprintln!("aurora-cli: migrate failed: {e}");
-                ExitCode::from(1)
-            }
+    }
+}
+
+async fn dispatch(cli: Cli) -> CliResult {
+    use commands::*;
+    let load = || NodeConfig::load(cli.config.as_deref());
+    match cli.command {
+        Command::Version => {
+            println!("aurora-cli {}", sidecar_kit::telemetry::long_version());
+            Ok(())
         }
-    })
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "aurora-cli",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Migrate { dsn } => migrate(&dsn).await,
+        Command::Sandbox(args) => sandbox::run(args).await,
+        Command::Restore {
+            from,
+            data_dir,
+            assets_dir,
+            config_dir,
+            bin_dir,
+            json,
+        } => backup::restore(
+            backup::RestoreArgs {
+                from: &from,
+                data_dir: &data_dir,
+                assets_dir: assets_dir.as_deref(),
+                config_dir: config_dir.as_deref(),
+                bin_dir: bin_dir.as_deref(),
+            },
+            json,
+        ),
+        Command::Status { json } => status::status(&load()?, json).await,
+        Command::Health { json } => status::health(&load()?, json).await,
+        Command::SyncDb { json } => replication::sync_db(&load()?, json).await,
+        Command::Promote { yes, force, json } => {
+            replication::promote(&load()?, yes, force, json).await
+        }
+        Command::Demote { to, yes, json } => {
+            replication::demote(&load()?, to.as_deref(), yes, json).await
+        }
+        Command::Switchover {
+            to,
+            yes,
+            force,
+            json,
+        } => replication::switchover(&load()?, &to, yes, force, json).await,
+        Command::SyncAssets { no_wait, json } => assets::sync_assets(&load()?, no_wait, json).await,
+        Command::Logs {
+            service,
+            follow,
+            tail,
+        } => compose::logs(&load()?, service.as_deref(), follow, tail),
+        Command::Restart { service } => compose::restart(&load()?, service.as_deref()),
+        Command::Update { json } => compose::update(&load()?, json),
+        Command::Ssh { service } => compose::ssh(&load()?, &service),
+        Command::Backup { dest, json } => backup::backup(&load()?, dest.as_deref(), json),
+    }
+}
+
+async fn migrate(dsn: &str) -> CliResult {
+    let target =
+        cluster_db::DbTarget::parse(dsn).map_err(|e| CliError::usage(format!("--dsn: {e}")))?;
+    let mut client = cluster_db::connect(&target, std::time::Duration::from_secs(10))
+        .await
+        .map_err(|e| CliError::failed(format!("connecting to {}: {e}", target.label)))?;
+    match cluster_db::migrate(&mut client).await {
+        Ok(r) if r.applied.is_empty() => {
+            println!(
+                "schema aurora is current (version {}) on {}",
+                r.version, target.label
+            );
+            Ok(())
+        }
+        Ok(r) => {
+            println!(
+                "applied migrations {:?}; schema aurora is at version {} on {}",
+                r.applied, r.version, target.label
+            );
+            Ok(())
+        }
+        Err(cluster_db::DbError::NotPrimary) => Err(CliError::failed(format!(
+            "{} is a standby; run migrate against the primary (the lead)",
+            target.label
+        ))),
+        Err(e) => Err(CliError::failed(format!("migrate failed: {e}"))),
+    }
 }

@@ -173,6 +173,11 @@ mod tests {
                 })
                 .collect(),
             rejected: vec![],
+            replication: crate::fleet::PrimaryView {
+                reachable: true,
+                error: None,
+                standbys: vec![],
+            },
         }
     }
 

@@ -78,6 +78,20 @@ pub async fn run_all(config: &Config, http: &HttpClient) -> Vec<CheckResult> {
             http_check(http, &h.url),
         )));
     }
+    if let Some(url) = &c.repl_manager {
+        futures.push(Box::pin(timed(
+            "replication".into(),
+            t,
+            replication(http, url, c),
+        )));
+    }
+    for (name, url) in &c.sidecars {
+        futures.push(Box::pin(timed(
+            format!("sidecar:{name}"),
+            t,
+            sidecar_health(http, url),
+        )));
+    }
     for tc in &c.tcp {
         futures.push(Box::pin(timed(
             format!("tcp:{}", tc.name),
@@ -268,5 +282,101 @@ async fn tcp_check(address: &str) -> Outcome {
     match tokio::net::TcpStream::connect(address).await {
         Ok(_) => passing("accepting connections"),
         Err(e) => critical(format!("{address}: {e}")),
+    }
+}
+
+/// Replication as this node's repl-manager reports it: a primary whose
+/// synchronous standby is gone (commits unprotected) is `warning`; a
+/// standby is judged by its lag against the primary's current position.
+async fn replication(http: &HttpClient, base: &str, c: &ChecksConfig) -> Outcome {
+    let url = format!("{}/status", base.trim_end_matches('/'));
+    let st: serde_json::Value = match http.get_json(&url).await {
+        Ok(v) => v,
+        Err(e) => return critical(format!("repl-manager: {e}")),
+    };
+    let state = st["state"].as_str().unwrap_or("unknown");
+    match state {
+        "primary" => {
+            let streaming = st["replicas"]
+                .as_array()
+                .map(|r| r.iter().filter(|r| r["state"] == "streaming").count())
+                .unwrap_or(0);
+            let mode = st["sync"]["mode"].as_str().unwrap_or("none");
+            let standby = st["sync"]["standby"].as_str();
+            if st["failover"]["fenced"] == true {
+                return critical(
+                    "primary is fenced (no lease from a majority): it accepts no writes",
+                );
+            }
+            match (mode, standby) {
+                ("sync", Some(s)) => passing(format!(
+                    "primary; synchronous standby {s}; {streaming} standby(s) streaming"
+                )),
+                _ if st["sync"].is_null() => {
+                    passing(format!("primary; {streaming} standby(s) streaming"))
+                }
+                (m, _) => warning(format!(
+                    "primary without a synchronous standby (mode {m}): commits are not copied to the backup; {streaming} standby(s) streaming"
+                )),
+            }
+        }
+        "replica" => {
+            let lag = st["lag_bytes"].as_u64();
+            let secs = st["lag_seconds"].as_f64();
+            let primary = st["primary"].as_str().unwrap_or("?");
+            match lag {
+                Some(b) if b >= c.lag_critical_bytes => critical(format!(
+                    "replica of {primary}, {b} bytes behind (critical above {})",
+                    c.lag_critical_bytes
+                )),
+                Some(b) if b >= c.lag_warning_bytes => warning(format!(
+                    "replica of {primary}, {b} bytes behind (warning above {})",
+                    c.lag_warning_bytes
+                )),
+                Some(b) => passing(format!(
+                    "replica of {primary}, {b} bytes behind{}",
+                    secs.map(|s| format!(", {s:.1} s")).unwrap_or_default()
+                )),
+                None => warning(format!(
+                    "replica of {primary}, lag unknown: {}",
+                    st["lag_error"]
+                        .as_str()
+                        .unwrap_or("no answer from the primary")
+                )),
+            }
+        }
+        other => critical(format!(
+            "PostgreSQL is {other}{}",
+            st["last_error"]
+                .as_str()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        )),
+    }
+}
+
+/// A sidecar's `/health`: 200 `ok` passing, 200 `degraded` warning (with
+/// its reasons), anything else critical.
+async fn sidecar_health(http: &HttpClient, base: &str) -> Outcome {
+    let url = format!("{}/health", base.trim_end_matches('/'));
+    match http.get(&url).await {
+        Ok(r) => {
+            let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+            let reasons = body["reasons"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                })
+                .unwrap_or_default();
+            match (r.status.is_success(), body["status"].as_str()) {
+                (true, Some("ok")) | (true, None) => passing("healthy"),
+                (true, Some(s)) => warning(format!("{s}: {reasons}")),
+                (false, _) => critical(format!("{url} answered {}: {reasons}", r.status)),
+            }
+        }
+        Err(e) => critical(e.to_string()),
     }
 }

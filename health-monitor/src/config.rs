@@ -151,6 +151,19 @@ pub struct ChecksConfig {
     /// Extra TCP checks: the address must accept a connection.
     #[serde(default)]
     pub tcp: Vec<TcpCheck>,
+    /// repl-manager's admin URL on this node: the replication check reads
+    /// role, lag and the synchronous state from its `/status`.
+    pub repl_manager: Option<String>,
+    /// A standby further behind than this is `warning`, and `critical`
+    /// past the second limit.
+    pub lag_warning_bytes: u64,
+    pub lag_critical_bytes: u64,
+    /// This node's sidecars (name → admin URL): each one's `/health` is a
+    /// check.
+    #[serde(default)]
+    pub sidecars: BTreeMap<String, String>,
+    /// GPU inventory at registration: `nvidia-smi` when it is on PATH.
+    pub gpu_inventory: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -205,6 +218,11 @@ impl Default for Config {
                 redis_password: None,
                 http: vec![],
                 tcp: vec![],
+                repl_manager: None,
+                lag_warning_bytes: 16 << 20,
+                lag_critical_bytes: 256 << 20,
+                sidecars: BTreeMap::new(),
+                gpu_inventory: true,
             },
             wireguard: WireguardConfig::default(),
             alerts: AlertsConfig::default(),
@@ -312,6 +330,28 @@ impl Validate for Config {
             return Err(ConfigError::new(
                 "alerts.timeout_secs",
                 "must be at least 1",
+            ));
+        }
+        if let Some(u) = &c.repl_manager {
+            if !u.starts_with("http://") {
+                return Err(ConfigError::new(
+                    "checks.repl_manager",
+                    format!("`{u}` is not an http:// URL"),
+                ));
+            }
+        }
+        for (name, u) in &c.sidecars {
+            if !u.starts_with("http://") || name.is_empty() {
+                return Err(ConfigError::new(
+                    format!("checks.sidecars.{name}"),
+                    format!("`{u}` is not an http:// URL"),
+                ));
+            }
+        }
+        if c.lag_warning_bytes >= c.lag_critical_bytes {
+            return Err(ConfigError::new(
+                "checks.lag_critical_bytes",
+                "must be above checks.lag_warning_bytes",
             ));
         }
         for (i, t) in c.tcp.iter().enumerate() {

@@ -10,6 +10,7 @@ pub mod alerts;
 pub mod checks;
 pub mod config;
 pub mod fleet;
+pub mod gpu;
 pub mod wireguard;
 
 use std::sync::{Arc, Mutex};
@@ -164,7 +165,7 @@ impl HmMetrics {
     }
 }
 
-fn registration(config: &Config) -> anyhow::Result<NodeRegistration> {
+fn registration(config: &Config, gpus: Vec<serde_json::Value>) -> anyhow::Result<NodeRegistration> {
     let n = &config.node;
     let mut versions = serde_json::Map::new();
     versions.insert(
@@ -184,7 +185,7 @@ fn registration(config: &Config) -> anyhow::Result<NodeRegistration> {
             .iter()
             .map(|(k, v)| (k.clone(), json!(v)))
             .collect(),
-        gpus: Vec::new(),
+        gpus,
         versions,
     })
 }
@@ -198,7 +199,12 @@ pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
         config: config.clone(),
         state: state.clone(),
     });
-    let reg = registration(&config)?;
+    let gpus = if config.checks.gpu_inventory {
+        gpu::inventory().await
+    } else {
+        Vec::new()
+    };
+    let reg = registration(&config, gpus)?;
     let admin = config.admin.clone();
     let work = {
         let lifecycle = lifecycle.clone();

@@ -145,12 +145,22 @@ impl Api {
     async fn cluster(&self) -> AdminResponse {
         let me = self.mgr.status().await;
         let peers = self.mgr.peers().await;
-        let mut members = vec![serde_json::to_value(&me).unwrap_or_default()];
+        // Each entry carries the member's admin URL, so a client (the CLI)
+        // can send an operation to the primary without its own member list.
+        let with_url = |status: &NodeStatus, url: &str| {
+            let mut v = serde_json::to_value(status).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("api_url".into(), json!(url));
+            }
+            v
+        };
+        let mut members = vec![with_url(&me, &self.mgr.me().api_url)];
         for (m, view) in peers {
             members.push(match view {
-                Ok(s) => serde_json::to_value(&s).unwrap_or_default(),
+                Ok(s) => with_url(&s, &m.api_url),
                 Err(e) => json!({
                     "node": m.name, "role": m.role, "state": "unreachable", "error": e,
+                    "api_url": m.api_url,
                 }),
             });
         }

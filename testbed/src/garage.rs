@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::error::{log_tail, TestbedError};
 use crate::ports::free_port_on;
+use crate::process::write_private;
 use crate::tools::garage_bin;
 
 /// Region name the testbed's Garage answers to.
@@ -291,20 +292,6 @@ impl Drop for Garage {
             self.stop();
         }
     }
-}
-
-fn write_private(path: &Path, text: &str) -> Result<(), TestbedError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| TestbedError::io(format!("writing {}", path.display()), e))?;
-    f.write_all(text.as_bytes())
-        .map_err(|e| TestbedError::io(format!("writing {}", path.display()), e))
 }
 
 /// `n` random bytes as hex, from the kernel's CSPRNG.

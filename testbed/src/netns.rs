@@ -11,15 +11,66 @@ use std::process::Command;
 
 use crate::error::TestbedError;
 
-/// A private network of `n` nodes.
+/// A private network of `n` nodes, removed when dropped unless detached.
 pub struct Network {
     id: String,
     bridge: String,
     nodes: Vec<NetNode>,
     subnet: [u8; 3],
+    detached: bool,
 }
 
-#[derive(Clone, Debug)]
+/// A network left in place by [`Network::detach`] (the sandbox), described
+/// well enough to cut, heal and remove it later from another process.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct NetworkState {
+    pub bridge: String,
+    pub host_ip: Ipv4Addr,
+    pub nodes: Vec<NetNode>,
+}
+
+impl NetworkState {
+    /// Cuts node `i` off (its host-side veth down).
+    pub fn cut(&self, i: usize) -> Result<(), TestbedError> {
+        ip(&["link", "set", &self.nodes[i].veth, "down"])
+    }
+
+    /// Reconnects node `i`.
+    pub fn heal(&self, i: usize) -> Result<(), TestbedError> {
+        ip(&["link", "set", &self.nodes[i].veth, "up"])
+    }
+
+    /// Whether node `i` is cut off.
+    pub fn is_cut(&self, i: usize) -> bool {
+        Command::new("ip")
+            .args(["-o", "link", "show", &self.nodes[i].veth])
+            .output()
+            .map(|o| {
+                let text = String::from_utf8_lossy(&o.stdout);
+                // `state DOWN` or the admin flag missing from `<...UP...>`.
+                !text.split('>').next().unwrap_or("").contains(",UP")
+            })
+            .unwrap_or(false)
+    }
+
+    /// Deletes the namespaces, veths and bridge (best effort: what is
+    /// already gone is skipped).
+    pub fn remove(&self) {
+        remove(&self.bridge, &self.nodes);
+    }
+}
+
+fn remove(bridge: &str, nodes: &[NetNode]) {
+    for node in nodes {
+        // Deleting the namespace deletes its end of the veth pair, and
+        // with it the host end.
+        let _ = ip(&["netns", "delete", &node.ns]);
+        let _ = ip(&["link", "delete", &node.veth]);
+    }
+    let _ = ip(&["link", "delete", bridge]);
+}
+
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct NetNode {
     /// The namespace (`ip netns exec <ns> …`).
     pub ns: String,
@@ -74,6 +125,7 @@ impl Network {
                 bridge,
                 nodes: Vec::new(),
                 subnet,
+                detached: false,
             };
             net.setup(n)?;
             return Ok(net);
@@ -141,6 +193,16 @@ impl Network {
         ip(&["link", "set", &self.nodes[i].veth, "up"])
     }
 
+    /// Leaves the network in place when this handle drops and describes it.
+    pub fn detach(mut self) -> NetworkState {
+        self.detached = true;
+        NetworkState {
+            bridge: self.bridge.clone(),
+            host_ip: self.host_ip(),
+            nodes: self.nodes.clone(),
+        }
+    }
+
     /// A command that runs `program` inside node `i`'s namespace.
     pub fn command(
         &self,
@@ -155,12 +217,8 @@ impl Network {
 
 impl Drop for Network {
     fn drop(&mut self) {
-        for node in &self.nodes {
-            // Deleting the namespace deletes its end of the veth pair, and
-            // with it the host end.
-            let _ = ip(&["netns", "delete", &node.ns]);
-            let _ = ip(&["link", "delete", &node.veth]);
+        if !self.detached {
+            remove(&self.bridge, &self.nodes);
         }
-        let _ = ip(&["link", "delete", &self.bridge]);
     }
 }

@@ -27,8 +27,11 @@ pub struct SidecarSpec {
     pub env: Vec<(String, String)>,
     /// The admin address in the config, for the readiness poll.
     pub admin_addr: SocketAddr,
-    /// Directory for `<binary>.toml` and `<binary>.log`.
+    /// Directory for `<binary>.toml` (and `<binary>.log` unless `log_dir`).
     pub dir: PathBuf,
+    /// Directory for `<binary>.log` when it is not `dir` (the sandbox keeps
+    /// logs apart from configs, which hold secrets).
+    pub log_dir: Option<PathBuf>,
     /// Run inside this network namespace (`ip netns exec`), root only.
     pub netns: Option<String>,
 }
@@ -42,6 +45,7 @@ impl SidecarSpec {
             env: Vec::new(),
             admin_addr,
             dir: dir.to_path_buf(),
+            log_dir: None,
             netns: None,
         }
     }
@@ -73,9 +77,11 @@ impl SidecarProcess {
         std::fs::create_dir_all(&spec.dir)
             .map_err(|e| TestbedError::io(format!("creating {}", spec.dir.display()), e))?;
         let config_path = spec.dir.join(format!("{}.toml", spec.binary));
-        std::fs::write(&config_path, &spec.config_toml)
-            .map_err(|e| TestbedError::io(format!("writing {}", config_path.display()), e))?;
-        let log_path = spec.dir.join(format!("{}.log", spec.binary));
+        write_private(&config_path, &spec.config_toml)?;
+        let log_dir = spec.log_dir.as_ref().unwrap_or(&spec.dir);
+        std::fs::create_dir_all(log_dir)
+            .map_err(|e| TestbedError::io(format!("creating {}", log_dir.display()), e))?;
+        let log_path = log_dir.join(format!("{}.log", spec.binary));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -240,6 +246,21 @@ impl Drop for SidecarProcess {
             self.kill();
         }
     }
+}
+
+/// Writes a file only its owner can read (configs hold tokens and passwords).
+pub(crate) fn write_private(path: &Path, text: &str) -> Result<(), TestbedError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| TestbedError::io(format!("writing {}", path.display()), e))?;
+    f.write_all(text.as_bytes())
+        .map_err(|e| TestbedError::io(format!("writing {}", path.display()), e))
 }
 
 /// `true` when `pid` names a live process. A zombie (exited, not yet reaped

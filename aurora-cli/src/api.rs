@@ -1,0 +1,182 @@
+//! Talking to this node's sidecars over their admin APIs. Every failure
+//! names the sidecar and the URL, and says what to try next.
+
+use std::fmt;
+use std::time::Duration;
+
+use hyper::{Method, StatusCode};
+use serde_json::Value;
+use sidecar_kit::http_client::{HttpClient, HttpError};
+
+use crate::config::NodeConfig;
+use crate::error::{CliError, CliResult};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sidecar {
+    ReplManager,
+    HealthMonitor,
+    AssetSync,
+    DnsSync,
+}
+
+impl Sidecar {
+    pub const ALL: [Sidecar; 4] = [
+        Sidecar::ReplManager,
+        Sidecar::HealthMonitor,
+        Sidecar::AssetSync,
+        Sidecar::DnsSync,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Sidecar::ReplManager => "repl-manager",
+            Sidecar::HealthMonitor => "health-monitor",
+            Sidecar::AssetSync => "asset-sync",
+            Sidecar::DnsSync => "dns-sync",
+        }
+    }
+
+    /// The key in `[sidecars]` that holds its URL.
+    pub fn config_key(self) -> &'static str {
+        match self {
+            Sidecar::ReplManager => "sidecars.repl_manager",
+            Sidecar::HealthMonitor => "sidecars.health_monitor",
+            Sidecar::AssetSync => "sidecars.asset_sync",
+            Sidecar::DnsSync => "sidecars.dns_sync",
+        }
+    }
+}
+
+impl fmt::Display for Sidecar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A JSON answer and its HTTP status (operations answer 409 with a reason,
+/// which the caller turns into its own message).
+pub struct Answer {
+    pub status: StatusCode,
+    pub body: Value,
+}
+
+pub struct Api<'a> {
+    config: &'a NodeConfig,
+    reads: HttpClient,
+}
+
+impl<'a> Api<'a> {
+    pub fn new(config: &'a NodeConfig) -> Self {
+        Self {
+            config,
+            reads: HttpClient::new(Duration::from_secs(config.admin.timeout_secs)),
+        }
+    }
+
+    pub fn url(&self, sidecar: Sidecar) -> CliResult<&str> {
+        self.config.sidecar_url(sidecar).ok_or_else(|| {
+            CliError::usage(format!(
+                "{sidecar} is not deployed on {} ({} is empty in the node config)",
+                self.config.node.name,
+                sidecar.config_key()
+            ))
+        })
+    }
+
+    /// `GET` a JSON document; any non-2xx answer is a failure naming the URL.
+    pub async fn get(&self, sidecar: Sidecar, path: &str) -> CliResult<Value> {
+        let answer = self.get_any(sidecar, path).await?;
+        if !answer.status.is_success() {
+            return Err(CliError::failed(format!(
+                "{sidecar} at {}{path} answered {}: {}",
+                self.url(sidecar)?,
+                answer.status,
+                reason(&answer.body)
+            )));
+        }
+        Ok(answer.body)
+    }
+
+    /// `GET` a JSON document whatever the status (`/cluster/health`
+    /// answers 503 with its reasons).
+    pub async fn get_any(&self, sidecar: Sidecar, path: &str) -> CliResult<Answer> {
+        let url = format!("{}{path}", self.url(sidecar)?);
+        let resp = self
+            .reads
+            .get(&url)
+            .await
+            .map_err(|e| unreachable(sidecar, &e))?;
+        let body = serde_json::from_slice(&resp.body)
+            .unwrap_or_else(|_| Value::String(resp.text().trim().to_string()));
+        Ok(Answer {
+            status: resp.status,
+            body,
+        })
+    }
+
+    /// `POST` with the admin token. Operations can take a while (a
+    /// switchover waits for every member), so `timeout` is the caller's.
+    pub async fn post(
+        &self,
+        sidecar: Sidecar,
+        path: &str,
+        body: &Value,
+        timeout: Duration,
+    ) -> CliResult<Answer> {
+        let base = self.url(sidecar)?.to_string();
+        self.post_to(sidecar, &base, path, body, timeout).await
+    }
+
+    /// [`Api::post`] to `sidecar` on another node, at `base`.
+    pub async fn post_to(
+        &self,
+        sidecar: Sidecar,
+        base: &str,
+        path: &str,
+        body: &Value,
+        timeout: Duration,
+    ) -> CliResult<Answer> {
+        let url = format!("{}{path}", base.trim_end_matches('/'));
+        let token = self.config.admin.token.as_ref().ok_or_else(|| {
+            CliError::usage(
+                "admin.token is not set in the node config (or AURORA_ADMIN__TOKEN); \
+                 operations need the sidecars' admin token",
+            )
+        })?;
+        let client = HttpClient::new(timeout);
+        let resp = client
+            .send(Method::POST, &url, Some(token), Some(body))
+            .await
+            .map_err(|e| unreachable(sidecar, &e))?;
+        let body = serde_json::from_slice(&resp.body)
+            .unwrap_or_else(|_| Value::String(resp.text().trim().to_string()));
+        if resp.status == StatusCode::UNAUTHORIZED {
+            return Err(CliError::usage(format!(
+                "{sidecar} at {url} refused the admin token ({}); check admin.token in the node config",
+                reason(&body)
+            )));
+        }
+        Ok(Answer {
+            status: resp.status,
+            body,
+        })
+    }
+}
+
+fn unreachable(sidecar: Sidecar, e: &HttpError) -> CliError {
+    CliError::failed(format!(
+        "{sidecar} did not answer: {e} (is it running? `aurora-cli logs {sidecar}`)"
+    ))
+}
+
+/// The human reason in an error body (`{"error": "..."}`), or the body.
+pub fn reason(body: &Value) -> String {
+    body.get("error")
+        .or_else(|| body.get("reason"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| match body {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+}

@@ -1,0 +1,7 @@
+//! One module per group of commands.
+
+pub mod assets;
+pub mod backup;
+pub mod compose;
+pub mod replication;
+pub mod status;

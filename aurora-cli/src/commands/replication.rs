@@ -1,0 +1,351 @@
+//! `sync-db` (replication status), `promote`, `demote` and `switchover`,
+//! all through repl-manager's endpoints.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use hyper::StatusCode;
+use serde_json::{json, Value};
+
+use crate::api::{reason, Api, Sidecar};
+use crate::config::NodeConfig;
+use crate::error::{CliError, CliResult};
+use crate::output::{self, Table};
+
+/// Operations wait for every member to follow; repl-manager bounds its own
+/// steps, this bounds the wait for its answer.
+const OP_TIMEOUT: Duration = Duration::from_secs(180);
+
+fn s<'v>(v: &'v Value, key: &str) -> &'v str {
+    v.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+async fn cluster(api: &Api<'_>) -> CliResult<Value> {
+    api.get(Sidecar::ReplManager, "/cluster").await
+}
+
+fn members(cluster: &Value) -> Vec<Value> {
+    cluster
+        .get("members")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+pub async fn sync_db(config: &NodeConfig, as_json: bool) -> CliResult {
+    let api = Api::new(config);
+    let c = cluster(&api).await?;
+    if as_json {
+        output::print_json(&c);
+        return Ok(());
+    }
+    let ms = members(&c);
+    println!(
+        "primary: {}   epoch: {}",
+        s(&c, "primary"),
+        c.get("epoch").and_then(Value::as_i64).unwrap_or(0)
+    );
+    let primary = ms.iter().find(|m| s(m, "state") == "primary");
+    if let Some(sync) = primary.and_then(|p| p.get("sync")).filter(|v| !v.is_null()) {
+        println!(
+            "synchronous: {} (standby {}{})",
+            output::paint(s(sync, "mode")),
+            sync.get("standby")
+                .and_then(Value::as_str)
+                .unwrap_or("none"),
+            if sync.get("strict").and_then(Value::as_bool) == Some(true) {
+                ", strict"
+            } else {
+                ""
+            }
+        );
+    }
+    println!();
+    let mut t = Table::new(&[
+        "NODE",
+        "ROLE",
+        "STATE",
+        "TIMELINE",
+        "EPOCH",
+        "STREAM",
+        "LAG",
+        "REPLAY LAG",
+    ]);
+    for m in &ms {
+        let name = s(m, "node");
+        let conn = primary
+            .and_then(|p| p.get("replicas"))
+            .and_then(Value::as_array)
+            .and_then(|rs| rs.iter().find(|r| s(r, "name") == name));
+        let stream = match (s(m, "state"), conn) {
+            ("primary", _) => "-".to_string(),
+            (_, Some(r)) => format!("{} ({})", s(r, "state"), s(r, "sync_state")),
+            ("unreachable", None) => "unreachable".to_string(),
+            _ => "not streaming".to_string(),
+        };
+        let lag = conn
+            .and_then(|r| r.get("lag_bytes"))
+            .and_then(Value::as_f64)
+            .or_else(|| m.get("lag_bytes").and_then(Value::as_f64))
+            .map(output::bytes)
+            .unwrap_or_else(|| "-".into());
+        let replay = conn
+            .and_then(|r| r.get("replay_lag_secs"))
+            .and_then(Value::as_f64)
+            .or_else(|| m.get("lag_seconds").and_then(Value::as_f64))
+            .map(output::duration_secs)
+            .unwrap_or_else(|| "-".into());
+        t.row(vec![
+            name.to_string(),
+            s(m, "role").to_string(),
+            s(m, "state").to_string(),
+            m.pointer("/postgres/timeline")
+                .and_then(Value::as_u64)
+                .map(|t| t.to_string())
+                .unwrap_or_else(|| "-".into()),
+            m.get("epoch")
+                .and_then(Value::as_i64)
+                .map(|e| e.to_string())
+                .unwrap_or_else(|| "-".into()),
+            stream,
+            lag,
+            replay,
+        ]);
+    }
+    print!("{}", t.render());
+    if let Some(slots) = primary
+        .and_then(|p| p.get("slots"))
+        .and_then(Value::as_array)
+        .filter(|s| !s.is_empty())
+    {
+        println!();
+        let mut t = Table::new(&["SLOT", "ACTIVE", "WAL STATUS", "RETAINED"]);
+        for slot in slots {
+            t.row(vec![
+                s(slot, "name").to_string(),
+                if slot.get("active").and_then(Value::as_bool) == Some(true) {
+                    "yes".into()
+                } else {
+                    "no".into()
+                },
+                s(slot, "wal_status").to_string(),
+                slot.get("retained_bytes")
+                    .and_then(Value::as_f64)
+                    .map(output::bytes)
+                    .unwrap_or_else(|| "-".into()),
+            ]);
+        }
+        print!("{}", t.render());
+    }
+    for m in ms.iter().filter(|m| s(m, "state") == "unreachable") {
+        eprintln!(
+            "aurora-cli: {} is unreachable: {}",
+            s(m, "node"),
+            s(m, "error")
+        );
+    }
+    Ok(())
+}
+
+/// Asks before an operation that moves the primary. `--yes` skips it; a
+/// non-interactive stdin without `--yes` is a usage error, so a script never
+/// hangs on a prompt it cannot see.
+fn confirm(question: &str, yes: bool) -> CliResult {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(CliError::usage(format!(
+            "{question}: stdin is not a terminal; pass --yes to confirm"
+        )));
+    }
+    print!("{question} [y/N] ");
+    let _ = std::io::stdout().flush();
+    let mut line = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut line);
+    if matches!(line.trim(), "y" | "Y" | "yes" | "YES") {
+        Ok(())
+    } else {
+        Err(CliError::failed("cancelled; nothing was done"))
+    }
+}
+
+/// Prints an operation's report (or turns a refusal into its reason).
+fn report(op: &str, answer: crate::api::Answer, elapsed: Duration, as_json: bool) -> CliResult {
+    if !answer.status.is_success() {
+        let why = reason(&answer.body);
+        return Err(CliError::failed(match answer.status {
+            StatusCode::CONFLICT => format!("{op} refused: {why}"),
+            StatusCode::BAD_REQUEST => format!("{op} rejected: {why}"),
+            st => format!("{op} failed ({st}): {why}"),
+        }));
+    }
+    let b = &answer.body;
+    if as_json {
+        let mut doc = b.clone();
+        if let Some(o) = doc.as_object_mut() {
+            o.insert("cli_seconds".into(), json!(elapsed.as_secs_f64()));
+        }
+        output::print_json(&doc);
+        return Ok(());
+    }
+    println!(
+        "{}: {} -> {} at epoch {}",
+        s(b, "operation"),
+        s(b, "from"),
+        s(b, "to"),
+        b.get("epoch").and_then(Value::as_i64).unwrap_or(0)
+    );
+    for step in b
+        .get("steps")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(step) = step.as_str() {
+            println!("  - {step}");
+        }
+    }
+    for f in b
+        .get("followers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let (Some(name), Some(ok)) = (
+            f.get(0).and_then(Value::as_str),
+            f.get(1).and_then(Value::as_bool),
+        ) {
+            println!(
+                "  {name}: {}",
+                if ok {
+                    output::paint("streaming")
+                } else {
+                    "not streaming yet".into()
+                }
+            );
+        }
+    }
+    if let Some(w) = b.get("seconds_to_writable").and_then(Value::as_f64) {
+        println!("writable after {}", output::duration_secs(w));
+    }
+    println!("done in {}", output::duration_secs(elapsed.as_secs_f64()));
+    Ok(())
+}
+
+/// The member list, checking that `node` is in it.
+fn find_member<'c>(ms: &'c [Value], node: &str) -> CliResult<&'c Value> {
+    ms.iter().find(|m| s(m, "node") == node).ok_or_else(|| {
+        let names: Vec<&str> = ms.iter().map(|m| s(m, "node")).collect();
+        CliError::usage(format!(
+            "node `{node}` is not in the fleet (members: {})",
+            names.join(", ")
+        ))
+    })
+}
+
+pub async fn switchover(
+    config: &NodeConfig,
+    to: &str,
+    yes: bool,
+    force: bool,
+    as_json: bool,
+) -> CliResult {
+    let api = Api::new(config);
+    let c = cluster(&api).await?;
+    let ms = members(&c);
+    find_member(&ms, to)?;
+    let primary = ms
+        .iter()
+        .find(|m| s(m, "state") == "primary")
+        .ok_or_else(|| CliError::failed("no member reports itself primary; nothing to switch over (see `aurora-cli sync-db`)"))?;
+    let from = s(primary, "node");
+    if from == to {
+        return Err(CliError::usage(format!("{to} is already the primary")));
+    }
+    let base = s(primary, "api_url");
+    if base.is_empty() {
+        return Err(CliError::failed(format!(
+            "repl-manager does not list {from}'s admin URL (an older version?); run the switchover on {from}"
+        )));
+    }
+    confirm(
+        &format!("Switch the primary over from {from} to {to}?"),
+        yes,
+    )?;
+    let started = Instant::now();
+    let answer = api
+        .post_to(
+            Sidecar::ReplManager,
+            base,
+            "/switchover",
+            &json!({"to": to, "force": force}),
+            OP_TIMEOUT,
+        )
+        .await?;
+    report("switchover", answer, started.elapsed(), as_json)
+}
+
+pub async fn promote(config: &NodeConfig, yes: bool, force: bool, as_json: bool) -> CliResult {
+    let api = Api::new(config);
+    let me = &config.node.name;
+    confirm(&format!("Promote {me} to primary?"), yes)?;
+    let started = Instant::now();
+    let answer = api
+        .post(
+            Sidecar::ReplManager,
+            "/promote",
+            &json!({"force": force}),
+            OP_TIMEOUT,
+        )
+        .await?;
+    report("promote", answer, started.elapsed(), as_json)
+}
+
+pub async fn demote(config: &NodeConfig, to: Option<&str>, yes: bool, as_json: bool) -> CliResult {
+    let api = Api::new(config);
+    let me = config.node.name.as_str();
+    let c = cluster(&api).await?;
+    let ms = members(&c);
+    let to = match to {
+        Some(t) => {
+            find_member(&ms, t)?;
+            t.to_string()
+        }
+        // The one other primary, when there is exactly one: the case demote
+        // exists for (two writable servers after a partition).
+        None => {
+            let others: Vec<&str> = ms
+                .iter()
+                .filter(|m| s(m, "state") == "primary" && s(m, "node") != me)
+                .map(|m| s(m, "node"))
+                .collect();
+            match others.as_slice() {
+                [one] => one.to_string(),
+                [] => {
+                    return Err(CliError::usage(format!(
+                    "no other primary to follow; demoting {me} would leave the fleet without one \
+                         (use `aurora-cli switchover --to NODE` to hand over)"
+                )))
+                }
+                many => {
+                    return Err(CliError::usage(format!(
+                        "several primaries ({}): say which to follow with --to",
+                        many.join(", ")
+                    )))
+                }
+            }
+        }
+    };
+    confirm(&format!("Demote {me} to a standby of {to}?"), yes)?;
+    let started = Instant::now();
+    let answer = api
+        .post(
+            Sidecar::ReplManager,
+            "/demote",
+            &json!({"to": to}),
+            OP_TIMEOUT,
+        )
+        .await?;
+    report("demote", answer, started.elapsed(), as_json)
+}

@@ -1,0 +1,733 @@
+//! `aurora-cli sandbox`: a whole fleet on one machine, without Docker.
+//!
+//! Each node gets a real PostgreSQL (from the machine's server binaries),
+//! repl-manager, health-monitor, asset-sync (when Garage is installed) and,
+//! on the lead and the backup, dns-sync: the same binaries and the same
+//! shared starters (`testbed`) the test suite uses. Everything lives under
+//! one directory; processes are detached and outlive the command.
+
+pub mod layout;
+pub mod procs;
+pub mod state;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+use sidecar_kit::http_client::HttpClient;
+use testbed::{Garage, PgCluster, PgOptions};
+
+use crate::error::{CliError, CliResult};
+use crate::output::{self, Table};
+use layout::{FleetPlan, NodePlan, S3Plan};
+use state::{GarageEntry, NodeEntry, Postgres, Sandbox, S3};
+
+pub const DEFAULT_DIR: &str = "/tmp/aurora-sandbox";
+
+#[derive(Args, Debug)]
+pub struct SandboxArgs {
+    /// The sandbox directory: everything the sandbox writes is under it.
+    #[arg(long, global = true, env = "AURORA_SANDBOX_DIR", default_value = DEFAULT_DIR)]
+    pub dir: PathBuf,
+    #[command(subcommand)]
+    pub command: SandboxCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SandboxCommand {
+    /// Start a fleet and return when every node is ready.
+    ///
+    /// Example: aurora-cli sandbox up --dir /tmp/fleet --nodes 3
+    Up {
+        /// Number of nodes: aurora (lead), star (backup), vengeance and
+        /// computeN (compute).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=16))]
+        nodes: u8,
+        /// The cluster's DNS zone.
+        #[arg(long, default_value = "aurora.internal")]
+        zone: String,
+        /// Give each node its own network namespace and address, so
+        /// `partition` can cut it off (root only).
+        #[arg(long)]
+        netns: bool,
+        /// How long each node may take to become ready.
+        #[arg(long, default_value_t = 180)]
+        timeout_secs: u64,
+    },
+    /// Every node's processes and what they report.
+    ///
+    /// Example: aurora-cli sandbox status --json
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// SIGKILL every process of NODE, PostgreSQL included (a crash).
+    ///
+    /// Example: aurora-cli sandbox kill aurora
+    Kill { node: String },
+    /// Start NODE's processes again (after kill or stop).
+    ///
+    /// Example: aurora-cli sandbox start aurora
+    Start {
+        node: String,
+        #[arg(long, default_value_t = 180)]
+        timeout_secs: u64,
+    },
+    /// Stop NODE gracefully (SIGTERM to its sidecars, fast shutdown of
+    /// PostgreSQL).
+    ///
+    /// Example: aurora-cli sandbox stop vengeance
+    Stop { node: String },
+    /// Cut NODE off the sandbox network (`--netns` sandboxes only).
+    ///
+    /// Example: aurora-cli sandbox partition aurora
+    Partition { node: String },
+    /// Reconnect a partitioned NODE.
+    ///
+    /// Example: aurora-cli sandbox heal aurora
+    Heal { node: String },
+    /// Stop everything and remove the directory (unless --keep).
+    ///
+    /// Example: aurora-cli sandbox down
+    Down {
+        /// Keep the directory (logs, data) after stopping.
+        #[arg(long)]
+        keep: bool,
+    },
+}
+
+pub async fn run(args: SandboxArgs) -> CliResult {
+    let dir = absolute(&args.dir)?;
+    match args.command {
+        SandboxCommand::Up {
+            nodes,
+            zone,
+            netns,
+            timeout_secs,
+        } => {
+            up(
+                &dir,
+                nodes as usize,
+                &zone,
+                netns,
+                Duration::from_secs(timeout_secs),
+            )
+            .await
+        }
+        SandboxCommand::Status { json } => status(&dir, json).await,
+        SandboxCommand::Kill { node } => {
+            let sb = Sandbox::load(&dir)?;
+            let (_, n) = sb.node(&node)?;
+            let killed = procs::kill_node(n);
+            if killed.is_empty() {
+                println!("{node}: nothing was running");
+            } else {
+                println!("{node}: killed {}", killed.join(", "));
+            }
+            Ok(())
+        }
+        SandboxCommand::Start { node, timeout_secs } => {
+            let sb = Sandbox::load(&dir)?;
+            let (_, n) = sb.node(&node)?;
+            let started = Instant::now();
+            let list = procs::start_node(n, Duration::from_secs(timeout_secs)).await?;
+            if list.is_empty() {
+                println!("{node}: already running");
+            } else {
+                println!(
+                    "{node}: started {} (ready in {})",
+                    list.join(", "),
+                    output::duration_secs(started.elapsed().as_secs_f64())
+                );
+            }
+            Ok(())
+        }
+        SandboxCommand::Stop { node } => {
+            let sb = Sandbox::load(&dir)?;
+            let (_, n) = sb.node(&node)?;
+            let list = procs::stop_node(n, Duration::from_secs(30)).await?;
+            if list.is_empty() {
+                println!("{node}: nothing was running");
+            } else {
+                println!("{node}: stopped {}", list.join(", "));
+            }
+            Ok(())
+        }
+        SandboxCommand::Partition { node } => partition(&dir, &node, true),
+        SandboxCommand::Heal { node } => partition(&dir, &node, false),
+        SandboxCommand::Down { keep } => down(&dir, keep).await,
+    }
+}
+
+fn absolute(dir: &Path) -> CliResult<PathBuf> {
+    if dir.is_absolute() {
+        return Ok(dir.to_path_buf());
+    }
+    std::env::current_dir()
+        .map(|c| c.join(dir))
+        .map_err(|e| CliError::failed(format!("current directory: {e}")))
+}
+
+fn mkdir(p: &Path) -> CliResult {
+    std::fs::create_dir_all(p)
+        .map_err(|e| CliError::failed(format!("creating {}: {e}", p.display())))
+}
+
+fn write(p: &Path, text: &str) -> CliResult {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(p)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| CliError::failed(format!("writing {}: {e}", p.display())))
+}
+
+/// PostgreSQL refuses to run as root, so as root its files belong to the
+/// `postgres` user, who must be able to reach them: every ancestor of DIR
+/// needs the world-execute bit (a sandbox under /root would not start).
+fn check_reachable(dir: &Path) -> CliResult {
+    use std::os::unix::fs::PermissionsExt;
+    if !nix::unistd::Uid::effective().is_root() {
+        return Ok(());
+    }
+    for a in dir.ancestors().skip(1) {
+        if let Ok(m) = std::fs::metadata(a) {
+            if m.permissions().mode() & 0o001 == 0 {
+                return Err(CliError::usage(format!(
+                    "--dir {}: the postgres user cannot enter {} (PostgreSQL will not run as root); \
+                     use a directory under /tmp or /srv",
+                    dir.display(),
+                    a.display()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn redis_reachable() -> Option<String> {
+    let addr = "127.0.0.1:6379";
+    std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_millis(300))
+        .ok()
+        .map(|_| addr.to_string())
+}
+
+/// Files for the demo asset set: small text, JSON, an SVG and a binary.
+fn demo_assets() -> Vec<(&'static str, Vec<u8>)> {
+    let mut blob = Vec::with_capacity(256 * 1024);
+    let mut x: u32 = 0x2545_f491;
+    while blob.len() < 256 * 1024 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        blob.extend_from_slice(&x.to_le_bytes());
+    }
+    vec![
+        ("README.txt", b"Aurora sandbox demo assets: mirrored to every node's assets directory by asset-sync.\n".to_vec()),
+        ("data/cities.json", br#"[{"name":"Oslo","lat":59.91,"lon":10.75},{"name":"Lisbon","lat":38.72,"lon":-9.14}]"#.to_vec()),
+        ("img/logo.svg", br#"<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16"><circle cx="8" cy="8" r="7" fill="teal"/></svg>"#.to_vec()),
+        ("models/demo-weights.bin", blob),
+    ]
+}
+
+async fn upload_demo(garage: &Garage) -> CliResult {
+    let s3 = garage.s3_client();
+    for (key, body) in demo_assets() {
+        s3.put_object()
+            .bucket("assets")
+            .key(key)
+            .body(aws_sdk_s3::primitives::ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| CliError::failed(format!("uploading demo asset {key}: {e}")))?;
+    }
+    Ok(())
+}
+
+fn port() -> CliResult<u16> {
+    Ok(testbed::free_port()?)
+}
+
+async fn up(dir: &Path, n: usize, zone: &str, netns: bool, timeout: Duration) -> CliResult {
+    let started = Instant::now();
+    layout::validate_zone(zone)?;
+    if zone.ends_with(".local") || zone == "local" {
+        eprintln!(
+            "aurora-cli: warning: `.local` is reserved for multicast DNS (RFC 6762); hosts with nss-mdns never ask a unicast server for it"
+        );
+    }
+    if Sandbox::path(dir).exists() {
+        return Err(CliError::usage(format!(
+            "a sandbox already exists in {}: `aurora-cli sandbox status --dir {0}`, or `sandbox down --dir {0}` first",
+            dir.display()
+        )));
+    }
+    if dir.exists()
+        && std::fs::read_dir(dir)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        return Err(CliError::usage(format!(
+            "--dir {} exists and is not empty; pick a new directory",
+            dir.display()
+        )));
+    }
+    check_reachable(dir)?;
+    if netns && !nix::unistd::Uid::effective().is_root() {
+        return Err(CliError::usage(
+            "--netns needs root (it creates network namespaces)",
+        ));
+    }
+    let pg_bindir = testbed::tools::pg_bindir()?;
+    for bin in ["repl-manager", "health-monitor", "dns-sync", "asset-sync"] {
+        testbed::tools::workspace_bin(bin)?;
+    }
+    mkdir(dir)?;
+    let network = if netns {
+        Some(testbed::netns::Network::create(n)?.detach())
+    } else {
+        None
+    };
+
+    // Garage listens where every node can reach it: loopback, or the
+    // bridge address in --netns mode.
+    let s3_listen = match &network {
+        Some(net) => IpAddr::V4(net.host_ip),
+        None => IpAddr::V4(Ipv4Addr::LOCALHOST),
+    };
+    let garage = match testbed::tools::garage_bin() {
+        Ok(_) => {
+            let g = Garage::start_in(Some(dir.join("garage")), s3_listen).await?;
+            g.create_bucket("assets").await?;
+            upload_demo(&g).await?;
+            Some(g)
+        }
+        Err(e) => {
+            eprintln!("aurora-cli: asset-sync is left out: {e}");
+            None
+        }
+    };
+
+    let mut nodes = Vec::new();
+    for i in 0..n {
+        let name = layout::node_name(i);
+        let role = layout::node_role(i);
+        let node_dir = dir.join("nodes").join(&name);
+        let plan = match &network {
+            Some(net) => {
+                let ip = net.nodes[i].ip.to_string();
+                NodePlan {
+                    name,
+                    role,
+                    host: ip.clone(),
+                    vpn_ip: ip,
+                    netns: Some(net.nodes[i].ns.clone()),
+                    dir: node_dir,
+                    pg_port: 5432,
+                    repl_port: 8008,
+                    health_port: 8011,
+                    assets_port: garage.as_ref().map(|_| 8010),
+                    dns: (i < 2).then_some((8012, 53)),
+                }
+            }
+            None => NodePlan {
+                name,
+                role,
+                host: "127.0.0.1".into(),
+                vpn_ip: format!("10.0.0.{}", i + 1),
+                netns: None,
+                dir: node_dir,
+                pg_port: port()?,
+                repl_port: port()?,
+                health_port: port()?,
+                assets_port: match &garage {
+                    Some(_) => Some(port()?),
+                    None => None,
+                },
+                dns: if i < 2 {
+                    Some((port()?, port()?))
+                } else {
+                    None
+                },
+            },
+        };
+        nodes.push(plan);
+    }
+    let vpn_network = match &network {
+        Some(net) => {
+            let o = net.host_ip.octets();
+            format!("{}.{}.{}.0/24", o[0], o[1], o[2])
+        }
+        None => "10.0.0.0/24".to_string(),
+    };
+    let plan = FleetPlan {
+        dir: dir.to_path_buf(),
+        zone: zone.to_string(),
+        vpn_network: vpn_network.clone(),
+        token: testbed::garage::random_hex(24),
+        replication_password: testbed::garage::random_hex(16),
+        pg_bindir,
+        s3: garage.as_ref().map(|g| S3Plan {
+            endpoint: g.endpoint(),
+            key_id: g.key_id.clone(),
+            secret_key: g.secret_key.clone(),
+        }),
+        redis: redis_reachable(),
+        nodes,
+    };
+
+    // PostgreSQL: the lead initialized, the others empty (repl-manager
+    // clones them). Left in place for repl-manager to run.
+    for p in &plan.nodes {
+        for sub in ["logs", "config", "run", "assets"] {
+            mkdir(&p.dir.join(sub))?;
+        }
+        let mut opts = PgOptions::named(&p.name);
+        opts.listen = p.host.parse().map_err(|_| CliError::failed("bad host"))?;
+        opts.port = Some(p.pg_port);
+        opts.dir = Some(p.dir.join("postgres"));
+        let pg = if p.role == "lead" {
+            let pg = PgCluster::init(opts).await?;
+            if network.is_some() {
+                // Trust inside the sandbox's private network, as loopback
+                // is trusted otherwise (the replication user still uses its
+                // password: repl-manager's block comes first).
+                let hba = pg.data_dir().join("pg_hba.conf");
+                let mut text = std::fs::read_to_string(&hba)
+                    .map_err(|e| CliError::failed(format!("reading {}: {e}", hba.display())))?;
+                text.push_str(&format!("\nhost all all {vpn_network} trust\n"));
+                std::fs::write(&hba, text)
+                    .map_err(|e| CliError::failed(format!("writing {}: {e}", hba.display())))?;
+            }
+            pg
+        } else {
+            PgCluster::empty(opts)?
+        };
+        // The server writes its log as the postgres user.
+        let log = p.dir.join("logs").join("postgres.log");
+        write(&log, "")?;
+        if let Some(owner) = pg.owner() {
+            owner.chown(&log)?;
+        }
+        pg.detach();
+    }
+
+    // Configs, then sandbox.json (so `down` can clean up even if a start
+    // below fails).
+    let mut entries = Vec::new();
+    for p in &plan.nodes {
+        let cfg = p.dir.join("config");
+        write(&cfg.join("repl-manager.toml"), &plan.repl_manager(p)?)?;
+        write(&cfg.join("health-monitor.toml"), &plan.health_monitor(p)?)?;
+        if let Some(port) = p.assets_port {
+            write(&cfg.join("asset-sync.toml"), &plan.asset_sync(p, port)?)?;
+        }
+        if let Some((admin, dns)) = p.dns {
+            write(&cfg.join("dns-sync.toml"), &plan.dns_sync(p, admin, dns)?)?;
+        }
+        let node_toml = p.dir.join("node.toml");
+        write(&node_toml, &plan.node_toml(p)?)?;
+        let mut admin = BTreeMap::new();
+        admin.insert("repl-manager".to_string(), Some(p.url(p.repl_port)));
+        admin.insert("health-monitor".to_string(), Some(p.url(p.health_port)));
+        admin.insert("asset-sync".to_string(), p.assets_port.map(|x| p.url(x)));
+        admin.insert("dns-sync".to_string(), p.dns.map(|(a, _)| p.url(a)));
+        entries.push(NodeEntry {
+            name: p.name.clone(),
+            role: p.role.to_string(),
+            vpn_ip: p.vpn_ip.clone(),
+            config: node_toml,
+            postgres: Postgres {
+                port: p.pg_port,
+                dsn: p.local_dsn(),
+                data_dir: p.data_dir(),
+            },
+            admin,
+            dns: p.dns.map(|(_, d)| format!("{}:{d}", p.host)),
+            host: p.host.clone(),
+            dir: p.dir.clone(),
+            netns: p.netns.clone(),
+        });
+    }
+    let garage_entry = garage.map(|g| {
+        let config = g.dir().join("garage.toml");
+        let (gdir, pid) = g.detach();
+        GarageEntry {
+            dir: gdir,
+            config,
+            pid,
+        }
+    });
+    let sb = Sandbox {
+        zone: zone.to_string(),
+        s3: plan.s3.as_ref().map(|s| S3 {
+            endpoint: s.endpoint.clone(),
+            region: testbed::garage::REGION.to_string(),
+            bucket: "assets".into(),
+        }),
+        nodes: entries,
+        dir: dir.to_path_buf(),
+        created_at: chrono::Utc::now().to_rfc3339(),
+        garage: garage_entry,
+        network,
+    };
+    sb.save()?;
+
+    // Every repl-manager first: the lead's PostgreSQL stays read-only
+    // until a majority grants it a lease, and the others clone from it.
+    // Then the sidecars that read the database.
+    let left_as_is = |e: CliError| {
+        CliError::failed(format!(
+            "{e}\nthe sandbox is left as it is for inspection (logs under {}/nodes/*/logs); \
+             remove it with `aurora-cli sandbox down --dir {}`",
+            dir.display(),
+            dir.display()
+        ))
+    };
+    let starts = sb
+        .nodes
+        .iter()
+        .map(|n| procs::start_sidecars(n, &["repl-manager"], timeout));
+    for r in futures::future::join_all(starts).await {
+        r.map_err(left_as_is)?;
+    }
+    wait_streaming(&sb, timeout).await.map_err(left_as_is)?;
+    for node in &sb.nodes {
+        procs::start_node(node, timeout).await.map_err(left_as_is)?;
+    }
+    print_summary(&sb, started.elapsed());
+    Ok(())
+}
+
+/// Waits until the lead reports every other node streaming from it.
+async fn wait_streaming(sb: &Sandbox, timeout: Duration) -> CliResult {
+    let Some(lead) = sb.nodes.first() else {
+        return Ok(());
+    };
+    let url = format!(
+        "{}/status",
+        lead.admin_url("repl-manager").unwrap_or_default()
+    );
+    let http = HttpClient::new(Duration::from_secs(5));
+    let want: Vec<&str> = sb.nodes.iter().skip(1).map(|n| n.name.as_str()).collect();
+    let deadline = Instant::now() + timeout;
+    let mut last = Value::Null;
+    loop {
+        if let Ok(st) = http.get_json::<Value>(&url).await {
+            let streaming: Vec<&str> = st["replicas"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|r| r["state"] == "streaming")
+                .filter_map(|r| r["name"].as_str())
+                .collect();
+            if want.iter().all(|w| streaming.contains(w)) {
+                return Ok(());
+            }
+            last = st;
+        }
+        if Instant::now() >= deadline {
+            return Err(CliError::failed(format!(
+                "not every node streams from {} after {} s (lead status: {}); see the logs under {}/nodes/*/logs",
+                lead.name,
+                timeout.as_secs(),
+                last["replicas"],
+                sb.dir.display()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn print_summary(sb: &Sandbox, took: Duration) {
+    println!(
+        "sandbox up in {} ({} nodes, zone {}) after {}",
+        sb.dir.display(),
+        sb.nodes.len(),
+        sb.zone,
+        output::duration_secs(took.as_secs_f64())
+    );
+    let mut t = Table::new(&["NODE", "ROLE", "POSTGRES", "REPL-MANAGER", "DNS"]);
+    for n in &sb.nodes {
+        t.row(vec![
+            n.name.clone(),
+            n.role.clone(),
+            format!("{}:{}", n.host, n.postgres.port),
+            n.admin_url("repl-manager").unwrap_or("-").to_string(),
+            n.dns.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    print!("{}", t.render());
+    if let Some(s3) = &sb.s3 {
+        println!("s3: {} (bucket {})", s3.endpoint, s3.bucket);
+    }
+    let d = sb.dir.display();
+    println!("\nnext:");
+    if let Some(lead) = sb.nodes.first() {
+        println!("  aurora-cli --config {} status", lead.config.display());
+        println!(
+            "  aurora-cli sandbox kill {} --dir {d}    # a crash: the backup takes over",
+            lead.name
+        );
+    }
+    if let Some((dns, zone)) = sb
+        .nodes
+        .first()
+        .and_then(|n| n.dns.as_ref())
+        .map(|d| (d, &sb.zone))
+    {
+        if let Some((h, p)) = dns.rsplit_once(':') {
+            println!("  dig @{h} -p {p} db.{zone} +short");
+        }
+    }
+    println!("  aurora-cli sandbox down --dir {d}");
+}
+
+async fn status(dir: &Path, as_json: bool) -> CliResult {
+    let sb = Sandbox::load(dir)?;
+    let http = HttpClient::new(Duration::from_secs(3));
+    let mut rows = Vec::new();
+    for (i, n) in sb.nodes.iter().enumerate() {
+        let mut processes = serde_json::Map::new();
+        processes.insert("postgres".into(), json!(procs::postmaster_pid(n)));
+        for s in n.sidecars() {
+            processes.insert(s.into(), json!(procs::sidecar_pid(n, s)));
+        }
+        let repl: Option<Value> = match n.admin_url("repl-manager") {
+            Some(u) if procs::sidecar_pid(n, "repl-manager").is_some() => {
+                http.get_json(&format!("{u}/status")).await.ok()
+            }
+            _ => None,
+        };
+        let health: Option<Value> = match n.admin_url("health-monitor") {
+            Some(u) if procs::sidecar_pid(n, "health-monitor").is_some() => {
+                http.get_json(&format!("{u}/status")).await.ok()
+            }
+            _ => None,
+        };
+        let partitioned = sb.network.as_ref().map(|net| net.is_cut(i));
+        rows.push(json!({
+            "name": n.name,
+            "role": n.role,
+            "processes": processes,
+            "postgres": repl.as_ref().map(|r| r["state"].clone()).unwrap_or(json!(null)),
+            "epoch": repl.as_ref().map(|r| r["epoch"].clone()),
+            "health": health.as_ref().map(|h| h["status"].clone()),
+            "partitioned": partitioned,
+        }));
+    }
+    let doc = json!({"dir": sb.dir, "zone": sb.zone, "s3": sb.s3,
+                     "garage_running": sb.garage.as_ref().and_then(|g| g.pid).map(testbed::process::pid_alive),
+                     "nodes": rows});
+    if as_json {
+        output::print_json(&doc);
+        return Ok(());
+    }
+    let mut t = Table::new(&[
+        "NODE",
+        "ROLE",
+        "POSTGRES",
+        "REPL-MANAGER",
+        "HEALTH-MONITOR",
+        "ASSET-SYNC",
+        "DNS-SYNC",
+        "STATE",
+        "HEALTH",
+    ]);
+    for r in &rows {
+        let p = &r["processes"];
+        let cell = |k: &str| match p.get(k) {
+            None => "-".to_string(),
+            Some(Value::Null) => "dead".to_string(),
+            Some(_) => "running".to_string(),
+        };
+        let mut state = r["postgres"].as_str().unwrap_or("-").to_string();
+        if r["partitioned"] == json!(true) {
+            state = "partitioned".into();
+        }
+        t.row(vec![
+            r["name"].as_str().unwrap_or("").into(),
+            r["role"].as_str().unwrap_or("").into(),
+            cell("postgres"),
+            cell("repl-manager"),
+            cell("health-monitor"),
+            cell("asset-sync"),
+            cell("dns-sync"),
+            state,
+            r["health"].as_str().unwrap_or("-").into(),
+        ]);
+    }
+    print!("{}", t.render());
+    Ok(())
+}
+
+fn partition(dir: &Path, node: &str, cut: bool) -> CliResult {
+    let sb = Sandbox::load(dir)?;
+    let (i, _) = sb.node(node)?;
+    let net = sb.network.as_ref().ok_or_else(|| {
+        CliError::usage(
+            "this sandbox shares one network (loopback); partitions need `sandbox up --netns` (root)",
+        )
+    })?;
+    if cut {
+        net.cut(i)?;
+        println!("{node}: cut off from the sandbox network");
+    } else {
+        net.heal(i)?;
+        println!("{node}: reconnected");
+    }
+    Ok(())
+}
+
+async fn down(dir: &Path, keep: bool) -> CliResult {
+    let sb = Sandbox::load(dir)?;
+    // Compute nodes first, the lead last: nobody fails over to a node that
+    // is about to go.
+    for n in sb.nodes.iter().rev() {
+        if let Err(e) = procs::stop_node(n, Duration::from_secs(15)).await {
+            eprintln!("aurora-cli: {}: {e}; killing it", n.name);
+            procs::kill_node(n);
+        }
+    }
+    if let Some(pid) = sb.garage.as_ref().and_then(|g| g.pid) {
+        stop_pid(pid, "garage").await;
+    }
+    if let Some(net) = &sb.network {
+        net.remove();
+    }
+    if keep {
+        println!("sandbox stopped; its files are kept in {}", dir.display());
+    } else {
+        std::fs::remove_dir_all(dir)
+            .map_err(|e| CliError::failed(format!("removing {}: {e}", dir.display())))?;
+        println!("sandbox stopped and {} removed", dir.display());
+    }
+    Ok(())
+}
+
+/// SIGTERM, then SIGKILL after 10 s, to a process we started.
+async fn stop_pid(pid: u32, what: &str) {
+    use nix::sys::signal::{kill, Signal};
+    let p = nix::unistd::Pid::from_raw(pid as i32);
+    let ours = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).contains(what))
+        .unwrap_or(false);
+    if !ours || !testbed::process::pid_alive(pid) {
+        return;
+    }
+    let _ = kill(p, Signal::SIGTERM);
+    for _ in 0..200 {
+        if !testbed::process::pid_alive(pid) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = kill(p, Signal::SIGKILL);
+}

@@ -1,0 +1,196 @@
+//! Starting, stopping and killing one sandbox node's processes: its
+//! sidecars (detached, with pid files under `run/`) and the PostgreSQL that
+//! its repl-manager runs.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
+use testbed::process::pid_alive;
+use testbed::{SidecarProcess, SidecarSpec};
+
+use super::state::NodeEntry;
+use crate::error::{CliError, CliResult};
+
+fn pid_file(node: &NodeEntry, sidecar: &str) -> PathBuf {
+    node.run_dir().join(format!("{sidecar}.pid"))
+}
+
+/// `/proc/<pid>/cmdline` contains `needle`: the pid still names the process
+/// we started, not a stranger that reused the number.
+fn cmdline_has(pid: u32, needle: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).contains(needle))
+        .unwrap_or(false)
+}
+
+/// The pid of `sidecar` on `node` when it is running.
+pub fn sidecar_pid(node: &NodeEntry, sidecar: &str) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(pid_file(node, sidecar))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    (pid_alive(pid) && cmdline_has(pid, sidecar)).then_some(pid)
+}
+
+/// The postmaster's pid when PostgreSQL runs on `node`.
+pub fn postmaster_pid(node: &NodeEntry) -> Option<u32> {
+    postmaster_of(&node.postgres.data_dir)
+}
+
+fn postmaster_of(data_dir: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
+    let pid: u32 = text.lines().next()?.trim().parse().ok()?;
+    (pid_alive(pid) && cmdline_has(pid, "postgres")).then_some(pid)
+}
+
+fn admin_addr(url: &str) -> CliResult<SocketAddr> {
+    url.trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .map_err(|e| CliError::failed(format!("bad admin URL {url} in sandbox.json: {e}")))
+}
+
+/// Starts every sidecar of `node` that is not running, repl-manager first
+/// (it starts PostgreSQL, which the others read), and waits until each is
+/// ready. Processes are detached: they outlive this command.
+pub async fn start_node(node: &NodeEntry, timeout: Duration) -> CliResult<Vec<String>> {
+    let mut started = start_sidecars(node, &["repl-manager"], timeout).await?;
+    let rest: Vec<&str> = node
+        .sidecars()
+        .into_iter()
+        .filter(|s| *s != "repl-manager")
+        .collect();
+    started.extend(start_sidecars(node, &rest, timeout).await?);
+    Ok(started)
+}
+
+/// Starts those of `which` that are deployed on `node` and not running,
+/// from the configs written at `up`, and waits until each is ready.
+pub async fn start_sidecars(
+    node: &NodeEntry,
+    which: &[&str],
+    timeout: Duration,
+) -> CliResult<Vec<String>> {
+    std::fs::create_dir_all(node.run_dir())
+        .map_err(|e| CliError::failed(format!("creating {}: {e}", node.run_dir().display())))?;
+    let mut started = Vec::new();
+    let mut handles = Vec::new();
+    for sidecar in node.sidecars() {
+        if !which.contains(&sidecar) || sidecar_pid(node, sidecar).is_some() {
+            continue;
+        }
+        let config_path = node.config_dir().join(format!("{sidecar}.toml"));
+        let config_toml = std::fs::read_to_string(&config_path)
+            .map_err(|e| CliError::failed(format!("reading {}: {e}", config_path.display())))?;
+        let url = node.admin_url(sidecar).unwrap_or_default();
+        let mut spec = SidecarSpec::new(sidecar, &node.config_dir(), admin_addr(url)?, config_toml);
+        spec.log_dir = Some(node.logs());
+        spec.netns = node.netns.clone();
+        let p = SidecarProcess::spawn(spec)?;
+        if let Some(pid) = p.pid() {
+            std::fs::write(pid_file(node, sidecar), format!("{pid}\n"))
+                .map_err(|e| CliError::failed(format!("writing the pid file of {sidecar}: {e}")))?;
+        }
+        handles.push(p);
+        started.push(sidecar.to_string());
+    }
+    let mut first_error = None;
+    for mut p in handles {
+        let r = p.wait_ready(timeout).await;
+        let _ = p.detach();
+        if let (Err(e), None) = (r, &first_error) {
+            first_error = Some(CliError::failed(format!("{}: {e}", node.name)));
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(started),
+    }
+}
+
+/// SIGKILL to every process of the node, PostgreSQL's whole process group
+/// included: what a power cut looks like to the rest of the fleet.
+pub fn kill_node(node: &NodeEntry) -> Vec<String> {
+    let mut killed = Vec::new();
+    for sidecar in node.sidecars() {
+        if let Some(pid) = sidecar_pid(node, sidecar) {
+            if kill(Pid::from_raw(pid as i32), Signal::SIGKILL).is_ok() {
+                killed.push(sidecar.to_string());
+            }
+        }
+    }
+    if let Some(pid) = postmaster_pid(node) {
+        let pid = Pid::from_raw(pid as i32);
+        // repl-manager gives PostgreSQL its own process group; killing the
+        // group takes the backends with the postmaster. Never our own group.
+        let own = nix::unistd::getpgrp();
+        match nix::unistd::getpgid(Some(pid)) {
+            Ok(pgid) if pgid != own && pgid.as_raw() > 1 => {
+                let _ = killpg(pgid, Signal::SIGKILL);
+            }
+            _ => {
+                let _ = kill(pid, Signal::SIGKILL);
+            }
+        }
+        killed.push("postgres".into());
+    }
+    killed
+}
+
+/// SIGTERM to every sidecar (each finishes what it is doing), then a fast
+/// shutdown of PostgreSQL.
+pub async fn stop_node(node: &NodeEntry, timeout: Duration) -> CliResult<Vec<String>> {
+    let mut stopped = Vec::new();
+    let mut waiting = Vec::new();
+    for sidecar in node.sidecars() {
+        if let Some(pid) = sidecar_pid(node, sidecar) {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+            waiting.push((sidecar, pid));
+        }
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    for (sidecar, pid) in waiting {
+        while pid_alive(pid) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if pid_alive(pid) {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+        stopped.push(sidecar.to_string());
+    }
+    if postmaster_pid(node).is_some() {
+        pg_ctl_stop(&node.postgres.data_dir).await?;
+        stopped.push("postgres".into());
+    }
+    Ok(stopped)
+}
+
+/// `pg_ctl stop -m fast`, as the data directory's OS user.
+async fn pg_ctl_stop(data_dir: &Path) -> CliResult {
+    let bindir = testbed::tools::pg_bindir()?;
+    let mut cmd = tokio::process::Command::new(bindir.join("pg_ctl"));
+    cmd.arg("-D")
+        .arg(data_dir)
+        .args(["-m", "fast", "-w", "-t", "60", "stop"])
+        .stdin(std::process::Stdio::null());
+    if let Some(o) = testbed::postgres::Owner::for_postgres()? {
+        cmd.uid(o.uid.as_raw()).gid(o.gid.as_raw());
+    }
+    let out = cmd
+        .output()
+        .await
+        .map_err(|e| CliError::failed(format!("running pg_ctl: {e}")))?;
+    if out.status.success() || postmaster_of(data_dir).is_none() {
+        Ok(())
+    } else {
+        Err(CliError::failed(format!(
+            "pg_ctl stop {}: {}",
+            data_dir.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
