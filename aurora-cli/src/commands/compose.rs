@@ -29,6 +29,19 @@ impl Docker {
                 project_dir.display()
             )));
         }
+        const FILES: [&str; 4] = [
+            "compose.yaml",
+            "compose.yml",
+            "docker-compose.yaml",
+            "docker-compose.yml",
+        ];
+        if !FILES.iter().any(|f| project_dir.join(f).is_file()) {
+            return Err(CliError::usage(format!(
+                "no compose file in {} (compose.project_dir): this node does not run the compose stack \
+                 (a sandbox node runs its processes directly; see `aurora-cli sandbox status`)",
+                project_dir.display()
+            )));
+        }
         Ok(Self { bin, project_dir })
     }
 

@@ -379,7 +379,13 @@ async fn up(dir: &Path, n: usize, zone: &str, netns: bool, timeout: Duration) ->
             key_id: g.key_id.clone(),
             secret_key: g.secret_key.clone(),
         }),
-        redis: redis_reachable(),
+        // The machine's Redis listens on the host's loopback, which a
+        // namespace does not share.
+        redis: if network.is_none() {
+            redis_reachable()
+        } else {
+            None
+        },
         nodes,
     };
 

@@ -1,0 +1,593 @@
+//! `aurora-cli` against a running sandbox, run the way an operator runs it:
+//! the real binary, the real sidecars as processes, real PostgreSQL and
+//! Garage. Needs the workspace binaries built (the test command does it).
+
+#![allow(clippy::unwrap_used)] // test helpers may panic: a panic is a test failure
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use testbed::{PgCluster, PgOptions};
+
+fn cli() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_aurora-cli"));
+    c.env_remove("AURORA_CONFIG")
+        .env_remove("AURORA_SANDBOX_DIR")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null());
+    c
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", self.stdout, self.stderr))
+    }
+}
+
+fn run(args: &[&str]) -> Run {
+    let out: Output = cli().args(args).output().unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs `aurora-cli --config <node.toml> <args>`.
+fn on(sb: &Sandbox, node: &str, args: &[&str]) -> Run {
+    let config = sb.config(node);
+    let mut all = vec!["--config", config.to_str().unwrap()];
+    all.extend_from_slice(args);
+    run(&all)
+}
+
+fn ok(r: Run, what: &str) -> Run {
+    assert_eq!(
+        r.code, 0,
+        "{what}: stdout {}\nstderr {}",
+        r.stdout, r.stderr
+    );
+    r
+}
+
+/// A sandbox directory that is taken down (and removed) even when the test
+/// fails half-way.
+struct Sandbox {
+    dir: PathBuf,
+    json: Value,
+}
+
+impl Sandbox {
+    fn up(extra: &[&str]) -> Sandbox {
+        // Under /tmp: the postgres user must be able to reach the data.
+        let dir = PathBuf::from(format!(
+            "/tmp/aurora-cli-test-{}-{}",
+            std::process::id(),
+            testbed::garage::random_hex(4)
+        ));
+        let mut args = vec!["sandbox", "up", "--dir", dir.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let r = run(&args);
+        let sb = Sandbox {
+            json: serde_json::from_str(
+                &std::fs::read_to_string(dir.join("sandbox.json")).unwrap_or_default(),
+            )
+            .unwrap_or(Value::Null),
+            dir,
+        };
+        assert_eq!(r.code, 0, "sandbox up: {}\n{}", r.stdout, r.stderr);
+        sb
+    }
+
+    fn dir_arg(&self) -> &str {
+        self.dir.to_str().unwrap()
+    }
+
+    fn node(&self, name: &str) -> &Value {
+        self.json["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == name)
+            .unwrap()
+    }
+
+    fn config(&self, name: &str) -> PathBuf {
+        PathBuf::from(self.node(name)["config"].as_str().unwrap())
+    }
+
+    fn sandbox(&self, args: &[&str]) -> Run {
+        let mut all = vec!["sandbox"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--dir", self.dir_arg()]);
+        run(&all)
+    }
+
+    /// Waits until `check` holds for `aurora-cli --config <node> <args> --json`.
+    fn wait_json(
+        &self,
+        node: &str,
+        args: &[&str],
+        what: &str,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let mut a = args.to_vec();
+            a.push("--json");
+            let r = on(self, node, &a);
+            if let Ok(v) = serde_json::from_str::<Value>(&r.stdout) {
+                if check(&v) {
+                    return v;
+                }
+            }
+            if Instant::now() > deadline {
+                panic!("{what} did not happen; last: {}{}", r.stdout, r.stderr);
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if self.dir.join("sandbox.json").exists() {
+            let _ = run(&["sandbox", "down", "--dir", self.dir.to_str().unwrap_or("")]);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn primary_of(v: &Value) -> String {
+    v["primary"].as_str().unwrap_or("").to_string()
+}
+
+async fn query_one(dsn: &str, sql: &str) -> Option<String> {
+    let (client, conn) = tokio_postgres::connect(dsn, tokio_postgres::NoTls)
+        .await
+        .ok()?;
+    tokio::spawn(conn);
+    let row = client.query_one(sql, &[]).await.ok()?;
+    row.try_get::<_, String>(0).ok()
+}
+
+async fn exec(dsn: &str, sql: &str) {
+    let (client, conn) = tokio_postgres::connect(dsn, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client.batch_execute(sql).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_runs_a_sandbox_fleet() {
+    let sb = Sandbox::up(&[]);
+
+    // sandbox.json: the shape scripts rely on.
+    assert_eq!(sb.json["zone"], "aurora.internal");
+    assert_eq!(sb.json["s3"]["region"], "garage");
+    assert_eq!(sb.json["s3"]["bucket"], "assets");
+    assert!(sb.json["s3"]["endpoint"]
+        .as_str()
+        .unwrap()
+        .starts_with("http://127.0.0.1:"));
+    let names: Vec<&str> = sb.json["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["aurora", "star", "vengeance"]);
+    for (name, role, dns) in [
+        ("aurora", "lead", true),
+        ("star", "backup", true),
+        ("vengeance", "compute", false),
+    ] {
+        let n = sb.node(name);
+        assert_eq!(n["role"], role);
+        assert!(n["vpn_ip"].as_str().unwrap().starts_with("10.0.0."));
+        assert!(n["postgres"]["port"].as_u64().unwrap() > 0);
+        assert!(n["postgres"]["dsn"]
+            .as_str()
+            .unwrap()
+            .contains("host=127.0.0.1"));
+        for s in ["repl-manager", "health-monitor", "asset-sync"] {
+            assert!(
+                n["admin"][s]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("http://127.0.0.1:"),
+                "{name} {s}"
+            );
+        }
+        assert_eq!(n["admin"]["dns-sync"].is_string(), dns, "{name}");
+        assert_eq!(n["dns"].is_string(), dns, "{name}");
+        assert!(Path::new(n["config"].as_str().unwrap()).is_file());
+        assert!(sb
+            .dir
+            .join("nodes")
+            .join(name)
+            .join("logs")
+            .join("repl-manager.log")
+            .is_file());
+    }
+
+    // status: the table and the JSON, once every node has reported.
+    let st = sb.wait_json("aurora", &["status"], "a healthy fleet", |v| {
+        v["healthy"] == true
+    });
+    assert_eq!(primary_of(&st), "aurora");
+    assert_eq!(st["nodes"].as_array().unwrap().len(), 3);
+    assert!(st["dns"]["serial"].as_u64().unwrap() > 0);
+    assert!(st["assets"].is_object());
+    let table = ok(on(&sb, "aurora", &["status"]), "status").stdout;
+    assert!(table.contains("primary: aurora"), "{table}");
+    for col in ["NODE", "ROLE", "HEALTH", "POSTGRES", "LAG"] {
+        assert!(table.contains(col), "{table}");
+    }
+    assert!(
+        table.contains("vengeance") && table.contains("replica"),
+        "{table}"
+    );
+    assert!(!table.contains('\u{1b}'), "colour on a pipe: {table}");
+
+    // health: every check of this node.
+    let h = ok(on(&sb, "star", &["health", "--json"]), "health").json();
+    let checks: Vec<&str> = h["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    for c in [
+        "postgres",
+        "replication",
+        "sidecar:repl-manager",
+        "sidecar:dns-sync",
+        "sidecar:asset-sync",
+    ] {
+        assert!(checks.contains(&c), "{checks:?}");
+    }
+    let t = ok(on(&sb, "star", &["health"]), "health table").stdout;
+    assert!(t.contains("CHECK") && t.contains("replication"), "{t}");
+
+    // sync-db: roles, timeline, epoch, lag, slots.
+    let db = ok(on(&sb, "vengeance", &["sync-db", "--json"]), "sync-db").json();
+    assert_eq!(primary_of(&db), "aurora");
+    assert_eq!(db["members"].as_array().unwrap().len(), 3);
+    let t = ok(on(&sb, "vengeance", &["sync-db"]), "sync-db table").stdout;
+    assert!(
+        t.contains("streaming (sync)") && t.contains("replica_star"),
+        "{t}"
+    );
+
+    // sync-assets: the demo set reaches every node.
+    let r = ok(on(&sb, "vengeance", &["sync-assets"]), "sync-assets");
+    assert!(r.stdout.contains("listed 4"), "{}", r.stdout);
+    for name in ["aurora", "star", "vengeance"] {
+        let f = sb
+            .dir
+            .join("nodes")
+            .join(name)
+            .join("assets/models/demo-weights.bin");
+        assert_eq!(
+            std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0),
+            256 * 1024,
+            "{name}"
+        );
+    }
+    let r = ok(
+        on(&sb, "aurora", &["sync-assets", "--no-wait"]),
+        "sync-assets --no-wait",
+    );
+    assert!(r.stdout.contains("triggered"), "{}", r.stdout);
+
+    // A row to find again after switchovers and in the restored backup.
+    let lead_dsn = sb.node("aurora")["postgres"]["dsn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    exec(&lead_dsn, "CREATE TABLE ledger (id int PRIMARY KEY, note text); INSERT INTO ledger VALUES (1, 'kept');").await;
+
+    // Operations: confirmation, switchover, promote, refusals.
+    let r = on(&sb, "aurora", &["switchover", "--to", "star"]);
+    assert_eq!(
+        r.code, 2,
+        "no --yes on a pipe must not proceed: {}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("--yes"), "{}", r.stderr);
+    let r = ok(
+        on(&sb, "vengeance", &["switchover", "--to", "star", "--yes"]),
+        "switchover",
+    );
+    assert!(r.stdout.contains("aurora -> star"), "{}", r.stdout);
+    assert!(r.stdout.contains("done in"), "{}", r.stdout);
+    let st = ok(on(&sb, "aurora", &["sync-db", "--json"]), "sync-db").json();
+    assert_eq!(primary_of(&st), "star");
+    // promote on the lead (now a standby): a switchover back to it.
+    let r = ok(
+        on(&sb, "aurora", &["promote", "--yes", "--json"]),
+        "promote",
+    );
+    assert_eq!(r.json()["to"], "aurora");
+    let st = sb.wait_json("star", &["sync-db"], "everyone following aurora", |v| {
+        primary_of(v) == "aurora"
+            && v["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|m| m["state"] == "primary" || m["receiver"]["status"] == "streaming")
+    });
+    assert_eq!(primary_of(&st), "aurora");
+    let r = on(&sb, "star", &["promote", "--yes", "--force"]);
+    assert_eq!(
+        r.code, 0,
+        "promote on the backup forwards to a switchover: {}",
+        r.stderr
+    );
+    let r = on(&sb, "star", &["switchover", "--to", "star", "--yes"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("already the primary"), "{}", r.stderr);
+    let r = on(&sb, "star", &["switchover", "--to", "nosuchnode", "--yes"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("`nosuchnode` is not in the fleet"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.stderr);
+    let r = on(&sb, "star", &["demote", "--yes"]);
+    assert_eq!(r.code, 2, "demote with no other primary: {}", r.stderr);
+    assert!(r.stderr.contains("no other primary"), "{}", r.stderr);
+    let r = on(&sb, "vengeance", &["demote", "--to", "star", "--yes"]);
+    assert_eq!(r.code, 1, "demote of a standby is refused: {}", r.stderr);
+    assert!(r.stderr.contains("refused"), "{}", r.stderr);
+    // Back to aurora for the rest.
+    ok(
+        on(&sb, "aurora", &["switchover", "--to", "aurora", "--yes"]).pipe_ok_or_already(),
+        "back to aurora",
+    );
+    assert_eq!(
+        query_one(&lead_dsn, "SELECT note FROM ledger WHERE id = 1")
+            .await
+            .as_deref(),
+        Some("kept")
+    );
+
+    // backup, then restore into a fresh cluster with the data intact.
+    let dest = sb.dir.join("backups-test");
+    let r = ok(
+        on(
+            &sb,
+            "aurora",
+            &["backup", "--dest", dest.to_str().unwrap(), "--json"],
+        ),
+        "backup",
+    );
+    let b = r.json();
+    let path = PathBuf::from(b["path"].as_str().unwrap());
+    for f in [
+        "postgres.tar.gz",
+        "assets.tar.gz",
+        "config.tar.gz",
+        "manifest.json",
+        "SHA256SUMS",
+    ] {
+        assert!(path.join(f).is_file(), "{f}");
+    }
+    let sums = Command::new("sha256sum")
+        .arg("-c")
+        .arg("SHA256SUMS")
+        .current_dir(&path)
+        .output()
+        .unwrap();
+    assert!(
+        sums.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sums.stdout)
+    );
+    let fresh = PgCluster::empty(PgOptions::named("restored")).unwrap();
+    let restore_assets = sb.dir.join("restored-assets");
+    let r = ok(
+        run(&[
+            "restore",
+            "--from",
+            path.to_str().unwrap(),
+            "--data-dir",
+            fresh.data_dir().to_str().unwrap(),
+            "--assets-dir",
+            restore_assets.to_str().unwrap(),
+        ]),
+        "restore",
+    );
+    assert!(r.stdout.contains("verified"), "{}", r.stdout);
+    assert!(restore_assets.join("models/demo-weights.bin").is_file());
+    // Restored as a standalone server: no standby to wait for.
+    std::fs::write(fresh.data_dir().join("aurora.conf"), "").unwrap();
+    let mut fresh = fresh;
+    fresh.start().await.unwrap();
+    assert_eq!(
+        query_one(
+            &fresh.dsn("postgres"),
+            "SELECT note FROM ledger WHERE id = 1"
+        )
+        .await
+        .as_deref(),
+        Some("kept")
+    );
+    // Restore never overwrites, and a damaged backup is refused.
+    let r = run(&[
+        "restore",
+        "--from",
+        path.to_str().unwrap(),
+        "--data-dir",
+        fresh.data_dir().to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("not empty"), "{}", r.stderr);
+    drop(fresh);
+    let assets = path.join("assets.tar.gz");
+    let mut bytes = std::fs::read(&assets).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&assets, bytes).unwrap();
+    let target = sb.dir.join("never-restored");
+    let r = run(&[
+        "restore",
+        "--from",
+        path.to_str().unwrap(),
+        "--data-dir",
+        target.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("assets.tar.gz does not match its checksum"),
+        "{}",
+        r.stderr
+    );
+
+    // Bad input: each a one-line message naming what failed.
+    let r = run(&["status", "--config", "/nonexistent/node.toml"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("/nonexistent/node.toml"), "{}", r.stderr);
+    let broken = sb.dir.join("broken.toml");
+    let text = std::fs::read_to_string(sb.config("vengeance")).unwrap();
+    let dead = testbed::free_port().unwrap();
+    let hm = sb.node("vengeance")["admin"]["health-monitor"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::fs::write(
+        &broken,
+        text.replace(&hm, &format!("http://127.0.0.1:{dead}")),
+    )
+    .unwrap();
+    let r = run(&["--config", broken.to_str().unwrap(), "health"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains(&format!("127.0.0.1:{dead}")),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.stderr);
+    std::fs::write(
+        &broken,
+        text.replace("role = \"compute\"", "role = \"captain\""),
+    )
+    .unwrap();
+    let r = run(&["--config", broken.to_str().unwrap(), "status"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("node.role"), "{}", r.stderr);
+    let r = on(&sb, "vengeance", &["sync-db", "--no-such-flag"]);
+    assert_eq!(r.code, 2);
+    let r = on(&sb, "vengeance", &["logs", "postgres"]);
+    assert_eq!(
+        r.code, 2,
+        "no docker / no compose project in the sandbox: {}",
+        r.stderr
+    );
+
+    // The sandbox's own commands: a crash of the lead, then its return.
+    let r = ok(sb.sandbox(&["kill", "aurora"]), "kill");
+    assert!(r.stdout.contains("postgres"), "{}", r.stdout);
+    sb.wait_json(
+        "star",
+        &["sync-db"],
+        "star promoted after the lead's crash",
+        |v| primary_of(v) == "star",
+    );
+    let r = ok(sb.sandbox(&["status", "--json"]), "sandbox status").json();
+    let aurora = r["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "aurora")
+        .unwrap()
+        .clone();
+    assert!(aurora["processes"]["repl-manager"].is_null(), "{aurora}");
+    ok(sb.sandbox(&["start", "aurora"]), "start");
+    sb.wait_json("star", &["sync-db"], "aurora streaming again", |v| {
+        v["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["node"] == "aurora" && m["receiver"]["status"] == "streaming")
+    });
+    let r = ok(sb.sandbox(&["stop", "vengeance"]), "stop");
+    assert!(r.stdout.contains("repl-manager"), "{}", r.stdout);
+    let r = ok(sb.sandbox(&["status"]), "sandbox status table");
+    assert!(
+        r.stdout.contains("vengeance") && r.stdout.contains("dead"),
+        "{}",
+        r.stdout
+    );
+    let r = sb.sandbox(&["partition", "vengeance"]);
+    assert_eq!(r.code, 2, "no --netns: {}", r.stderr);
+    let r = sb.sandbox(&["kill", "nosuch"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("`nosuch` is not in the sandbox"),
+        "{}",
+        r.stderr
+    );
+    let r = run(&["sandbox", "up", "--dir", sb.dir_arg()]);
+    assert_eq!(r.code, 2, "a second sandbox in the same dir: {}", r.stderr);
+
+    let r = ok(sb.sandbox(&["down"]), "down");
+    assert!(r.stdout.contains("removed"), "{}", r.stdout);
+    assert!(!sb.dir.exists());
+}
+
+trait OkOrAlready {
+    fn pipe_ok_or_already(self) -> Run;
+}
+
+impl OkOrAlready for Run {
+    /// A switchover to the node that already is primary is a no-op here.
+    fn pipe_ok_or_already(self) -> Run {
+        if self.code == 2 && self.stderr.contains("already the primary") {
+            Run { code: 0, ..self }
+        } else {
+            self
+        }
+    }
+}
+
+#[test]
+fn completions_version_and_help() {
+    for shell in ["bash", "zsh", "fish"] {
+        let r = ok(run(&["completions", shell]), shell);
+        assert!(r.stdout.contains("switchover"), "{shell}");
+    }
+    let r = ok(run(&["version"]), "version");
+    assert!(r.stdout.contains(env!("CARGO_PKG_VERSION")));
+    for cmd in ["status", "switchover", "backup", "sandbox"] {
+        let r = ok(run(&[cmd, "--help"]), cmd);
+        assert!(r.stdout.contains("Example"), "{cmd}: {}", r.stdout);
+    }
+    let r = run(&[
+        "sandbox",
+        "up",
+        "--zone",
+        "bad_zone!",
+        "--dir",
+        "/tmp/aurora-never-created",
+    ]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("--zone"), "{}", r.stderr);
+    assert!(!Path::new("/tmp/aurora-never-created").exists());
+    let r = run(&["sandbox", "status", "--dir", "/tmp/aurora-no-sandbox-here"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("no sandbox"), "{}", r.stderr);
+}
