@@ -244,6 +244,14 @@ pub fn update(config: &NodeConfig, as_json: bool) -> CliResult {
     let d = Docker::new(config)?;
     let timeout = Duration::from_secs(config.compose.health_timeout_secs);
     let started = Instant::now();
+    // Progress goes to stderr under --json, so stdout stays one document.
+    let say = |line: String| {
+        if as_json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
     let mut before = Vec::new();
     for service in d.services()? {
         let Some(c) = d.container(&service)? else {
@@ -257,7 +265,7 @@ pub fn update(config: &NodeConfig, as_json: bool) -> CliResult {
             image_id,
         });
     }
-    println!("pulling images for {} services", before.len());
+    say(format!("pulling images for {} services", before.len()));
     d.output(&["compose", "pull", "--quiet"])?;
 
     let mut updated: Vec<&Before> = Vec::new();
@@ -269,12 +277,12 @@ pub fn update(config: &NodeConfig, as_json: bool) -> CliResult {
             unchanged.push(b.service.clone());
             continue;
         }
-        println!(
+        say(format!(
             "updating {} ({} -> {})",
             b.service,
             short(&b.image_id),
             short(&new_id)
-        );
+        ));
         updated.push(b);
         let result = d
             .output(&["compose", "up", "-d", "--no-deps", &b.service])
@@ -288,7 +296,7 @@ pub fn update(config: &NodeConfig, as_json: bool) -> CliResult {
             failure = Some((b.service.clone(), e));
             break;
         }
-        println!("  {} healthy", b.service);
+        say(format!("  {} healthy", b.service));
     }
 
     let Some((failed, why)) = failure else {
@@ -323,7 +331,7 @@ pub fn update(config: &NodeConfig, as_json: bool) -> CliResult {
             });
         match r {
             Ok(()) => {
-                println!("  {} back on {}", b.service, short(&b.image_id));
+                say(format!("  {} back on {}", b.service, short(&b.image_id)));
                 rolled_back.push(b.service.clone());
             }
             Err(e) => rollback_errors.push(format!("{}: {e}", b.service)),
