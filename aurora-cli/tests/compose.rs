@@ -263,8 +263,8 @@ fn update_rolls_back_when_a_service_fails_its_health_check() {
         ],
         "newest first"
     );
-    let doc: serde_json::Value = serde_json::from_str(&r.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", r.stdout));
+    let doc: serde_json::Value =
+        serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.stdout));
     assert_eq!(doc["failed"], "repl-manager");
     assert_eq!(
         doc["rolled_back"],

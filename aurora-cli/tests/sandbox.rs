@@ -564,6 +564,70 @@ impl OkOrAlready for Run {
     }
 }
 
+/// `--netns`: every node in its own namespace, so a partition is real.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_netns_sandbox_partitions_and_heals_a_node() {
+    let sb = Sandbox::up(&["--netns", "--nodes", "3"]);
+    let aurora = sb.node("aurora");
+    let ns = aurora["netns"].as_str().unwrap().to_string();
+    let ip = aurora["host"].as_str().unwrap().to_string();
+    assert!(!ip.starts_with("127."), "{aurora}");
+    assert!(aurora["dns"].as_str().unwrap().starts_with(&ip));
+    // The standbys know the lead's synchronous standby (what failover
+    // needs to promote without losing a write).
+    sb.wait_json(
+        "star",
+        &["sync-db"],
+        "the lead's sync report reaching star",
+        |v| {
+            v["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["node"] == "star" && m["failover"]["report"]["sync_standby"] == "star")
+        },
+    );
+
+    ok(sb.sandbox(&["partition", "aurora"]), "partition");
+    // Cut off, the lead loses its lease and stops; the backup takes over.
+    sb.wait_json("star", &["sync-db"], "star promoted", |v| {
+        primary_of(v) == "star"
+    });
+    let st = ok(sb.sandbox(&["status", "--json"]), "status").json();
+    let a = st["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "aurora")
+        .unwrap()
+        .clone();
+    assert_eq!(a["partitioned"], true, "{a}");
+    let t = ok(sb.sandbox(&["status"]), "status table").stdout;
+    assert!(t.contains("partitioned"), "{t}");
+
+    ok(sb.sandbox(&["heal", "aurora"]), "heal");
+    sb.wait_json(
+        "star",
+        &["sync-db"],
+        "aurora back as a standby of star",
+        |v| {
+            primary_of(v) == "star"
+                && v["members"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|m| m["node"] == "aurora" && m["receiver"]["status"] == "streaming")
+        },
+    );
+
+    ok(sb.sandbox(&["down"]), "down");
+    let left = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&left.stdout).contains(&ns),
+        "namespace {ns} left behind"
+    );
+}
+
 #[test]
 fn completions_version_and_help() {
     for shell in ["bash", "zsh", "fish"] {

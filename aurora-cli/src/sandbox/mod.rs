@@ -512,7 +512,8 @@ async fn up(dir: &Path, n: usize, zone: &str, netns: bool, timeout: Duration) ->
     Ok(())
 }
 
-/// Waits until the lead reports every other node streaming from it.
+/// Waits until the lead reports every other node streaming from it, and
+/// the backup as its synchronous standby.
 async fn wait_streaming(sb: &Sandbox, timeout: Duration) -> CliResult {
     let Some(lead) = sb.nodes.first() else {
         return Ok(());
@@ -534,17 +535,24 @@ async fn wait_streaming(sb: &Sandbox, timeout: Duration) -> CliResult {
                 .filter(|r| r["state"] == "streaming")
                 .filter_map(|r| r["name"].as_str())
                 .collect();
-            if want.iter().all(|w| streaming.contains(w)) {
+            // With a backup, ready also means it is the synchronous
+            // standby: until then the fleet cannot fail over safely.
+            let sync_ok = match sb.nodes.get(1) {
+                Some(backup) => st["sync"]["standby"] == backup.name.as_str(),
+                None => true,
+            };
+            if want.iter().all(|w| streaming.contains(w)) && sync_ok {
                 return Ok(());
             }
             last = st;
         }
         if Instant::now() >= deadline {
             return Err(CliError::failed(format!(
-                "not every node streams from {} after {} s (lead status: {}); see the logs under {}/nodes/*/logs",
+                "not every node streams from {} after {} s (replicas: {}, sync: {}); see the logs under {}/nodes/*/logs",
                 lead.name,
                 timeout.as_secs(),
                 last["replicas"],
+                last["sync"],
                 sb.dir.display()
             )));
         }
