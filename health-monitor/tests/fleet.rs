@@ -23,10 +23,24 @@ async fn primary() -> PgCluster {
     pg
 }
 
-async fn replica_of(primary: &PgCluster) -> PgCluster {
-    PgCluster::standby_of(primary, PgOptions::named("hm-replica"))
+/// A streaming replica whose application name is `name` (repl-manager names
+/// every standby after its node the same way).
+async fn replica_of(primary: &PgCluster, name: &str) -> PgCluster {
+    let r = PgCluster::standby_of(primary, PgOptions::named("hm-replica"))
+        .await
+        .unwrap();
+    let c = r.connect("postgres").await.unwrap();
+    let conninfo: String = c
+        .query_one("SHOW primary_conninfo", &[])
         .await
         .unwrap()
+        .get(0);
+    let conninfo = format!("{conninfo} application_name={name}").replace('\'', "''");
+    c.batch_execute(&format!("ALTER SYSTEM SET primary_conninfo = '{conninfo}'"))
+        .await
+        .unwrap();
+    c.batch_execute("SELECT pg_reload_conf()").await.unwrap();
+    r
 }
 
 fn config(name: &str, role: &str, ip: &str, local: &PgCluster, primary: &PgCluster) -> Config {
@@ -99,7 +113,16 @@ impl Running {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registration_reports_and_the_fleet_view() {
     let p = primary().await;
-    let r = replica_of(&p).await;
+    let mut r = replica_of(&p, "star").await;
+    // The primary waits for `star`, as repl-manager sets it up (only now:
+    // before the standby exists, every commit would wait for it).
+    let admin = p.connect("postgres").await.unwrap();
+    for sql in [
+        "ALTER SYSTEM SET synchronous_standby_names = 'FIRST 1 (star)'",
+        "SELECT pg_reload_conf()",
+    ] {
+        admin.batch_execute(sql).await.unwrap();
+    }
     let wg_dir = tempfile::tempdir().unwrap();
     let wg_file = wg_dir.path().join("wg0.conf");
     let mut lead_cfg = config("aurora", "lead", "10.0.0.1", &p, &p);
@@ -147,6 +170,28 @@ async fn registration_reports_and_the_fleet_view() {
     })
     .await;
     assert!(peered, "{:?}", std::fs::read_to_string(&wg_file));
+
+    // The backup's PostgreSQL stops streaming: the fleet is not healthy
+    // (commits are not protected), and is again once it streams.
+    r.stop(StopMode::Fast).await.unwrap();
+    let flipped = wait_until(Duration::from_secs(10), || async {
+        let (code, v) = lead.get("/cluster/health").await;
+        code == 503
+            && v["reasons"]
+                .to_string()
+                .contains("no synchronous standby is streaming")
+    })
+    .await;
+    assert!(flipped, "{:?}", lead.get("/cluster/health").await);
+    r.start().await.unwrap();
+    let back = wait_until(Duration::from_secs(15), || async {
+        lead.get("/cluster/health").await.0 == 200
+    })
+    .await;
+    assert!(back, "{:?}", lead.get("/cluster/health").await);
+    let (_, v) = lead.get("/cluster").await;
+    assert_eq!(v["replication"]["standbys"][0]["name"], "star", "{v}");
+    assert_eq!(v["replication"]["standbys"][0]["sync_state"], "sync", "{v}");
 
     // A node that stops reporting turns down after three intervals...
     backup.stop().await;
@@ -342,4 +387,75 @@ async fn alerts_once_per_transition_from_the_primary_only() {
     compute.stop().await;
     star.stop().await;
     lead.stop().await;
+}
+
+/// A sidecar whose `/health` does not answer is a critical check naming its
+/// URL; the node registers the GPUs `nvidia-smi` lists. There is no GPU on
+/// the test machine, so `nvidia-smi` is a stand-in script on PATH printing
+/// what the real one prints for `--query-gpu=... --format=csv,noheader,nounits`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecar_checks_and_gpu_inventory() {
+    let bin = tempfile::tempdir().unwrap();
+    let smi = bin.path().join("nvidia-smi");
+    std::fs::write(
+        &smi,
+        "#!/bin/sh\necho \"$@\" > \"$(dirname \"$0\")/args\"\n\
+         echo '0, NVIDIA L4, GPU-1b2c3d4e-0000-0000-0000-000000000001, 23034, 550.54.15'\n\
+         echo '1, NVIDIA L4, GPU-1b2c3d4e-0000-0000-0000-000000000002, 23034, 550.54.15'\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&smi, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // nextest runs each test in its own process: this PATH is this test's.
+    std::env::set_var(
+        "PATH",
+        format!(
+            "{}:{}",
+            bin.path().display(),
+            std::env::var("PATH").unwrap()
+        ),
+    );
+
+    let p = primary().await;
+    let mut c = config("gpu1", "compute", "10.0.0.7", &p, &p);
+    let dead = testbed::free_port().unwrap();
+    c.checks
+        .sidecars
+        .insert("dns-sync".into(), format!("http://127.0.0.1:{dead}"));
+    let hm = start(c).await;
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            hm.status_of("gpu1").await == "critical"
+        })
+        .await
+    );
+    let (_, v) = hm.get("/status").await;
+    let check = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "sidecar:dns-sync")
+        .unwrap()
+        .clone();
+    assert_eq!(check["status"], "critical");
+    assert!(
+        check["message"]
+            .as_str()
+            .unwrap()
+            .contains(&dead.to_string()),
+        "{check}"
+    );
+
+    let db = p.connect("postgres").await.unwrap();
+    let row = db
+        .query_one("SELECT gpus FROM aurora.nodes WHERE name = 'gpu1'", &[])
+        .await
+        .unwrap();
+    let gpus: Value = row.get(0);
+    assert_eq!(gpus.as_array().unwrap().len(), 2, "{gpus}");
+    assert_eq!(gpus[1]["name"], "NVIDIA L4");
+    assert_eq!(gpus[1]["memory_mib"], 23034);
+    let args = std::fs::read_to_string(bin.path().join("args")).unwrap();
+    assert!(args.contains("--format=csv,noheader,nounits"), "{args}");
+    hm.stop().await;
 }
