@@ -56,14 +56,22 @@ pub struct Alerter {
 }
 
 impl Alerter {
-    pub fn new(config: AlertsConfig, sent: IntCounterVec) -> Self {
-        Self {
-            http: HttpClient::new(Duration::from_secs(config.timeout_secs)),
+    /// Webhooks may be `https://` (Slack's are): the client verifies them
+    /// against the system's roots and `alerts.ca_file`.
+    pub fn new(
+        config: AlertsConfig,
+        sent: IntCounterVec,
+    ) -> Result<Self, sidecar_kit::http_client::TlsSetupError> {
+        Ok(Self {
+            http: HttpClient::with_tls(
+                Duration::from_secs(config.timeout_secs),
+                config.ca_file.as_deref(),
+            )?,
             config,
             previous: HashMap::new(),
             last_sent: HashMap::new(),
             sent,
-        }
+        })
     }
 
     /// Feeds one fleet view; sends what changed when `is_sender`.

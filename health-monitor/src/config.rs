@@ -35,6 +35,9 @@ pub struct AlertsConfig {
     /// Delivery attempts per webhook, with backoff.
     pub attempts: u32,
     pub timeout_secs: u64,
+    /// PEM certificates trusted for `https://` webhooks besides the
+    /// system's roots (a private CA, a self-signed relay).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for AlertsConfig {
@@ -44,6 +47,7 @@ impl Default for AlertsConfig {
             cooldown_secs: 300,
             attempts: 3,
             timeout_secs: 5,
+            ca_file: None,
         }
     }
 }
@@ -319,12 +323,24 @@ impl Validate for Config {
             }
         }
         for (i, w) in self.alerts.webhooks.iter().enumerate() {
-            if !w.url.starts_with("http://") {
+            let rest = w
+                .url
+                .strip_prefix("https://")
+                .or_else(|| w.url.strip_prefix("http://"));
+            if !rest.is_some_and(|r| !r.is_empty()) {
                 return Err(ConfigError::new(
                     format!("alerts.webhooks[{i}].url"),
-                    "must be an http:// URL (HTTPS is not supported yet; use a relay)",
+                    format!("`{}` is not an http:// or https:// URL", w.url),
                 ));
             }
+        }
+        if let Some(ca) = &self.alerts.ca_file {
+            // Read now, so a bad file stops the sidecar before it starts.
+            sidecar_kit::http_client::HttpClient::with_tls(
+                std::time::Duration::from_secs(1),
+                Some(ca),
+            )
+            .map_err(|e| ConfigError::new("alerts.ca_file", e.to_string()))?;
         }
         if self.alerts.timeout_secs == 0 {
             return Err(ConfigError::new(

@@ -213,7 +213,7 @@ pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
             let timeout = Duration::from_secs(config.database.connect_timeout_secs);
             let http = HttpClient::new(Duration::from_secs(config.checks.timeout_secs));
             let mut writer: Option<Client> = None;
-            let mut alerter = alerts::Alerter::new(config.alerts.clone(), m.alerts.clone());
+            let mut alerter = alerts::Alerter::new(config.alerts.clone(), m.alerts.clone())?;
             let mut registered = false;
             let mut interval =
                 tokio::time::interval(Duration::from_secs(config.checks.interval_secs));

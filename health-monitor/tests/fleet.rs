@@ -459,3 +459,96 @@ async fn sidecar_checks_and_gpu_inventory() {
     assert!(args.contains("--format=csv,noheader,nounits"), "{args}");
     hm.stop().await;
 }
+
+/// A TLS front for a plain receiver, with a self-signed certificate for
+/// `localhost`: stands for Slack's HTTPS endpoint, which a test cannot reach.
+async fn tls_front(plain: std::net::SocketAddr, pem_out: &std::path::Path) -> u16 {
+    let rcgen::CertifiedKey { cert, key_pair } =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    std::fs::write(pem_out, cert.pem()).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key_pair.serialize_der().into());
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(mut tls) = acceptor.accept(tcp).await {
+                    if let Ok(mut up) = tokio::net::TcpStream::connect(plain).await {
+                        let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_reach_an_https_webhook() {
+    let p = primary().await;
+    let receiver = std::sync::Arc::new(Receiver {
+        seen: Default::default(),
+    });
+    let mut admin = sidecar_kit::AdminConfig::on_port(0);
+    admin.listen = "127.0.0.1:0".parse().unwrap();
+    admin.token = Some(Secret::new("hook-token-0123456789"));
+    let server = sidecar_kit::AdminServer::start(
+        &admin,
+        receiver.clone(),
+        sidecar_kit::Metrics::new("receiver").unwrap(),
+        Lifecycle::new(),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("hook-ca.pem");
+    let port = tls_front(server.local_addr(), &ca).await;
+
+    let mut lead_cfg = config("aurora", "lead", "10.0.0.1", &p, &p);
+    lead_cfg.alerts.webhooks = vec![health_monitor::config::Webhook {
+        url: format!("https://localhost:{port}/hook"),
+        kind: health_monitor::config::WebhookKind::Slack,
+        token: Some(Secret::new("hook-token-0123456789")),
+    }];
+    lead_cfg.alerts.ca_file = Some(ca.clone());
+    sidecar_kit::Validate::validate(&lead_cfg).unwrap();
+    let lead = start(lead_cfg.clone()).await;
+    let compute = start(config("vengeance", "compute", "10.0.0.3", &p, &p)).await;
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            lead.status_of("vengeance").await == "passing"
+        })
+        .await
+    );
+    compute.stop().await;
+    assert!(
+        wait_until(Duration::from_secs(15), || async {
+            !receiver.seen.lock().unwrap().is_empty()
+        })
+        .await,
+        "no alert over HTTPS"
+    );
+    let first = receiver.seen.lock().unwrap()[0].clone();
+    assert!(
+        first["text"].as_str().unwrap().contains("vengeance"),
+        "a Slack body: {first}"
+    );
+    lead.stop().await;
+
+    // A CA file that is not a certificate stops the sidecar before it starts.
+    std::fs::write(&ca, "not a certificate\n").unwrap();
+    let err = sidecar_kit::Validate::validate(&lead_cfg).unwrap_err();
+    assert_eq!(err.key, "alerts.ca_file", "{err}");
+}

@@ -1,6 +1,7 @@
 //! A small HTTP/1.1 client for sidecar-to-sidecar calls (`/status`, votes,
-//! `/sync`), the CLI and the test harness. Plain HTTP only: inter-node
-//! traffic runs inside the WireGuard VPN.
+//! `/sync`), the CLI and the test harness. Plain HTTP: inter-node traffic
+//! runs inside the WireGuard VPN. [`HttpClient::with_tls`] adds HTTPS for
+//! the one place that leaves the VPN, alert webhooks (Slack and the like).
 //!
 //! Every error names the URL that failed, since "connection refused" alone
 //! does not tell an operator which of five sidecars is down.
@@ -56,20 +57,95 @@ impl HttpResponse {
 }
 
 #[derive(Clone)]
+enum Inner {
+    Plain(Client<HttpConnector, Full<Bytes>>),
+    Tls(Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>),
+}
+
+#[derive(Clone)]
 pub struct HttpClient {
-    inner: Client<HttpConnector, Full<Bytes>>,
+    inner: Inner,
     timeout: Duration,
 }
 
+/// Why an HTTPS client could not be built (a bad CA file).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TlsSetupError(String);
+
+fn http_connector(timeout: Duration) -> HttpConnector {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(timeout));
+    connector.set_nodelay(true);
+    connector
+}
+
 impl HttpClient {
+    /// A plain-HTTP client: `https://` URLs are refused.
     pub fn new(timeout: Duration) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(timeout));
-        connector.set_nodelay(true);
+        let mut connector = http_connector(timeout);
+        connector.enforce_http(true);
         let inner = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
-        Self { inner, timeout }
+        Self {
+            inner: Inner::Plain(inner),
+            timeout,
+        }
+    }
+
+    /// A client for `http://` and `https://` URLs. Servers are verified
+    /// against the system's root certificates plus, when given, the PEM
+    /// certificates in `extra_ca` (a private CA or a self-signed receiver).
+    pub fn with_tls(
+        timeout: Duration,
+        extra_ca: Option<&std::path::Path>,
+    ) -> Result<Self, TlsSetupError> {
+        use rustls_pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        // Unreadable system certificates leave the store short, not broken:
+        // a request to a server we cannot verify fails with its own error.
+        for cert in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(cert);
+        }
+        if let Some(path) = extra_ca {
+            let mut added = 0;
+            for cert in rustls_pki_types::CertificateDer::pem_file_iter(path)
+                .map_err(|e| TlsSetupError(format!("{}: {e}", path.display())))?
+            {
+                let cert = cert.map_err(|e| TlsSetupError(format!("{}: {e}", path.display())))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| TlsSetupError(format!("{}: {e}", path.display())))?;
+                added += 1;
+            }
+            if added == 0 {
+                return Err(TlsSetupError(format!(
+                    "{}: no PEM certificate in it",
+                    path.display()
+                )));
+            }
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsSetupError(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut http = http_connector(timeout);
+        http.enforce_http(false);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let inner = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(https);
+        Ok(Self {
+            inner: Inner::Tls(inner),
+            timeout,
+        })
     }
 
     pub fn timeout(&self) -> Duration {
@@ -90,11 +166,20 @@ impl HttpClient {
                     url: url.to_string(),
                     reason: e.to_string(),
                 })?;
-        if uri.scheme_str() != Some("http") {
-            return Err(HttpError::InvalidUrl {
-                url: url.to_string(),
-                reason: "only http:// URLs are supported".into(),
-            });
+        match (uri.scheme_str(), &self.inner) {
+            (Some("http"), _) | (Some("https"), Inner::Tls(_)) => {}
+            (Some("https"), Inner::Plain(_)) => {
+                return Err(HttpError::InvalidUrl {
+                    url: url.to_string(),
+                    reason: "https:// is not supported here (plain HTTP inside the VPN)".into(),
+                })
+            }
+            _ => {
+                return Err(HttpError::InvalidUrl {
+                    url: url.to_string(),
+                    reason: "only http:// and https:// URLs are supported".into(),
+                })
+            }
         }
         let body = match json_body {
             Some(v) => Bytes::from(serde_json::to_vec(v).unwrap_or_default()),
@@ -122,14 +207,14 @@ impl HttpClient {
             })?;
 
         let call = async {
-            let resp = self
-                .inner
-                .request(req)
-                .await
-                .map_err(|e| HttpError::Transport {
-                    url: url.to_string(),
-                    reason: describe(&e),
-                })?;
+            let sent = match &self.inner {
+                Inner::Plain(c) => c.request(req).await,
+                Inner::Tls(c) => c.request(req).await,
+            };
+            let resp = sent.map_err(|e| HttpError::Transport {
+                url: url.to_string(),
+                reason: describe(&e),
+            })?;
             let status = resp.status();
             let body = resp
                 .into_body()
