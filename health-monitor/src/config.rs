@@ -327,7 +327,7 @@ impl Validate for Config {
                 .url
                 .strip_prefix("https://")
                 .or_else(|| w.url.strip_prefix("http://"));
-            if !rest.is_some_and(|r| !r.is_empty()) {
+            if rest.is_none_or(|r| r.is_empty()) {
                 return Err(ConfigError::new(
                     format!("alerts.webhooks[{i}].url"),
                     format!("`{}` is not an http:// or https:// URL", w.url),
