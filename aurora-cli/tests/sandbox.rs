@@ -112,6 +112,18 @@ impl Sandbox {
         run(&all)
     }
 
+    /// `sandbox status --json`'s entry for `node`.
+    fn sandbox_status_of(&self, node: &str) -> Value {
+        let st = ok(self.sandbox(&["status", "--json"]), "sandbox status").json();
+        st["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == node)
+            .unwrap()
+            .clone()
+    }
+
     /// Waits until `check` holds for `aurora-cli --config <node> <args> --json`.
     fn wait_json(
         &self,
@@ -507,14 +519,7 @@ async fn the_cli_runs_a_sandbox_fleet() {
         "star promoted after the lead's crash",
         |v| primary_of(v) == "star",
     );
-    let r = ok(sb.sandbox(&["status", "--json"]), "sandbox status").json();
-    let aurora = r["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["name"] == "aurora")
-        .unwrap()
-        .clone();
+    let aurora = sb.sandbox_status_of("aurora");
     assert!(aurora["processes"]["repl-manager"].is_null(), "{aurora}");
     ok(sb.sandbox(&["start", "aurora"]), "start");
     sb.wait_json("star", &["sync-db"], "aurora streaming again", |v| {
@@ -593,14 +598,7 @@ async fn a_netns_sandbox_partitions_and_heals_a_node() {
     sb.wait_json("star", &["sync-db"], "star promoted", |v| {
         primary_of(v) == "star"
     });
-    let st = ok(sb.sandbox(&["status", "--json"]), "status").json();
-    let a = st["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["name"] == "aurora")
-        .unwrap()
-        .clone();
+    let a = sb.sandbox_status_of("aurora");
     assert_eq!(a["partitioned"], true, "{a}");
     let t = ok(sb.sandbox(&["status"]), "status table").stdout;
     assert!(t.contains("partitioned"), "{t}");

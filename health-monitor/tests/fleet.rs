@@ -314,9 +314,8 @@ impl sidecar_kit::AdminApi for Receiver {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn alerts_once_per_transition_from_the_primary_only() {
-    let p = primary().await;
+/// A local webhook receiver (the admin server's plumbing, with `/hook`).
+async fn webhook_receiver() -> (std::sync::Arc<Receiver>, sidecar_kit::AdminServer) {
     let receiver = std::sync::Arc::new(Receiver {
         seen: Default::default(),
     });
@@ -331,6 +330,13 @@ async fn alerts_once_per_transition_from_the_primary_only() {
     )
     .await
     .unwrap();
+    (receiver, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_once_per_transition_from_the_primary_only() {
+    let p = primary().await;
+    let (receiver, server) = webhook_receiver().await;
     let hook = health_monitor::config::Webhook {
         url: format!("http://{}/hook", server.local_addr()),
         kind: health_monitor::config::WebhookKind::Generic,
@@ -498,20 +504,7 @@ async fn tls_front(plain: std::net::SocketAddr, pem_out: &std::path::Path) -> u1
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_reach_an_https_webhook() {
     let p = primary().await;
-    let receiver = std::sync::Arc::new(Receiver {
-        seen: Default::default(),
-    });
-    let mut admin = sidecar_kit::AdminConfig::on_port(0);
-    admin.listen = "127.0.0.1:0".parse().unwrap();
-    admin.token = Some(Secret::new("hook-token-0123456789"));
-    let server = sidecar_kit::AdminServer::start(
-        &admin,
-        receiver.clone(),
-        sidecar_kit::Metrics::new("receiver").unwrap(),
-        Lifecycle::new(),
-    )
-    .await
-    .unwrap();
+    let (receiver, server) = webhook_receiver().await;
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("hook-ca.pem");
     let port = tls_front(server.local_addr(), &ca).await;
