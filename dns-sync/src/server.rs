@@ -98,10 +98,17 @@ impl QueryCounters {
     }
 
     fn inc(&self, qtype: RecordType, rcode: ResponseCode) {
-        if let Some(c) = self
-            .0
-            .get(qtype_index(qtype) * RCODES.len() + rcode_index(rcode))
-        {
+        self.inc_at(Self::index(qtype, rcode));
+    }
+
+    /// The counter a (type, rcode) pair lands in (the UDP answer cache
+    /// keeps it with each answer, so a cached answer is counted the same).
+    pub fn index(qtype: RecordType, rcode: ResponseCode) -> usize {
+        qtype_index(qtype) * RCODES.len() + rcode_index(rcode)
+    }
+
+    pub fn inc_at(&self, index: usize) {
+        if let Some(c) = self.0.get(index) {
             c.inc();
         }
     }

@@ -8,13 +8,20 @@
 //! it inline is cheaper than scheduling it. Parsing and encoding are still
 //! hickory's (`Request::from_bytes`, `MessageResponse::destructive_emit`);
 //! TCP (and AXFR) stay on hickory's server.
+//!
+//! Each loop also keeps the answers it encoded, keyed by the query's bytes
+//! after the ID. An answer is a pure function of those bytes and the zone
+//! (the client's address only matters for AXFR, which is never cached), so
+//! a repeated query is answered by copying the bytes and patching the ID.
+//! The cache belongs to one zone: a new zone empties it, and it is bounded.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hickory_proto::op::MessageType;
-use hickory_proto::rr::Record;
+use hickory_proto::op::{MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::{Record, RecordType};
 use hickory_proto::serialize::binary::BinEncoder;
 use hickory_server::net::runtime::TokioTime;
 use hickory_server::net::xfer::Protocol;
@@ -24,16 +31,50 @@ use hickory_server::zone_handler::MessageResponse;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
-use crate::server::Handler;
+use crate::server::{Handler, QueryCounters};
+use crate::zone::Zone;
 
 /// Largest query we read; anything longer is truncated and fails to parse.
 const MAX_QUERY: usize = 4096;
 
-/// Sends an answer straight back on the socket it came in on.
+/// Most distinct queries one socket remembers answers for; past it the
+/// cache starts over (a flood of distinct names cannot grow memory).
+const CACHE_MAX: usize = 16_384;
+
+/// Sends an answer straight back on the socket it came in on, and keeps a
+/// copy for the answer cache.
 #[derive(Clone)]
 struct Direct {
     socket: Arc<UdpSocket>,
     dst: SocketAddr,
+    sent: Arc<Mutex<Option<Vec<u8>>>>,
+}
+
+struct Cached {
+    bytes: Vec<u8>,
+    counter: usize,
+}
+
+/// Encoded answers of one zone, keyed by the query after its ID.
+#[derive(Default)]
+struct AnswerCache {
+    zone: Option<Arc<Zone>>,
+    answers: HashMap<Vec<u8>, Cached>,
+}
+
+impl AnswerCache {
+    /// Forgets everything when the zone was swapped.
+    fn follow(&mut self, zone: &Option<Arc<Zone>>) {
+        let same = match (&self.zone, zone) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            self.answers.clear();
+            self.zone = zone.clone();
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -64,6 +105,9 @@ impl ResponseHandler for Direct {
         match response.destructive_emit(&mut encoder) {
             Ok(info) => {
                 self.socket.send_to(&bytes, self.dst).await?;
+                if let Ok(mut slot) = self.sent.lock() {
+                    *slot = Some(bytes);
+                }
                 Ok(info)
             }
             Err(e) => {
@@ -98,6 +142,9 @@ fn error_header(id: u16, opcode_bits: u8, rcode: u8) -> [u8; 12] {
 /// Serves one socket until `shutdown`.
 pub async fn serve(socket: Arc<UdpSocket>, handler: Handler, shutdown: CancellationToken) {
     let mut buf = vec![0u8; MAX_QUERY];
+    let mut cache = AnswerCache::default();
+    let mut reply = Vec::with_capacity(512);
+    let sent = Arc::new(Mutex::new(None));
     loop {
         let received = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -117,6 +164,19 @@ pub async fn serve(socket: Arc<UdpSocket>, handler: Handler, shutdown: Cancellat
             continue;
         }
         let packet = &buf[..n];
+        let zone = handler.zone.get();
+        cache.follow(&zone);
+        // A query (QR clear) seen before: the same answer, with its ID.
+        if n >= 12 && packet[2] & 0x80 == 0 {
+            if let Some(hit) = cache.answers.get(&packet[2..]) {
+                reply.clear();
+                reply.extend_from_slice(&hit.bytes);
+                reply[..2].copy_from_slice(&packet[..2]);
+                handler.queries.inc_at(hit.counter);
+                let _ = socket.send_to(&reply, src).await;
+                continue;
+            }
+        }
         match Request::from_bytes(packet.to_vec(), src, Protocol::Udp) {
             Ok(request) => {
                 // Never answer answers: that is how reflection loops start.
@@ -126,10 +186,36 @@ pub async fn serve(socket: Arc<UdpSocket>, handler: Handler, shutdown: Cancellat
                 let direct = Direct {
                     socket: socket.clone(),
                     dst: src,
+                    sent: sent.clone(),
                 };
                 handler
                     .handle_request::<_, TokioTime>(&request, direct)
                     .await;
+                let answer = sent.lock().ok().and_then(|mut s| s.take());
+                let qtype = request
+                    .queries
+                    .queries()
+                    .first()
+                    .map(|q| q.query_type())
+                    .unwrap_or(RecordType::Unknown(0));
+                let cacheable = zone.is_some()
+                    && request.metadata.op_code == OpCode::Query
+                    && !matches!(qtype, RecordType::AXFR | RecordType::IXFR);
+                if let (Some(bytes), true) = (answer, cacheable) {
+                    if bytes.len() >= 12 {
+                        if cache.answers.len() >= CACHE_MAX {
+                            cache.answers.clear();
+                        }
+                        let rcode = ResponseCode::from(0, bytes[3] & 0x0f);
+                        cache.answers.insert(
+                            packet[2..].to_vec(),
+                            Cached {
+                                counter: QueryCounters::index(qtype, rcode),
+                                bytes,
+                            },
+                        );
+                    }
+                }
             }
             Err(_) if n >= 12 && packet[2] & 0x80 == 0 => {
                 // A readable header but a broken body: FORMERR, as hickory's
