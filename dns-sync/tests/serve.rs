@@ -452,3 +452,83 @@ async fn garbage_packets_do_not_stop_the_server() {
     );
     dns.stop().await;
 }
+
+/// A DNS query in wire format: `id`, RD set, one question `name` A IN.
+fn raw_query(id: u16, name: &str) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
+/// The last four bytes of the answer: the A record's address.
+fn answered_ip(resp: &[u8]) -> [u8; 4] {
+    let n = resp.len();
+    [resp[n - 4], resp[n - 3], resp[n - 2], resp[n - 1]]
+}
+
+/// Repeated queries come from the UDP loop's answer cache: each carries its
+/// own ID, is counted, and a new zone (a failover) empties the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_queries_keep_their_ids_and_follow_zone_changes() {
+    let (pg, c) = database().await;
+    let dns = Dns::start(&pg, |_| {}).await;
+    dns.wait_ready().await;
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let target = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), dns.port);
+    let ask = |id: u16| {
+        sock.send_to(&raw_query(id, &name("db")), target).unwrap();
+        let mut buf = [0u8; 512];
+        let n = sock.recv(&mut buf).unwrap();
+        buf[..n].to_vec()
+    };
+    let metric = || async {
+        let text = HttpClient::new(Duration::from_secs(2))
+            .get(&format!("{}/metrics", dns.admin))
+            .await
+            .unwrap()
+            .text();
+        text.lines()
+            .find(|l| {
+                l.contains("queries_total")
+                    && l.contains("qtype=\"A\"")
+                    && l.contains("rcode=\"NOERROR\"")
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let before = metric().await;
+    let first = ask(0x1111);
+    for id in [0x2222u16, 0x3333, 0xfffe] {
+        let again = ask(id);
+        assert_eq!(
+            again[..2],
+            id.to_be_bytes(),
+            "the answer carries the query's ID"
+        );
+        assert_eq!(again[2..], first[2..], "the same answer otherwise");
+    }
+    assert_eq!(answered_ip(&first), [10, 0, 0, 1]);
+    assert_eq!(
+        metric().await - before,
+        4.0,
+        "cached answers are counted too"
+    );
+
+    // A failover swaps the zone; the cached answer must not outlive it.
+    record_primary(&c, 2, &NodeName::parse("star").unwrap())
+        .await
+        .unwrap();
+    let moved = wait_until(Duration::from_secs(2), || async {
+        answered_ip(&ask(0x4444)) == [10, 0, 0, 2]
+    })
+    .await;
+    assert!(moved, "db still answers the old primary from the cache");
+    dns.stop().await;
+}
