@@ -193,14 +193,19 @@ impl Network {
         ip(&["link", "set", &self.nodes[i].veth, "up"])
     }
 
-    /// Leaves the network in place when this handle drops and describes it.
-    pub fn detach(mut self) -> NetworkState {
-        self.detached = true;
+    /// Describes the network (it is still removed when this handle drops).
+    pub fn state(&self) -> NetworkState {
         NetworkState {
             bridge: self.bridge.clone(),
             host_ip: self.host_ip(),
             nodes: self.nodes.clone(),
         }
+    }
+
+    /// Leaves the network in place when this handle drops and describes it.
+    pub fn detach(mut self) -> NetworkState {
+        self.detached = true;
+        self.state()
     }
 
     /// A command that runs `program` inside node `i`'s namespace.

@@ -290,11 +290,13 @@ async fn up(dir: &Path, n: usize, zone: &str, netns: bool, timeout: Duration) ->
         testbed::tools::workspace_bin(bin)?;
     }
     mkdir(dir)?;
-    let network = if netns {
-        Some(testbed::netns::Network::create(n)?.detach())
+    // Removed again if `up` fails before sandbox.json records it.
+    let net_handle = if netns {
+        Some(testbed::netns::Network::create(n)?)
     } else {
         None
     };
+    let network = net_handle.as_ref().map(|h| h.state());
 
     // Garage listens where every node can reach it: loopback, or the
     // bridge address in --netns mode.
@@ -485,6 +487,10 @@ async fn up(dir: &Path, n: usize, zone: &str, netns: bool, timeout: Duration) ->
         network,
     };
     sb.save()?;
+    // Recorded: from here on `sandbox down` removes the network.
+    if let Some(h) = net_handle {
+        h.detach();
+    }
 
     // Every repl-manager first: the lead's PostgreSQL stays read-only
     // until a majority grants it a lease, and the others clone from it.
