@@ -325,10 +325,7 @@ impl PgCluster {
 
     /// Stops the server.
     pub async fn stop(&mut self, mode: StopMode) -> Result<(), TestbedError> {
-        let data = self.data_dir.display().to_string();
-        let mut cmd = self.command("pg_ctl");
-        cmd.args(["-D", &data, "-w", "-t", "60", "-m", mode.as_arg(), "stop"]);
-        run(cmd, "pg_ctl stop").await
+        stop_data_dir(&self.data_dir, mode).await
     }
 
     /// The postmaster's PID, from `postmaster.pid`, if the file exists.
@@ -339,9 +336,7 @@ impl PgCluster {
 
     /// `true` when the postmaster of this data directory is alive.
     pub fn is_running(&self) -> bool {
-        self.postmaster_pid()
-            .map(|pid| crate::process::pid_alive(pid as u32))
-            .unwrap_or(false)
+        postmaster_of(&self.data_dir).is_some()
     }
 
     /// SIGKILLs the postmaster (a crash). Its children notice the dead
@@ -413,6 +408,34 @@ impl Drop for PgCluster {
         // A temp root is removed by its own Drop; a kept directory belongs
         // to its caller (the sandbox removes it on `down`).
     }
+}
+
+/// The live postmaster of `data_dir`: the PID in its `postmaster.pid`,
+/// alive and still a `postgres` process (not a stranger that reused it).
+pub fn postmaster_of(data_dir: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
+    let pid: u32 = text.lines().next()?.trim().parse().ok()?;
+    let is_postgres = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).contains("postgres"))
+        .unwrap_or(false);
+    (crate::process::pid_alive(pid) && is_postgres).then_some(pid)
+}
+
+/// `pg_ctl stop` on a data directory, as the `postgres` user when we are
+/// root: for servers started by someone else (the sandbox's, which
+/// repl-manager runs).
+pub async fn stop_data_dir(data_dir: &Path, mode: StopMode) -> Result<(), TestbedError> {
+    let mut cmd = Command::new(pg_bindir()?.join("pg_ctl"));
+    cmd.arg("-D")
+        .arg(data_dir)
+        .args(["-w", "-t", "60", "-m", mode.as_arg(), "stop"])
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    if let Some(o) = Owner::for_postgres()? {
+        cmd.uid(o.uid.as_raw()).gid(o.gid.as_raw());
+    }
+    run(cmd, "pg_ctl stop").await
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<(), TestbedError> {

@@ -249,7 +249,7 @@ impl Drop for SidecarProcess {
 }
 
 /// Writes a file only its owner can read (configs hold tokens and passwords).
-pub(crate) fn write_private(path: &Path, text: &str) -> Result<(), TestbedError> {
+pub fn write_private(path: &Path, text: &str) -> Result<(), TestbedError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()

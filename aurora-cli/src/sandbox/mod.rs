@@ -176,17 +176,9 @@ fn mkdir(p: &Path) -> CliResult {
         .map_err(|e| CliError::failed(format!("creating {}: {e}", p.display())))
 }
 
+/// Configs and node.toml hold the admin token and passwords: mode 0600.
 fn write(p: &Path, text: &str) -> CliResult {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(p)
-        .and_then(|mut f| f.write_all(text.as_bytes()))
-        .map_err(|e| CliError::failed(format!("writing {}: {e}", p.display())))
+    Ok(testbed::process::write_private(p, text)?)
 }
 
 /// PostgreSQL refuses to run as root, so as root its files belong to the
@@ -717,7 +709,7 @@ async fn down(dir: &Path, keep: bool) -> CliResult {
         }
     }
     if let Some(pid) = sb.garage.as_ref().and_then(|g| g.pid) {
-        stop_pid(pid, "garage").await;
+        procs::stop_pid(pid, "garage").await;
     }
     if let Some(net) = &sb.network {
         net.remove();
@@ -730,24 +722,4 @@ async fn down(dir: &Path, keep: bool) -> CliResult {
         println!("sandbox stopped and {} removed", dir.display());
     }
     Ok(())
-}
-
-/// SIGTERM, then SIGKILL after 10 s, to a process we started.
-async fn stop_pid(pid: u32, what: &str) {
-    use nix::sys::signal::{kill, Signal};
-    let p = nix::unistd::Pid::from_raw(pid as i32);
-    let ours = std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| String::from_utf8_lossy(&c).contains(what))
-        .unwrap_or(false);
-    if !ours || !testbed::process::pid_alive(pid) {
-        return;
-    }
-    let _ = kill(p, Signal::SIGTERM);
-    for _ in 0..200 {
-        if !testbed::process::pid_alive(pid) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let _ = kill(p, Signal::SIGKILL);
 }

@@ -3,13 +3,13 @@
 //! its repl-manager runs.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use testbed::process::pid_alive;
-use testbed::{SidecarProcess, SidecarSpec};
+use testbed::{SidecarProcess, SidecarSpec, StopMode};
 
 use super::state::NodeEntry;
 use crate::error::{CliError, CliResult};
@@ -38,13 +38,7 @@ pub fn sidecar_pid(node: &NodeEntry, sidecar: &str) -> Option<u32> {
 
 /// The postmaster's pid when PostgreSQL runs on `node`.
 pub fn postmaster_pid(node: &NodeEntry) -> Option<u32> {
-    postmaster_of(&node.postgres.data_dir)
-}
-
-fn postmaster_of(data_dir: &Path) -> Option<u32> {
-    let text = std::fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
-    let pid: u32 = text.lines().next()?.trim().parse().ok()?;
-    (pid_alive(pid) && cmdline_has(pid, "postgres")).then_some(pid)
+    testbed::postgres::postmaster_of(&node.postgres.data_dir)
 }
 
 fn admin_addr(url: &str) -> CliResult<SocketAddr> {
@@ -163,34 +157,29 @@ pub async fn stop_node(node: &NodeEntry, timeout: Duration) -> CliResult<Vec<Str
         stopped.push(sidecar.to_string());
     }
     if postmaster_pid(node).is_some() {
-        pg_ctl_stop(&node.postgres.data_dir).await?;
+        let r = testbed::postgres::stop_data_dir(&node.postgres.data_dir, StopMode::Fast).await;
+        // It may have exited on its own meanwhile (a lost lease stops it).
+        if postmaster_pid(node).is_some() {
+            r?;
+        }
         stopped.push("postgres".into());
     }
     Ok(stopped)
 }
 
-/// `pg_ctl stop -m fast`, as the data directory's OS user.
-async fn pg_ctl_stop(data_dir: &Path) -> CliResult {
-    let bindir = testbed::tools::pg_bindir()?;
-    let mut cmd = tokio::process::Command::new(bindir.join("pg_ctl"));
-    cmd.arg("-D")
-        .arg(data_dir)
-        .args(["-m", "fast", "-w", "-t", "60", "stop"])
-        .stdin(std::process::Stdio::null());
-    if let Some(o) = testbed::postgres::Owner::for_postgres()? {
-        cmd.uid(o.uid.as_raw()).gid(o.gid.as_raw());
+/// SIGTERM, then SIGKILL after 10 s, to a process we started (`what` must
+/// be in its command line: the pid may have been reused).
+pub async fn stop_pid(pid: u32, what: &str) {
+    let p = Pid::from_raw(pid as i32);
+    if !pid_alive(pid) || !cmdline_has(pid, what) {
+        return;
     }
-    let out = cmd
-        .output()
-        .await
-        .map_err(|e| CliError::failed(format!("running pg_ctl: {e}")))?;
-    if out.status.success() || postmaster_of(data_dir).is_none() {
-        Ok(())
-    } else {
-        Err(CliError::failed(format!(
-            "pg_ctl stop {}: {}",
-            data_dir.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
+    let _ = kill(p, Signal::SIGTERM);
+    for _ in 0..200 {
+        if !pid_alive(pid) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let _ = kill(p, Signal::SIGKILL);
 }
