@@ -269,6 +269,23 @@ async fn the_cli_runs_a_sandbox_fleet() {
     ] {
         assert!(checks.contains(&c), "{checks:?}");
     }
+    let message = |h: &Value, check: &str| -> String {
+        h["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == check)
+            .map(|c| format!("{} {}", c["status"], c["message"]))
+            .unwrap_or_default()
+    };
+    let repl = message(&h, "replication");
+    assert!(
+        repl.contains("passing") && repl.contains("replica of aurora"),
+        "{repl}"
+    );
+    let lead = ok(on(&sb, "aurora", &["health", "--json"]), "lead health").json();
+    let repl = message(&lead, "replication");
+    assert!(repl.contains("synchronous standby star"), "{repl}");
     let t = ok(on(&sb, "star", &["health"]), "health table").stdout;
     assert!(t.contains("CHECK") && t.contains("replication"), "{t}");
 

@@ -415,10 +415,8 @@ impl Drop for PgCluster {
 pub fn postmaster_of(data_dir: &Path) -> Option<u32> {
     let text = std::fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
     let pid: u32 = text.lines().next()?.trim().parse().ok()?;
-    let is_postgres = std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| String::from_utf8_lossy(&c).contains("postgres"))
-        .unwrap_or(false);
-    (crate::process::pid_alive(pid) && is_postgres).then_some(pid)
+    (crate::process::pid_alive(pid) && crate::process::cmdline_contains(pid, "postgres"))
+        .then_some(pid)
 }
 
 /// `pg_ctl stop` on a data directory, as the `postgres` user when we are

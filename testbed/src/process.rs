@@ -263,6 +263,14 @@ pub fn write_private(path: &Path, text: &str) -> Result<(), TestbedError> {
         .map_err(|e| TestbedError::io(format!("writing {}", path.display()), e))
 }
 
+/// `/proc/<pid>/cmdline` contains `needle`: the pid still names the process
+/// we mean, not a stranger that reused the number.
+pub fn cmdline_contains(pid: u32, needle: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).contains(needle))
+        .unwrap_or(false)
+}
+
 /// `true` when `pid` names a live process. A zombie (exited, not yet reaped
 /// by a parent that may never reap it, such as a container's PID 1) counts
 /// as dead.

@@ -28,51 +28,34 @@ struct Gathered {
 }
 
 async fn gather(api: &Api<'_>, config: &NodeConfig) -> Gathered {
+    // A sidecar that is not deployed on this node is simply not asked.
+    let deployed = |sidecar: Sidecar| async move {
+        match config.sidecar_url(sidecar) {
+            Some(_) => api.get(sidecar, "/status").await.map(Some),
+            None => Ok(None),
+        }
+    };
     let (fleet, fleet_health, repl, assets, dns) = tokio::join!(
         api.get(Sidecar::HealthMonitor, "/cluster"),
         api.get_any(Sidecar::HealthMonitor, "/cluster/health"),
         api.get(Sidecar::ReplManager, "/cluster"),
-        async {
-            match config.sidecar_url(Sidecar::AssetSync) {
-                Some(_) => api.get(Sidecar::AssetSync, "/status").await.map(Some),
-                None => Ok(None),
-            }
-        },
-        async {
-            match config.sidecar_url(Sidecar::DnsSync) {
-                Some(_) => api.get(Sidecar::DnsSync, "/status").await.map(Some),
-                None => Ok(None),
-            }
-        },
+        deployed(Sidecar::AssetSync),
+        deployed(Sidecar::DnsSync),
     );
     let mut errors = Vec::new();
-    let mut keep = |r: CliResult<Value>| match r {
-        Ok(v) => Some(v),
-        Err(e) => {
-            errors.push(e.to_string());
-            None
-        }
-    };
-    let fleet = keep(fleet);
-    let repl = keep(repl);
-    let fleet_health = match fleet_health {
-        Ok(a) => Some(a.body),
-        Err(_) => None, // same sidecar as `fleet`: already reported
-    };
-    let assets = match assets {
+    let mut keep = |r: CliResult<Option<Value>>| match r {
         Ok(v) => v,
         Err(e) => {
             errors.push(e.to_string());
             None
         }
     };
-    let dns = match dns {
-        Ok(v) => v,
-        Err(e) => {
-            errors.push(e.to_string());
-            None
-        }
-    };
+    let fleet = keep(fleet.map(Some));
+    let repl = keep(repl.map(Some));
+    let assets = keep(assets);
+    let dns = keep(dns);
+    // Same sidecar as `fleet`: its failure is already reported.
+    let fleet_health = fleet_health.ok().map(|a| a.body);
     Gathered {
         fleet,
         fleet_health,

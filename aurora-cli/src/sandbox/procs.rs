@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
-use testbed::process::pid_alive;
+use testbed::process::{cmdline_contains, pid_alive};
 use testbed::{SidecarProcess, SidecarSpec, StopMode};
 
 use super::state::NodeEntry;
@@ -18,14 +18,6 @@ fn pid_file(node: &NodeEntry, sidecar: &str) -> PathBuf {
     node.run_dir().join(format!("{sidecar}.pid"))
 }
 
-/// `/proc/<pid>/cmdline` contains `needle`: the pid still names the process
-/// we started, not a stranger that reused the number.
-fn cmdline_has(pid: u32, needle: &str) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| String::from_utf8_lossy(&c).contains(needle))
-        .unwrap_or(false)
-}
-
 /// The pid of `sidecar` on `node` when it is running.
 pub fn sidecar_pid(node: &NodeEntry, sidecar: &str) -> Option<u32> {
     let pid: u32 = std::fs::read_to_string(pid_file(node, sidecar))
@@ -33,7 +25,7 @@ pub fn sidecar_pid(node: &NodeEntry, sidecar: &str) -> Option<u32> {
         .trim()
         .parse()
         .ok()?;
-    (pid_alive(pid) && cmdline_has(pid, sidecar)).then_some(pid)
+    (pid_alive(pid) && cmdline_contains(pid, sidecar)).then_some(pid)
 }
 
 /// The postmaster's pid when PostgreSQL runs on `node`.
@@ -171,7 +163,7 @@ pub async fn stop_node(node: &NodeEntry, timeout: Duration) -> CliResult<Vec<Str
 /// be in its command line: the pid may have been reused).
 pub async fn stop_pid(pid: u32, what: &str) {
     let p = Pid::from_raw(pid as i32);
-    if !pid_alive(pid) || !cmdline_has(pid, what) {
+    if !pid_alive(pid) || !cmdline_contains(pid, what) {
         return;
     }
     let _ = kill(p, Signal::SIGTERM);
