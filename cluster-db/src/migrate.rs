@@ -34,6 +34,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "replication_state",
         sql: include_str!("../migrations/0002_replication_state.sql"),
     },
+    Migration {
+        version: 3,
+        name: "health_down_marks",
+        sql: include_str!("../migrations/0003_health_down_marks.sql"),
+    },
 ];
 
 /// Advisory lock key for the migrator ("aurora" in ASCII).

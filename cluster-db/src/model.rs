@@ -266,6 +266,10 @@ pub struct HealthRow {
     pub checks: serde_json::Value,
     pub reported_at: DateTime<Utc>,
     pub age_secs: f64,
+    /// Set by a health-monitor when the report went stale (see
+    /// `queries::mark_down`); cleared by the node's next report.
+    #[serde(default)]
+    pub down_since: Option<DateTime<Utc>>,
 }
 
 /// The single row of `aurora.cluster`.

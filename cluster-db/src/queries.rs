@@ -168,7 +168,8 @@ pub async fn upsert_health<C: GenericClient>(
             "INSERT INTO aurora.health (node, status, checks, reported_at)
              VALUES ($1, $2, $3, now())
              ON CONFLICT (node) DO UPDATE SET
-                 status = EXCLUDED.status, checks = EXCLUDED.checks, reported_at = now()",
+                 status = EXCLUDED.status, checks = EXCLUDED.checks, reported_at = now(),
+                 down_since = NULL",
             &[&node.as_str(), &status.as_str(), checks],
         )
         .await;
@@ -181,12 +182,39 @@ pub async fn upsert_health<C: GenericClient>(
     }
 }
 
+/// Marks down every node whose latest report is older than `after_secs`
+/// (by the primary's clock) and returns the nodes newly marked. Idempotent:
+/// a node already marked keeps its `down_since`, so running this from every
+/// monitor each interval costs a no-op UPDATE almost always. The node's own
+/// next report clears the mark ([`upsert_health`]).
+pub async fn mark_down<C: GenericClient>(
+    client: &C,
+    after_secs: f64,
+) -> Result<Vec<String>, DbError> {
+    if !after_secs.is_finite() || after_secs <= 0.0 {
+        return Err(DbError::invalid(
+            "down threshold",
+            format!("{after_secs} s: must be a positive number of seconds"),
+        ));
+    }
+    let rows = client
+        .query(
+            "UPDATE aurora.health SET down_since = now()
+              WHERE down_since IS NULL
+                AND reported_at < now() - make_interval(secs => $1)
+             RETURNING node",
+            &[&after_secs],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 /// Every node's latest report, with its age by the answering server's clock.
 pub async fn list_health<C: GenericClient>(client: &C) -> Result<Vec<HealthRow>, DbError> {
     let rows = client
         .query(
             "SELECT node, status, checks, reported_at,
-                    extract(epoch FROM (now() - reported_at))::float8
+                    extract(epoch FROM (now() - reported_at))::float8, down_since
              FROM aurora.health ORDER BY node",
             &[],
         )
@@ -208,6 +236,7 @@ pub async fn list_health<C: GenericClient>(client: &C) -> Result<Vec<HealthRow>,
             checks: row.get(2),
             reported_at: row.get(3),
             age_secs: row.get::<_, f64>(4).max(0.0),
+            down_since: row.get(5),
         });
     }
     Ok(out)

@@ -201,6 +201,33 @@ async fn health_reports() {
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].status, HealthStatus::Critical);
     assert!(rows[0].age_secs < 5.0);
+    assert_eq!(rows[0].down_since, None);
+
+    // Going silent: a fresh report is not marked, a stale one is, once,
+    // and each edge moves the counter DNS follows.
+    assert!(mark_down(&c, 60.0).await.unwrap().is_empty());
+    assert!(mark_down(&c, 0.0).await.is_err());
+    assert!(mark_down(&c, f64::NAN).await.is_err());
+    c.execute(
+        "UPDATE aurora.health SET reported_at = now() - interval '5 minutes'",
+        &[],
+    )
+    .await
+    .unwrap();
+    let v2 = change_version(&c).await.unwrap();
+    assert_eq!(mark_down(&c, 60.0).await.unwrap(), ["vengeance"]);
+    let v3 = change_version(&c).await.unwrap();
+    assert!(v3 > v2);
+    assert!(mark_down(&c, 60.0).await.unwrap().is_empty());
+    assert_eq!(change_version(&c).await.unwrap(), v3);
+    let rows = list_health(&c).await.unwrap();
+    assert!(rows[0].down_since.is_some());
+    // Its next report clears the mark.
+    upsert_health(&c, &name, HealthStatus::Critical, &serde_json::json!([]))
+        .await
+        .unwrap();
+    assert!(change_version(&c).await.unwrap() > v3);
+    assert_eq!(list_health(&c).await.unwrap()[0].down_since, None);
 }
 
 #[tokio::test]

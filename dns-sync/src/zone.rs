@@ -151,10 +151,13 @@ impl Zone {
 
         let health: BTreeMap<&str, &HealthRow> =
             data.health.iter().map(|h| (h.node.as_str(), h)).collect();
+        // Down when a health-monitor marked it (the mark moved the serial,
+        // so secondaries see the change), or, as a fallback when no monitor
+        // is left to mark it, when its report is older than our own limit.
         let is_down = |n: &Node| {
-            health
-                .get(n.name.as_str())
-                .is_some_and(|h| h.age_secs > cfg.down_after_secs as f64)
+            health.get(n.name.as_str()).is_some_and(|h| {
+                h.down_since.is_some() || h.age_secs > cfg.down_after_secs as f64
+            })
         };
 
         // Nodes we can serve, with their own names.
@@ -409,6 +412,7 @@ mod tests {
                 checks: serde_json::json!([]),
                 reported_at: Utc::now(),
                 age_secs: 500.0,
+                down_since: None,
             }],
             cluster: ClusterState {
                 epoch: 3,

@@ -216,27 +216,50 @@ async fn every_record_kind_and_live_updates() {
     assert!(dns.serial() > serial1);
     assert_eq!(dns.short(&name("db-ro"), "A"), ["10.0.0.1", "10.0.0.3"]);
 
-    // A node whose reports stopped is left out of multi-record names.
+    // A node whose reports stopped: a health-monitor marks it down, which
+    // moves the serial (a secondary mirroring by serial sees it), and it
+    // leaves the multi-record names; its next report brings it back, again
+    // under a new serial.
     let v = NodeName::parse("vengeance").unwrap();
     upsert_health(&c, &v, HealthStatus::Passing, &serde_json::json!([]))
         .await
         .unwrap();
     c.execute(
-        "UPDATE aurora.health SET reported_at = now() - interval '10 minutes', status = 'warning'",
+        "UPDATE aurora.health SET reported_at = now() - interval '10 minutes'",
         &[],
     )
     .await
     .unwrap();
+    let version = change_version(&c).await.unwrap() as u64;
     assert!(
         wait_until(Duration::from_secs(3), || async {
-            dns.short(&name("db-ro"), "A") == ["10.0.0.1"]
+            dns.serial() == version
         })
         .await
+    );
+    assert_eq!(mark_down(&c, 30.0).await.unwrap(), ["vengeance"]);
+    assert!(
+        wait_until(Duration::from_secs(2), || async {
+            dns.short(&name("db-ro"), "A") == ["10.0.0.1"] && dns.serial() > version
+        })
+        .await,
+        "a node marked down must leave db-ro under a new serial"
     );
     assert_eq!(
         dns.short(&name("vengeance"), "A"),
         ["10.0.0.3"],
         "own name always served"
+    );
+    let marked = dns.serial();
+    upsert_health(&c, &v, HealthStatus::Passing, &serde_json::json!([]))
+        .await
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(2), || async {
+            dns.short(&name("db-ro"), "A") == ["10.0.0.1", "10.0.0.3"] && dns.serial() > marked
+        })
+        .await,
+        "a node that reports again must come back under a new serial"
     );
 
     let metrics = HttpClient::new(Duration::from_secs(2))

@@ -259,6 +259,14 @@ pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
                         tracing::info!(node = %reg.name, ip = %reg.vpn_ip, "registered");
                     }
                     queries::upsert_health(c, &reg.name, status, &report).await?;
+                    // Record in the database which nodes went silent, so
+                    // what DNS serves moves its serial (every monitor does
+                    // it; the first to see a stale report wins, the rest
+                    // update nothing).
+                    let after = 3.0 * config.checks.interval_secs as f64;
+                    for node in queries::mark_down(c, after).await? {
+                        tracing::warn!(%node, after_secs = after, "marked down: no report");
+                    }
                     Ok(())
                 }
                 .await;

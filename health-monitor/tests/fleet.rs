@@ -204,7 +204,17 @@ async fn registration_reports_and_the_fleet_view() {
     let (code, v) = lead.get("/cluster/health").await;
     assert_eq!(code, 503);
     assert!(v["reasons"].to_string().contains("star is down"), "{v}");
-    // ...and comes back when it returns.
+    // ...recorded in the database (so DNS's serial moves with it)...
+    let marked = "SELECT count(*) FROM aurora.health WHERE node = 'star' AND down_since IS NOT NULL";
+    let count = |sql: &'static str| {
+        let admin = &admin;
+        async move { admin.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    assert!(
+        wait_until(Duration::from_secs(3), || async { count(marked).await == 1 }).await,
+        "the lead's monitor did not mark star down"
+    );
+    // ...and comes back when it returns, the mark cleared by its report.
     let backup = start(config("star", "backup", "10.0.0.2", &r, &p)).await;
     assert!(
         wait_until(Duration::from_secs(10), || async {
@@ -212,6 +222,7 @@ async fn registration_reports_and_the_fleet_view() {
         })
         .await
     );
+    assert_eq!(count(marked).await, 0);
     backup.stop().await;
     lead.stop().await;
 }
