@@ -2,9 +2,9 @@
 //! (through the primary), and serves the fleet's view from the local
 //! database so every node answers the same question the same way.
 //!
-//! Built so far: registration, checks, reports, `/cluster`,
-//! `/cluster/health`, metrics. Not yet: alerts, the WireGuard peer file,
-//! GPU inventory (see docs/health-monitor.md).
+//! Registration (with the GPU inventory), checks, reports and down marks,
+//! `/cluster` and `/cluster/health`, alerts, the WireGuard peer file and
+//! metrics; docs/health-monitor.md has the whole contract.
 
 pub mod alerts;
 pub mod checks;
@@ -40,6 +40,38 @@ struct State {
 struct Api {
     config: Config,
     state: Arc<State>,
+    fleet: FleetCache,
+}
+
+/// How long one read of the fleet answers `/cluster` requests.
+const FLEET_CACHE_FOR: Duration = Duration::from_secs(1);
+
+/// Coalesces fleet reads: each one opens a connection to the local database
+/// and one to the primary, so an uptime monitor polling `/cluster/health`
+/// hard (or many at once) costs at most one read per second, not a
+/// connection storm on the primary. Concurrent requests wait for the one
+/// read in flight. Errors are kept as briefly, so a dead database is not
+/// asked again by every request either.
+#[derive(Default)]
+struct FleetCache {
+    last: tokio::sync::Mutex<Option<(Instant, Result<Arc<fleet::FleetView>, String>)>>,
+}
+
+impl FleetCache {
+    async fn get(&self, config: &Config) -> Result<Arc<fleet::FleetView>, String> {
+        let mut last = self.last.lock().await;
+        if let Some((at, view)) = last.as_ref() {
+            if at.elapsed() < FLEET_CACHE_FOR {
+                return view.clone();
+            }
+        }
+        let view = fleet::view(config)
+            .await
+            .map(Arc::new)
+            .map_err(|e| e.to_string());
+        *last = Some((Instant::now(), view.clone()));
+        view
+    }
 }
 
 impl AdminApi for Api {
@@ -85,7 +117,7 @@ impl AdminApi for Api {
         if req.method != Method::GET {
             return Routed::MethodNotAllowed("GET, HEAD, OPTIONS");
         }
-        let view = match fleet::view(&self.config).await {
+        let view = match self.fleet.get(&self.config).await {
             Ok(v) => v,
             Err(e) => {
                 return AdminResponse::error(
@@ -96,7 +128,7 @@ impl AdminApi for Api {
             }
         };
         if path == "/cluster" {
-            return AdminResponse::ok(&view).into();
+            return AdminResponse::ok(&*view).into();
         }
         let reasons = view.problems();
         let status = if reasons.is_empty() {
@@ -198,6 +230,7 @@ pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
     let api = Arc::new(Api {
         config: config.clone(),
         state: state.clone(),
+        fleet: FleetCache::default(),
     });
     let gpus = if config.checks.gpu_inventory {
         gpu::inventory().await
