@@ -185,18 +185,26 @@ async fn replicas_reclone_recover_lost_slots_and_rewind_diverged_primaries() {
             .unwrap()
             .is_empty());
     }
-    let demoted: i64 = bc
-        .query_one(
-            // Either path rewinds: demoted while running, or (when its
-            // failover round fenced it first) repaired as a stopped standby.
-            "SELECT count(*) FROM aurora.events
-              WHERE node = 'lead' AND ((kind = 'demoted' AND details->>'outcome' = 'rewound')
-                                    OR (kind = 'rewound' AND details->>'ok' = 'true'))",
+    // Either path rewinds: demoted while running, or (when its failover
+    // round fenced it first) repaired as a stopped standby. The event is
+    // written after the server is back, so the lead may stream before it
+    // lands: wait for it, then check there was exactly one.
+    let rewinds = "SELECT 1 FROM aurora.events
+                    WHERE node = 'lead' AND ((kind = 'demoted' AND details->>'outcome' = 'rewound')
+                                          OR (kind = 'rewound' AND details->>'ok' = 'true'))";
+    let recorded = wait_row(&bc, rewinds, T).await;
+    let events: Vec<String> = bc
+        .query(
+            "SELECT kind || ' ' || details::text FROM aurora.events WHERE node = 'lead' ORDER BY id",
             &[],
         )
         .await
         .unwrap()
-        .get(0);
-    assert_eq!(demoted, 1);
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(recorded, "the lead's rewind was not recorded: {events:#?}");
+    let n = bc.query(rewinds, &[]).await.unwrap().len();
+    assert_eq!(n, 1, "one rewind expected: {events:#?}");
     fleet.shutdown().await;
 }
