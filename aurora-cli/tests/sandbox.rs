@@ -11,10 +11,14 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use testbed::{PgCluster, PgOptions};
 
+/// The CLI as an operator's shell runs it: `AURORA_SANDBOX_DIR` exported
+/// (as `scripts/sandbox` does; here a directory that does not exist, so only
+/// commands given `--dir`, which wins, touch a sandbox), which every config
+/// load must tolerate.
 fn cli() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_aurora-cli"));
     c.env_remove("AURORA_CONFIG")
-        .env_remove("AURORA_SANDBOX_DIR")
+        .env("AURORA_SANDBOX_DIR", "/tmp/aurora-sandbox-env-not-used")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null());
     c
@@ -74,9 +78,22 @@ impl Sandbox {
             std::process::id(),
             testbed::garage::random_hex(4)
         ));
-        let mut args = vec!["sandbox", "up", "--dir", dir.to_str().unwrap()];
+        // The directory from the environment, as `scripts/sandbox` passes
+        // it, and a stray override in the operator's shell that must not
+        // reach the sandbox's sidecars (their config files are the config).
+        let mut args = vec!["sandbox", "up"];
         args.extend_from_slice(extra);
-        let r = run(&args);
+        let out = cli()
+            .args(&args)
+            .env("AURORA_SANDBOX_DIR", &dir)
+            .env("AURORA_ADMIN__TOKEN", "a-token-from-another-shell")
+            .output()
+            .unwrap();
+        let r = Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
         let sb = Sandbox {
             json: serde_json::from_str(
                 &std::fs::read_to_string(dir.join("sandbox.json")).unwrap_or_default(),

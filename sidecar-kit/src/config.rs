@@ -21,6 +21,11 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub const CONFIG_PATH_ENV: &str = "AURORA_CONFIG";
 /// Prefix of the environment variables that override config keys.
 pub const ENV_PREFIX: &str = "AURORA_";
+/// `AURORA_` variables of the tools themselves, never config keys: the
+/// config file's path, and the directory `aurora-cli sandbox` works in (an
+/// operator exports it in the same shell that runs `aurora-cli status`).
+/// Any other `AURORA_` variable must name a key, so a typo is an error.
+pub const NOT_CONFIG_KEYS: &[&str] = &[CONFIG_PATH_ENV, "AURORA_SANDBOX_DIR"];
 
 /// A configuration problem, always tied to the key it concerns.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -306,12 +311,13 @@ where
         );
     }
 
-    // Only `AURORA_<KEY>` variables are config keys; `AURORA_CONFIG` names the
-    // file itself. Values stay strings (no `try_parsing`): a token "0123" must
-    // not turn into the number 123. Typed fields parse the string themselves.
+    // Only `AURORA_<KEY>` variables are config keys (not the tools' own,
+    // [`NOT_CONFIG_KEYS`]). Values stay strings (no `try_parsing`): a token
+    // "0123" must not turn into the number 123. Typed fields parse the
+    // string themselves.
     let mut overrides: HashMap<String, String> = env
         .iter()
-        .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k.as_str() != CONFIG_PATH_ENV)
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX) && !NOT_CONFIG_KEYS.contains(&k.as_str()))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     for key in C::env_list_keys() {
@@ -455,6 +461,20 @@ mod tests {
         let err = load_from::<Demo>(None, &env(&[("AURORA_S3__ENDPIONT", "x")])).unwrap_err();
         assert!(err.message.contains("unknown field"), "{err}");
         assert_eq!(err.key, "s3.endpiont");
+    }
+
+    #[test]
+    fn the_tools_own_variables_are_not_keys() {
+        // `export AURORA_SANDBOX_DIR=...` then `aurora-cli status` (or a
+        // sidecar started from that shell) must still load its config.
+        let c: Demo = load_from(
+            None,
+            &env(&[("AURORA_SANDBOX_DIR", "/tmp/fleet"), ("AURORA_CONFIG", "x")]),
+        )
+        .unwrap();
+        assert_eq!(c.admin.listen.port(), 9000);
+        let err = load_from::<Demo>(None, &env(&[("AURORA_SANDBOX", "x")])).unwrap_err();
+        assert!(err.message.contains("unknown field"), "{err}");
     }
 
     #[test]

@@ -99,10 +99,17 @@ impl SidecarProcess {
             }
             None => std::process::Command::new(&bin),
         };
+        // The written config (and `spec.env`) is the whole config: no
+        // `AURORA_*` variable of the calling shell (a token exported for
+        // aurora-cli, `AURORA_SANDBOX_DIR`, a stray override) reaches it.
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("AURORA_") {
+                cmd.env_remove(k);
+            }
+        }
         cmd.args(&spec.args)
             .arg("--config")
             .arg(&config_path)
-            .env_remove("AURORA_CONFIG")
             .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log)
