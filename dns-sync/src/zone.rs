@@ -155,9 +155,9 @@ impl Zone {
         // so secondaries see the change), or, as a fallback when no monitor
         // is left to mark it, when its report is older than our own limit.
         let is_down = |n: &Node| {
-            health.get(n.name.as_str()).is_some_and(|h| {
-                h.down_since.is_some() || h.age_secs > cfg.down_after_secs as f64
-            })
+            health
+                .get(n.name.as_str())
+                .is_some_and(|h| h.down_since.is_some() || h.age_secs > cfg.down_after_secs as f64)
         };
 
         // Nodes we can serve, with their own names.

@@ -231,12 +231,7 @@ async fn every_record_kind_and_live_updates() {
     .await
     .unwrap();
     let version = change_version(&c).await.unwrap() as u64;
-    assert!(
-        wait_until(Duration::from_secs(3), || async {
-            dns.serial() == version
-        })
-        .await
-    );
+    assert!(wait_until(Duration::from_secs(3), || async { dns.serial() == version }).await);
     assert_eq!(mark_down(&c, 30.0).await.unwrap(), ["vengeance"]);
     assert!(
         wait_until(Duration::from_secs(2), || async {

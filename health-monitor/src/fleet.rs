@@ -172,9 +172,7 @@ pub async fn view(config: &Config) -> Result<FleetView, DbError> {
             let h = health.iter().find(|h| h.node == n.name);
             let status = match h {
                 None => "unknown".to_string(),
-                Some(h) if h.down_since.is_some() || h.age_secs > down_after => {
-                    "down".to_string()
-                }
+                Some(h) if h.down_since.is_some() || h.age_secs > down_after => "down".to_string(),
                 Some(h) => h.status.as_str().to_string(),
             };
             NodeView {

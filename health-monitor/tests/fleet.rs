@@ -205,13 +205,17 @@ async fn registration_reports_and_the_fleet_view() {
     assert_eq!(code, 503);
     assert!(v["reasons"].to_string().contains("star is down"), "{v}");
     // ...recorded in the database (so DNS's serial moves with it)...
-    let marked = "SELECT count(*) FROM aurora.health WHERE node = 'star' AND down_since IS NOT NULL";
+    let marked =
+        "SELECT count(*) FROM aurora.health WHERE node = 'star' AND down_since IS NOT NULL";
     let count = |sql: &'static str| {
         let admin = &admin;
         async move { admin.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
     };
     assert!(
-        wait_until(Duration::from_secs(3), || async { count(marked).await == 1 }).await,
+        wait_until(Duration::from_secs(3), || async {
+            count(marked).await == 1
+        })
+        .await,
         "the lead's monitor did not mark star down"
     );
     // ...and comes back when it returns, the mark cleared by its report.
