@@ -54,11 +54,14 @@ const FLEET_CACHE_FOR: Duration = Duration::from_secs(1);
 /// asked again by every request either.
 #[derive(Default)]
 struct FleetCache {
-    last: tokio::sync::Mutex<Option<(Instant, Result<Arc<fleet::FleetView>, String>)>>,
+    last: tokio::sync::Mutex<Option<(Instant, FleetRead)>>,
 }
 
+/// One read of the fleet, or why it failed.
+type FleetRead = Result<Arc<fleet::FleetView>, String>;
+
 impl FleetCache {
-    async fn get(&self, config: &Config) -> Result<Arc<fleet::FleetView>, String> {
+    async fn get(&self, config: &Config) -> FleetRead {
         let mut last = self.last.lock().await;
         if let Some((at, view)) = last.as_ref() {
             if at.elapsed() < FLEET_CACHE_FOR {
