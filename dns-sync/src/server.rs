@@ -49,8 +49,8 @@ pub struct Handler {
 const QTYPES: [&str; 11] = [
     "A", "AAAA", "SRV", "SOA", "NS", "TXT", "CNAME", "AXFR", "IXFR", "ANY", "other",
 ];
-const RCODES: [&str; 7] = [
-    "NOERROR", "NXDOMAIN", "REFUSED", "SERVFAIL", "FORMERR", "NOTIMP", "other",
+const RCODES: [&str; 8] = [
+    "NOERROR", "NXDOMAIN", "REFUSED", "SERVFAIL", "FORMERR", "NOTIMP", "BADVERS", "other",
 ];
 
 fn qtype_index(t: RecordType) -> usize {
@@ -77,7 +77,8 @@ fn rcode_index(r: ResponseCode) -> usize {
         ResponseCode::ServFail => 3,
         ResponseCode::FormErr => 4,
         ResponseCode::NotImp => 5,
-        _ => 6,
+        ResponseCode::BADVERS => 6,
+        _ => 7,
     }
 }
 
@@ -142,6 +143,10 @@ impl RequestHandler for Handler {
         let mut soa: Vec<&Record> = Vec::new();
         let rcode = if request.metadata.op_code != OpCode::Query {
             ResponseCode::NotImp
+        } else if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
+            // RFC 6891 6.1.3: we speak EDNS version 0 only; the answer
+            // carries our version so the client can fall back.
+            ResponseCode::BADVERS
         } else if query.len() != 1 {
             ResponseCode::FormErr
         } else if let Some(zone) = zone.as_deref() {

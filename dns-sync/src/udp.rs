@@ -198,9 +198,12 @@ pub async fn serve(socket: Arc<UdpSocket>, handler: Handler, shutdown: Cancellat
                     .first()
                     .map(|q| q.query_type())
                     .unwrap_or(RecordType::Unknown(0));
+                // (BADVERS answers are rare and keep half their rcode in
+                // the OPT record, which the cache's counting does not read.)
                 let cacheable = zone.is_some()
                     && request.metadata.op_code == OpCode::Query
-                    && !matches!(qtype, RecordType::AXFR | RecordType::IXFR);
+                    && !matches!(qtype, RecordType::AXFR | RecordType::IXFR)
+                    && request.edns.as_ref().is_none_or(|e| e.version() == 0);
                 if let (Some(bytes), true) = (answer, cacheable) {
                     if bytes.len() >= 12 {
                         if cache.answers.len() >= CACHE_MAX {

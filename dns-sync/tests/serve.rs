@@ -170,6 +170,18 @@ async fn every_record_kind_and_live_updates() {
     assert_eq!(dns.status(ZONE, "MX"), "NOERROR");
     assert!(dns.short(ZONE, "MX").is_empty());
     assert_eq!(dns.status("example.com", "A"), "REFUSED");
+    // EDNS beyond version 0 is BADVERS (RFC 6891), with our version in the
+    // answer so the client can fall back; without EDNS there is no OPT.
+    let bad = dns.dig(&["+edns=1", "+noednsneg", &name("db"), "A"]);
+    assert!(
+        bad.contains("status: BADVERS") && bad.contains("EDNS: version: 0"),
+        "{bad}"
+    );
+    let plain = dns.dig(&["+noedns", &name("db"), "A"]);
+    assert!(
+        plain.contains("status: NOERROR") && !plain.contains("OPT PSEUDOSECTION"),
+        "{plain}"
+    );
 
     // A node added, changed, removed: visible within 2 s.
     let serial0 = dns.serial();
