@@ -7,6 +7,19 @@
 //! Exit status: 0 on success, 1 on a failed operation, 2 on a usage or
 //! config error.
 
+/// `print!` and `println!` for the tool's output. A closed pipe
+/// (`aurora-cli sync-db | head -3`) ends the process quietly with status 0,
+/// as `ls` or `git log` do, instead of the standard macros' panic.
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::output::write_stdout(format_args!($($arg)*)) };
+}
+macro_rules! outln {
+    () => { $crate::output::write_stdout(format_args!("\n")) };
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 pub mod api;
 pub mod commands;
 pub mod config;
@@ -233,16 +246,15 @@ async fn dispatch(cli: Cli) -> CliResult {
     let load = || NodeConfig::load(cli.config.as_deref());
     match cli.command {
         Command::Version => {
-            println!("aurora-cli {}", sidecar_kit::telemetry::long_version());
+            outln!("aurora-cli {}", sidecar_kit::telemetry::long_version());
             Ok(())
         }
         Command::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "aurora-cli",
-                &mut std::io::stdout(),
-            );
+            // Into memory first: clap_complete panics when its writer
+            // fails, and a closed pipe must end quietly like any output.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "aurora-cli", &mut script);
+            out!("{}", String::from_utf8_lossy(&script));
             Ok(())
         }
         Command::Migrate { dsn } => migrate(&dsn).await,
@@ -300,16 +312,19 @@ async fn migrate(dsn: &str) -> CliResult {
         .map_err(|e| CliError::failed(format!("connecting to {}: {e}", target.label)))?;
     match cluster_db::migrate(&mut client).await {
         Ok(r) if r.applied.is_empty() => {
-            println!(
+            outln!(
                 "schema aurora is current (version {}) on {}",
-                r.version, target.label
+                r.version,
+                target.label
             );
             Ok(())
         }
         Ok(r) => {
-            println!(
+            outln!(
                 "applied migrations {:?}; schema aurora is at version {} on {}",
-                r.applied, r.version, target.label
+                r.applied,
+                r.version,
+                target.label
             );
             Ok(())
         }

@@ -1,7 +1,7 @@
 //! Terminal output: aligned tables, colour only on a TTY (and never with
 //! `NO_COLOR`), and the small formatters every command shares.
 
-use std::io::IsTerminal;
+use std::io::{ErrorKind, IsTerminal, Write};
 
 /// Whether stdout gets ANSI colour.
 pub fn colour() -> bool {
@@ -113,10 +113,39 @@ pub fn duration_secs(s: f64) -> String {
 
 /// Prints a JSON value for `--json` (pretty, one document).
 pub fn print_json(v: &serde_json::Value) {
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
     );
+}
+
+/// Writes the tool's output. When the reader went away (a pipe into `head`
+/// that closed), the rest is of no use to anyone: exit 0 at once, quietly.
+/// Any other failure to write (a full disk behind a redirect) exits 1 with
+/// one line, since the output the operator asked for is lost.
+pub fn write_stdout(args: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args) {
+        exit_on_write_error(&e);
+    }
+}
+
+/// Flushes what was written (before a prompt or a long wait).
+pub fn flush_stdout() {
+    if let Err(e) = std::io::stdout().flush() {
+        exit_on_write_error(&e);
+    }
+}
+
+fn exit_on_write_error(e: &std::io::Error) -> ! {
+    if e.kind() == ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "aurora-cli: cannot write the output: {e}"
+    );
+    std::process::exit(1);
 }
 
 #[cfg(test)]

@@ -312,7 +312,9 @@ async fn the_cli_runs_a_sandbox_fleet() {
     assert_eq!(db["members"].as_array().unwrap().len(), 3);
     let t = ok(on(&sb, "vengeance", &["sync-db"]), "sync-db table").stdout;
     assert!(
-        t.contains("streaming (sync)") && t.contains("replica_star"),
+        t.contains("streaming (sync)")
+            && t.contains("replica_star")
+            && t.contains("failover: automatic\n"),
         "{t}"
     );
 
@@ -668,6 +670,19 @@ fn completions_version_and_help() {
     }
     let r = ok(run(&["version"]), "version");
     assert!(r.stdout.contains(env!("CARGO_PKG_VERSION")));
+    // `aurora-cli completions bash | head -1`: the reader is gone before
+    // the output is written; the tool ends quietly, not with a panic.
+    let mut child = cli()
+        .args(["completions", "bash"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
     for cmd in ["status", "switchover", "backup", "sandbox"] {
         let r = ok(run(&[cmd, "--help"]), cmd);
         assert!(r.stdout.contains("Example"), "{cmd}: {}", r.stdout);

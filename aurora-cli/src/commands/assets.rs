@@ -30,7 +30,7 @@ pub async fn sync_assets(config: &NodeConfig, no_wait: bool, as_json: bool) -> C
     match answer.status {
         StatusCode::ACCEPTED if no_wait => {
             if !as_json {
-                println!("sync triggered; follow it with `aurora-cli status` or GET /status");
+                outln!("sync triggered; follow it with `aurora-cli status` or GET /status");
             }
             Ok(())
         }
@@ -40,7 +40,7 @@ pub async fn sync_assets(config: &NodeConfig, no_wait: bool, as_json: bool) -> C
         st if st.is_success() || st == StatusCode::BAD_GATEWAY => {
             let r = b.get("report").cloned().unwrap_or(Value::Null);
             if !as_json && !r.is_null() {
-                println!(
+                outln!(
                     "listed {}, downloaded {} ({}), unchanged {}, deleted {}, rejected {}, failed {} in {}",
                     n(&r, "listed"),
                     n(&r, "downloaded"),
@@ -52,7 +52,7 @@ pub async fn sync_assets(config: &NodeConfig, no_wait: bool, as_json: bool) -> C
                     output::duration_secs(started.elapsed().as_secs_f64())
                 );
                 if let Some(g) = r.get("deletion_guard").and_then(Value::as_str) {
-                    println!("deletions held back: {g}");
+                    outln!("deletions held back: {g}");
                 }
             }
             if st.is_success() {

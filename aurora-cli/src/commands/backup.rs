@@ -118,9 +118,9 @@ pub fn backup(config: &NodeConfig, dest: Option<&Path>, as_json: bool) -> CliRes
             if as_json {
                 output::print_json(&json!({"path": dir, "manifest": manifest}));
             } else {
-                println!("backup written to {}", dir.display());
+                outln!("backup written to {}", dir.display());
                 for f in manifest["files"].as_array().into_iter().flatten() {
-                    println!(
+                    outln!(
                         "  {:<16} {:>10}  sha256 {}",
                         f["name"].as_str().unwrap_or(""),
                         output::bytes(f["bytes"].as_f64().unwrap_or(0.0)),
@@ -128,11 +128,11 @@ pub fn backup(config: &NodeConfig, dest: Option<&Path>, as_json: bool) -> CliRes
                             [..16.min(f["sha256"].as_str().unwrap_or("").len())]
                     );
                 }
-                println!(
+                outln!(
                     "verified with pg_verifybackup; done in {}",
                     output::duration_secs(started.elapsed().as_secs_f64())
                 );
-                println!(
+                outln!(
                     "restore: aurora-cli restore --from {} --data-dir DIR",
                     dir.display()
                 );
@@ -358,21 +358,21 @@ pub fn restore(args: RestoreArgs<'_>, as_json: bool) -> CliResult {
     if as_json {
         output::print_json(&json!({"restored": restored, "manifest": manifest}));
     } else {
-        println!(
+        outln!(
             "restored the backup of {} taken {} into {} (verified)",
             manifest["node"].as_str().unwrap_or("?"),
             manifest["created_at"].as_str().unwrap_or("?"),
             args.data_dir.display()
         );
         for r in &restored[1..] {
-            println!("  {} -> {}", r["what"].as_str().unwrap_or(""), r["into"]);
+            outln!("  {} -> {}", r["what"].as_str().unwrap_or(""), r["into"]);
         }
-        println!(
+        outln!(
             "done in {}; start PostgreSQL on it (as a new primary, or add standby.signal to make it follow one)",
             output::duration_secs(started.elapsed().as_secs_f64())
         );
         if args.data_dir.join("aurora.conf").is_file() {
-            println!(
+            outln!(
                 "note: aurora.conf (repl-manager's settings) came with the backup; its \
                  synchronous_standby_names makes commits wait for a standby until repl-manager \
                  manages this server (or you empty that file for a standalone one)"

@@ -172,7 +172,7 @@ pub fn restart(config: &NodeConfig, service: Option<&str>) -> CliResult {
             wait_healthy(&d, s, &c, timeout)?;
         }
     }
-    println!(
+    outln!(
         "restarted {} in {:.1} s",
         service.unwrap_or("every service"),
         started.elapsed().as_secs_f64()
@@ -249,7 +249,7 @@ pub fn update(config: &NodeConfig, as_json: bool) -> CliResult {
         if as_json {
             eprintln!("{line}");
         } else {
-            println!("{line}");
+            outln!("{line}");
         }
     };
     let mut before = Vec::new();
@@ -307,7 +307,7 @@ pub fn update(config: &NodeConfig, as_json: bool) -> CliResult {
                 "seconds": started.elapsed().as_secs_f64(),
             }));
         } else {
-            println!(
+            outln!(
                 "updated {} service(s) ({}), {} unchanged, in {:.1} s",
                 names.len(),
                 names.join(", "),

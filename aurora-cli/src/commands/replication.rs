@@ -1,7 +1,7 @@
 //! `sync-db` (replication status), `promote`, `demote` and `switchover`,
 //! all through repl-manager's endpoints.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal};
 use std::time::{Duration, Instant};
 
 use hyper::StatusCode;
@@ -32,6 +32,44 @@ fn members(cluster: &Value) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// Whether the fleet will fail over by itself, as the members that answer
+/// say: the question an operator asks first when the primary is gone.
+fn failover_mode(members: &[Value]) -> String {
+    let views: Vec<(&str, &Value, &Value)> = members
+        .iter()
+        .filter_map(|m| Some((m.get("node")?.as_str()?, m.get("failover")?, m)))
+        .filter(|(_, f, _)| f.is_object())
+        .collect();
+    if views.is_empty() {
+        return "unknown (no member answered)".into();
+    }
+    let flag = |f: &Value, k: &str| f.get(k).and_then(Value::as_bool) == Some(true);
+    if views.iter().all(|(_, f, _)| !flag(f, "automatic")) {
+        return "manual (a fleet of two has no majority without its primary: \
+                promote by hand, or set failover.allow_two_node)"
+            .into();
+    }
+    let paused: Vec<&str> = views
+        .iter()
+        .filter(|(_, f, _)| flag(f, "paused"))
+        .map(|(n, _, _)| *n)
+        .collect();
+    // Fencing is a primary's state (a writable server without a lease).
+    let fenced: Vec<&str> = views
+        .iter()
+        .filter(|(_, f, m)| flag(f, "fenced") && s(m, "state") == "primary")
+        .map(|(n, _, _)| *n)
+        .collect();
+    let mut out = String::from("automatic");
+    if !paused.is_empty() {
+        out.push_str(&format!(" (paused on {})", paused.join(", ")));
+    }
+    if !fenced.is_empty() {
+        out.push_str(&format!(" (fenced: {})", fenced.join(", ")));
+    }
+    out
+}
+
 pub async fn sync_db(config: &NodeConfig, as_json: bool) -> CliResult {
     let api = Api::new(config);
     let c = cluster(&api).await?;
@@ -40,14 +78,14 @@ pub async fn sync_db(config: &NodeConfig, as_json: bool) -> CliResult {
         return Ok(());
     }
     let ms = members(&c);
-    println!(
+    outln!(
         "primary: {}   epoch: {}",
         s(&c, "primary"),
         c.get("epoch").and_then(Value::as_i64).unwrap_or(0)
     );
     let primary = ms.iter().find(|m| s(m, "state") == "primary");
     if let Some(sync) = primary.and_then(|p| p.get("sync")).filter(|v| !v.is_null()) {
-        println!(
+        outln!(
             "synchronous: {} (standby {}{})",
             output::paint(s(sync, "mode")),
             sync.get("standby")
@@ -60,7 +98,8 @@ pub async fn sync_db(config: &NodeConfig, as_json: bool) -> CliResult {
             }
         );
     }
-    println!();
+    outln!("failover: {}", failover_mode(&ms));
+    outln!();
     let mut t = Table::new(&[
         "NODE",
         "ROLE",
@@ -112,13 +151,13 @@ pub async fn sync_db(config: &NodeConfig, as_json: bool) -> CliResult {
             replay,
         ]);
     }
-    print!("{}", t.render());
+    out!("{}", t.render());
     if let Some(slots) = primary
         .and_then(|p| p.get("slots"))
         .and_then(Value::as_array)
         .filter(|s| !s.is_empty())
     {
-        println!();
+        outln!();
         let mut t = Table::new(&["SLOT", "ACTIVE", "WAL STATUS", "RETAINED"]);
         for slot in slots {
             t.row(vec![
@@ -135,7 +174,7 @@ pub async fn sync_db(config: &NodeConfig, as_json: bool) -> CliResult {
                     .unwrap_or_else(|| "-".into()),
             ]);
         }
-        print!("{}", t.render());
+        out!("{}", t.render());
     }
     for m in ms.iter().filter(|m| s(m, "state") == "unreachable") {
         eprintln!(
@@ -159,8 +198,8 @@ fn confirm(question: &str, yes: bool) -> CliResult {
             "{question}: stdin is not a terminal; pass --yes to confirm"
         )));
     }
-    print!("{question} [y/N] ");
-    let _ = std::io::stdout().flush();
+    out!("{question} [y/N] ");
+    crate::output::flush_stdout();
     let mut line = String::new();
     let _ = std::io::stdin().lock().read_line(&mut line);
     if matches!(line.trim(), "y" | "Y" | "yes" | "YES") {
@@ -189,7 +228,7 @@ fn report(op: &str, answer: crate::api::Answer, elapsed: Duration, as_json: bool
         output::print_json(&doc);
         return Ok(());
     }
-    println!(
+    outln!(
         "{}: {} -> {} at epoch {}",
         s(b, "operation"),
         s(b, "from"),
@@ -203,7 +242,7 @@ fn report(op: &str, answer: crate::api::Answer, elapsed: Duration, as_json: bool
         .flatten()
     {
         if let Some(step) = step.as_str() {
-            println!("  - {step}");
+            outln!("  - {step}");
         }
     }
     for f in b
@@ -216,7 +255,7 @@ fn report(op: &str, answer: crate::api::Answer, elapsed: Duration, as_json: bool
             f.get(0).and_then(Value::as_str),
             f.get(1).and_then(Value::as_bool),
         ) {
-            println!(
+            outln!(
                 "  {name}: {}",
                 if ok {
                     output::paint("streaming")
@@ -227,9 +266,9 @@ fn report(op: &str, answer: crate::api::Answer, elapsed: Duration, as_json: bool
         }
     }
     if let Some(w) = b.get("seconds_to_writable").and_then(Value::as_f64) {
-        println!("writable after {}", output::duration_secs(w));
+        outln!("writable after {}", output::duration_secs(w));
     }
-    println!("done in {}", output::duration_secs(elapsed.as_secs_f64()));
+    outln!("done in {}", output::duration_secs(elapsed.as_secs_f64()));
     Ok(())
 }
 

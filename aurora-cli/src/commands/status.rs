@@ -173,7 +173,7 @@ pub async fn status(config: &NodeConfig, as_json: bool) -> CliResult {
             Some(false) => output::paint("unhealthy"),
             None => "unknown".into(),
         };
-        println!(
+        outln!(
             "fleet: {healthy}   primary: {primary}   epoch: {}",
             doc["epoch"]
                 .as_i64()
@@ -182,10 +182,10 @@ pub async fn status(config: &NodeConfig, as_json: bool) -> CliResult {
         );
         if let Some(reasons) = doc["reasons"].as_array() {
             for r in reasons.iter().filter_map(Value::as_str) {
-                println!("  - {r}");
+                outln!("  - {r}");
             }
         }
-        println!();
+        outln!();
         let mut t = Table::new(&["NODE", "ROLE", "HEALTH", "REPORTED", "POSTGRES", "LAG"]);
         for r in doc["nodes"].as_array().into_iter().flatten() {
             let mut name = str_at(r, "name").to_string();
@@ -211,17 +211,17 @@ pub async fn status(config: &NodeConfig, as_json: bool) -> CliResult {
                 lag,
             ]);
         }
-        print!("{}", t.render());
-        println!();
+        out!("{}", t.render());
+        outln!();
         match (&g.assets, asset_age) {
             (Some(_), Some(age)) => {
-                println!("assets: last sync {} ago", output::duration_secs(age))
+                outln!("assets: last sync {} ago", output::duration_secs(age))
             }
-            (Some(_), None) => println!("assets: no completed sync yet"),
+            (Some(_), None) => outln!("assets: no completed sync yet"),
             (None, _) => {}
         }
         if let Some(s) = &serial {
-            println!("dns: serial {s}");
+            outln!("dns: serial {s}");
         }
     }
     if g.errors.is_empty() {
@@ -245,7 +245,7 @@ pub async fn health(config: &NodeConfig, as_json: bool) -> CliResult {
     if as_json {
         output::print_json(&st);
     } else {
-        println!(
+        outln!(
             "{}: {}",
             str_at(&st, "node"),
             output::paint(str_at(&st, "status"))
@@ -263,9 +263,9 @@ pub async fn health(config: &NodeConfig, as_json: bool) -> CliResult {
             ]);
         }
         if t.is_empty() {
-            println!("no checks have run yet");
+            outln!("no checks have run yet");
         } else {
-            print!("{}", t.render());
+            out!("{}", t.render());
         }
     }
     let critical: Vec<&str> = checks

@@ -123,9 +123,9 @@ pub async fn run(args: SandboxArgs) -> CliResult {
             let (_, n) = sb.node(&node)?;
             let killed = procs::kill_node(n);
             if killed.is_empty() {
-                println!("{node}: nothing was running");
+                outln!("{node}: nothing was running");
             } else {
-                println!("{node}: killed {}", killed.join(", "));
+                outln!("{node}: killed {}", killed.join(", "));
             }
             Ok(())
         }
@@ -135,9 +135,9 @@ pub async fn run(args: SandboxArgs) -> CliResult {
             let started = Instant::now();
             let list = procs::start_node(n, Duration::from_secs(timeout_secs)).await?;
             if list.is_empty() {
-                println!("{node}: already running");
+                outln!("{node}: already running");
             } else {
-                println!(
+                outln!(
                     "{node}: started {} (ready in {})",
                     list.join(", "),
                     output::duration_secs(started.elapsed().as_secs_f64())
@@ -150,9 +150,9 @@ pub async fn run(args: SandboxArgs) -> CliResult {
             let (_, n) = sb.node(&node)?;
             let list = procs::stop_node(n, Duration::from_secs(30)).await?;
             if list.is_empty() {
-                println!("{node}: nothing was running");
+                outln!("{node}: nothing was running");
             } else {
-                println!("{node}: stopped {}", list.join(", "));
+                outln!("{node}: stopped {}", list.join(", "));
             }
             Ok(())
         }
@@ -559,7 +559,7 @@ async fn wait_streaming(sb: &Sandbox, timeout: Duration) -> CliResult {
 }
 
 fn print_summary(sb: &Sandbox, took: Duration) {
-    println!(
+    outln!(
         "sandbox up in {} ({} nodes, zone {}) after {}",
         sb.dir.display(),
         sb.nodes.len(),
@@ -576,18 +576,27 @@ fn print_summary(sb: &Sandbox, took: Duration) {
             n.dns.clone().unwrap_or_else(|| "-".into()),
         ]);
     }
-    print!("{}", t.render());
+    out!("{}", t.render());
     if let Some(s3) = &sb.s3 {
-        println!("s3: {} (bucket {})", s3.endpoint, s3.bucket);
+        outln!("s3: {} (bucket {})", s3.endpoint, s3.bucket);
     }
     let d = sb.dir.display();
-    println!("\nnext:");
+    outln!("\nnext:");
     if let Some(lead) = sb.nodes.first() {
-        println!("  aurora-cli --config {} status", lead.config.display());
-        println!(
-            "  aurora-cli sandbox kill {} --dir {d}    # a crash: the backup takes over",
-            lead.name
-        );
+        outln!("  aurora-cli --config {} status", lead.config.display());
+        // Automatic failover needs a majority without the primary: three
+        // members or more (repl-manager's rule, unless allow_two_node).
+        match sb.nodes.get(1) {
+            Some(_) if sb.nodes.len() >= 3 => outln!(
+                "  aurora-cli sandbox kill {} --dir {d}    # a crash: the backup takes over",
+                lead.name
+            ),
+            Some(backup) => outln!(
+                "  aurora-cli --config {} promote --yes    # two nodes fail over by hand only",
+                backup.config.display()
+            ),
+            None => {}
+        }
     }
     if let Some((dns, zone)) = sb
         .nodes
@@ -596,10 +605,10 @@ fn print_summary(sb: &Sandbox, took: Duration) {
         .map(|d| (d, &sb.zone))
     {
         if let Some((h, p)) = dns.rsplit_once(':') {
-            println!("  dig @{h} -p {p} db.{zone} +short");
+            outln!("  dig @{h} -p {p} db.{zone} +short");
         }
     }
-    println!("  aurora-cli sandbox down --dir {d}");
+    outln!("  aurora-cli sandbox down --dir {d}");
 }
 
 async fn status(dir: &Path, as_json: bool) -> CliResult {
@@ -676,7 +685,7 @@ async fn status(dir: &Path, as_json: bool) -> CliResult {
             r["health"].as_str().unwrap_or("-").into(),
         ]);
     }
-    print!("{}", t.render());
+    out!("{}", t.render());
     Ok(())
 }
 
@@ -690,10 +699,10 @@ fn partition(dir: &Path, node: &str, cut: bool) -> CliResult {
     })?;
     if cut {
         net.cut(i)?;
-        println!("{node}: cut off from the sandbox network");
+        outln!("{node}: cut off from the sandbox network");
     } else {
         net.heal(i)?;
-        println!("{node}: reconnected");
+        outln!("{node}: reconnected");
     }
     Ok(())
 }
@@ -715,11 +724,11 @@ async fn down(dir: &Path, keep: bool) -> CliResult {
         net.remove();
     }
     if keep {
-        println!("sandbox stopped; its files are kept in {}", dir.display());
+        outln!("sandbox stopped; its files are kept in {}", dir.display());
     } else {
         std::fs::remove_dir_all(dir)
             .map_err(|e| CliError::failed(format!("removing {}: {e}", dir.display())))?;
-        println!("sandbox stopped and {} removed", dir.display());
+        outln!("sandbox stopped and {} removed", dir.display());
     }
     Ok(())
 }
