@@ -299,9 +299,16 @@ pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
                     // what DNS serves moves its serial (every monitor does
                     // it; the first to see a stale report wins, the rest
                     // update nothing).
+                    // A failure here is logged, not a failed report: this
+                    // node's own report is in.
                     let after = 3.0 * config.checks.interval_secs as f64;
-                    for node in queries::mark_down(c, after).await? {
-                        tracing::warn!(%node, after_secs = after, "marked down: no report");
+                    match queries::mark_down(c, after).await {
+                        Ok(marked) => {
+                            for node in marked {
+                                tracing::warn!(%node, after_secs = after, "marked down: no report");
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "stale nodes not marked down"),
                     }
                     Ok(())
                 }
