@@ -45,9 +45,13 @@ fn failover_mode(members: &[Value]) -> String {
     }
     let flag = |f: &Value, k: &str| f.get(k).and_then(Value::as_bool) == Some(true);
     if views.iter().all(|(_, f, _)| !flag(f, "automatic")) {
-        return "manual (a fleet of two has no majority without its primary: \
-                promote by hand, or set failover.allow_two_node)"
-            .into();
+        return if members.len() < 3 {
+            "manual (a fleet of two has no majority without its primary: \
+             promote by hand, or set failover.allow_two_node)"
+        } else {
+            "manual (failover.enabled is off in repl-manager's config: promote by hand)"
+        }
+        .into();
     }
     let paused: Vec<&str> = views
         .iter()
