@@ -670,16 +670,17 @@ fn completions_version_and_help() {
     }
     let r = ok(run(&["version"]), "version");
     assert!(r.stdout.contains(env!("CARGO_PKG_VERSION")));
-    // `aurora-cli completions bash | head -1`: the reader is gone before
-    // the output is written; the tool ends quietly, not with a panic.
-    let mut child = cli()
+    // `aurora-cli completions bash | head -0`: the pipe's reader is closed
+    // before the tool starts, so its first write fails with EPIPE; it ends
+    // quietly, not with a panic.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = cli()
         .args(["completions", "bash"])
-        .stdout(Stdio::piped())
+        .stdout(writer)
         .stderr(Stdio::piped())
-        .spawn()
+        .output()
         .unwrap();
-    drop(child.stdout.take());
-    let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
