@@ -38,7 +38,13 @@ impl Run {
 }
 
 fn run(args: &[&str]) -> Run {
-    let out: Output = cli().args(args).output().unwrap();
+    let mut c = cli();
+    c.args(args);
+    run_command(c)
+}
+
+fn run_command(mut c: Command) -> Run {
+    let out: Output = c.output().unwrap();
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -83,17 +89,11 @@ impl Sandbox {
         // reach the sandbox's sidecars (their config files are the config).
         let mut args = vec!["sandbox", "up"];
         args.extend_from_slice(extra);
-        let out = cli()
-            .args(&args)
+        let mut c = cli();
+        c.args(&args)
             .env("AURORA_SANDBOX_DIR", &dir)
-            .env("AURORA_ADMIN__TOKEN", "a-token-from-another-shell")
-            .output()
-            .unwrap();
-        let r = Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        };
+            .env("AURORA_ADMIN__TOKEN", "a-token-from-another-shell");
+        let r = run_command(c);
         let sb = Sandbox {
             json: serde_json::from_str(
                 &std::fs::read_to_string(dir.join("sandbox.json")).unwrap_or_default(),
