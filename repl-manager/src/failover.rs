@@ -449,12 +449,35 @@ impl Manager {
                 r
             }
         });
-        let answers = futures::future::join_all(calls).await;
-        let granted = 1 + answers.iter().flatten().filter(|a| a.granted).count();
+        // Renew the moment a majority has granted, not when the slowest
+        // member answers: with one member unreachable, waiting out its
+        // timeout every round left the lease (which counts from `sent`)
+        // lapsing for a moment before the renewal landed, and a reconcile
+        // pass in that moment made the primary read-only and ended its
+        // clients' sessions. The other answers are still collected (bounded
+        // by the request timeout) to notice a newer epoch.
+        let mut pending: futures::stream::FuturesUnordered<_> = calls.collect();
+        let mut answers: Vec<LeaseAnswer> = Vec::new();
+        let mut granted = 1;
+        // (An opted-in two-node fleet needs only this node's own grant.)
+        let mut renewed = granted >= self.cfg.majority();
+        if renewed {
+            self.renew_lease(sent, granted).await;
+        }
+        while let Some(answer) = futures::StreamExt::next(&mut pending).await {
+            let Some(a) = answer else { continue };
+            if a.granted {
+                granted += 1;
+            }
+            answers.push(a);
+            if !renewed && granted >= self.cfg.majority() {
+                renewed = true;
+                self.renew_lease(sent, granted).await;
+            }
+        }
         // A member that knows a newer epoch: this node is no longer primary.
         if let Some(newer) = answers
             .iter()
-            .flatten()
             .filter(|a| a.epoch > known.epoch && self.cfg.member(&a.primary).is_some())
             .max_by_key(|a| a.epoch)
         {
@@ -468,19 +491,24 @@ impl Manager {
             self.fence_now("a newer primary exists").await;
             return;
         }
-        if granted >= self.cfg.majority() {
-            let was_fenced = {
-                let mut f = lock(&self.failover);
-                f.lease_until = Some(sent + self.cfg.failover.lease());
-                f.primary_seen = Some(sent);
-                std::mem::replace(&mut f.hard_fenced, false)
-            };
-            if was_fenced {
-                tracing::warn!(granted, "a majority answers again: lifting the fence");
-                self.event("unfenced", json!({ "granted": granted })).await;
-            }
-        } else {
+        if !renewed {
             self.fence_if_expired().await;
+        }
+    }
+
+    /// A majority granted the lease requested at `sent`: it holds until
+    /// `sent + lease` (counted from the request, so it ends before any
+    /// member's promise does).
+    async fn renew_lease(&self, sent: Instant, granted: usize) {
+        let was_fenced = {
+            let mut f = lock(&self.failover);
+            f.lease_until = Some(sent + self.cfg.failover.lease());
+            f.primary_seen = Some(sent);
+            std::mem::replace(&mut f.hard_fenced, false)
+        };
+        if was_fenced {
+            tracing::warn!(granted, "a majority answers again: lifting the fence");
+            self.event("unfenced", json!({ "granted": granted })).await;
         }
     }
 
