@@ -311,7 +311,13 @@ async fn the_primary_away_and_back() {
     })
     .await;
     assert!(healed);
-    assert_eq!(hm.status_of("aurora").await, "passing");
+    // (The fleet view may still be the failed read of up to a second ago.)
+    assert!(
+        wait_until(Duration::from_secs(3), || async {
+            hm.status_of("aurora").await == "passing"
+        })
+        .await
+    );
     hm.stop().await;
 }
 
