@@ -392,3 +392,43 @@ pub async fn demote(config: &NodeConfig, to: Option<&str>, yes: bool, as_json: b
         .await?;
     report("demote", answer, started.elapsed(), as_json)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::failover_mode;
+    use serde_json::{json, Value};
+
+    fn member(node: &str, state: &str, automatic: bool, paused: bool, fenced: bool) -> Value {
+        json!({"node": node, "state": state,
+               "failover": {"automatic": automatic, "paused": paused, "fenced": fenced}})
+    }
+
+    #[test]
+    fn failover_mode_reads_the_members() {
+        let three = |a: bool| {
+            vec![
+                member("aurora", "primary", a, false, false),
+                member("star", "replica", a, false, true),
+                member("vengeance", "replica", a, false, true),
+            ]
+        };
+        // A replica's `fenced` (no lease of its own) is not news.
+        assert_eq!(failover_mode(&three(true)), "automatic");
+        assert!(failover_mode(&three(false)).contains("failover.enabled is off"));
+        let two = vec![
+            member("aurora", "primary", false, false, false),
+            member("star", "replica", false, false, false),
+        ];
+        assert!(failover_mode(&two).contains("a fleet of two"));
+        let mut m = three(true);
+        m[1] = member("star", "replica", true, true, false);
+        m[0] = member("aurora", "primary", true, false, true);
+        assert_eq!(
+            failover_mode(&m),
+            "automatic (paused on star) (fenced: aurora)"
+        );
+        // Unreachable members carry no failover view.
+        let gone = vec![json!({"node": "aurora", "state": "unreachable"})];
+        assert_eq!(failover_mode(&gone), "unknown (no member answered)");
+    }
+}
