@@ -67,7 +67,28 @@ fn remove(bridge: &str, nodes: &[NetNode]) {
         let _ = ip(&["netns", "delete", &node.ns]);
         let _ = ip(&["link", "delete", &node.veth]);
     }
+    forward_rule(bridge, "-D");
     let _ = ip(&["link", "delete", bridge]);
+}
+
+/// Beside Docker the FORWARD policy is DROP and `br_netfilter` sends frames
+/// crossing a Linux bridge through FORWARD, so node-to-node traffic on the
+/// test bridge would be dropped: accept what stays on this bridge (`-I`),
+/// or remove that rule again (`-D`). Without iptables there is no filter
+/// to pass. Best effort on removal.
+fn forward_rule(bridge: &str, op: &str) -> bool {
+    if crate::tools::which("iptables").is_none() {
+        return true;
+    }
+    Command::new("iptables")
+        .args([
+            "-w", op, "FORWARD", "-i", bridge, "-o", bridge, "-j", "ACCEPT",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
 }
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -137,6 +158,13 @@ impl Network {
         let [a, b, c] = self.subnet;
         let host_ip = format!("{a}.{b}.{c}.254/24");
         ip(&["addr", "add", &host_ip, "dev", &self.bridge])?;
+        if !forward_rule(&self.bridge, "-I") {
+            return Err(TestbedError::Other(format!(
+                "iptables -I FORWARD -i {0} -o {0} -j ACCEPT failed: the test bridge's traffic \
+                 would be dropped by a FORWARD policy of DROP (Docker's)",
+                self.bridge
+            )));
+        }
         ip(&["link", "set", &self.bridge, "up"])?;
         for i in 0..n {
             let ns = format!("aurora-{}-{i}", self.id);
