@@ -38,12 +38,17 @@ enum Command {
         #[arg(long)]
         force_delete: bool,
     },
+    /// Ask the running daemon whether it is healthy (`GET /health` on the
+    /// configured admin address): exit 0 on 200, 1 otherwise. The image's
+    /// health check, which needs no shell.
+    Healthcheck,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => cli::main_with("asset-sync", &cli.config, asset_sync::run),
+        Command::Healthcheck => cli::healthcheck::<Config>("asset-sync", &cli.config),
         Command::Once { json, force_delete } => {
             let config: Config = match cli::load_config("asset-sync", &cli.config) {
                 Ok(c) => c,

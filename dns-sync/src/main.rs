@@ -15,9 +15,18 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(flatten)]
     config: sidecar_kit::cli::ConfigArgs,
+    #[command(subcommand)]
+    command: Option<sidecar_kit::cli::DaemonCommand>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    sidecar_kit::cli::main_with("dns-sync", &cli.config, dns_sync::run)
+    match cli.command.unwrap_or(sidecar_kit::cli::DaemonCommand::Run) {
+        sidecar_kit::cli::DaemonCommand::Run => {
+            sidecar_kit::cli::main_with("dns-sync", &cli.config, dns_sync::run)
+        }
+        sidecar_kit::cli::DaemonCommand::Healthcheck => {
+            sidecar_kit::cli::healthcheck::<dns_sync::Config>("dns-sync", &cli.config)
+        }
+    }
 }

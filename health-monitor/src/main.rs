@@ -10,9 +10,18 @@ use clap::Parser;
 struct Cli {
     #[command(flatten)]
     config: sidecar_kit::cli::ConfigArgs,
+    #[command(subcommand)]
+    command: Option<sidecar_kit::cli::DaemonCommand>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    sidecar_kit::cli::main_with("health-monitor", &cli.config, health_monitor::run)
+    match cli.command.unwrap_or(sidecar_kit::cli::DaemonCommand::Run) {
+        sidecar_kit::cli::DaemonCommand::Run => {
+            sidecar_kit::cli::main_with("health-monitor", &cli.config, health_monitor::run)
+        }
+        sidecar_kit::cli::DaemonCommand::Healthcheck => {
+            sidecar_kit::cli::healthcheck::<health_monitor::Config>("health-monitor", &cli.config)
+        }
+    }
 }

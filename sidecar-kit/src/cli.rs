@@ -29,6 +29,68 @@ pub struct ConfigArgs {
     pub check_config: bool,
 }
 
+/// What a daemon binary with no subcommands of its own can be asked to do.
+#[derive(clap::Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DaemonCommand {
+    /// Run the daemon (the default).
+    Run,
+    /// Ask this node's running daemon whether it is healthy: `GET /health`
+    /// on the admin address of the same config; exit 0 when it answers 200,
+    /// 1 otherwise. For container health checks in images with no shell.
+    Healthcheck,
+}
+
+/// `healthcheck`: the container health check of an image without a shell or
+/// curl. It reads the same config as the daemon (file and environment) and
+/// asks the daemon's `/health`; an unspecified listen address (`0.0.0.0`,
+/// `::`) is asked on loopback.
+pub fn healthcheck<C: SidecarConfig>(binary: &str, args: &ConfigArgs) -> ExitCode {
+    let config: C = match load_config(binary, args) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let url = health_url(config.admin().listen);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{binary}: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let client = crate::http_client::HttpClient::new(Duration::from_secs(3));
+    match runtime.block_on(client.get(&url)) {
+        Ok(resp) if resp.status.is_success() => ExitCode::SUCCESS,
+        Ok(resp) => {
+            eprintln!("{binary}: {url} answered {}: {}", resp.status, resp.text());
+            ExitCode::from(EXIT_FAILURE)
+        }
+        Err(e) => {
+            eprintln!("{binary}: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+/// The URL of the health endpoint of a daemon listening on `listen`.
+pub fn health_url(listen: std::net::SocketAddr) -> String {
+    let ip = match listen.ip() {
+        std::net::IpAddr::V4(v4) if v4.is_unspecified() => {
+            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+        }
+        std::net::IpAddr::V6(v6) if v6.is_unspecified() => {
+            std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+        }
+        ip => ip,
+    };
+    format!(
+        "http://{}/health",
+        std::net::SocketAddr::new(ip, listen.port())
+    )
+}
+
 /// Looks an executable up on `PATH`.
 pub fn which(name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
@@ -148,4 +210,17 @@ where
     });
     runtime.shutdown_timeout(Duration::from_secs(1));
     code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_url_asks_loopback_for_unspecified_addresses() {
+        let url = |s: &str| health_url(s.parse().expect("address"));
+        assert_eq!(url("0.0.0.0:8010"), "http://127.0.0.1:8010/health");
+        assert_eq!(url("[::]:8010"), "http://[::1]:8010/health");
+        assert_eq!(url("10.0.0.3:8011"), "http://10.0.0.3:8011/health");
+    }
 }
