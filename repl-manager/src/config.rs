@@ -81,6 +81,13 @@ pub struct PostgresConfig {
     pub os_user: String,
     /// Server log (`process` supervision).
     pub log_file: Option<PathBuf>,
+    /// Initialise the data directory (`initdb`) when this node is the lead
+    /// of a fleet that never had a primary: no promotion recorded in the
+    /// state file, an empty data directory, and no other member answering
+    /// with a cluster of its own. Needs `superuser_password`. Off by
+    /// default: a lead that lost its volume must be restored or cloned, not
+    /// handed a new, empty cluster.
+    pub initdb: bool,
     pub connect_timeout_secs: u64,
     /// How long a start or stop may take.
     pub start_timeout_secs: u64,
@@ -182,6 +189,7 @@ impl Default for Config {
                 supervision: Supervision::Process,
                 hold_file: PathBuf::from("/var/lib/postgresql/data/aurora.hold"),
                 os_user: "postgres".into(),
+                initdb: false,
                 log_file: None,
                 connect_timeout_secs: 3,
                 start_timeout_secs: 120,
@@ -304,6 +312,12 @@ impl Validate for Config {
             return Err(ConfigError::new(
                 "postgres.replication_password",
                 "is required (replicas authenticate with it)",
+            ));
+        }
+        if pg.initdb && pg.superuser_password.as_ref().is_none_or(|p| p.is_empty()) {
+            return Err(ConfigError::new(
+                "postgres.initdb",
+                "needs postgres.superuser_password (the new cluster's superuser authenticates with it)",
             ));
         }
         if pg.port == 0 {

@@ -57,9 +57,41 @@ impl Manager {
         }
     }
 
+    /// Whether this node may create the fleet's first cluster: asked for
+    /// (`postgres.initdb`), the lead, never part of a promotion (epoch 0),
+    /// and no other member that answers has a cluster. A member that does
+    /// not answer cannot be asked; at a fleet's first start the lead is
+    /// alone, which is why the state file's epoch is the guard that counts.
+    async fn may_initdb(&self, known: &crate::state::EpochRecord) -> Result<bool, Failure> {
+        if !self.cfg.postgres.initdb || known.epoch != 0 || self.me().role != cluster_db::Role::Lead
+        {
+            return Ok(false);
+        }
+        for (m, view) in self.peers().await {
+            if let Ok(status) = view {
+                if status.state != "uninitialized" {
+                    return Err(Failure::Failed(format!(
+                        "this lead's data directory is empty but member {} has a cluster ({}): \
+                         not initialising a second one; clone this node from it or restore a backup",
+                        m.name, status.state
+                    )));
+                }
+            }
+        }
+        Ok(true)
+    }
+
     /// One pass as the primary.
     pub async fn act_primary(&self) -> Result<(), Failure> {
         let known = self.known();
+        if !self.server.has_data() && self.may_initdb(&known).await? {
+            let pg = &self.cfg.postgres;
+            if let Some(password) = &pg.superuser_password {
+                self.set_activity(Some("initialising a new cluster (initdb)"));
+                tracing::warn!(data_dir = %self.server.data_dir().display(), "no cluster anywhere in the fleet yet: initialising one (postgres.initdb)");
+                self.server.initdb(&pg.superuser, password).await?;
+            }
+        }
         if !self.server.has_data() {
             return Err(Failure::Failed(format!(
                 "this node is the primary at epoch {} but {} holds no cluster: \

@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use tokio::process::Command;
 
+use sidecar_kit::Secret;
+
 use crate::config::{PostgresConfig, Supervision};
 use crate::lsn::Lsn;
 
@@ -399,6 +401,36 @@ impl LocalServer {
         std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| ServerError::io(format!("chmod {}", data.display()), e))?;
         self.chown(data)
+    }
+
+    /// Creates a new cluster in the (empty) data directory: data checksums,
+    /// UTF-8, the superuser authenticating with `password` over TCP and by
+    /// peer over the local socket. Under external supervision the hold file
+    /// is in place first, so the postgres container does not start a
+    /// half-written cluster.
+    pub async fn initdb(&self, superuser: &str, password: &Secret) -> Result<(), ServerError> {
+        self.hold_if_external()?;
+        self.ensure_empty_data_dir()?;
+        let parent = self.cfg.data_dir.parent().unwrap_or(Path::new("/tmp"));
+        let pwfile = parent.join(".aurora-initdb-pw");
+        self.write_file(&pwfile, password.expose())?;
+        let mut cmd = self.command("initdb");
+        cmd.arg("-D")
+            .arg(&self.cfg.data_dir)
+            .arg("--username")
+            .arg(superuser)
+            .arg("--pwfile")
+            .arg(&pwfile)
+            .args([
+                "--auth-local=peer",
+                "--auth-host=scram-sha-256",
+                "--data-checksums",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+            ]);
+        let result = self.run(cmd, "initdb").await;
+        let _ = std::fs::remove_file(&pwfile);
+        result.map(|_| ())
     }
 
     /// Data directories moved aside by earlier repairs (kept for the

@@ -175,6 +175,13 @@ pub fn render_hba_block(config: &Config) -> String {
         // pg_rewind and the lag probes connect to a database, not only for
         // replication.
         out.push(format!("host postgres {user} {net} scram-sha-256"));
+        // The other sidecars write the fleet's registry and health to the
+        // primary over the VPN as the superuser; only where it has a
+        // password (a trust-auth test cluster keeps its own rules).
+        if config.postgres.superuser_password.is_some() {
+            let su = &config.postgres.superuser;
+            out.push(format!("host postgres {su} {net} scram-sha-256"));
+        }
     }
     out.push(HBA_END.to_string());
     out.join("\n")

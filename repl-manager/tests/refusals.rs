@@ -178,3 +178,90 @@ async fn refusals_have_reasons_and_a_dead_postgres_is_reported() {
     fleet.wait_streaming("lead", &["c1"], T).await;
     fleet.shutdown().await;
 }
+
+fn initdb_on(cfg: &mut repl_manager::Config) {
+    cfg.postgres.initdb = true;
+    cfg.postgres.superuser_password = Some(sidecar_kit::Secret::new("superuser-secret"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_lead_initialises_the_first_cluster_and_the_backup_clones_it() {
+    let mut spec = FleetSpec::new(&[("lead", Role::Lead), ("backup", Role::Backup)]);
+    spec.lead_empty = true;
+    spec.tweak = initdb_on;
+    let fleet = Fleet::start(spec).await;
+    fleet.wait_streaming("lead", &["backup"], T).await;
+
+    // The superuser needs its password over TCP; checksums are on (pg_rewind).
+    let pg = &fleet.node("lead").pg;
+    let without = tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            pg.port()
+        ),
+        tokio_postgres::NoTls,
+    )
+    .await;
+    assert!(
+        without.is_err(),
+        "connected without the superuser's password"
+    );
+    let (client, conn) = tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres password=superuser-secret",
+            pg.port()
+        ),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let checksums: String = client
+        .query_one("SHOW data_checksums", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(checksums, "on");
+    fleet.shutdown().await;
+}
+
+/// A lead whose state file records a promotion had a cluster once: an empty
+/// data directory now means a lost volume, to be cloned or restored, never
+/// a new empty cluster that would later be taken for the fleet's data.
+fn initdb_on_with_a_past(cfg: &mut repl_manager::Config) {
+    initdb_on(cfg);
+    if cfg.node.name == "lead" {
+        std::fs::write(
+            &cfg.node.state_file,
+            r#"{"epoch": 2, "primary": "lead", "changed_at": 0.0}"#,
+        )
+        .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lead_that_knew_an_epoch_never_initialises_an_empty_data_directory() {
+    let mut spec = FleetSpec::new(&[("lead", Role::Lead), ("backup", Role::Backup)]);
+    spec.lead_empty = true;
+    spec.tweak = initdb_on_with_a_past;
+    let fleet = Fleet::start(spec).await;
+    let status = fleet
+        .wait_status(
+            "lead",
+            Duration::from_secs(30),
+            "the empty data directory reported",
+            |s| {
+                s.last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("holds no cluster"))
+            },
+        )
+        .await;
+    assert_eq!(status.epoch, 2, "{status:?}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !fleet.data_dir("lead").join("PG_VERSION").exists(),
+        "an empty cluster was initialised on a lead that had one"
+    );
+    fleet.shutdown().await;
+}

@@ -51,6 +51,9 @@ pub struct FleetSpec {
     pub ghosts: Vec<&'static str>,
     pub tweak: fn(&mut Config),
     pub pg_settings: Vec<(String, String)>,
+    /// The lead starts with an empty data directory too (repl-manager's
+    /// own `initdb`, when the tweak turns it on).
+    pub lead_empty: bool,
 }
 
 impl FleetSpec {
@@ -60,6 +63,7 @@ impl FleetSpec {
             ghosts: Vec::new(),
             tweak: |_| {},
             pg_settings: Vec::new(),
+            lead_empty: false,
         }
     }
 }
@@ -80,7 +84,7 @@ impl Fleet {
             for (k, v) in &spec.pg_settings {
                 opts = opts.setting(k, v);
             }
-            let pg = if *role == Role::Lead {
+            let pg = if *role == Role::Lead && !spec.lead_empty {
                 PgCluster::init(opts).await.unwrap()
             } else {
                 PgCluster::empty(opts).unwrap()
