@@ -25,6 +25,11 @@ pub struct Config {
 pub struct S3Config {
     /// `http://minio:9000`; unset means AWS's own endpoint for `region`.
     pub endpoint: Option<String>,
+    /// Further origins serving the same bucket, tried in order when the
+    /// ones before cannot list it (the fleet's Garage on the lead, then its
+    /// replica on the backup). A pass lists and downloads from one origin.
+    #[serde(default)]
+    pub fallback_endpoints: Vec<String>,
     pub region: String,
     /// Required.
     pub bucket: String,
@@ -92,6 +97,7 @@ impl Default for Config {
             log: LogConfig::default(),
             s3: S3Config {
                 endpoint: None,
+                fallback_endpoints: vec![],
                 region: "us-east-1".into(),
                 bucket: String::new(),
                 prefix: String::new(),
@@ -122,7 +128,7 @@ impl Default for Config {
 
 impl Validate for Config {
     fn env_list_keys() -> &'static [&'static str] {
-        &["sync.include", "sync.exclude"]
+        &["sync.include", "sync.exclude", "s3.fallback_endpoints"]
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -141,13 +147,24 @@ impl Validate for Config {
                 ),
             ));
         }
-        if let Some(ep) = &s3.endpoint {
+        let endpoints = s3.endpoint.iter().map(|e| ("s3.endpoint", e)).chain(
+            s3.fallback_endpoints
+                .iter()
+                .map(|e| ("s3.fallback_endpoints", e)),
+        );
+        for (key, ep) in endpoints {
             if !(ep.starts_with("http://") || ep.starts_with("https://")) || ep.len() < 10 {
                 return Err(ConfigError::new(
-                    "s3.endpoint",
+                    key,
                     format!("{ep:?} must be an http:// or https:// URL"),
                 ));
             }
+        }
+        if !s3.fallback_endpoints.is_empty() && s3.endpoint.is_none() {
+            return Err(ConfigError::new(
+                "s3.fallback_endpoints",
+                "needs s3.endpoint (the first origin to try)",
+            ));
         }
         if s3.region.is_empty() {
             return Err(ConfigError::new("s3.region", "must not be empty"));

@@ -28,6 +28,8 @@ const MAX_ERRORS: usize = 20;
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct PassReport {
     pub ok: bool,
+    /// The origin this pass listed and downloaded from.
+    pub origin: String,
     pub listed: u64,
     pub downloaded: u64,
     pub bytes_downloaded: u64,
@@ -81,7 +83,8 @@ pub struct Progress {
 /// What stays the same from pass to pass.
 pub struct Syncer {
     pub config: Config,
-    pub client: aws_sdk_s3::Client,
+    /// The origins in the order they are tried (endpoint, client).
+    pub origins: Vec<(String, aws_sdk_s3::Client)>,
     include: Option<GlobSet>,
     exclude: Option<GlobSet>,
     limiter: Option<Arc<RateLimiter>>,
@@ -108,15 +111,56 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> PassErro
 
 impl Syncer {
     pub async fn new(config: Config) -> Self {
-        let client = s3::client(&config.s3).await;
+        let origins = s3::origins(&config.s3).await;
         let limiter = (config.sync.bandwidth_limit_bytes > 0)
             .then(|| Arc::new(RateLimiter::new(config.sync.bandwidth_limit_bytes)));
         Self {
             include: globs(&config.sync.include),
             exclude: globs(&config.sync.exclude),
             limiter,
-            client,
+            origins,
             config,
+        }
+    }
+
+    /// Lists the bucket from the first origin that answers. A pass then
+    /// downloads from that same origin, so what it publishes matches what it
+    /// listed. Only when every origin fails is the pass an error (the last
+    /// origin's, naming the others').
+    async fn list_from_first_origin(
+        &self,
+    ) -> Result<(&str, &aws_sdk_s3::Client, Vec<Remote>), PassError> {
+        let mut failures: Vec<String> = vec![];
+        let mut last = None;
+        for (endpoint, client) in &self.origins {
+            match s3::list_all(client, endpoint, &self.config.s3).await {
+                Ok(listing) => {
+                    if !failures.is_empty() {
+                        tracing::warn!(origin = %endpoint, skipped = ?failures, "listing from a fallback origin");
+                    }
+                    return Ok((endpoint, client, listing));
+                }
+                Err(e) => {
+                    failures.push(e.to_string());
+                    last = Some(e);
+                }
+            }
+        }
+        match last {
+            Some(mut e) => {
+                if failures.len() > 1 {
+                    e.reason = format!(
+                        "{} (every origin failed: {})",
+                        e.reason,
+                        failures[..failures.len() - 1].join("; ")
+                    );
+                }
+                Err(e.into())
+            }
+            None => Err(PassError::Local {
+                context: "no S3 origin configured".into(),
+                source: std::io::Error::other("s3.endpoint"),
+            }),
         }
     }
 
@@ -138,9 +182,10 @@ impl Syncer {
         clean_staging(&staging).map_err(io_err("cleaning staging leftovers"))?;
 
         let mut manifest = Manifest::load(&state);
-        let listing = s3::list_all(&self.client, &self.config.s3).await?;
+        let (origin, client, listing) = self.list_from_first_origin().await?;
         let mut report = PassReport {
             listed: listing.len() as u64,
+            origin: origin.to_string(),
             ..Default::default()
         };
 
@@ -250,7 +295,7 @@ impl Syncer {
             .planned
             .store(to_fetch.len() as u64, Ordering::Relaxed);
         let fetcher = Fetcher {
-            client: self.client.clone(),
+            client: client.clone(),
             bucket: self.config.s3.bucket.clone(),
             target: target.clone(),
             staging: staging.clone(),

@@ -16,6 +16,23 @@ pub struct Remote {
     pub last_modified: Option<String>,
 }
 
+/// One client per origin, in the order they are tried: `s3.endpoint`, then
+/// each of `s3.fallback_endpoints` (same bucket, credentials and settings).
+pub async fn origins(cfg: &S3Config) -> Vec<(String, Client)> {
+    let mut out = vec![(
+        cfg.endpoint.clone().unwrap_or_else(|| "AWS".into()),
+        client(cfg).await,
+    )];
+    for ep in &cfg.fallback_endpoints {
+        let one = S3Config {
+            endpoint: Some(ep.clone()),
+            ..cfg.clone()
+        };
+        out.push((ep.clone(), client(&one).await));
+    }
+    out
+}
+
 /// Builds the client. Static credentials when configured, else the AWS
 /// default chain.
 pub async fn client(cfg: &S3Config) -> Client {
@@ -64,7 +81,11 @@ pub struct ListError {
 /// Lists every object under the prefix, following continuation tokens. Any
 /// page failing fails the whole listing: a partial listing must never drive
 /// deletions.
-pub async fn list_all(client: &Client, cfg: &S3Config) -> Result<Vec<Remote>, ListError> {
+pub async fn list_all(
+    client: &Client,
+    endpoint: &str,
+    cfg: &S3Config,
+) -> Result<Vec<Remote>, ListError> {
     let mut out = Vec::new();
     let mut pages = client
         .list_objects_v2()
@@ -81,7 +102,7 @@ pub async fn list_all(client: &Client, cfg: &S3Config) -> Result<Vec<Remote>, Li
         let page = page.map_err(|e| ListError {
             bucket: cfg.bucket.clone(),
             prefix: cfg.prefix.clone(),
-            endpoint: cfg.endpoint.clone().unwrap_or_else(|| "AWS".into()),
+            endpoint: endpoint.to_string(),
             reason: describe(&e),
         })?;
         for obj in page.contents() {

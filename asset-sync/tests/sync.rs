@@ -417,3 +417,32 @@ async fn a_full_disk_fails_cleanly() {
         0
     );
 }
+
+#[tokio::test]
+async fn an_unreachable_origin_falls_back_to_the_next() {
+    let f = fixture().await;
+    f.put("logo.png", b"from the mirror").await;
+    // The first origin: a port nobody listens on (the lead's Garage, down).
+    let dead = format!("http://127.0.0.1:{}", testbed::free_port().unwrap());
+    let mut config = f.config();
+    config.s3.fallback_endpoints = vec![f.garage.endpoint()];
+    config.s3.endpoint = Some(dead.clone());
+    let r = f.pass(config.clone()).await;
+    assert!(r.ok, "{r:?}");
+    assert_eq!(r.origin, f.garage.endpoint());
+    assert_eq!(f.read("logo.png").unwrap(), b"from the mirror");
+
+    // Every origin down: the pass fails naming both, the mirror stays.
+    config.s3.fallback_endpoints = vec![format!(
+        "http://127.0.0.1:{}",
+        testbed::free_port().unwrap()
+    )];
+    let err = f
+        .try_pass(config, PassOptions::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&dead), "{err}");
+    assert!(err.contains("every origin failed"), "{err}");
+    assert_eq!(files(&f.target), vec!["logo.png"]);
+}
