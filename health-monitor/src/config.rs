@@ -20,7 +20,31 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub checks: ChecksConfig,
     pub wireguard: WireguardConfig,
+    pub prometheus: PrometheusSdConfig,
     pub alerts: AlertsConfig,
+}
+
+/// Prometheus file-based discovery from the registry (see `prometheus_sd`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusSdConfig {
+    /// Directory for `nodes.json` (every node's Prometheus, for the lead's
+    /// federation) and `alertmanagers.json`; unset = write nothing.
+    pub sd_dir: Option<PathBuf>,
+    /// Port of every node's Prometheus on its VPN address.
+    pub prometheus_port: u16,
+    /// Port of the Alertmanagers on the lead and the backup.
+    pub alertmanager_port: u16,
+}
+
+impl Default for PrometheusSdConfig {
+    fn default() -> Self {
+        Self {
+            sd_dir: None,
+            prometheus_port: 9090,
+            alertmanager_port: 9093,
+        }
+    }
 }
 
 /// Where status transitions are announced (see `alerts`).
@@ -229,6 +253,7 @@ impl Default for Config {
                 gpu_inventory: true,
             },
             wireguard: WireguardConfig::default(),
+            prometheus: PrometheusSdConfig::default(),
             alerts: AlertsConfig::default(),
         }
     }

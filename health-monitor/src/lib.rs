@@ -11,6 +11,7 @@ pub mod checks;
 pub mod config;
 pub mod fleet;
 pub mod gpu;
+pub mod prometheus_sd;
 pub mod wireguard;
 
 use std::sync::{Arc, Mutex};
@@ -313,13 +314,27 @@ pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
                     Ok(())
                 }
                 .await;
+                // Files rendered from the registry: the WireGuard peers and
+                // Prometheus' discovery of every node.
                 let wg = async {
-                    let Some(path) = &config.wireguard.config_path else {
+                    let wg_path = config.wireguard.config_path.as_ref();
+                    let sd_dir = config.prometheus.sd_dir.as_ref();
+                    if wg_path.is_none() && sd_dir.is_none() {
                         return Ok(());
-                    };
+                    }
                     let local = DbTarget::parse(config.database.local_dsn.expose())?;
                     let reader = cluster_db::connect(&local, timeout).await?;
                     let listing = queries::list_nodes(&reader).await?;
+                    if let Some(dir) = sd_dir {
+                        match prometheus_sd::apply(&config.prometheus, dir, &listing.nodes) {
+                            Ok(true) => tracing::info!(dir = %dir.display(), "Prometheus discovery files updated"),
+                            Ok(false) => {}
+                            Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "Prometheus discovery files not written"),
+                        }
+                    }
+                    let Some(path) = wg_path else {
+                        return Ok(());
+                    };
                     let key = match &config.wireguard.private_key_file {
                         Some(f) => Some(std::fs::read_to_string(f).map_err(|e| {
                             anyhow::anyhow!("wireguard.private_key_file {}: {e}", f.display())
