@@ -57,6 +57,10 @@ pub struct Compose {
     /// The directory holding the node's `compose.yaml` (`docker compose`
     /// runs there).
     pub project_dir: PathBuf,
+    /// The env file `docker compose` reads (`--env-file`): the node's
+    /// variables, its image references among them. Unset: `node.env` in
+    /// `project_dir` when it exists, else compose's own `.env`.
+    pub env_file: Option<PathBuf>,
     /// How long `update` waits for a recreated service to turn healthy.
     pub health_timeout_secs: u64,
 }
@@ -97,6 +101,7 @@ impl Default for NodeConfig {
             },
             compose: Compose {
                 project_dir: PathBuf::from("/opt/aurora"),
+                env_file: None,
                 health_timeout_secs: 120,
             },
             backup: Backup {

@@ -151,10 +151,21 @@ pub enum Command {
     /// Example: aurora-cli restart dns-sync
     Restart { service: Option<String> },
     /// Pull images and recreate changed services one at a time, each
-    /// waiting for its health check; roll back if one fails.
+    /// waiting for its health check; roll back if one fails. With SERVICE
+    /// and --image, move that one service to a new image (no pull: the image
+    /// may be local) and record it in the node's env file.
     ///
     /// Example: aurora-cli update
+    /// Example: aurora-cli update asset-sync --image aurora-node/asset-sync:0.2.0
     Update {
+        /// Only this service.
+        service: Option<String>,
+        /// The image to move SERVICE to (its AURORA_IMAGE_* variable).
+        #[arg(long, requires = "service", value_name = "REF")]
+        image: Option<String>,
+        /// Do not pull (images built or loaded locally).
+        #[arg(long)]
+        no_pull: bool,
         #[arg(long)]
         json: bool,
     },
@@ -298,7 +309,20 @@ async fn dispatch(cli: Cli) -> CliResult {
             tail,
         } => compose::logs(&load()?, service.as_deref(), follow, tail),
         Command::Restart { service } => compose::restart(&load()?, service.as_deref()),
-        Command::Update { json } => compose::update(&load()?, json),
+        Command::Update {
+            service,
+            image,
+            no_pull,
+            json,
+        } => compose::update(
+            &load()?,
+            &compose::UpdateRequest {
+                service,
+                image,
+                pull: !no_pull,
+            },
+            json,
+        ),
         Command::Ssh { service } => compose::ssh(&load()?, &service),
         Command::Backup { dest, json } => backup::backup(&load()?, dest.as_deref(), json),
     }

@@ -13,6 +13,7 @@ use crate::error::{CliError, CliResult};
 pub struct Docker {
     bin: PathBuf,
     project_dir: PathBuf,
+    env_file: Option<PathBuf>,
 }
 
 impl Docker {
@@ -42,20 +43,50 @@ impl Docker {
                 project_dir.display()
             )));
         }
-        Ok(Self { bin, project_dir })
+        let env_file = match &config.compose.env_file {
+            Some(f) if !f.is_file() => {
+                return Err(CliError::usage(format!(
+                    "compose.env_file {} does not exist",
+                    f.display()
+                )))
+            }
+            Some(f) => Some(f.clone()),
+            None => Some(project_dir.join("node.env")).filter(|f| f.is_file()),
+        };
+        Ok(Self {
+            bin,
+            project_dir,
+            env_file,
+        })
     }
 
+    /// `docker <args>`; `docker compose …` reads the node's env file.
     fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(&self.bin);
-        c.args(args).current_dir(&self.project_dir);
+        match (args.split_first(), &self.env_file) {
+            (Some((&"compose", rest)), Some(env)) => {
+                c.arg("compose").arg("--env-file").arg(env).args(rest);
+            }
+            _ => {
+                c.args(args);
+            }
+        }
+        c.current_dir(&self.project_dir);
         c
     }
 
     /// Runs `docker <args>` and returns its trimmed stdout; a failure names
     /// the command and carries docker's own message.
     pub fn output(&self, args: &[&str]) -> CliResult<String> {
+        self.output_with(args, &[])
+    }
+
+    /// [`Docker::output`] with extra environment variables (compose reads
+    /// them before its env file).
+    pub fn output_with(&self, args: &[&str], env: &[(String, String)]) -> CliResult<String> {
         let out = self
             .command(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .output()
             .map_err(|e| CliError::failed(format!("running docker: {e}")))?;
@@ -236,11 +267,94 @@ struct Before {
     image_id: String,
 }
 
-/// `update`: pull, then recreate each service whose image changed, one at
-/// a time, each waiting for its health check. If one fails, every service
-/// recreated so far (and the failing one) goes back to its previous image,
-/// newest first, and the command exits 1.
-pub fn update(config: &NodeConfig, as_json: bool) -> CliResult {
+/// What `update` was asked to do.
+#[derive(Debug, Default)]
+pub struct UpdateRequest {
+    /// Only this service.
+    pub service: Option<String>,
+    /// Move `service` to this image (sets its `AURORA_IMAGE_*` variable).
+    pub image: Option<String>,
+    /// Pull first (not with `image`: it may exist only on this node).
+    pub pull: bool,
+}
+
+/// The variable compose.yaml takes a service's image from:
+/// `asset-sync` → `AURORA_IMAGE_ASSET_SYNC`.
+pub fn image_var(service: &str) -> String {
+    format!(
+        "AURORA_IMAGE_{}",
+        service.to_ascii_uppercase().replace('-', "_")
+    )
+}
+
+impl Docker {
+    /// Each enabled service's image reference as compose resolves it now
+    /// (env file, then `env` on top).
+    fn configured_images(
+        &self,
+        env: &[(String, String)],
+    ) -> CliResult<std::collections::BTreeMap<String, String>> {
+        let text = self.output_with(&["compose", "config", "--format", "json"], env)?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| CliError::failed(format!("`docker compose config` is not JSON: {e}")))?;
+        let mut out = std::collections::BTreeMap::new();
+        if let Some(services) = v["services"].as_object() {
+            for (name, svc) in services {
+                if let Some(image) = svc["image"].as_str() {
+                    out.insert(name.clone(), image.to_string());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn image_id(&self, image_ref: &str) -> CliResult<Option<String>> {
+        Ok(self
+            .output(&["image", "inspect", "--format", "{{.Id}}", image_ref])
+            .ok()
+            .filter(|s| !s.is_empty()))
+    }
+}
+
+/// Sets `key=value` in an env file (replacing the line, or appending it),
+/// atomically and keeping the file's mode (it holds secrets).
+pub fn set_env_var(path: &std::path::Path, key: &str, value: &str) -> CliResult {
+    use std::os::unix::fs::PermissionsExt;
+    let io = |e: std::io::Error| CliError::failed(format!("{}: {e}", path.display()));
+    let text = std::fs::read_to_string(path).map_err(io)?;
+    let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
+    let line = format!("{key}={value}");
+    let mut found = false;
+    let mut lines: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if l.split_once('=').is_some_and(|(k, _)| k.trim() == key) {
+                found = true;
+                line.clone()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    if !found {
+        lines.push(line);
+    }
+    let tmp = path.with_extension("aurora-tmp");
+    std::fs::write(&tmp, lines.join("\n") + "\n").map_err(io)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode & 0o7777)).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// `update`: recreate each service whose configured image differs from the
+/// image its container runs, one at a time, each waiting for its health
+/// check. What a service should run is what compose resolves now (its
+/// `AURORA_IMAGE_*` variable, after a pull) — not the container's old
+/// reference, so a new tag is seen as the change it is. If one fails, every
+/// service recreated so far (and the failing one) goes back to its previous
+/// image, newest first, and the command exits 1. With `--image`, only that
+/// service moves, and its variable is written to the env file once it is
+/// healthy.
+pub fn update(config: &NodeConfig, req: &UpdateRequest, as_json: bool) -> CliResult {
     let d = Docker::new(config)?;
     let timeout = Duration::from_secs(config.compose.health_timeout_secs);
     let started = Instant::now();
@@ -252,8 +366,33 @@ pub fn update(config: &NodeConfig, as_json: bool) -> CliResult {
             outln!("{line}");
         }
     };
+    if let Some(service) = &req.service {
+        d.known_service(service)?;
+    }
+    let mut overrides: Vec<(String, String)> = vec![];
+    if let (Some(service), Some(image)) = (&req.service, &req.image) {
+        let var = image_var(service);
+        overrides.push((var.clone(), image.clone()));
+        let resolved = d.configured_images(&overrides)?;
+        if resolved.get(service) != Some(image) {
+            return Err(CliError::usage(format!(
+                "compose.yaml does not take {service}'s image from {var}, so --image cannot set it"
+            )));
+        }
+        if d.image_id(image)?.is_none() {
+            say(format!("{image} is not on this node: pulling it"));
+            d.output(&["pull", "--quiet", image]).map_err(|e| {
+                CliError::failed(format!(
+                    "image {image} is neither on this node nor pullable ({e}); `docker load` it first"
+                ))
+            })?;
+        }
+    }
     let mut before = Vec::new();
     for service in d.services()? {
+        if req.service.as_ref().is_some_and(|s| *s != service) {
+            continue;
+        }
         let Some(c) = d.container(&service)? else {
             continue; // not running here: nothing to roll back to
         };
@@ -265,27 +404,47 @@ pub fn update(config: &NodeConfig, as_json: bool) -> CliResult {
             image_id,
         });
     }
-    say(format!("pulling images for {} services", before.len()));
-    d.output(&["compose", "pull", "--quiet"])?;
+    if req.pull && req.image.is_none() {
+        say(format!("pulling images for {} services", before.len()));
+        let mut args = vec!["compose", "pull", "--quiet"];
+        if let Some(s) = &req.service {
+            args.push(s);
+        }
+        d.output(&args)?;
+    }
+    let targets = d.configured_images(&overrides)?;
 
     let mut updated: Vec<&Before> = Vec::new();
     let mut unchanged = Vec::new();
     let mut failure = None;
     for b in &before {
-        let new_id = d.output(&["image", "inspect", "--format", "{{.Id}}", &b.image_ref])?;
+        let Some(target) = targets.get(&b.service) else {
+            continue;
+        };
+        let new_id = d.image_id(target)?.ok_or_else(|| {
+            CliError::failed(format!(
+                "{}: image {target} is not on this node (pull it, or `docker load` it)",
+                b.service
+            ))
+        })?;
         if new_id == b.image_id {
             unchanged.push(b.service.clone());
             continue;
         }
         say(format!(
-            "updating {} ({} -> {})",
+            "updating {} ({} {} -> {} {})",
             b.service,
+            b.image_ref,
             short(&b.image_id),
+            target,
             short(&new_id)
         ));
         updated.push(b);
         let result = d
-            .output(&["compose", "up", "-d", "--no-deps", &b.service])
+            .output_with(
+                &["compose", "up", "-d", "--no-deps", &b.service],
+                &overrides,
+            )
             .and_then(|_| {
                 let c = d.container(&b.service)?.ok_or_else(|| {
                     CliError::failed(format!("{} has no container after `up`", b.service))
@@ -300,6 +459,17 @@ pub fn update(config: &NodeConfig, as_json: bool) -> CliResult {
     }
 
     let Some((failed, why)) = failure else {
+        if let (Some((var, image)), false) = (overrides.first(), updated.is_empty()) {
+            match &d.env_file {
+                Some(f) => {
+                    set_env_var(f, var, image)?;
+                    say(format!("  {var}={image} recorded in {}", f.display()));
+                }
+                None => say(format!(
+                    "  no env file: set {var}={image} where compose reads it, or the next `up` goes back"
+                )),
+            }
+        }
         let names: Vec<&str> = updated.iter().map(|b| b.service.as_str()).collect();
         if as_json {
             crate::output::print_json(&serde_json::json!({
@@ -322,9 +492,16 @@ pub fn update(config: &NodeConfig, as_json: bool) -> CliResult {
     let mut rollback_errors = Vec::new();
     let mut rolled_back = Vec::new();
     for b in updated.iter().rev() {
+        // The env file was not changed: compose resolves the old reference
+        // again; re-tagging makes sure it still names the old image.
         let r = d
             .output(&["tag", &b.image_id, &b.image_ref])
-            .and_then(|_| d.output(&["compose", "up", "-d", "--no-deps", &b.service]))
+            .and_then(|_| {
+                d.output_with(
+                    &["compose", "up", "-d", "--no-deps", &b.service],
+                    &[(image_var(&b.service), b.image_ref.clone())],
+                )
+            })
             .and_then(|_| match d.container(&b.service)? {
                 Some(c) => wait_healthy(&d, &b.service, &c, timeout),
                 None => Ok(()),
@@ -360,4 +537,32 @@ pub fn update(config: &NodeConfig, as_json: bool) -> CliResult {
 fn short(id: &str) -> &str {
     let id = id.strip_prefix("sha256:").unwrap_or(id);
     &id[..id.len().min(12)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_variables_follow_the_service_name() {
+        assert_eq!(image_var("asset-sync"), "AURORA_IMAGE_ASSET_SYNC");
+        assert_eq!(image_var("postgres"), "AURORA_IMAGE_POSTGRES");
+    }
+
+    #[test]
+    fn env_file_lines_are_replaced_or_appended_keeping_the_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("node.env");
+        std::fs::write(&f, "A=1\nAURORA_IMAGE_ASSET_SYNC=old:1\nB=x=y\n").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        set_env_var(&f, "AURORA_IMAGE_ASSET_SYNC", "new:2").unwrap();
+        set_env_var(&f, "C", "3").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&f).unwrap(),
+            "A=1\nAURORA_IMAGE_ASSET_SYNC=new:2\nB=x=y\nC=3\n"
+        );
+        let mode = std::fs::metadata(&f).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
 }
