@@ -116,6 +116,12 @@ pub struct ReplicationConfig {
     /// member's PostgreSQL address.
     #[serde(default)]
     pub allowed_networks: Vec<IpNet>,
+    /// Networks any role may connect from with its password (scram), for
+    /// every database: the VPN, and in the compose stack the container
+    /// bridge that the host's published port arrives through. Empty: only
+    /// what `initdb` allowed (loopback).
+    #[serde(default)]
+    pub client_networks: Vec<IpNet>,
     /// Seconds between reconciliations.
     pub loop_interval_secs: u64,
     /// A replica that has not streamed for this long repairs itself
@@ -201,6 +207,7 @@ impl Default for Config {
                 max_slot_wal_keep_size_bytes: 4 << 30,
                 wal_keep_size_bytes: 256 << 20,
                 allowed_networks: Vec::new(),
+                client_networks: Vec::new(),
                 loop_interval_secs: 1,
                 repair_after_secs: 20,
                 switchover_timeout_secs: 60,
@@ -379,6 +386,7 @@ impl Validate for Config {
         &[
             "members",
             "replication.allowed_networks",
+            "replication.client_networks",
             "failover.candidates",
         ]
     }

@@ -183,6 +183,9 @@ pub fn render_hba_block(config: &Config) -> String {
             out.push(format!("host postgres {su} {net} scram-sha-256"));
         }
     }
+    for net in &config.replication.client_networks {
+        out.push(format!("host all all {net} scram-sha-256"));
+    }
     out.push(HBA_END.to_string());
     out.join("\n")
 }
@@ -316,5 +319,28 @@ mod tests {
         let replaced = with_hba_block(&twice, &other);
         assert!(!replaced.contains("10.0.0.0/24"));
         assert!(replaced.contains("host all all all scram-sha-256"));
+    }
+
+    #[test]
+    fn hba_block_admits_replicas_the_superuser_and_client_networks() {
+        let mut c = Config::default();
+        c.replication.allowed_networks = vec!["10.0.0.0/24".parse().unwrap()];
+        let bare = render_hba_block(&c);
+        assert!(bare.contains("host replication replicator 10.0.0.0/24 scram-sha-256"));
+        assert!(!bare.contains("host postgres postgres"), "{bare}");
+        assert!(!bare.contains("host all all"), "{bare}");
+
+        c.postgres.superuser_password = Some(sidecar_kit::Secret::new("pw"));
+        c.replication.client_networks = vec!["172.16.0.0/12".parse().unwrap()];
+        let full = render_hba_block(&c);
+        assert!(
+            full.contains("host postgres postgres 10.0.0.0/24 scram-sha-256"),
+            "{full}"
+        );
+        assert!(
+            full.contains("host all all 172.16.0.0/12 scram-sha-256"),
+            "{full}"
+        );
+        assert!(full.ends_with(HBA_END));
     }
 }
