@@ -1,0 +1,498 @@
+//! The node stack's files checked without starting it: the compose file for
+//! every role, its JSON schema, the Dockerfiles (hadolint), every script
+//! (shellcheck), Prometheus' config, rules and rule unit tests (promtool),
+//! Alertmanager's config (amtool), every Grafana dashboard and each PromQL
+//! expression in it, and the sidecars' own config parsers over what
+//! `compose/node-init.sh` renders. The tools come from `scripts/lib/deps.sh`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is a test failure
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn tool(name: &str) -> PathBuf {
+    sidecar_kit::cli::which(name).unwrap_or_else(|| {
+        panic!("`{name}` is not installed: run scripts/lib/deps.sh (./scripts/test does)")
+    })
+}
+
+fn check(out: Output, what: &str) -> String {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{text}",
+        out.status
+    );
+    text
+}
+
+fn run(cmd: &mut Command, what: &str) -> String {
+    check(cmd.output().unwrap_or_else(|e| panic!("{what}: {e}")), what)
+}
+
+const FLEET: &str = "aurora lead 10.0.0.1,star backup 10.0.0.2,vengeance compute 10.0.0.3";
+
+/// Renders a node's state directory (the lead's secrets, shared).
+fn render(dir: &Path, name: &str, role: &str, ip: &str, fleet_env: Option<&Path>) {
+    let mut c = Command::new(repo().join("compose/node-init.sh"));
+    c.arg("--state-dir").arg(dir).args([
+        "--name",
+        name,
+        "--role",
+        role,
+        "--vpn-ip",
+        ip,
+        "--members",
+        FLEET,
+    ]);
+    if let Some(f) = fleet_env {
+        c.arg("--fleet-env").arg(f);
+    }
+    run(&mut c, "compose/node-init.sh");
+}
+
+struct Fleet {
+    _tmp: tempfile::TempDir,
+    nodes: Vec<(&'static str, PathBuf)>,
+}
+
+fn fleet() -> Fleet {
+    let tmp = tempfile::tempdir().unwrap();
+    let lead = tmp.path().join("aurora");
+    render(&lead, "aurora", "lead", "10.0.0.1", None);
+    let secrets = lead.join("secrets/fleet.env");
+    let star = tmp.path().join("star");
+    render(&star, "star", "backup", "10.0.0.2", Some(&secrets));
+    let vengeance = tmp.path().join("vengeance");
+    render(
+        &vengeance,
+        "vengeance",
+        "compute",
+        "10.0.0.3",
+        Some(&secrets),
+    );
+    Fleet {
+        _tmp: tmp,
+        nodes: vec![("lead", lead), ("backup", star), ("compute", vengeance)],
+    }
+}
+
+fn compose(state: &Path) -> Command {
+    let mut c = Command::new("docker");
+    c.arg("compose")
+        .arg("-f")
+        .arg(repo().join("compose/compose.yaml"))
+        .arg("--env-file")
+        .arg(state.join("node.env"));
+    c
+}
+
+#[test]
+fn compose_file_is_valid_for_every_role_and_the_role_picks_the_services() {
+    let f = fleet();
+    for (role, state) in &f.nodes {
+        run(
+            compose(state).args(["config", "-q"]),
+            "docker compose config",
+        );
+        let services = run(
+            compose(state).args(["config", "--services"]),
+            "docker compose config --services",
+        );
+        let services: Vec<&str> = services.lines().collect();
+        for always in [
+            "wireguard",
+            "postgres",
+            "repl-manager",
+            "redis",
+            "asset-sync",
+            "health-monitor",
+            "prometheus",
+            "grafana",
+            "node-exporter",
+            "cadvisor",
+        ] {
+            assert!(
+                services.contains(&always),
+                "{role}: no {always} in {services:?}"
+            );
+        }
+        for lead_and_backup in ["dns-sync", "garage", "alertmanager"] {
+            assert_eq!(
+                services.contains(&lead_and_backup),
+                *role != "compute",
+                "{role}: {lead_and_backup} in {services:?}"
+            );
+        }
+        // No secret is interpolated into the effective file: they stay in
+        // the env files compose passes to each container.
+        let effective = run(compose(state).arg("config"), "docker compose config");
+        let secrets = std::fs::read_to_string(state.join("secrets/fleet.env")).unwrap();
+        for line in secrets.lines() {
+            let (key, value) = line.split_once('=').unwrap();
+            if key != "S3_ACCESS_KEY_ID" {
+                // The key id is not secret; everything else must not leak.
+                let leaked = effective.contains(value) && !is_env_file_section(&effective, value);
+                assert!(
+                    !leaked,
+                    "{role}: {key} appears in `docker compose config` outside environment"
+                );
+            }
+        }
+    }
+}
+
+/// `compose config` inlines env files into `environment:`; a value there
+/// is expected (that is how the container gets it), anywhere else it is not.
+fn is_env_file_section(effective: &str, value: &str) -> bool {
+    effective.lines().filter(|l| l.contains(value)).all(|l| {
+        l.trim_start().starts_with("AURORA_")
+            || l.trim_start().starts_with("REDIS_PASSWORD")
+            || l.trim_start().starts_with("GF_")
+    })
+}
+
+#[test]
+fn compose_files_match_the_compose_specification_schema() {
+    run(
+        Command::new(tool("check-jsonschema"))
+            .args(["--builtin-schema", "vendor.compose-spec"])
+            .arg(repo().join("compose/compose.yaml"))
+            .arg(repo().join("compose/compose.gpu.yaml")),
+        "check-jsonschema (compose spec)",
+    );
+}
+
+#[test]
+fn a_gpu_node_reserves_its_devices_for_health_monitor() {
+    let f = fleet();
+    let (_, state) = &f.nodes[2];
+    let text = run(
+        compose(state)
+            .arg("-f")
+            .arg(repo().join("compose/compose.gpu.yaml"))
+            .args(["config", "--format", "json"]),
+        "docker compose config (gpu)",
+    );
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let hm = &v["services"]["health-monitor"];
+    let devices = &hm["deploy"]["resources"]["reservations"]["devices"][0];
+    assert_eq!(devices["driver"], "nvidia", "{hm}");
+    assert_eq!(
+        hm["environment"]["AURORA_CHECKS__GPU_INVENTORY"], "true",
+        "{hm}"
+    );
+}
+
+#[test]
+fn dockerfiles_pass_hadolint() {
+    let dir = repo().join("compose/images");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".Dockerfile"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 8, "{files:?}");
+    run(
+        Command::new(tool("hadolint"))
+            .args(["--failure-threshold", "warning", "--no-color"])
+            .args(&files),
+        "hadolint",
+    );
+}
+
+#[test]
+fn shell_scripts_pass_shellcheck() {
+    let root = repo();
+    let mut files = vec![];
+    for dir in [
+        "compose",
+        "compose/images",
+        "scripts",
+        "scripts/lib",
+        "repl-manager",
+        "bench",
+    ] {
+        for e in std::fs::read_dir(root.join(dir)).unwrap() {
+            let p = e.unwrap().path();
+            if !p.is_file() {
+                continue;
+            }
+            let head = std::fs::read(&p).unwrap();
+            let is_shell = head.starts_with(b"#!/bin/sh")
+                || head.starts_with(b"#!/usr/bin/env bash")
+                || head.starts_with(b"#!/bin/bash")
+                || p.extension().is_some_and(|x| x == "sh");
+            if is_shell {
+                files.push(p);
+            }
+        }
+    }
+    assert!(files.len() >= 6, "{files:?}");
+    run(
+        Command::new(tool("shellcheck"))
+            .args(["-x", "-P", "SCRIPTDIR", "--severity=warning"])
+            .args(&files),
+        "shellcheck",
+    );
+}
+
+#[test]
+fn prometheus_config_rules_and_rule_tests() {
+    let f = fleet();
+    let promtool = tool("promtool");
+    for (role, state) in &f.nodes {
+        let text = run(
+            Command::new(&promtool)
+                .args(["check", "config", "--syntax-only"])
+                .arg(state.join("config/prometheus.yml")),
+            "promtool check config",
+        );
+        assert!(text.contains("SUCCESS"), "{role}: {text}");
+        let config = std::fs::read_to_string(state.join("config/prometheus.yml")).unwrap();
+        assert_eq!(
+            config.contains("job_name: federate"),
+            *role != "compute",
+            "{role}"
+        );
+        assert_eq!(
+            config.contains("job_name: dns-sync"),
+            *role != "compute",
+            "{role}"
+        );
+    }
+    let rules = repo().join("compose/config/prometheus/rules/aurora.yml");
+    run(
+        Command::new(&promtool).args(["check", "rules"]).arg(&rules),
+        "promtool check rules",
+    );
+    // Every alert the rules define has a unit test that fires it.
+    let tests = repo().join("compose/config/prometheus/tests/aurora.test.yml");
+    let out = run(
+        Command::new(&promtool).args(["test", "rules"]).arg(&tests),
+        "promtool test rules",
+    );
+    assert!(out.contains("SUCCESS"), "{out}");
+    let rules_text = std::fs::read_to_string(&rules).unwrap();
+    let tests_text = std::fs::read_to_string(&tests).unwrap();
+    for line in rules_text.lines() {
+        if let Some(name) = line.trim().strip_prefix("- alert: ") {
+            assert!(
+                tests_text.contains(&format!("alertname: {name}")),
+                "alert {name} has no promtool unit test"
+            );
+        }
+    }
+}
+
+#[test]
+fn alertmanager_config_is_valid_on_lead_and_backup() {
+    let f = fleet();
+    for (role, state) in f.nodes.iter().filter(|(r, _)| *r != "compute") {
+        let out = run(
+            Command::new(tool("amtool"))
+                .arg("check-config")
+                .arg(state.join("config/alertmanager.yml")),
+            "amtool check-config",
+        );
+        assert!(out.contains("SUCCESS"), "{role}: {out}");
+    }
+}
+
+/// Every dashboard parses, and every PromQL expression in it parses (as a
+/// recording rule, which promtool checks offline). That each one returns
+/// data from the running stack is the stack test's job.
+#[test]
+fn grafana_dashboards_and_their_queries_parse() {
+    let dir = repo().join("compose/config/grafana/dashboards");
+    let mut rules = String::from("groups:\n  - name: dashboard-queries\n    rules:\n");
+    let mut n = 0;
+    let mut titles = vec![];
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        let d: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        titles.push(d["title"].as_str().unwrap().to_string());
+        assert!(
+            d["uid"].as_str().is_some_and(|u| !u.is_empty()),
+            "{}",
+            p.display()
+        );
+        for panel in d["panels"].as_array().unwrap() {
+            assert_eq!(
+                panel["datasource"]["uid"],
+                "aurora-prometheus",
+                "{}",
+                p.display()
+            );
+            for t in panel["targets"].as_array().unwrap() {
+                let expr = t["expr"].as_str().unwrap();
+                n += 1;
+                rules.push_str(&format!(
+                    "      - record: dashboard:query_{n}\n        expr: {}\n",
+                    serde_json::to_string(expr).unwrap()
+                ));
+            }
+        }
+    }
+    titles.sort();
+    for want in ["fleet", "replication", "assets", "DNS", "node resources"] {
+        assert!(
+            titles.iter().any(|t| t.contains(want)),
+            "no {want} dashboard in {titles:?}"
+        );
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("queries.yml");
+    std::fs::write(&file, rules).unwrap();
+    run(
+        Command::new(tool("promtool"))
+            .args(["check", "rules"])
+            .arg(&file),
+        "promtool check rules (dashboard queries)",
+    );
+    assert!(n >= 25, "{n} queries");
+    let ds = std::fs::read_to_string(
+        repo().join("compose/config/grafana/provisioning/datasources/prometheus.yml"),
+    )
+    .unwrap();
+    assert!(ds.contains("uid: aurora-prometheus"), "{ds}");
+}
+
+/// What node-init renders is accepted by each sidecar's own config parser
+/// (`--check-config`): every key known, every value valid.
+#[test]
+fn rendered_sidecar_configs_pass_the_sidecars_own_checks() {
+    let f = fleet();
+    for (role, state) in &f.nodes {
+        let mut sidecars = vec!["repl-manager", "asset-sync", "health-monitor"];
+        if *role != "compute" {
+            sidecars.push("dns-sync");
+        }
+        for s in sidecars {
+            let bin = testbed::tools::workspace_bin(s).unwrap();
+            let env = std::fs::read_to_string(state.join(format!("env/{s}.env"))).unwrap();
+            let mut c = Command::new(bin);
+            c.arg("--check-config").env_clear();
+            for line in env.lines() {
+                let (k, v) = line.split_once('=').unwrap();
+                if k == "AURORA_CONFIG" {
+                    // The container's path, here on the host.
+                    c.env(k, state.join(format!("config/{s}.toml")));
+                } else {
+                    c.env(k, v);
+                }
+            }
+            let out = run(&mut c, &format!("{s} --check-config ({role})"));
+            assert!(
+                out.contains("[redacted]"),
+                "{s}: secrets must print redacted:\n{out}"
+            );
+        }
+    }
+}
+
+/// The state directory keeps secrets private and a rerun changes nothing.
+#[test]
+fn node_init_keeps_secrets_private_and_is_idempotent() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("aurora");
+    render(&dir, "aurora", "lead", "10.0.0.1", None);
+    let snapshot = |d: &Path| -> Vec<(PathBuf, Vec<u8>, u32)> {
+        let mut out = vec![];
+        let mut stack = vec![d.to_path_buf()];
+        while let Some(x) = stack.pop() {
+            for e in std::fs::read_dir(&x).unwrap() {
+                let p = e.unwrap().path();
+                let meta = std::fs::metadata(&p).unwrap();
+                if meta.is_dir() {
+                    stack.push(p);
+                } else {
+                    out.push((
+                        p.clone(),
+                        std::fs::read(&p).unwrap(),
+                        meta.permissions().mode() & 0o777,
+                    ));
+                }
+            }
+        }
+        out.sort();
+        out
+    };
+    let first = snapshot(&dir);
+    for (path, content, mode) in &first {
+        let rel = path
+            .strip_prefix(&dir)
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        let secret = rel.starts_with("env/")
+            || rel.starts_with("secrets/") && !rel.ends_with("public.key")
+            || rel == "node.env"
+            || rel == "config/garage.toml";
+        if secret {
+            assert_eq!(*mode, 0o600, "{rel} is {mode:o}");
+        }
+        if rel == "secrets/fleet.env" || rel == "secrets/node.env" {
+            let text = String::from_utf8_lossy(content);
+            for line in text.lines() {
+                let (k, v) = line.split_once('=').unwrap();
+                if k != "S3_ACCESS_KEY_ID" {
+                    assert!(v.len() >= 32, "{k} is only {} characters", v.len());
+                }
+            }
+        }
+    }
+    render(&dir, "aurora", "lead", "10.0.0.1", None);
+    assert_eq!(first, snapshot(&dir), "a rerun changed the state directory");
+
+    // Bad answers are refused with the reason, before anything is written.
+    for (args, want) in [
+        (
+            vec![
+                "--name", "Bad_Name", "--role", "lead", "--vpn-ip", "10.0.0.9",
+            ],
+            "DNS label",
+        ),
+        (
+            vec!["--name", "x", "--role", "boss", "--vpn-ip", "10.0.0.9"],
+            "lead, backup or compute",
+        ),
+        (
+            vec!["--name", "x", "--role", "compute", "--vpn-ip", "10.0.0.9"],
+            "--fleet-env",
+        ),
+        (
+            vec!["--name", "x", "--role", "lead", "--vpn-ip", "ten"],
+            "IPv4",
+        ),
+    ] {
+        let fresh = tmp.path().join("fresh");
+        let out = Command::new(repo().join("compose/node-init.sh"))
+            .arg("--state-dir")
+            .arg(&fresh)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(
+            !fresh.join("secrets/fleet.env").exists(),
+            "{args:?} wrote secrets"
+        );
+    }
+}
