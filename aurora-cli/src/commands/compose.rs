@@ -160,6 +160,20 @@ impl Docker {
             container,
         ])
     }
+
+    /// How often the container has been restarted, and its last exit code.
+    fn restarts(&self, container: &str) -> CliResult<(u64, i64)> {
+        let out = self.output(&[
+            "inspect",
+            "--format",
+            "{{.RestartCount}} {{.State.ExitCode}}",
+            container,
+        ])?;
+        let mut parts = out.split_whitespace();
+        let count = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        let code = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        Ok((count, code))
+    }
 }
 
 pub fn logs(
@@ -231,6 +245,14 @@ fn wait_healthy(d: &Docker, service: &str, container: &str, timeout: Duration) -
     let deadline = Instant::now() + timeout;
     let mut running_since: Option<Instant> = None;
     loop {
+        // A new container that already restarted is crash-looping: no
+        // point waiting out the timeout.
+        let (restarts, code) = d.restarts(container)?;
+        if restarts > 0 {
+            return Err(CliError::failed(format!(
+                "{service} keeps exiting (status {code}, restarted {restarts} times)"
+            )));
+        }
         let state = d.state(container)?;
         let mut parts = state.split_whitespace();
         let status = parts.next().unwrap_or("");
