@@ -148,14 +148,22 @@ for ip in "$lead_ip" "$backup_ip"; do
   [ -n "$ip" ] && [ "$ip" != "$vpn_ip" ] && origins+="${origins:+,}http://$ip:3900"
 done
 first_origin=${origins%%,*}
+fallbacks=""
+if [ "$origins" != "$first_origin" ]; then
+  fallbacks=$(printf '%s' "${origins#*,}" | sed 's/[^,]*/"&"/g; s/,/, /g')
+fi
 
 # --- node.env: what compose.yaml interpolates ----------------------------------
+# A --set value replaces the default of the same name.
+given() { local kv; for kv in "${extra[@]+"${extra[@]}"}"; do [ "${kv%%=*}" = "$1" ] && return 0; done; return 1; }
 {
   echo "AURORA_STATE_DIR=$state"
-  echo "AURORA_PROJECT=aurora-$name"
-  echo "COMPOSE_PROFILES=$role"
-  if [ "$role" = lead ] && [ -n "$backup_ip" ]; then echo "AURORA_ALERTMANAGER_PEER=$backup_ip:9094"; fi
-  if [ "$role" = backup ]; then echo "AURORA_ALERTMANAGER_PEER=$lead_ip:9094"; fi
+  given AURORA_PROJECT || echo "AURORA_PROJECT=aurora-$name"
+  given COMPOSE_PROFILES || echo "COMPOSE_PROFILES=$role"
+  if ! given AURORA_ALERTMANAGER_PEER; then
+    if [ "$role" = lead ] && [ -n "$backup_ip" ]; then echo "AURORA_ALERTMANAGER_PEER=$backup_ip:9094"; fi
+    if [ "$role" = backup ]; then echo "AURORA_ALERTMANAGER_PEER=$lead_ip:9094"; fi
+  fi
   for kv in "${extra[@]+"${extra[@]}"}"; do echo "$kv"; done
 } > "$state/node.env"
 
@@ -240,6 +248,8 @@ format = "json"
 
 [s3]
 endpoint = "$first_origin"
+# Tried in order when the ones before cannot list the bucket.
+fallback_endpoints = [$fallbacks]
 region = "garage"
 bucket = "assets"
 force_path_style = true

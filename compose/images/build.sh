@@ -183,6 +183,10 @@ build_image() { # NAME DOCKERFILE CONTEXT build-args...
 }
 
 main() {
+  # One build at a time per cache (parallel test runs share it).
+  mkdir -p "$cache"
+  exec 9>"$cache/.lock"
+  flock 9
   local sidecars=(asset-sync health-monitor dns-sync)
   local runtime postgres services pgv ctx
   if want postgres || want repl-manager || want asset-sync || want health-monitor || want dns-sync \

@@ -69,9 +69,23 @@ fn free_port() -> u16 {
     testbed::ports::free_port().unwrap()
 }
 
+/// What a node of a test fleet is.
+struct NodeSpec<'a> {
+    name: &'static str,
+    role: &'static str,
+    vpn_ip: &'static str,
+    /// `--members` (the whole fleet); empty: this node alone.
+    members: &'a str,
+    /// The lead's `secrets/fleet.env`, for a joining node.
+    fleet_env: Option<&'a Path>,
+    /// The shared network standing in for the internet, and this node's
+    /// WireGuard address on it.
+    wan: Option<(&'a str, String)>,
+}
+
 /// One node's compose project; `down -v` on drop, logs kept on failure.
 struct Node {
-    project: String,
+    name: &'static str,
     state: tempfile::TempDir,
     env: BTreeMap<String, String>,
     ports: BTreeMap<&'static str, u16>,
@@ -80,24 +94,88 @@ struct Node {
 }
 
 impl Node {
+    /// `docker compose` for this node: the files, the project name and
+    /// every variable come from its env file (COMPOSE_FILE, AURORA_PROJECT),
+    /// exactly as `aurora-cli` runs it.
     fn compose(&self) -> Command {
         let mut c = Command::new("docker");
         c.arg("compose")
-            .arg("-f")
-            .arg(repo().join("compose/compose.yaml"))
             .arg("--env-file")
-            .arg(self.state.path().join("node.env"))
-            .arg("-p")
-            .arg(&self.project);
+            .arg(self.state.path().join("node.env"));
         c
+    }
+
+    fn project(&self) -> &str {
+        &self.env["AURORA_PROJECT"]
     }
 
     fn url(&self, service: &'static str, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.ports[service])
     }
 
+    /// `node.toml` for aurora-cli on the host, pointing at this node.
+    fn cli_config(&self) -> PathBuf {
+        let path = self.state.path().join("node.toml");
+        let role = &self.env["COMPOSE_PROFILES"];
+        let dns = if role == "compute" {
+            String::new()
+        } else {
+            self.url("dns-sync", "")
+        };
+        std::fs::write(
+            &path,
+            format!(
+                "[node]\nname = \"{}\"\nrole = \"{role}\"\n\n[admin]\ntoken = \"{}\"\n\n\
+                 [sidecars]\nrepl_manager = \"{}\"\nhealth_monitor = \"{}\"\nasset_sync = \"{}\"\ndns_sync = \"{dns}\"\n\n\
+                 [compose]\nproject_dir = \"{}\"\nenv_file = \"{}\"\nhealth_timeout_secs = 90\n",
+                self.name,
+                self.secrets["ADMIN_TOKEN"],
+                self.url("repl-manager", ""),
+                self.url("health-monitor", ""),
+                self.url("asset-sync", ""),
+                repo().join("compose").display(),
+                self.state.path().join("node.env").display(),
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    /// `aurora-cli --config <this node> ARGS`: its stdout, or its whole
+    /// output as the error.
+    async fn cli(&self, args: &[&str]) -> Result<String, String> {
+        let cli = testbed::tools::workspace_bin("aurora-cli").unwrap();
+        let out = Command::new(cli)
+            .arg("--config")
+            .arg(self.cli_config())
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .map_err(|e| e.to_string())?;
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        if out.status.success() {
+            Ok(stdout)
+        } else {
+            Err(format!(
+                "aurora-cli {} exited {}:\n{stdout}\n{}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+
+    async fn status(&self, sidecar: &'static str) -> Result<Value, String> {
+        HttpClient::new(Duration::from_secs(5))
+            .get_json::<Value>(&self.url(sidecar, "/status"))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     async fn save_diagnostics(&self) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("{}-diagnostics", self.project));
+        let dir = std::env::temp_dir().join(format!("{}-diagnostics", self.project()));
         let _ = std::fs::create_dir_all(&dir);
         if let Ok(out) = self.compose().args(["logs", "--no-color"]).output().await {
             let _ = std::fs::write(dir.join("compose.log"), &out.stdout);
@@ -105,11 +183,10 @@ impl Node {
         if let Ok(out) = self.compose().args(["ps", "-a"]).output().await {
             let _ = std::fs::write(dir.join("ps.txt"), &out.stdout);
         }
-        let http = HttpClient::new(Duration::from_secs(3));
         for s in ["repl-manager", "asset-sync", "health-monitor", "dns-sync"] {
-            let body = match http.get(&self.url(s, "/status")).await {
-                Ok(r) => r.text(),
-                Err(e) => e.to_string(),
+            let body = match self.status(s).await {
+                Ok(v) => v.to_string(),
+                Err(e) => e,
             };
             let _ = std::fs::write(dir.join(format!("{s}.status.json")), body);
         }
@@ -137,7 +214,8 @@ impl Drop for Node {
             });
             if let Some(dir) = dir {
                 eprintln!(
-                    "stack test failed: compose logs and /status saved in {}",
+                    "stack test failed: {}'s compose logs and /status saved in {}",
+                    self.name,
                     dir.display()
                 );
             }
@@ -145,12 +223,8 @@ impl Drop for Node {
         if !keep {
             let _ = std::process::Command::new("docker")
                 .arg("compose")
-                .arg("-f")
-                .arg(repo().join("compose/compose.yaml"))
                 .arg("--env-file")
                 .arg(self.state.path().join("node.env"))
-                .arg("-p")
-                .arg(&self.project)
                 .args(["down", "-v", "--remove-orphans", "--timeout", "10"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -186,9 +260,11 @@ fn read_env(path: &Path) -> BTreeMap<String, String> {
         .collect()
 }
 
-async fn init_lead(images: &BTreeMap<String, String>) -> Node {
+/// Renders a node's state directory with compose/node-init.sh: its own
+/// host ports, the test images, and (in a fleet) the shared network.
+async fn init_node(spec: &NodeSpec<'_>, images: &BTreeMap<String, String>) -> Node {
     let state = tempfile::Builder::new()
-        .prefix("aurora-stack-")
+        .prefix(&format!("aurora-stack-{}-", spec.name))
         .tempdir()
         .unwrap();
     let project = format!(
@@ -220,10 +296,46 @@ async fn init_lead(images: &BTreeMap<String, String>) -> Node {
     ] {
         ports.insert(name, (var, free_port()));
     }
+    let mut files = vec![repo().join("compose/compose.yaml")];
+    if let Some((network, ip)) = &spec.wan {
+        // The stand-in for the internet: WireGuard's container joins it.
+        let wan = state.path().join("wan.yaml");
+        std::fs::write(
+            &wan,
+            format!(
+                "services:\n  wireguard:\n    networks:\n      default: {{}}\n      wan:\n        ipv4_address: {ip}\n\
+                 networks:\n  wan:\n    external: true\n    name: {network}\n"
+            ),
+        )
+        .unwrap();
+        files.push(wan);
+    }
+    let compose_file = files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":");
+    let members = if spec.members.is_empty() {
+        format!("{} {} {}", spec.name, spec.role, spec.vpn_ip)
+    } else {
+        spec.members.to_string()
+    };
     let mut cmd = Command::new(repo().join("compose/node-init.sh"));
     cmd.arg("--state-dir")
         .arg(state.path())
-        .args(["--name", "aurora", "--role", "lead", "--vpn-ip", "10.0.0.1"])
+        .args([
+            "--name",
+            spec.name,
+            "--role",
+            spec.role,
+            "--vpn-ip",
+            spec.vpn_ip,
+        ])
+        .args(["--members", &members])
+        .arg("--set")
+        .arg(format!("COMPOSE_FILE={compose_file}"))
+        .arg("--set")
+        .arg(format!("AURORA_PROJECT={project}"))
         .args(["--set", "AURORA_WG_BIND=127.0.0.1"])
         // This machine's / is not a shared mount (no systemd), and Docker
         // binds / only as rslave: node-exporter sees the state directory
@@ -231,6 +343,12 @@ async fn init_lead(images: &BTreeMap<String, String>) -> Node {
         .arg("--set")
         .arg(format!("AURORA_HOST_ROOT={}", state.path().display()))
         .args(["--set", "AURORA_HOST_ROOT_PROPAGATION=rprivate"]);
+    if let Some(f) = spec.fleet_env {
+        cmd.arg("--fleet-env").arg(f);
+    }
+    if let Some((_, ip)) = &spec.wan {
+        cmd.args(["--wg-endpoint", &format!("{ip}:51820")]);
+    }
     for (var, port) in ports.values() {
         cmd.arg("--set").arg(format!("{var}={port}"));
     }
@@ -242,7 +360,7 @@ async fn init_lead(images: &BTreeMap<String, String>) -> Node {
     let mut secrets = read_env(&state.path().join("secrets/fleet.env"));
     secrets.extend(read_env(&state.path().join("secrets/node.env")));
     Node {
-        project,
+        name: spec.name,
         env,
         ports: ports.into_iter().map(|(k, (_, p))| (k, p)).collect(),
         state,
@@ -251,45 +369,101 @@ async fn init_lead(images: &BTreeMap<String, String>) -> Node {
     }
 }
 
-/// Garage's first start: one node holding every partition, the fleet's key
-/// imported, the bucket created (what the installer does on a lead).
-async fn garage_setup(node: &Node) {
-    let exec = |args: &[&str]| {
-        let mut c = node.compose();
-        c.args(["exec", "-T", "garage", "/garage"]).args(args);
-        c
-    };
-    let status = run(&mut exec(&["node", "id", "-q"]), "garage node id").await;
-    let id = status.trim().split('@').next().unwrap().to_string();
-    run(
-        &mut exec(&["layout", "assign", "-z", "dc1", "-c", "1G", &id]),
-        "garage layout assign",
+async fn garage(node: &Node, args: &[&str]) -> String {
+    let mut c = node.compose();
+    c.args(["exec", "-T", "garage", "/garage"]).args(args);
+    run(&mut c, &format!("garage {}", args.join(" "))).await
+}
+
+async fn garage_node_id(node: &Node) -> String {
+    let out = garage(node, &["node", "id", "-q"]).await;
+    out.trim().split('@').next().unwrap().to_string()
+}
+
+/// Garage's first start (what the installer does): every node of the
+/// origin in the layout, each its own zone (lead and backup: two copies of
+/// every object), the fleet's key imported, the bucket created.
+async fn garage_setup(nodes: &[&Node]) {
+    let first = nodes[0];
+    let mut ids = vec![];
+    for n in nodes {
+        ids.push((n, garage_node_id(n).await));
+    }
+    for (n, id) in ids.iter().skip(1) {
+        let peer = format!("{id}@{}:3901", n.env_vpn_ip());
+        eventually(
+            "garage nodes connect over the VPN",
+            Duration::from_secs(60),
+            || async {
+                let mut c = first.compose();
+                c.args(["exec", "-T", "garage", "/garage", "node", "connect", &peer]);
+                let out = c.output().await.map_err(|e| e.to_string())?;
+                if out.status.success() {
+                    Ok(())
+                } else {
+                    Err(String::from_utf8_lossy(&out.stderr).to_string())
+                }
+            },
+        )
+        .await;
+    }
+    for (n, id) in &ids {
+        let zone = format!("dc-{}", n.name);
+        garage(first, &["layout", "assign", "-z", &zone, "-c", "1G", id]).await;
+    }
+    garage(first, &["layout", "apply", "--version", "1"]).await;
+    let key = &first.secrets["S3_ACCESS_KEY_ID"];
+    let secret = &first.secrets["S3_SECRET_ACCESS_KEY"];
+    garage(
+        first,
+        &["key", "import", "--yes", "-n", "assets", key, secret],
     )
     .await;
-    run(
-        &mut exec(&["layout", "apply", "--version", "1"]),
-        "garage layout apply",
-    )
-    .await;
-    let key = &node.secrets["S3_ACCESS_KEY_ID"];
-    let secret = &node.secrets["S3_SECRET_ACCESS_KEY"];
-    run(
-        &mut exec(&["key", "import", "--yes", "-n", "assets", key, secret]),
-        "garage key import",
-    )
-    .await;
-    run(
-        &mut exec(&["bucket", "create", "assets"]),
-        "garage bucket create",
-    )
-    .await;
-    run(
-        &mut exec(&[
+    garage(first, &["bucket", "create", "assets"]).await;
+    garage(
+        first,
+        &[
             "bucket", "allow", "--read", "--write", "assets", "--key", key,
-        ]),
-        "garage bucket allow",
+        ],
     )
     .await;
+}
+
+impl Node {
+    fn env_vpn_ip(&self) -> String {
+        let wg = read_env(&self.state.path().join("env/wireguard.env"));
+        wg["WG_ADDRESS"].split('/').next().unwrap().to_string()
+    }
+}
+
+/// Asks the node's asset-sync for a pass, then reads `rel` from its
+/// `/assets` volume (`docker compose cp`: the image has no shell).
+async fn synced_file(node: &Node, rel: &str, want: &str) -> Result<(), String> {
+    let token = Secret::new(node.secrets["ADMIN_TOKEN"].clone());
+    HttpClient::new(Duration::from_secs(30))
+        .send(
+            hyper::Method::POST,
+            &node.url("asset-sync", "/sync"),
+            Some(&token),
+            None,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let out = node
+        .compose()
+        .args(["cp", &format!("asset-sync:/assets/{rel}"), "-"])
+        .output()
+        .await
+        .map_err(|e| e.to_string())?;
+    // `cp … -` writes a tar stream; the file's content is in it verbatim.
+    if String::from_utf8_lossy(&out.stdout).contains(want) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{rel} not mirrored yet: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
 }
 
 fn s3(node: &Node) -> aws_sdk_s3::Client {
@@ -377,7 +551,18 @@ fn dashboard_queries() -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread")]
 async fn one_lead_node_comes_up_healthy_and_monitored() {
     let images = build_images().await;
-    let mut node = init_lead(&images).await;
+    let mut node = init_node(
+        &NodeSpec {
+            name: "aurora",
+            role: "lead",
+            vpn_ip: "10.0.0.1",
+            members: "",
+            fleet_env: None,
+            wan: None,
+        },
+        &images,
+    )
+    .await;
     assert_eq!(node.env["COMPOSE_PROFILES"], "lead");
 
     let started = Instant::now();
@@ -445,7 +630,7 @@ async fn one_lead_node_comes_up_healthy_and_monitored() {
     assert!(authed.contains("allkeys-lru"), "{authed}");
 
     // The asset origin, then a mirror pass on demand.
-    garage_setup(&node).await;
+    garage_setup(&[&node]).await;
     s3(&node)
         .put_object()
         .bucket("assets")
@@ -456,42 +641,10 @@ async fn one_lead_node_comes_up_healthy_and_monitored() {
         .send()
         .await
         .unwrap();
-    let http = HttpClient::new(Duration::from_secs(30));
-    let token = Secret::new(node.secrets["ADMIN_TOKEN"].clone());
     eventually(
         "asset-sync mirrors the bucket",
         Duration::from_secs(60),
-        || async {
-            http.send(
-                hyper::Method::POST,
-                &node.url("asset-sync", "/sync"),
-                Some(&token),
-                None,
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-            let out = Command::new("docker")
-                .args(["compose", "-f"])
-                .arg(repo().join("compose/compose.yaml"))
-                .arg("--env-file")
-                .arg(node.state.path().join("node.env"))
-                .args([
-                    "-p",
-                    &node.project,
-                    "cp",
-                    "asset-sync:/assets/img/logo.txt",
-                    "-",
-                ])
-                .output()
-                .await
-                .map_err(|e| e.to_string())?;
-            let text = String::from_utf8_lossy(&out.stdout).to_string();
-            if text.contains("aurora asset") {
-                Ok(())
-            } else {
-                Err(String::from_utf8_lossy(&out.stderr).to_string())
-            }
-        },
+        || synced_file(&node, "img/logo.txt", "aurora asset"),
     )
     .await;
 
@@ -597,43 +750,10 @@ async fn one_lead_node_comes_up_healthy_and_monitored() {
     .await;
 
     // aurora-cli on the host sees a healthy node.
-    let cli_config = node.state.path().join("node.toml");
-    std::fs::write(
-        &cli_config,
-        format!(
-            "[node]\nname = \"aurora\"\nrole = \"lead\"\n\n[admin]\ntoken = \"{}\"\n\n[sidecars]\nrepl_manager = \"{}\"\nhealth_monitor = \"{}\"\nasset_sync = \"{}\"\ndns_sync = \"{}\"\n",
-            node.secrets["ADMIN_TOKEN"],
-            node.url("repl-manager", ""),
-            node.url("health-monitor", ""),
-            node.url("asset-sync", ""),
-            node.url("dns-sync", ""),
-        ),
-    )
-    .unwrap();
-    let cli = testbed::tools::workspace_bin("aurora-cli").unwrap();
     eventually(
         "aurora-cli status shows a healthy node",
         Duration::from_secs(60),
-        || async {
-            let out = Command::new(&cli)
-                .arg("--config")
-                .arg(&cli_config)
-                .arg("status")
-                .env("NO_COLOR", "1")
-                .output()
-                .await
-                .map_err(|e| e.to_string())?;
-            let text = String::from_utf8_lossy(&out.stdout).to_string();
-            if out.status.success() {
-                Ok(text)
-            } else {
-                Err(format!(
-                    "{}\n{}",
-                    text,
-                    String::from_utf8_lossy(&out.stderr)
-                ))
-            }
-        },
+        || node.cli(&["status"]),
     )
     .await;
     node.passed = true;
@@ -648,4 +768,477 @@ fn percent(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// A Docker network standing in for the internet between the nodes'
+/// WireGuard endpoints (nothing else of a node is on it); removed on drop,
+/// after the nodes (declare it first).
+struct Wan {
+    name: String,
+    hosts: Vec<std::net::Ipv4Addr>,
+}
+
+impl Wan {
+    async fn create() -> Wan {
+        // Fixed container addresses need a subnet given at creation: a
+        // random /24 of 172.28.0.0/14, another one if Docker has it already.
+        for _ in 0..16 {
+            let r = sidecar_kit::telemetry::random_u64();
+            let name = format!("aurora-test-wan-{:08x}", r as u32);
+            let subnet = format!("172.{}.{}.0/24", 28 + (r >> 32) % 4, (r >> 40) % 256);
+            let out = Command::new("docker")
+                .args([
+                    "network", "create", "--driver", "bridge", "--subnet", &subnet, &name,
+                ])
+                .output()
+                .await
+                .unwrap();
+            if out.status.success() {
+                let net: ipnet::Ipv4Net = subnet.parse().unwrap();
+                return Wan {
+                    name,
+                    hosts: net.hosts().collect(),
+                };
+            }
+        }
+        panic!("no free /24 in 172.28.0.0/14 for the test's stand-in internet");
+    }
+
+    /// An address well clear of the gateway and of Docker's own picks.
+    fn ip(&self, i: usize) -> String {
+        self.hosts[100 + i].to_string()
+    }
+}
+
+impl Drop for Wan {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["network", "rm", &self.name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// The services a role runs here (Grafana and cAdvisor cannot).
+fn services_of(role: &str) -> Vec<&'static str> {
+    SERVICES
+        .iter()
+        .copied()
+        .filter(|s| role != "compute" || !matches!(*s, "dns-sync" | "garage" | "alertmanager"))
+        .collect()
+}
+
+async fn up(node: &Node) {
+    let started = Instant::now();
+    let role = node.env["COMPOSE_PROFILES"].clone();
+    run(
+        node.compose()
+            .args(["up", "-d", "--wait", "--wait-timeout", "300"])
+            .args(services_of(&role)),
+        &format!("docker compose up --wait ({})", node.name),
+    )
+    .await;
+    eprintln!(
+        "stack: {} ({role}) healthy in {:.1} s",
+        node.name,
+        started.elapsed().as_secs_f64()
+    );
+}
+
+async fn pg(node: &Node) -> Result<tokio_postgres::Client, String> {
+    let dsn = format!(
+        "host=127.0.0.1 port={} user=postgres dbname=postgres password={}",
+        node.ports["postgres"], node.secrets["POSTGRES_PASSWORD"]
+    );
+    let target = cluster_db::DbTarget::parse(&dsn).map_err(|e| e.to_string())?;
+    cluster_db::connect(&target, Duration::from_secs(5))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn dig(node: &Node, name: &str) -> String {
+    let out = Command::new("dig")
+        .args(["@127.0.0.1", "-p", &node.ports["dns"].to_string()])
+        .args(["+short", "+time=2", "+tries=1", name])
+        .output()
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Each container of the node: (service, container id, started at).
+async fn containers(node: &Node) -> BTreeMap<String, (String, String)> {
+    let ids = run(node.compose().args(["ps", "-q"]), "docker compose ps").await;
+    let mut out = BTreeMap::new();
+    for id in ids.lines().filter(|l| !l.is_empty()) {
+        let info = run(
+            Command::new("docker").args([
+                "inspect",
+                "--format",
+                "{{index .Config.Labels \"com.docker.compose.service\"}} {{.State.StartedAt}} {{.Image}}",
+                id,
+            ]),
+            "docker inspect",
+        )
+        .await;
+        let mut parts = info.split_whitespace();
+        let service = parts.next().unwrap().to_string();
+        let started = parts.next().unwrap().to_string();
+        let image = parts.next().unwrap().to_string();
+        out.insert(service, (format!("{id} {image}"), started));
+    }
+    out
+}
+
+/// An image derived from `base` with one more Dockerfile line.
+async fn derived_image(base: &str, tag: &str, line: &str) {
+    let mut child = Command::new("docker")
+        .args(["build", "--quiet", "--tag", tag, "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let dockerfile = format!("FROM {base}\n{line}\n");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(dockerfile.as_bytes())
+        .await
+        .unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "docker build {tag}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+const FLEET: &str = "aurora lead 10.0.0.1,star backup 10.0.0.2,vengeance compute 10.0.0.3";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_nodes_over_wireguard_fail_over_rejoin_and_swap_a_sidecar() {
+    let images = build_images().await;
+    let wan = Wan::create().await;
+    let mut lead = init_node(
+        &NodeSpec {
+            name: "aurora",
+            role: "lead",
+            vpn_ip: "10.0.0.1",
+            members: FLEET,
+            fleet_env: None,
+            wan: Some((&wan.name, wan.ip(1))),
+        },
+        &images,
+    )
+    .await;
+    let fleet_env = lead.state.path().join("secrets/fleet.env");
+    let mut star = init_node(
+        &NodeSpec {
+            name: "star",
+            role: "backup",
+            vpn_ip: "10.0.0.2",
+            members: FLEET,
+            fleet_env: Some(&fleet_env),
+            wan: Some((&wan.name, wan.ip(2))),
+        },
+        &images,
+    )
+    .await;
+    let mut vengeance = init_node(
+        &NodeSpec {
+            name: "vengeance",
+            role: "compute",
+            vpn_ip: "10.0.0.3",
+            members: FLEET,
+            fleet_env: Some(&fleet_env),
+            wan: Some((&wan.name, wan.ip(3))),
+        },
+        &images,
+    )
+    .await;
+    // What joining gives a node: every other node's key and endpoint. (From
+    // then on health-monitor keeps the peers from the registry.)
+    let all = [(&lead, 1), (&star, 2), (&vengeance, 3)];
+    for (me, _) in &all {
+        let mut peers = String::new();
+        for (other, i) in &all {
+            if other.name == me.name {
+                continue;
+            }
+            let key =
+                std::fs::read_to_string(other.state.path().join("secrets/wireguard/public.key"))
+                    .unwrap();
+            peers.push_str(&format!(
+                "[Peer]\nPublicKey = {}\nAllowedIPs = {}/32\nEndpoint = {}:51820\nPersistentKeepalive = 5\n\n",
+                key.trim(),
+                other.env_vpn_ip(),
+                wan.ip(*i)
+            ));
+        }
+        std::fs::write(
+            me.state.path().join("secrets/wireguard/peers.static.conf"),
+            peers,
+        )
+        .unwrap();
+    }
+
+    // The lead first (it initialises the cluster), then the backup (cloned
+    // through the tunnel), the asset origin across both, then the compute.
+    up(&lead).await;
+    up(&star).await;
+    garage_setup(&[&lead, &star]).await;
+    up(&vengeance).await;
+
+    // Replication streams through the tunnel, the backup synchronous.
+    let status = eventually(
+        "the backup is the synchronous standby, the compute streams",
+        Duration::from_secs(120),
+        || async {
+            let s = lead.status("repl-manager").await?;
+            let replicas = s["replicas"].as_array().cloned().unwrap_or_default();
+            let find = |n: &str| replicas.iter().find(|r| r["name"] == n).cloned();
+            match (find("star"), find("vengeance")) {
+                (Some(b), Some(c))
+                    if b["state"] == "streaming"
+                        && b["sync_state"] == "sync"
+                        && c["state"] == "streaming" =>
+                {
+                    Ok(s)
+                }
+                _ => Err(format!("replicas: {replicas:?}")),
+            }
+        },
+    )
+    .await;
+    let replicas = status["replicas"].as_array().unwrap();
+    for (name, ip) in [("star", "10.0.0.2"), ("vengeance", "10.0.0.3")] {
+        let r = replicas.iter().find(|r| r["name"] == name).unwrap();
+        let addr = r["client_addr"].as_str().unwrap_or("");
+        assert_eq!(
+            addr.trim_end_matches("/32"),
+            ip,
+            "{name} does not stream through the VPN: {r}"
+        );
+    }
+    let lc = pg(&lead).await.unwrap();
+    lc.batch_execute("CREATE TABLE fleet_probe (id int PRIMARY KEY, who text); INSERT INTO fleet_probe VALUES (1, 'written on the lead')")
+        .await
+        .unwrap();
+    eventually(
+        "a row written on the lead is read on the compute node",
+        Duration::from_secs(30),
+        || async {
+            let c = pg(&vengeance).await?;
+            let rows = c
+                .query("SELECT who FROM fleet_probe WHERE id = 1", &[])
+                .await
+                .map_err(|e| e.to_string())?;
+            (rows.len() == 1)
+                .then_some(())
+                .ok_or_else(|| "not there yet".to_string())
+        },
+    )
+    .await;
+    eventually(
+        "aurora-cli status shows a healthy fleet",
+        Duration::from_secs(90),
+        || lead.cli(&["status"]),
+    )
+    .await;
+
+    // The lead's Prometheus federates the other nodes, found in the registry.
+    eventually(
+        "the lead federates star and vengeance",
+        Duration::from_secs(120),
+        || async {
+            let data = prometheus(&lead, "/api/v1/targets").await?;
+            let up: Vec<String> = data["activeTargets"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .filter(|t| t["labels"]["job"] == "federate" && t["health"] == "up")
+                .map(|t| t["labels"]["node"].as_str().unwrap_or("").to_string())
+                .collect();
+            (up.contains(&"star".to_string()) && up.contains(&"vengeance".to_string()))
+                .then_some(())
+                .ok_or_else(|| format!("federation targets up: {up:?}"))
+        },
+    )
+    .await;
+
+    // Star is the asset mirror: an object already replicated reaches the
+    // compute node with the lead's origin stopped.
+    s3(&lead)
+        .put_object()
+        .bucket("assets")
+        .key("mirror/only-copy-left.txt")
+        .body(aws_sdk_s3::primitives::ByteStream::from_static(
+            b"served by star\n",
+        ))
+        .send()
+        .await
+        .unwrap();
+    run(
+        lead.compose().args(["stop", "garage"]),
+        "stop the lead's garage",
+    )
+    .await;
+    eventually(
+        "the compute node mirrors from the backup's origin",
+        Duration::from_secs(60),
+        || synced_file(&vengeance, "mirror/only-copy-left.txt", "served by star"),
+    )
+    .await;
+    run(
+        lead.compose().args(["start", "garage"]),
+        "start the lead's garage",
+    )
+    .await;
+
+    // Failover: every container of the lead killed.
+    assert_eq!(dig(&star, "db.aurora.internal").await, "10.0.0.1");
+    let killed = Instant::now();
+    run(lead.compose().args(["kill"]), "docker compose kill (lead)").await;
+    eventually("the backup promotes", Duration::from_secs(90), || async {
+        let s = star.status("repl-manager").await?;
+        (s["state"] == "primary")
+            .then_some(())
+            .ok_or_else(|| format!("star: {} {}", s["state"], s["last_error"]))
+    })
+    .await;
+    eprintln!(
+        "stack: star primary {:.1} s after the lead was killed",
+        killed.elapsed().as_secs_f64()
+    );
+    let sc = pg(&star).await.unwrap();
+    sc.batch_execute("INSERT INTO fleet_probe VALUES (2, 'written on star')")
+        .await
+        .unwrap();
+    eventually(
+        "the compute node follows the new primary",
+        Duration::from_secs(90),
+        || async {
+            let c = pg(&vengeance).await?;
+            let rows = c
+                .query("SELECT who FROM fleet_probe WHERE id = 2", &[])
+                .await
+                .map_err(|e| e.to_string())?;
+            (rows.len() == 1)
+                .then_some(())
+                .ok_or_else(|| "row 2 not on vengeance yet".to_string())
+        },
+    )
+    .await;
+    eventually(
+        "db.<zone> follows the primary",
+        Duration::from_secs(60),
+        || async {
+            let a = dig(&star, "db.aurora.internal").await;
+            (a == "10.0.0.2")
+                .then_some(())
+                .ok_or_else(|| format!("db answers {a:?}"))
+        },
+    )
+    .await;
+
+    // The old lead comes back as a standby of star.
+    run(lead.compose().arg("start"), "docker compose start (lead)").await;
+    eventually(
+        "the old lead rejoins as a standby",
+        Duration::from_secs(180),
+        || async {
+            let s = lead.status("repl-manager").await?;
+            let streaming = s["receiver"]["status"] == "streaming";
+            (s["state"] == "replica" && s["primary"] == "star" && streaming)
+                .then_some(())
+                .ok_or_else(|| {
+                    format!(
+                        "aurora: {} primary {} receiver {} error {}",
+                        s["state"], s["primary"], s["receiver"], s["last_error"]
+                    )
+                })
+        },
+    )
+    .await;
+    let rc = pg(&lead).await.unwrap();
+    let n: i64 = rc
+        .query_one("SELECT count(*) FROM fleet_probe", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2, "the rejoined lead lost or kept a diverged write");
+
+    // Swap one sidecar on the compute node: only its container is recreated.
+    let base = &images["AURORA_IMAGE_ASSET_SYNC"];
+    let v2 = "aurora-local/asset-sync:test-v2";
+    derived_image(base, v2, "LABEL org.aurora-node.test=v2").await;
+    let before = containers(&vengeance).await;
+    let out = vengeance
+        .cli(&["update", "asset-sync", "--image", v2])
+        .await
+        .unwrap();
+    assert!(out.contains("updated 1 service(s) (asset-sync)"), "{out}");
+    let after = containers(&vengeance).await;
+    for (service, (id, started)) in &before {
+        let (new_id, new_started) = &after[service];
+        if service == "asset-sync" {
+            assert_ne!(id, new_id, "asset-sync was not recreated");
+        } else {
+            assert_eq!(
+                (id, started),
+                (new_id, new_started),
+                "{service} was touched by the swap"
+            );
+        }
+    }
+    let env = std::fs::read_to_string(vengeance.state.path().join("node.env")).unwrap();
+    assert!(
+        env.contains(&format!("AURORA_IMAGE_ASSET_SYNC={v2}")),
+        "{env}"
+    );
+
+    // A new image that never turns healthy is rolled back.
+    let broken = "aurora-local/asset-sync:test-broken";
+    derived_image(base, broken, "ENV AURORA_ADMIN__LISTEN=not-an-address").await;
+    let err = vengeance
+        .cli(&["update", "asset-sync", "--image", broken])
+        .await
+        .unwrap_err();
+    assert!(err.contains("rolled back asset-sync"), "{err}");
+    let rolled = containers(&vengeance).await;
+    let v2_id = run(
+        Command::new("docker").args(["image", "inspect", "--format", "{{.Id}}", v2]),
+        "docker image inspect",
+    )
+    .await;
+    assert!(
+        rolled["asset-sync"].0.ends_with(v2_id.trim()),
+        "asset-sync runs {}",
+        rolled["asset-sync"].0
+    );
+    let env = std::fs::read_to_string(vengeance.state.path().join("node.env")).unwrap();
+    assert!(
+        env.contains(&format!("AURORA_IMAGE_ASSET_SYNC={v2}")),
+        "{env}"
+    );
+    eventually(
+        "asset-sync healthy again after the rollback",
+        Duration::from_secs(60),
+        || synced_file(&vengeance, "mirror/only-copy-left.txt", "served by star"),
+    )
+    .await;
+
+    for n in [&mut lead, &mut star, &mut vengeance] {
+        n.passed = true;
+    }
+    for tag in [v2, broken] {
+        let _ = Command::new("docker")
+            .args(["rmi", "-f", tag])
+            .output()
+            .await;
+    }
 }
