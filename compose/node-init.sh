@@ -124,13 +124,13 @@ chown -R 65534:65534 "$state/secrets/alertmanager" 2>/dev/null || true
 
 # --- the fleet, from --members ------------------------------------------------
 prefix=${vpn_network#*/}
-pg_hosts=""; lead_ip=""; backup_ip=""; me_found=0
+pg_hosts=""; lead_ip=""; lead_name=""; backup_ip=""; me_found=0
 IFS=',' read -r -a member_list <<<"$members"
 for m in "${member_list[@]}"; do
   read -r m_name m_role m_ip <<<"$m"
   [ -n "${m_ip:-}" ] || die "--members entry '$m' is not 'name role vpn-ip'"
   case "$m_role" in
-    lead) lead_ip=$m_ip; pg_hosts="$m_ip${pg_hosts:+,$pg_hosts}" ;;
+    lead) lead_ip=$m_ip; lead_name=$m_name; pg_hosts="$m_ip${pg_hosts:+,$pg_hosts}" ;;
     backup) backup_ip=$m_ip; pg_hosts="${pg_hosts:+$pg_hosts,}$m_ip" ;;
   esac
   [ "$m_name" = "$name" ] && me_found=1
@@ -225,6 +225,12 @@ allowed_networks = ["$vpn_network"]
 # Clients with a password: the VPN, and Docker's bridge networks, which the
 # host's published 127.0.0.1 port arrives through.
 client_networks = ["$vpn_network", "172.16.0.0/12", "192.168.0.0/16"]
+
+[failover]
+# Besides the backup, the lead may be promoted automatically: after a
+# failover it is the new primary's synchronous standby, and the fleet must
+# survive the next failure too. (Only a standby in sync is ever promoted.)
+candidates = ["$lead_name"]
 
 [admin]
 listen = "0.0.0.0:8008"

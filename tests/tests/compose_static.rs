@@ -404,6 +404,42 @@ fn rendered_sidecar_configs_pass_the_sidecars_own_checks() {
     }
 }
 
+/// asset-sync's origins, in order: its own node's Garage where it runs
+/// one, then the lead's, then the backup's mirror.
+#[test]
+fn asset_origins_are_ordered_own_then_lead_then_backup() {
+    let f = fleet();
+    let want = [
+        (
+            "lead",
+            "\"http://127.0.0.1:3900\"",
+            "[\"http://10.0.0.2:3900\"]",
+        ),
+        (
+            "backup",
+            "\"http://127.0.0.1:3900\"",
+            "[\"http://10.0.0.1:3900\"]",
+        ),
+        (
+            "compute",
+            "\"http://10.0.0.1:3900\"",
+            "[\"http://10.0.0.2:3900\"]",
+        ),
+    ];
+    for ((role, state), (want_role, endpoint, fallbacks)) in f.nodes.iter().zip(want) {
+        assert_eq!(*role, want_role);
+        let text = std::fs::read_to_string(state.join("config/asset-sync.toml")).unwrap();
+        assert!(
+            text.contains(&format!("endpoint = {endpoint}")),
+            "{role}: {text}"
+        );
+        assert!(
+            text.contains(&format!("fallback_endpoints = {fallbacks}")),
+            "{role}: {text}"
+        );
+    }
+}
+
 /// The state directory keeps secrets private and a rerun changes nothing.
 #[test]
 fn node_init_keeps_secrets_private_and_is_idempotent() {

@@ -916,6 +916,96 @@ async fn derived_image(base: &str, tag: &str, line: &str) {
     );
 }
 
+/// Kills every container of `primary`; `next` must promote, `follower`
+/// follow it, and `db.<zone>` (asked of `next`'s DNS) move to it. Writes
+/// row `row` on the new primary.
+async fn fail_over(primary: &Node, next: &Node, follower: &Node, row: i32) {
+    let next_ip = next.env_vpn_ip();
+    assert_eq!(dig(next, "db.aurora.internal").await, primary.env_vpn_ip());
+    let killed = Instant::now();
+    run(primary.compose().args(["kill"]), "docker compose kill").await;
+    eventually("the standby promotes", Duration::from_secs(90), || async {
+        let s = next.status("repl-manager").await?;
+        (s["state"] == "primary")
+            .then_some(())
+            .ok_or_else(|| format!("{}: {} {}", next.name, s["state"], s["last_error"]))
+    })
+    .await;
+    eprintln!(
+        "stack: {} primary {:.1} s after {} was killed",
+        next.name,
+        killed.elapsed().as_secs_f64(),
+        primary.name
+    );
+    let c = pg(next).await.unwrap();
+    c.execute(
+        "INSERT INTO fleet_probe VALUES ($1, $2)",
+        &[&row, &format!("written on {}", next.name)],
+    )
+    .await
+    .unwrap();
+    eventually(
+        "the compute node follows the new primary",
+        Duration::from_secs(90),
+        || async {
+            let c = pg(follower).await?;
+            let rows = c
+                .query("SELECT who FROM fleet_probe WHERE id = $1", &[&row])
+                .await
+                .map_err(|e| e.to_string())?;
+            (rows.len() == 1)
+                .then_some(())
+                .ok_or_else(|| format!("row {row} not on {} yet", follower.name))
+        },
+    )
+    .await;
+    eventually(
+        "db.<zone> follows the primary",
+        Duration::from_secs(60),
+        || async {
+            let a = dig(next, "db.aurora.internal").await;
+            (a == next_ip)
+                .then_some(())
+                .ok_or_else(|| format!("db answers {a:?}"))
+        },
+    )
+    .await;
+}
+
+/// Starts the killed node's containers again: it must come back as a
+/// streaming standby of `primary`, with every row written so far.
+async fn rejoin(node: &Node, primary: &Node, rows: i64) {
+    run(node.compose().arg("start"), "docker compose start").await;
+    eventually(
+        "the old primary rejoins as a standby",
+        Duration::from_secs(180),
+        || async {
+            let s = node.status("repl-manager").await?;
+            let streaming = s["receiver"]["status"] == "streaming";
+            (s["state"] == "replica" && s["primary"] == primary.name && streaming)
+                .then_some(())
+                .ok_or_else(|| {
+                    format!(
+                        "{}: {} primary {} receiver {} error {}",
+                        node.name, s["state"], s["primary"], s["receiver"], s["last_error"]
+                    )
+                })
+        },
+    )
+    .await;
+    let n: i64 = pg(node)
+        .await
+        .unwrap()
+        .query_one("SELECT count(*) FROM fleet_probe", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        n, rows,
+        "the rejoined node lost a write or kept a diverged one"
+    );
+}
+
 const FLEET: &str = "aurora lead 10.0.0.1,star backup 10.0.0.2,vengeance compute 10.0.0.3";
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1099,78 +1189,10 @@ async fn three_nodes_over_wireguard_fail_over_rejoin_and_swap_a_sidecar() {
     )
     .await;
 
-    // Failover: every container of the lead killed.
-    assert_eq!(dig(&star, "db.aurora.internal").await, "10.0.0.1");
-    let killed = Instant::now();
-    run(lead.compose().args(["kill"]), "docker compose kill (lead)").await;
-    eventually("the backup promotes", Duration::from_secs(90), || async {
-        let s = star.status("repl-manager").await?;
-        (s["state"] == "primary")
-            .then_some(())
-            .ok_or_else(|| format!("star: {} {}", s["state"], s["last_error"]))
-    })
-    .await;
-    eprintln!(
-        "stack: star primary {:.1} s after the lead was killed",
-        killed.elapsed().as_secs_f64()
-    );
-    let sc = pg(&star).await.unwrap();
-    sc.batch_execute("INSERT INTO fleet_probe VALUES (2, 'written on star')")
-        .await
-        .unwrap();
-    eventually(
-        "the compute node follows the new primary",
-        Duration::from_secs(90),
-        || async {
-            let c = pg(&vengeance).await?;
-            let rows = c
-                .query("SELECT who FROM fleet_probe WHERE id = 2", &[])
-                .await
-                .map_err(|e| e.to_string())?;
-            (rows.len() == 1)
-                .then_some(())
-                .ok_or_else(|| "row 2 not on vengeance yet".to_string())
-        },
-    )
-    .await;
-    eventually(
-        "db.<zone> follows the primary",
-        Duration::from_secs(60),
-        || async {
-            let a = dig(&star, "db.aurora.internal").await;
-            (a == "10.0.0.2")
-                .then_some(())
-                .ok_or_else(|| format!("db answers {a:?}"))
-        },
-    )
-    .await;
-
-    // The old lead comes back as a standby of star.
-    run(lead.compose().arg("start"), "docker compose start (lead)").await;
-    eventually(
-        "the old lead rejoins as a standby",
-        Duration::from_secs(180),
-        || async {
-            let s = lead.status("repl-manager").await?;
-            let streaming = s["receiver"]["status"] == "streaming";
-            (s["state"] == "replica" && s["primary"] == "star" && streaming)
-                .then_some(())
-                .ok_or_else(|| {
-                    format!(
-                        "aurora: {} primary {} receiver {} error {}",
-                        s["state"], s["primary"], s["receiver"], s["last_error"]
-                    )
-                })
-        },
-    )
-    .await;
-    let rc = pg(&lead).await.unwrap();
-    let n: i64 = rc
-        .query_one("SELECT count(*) FROM fleet_probe", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(n, 2, "the rejoined lead lost or kept a diverged write");
+    // Failover: every container of the lead killed; then it comes back as
+    // a standby of star.
+    fail_over(&lead, &star, &vengeance, 2).await;
+    rejoin(&lead, &star, 2).await;
 
     // Swap one sidecar on the compute node: only its container is recreated.
     let base = &images["AURORA_IMAGE_ASSET_SYNC"];
@@ -1231,6 +1253,13 @@ async fn three_nodes_over_wireguard_fail_over_rejoin_and_swap_a_sidecar() {
         || synced_file(&vengeance, "mirror/only-copy-left.txt", "served by star"),
     )
     .await;
+
+    // The long tier: the same the other way round (star killed, the lead
+    // takes over again, star rejoins).
+    if std::env::var("TEST_TIER").as_deref() == Ok("long") {
+        fail_over(&star, &lead, &vengeance, 3).await;
+        rejoin(&star, &lead, 3).await;
+    }
 
     for n in [&mut lead, &mut star, &mut vengeance] {
         n.passed = true;
