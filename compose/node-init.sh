@@ -197,6 +197,13 @@ echo "REDIS_PASSWORD=$REDIS_PASSWORD" > "$state/env/redis.env"
   echo "AURORA_ADMIN__TOKEN=$ADMIN_TOKEN"
   echo "AURORA_DATABASE__DSN=$local_dsn"
 } > "$state/env/dns-sync.env"
+# The exporters read their targets' passwords from their own env files.
+echo "DATA_SOURCE_NAME=postgresql://postgres:$POSTGRES_PASSWORD@127.0.0.1:5432/postgres?sslmode=disable" \
+  > "$state/env/postgres-exporter.env"
+{
+  echo "REDIS_ADDR=redis://127.0.0.1:6379"
+  echo "REDIS_PASSWORD=$REDIS_PASSWORD"
+} > "$state/env/redis-exporter.env"
 {
   echo "GF_SECURITY_ADMIN_USER=admin"
   echo "GF_SECURITY_ADMIN_PASSWORD=$GRAFANA_ADMIN_PASSWORD"

@@ -190,7 +190,8 @@ main() {
   local sidecars=(asset-sync health-monitor dns-sync)
   local runtime postgres services pgv ctx
   if want postgres || want repl-manager || want asset-sync || want health-monitor || want dns-sync \
-     || want garage || want redis || want prometheus || want alertmanager || want node-exporter || want wireguard; then
+     || want garage || want redis || want prometheus || want alertmanager || want node-exporter || want wireguard \
+     || want postgres-exporter || want redis-exporter; then
     :
   else
     die "unknown image name(s): ${only[*]}"
@@ -241,14 +242,14 @@ main() {
     cp "$garage" "$ctx/bin/garage"
     build_image garage "$ctx/garage.Dockerfile" "$ctx" --build-arg "BASE=$runtime"
   fi
-  for s in redis prometheus alertmanager node-exporter wireguard; do
+  for s in redis prometheus alertmanager node-exporter postgres-exporter redis-exporter wireguard; do
     want "$s" || continue
     services=${services:-$(build_base services minbase)}
     build_image "$s" "$ctx/$s.Dockerfile" "$ctx" --build-arg "BASE=$services"
   done
 
   if [ "$print_env" -eq 1 ]; then
-    for s in postgres repl-manager asset-sync health-monitor dns-sync garage redis prometheus alertmanager node-exporter wireguard; do
+    for s in postgres repl-manager asset-sync health-monitor dns-sync garage redis prometheus alertmanager node-exporter postgres-exporter redis-exporter wireguard; do
       want "$s" || continue
       printf 'AURORA_IMAGE_%s=aurora-local/%s:%s\n' "$(printf '%s' "$s" | tr 'a-z-' 'A-Z_')" "$s" "$tag"
     done

@@ -121,6 +121,8 @@ fn compose_file_is_valid_for_every_role_and_the_role_picks_the_services() {
             "prometheus",
             "grafana",
             "node-exporter",
+            "postgres-exporter",
+            "redis-exporter",
             "cadvisor",
         ] {
             assert!(
@@ -135,32 +137,67 @@ fn compose_file_is_valid_for_every_role_and_the_role_picks_the_services() {
                 "{role}: {lead_and_backup} in {services:?}"
             );
         }
-        // No secret is interpolated into the effective file: they stay in
-        // the env files compose passes to each container.
-        let effective = run(compose(state).arg("config"), "docker compose config");
-        let secrets = std::fs::read_to_string(state.join("secrets/fleet.env")).unwrap();
-        for line in secrets.lines() {
-            let (key, value) = line.split_once('=').unwrap();
-            if key != "S3_ACCESS_KEY_ID" {
-                // The key id is not secret; everything else must not leak.
-                let leaked = effective.contains(value) && !is_env_file_section(&effective, value);
-                assert!(
-                    !leaked,
-                    "{role}: {key} appears in `docker compose config` outside environment"
-                );
+        // No secret is interpolated into the effective file: they reach
+        // the containers only through `environment` (from the env files).
+        let effective: serde_json::Value = serde_json::from_str(&run(
+            compose(state).args(["config", "--format", "json"]),
+            "docker compose config --format json",
+        ))
+        .unwrap();
+        let secrets = std::fs::read_to_string(state.join("secrets/fleet.env")).unwrap()
+            + &std::fs::read_to_string(state.join("secrets/node.env")).unwrap();
+        let values: Vec<(String, String)> = secrets
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            // The access key id names the key; it is not the secret.
+            .filter(|(k, _)| *k != "S3_ACCESS_KEY_ID")
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut leaks = vec![];
+        outside_environment(&effective, &mut vec![], &mut |path, text| {
+            for (k, v) in &values {
+                if text.contains(v.as_str()) {
+                    leaks.push(format!("{k} at {}", path.join(".")));
+                }
             }
-        }
+        });
+        assert!(
+            leaks.is_empty(),
+            "{role}: secrets in the effective compose file: {leaks:?}"
+        );
     }
 }
 
-/// `compose config` inlines env files into `environment:`; a value there
-/// is expected (that is how the container gets it), anywhere else it is not.
-fn is_env_file_section(effective: &str, value: &str) -> bool {
-    effective.lines().filter(|l| l.contains(value)).all(|l| {
-        l.trim_start().starts_with("AURORA_")
-            || l.trim_start().starts_with("REDIS_PASSWORD")
-            || l.trim_start().starts_with("GF_")
-    })
+/// Calls `f` with every string of `v` that is not a value of a service's
+/// `environment`, with its path.
+fn outside_environment(
+    v: &serde_json::Value,
+    path: &mut Vec<String>,
+    f: &mut dyn FnMut(&[String], &str),
+) {
+    match v {
+        serde_json::Value::String(s) => {
+            let in_env = path.len() >= 2 && path[path.len() - 2] == "environment";
+            if !in_env {
+                f(path, s);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                path.push(i.to_string());
+                outside_environment(item, path, f);
+                path.pop();
+            }
+        }
+        serde_json::Value::Object(map) => {
+            for (k, item) in map {
+                path.push(k.clone());
+                outside_environment(item, path, f);
+                path.pop();
+            }
+        }
+        _ => {}
+    }
 }
 
 #[test]
