@@ -73,6 +73,8 @@ ensure_mmdebstrap() {
 # this, the suite and the package list, not the whole script, so editing the
 # rest of this file does not rebuild every base.
 recipe=2
+# The extract variant's hooks changed after the others'.
+recipe_extract=3
 key_of() { # list-file variant [recipe] -> 12 hex characters
   { printf 'recipe %s suite %s variant %s\n' "${3:-$recipe}" "$suite" "$2"; cat "$1"; } | sha256sum | cut -c1-12
 }
@@ -84,7 +86,11 @@ have_image() { docker image inspect "$1" >/dev/null 2>&1; }
 # build_base NAME VARIANT -> prints the image reference
 build_base() {
   local name=$1 variant=$2 list="$here/bases/$1.list" key ref tar
-  key=$(key_of "$list" "$variant")
+  if [ "$variant" = extract ]; then
+    key=$(key_of "$list" "$variant" "$recipe_extract")
+  else
+    key=$(key_of "$list" "$variant")
+  fi
   ref="aurora-base/$name:$key"
   tar="$cache/base-$name-$key.tar"
   if have_image "$ref"; then printf '%s\n' "$ref"; return; fi
@@ -110,6 +116,9 @@ build_base() {
         --extract-hook='printf "root:x:0:0:root:/root:/sbin/nologin\naurora:x:10001:10001:aurora:/nonexistent:/sbin/nologin\n" > "$1"/etc/passwd'
         --extract-hook='printf "root:x:0:\naurora:x:10001:\n" > "$1"/etc/group'
         --extract-hook='rm -rf "$1"/usr/share/ca-certificates "$1"/usr/sbin "$1"/usr/bin/* "$1"/var/lib/dpkg "$1"/var/cache "$1"/var/log'
+        # The sidecars link only libc, libm and libgcc_s (TLS is rustls):
+        # OpenSSL (a dependency of ca-certificates) and iconv's modules go.
+        --extract-hook='rm -rf "$1"/usr/lib/ssl "$1"/usr/lib/x86_64-linux-gnu/libssl* "$1"/usr/lib/x86_64-linux-gnu/libcrypto* "$1"/usr/lib/x86_64-linux-gnu/engines-3 "$1"/usr/lib/x86_64-linux-gnu/ossl-modules "$1"/usr/lib/x86_64-linux-gnu/gconv "$1"/usr/share/i18n "$1"/usr/share/zoneinfo'
       )
     fi
     mmdebstrap --quiet --format=tar --variant="$variant" --include="$(packages_of "$list")" \

@@ -13,7 +13,8 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 CMD ["/us
 FROM ${RUST_IMAGE} AS build
 WORKDIR /src
 COPY workspace/ /src/
-RUN cargo build --release --locked --bin repl-manager && cp target/release/repl-manager /repl-manager
+RUN cargo build --release --locked --bin repl-manager \
+ && strip --strip-debug -o /repl-manager target/release/repl-manager
 
 FROM ${POSTGRES_IMAGE} AS production
 COPY --from=build /repl-manager /usr/local/bin/repl-manager

@@ -23,7 +23,7 @@ WORKDIR /src
 COPY workspace/ /src/
 RUN cargo build --release --locked --bin "${SIDECAR}" \
  && mkdir -p /out \
- && cp "target/release/${SIDECAR}" "/out/${SIDECAR}" \
+ && strip --strip-debug -o "/out/${SIDECAR}" "target/release/${SIDECAR}" \
  && ln -s "${SIDECAR}" /out/sidecar
 
 FROM ${BASE} AS production

@@ -85,22 +85,9 @@ fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::Utc;
-    use cluster_db::NodeName;
 
     fn node(name: &str, role: Role, ip: &str) -> Node {
-        Node {
-            name: NodeName::parse(name).unwrap(),
-            role,
-            vpn_ip: ip.parse().unwrap(),
-            wg_public_key: None,
-            wg_endpoint: None,
-            labels: Default::default(),
-            gpus: vec![],
-            versions: Default::default(),
-            registered_at: Utc::now(),
-            updated_at: Utc::now(),
-        }
+        crate::wireguard::tests::node(name, role, ip, None, None)
     }
 
     fn fleet() -> Vec<Node> {

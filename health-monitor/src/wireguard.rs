@@ -111,12 +111,19 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use chrono::Utc;
     use cluster_db::{NodeName, Role};
 
-    fn node(name: &str, role: Role, ip: &str, key: Option<&str>, ep: Option<&str>) -> Node {
+    /// A registry row for unit tests.
+    pub(crate) fn node(
+        name: &str,
+        role: Role,
+        ip: &str,
+        key: Option<&str>,
+        ep: Option<&str>,
+    ) -> Node {
         Node {
             name: NodeName::parse(name).unwrap(),
             role,

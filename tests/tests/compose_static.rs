@@ -10,12 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+use aurora_tests::repo;
 
 fn tool(name: &str) -> PathBuf {
     sidecar_kit::cli::which(name).unwrap_or_else(|| {

@@ -27,12 +27,7 @@ use sidecar_kit::Secret;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+use aurora_tests::repo;
 
 /// The services this machine can run (everything but Grafana and cAdvisor).
 const SERVICES: &[&str] = &[
@@ -1014,40 +1009,20 @@ const FLEET: &str = "aurora lead 10.0.0.1,star backup 10.0.0.2,vengeance compute
 async fn three_nodes_over_wireguard_fail_over_rejoin_and_swap_a_sidecar() {
     let images = build_images().await;
     let wan = Wan::create().await;
-    let mut lead = init_node(
-        &NodeSpec {
-            name: "aurora",
-            role: "lead",
-            vpn_ip: "10.0.0.1",
-            members: FLEET,
-            fleet_env: None,
-            wan: Some((&wan.name, wan.ip(1))),
-        },
-        &images,
-    )
-    .await;
+    let spec = |name, role, vpn_ip, fleet_env, i| NodeSpec {
+        name,
+        role,
+        vpn_ip,
+        members: FLEET,
+        fleet_env,
+        wan: Some((wan.name.as_str(), wan.ip(i))),
+    };
+    let mut lead = init_node(&spec("aurora", "lead", "10.0.0.1", None, 1), &images).await;
     let fleet_env = lead.state.path().join("secrets/fleet.env");
-    let mut star = init_node(
-        &NodeSpec {
-            name: "star",
-            role: "backup",
-            vpn_ip: "10.0.0.2",
-            members: FLEET,
-            fleet_env: Some(&fleet_env),
-            wan: Some((&wan.name, wan.ip(2))),
-        },
-        &images,
-    )
-    .await;
+    let joining = Some(fleet_env.as_path());
+    let mut star = init_node(&spec("star", "backup", "10.0.0.2", joining, 2), &images).await;
     let mut vengeance = init_node(
-        &NodeSpec {
-            name: "vengeance",
-            role: "compute",
-            vpn_ip: "10.0.0.3",
-            members: FLEET,
-            fleet_env: Some(&fleet_env),
-            wan: Some((&wan.name, wan.ip(3))),
-        },
+        &spec("vengeance", "compute", "10.0.0.3", joining, 3),
         &images,
     )
     .await;
