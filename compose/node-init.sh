@@ -158,6 +158,7 @@ fi
 given() { local kv; for kv in "${extra[@]+"${extra[@]}"}"; do [ "${kv%%=*}" = "$1" ] && return 0; done; return 1; }
 {
   echo "AURORA_STATE_DIR=$state"
+  echo "AURORA_VPN_IP=$vpn_ip"
   given AURORA_PROJECT || echo "AURORA_PROJECT=aurora-$name"
   given COMPOSE_PROFILES || echo "COMPOSE_PROFILES=$role"
   if ! given AURORA_ALERTMANAGER_PEER; then

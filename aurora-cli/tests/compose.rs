@@ -1,7 +1,10 @@
 //! The commands that wrap `docker compose`, against a stand-in `docker` on
 //! PATH that records its arguments and keeps images and containers as
-//! files. This is the one stand-in the suite allows: Docker cannot run on
-//! the test machine. The rolling-update logic under test is ours.
+//! files: the order of a multi-service rolling update and its newest-first
+//! rollback, checked call by call in a fraction of a second. The same
+//! command against real containers (one service swapped, a broken image
+//! rolled back) is in `tests/tests/stack.rs`; moving these cases there too
+//! is the way to retire this stand-in.
 
 #![allow(clippy::unwrap_used)] // test helpers may panic: a panic is a test failure
 
@@ -21,12 +24,17 @@ def wr(n, v): open(os.path.join(S, n), "w").write(v)
 def svc_of(ref): return ref.split("/")[-1].split(":")[0]
 if a[:3] == ["compose", "config", "--services"]:
     print(rd("services"))
+elif a[:4] == ["compose", "config", "--format", "json"]:
+    import json
+    print(json.dumps({"services": {s: {"image": "registry.example/%s:stable" % s}
+                                   for s in rd("services").split()}}))
 elif a[:3] == ["compose", "ps", "-q"]:
     if rd("running-" + a[3]): print("cid-" + a[3])
 elif a[0] == "inspect":
     fmt, cid = a[2], a[3]
     svc = cid[len("cid-"):]
     if ".Config.Image" in fmt: print("registry.example/%s:stable" % svc)
+    elif ".RestartCount" in fmt: print("0 0")
     elif fmt == "{{.Image}}": print(rd("running-" + svc))
     elif ".State.Status" in fmt:
         bad = (rd("bad-ids", "") or "").split()

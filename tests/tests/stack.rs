@@ -1137,6 +1137,24 @@ async fn three_nodes_over_wireguard_fail_over_rejoin_and_swap_a_sidecar() {
     )
     .await;
 
+    // Alertmanager on lead and backup is one cluster (gossip over the VPN),
+    // so an alert is sent once and the lead's death is still paged.
+    eventually(
+        "the Alertmanagers of lead and backup form one cluster",
+        Duration::from_secs(90),
+        || async {
+            let v: Value = HttpClient::new(Duration::from_secs(5))
+                .get_json(&lead.url("alertmanager", "/api/v2/status"))
+                .await
+                .map_err(|e| e.to_string())?;
+            let peers = v["cluster"]["peers"].as_array().map(Vec::len).unwrap_or(0);
+            (v["cluster"]["status"] == "ready" && peers == 2)
+                .then_some(())
+                .ok_or_else(|| format!("cluster: {}", v["cluster"]))
+        },
+    )
+    .await;
+
     // Star is the asset mirror: an object already replicated reaches the
     // compute node with the lead's origin stopped.
     s3(&lead)
