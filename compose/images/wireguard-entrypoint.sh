@@ -28,9 +28,12 @@ else
   [ -c /dev/net/tun ] || { log "no WireGuard in the kernel and no /dev/net/tun for wireguard-go (devices: [/dev/net/tun])"; exit 2; }
   log "no WireGuard in the kernel: userspace wireguard-go"
   WG_PROCESS_FOREGROUND=1 wireguard-go "$IFACE" &
+  # The TUN device appears before wireguard-go's control socket; `wg`
+  # talks to the socket ("Protocol not supported" until it exists).
   i=0
-  until ip link show "$IFACE" >/dev/null 2>&1; do
-    i=$((i + 1)); [ "$i" -lt 50 ] || { log "wireguard-go did not create $IFACE"; exit 1; }
+  until ip link show "$IFACE" >/dev/null 2>&1 && [ -S "/var/run/wireguard/$IFACE.sock" ] \
+      && wg show "$IFACE" >/dev/null 2>&1; do
+    i=$((i + 1)); [ "$i" -lt 100 ] || { log "wireguard-go did not create $IFACE"; exit 1; }
     sleep 0.1
   done
 fi
