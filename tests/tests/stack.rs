@@ -826,14 +826,42 @@ fn services_of(role: &str) -> Vec<&'static str> {
         .collect()
 }
 
+/// `up -d`, then every service healthy within 5 minutes. A transient
+/// `unhealthy` is tolerated (not `up --wait`, which gives up at the first
+/// one): a joining replica's repl-manager reports itself unhealthy while it
+/// waits for a primary it can clone from, which can take a while when the
+/// first packets through a new tunnel were dropped (seen in CI: TCP's SYN
+/// backoff held one connection attempt for about two minutes).
 async fn up(node: &Node) {
     let started = Instant::now();
     let role = node.env["COMPOSE_PROFILES"].clone();
+    let services = services_of(&role);
     run(
-        node.compose()
-            .args(["up", "-d", "--wait", "--wait-timeout", "300"])
-            .args(services_of(&role)),
-        &format!("docker compose up --wait ({})", node.name),
+        node.compose().args(["up", "-d"]).args(&services),
+        &format!("docker compose up ({})", node.name),
+    )
+    .await;
+    eventually(
+        &format!("every service of {} healthy", node.name),
+        Duration::from_secs(300),
+        || async {
+            let out = node
+                .compose()
+                .args(["ps", "--format", "{{.Service}} {{.Health}}"])
+                .output()
+                .await
+                .map_err(|e| e.to_string())?;
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            let healthy = text
+                .lines()
+                .filter(|l| l.split_whitespace().nth(1) == Some("healthy"))
+                .count();
+            if healthy == services.len() {
+                Ok(())
+            } else {
+                Err(format!("{healthy}/{} healthy:\n{text}", services.len()))
+            }
+        },
     )
     .await;
     eprintln!(
