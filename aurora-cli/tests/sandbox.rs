@@ -74,6 +74,7 @@ fn ok(r: Run, what: &str) -> Run {
 struct Sandbox {
     dir: PathBuf,
     json: Value,
+    on_tmpfs: bool,
 }
 
 impl Sandbox {
@@ -84,6 +85,20 @@ impl Sandbox {
             std::process::id(),
             testbed::garage::random_hex(4)
         ));
+        // Each node's health-monitor watches the sandbox directory's disk.
+        // How full this machine's disk is, is not under test (CI machines
+        // have run at over 90 %, which is rightly critical): as root the
+        // sandbox gets a file system of its own, whose fill is its own.
+        let on_tmpfs = nix::unistd::Uid::effective().is_root();
+        if on_tmpfs {
+            std::fs::create_dir_all(&dir).unwrap();
+            let m = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "size=4g,mode=0755", "aurora-cli-test"])
+                .arg(&dir)
+                .status()
+                .unwrap();
+            assert!(m.success(), "mount a tmpfs on {}", dir.display());
+        }
         // The directory from the environment, as `scripts/sandbox` passes
         // it, and a stray override in the operator's shell that must not
         // reach the sandbox's sidecars (their config files are the config).
@@ -100,6 +115,7 @@ impl Sandbox {
             )
             .unwrap_or(Value::Null),
             dir,
+            on_tmpfs,
         };
         assert_eq!(r.code, 0, "sandbox up: {}\n{}", r.stdout, r.stderr);
         sb
@@ -171,6 +187,12 @@ impl Drop for Sandbox {
     fn drop(&mut self) {
         if self.dir.join("sandbox.json").exists() {
             let _ = run(&["sandbox", "down", "--dir", self.dir.to_str().unwrap_or("")]);
+        }
+        if self.on_tmpfs {
+            let _ = std::process::Command::new("umount")
+                .arg("--lazy")
+                .arg(&self.dir)
+                .status();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }

@@ -208,29 +208,36 @@ fn load(c: &ChecksConfig) -> Outcome {
 fn disk_free(c: &ChecksConfig, path: &Path) -> Outcome {
     match nix::sys::statvfs::statvfs(path) {
         Ok(s) => {
-            // As df computes it: used / (used + available to us), so blocks
-            // reserved for root or held back by the host do not count as used.
-            let frag = s.fragment_size() as f64;
-            let used_bytes = (s.blocks().saturating_sub(s.blocks_free())) as f64 * frag;
-            let avail = s.blocks_available() as f64 * frag;
-            let used = if used_bytes + avail > 0.0 {
-                100.0 * used_bytes / (used_bytes + avail)
-            } else {
-                0.0
-            };
-            let msg = format!(
-                "{used:.0}% used, {:.1} GiB free",
-                avail / (1u64 << 30) as f64
-            );
-            if used >= f64::from(c.disk_critical_percent) {
-                critical(msg)
-            } else if used >= f64::from(c.disk_warning_percent) {
-                warning(msg)
-            } else {
-                passing(msg)
-            }
+            let frag = s.fragment_size();
+            disk_outcome(
+                c,
+                s.blocks().saturating_sub(s.blocks_free()) * frag,
+                s.blocks_available() * frag,
+            )
         }
         Err(e) => critical(format!("{}: {e}", path.display())),
+    }
+}
+
+/// As df computes it: used / (used + available to us), so blocks reserved
+/// for root or held back by the host do not count as used.
+fn disk_outcome(c: &ChecksConfig, used_bytes: u64, avail_bytes: u64) -> Outcome {
+    let (used_b, avail) = (used_bytes as f64, avail_bytes as f64);
+    let used = if used_b + avail > 0.0 {
+        100.0 * used_b / (used_b + avail)
+    } else {
+        0.0
+    };
+    let msg = format!(
+        "{used:.0}% used, {:.1} GiB free",
+        avail / (1u64 << 30) as f64
+    );
+    if used >= f64::from(c.disk_critical_percent) {
+        critical(msg)
+    } else if used >= f64::from(c.disk_warning_percent) {
+        warning(msg)
+    } else {
+        passing(msg)
     }
 }
 
@@ -378,5 +385,30 @@ async fn sidecar_health(http: &HttpClient, base: &str) -> Outcome {
             }
         }
         Err(e) => critical(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_thresholds_count_only_what_we_can_use() {
+        let c = Config::default().checks;
+        let gib = 1u64 << 30;
+        assert_eq!(
+            disk_outcome(&c, 50 * gib, 50 * gib).0,
+            HealthStatus::Passing
+        );
+        assert_eq!(
+            disk_outcome(&c, 80 * gib, 20 * gib).0,
+            HealthStatus::Warning
+        );
+        let (status, msg) = disk_outcome(&c, 95 * gib, 5 * gib);
+        assert_eq!(status, HealthStatus::Critical);
+        assert_eq!(msg, "95% used, 5.0 GiB free");
+        // A full disk, and an empty (unsized) one.
+        assert_eq!(disk_outcome(&c, gib, 0).0, HealthStatus::Critical);
+        assert_eq!(disk_outcome(&c, 0, 0).0, HealthStatus::Passing);
     }
 }
