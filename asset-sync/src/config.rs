@@ -34,7 +34,8 @@ pub struct S3Config {
     /// Required.
     pub bucket: String,
     /// Only keys under this prefix are mirrored; the prefix is stripped from
-    /// local paths (`prefix = "img/"`: `img/a.png` → `<target>/a.png`).
+    /// local paths (`prefix = "img/"`: `img/a.png` → `<target>/a.png`). A
+    /// prefix is a directory: `img` means `img/`, and never matches `img2/`.
     pub prefix: String,
     /// Static credentials; unset means the AWS default chain (env, profile,
     /// instance role).

@@ -4,7 +4,8 @@
 //! - [`download`]: `If-Match` GETs, verification, staging + rename;
 //! - [`keys`]: which object keys may become local paths;
 //! - [`manifest`]: what was published, for change detection without re-hashing;
-//! - [`daemon`]: periodic passes, `POST /sync`, health and metrics.
+//! - [`daemon`]: periodic passes, `POST /sync`, health and metrics;
+//! - [`lock`]: one process per mirror.
 
 pub mod config;
 pub mod daemon;
@@ -12,6 +13,7 @@ pub mod download;
 pub mod fsio;
 pub mod keys;
 pub mod limiter;
+pub mod lock;
 pub mod manifest;
 pub mod pass;
 pub mod s3;

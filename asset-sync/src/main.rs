@@ -46,21 +46,42 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command.unwrap_or(Command::Run) {
-        Command::Run => cli::main_with("asset-sync", &cli.config, asset_sync::run),
-        Command::Healthcheck => cli::healthcheck::<Config>("asset-sync", &cli.config),
+    let command = cli.command.unwrap_or(Command::Run);
+    if let Command::Healthcheck = command {
+        return cli::healthcheck::<Config>("asset-sync", &cli.config);
+    }
+    let config: Config = match cli::load_config("asset-sync", &cli.config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if cli.config.check_config {
+        return cli::print_config("asset-sync", &config);
+    }
+    // Held until the process exits.
+    let _lock = match lock(&config) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    match command {
         Command::Once { json, force_delete } => {
-            let config: Config = match cli::load_config("asset-sync", &cli.config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            if cli.config.check_config {
-                return cli::print_config("asset-sync", &config);
-            }
             sidecar_kit::telemetry::init_tracing(&config.log);
             once(config, json, PassOptions { force_delete })
         }
+        Command::Run | Command::Healthcheck => {
+            cli::run_daemon("asset-sync", config, asset_sync::run)
+        }
     }
+}
+
+/// One process per mirror: a second one exits 2, naming the holder.
+fn lock(config: &Config) -> Result<asset_sync::lock::StateLock, ExitCode> {
+    asset_sync::lock::StateLock::acquire(&config.sync.state_dir()).map_err(|e| {
+        eprintln!("asset-sync: {e}");
+        match e {
+            asset_sync::lock::LockError::Held { .. } => ExitCode::from(cli::EXIT_CONFIG),
+            asset_sync::lock::LockError::Io { .. } => ExitCode::from(cli::EXIT_FAILURE),
+        }
+    })
 }
 
 fn once(config: Config, json: bool, opts: PassOptions) -> ExitCode {

@@ -110,7 +110,11 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> PassErro
 }
 
 impl Syncer {
-    pub async fn new(config: Config) -> Self {
+    pub async fn new(mut config: Config) -> Self {
+        // A prefix is a directory: `img` means `img/`, never `img2/…`.
+        if !config.s3.prefix.is_empty() && !config.s3.prefix.ends_with('/') {
+            config.s3.prefix.push('/');
+        }
         let origins = s3::origins(&config.s3).await;
         let limiter = (config.sync.bandwidth_limit_bytes > 0)
             .then(|| Arc::new(RateLimiter::new(config.sync.bandwidth_limit_bytes)));
@@ -191,35 +195,76 @@ impl Syncer {
 
         // Plan: safe keys only, filters applied, conflicts resolved.
         let prefix = &self.config.s3.prefix;
-        let rel_keys: Vec<(&Remote, &str)> = listing
-            .iter()
-            .map(|r| (r, r.key.strip_prefix(prefix.as_str()).unwrap_or(&r.key)))
-            .collect();
-        let conflicts = keys::file_prefix_conflicts(rel_keys.iter().map(|(_, k)| *k));
-        let listed_rel: HashSet<&str> = rel_keys.iter().map(|(_, k)| *k).collect();
-        let mut wanted: Vec<(Remote, String, PathBuf)> = Vec::new();
-        for (remote, rel) in &rel_keys {
-            let path = if conflicts.contains(*rel) {
-                Err(Rejection::FileAndPrefix)
-            } else {
-                keys::relative_path(rel)
-            };
-            match path {
+        let mut candidates: Vec<(&Remote, &str, PathBuf)> = Vec::new();
+        // Listed keys whose local file, if mirrored before, stays: every key
+        // but a rejected one (a filtered key is left alone, as it was).
+        let mut keep: HashSet<&str> = HashSet::new();
+        for remote in &listing {
+            let rel = remote
+                .key
+                .strip_prefix(prefix.as_str())
+                .unwrap_or(&remote.key);
+            match keys::relative_path(rel) {
                 Ok(path) => {
+                    keep.insert(rel);
                     let included = self.include.as_ref().is_none_or(|g| g.is_match(rel));
                     let excluded = self.exclude.as_ref().is_some_and(|g| g.is_match(rel));
                     if included && !excluded {
-                        wanted.push(((*remote).clone(), rel.to_string(), path));
+                        candidates.push((remote, rel, path));
                     } else {
                         report.filtered += 1;
                     }
                 }
-                Err(rule) => {
-                    if rule != Rejection::DirectoryMarker {
-                        tracing::warn!(key = ?remote.key, rule = rule.as_str(), "unsafe key skipped");
+                Err(rule) => report.reject(&remote.key, rule),
+            }
+        }
+        // A key that is also the directory of a mirrored key: the directory
+        // wins; the file is rejected and a stale copy of it deleted below.
+        // Only keys that would be mirrored count, so a hostile or filtered
+        // key never freezes a good one.
+        let conflicts = keys::file_prefix_conflicts(candidates.iter().map(|(_, k, _)| *k));
+        let mut wanted: Vec<(Remote, String, PathBuf)> = Vec::new();
+        for (remote, rel, path) in candidates {
+            if conflicts.contains(rel) {
+                keep.remove(rel);
+                report.reject(&remote.key, Rejection::FileAndPrefix);
+            } else {
+                wanted.push((remote.clone(), rel.to_string(), path));
+            }
+        }
+
+        // Delete what the bucket no longer has (or what a directory now
+        // displaces) — only after a complete listing, only within the guard,
+        // which compares with what was mirrored before this pass. Before the
+        // downloads, so that a file never blocks a directory a new key needs.
+        let mut touched_dirs: BTreeSet<PathBuf> = BTreeSet::new();
+        if sync.delete && !cancel.is_cancelled() {
+            let gone: Vec<String> = manifest
+                .entries
+                .keys()
+                .filter(|k| !keep.contains(k.as_str()))
+                .cloned()
+                .collect();
+            match deletion_guard(
+                gone.len(),
+                manifest.entries.len(),
+                listing.is_empty(),
+                sync.max_delete_percent,
+            ) {
+                Some(reason) if !opts.force_delete => {
+                    tracing::warn!("{reason}");
+                    report.deletion_guard = Some(reason);
+                }
+                _ => {
+                    for rel in gone {
+                        self.delete_local(
+                            &target,
+                            &rel,
+                            &mut manifest,
+                            &mut report,
+                            &mut touched_dirs,
+                        );
                     }
-                    report.rejected += 1;
-                    *report.rejections.entry(rule.as_str()).or_default() += 1;
                 }
             }
         }
@@ -309,7 +354,6 @@ impl Syncer {
             retries: AtomicU64::new(0),
         };
         let fetcher = &fetcher;
-        let mut touched_dirs: BTreeSet<PathBuf> = BTreeSet::new();
         let mut results = futures::stream::iter(to_fetch)
             .map(|(remote, rel, path)| async move {
                 let r = fetcher.fetch(&remote, &path).await;
@@ -370,61 +414,6 @@ impl Syncer {
                 .insert(0, "the target filesystem is full".into());
         }
 
-        // Delete what the bucket no longer has — only after a complete
-        // listing, and only within the guard.
-        if sync.delete && !cancel.is_cancelled() {
-            let gone: Vec<String> = manifest
-                .entries
-                .keys()
-                .filter(|k| !listed_rel.contains(k.as_str()))
-                .cloned()
-                .collect();
-            let tracked = manifest.entries.len();
-            let guard = if gone.is_empty() {
-                None
-            } else if listing.is_empty() {
-                Some(format!(
-                    "the listing came back empty while {tracked} files are mirrored; deleting nothing"
-                ))
-            } else if gone.len() * 100 > tracked * usize::from(sync.max_delete_percent) {
-                Some(format!(
-                    "{} of {tracked} mirrored files would be deleted, over max_delete_percent = {}; deleting nothing",
-                    gone.len(),
-                    sync.max_delete_percent
-                ))
-            } else {
-                None
-            };
-            match guard {
-                Some(reason) if !opts.force_delete => {
-                    tracing::warn!("{reason}");
-                    report.deletion_guard = Some(reason);
-                }
-                _ => {
-                    for rel in gone {
-                        let Ok(path) = keys::relative_path(&rel) else {
-                            manifest.entries.remove(&rel);
-                            continue;
-                        };
-                        let local = target.join(&path);
-                        match std::fs::remove_file(&local) {
-                            Ok(()) => report.deleted += 1,
-                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                            Err(e) => {
-                                report.failed += 1;
-                                report
-                                    .errors
-                                    .push(format!("deleting {}: {e}", local.display()));
-                                continue;
-                            }
-                        }
-                        manifest.entries.remove(&rel);
-                        remove_empty_parents(&target, &local, &mut touched_dirs);
-                    }
-                }
-            }
-        }
-
         // Make the renames and unlinks durable before the manifest says so.
         for dir in &touched_dirs {
             if let Err(e) = fsio::sync_dir(dir) {
@@ -446,6 +435,73 @@ impl Syncer {
         report.ok = report.failed == 0 && report.deletion_guard.is_none();
         report.duration_secs = started.elapsed().as_secs_f64();
         Ok(report)
+    }
+}
+
+impl Syncer {
+    /// Deletes one mirrored file and its manifest entry (kept when the file
+    /// cannot be deleted, so the next pass tries again).
+    fn delete_local(
+        &self,
+        target: &Path,
+        rel: &str,
+        manifest: &mut Manifest,
+        report: &mut PassReport,
+        touched_dirs: &mut BTreeSet<PathBuf>,
+    ) {
+        let Ok(path) = keys::relative_path(rel) else {
+            manifest.entries.remove(rel);
+            return;
+        };
+        let local = target.join(&path);
+        match std::fs::remove_file(&local) {
+            Ok(()) => report.deleted += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                report.failed += 1;
+                report
+                    .errors
+                    .push(format!("deleting {}: {e}", local.display()));
+                return;
+            }
+        }
+        manifest.entries.remove(rel);
+        remove_empty_parents(target, &local, touched_dirs);
+    }
+}
+
+impl PassReport {
+    fn reject(&mut self, key: &str, rule: Rejection) {
+        if rule != Rejection::DirectoryMarker {
+            tracing::warn!(key = ?key, rule = rule.as_str(), "unsafe key skipped");
+        }
+        self.rejected += 1;
+        *self.rejections.entry(rule.as_str()).or_default() += 1;
+    }
+}
+
+/// Why deleting `gone` of the `published` files mirrored before this pass
+/// is refused, if it is: an empty listing never empties the mirror, and no
+/// pass deletes more than `max_percent` of what was published. Downloads
+/// of this pass do not count: replacing every key is 100 %, not 50 %.
+pub fn deletion_guard(
+    gone: usize,
+    published: usize,
+    listing_empty: bool,
+    max_percent: u8,
+) -> Option<String> {
+    if gone == 0 {
+        None
+    } else if listing_empty {
+        Some(format!(
+            "the listing came back empty while {published} files are mirrored; deleting nothing"
+        ))
+    } else if gone * 100 > published * usize::from(max_percent) {
+        Some(format!(
+            "{gone} of {published} mirrored files would be deleted, over max_delete_percent = {max_percent}; deleting nothing"
+        ))
+    } else {
+        None
     }
 }
 
@@ -473,5 +529,21 @@ fn remove_empty_parents(target: &Path, file: &Path, touched: &mut BTreeSet<PathB
             break;
         }
         dir = d.parent();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::deletion_guard;
+
+    #[test]
+    fn the_guard_compares_with_what_was_published_before() {
+        assert_eq!(deletion_guard(0, 0, true, 50), None);
+        assert_eq!(deletion_guard(5, 10, false, 50), None);
+        let r = deletion_guard(6, 10, false, 50).unwrap();
+        assert!(r.starts_with("6 of 10 mirrored files"), "{r}");
+        assert!(deletion_guard(1, 10, true, 100).unwrap().contains("empty"));
+        assert!(deletion_guard(40, 40, false, 50).is_some());
+        assert_eq!(deletion_guard(40, 40, false, 100), None);
     }
 }

@@ -272,6 +272,14 @@ async fn daemon_syncs_on_request_and_reports_health() {
     );
     assert!(metrics.contains("aurora_asset_sync_keys_rejected_total{rule=\"dot_segment\"} 0"));
 
+    // A second process on the same mirror would delete the daemon's staging
+    // files and race on its manifest: it exits 2, naming the holder.
+    let second = once(&env_for(&g, &target), &[]);
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("pid {}", p.pid().unwrap())), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
     // S3 down: health degraded with the reason, still ready, cache intact.
     g.stop();
     let r = http

@@ -446,3 +446,92 @@ async fn an_unreachable_origin_falls_back_to_the_next() {
     assert!(err.contains("every origin failed"), "{err}");
     assert_eq!(files(&f.target), vec!["logo.png"]);
 }
+
+/// Replacing every object with new ones is not "delete 50 %": the guard
+/// compares deletions with what was mirrored before the pass, not with a
+/// total that already counts this pass's downloads.
+#[tokio::test]
+async fn replacing_the_bucket_does_not_delete_the_mirror() {
+    let f = fixture().await;
+    for i in 0..40 {
+        f.put(&format!("old/{i}.png"), b"old").await;
+    }
+    assert!(f.pass(f.config()).await.ok);
+    for i in 0..40 {
+        f.delete(&format!("old/{i}.png")).await;
+        f.put(&format!("new/{i}.png"), b"new").await;
+    }
+    let r = f.pass(f.config()).await;
+    assert_eq!((r.downloaded, r.deleted), (40, 0), "{r:?}");
+    let reason = r.deletion_guard.as_deref().unwrap_or_default();
+    assert!(reason.contains("40 of 40"), "{r:?}");
+    assert_eq!(files(&f.target).len(), 80);
+    // The operator confirms: the old half goes.
+    let r = f
+        .try_pass(f.config(), PassOptions { force_delete: true })
+        .await
+        .unwrap();
+    assert_eq!(r.deleted, 40, "{r:?}");
+    assert_eq!(files(&f.target).len(), 40);
+}
+
+/// `a` is mirrored, then someone uploads `a/b`: the directory wins, the
+/// stale file `a` stops being served, and every later pass succeeds.
+#[tokio::test]
+async fn a_file_that_becomes_a_directory_converges() {
+    let f = fixture().await;
+    f.put("a", b"file").await;
+    for i in 0..4 {
+        f.put(&format!("keep{i}.png"), b"k").await;
+    }
+    assert!(f.pass(f.config()).await.ok);
+    assert_eq!(f.read("a").unwrap(), b"file");
+
+    f.put("a/b", b"inside").await;
+    let r = f.pass(f.config()).await;
+    assert_eq!(r.failed, 0, "{r:?}");
+    assert_eq!(r.rejections.get("file_and_prefix"), Some(&1), "{r:?}");
+    assert_eq!(f.read("a/b").unwrap(), b"inside");
+    assert_eq!(r.deleted, 1, "{r:?}");
+    let r = f.pass(f.config()).await;
+    assert_eq!((r.failed, r.downloaded), (0, 0), "{r:?}");
+    assert_eq!(files(&f.target).len(), 5);
+
+    // And back: the directory's keys go, the file is mirrored again.
+    f.delete("a/b").await;
+    let r = f.pass(f.config()).await;
+    assert_eq!(r.failed, 0, "{r:?}");
+    assert_eq!(f.read("a").unwrap(), b"file");
+}
+
+/// A rejected key is not a directory of anything: `logo.png//x` must not
+/// freeze `logo.png`, nor may a key the filters leave out.
+#[tokio::test]
+async fn a_hostile_or_filtered_key_does_not_freeze_a_good_one() {
+    let f = fixture().await;
+    f.put("logo.png", b"logo").await;
+    f.put("logo.png//x", b"evil").await;
+    f.put("icon.png", b"icon").await;
+    f.put("icon.png/skip.txt", b"filtered").await;
+    let mut c = f.config();
+    c.sync.exclude = vec!["**.txt".into()];
+    let r = f.pass(c).await;
+    assert_eq!(f.read("logo.png").unwrap(), b"logo", "{r:?}");
+    assert_eq!(f.read("icon.png").unwrap(), b"icon", "{r:?}");
+    assert_eq!(r.rejections.get("file_and_prefix"), None, "{r:?}");
+    assert_eq!(r.rejections.get("empty_segment"), Some(&1), "{r:?}");
+}
+
+/// A prefix is a directory boundary: `prefix = "img"` is `img/`.
+#[tokio::test]
+async fn a_prefix_ends_at_a_directory_boundary() {
+    let f = fixture().await;
+    f.put("img/a.png", b"a").await;
+    f.put("img2/x.png", b"x").await;
+    f.put("imgx", b"x").await;
+    let mut c = f.config();
+    c.s3.prefix = "img".into();
+    let r = f.pass(c).await;
+    assert!(r.ok, "{r:?}");
+    assert_eq!(files(&f.target), vec!["a.png"]);
+}
