@@ -69,6 +69,9 @@ impl AdminApi for Api {
             "serial": zone.as_ref().map(|z| z.serial),
             "records": zone.as_ref().map(|z| z.len()),
             "down": zone.as_ref().map(|z| z.down.clone()),
+            // No report written anywhere within down_after_secs (the primary
+            // is gone): the down set is frozen, not grown.
+            "health_frozen": zone.as_ref().map(|z| z.health_frozen),
             "skipped": zone.as_ref().map(|z| z.skipped.clone()),
             "last_refresh_age_secs": self.state.last_refresh.lock().ok()
                 .and_then(|g| g.map(|t| t.elapsed().as_secs_f64())),

@@ -130,10 +130,19 @@ pub async fn refresh_loop(
             last_build = Some(Instant::now());
             m.serial.set(i64::from(zone.serial));
             m.records.set(zone.len() as i64);
+            let was_frozen = state.zone.get().is_some_and(|old| old.health_frozen);
+            if zone.health_frozen != was_frozen {
+                if zone.health_frozen {
+                    tracing::warn!(down = ?zone.down, "no node has reported within down_after_secs (no writable primary?); the down set is frozen");
+                } else {
+                    tracing::info!("reports are fresh again; the down set follows them");
+                }
+            }
             let changed = state.zone.get().is_none_or(|old| {
                 old.serial != zone.serial
                     || old.down != zone.down
                     || old.len() != zone.len()
+                    || old.health_frozen != zone.health_frozen
             });
             if changed {
                 tracing::info!(serial = zone.serial, records = zone.len(), down = ?zone.down, "zone loaded");

@@ -46,6 +46,9 @@ pub struct Zone {
     interior: BTreeSet<LowerName>,
     pub skipped: Vec<Skipped>,
     pub down: Vec<String>,
+    /// No node has reported within `down_after_secs`: reports cannot be
+    /// written, and the down set is frozen rather than growing.
+    pub health_frozen: bool,
 }
 
 /// What a query finds.
@@ -153,11 +156,22 @@ impl Zone {
             data.health.iter().map(|h| (h.node.as_str(), h)).collect();
         // Down when a health-monitor marked it (the mark moved the serial,
         // so secondaries see the change), or, as a fallback when no monitor
-        // is left to mark it, when its report is older than our own limit.
+        // is left to mark it, when its report is older than our own limit —
+        // measured from the freshest report, not from now: when no report
+        // can be written (the primary is gone and not yet replaced), every
+        // report ages together, which says nothing about the nodes. The
+        // view then freezes, and `health_frozen` says so.
+        let freshest = data
+            .health
+            .iter()
+            .map(|h| h.age_secs)
+            .fold(f64::INFINITY, f64::min);
+        let limit = cfg.down_after_secs as f64;
+        let health_frozen = freshest.is_finite() && freshest > limit;
         let is_down = |n: &Node| {
             health
                 .get(n.name.as_str())
-                .is_some_and(|h| h.down_since.is_some() || h.age_secs > cfg.down_after_secs as f64)
+                .is_some_and(|h| h.down_since.is_some() || h.age_secs - freshest > limit)
         };
 
         // Nodes we can serve, with their own names.
@@ -314,6 +328,7 @@ impl Zone {
             interior,
             skipped,
             down,
+            health_frozen,
         })
     }
 
@@ -391,6 +406,17 @@ mod tests {
         }
     }
 
+    fn health(name: &str, age_secs: f64) -> HealthRow {
+        HealthRow {
+            node: NodeName::parse(name).unwrap(),
+            status: HealthStatus::Passing,
+            checks: serde_json::json!([]),
+            reported_at: Utc::now(),
+            age_secs,
+            down_since: None,
+        }
+    }
+
     fn data() -> ZoneData {
         ZoneData {
             listing: NodeListing {
@@ -406,14 +432,16 @@ mod tests {
                     reason: "bad label".into(),
                 }],
             },
-            health: vec![HealthRow {
-                node: NodeName::parse("iceland").unwrap(),
-                status: HealthStatus::Passing,
-                checks: serde_json::json!([]),
-                reported_at: Utc::now(),
-                age_secs: 500.0,
-                down_since: None,
-            }],
+            // iceland stopped reporting long ago; the others report.
+            health: [
+                ("aurora", 2.0),
+                ("star", 1.0),
+                ("vengeance", 4.0),
+                ("iceland", 500.0),
+            ]
+            .iter()
+            .map(|(n, age)| health(n, *age))
+            .collect(),
             cluster: ClusterState {
                 epoch: 3,
                 primary: Some(NodeName::parse("star").unwrap()),
@@ -480,6 +508,33 @@ mod tests {
         let reasons: Vec<_> = z.skipped.iter().map(|s| s.reason).collect();
         assert_eq!(reasons, ["invalid_row", "ip_outside_vpn"]);
         assert_eq!(z.down, ["iceland"]);
+    }
+
+    /// The primary died and no failover happened: nobody can write a
+    /// report, so every report ages together. That is not evidence that
+    /// the nodes are down: the view freezes, the names keep answering, and
+    /// the zone says it is frozen.
+    #[test]
+    fn reports_that_stop_everywhere_freeze_the_view() {
+        let mut d = data();
+        for h in &mut d.health {
+            h.age_secs += 45.0;
+        }
+        let z = Zone::build(&cfg(), &d).unwrap();
+        assert_eq!(
+            ips(&z, "replica.aurora.internal.", RecordType::A),
+            ["10.0.0.1", "10.0.0.3"]
+        );
+        assert_eq!(z.down, ["iceland"], "the node that stopped first");
+        assert!(z.health_frozen);
+        assert!(!Zone::build(&cfg(), &data()).unwrap().health_frozen);
+        // A mark a monitor wrote while it could still write holds.
+        d.health[2].down_since = Some(Utc::now());
+        let z = Zone::build(&cfg(), &d).unwrap();
+        assert_eq!(
+            ips(&z, "replica.aurora.internal.", RecordType::A),
+            ["10.0.0.1"]
+        );
     }
 
     #[test]
