@@ -86,7 +86,8 @@ pub fn write_target(
 /// The whole attempt, including every host of a multi-host target, is
 /// bounded by `timeout`.
 pub async fn connect(target: &DbTarget, timeout: Duration) -> Result<Client, DbError> {
-    let attempt = target.config.connect(NoTls);
+    let config = with_dead_peer_detection(&target.config);
+    let attempt = config.connect(NoTls);
     let (client, connection) = tokio::time::timeout(timeout, attempt)
         .await
         .map_err(|_| DbError::ConnectTimeout {
@@ -104,6 +105,28 @@ pub async fn connect(target: &DbTarget, timeout: Duration) -> Result<Client, DbE
     });
     Ok(client)
 }
+
+/// A peer that vanishes (a dead VPN host) sends no RST; without these, a
+/// query to it waits for the kernel's retransmission timeout, about 15
+/// minutes. Unacknowledged data fails the connection after
+/// [`TCP_USER_TIMEOUT`], an idle one after about 11 s of unanswered
+/// keepalives. A DSN that sets its own values keeps them.
+pub fn with_dead_peer_detection(config: &Config) -> Config {
+    let mut c = config.clone();
+    if c.get_tcp_user_timeout().is_none() {
+        c.tcp_user_timeout(TCP_USER_TIMEOUT);
+    }
+    if c.get_keepalives_retries().is_none() {
+        c.keepalives(true)
+            .keepalives_idle(Duration::from_secs(5))
+            .keepalives_interval(Duration::from_secs(2))
+            .keepalives_retries(3);
+    }
+    c
+}
+
+/// How long sent data may stay unacknowledged before the connection fails.
+pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn error_chain(e: &tokio_postgres::Error) -> String {
     let mut msg = e.to_string();

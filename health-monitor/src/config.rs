@@ -53,8 +53,8 @@ impl Default for PrometheusSdConfig {
 pub struct AlertsConfig {
     #[serde(default)]
     pub webhooks: Vec<Webhook>,
-    /// The same node entering the same status is announced at most once
-    /// per this many seconds.
+    /// The window in which a node that changes state more than once is
+    /// announced as flapping (with the count). No change is suppressed.
     pub cooldown_secs: u64,
     /// Delivery attempts per webhook, with backoff.
     pub attempts: u32,
@@ -79,13 +79,27 @@ impl Default for AlertsConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Webhook {
-    /// `http://…` (plain HTTP for now: point it at a relay such as
-    /// Alertmanager's webhook receiver for HTTPS services like Slack).
-    pub url: String,
+    /// `https://…` or `http://…`. A credential (a Slack incoming-webhook
+    /// URL is its own secret): redacted by `--check-config`, and logged
+    /// only as its scheme and host.
+    pub url: Secret,
     /// `slack` (incoming-webhook `{"text": …}`) or `generic` (the transition as JSON).
     pub kind: WebhookKind,
     /// Sent as `Authorization: Bearer …` when set.
     pub token: Option<Secret>,
+    /// Send `token` over plain `http://` (a relay on the same host or the
+    /// VPN); refused otherwise, since anyone on the path would read it.
+    #[serde(default)]
+    pub allow_token_over_http: bool,
+}
+
+/// A webhook URL as it may be logged: scheme and host, never the path or
+/// query (where Slack and others keep the secret) nor userinfo.
+pub fn redacted_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("?", ""));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit('@').next().unwrap_or("");
+    format!("{scheme}://{host}/…")
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -348,14 +362,20 @@ impl Validate for Config {
             }
         }
         for (i, w) in self.alerts.webhooks.iter().enumerate() {
-            let rest = w
-                .url
-                .strip_prefix("https://")
-                .or_else(|| w.url.strip_prefix("http://"));
-            if rest.is_none_or(|r| r.is_empty()) {
+            // The URL is a credential: errors name the key, never the value.
+            let url = w.url.expose();
+            let plain = url.strip_prefix("http://");
+            let rest = url.strip_prefix("https://").or(plain);
+            if rest.is_none_or(|r| r.is_empty() || r.starts_with('/')) {
                 return Err(ConfigError::new(
                     format!("alerts.webhooks[{i}].url"),
-                    format!("`{}` is not an http:// or https:// URL", w.url),
+                    "is not an http:// or https:// URL with a host (value not shown: it is a credential)",
+                ));
+            }
+            if plain.is_some() && w.token.is_some() && !w.allow_token_over_http {
+                return Err(ConfigError::new(
+                    format!("alerts.webhooks[{i}].token"),
+                    "would be sent over plain http://; use https://, or set allow_token_over_http = true for a relay on a trusted path",
                 ));
             }
         }

@@ -165,30 +165,128 @@ pub async fn view(config: &Config) -> Result<FleetView, DbError> {
     let health = queries::list_health(&client).await?;
     let cluster = queries::cluster_state(&client).await?;
     let down_after = 3.0 * config.checks.interval_secs as f64;
-    let nodes = listing
+    let primary = cluster.primary.map(|p| p.to_string());
+    let replication = primary_view(config).await;
+    let reports: Vec<Report> = listing
         .nodes
         .iter()
         .map(|n| {
             let h = health.iter().find(|h| h.node == n.name);
-            let status = match h {
-                None => "unknown".to_string(),
-                Some(h) if h.down_since.is_some() || h.age_secs > down_after => "down".to_string(),
-                Some(h) => h.status.as_str().to_string(),
-            };
-            NodeView {
+            Report {
                 name: n.name.to_string(),
-                role: n.role,
-                vpn_ip: n.vpn_ip.to_string(),
-                status,
-                report_age_secs: h.map(|h| h.age_secs),
+                status: h.map(|h| h.status.as_str()),
+                age_secs: h.map(|h| h.age_secs),
+                marked_down: h.is_some_and(|h| h.down_since.is_some()),
             }
         })
         .collect();
+    let statuses = statuses(
+        &reports,
+        down_after,
+        primary.as_deref(),
+        replication.reachable,
+    );
+    let nodes = listing
+        .nodes
+        .iter()
+        .zip(reports)
+        .zip(statuses)
+        .map(|((n, r), status)| NodeView {
+            name: n.name.to_string(),
+            role: n.role,
+            vpn_ip: n.vpn_ip.to_string(),
+            status,
+            report_age_secs: r.age_secs,
+        })
+        .collect();
     Ok(FleetView {
-        primary: cluster.primary.map(|p| p.to_string()),
+        primary,
         epoch: cluster.epoch,
         nodes,
         rejected: listing.rejected,
-        replication: primary_view(config).await,
+        replication,
     })
+}
+
+/// One node's last report as the registry holds it.
+pub struct Report {
+    pub name: String,
+    pub status: Option<&'static str>,
+    pub age_secs: Option<f64>,
+    pub marked_down: bool,
+}
+
+/// Each node's status. A node is down when a monitor marked it, or when its
+/// report is `down_after` older than the fleet's freshest one — measured
+/// from the freshest, not from now: when reports cannot be written at all
+/// (the primary is gone), every report ages together and that says nothing
+/// about the nodes. The recorded primary is down when no writable primary
+/// answers: its node may be up, but the fleet has lost it.
+pub fn statuses(
+    reports: &[Report],
+    down_after: f64,
+    primary: Option<&str>,
+    primary_answers: bool,
+) -> Vec<String> {
+    let freshest = reports
+        .iter()
+        .filter_map(|r| r.age_secs)
+        .fold(f64::INFINITY, f64::min);
+    reports
+        .iter()
+        .map(|r| {
+            let stale = r.age_secs.is_some_and(|a| a - freshest > down_after);
+            if r.marked_down || stale || (!primary_answers && primary == Some(r.name.as_str())) {
+                "down".to_string()
+            } else {
+                r.status.unwrap_or("unknown").to_string()
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(name: &str, age: f64) -> Report {
+        Report {
+            name: name.into(),
+            status: Some("passing"),
+            age_secs: Some(age),
+            marked_down: false,
+        }
+    }
+
+    /// The primary's host died and no failover happened: nobody can write
+    /// a report, so all of them age. The survivors are not down; the primary
+    /// is, because no writable primary answers.
+    #[test]
+    fn a_dead_primary_is_down_and_the_survivors_are_not() {
+        let r = [
+            report("aurora", 40.0),
+            report("star", 41.0),
+            report("vengeance", 39.0),
+        ];
+        assert_eq!(
+            statuses(&r, 15.0, Some("aurora"), false),
+            ["down", "passing", "passing"]
+        );
+        assert_eq!(
+            statuses(&r, 15.0, Some("aurora"), true),
+            ["passing", "passing", "passing"]
+        );
+        // One that stopped long before the others is down.
+        let r = [report("aurora", 1.0), report("star", 40.0)];
+        assert_eq!(
+            statuses(&r, 15.0, Some("aurora"), true),
+            ["passing", "down"]
+        );
+        let unknown = Report {
+            status: None,
+            age_secs: None,
+            ..report("new", 0.0)
+        };
+        assert_eq!(statuses(&[unknown], 15.0, None, true), ["unknown"]);
+    }
 }

@@ -226,6 +226,21 @@ fn registration(config: &Config, gpus: Vec<serde_json::Value>) -> anyhow::Result
     })
 }
 
+/// `work`, or an error naming `what` once `limit` has passed.
+async fn deadline<T>(
+    limit: Duration,
+    what: &str,
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    match tokio::time::timeout(limit, work).await {
+        Ok(r) => r,
+        Err(_) => Err(anyhow::anyhow!(
+            "{what}: no answer within {} s",
+            limit.as_secs()
+        )),
+    }
+}
+
 /// Runs health-monitor until `lifecycle` shuts down.
 pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
     let metrics = Metrics::new("health-monitor")?;
@@ -250,6 +265,9 @@ pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
             let timeout = Duration::from_secs(config.database.connect_timeout_secs);
             let http = HttpClient::new(Duration::from_secs(config.checks.timeout_secs));
             let mut writer: Option<Client> = None;
+            let db_deadline = Duration::from_secs(
+                config.database.connect_timeout_secs + config.checks.timeout_secs.max(1),
+            );
             let mut alerter = alerts::Alerter::new(config.alerts.clone(), m.alerts.clone())?;
             let mut registered = false;
             let mut interval =
@@ -280,7 +298,10 @@ pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
 
                 // Only the latest report matters: it replaces whatever could
                 // not be sent, so nothing queues up while the primary is away.
-                let outcome: Result<(), anyhow::Error> = async {
+                // Every database round has a deadline: a primary whose host
+                // vanished (no RST) must cost one failed report, not the
+                // kernel's retransmission timeout with nothing checked.
+                let outcome: Result<(), anyhow::Error> = deadline(db_deadline, "reporting to the primary", async {
                     if writer.as_ref().is_none_or(Client::is_closed) {
                         writer = Some(cluster_db::connect(&target, timeout).await?);
                     }
@@ -312,11 +333,11 @@ pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
                         Err(e) => tracing::warn!(error = %e, "stale nodes not marked down"),
                     }
                     Ok(())
-                }
+                })
                 .await;
                 // Files rendered from the registry: the WireGuard peers and
                 // Prometheus' discovery of every node.
-                let wg = async {
+                let wg = deadline(db_deadline, "reading the registry", async {
                     let wg_path = config.wireguard.config_path.as_ref();
                     let sd_dir = config.prometheus.sd_dir.as_ref();
                     if wg_path.is_none() && sd_dir.is_none() {
@@ -352,19 +373,23 @@ pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
                         tracing::info!(path = %path.display(), ?applied, "WireGuard peers updated");
                     }
                     Ok::<(), anyhow::Error>(())
-                }
+                })
                 .await;
                 if let Err(e) = wg {
                     tracing::warn!(error = %e, "WireGuard peers not updated");
                 }
                 // The fleet as the local database sees it: metrics, and
                 // alerts from the primary's monitor only.
-                if let Ok(view) = fleet::view(&config).await {
+                let view = deadline(db_deadline, "reading the fleet", async {
+                    Ok(fleet::view(&config).await?)
+                })
+                .await;
+                if let Ok(view) = view {
                     for s in ["passing", "warning", "critical", "down", "unknown"] {
                         let n = view.nodes.iter().filter(|v| v.status == s).count();
                         m.fleet.with_label_values(&[s]).set(n as i64);
                     }
-                    let is_sender = view.primary.as_deref() == Some(config.node.name.as_str());
+                    let is_sender = alerts::sender(&view) == Some(config.node.name.as_str());
                     for t in alerter.observe(&view, is_sender) {
                         tracing::info!(node = %t.node, from = %t.from, to = %t.to, "alert");
                     }

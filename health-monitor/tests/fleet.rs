@@ -325,6 +325,93 @@ async fn the_primary_away_and_back() {
     hm.stop().await;
 }
 
+/// Drops every packet to a loopback port while alive: a host that vanished
+/// (a dead WireGuard peer) sends no RST, so a connection to it hangs
+/// rather than fails.
+struct Blackhole(u16);
+
+impl Blackhole {
+    fn rule(port: u16, op: &str) -> bool {
+        std::process::Command::new("iptables")
+            .args(["-w", op, "INPUT", "-i", "lo", "-p", "tcp", "--dport"])
+            .arg(port.to_string())
+            .args(["-j", "DROP"])
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    fn new(port: u16) -> Blackhole {
+        assert!(
+            Self::rule(port, "-I"),
+            "iptables -I INPUT … DROP (needs root)"
+        );
+        Blackhole(port)
+    }
+}
+
+impl Drop for Blackhole {
+    fn drop(&mut self) {
+        Self::rule(self.0, "-D");
+    }
+}
+
+/// The primary's host vanishes without a RST while this node's own
+/// database is fine: the monitor must notice within a few intervals —
+/// reports counted as failed, `/health` degraded — and keep checking,
+/// not hang in a write for the kernel's ~15 min retransmission timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blackholed_primary_stalls_nothing() {
+    let p = primary().await;
+    let r = replica_of(&p, "vengeance").await;
+    let hm = start(config("vengeance", "compute", "10.0.0.3", &r, &p)).await;
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            hm.status_of("vengeance").await == "passing"
+        })
+        .await
+    );
+    let failed = |m: &str| -> f64 {
+        m.lines()
+            .find(|l| l.starts_with("aurora_health_monitor_reports_total{outcome=\"failed\"}"))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let metrics = || async {
+        let r = HttpClient::new(Duration::from_secs(5))
+            .get(&format!("{}/metrics", hm.url))
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&r.body).to_string()
+    };
+    let before = failed(&metrics().await);
+    let hole = Blackhole::new(p.port());
+    let degraded = wait_until(Duration::from_secs(15), || async {
+        hm.get("/health").await.1["status"] == "degraded"
+    })
+    .await;
+    assert!(degraded, "{:?}", hm.get("/health").await);
+    // Rounds go on: more than one failed report, each within its deadline.
+    assert!(
+        wait_until(Duration::from_secs(15), || async {
+            failed(&metrics().await) >= before + 2.0
+        })
+        .await,
+        "{}",
+        metrics().await
+    );
+    drop(hole);
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            hm.get("/health").await.1["status"] == "ok"
+        })
+        .await,
+        "{:?}",
+        hm.get("/health").await
+    );
+    hm.stop().await;
+}
+
 /// A webhook receiver: sidecar-kit's own admin server, recording POSTs.
 struct Receiver {
     seen: std::sync::Mutex<Vec<Value>>,
@@ -367,9 +454,11 @@ async fn alerts_once_per_transition_from_the_primary_only() {
     let p = primary().await;
     let (receiver, server) = webhook_receiver().await;
     let hook = health_monitor::config::Webhook {
-        url: format!("http://{}/hook", server.local_addr()),
+        url: Secret::new(format!("http://{}/hook", server.local_addr())),
         kind: health_monitor::config::WebhookKind::Generic,
         token: Some(Secret::new("hook-token-0123456789")),
+        // A receiver on loopback.
+        allow_token_over_http: true,
     };
     // aurora holds the primary and sends; star has the same webhook but must not.
     let mut lead_cfg = config("aurora", "lead", "10.0.0.1", &p, &p);
@@ -540,9 +629,10 @@ async fn alerts_reach_an_https_webhook() {
 
     let mut lead_cfg = config("aurora", "lead", "10.0.0.1", &p, &p);
     lead_cfg.alerts.webhooks = vec![health_monitor::config::Webhook {
-        url: format!("https://localhost:{port}/hook"),
+        url: Secret::new(format!("https://localhost:{port}/hook")),
         kind: health_monitor::config::WebhookKind::Slack,
         token: Some(Secret::new("hook-token-0123456789")),
+        allow_token_over_http: false,
     }];
     lead_cfg.alerts.ca_file = Some(ca.clone());
     sidecar_kit::Validate::validate(&lead_cfg).unwrap();

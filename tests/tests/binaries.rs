@@ -125,6 +125,51 @@ fn check_config_redacts_secrets() {
     }
 }
 
+/// A webhook URL is a credential (Slack's is its own secret): never
+/// printed, not even in the error about a bad one, and a bearer token is not
+/// sent over plain http:// unless the operator says so.
+#[test]
+fn a_webhook_url_is_a_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    let hm = |hook: &str| {
+        let file = dir.path().join("hm.toml");
+        std::fs::write(
+            &file,
+            format!("[[alerts.webhooks]]\nkind = \"slack\"\n{hook}\n"),
+        )
+        .unwrap();
+        let out = run(
+            "health-monitor",
+            &["--config", file.to_str().unwrap(), "--check-config"],
+            &minimal_env("health-monitor"),
+        );
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!all.contains(SECRET), "printed the webhook URL: {all}");
+        (out.status.code(), all)
+    };
+    let (code, all) = hm(&format!(
+        "url = \"https://hooks.example/services/{SECRET}\""
+    ));
+    assert_eq!(code, Some(0), "{all}");
+    assert!(all.contains("[redacted]"), "{all}");
+    let (code, all) = hm(&format!("url = \"ftp://hooks.example/{SECRET}\""));
+    assert_eq!(code, Some(2), "{all}");
+    assert!(all.contains("alerts.webhooks[0].url"), "{all}");
+    let plain = format!("url = \"http://relay.example/{SECRET}\"\ntoken = \"{SECRET}x\"");
+    let (code, all) = hm(&plain);
+    assert_eq!(code, Some(2), "{all}");
+    assert!(
+        all.contains("alerts.webhooks[0].token") && all.contains("http://"),
+        "{all}"
+    );
+    let (code, all) = hm(&format!("{plain}\nallow_token_over_http = true"));
+    assert_eq!(code, Some(0), "{all}");
+}
+
 /// Real dependencies for the sidecars that have them: a migrated PostgreSQL
 /// (dns-sync) and a Garage bucket (asset-sync).
 struct Deps {
