@@ -73,6 +73,8 @@ fn ok(r: Run, what: &str) -> Run {
 /// fails half-way.
 struct Sandbox {
     dir: PathBuf,
+    /// The directory above `dir`: a tmpfs when `on_tmpfs`.
+    root: PathBuf,
     json: Value,
     on_tmpfs: bool,
 }
@@ -80,7 +82,7 @@ struct Sandbox {
 impl Sandbox {
     fn up(extra: &[&str]) -> Sandbox {
         // Under /tmp: the postgres user must be able to reach the data.
-        let dir = PathBuf::from(format!(
+        let root = PathBuf::from(format!(
             "/tmp/aurora-cli-test-{}-{}",
             std::process::id(),
             testbed::garage::random_hex(4)
@@ -88,17 +90,20 @@ impl Sandbox {
         // Each node's health-monitor watches the sandbox directory's disk.
         // How full this machine's disk is, is not under test (CI machines
         // have run at over 90 %, which is rightly critical): as root the
-        // sandbox gets a file system of its own, whose fill is its own.
+        // sandbox lives in a file system of its own, whose fill is its own
+        // (one level down: `sandbox down` removes its directory, and a mount
+        // point cannot be removed).
         let on_tmpfs = nix::unistd::Uid::effective().is_root();
+        std::fs::create_dir_all(&root).unwrap();
         if on_tmpfs {
-            std::fs::create_dir_all(&dir).unwrap();
             let m = std::process::Command::new("mount")
                 .args(["-t", "tmpfs", "-o", "size=4g,mode=0755", "aurora-cli-test"])
-                .arg(&dir)
+                .arg(&root)
                 .status()
                 .unwrap();
-            assert!(m.success(), "mount a tmpfs on {}", dir.display());
+            assert!(m.success(), "mount a tmpfs on {}", root.display());
         }
+        let dir = root.join("sandbox");
         // The directory from the environment, as `scripts/sandbox` passes
         // it, and a stray override in the operator's shell that must not
         // reach the sandbox's sidecars (their config files are the config).
@@ -115,6 +120,7 @@ impl Sandbox {
             )
             .unwrap_or(Value::Null),
             dir,
+            root,
             on_tmpfs,
         };
         assert_eq!(r.code, 0, "sandbox up: {}\n{}", r.stdout, r.stderr);
@@ -191,10 +197,10 @@ impl Drop for Sandbox {
         if self.on_tmpfs {
             let _ = std::process::Command::new("umount")
                 .arg("--lazy")
-                .arg(&self.dir)
+                .arg(&self.root)
                 .status();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_dir_all(&self.root);
     }
 }
 
