@@ -221,7 +221,8 @@ pub struct Report {
 /// from the freshest, not from now: when reports cannot be written at all
 /// (the primary is gone), every report ages together and that says nothing
 /// about the nodes. The recorded primary is down when no writable primary
-/// answers: its node may be up, but the fleet has lost it.
+/// answers and none has taken a report for `down_after`: its node may be
+/// up, but the fleet has lost it.
 pub fn statuses(
     reports: &[Report],
     down_after: f64,
@@ -236,7 +237,12 @@ pub fn statuses(
         .iter()
         .map(|r| {
             let stale = r.age_secs.is_some_and(|a| a - freshest > down_after);
-            if r.marked_down || stale || (!primary_answers && primary == Some(r.name.as_str())) {
+            // Lost: no writable primary answers now, and none has taken a
+            // report for `down_after` (one slow connect is not an outage).
+            let lost = !primary_answers
+                && primary == Some(r.name.as_str())
+                && r.age_secs.is_none_or(|a| a > down_after);
+            if r.marked_down || stale || lost {
                 "down".to_string()
             } else {
                 r.status.unwrap_or("unknown").to_string()
@@ -275,6 +281,12 @@ mod tests {
         assert_eq!(
             statuses(&r, 15.0, Some("aurora"), true),
             ["passing", "passing", "passing"]
+        );
+        // One failed connect while reports are fresh is not an outage.
+        let fresh = [report("aurora", 2.0), report("star", 1.0)];
+        assert_eq!(
+            statuses(&fresh, 15.0, Some("aurora"), false),
+            ["passing", "passing"]
         );
         // One that stopped long before the others is down.
         let r = [report("aurora", 1.0), report("star", 40.0)];
