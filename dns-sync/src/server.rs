@@ -7,6 +7,11 @@
 use std::sync::{Arc, RwLock};
 
 use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
+
+/// The largest UDP answer we send and the size we advertise: 1232 bytes, the
+/// DNS Flag Day 2020 / RFC 9715 value that fits an IPv6 minimum MTU without
+/// fragmentation (and the WireGuard tunnel's).
+pub const UDP_PAYLOAD: u16 = 1232;
 use hickory_proto::rr::{DNSClass, Record, RecordType};
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
@@ -195,10 +200,12 @@ impl RequestHandler for Handler {
         meta.authoritative = matches!(rcode, ResponseCode::NoError | ResponseCode::NXDomain);
         self.queries.inc(qtype, rcode);
 
-        // Echo EDNS; its payload size bounds the UDP answer.
+        // EDNS answered with our own UDP payload size (the client's bounds
+        // what we send; see udp.rs) and the DO bit echoed (RFC 3225).
         let edns = request.edns.as_ref().map(|e| {
             let mut out = Edns::new();
-            out.set_max_payload(e.max_payload().clamp(512, 4096));
+            out.set_max_payload(UDP_PAYLOAD);
+            out.set_dnssec_ok(e.flags().dnssec_ok);
             out.set_version(0);
             out
         });

@@ -31,15 +31,17 @@ use hickory_server::zone_handler::MessageResponse;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
-use crate::server::{Handler, QueryCounters};
+use crate::server::{Handler, QueryCounters, UDP_PAYLOAD};
 use crate::zone::Zone;
 
 /// Largest query we read; anything longer is truncated and fails to parse.
 const MAX_QUERY: usize = 4096;
 
-/// Most distinct queries one socket remembers answers for; past it the
-/// cache starts over (a flood of distinct names cannot grow memory).
+/// Most distinct queries one socket remembers answers for, and most bytes
+/// of queries and answers; past either the cache starts over (a flood of
+/// distinct or padded queries cannot grow memory).
 const CACHE_MAX: usize = 16_384;
+const CACHE_MAX_BYTES: usize = 4 << 20;
 
 /// Sends an answer straight back on the socket it came in on, and keeps a
 /// copy for the answer cache.
@@ -48,6 +50,8 @@ struct Direct {
     socket: Arc<UdpSocket>,
     dst: SocketAddr,
     sent: Arc<Mutex<Option<Vec<u8>>>>,
+    /// The largest answer this client takes.
+    limit: u16,
 }
 
 struct Cached {
@@ -60,6 +64,8 @@ struct Cached {
 struct AnswerCache {
     zone: Option<Arc<Zone>>,
     answers: HashMap<Vec<u8>, Cached>,
+    /// Bytes of keys and answers held.
+    bytes: usize,
 }
 
 impl AnswerCache {
@@ -72,7 +78,22 @@ impl AnswerCache {
         };
         if !same {
             self.answers.clear();
+            self.bytes = 0;
             self.zone = zone.clone();
+        }
+    }
+
+    /// Remembers an answer, starting over when a bound would be passed.
+    fn insert(&mut self, key: Vec<u8>, answer: Cached) {
+        let size = key.len() + answer.bytes.len();
+        if self.answers.len() >= CACHE_MAX || self.bytes + size > CACHE_MAX_BYTES {
+            self.answers.clear();
+            self.bytes = 0;
+        }
+        let key_len = key.len();
+        self.bytes += size;
+        if let Some(old) = self.answers.insert(key, answer) {
+            self.bytes -= key_len + old.bytes.len();
         }
     }
 }
@@ -91,13 +112,9 @@ impl ResponseHandler for Direct {
         >,
     ) -> Result<ResponseInfo, NetError> {
         // RFC 1035 4.2.1: 512 bytes without EDNS; with it, what the client
-        // advertised (the handler echoes it, clamped). Anything larger is
-        // cut with TC set by the encoder.
-        let max = response
-            .edns()
-            .map(|e| e.max_payload())
-            .unwrap_or(512)
-            .max(512);
+        // advertised, but never over our own UDP_PAYLOAD. Anything larger
+        // is cut with TC set by the encoder.
+        let max = self.limit;
         let id = response.metadata().id;
         let mut bytes = Vec::with_capacity(512);
         let mut encoder = BinEncoder::new(&mut bytes);
@@ -187,6 +204,10 @@ pub async fn serve(socket: Arc<UdpSocket>, handler: Handler, shutdown: Cancellat
                     socket: socket.clone(),
                     dst: src,
                     sent: sent.clone(),
+                    limit: request
+                        .edns
+                        .as_ref()
+                        .map_or(512, |e| e.max_payload().clamp(512, UDP_PAYLOAD)),
                 };
                 handler
                     .handle_request::<_, TokioTime>(&request, direct)
@@ -206,11 +227,8 @@ pub async fn serve(socket: Arc<UdpSocket>, handler: Handler, shutdown: Cancellat
                     && request.edns.as_ref().is_none_or(|e| e.version() == 0);
                 if let (Some(bytes), true) = (answer, cacheable) {
                     if bytes.len() >= 12 {
-                        if cache.answers.len() >= CACHE_MAX {
-                            cache.answers.clear();
-                        }
                         let rcode = ResponseCode::from(0, bytes[3] & 0x0f);
-                        cache.answers.insert(
+                        cache.insert(
                             packet[2..].to_vec(),
                             Cached {
                                 counter: QueryCounters::index(qtype, rcode),
@@ -236,6 +254,28 @@ pub async fn serve(socket: Arc<UdpSocket>, handler: Handler, shutdown: Cancellat
 
 #[cfg(test)]
 mod tests {
+    use super::{AnswerCache, Cached, CACHE_MAX_BYTES};
+
+    #[test]
+    fn the_answer_cache_is_bounded_in_bytes() {
+        let mut c = AnswerCache::default();
+        let answer = || Cached {
+            bytes: vec![0; 1200],
+            counter: 0,
+        };
+        for i in 0..10_000u32 {
+            let mut key = vec![0u8; 3000];
+            key[..4].copy_from_slice(&i.to_be_bytes());
+            c.insert(key, answer());
+            assert!(c.bytes <= CACHE_MAX_BYTES);
+        }
+        // The same key again replaces, not adds.
+        let before = c.bytes;
+        c.insert(vec![1; 10], answer());
+        c.insert(vec![1; 10], answer());
+        assert_eq!(c.bytes, before + 1210);
+    }
+
     #[test]
     fn error_header_layout() {
         let h = super::error_header(0xabcd, 0, 1);

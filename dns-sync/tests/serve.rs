@@ -424,6 +424,21 @@ async fn large_answers_truncate_over_udp_and_complete_over_tcp() {
     dns.wait_ready().await;
     let udp = dns.dig(&["+ignore", "+noedns", &name("replica"), "A"]);
     assert!(udp.contains(" tc"), "no TC bit over UDP: {udp}");
+    // A client offering 4096 bytes still gets at most the server's own 1232
+    // (RFC 9715's safe size, no IP fragmentation), which the reply advertises;
+    // the DO bit is echoed (RFC 3225).
+    let big = dns.dig(&["+ignore", "+bufsize=4096", "+dnssec", &name("replica"), "A"]);
+    assert!(
+        big.contains(" tc"),
+        "an answer over 1232 bytes sent whole: {big}"
+    );
+    assert!(big.contains("udp: 1232"), "{big}");
+    assert!(big.contains("flags: do"), "{big}");
+    let small = dns.dig(&["+bufsize=1232", &name("db"), "A"]);
+    assert!(
+        small.contains("udp: 1232") && !small.contains("flags: do"),
+        "{small}"
+    );
     let tcp = dns.short(&name("replica"), "A");
     assert_eq!(tcp.len(), 102, "dig retries over TCP and gets everything");
     dns.stop().await;
