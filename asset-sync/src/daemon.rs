@@ -125,6 +125,9 @@ pub struct Daemon {
     trigger: Notify,
     completed: watch::Sender<Option<Outcome>>,
     last_success: Mutex<Option<Instant>>,
+    /// When the bucket was last listed completely, by this run or (from the
+    /// manifest) an earlier one: the age of what is served.
+    mirror_listed_at: Mutex<Option<chrono::DateTime<chrono::Utc>>>,
     progress: Progress,
 }
 
@@ -178,6 +181,7 @@ impl AdminApi for Daemon {
                 "bytes": self.progress.bytes.load(Ordering::Relaxed),
             },
             "last_pass": self.last(),
+            "mirror_listed_at": self.mirror_listed_at.lock().ok().and_then(|g| *g),
         })
     }
 
@@ -237,8 +241,19 @@ pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
         trigger: Notify::new(),
         completed: watch::channel(None).0,
         last_success: Mutex::new(None),
+        mirror_listed_at: Mutex::new(None),
         progress: Progress::default(),
     });
+    // Works offline: a mirror an earlier run listed completely is served at
+    // once, before (and whether or not) the first pass reaches S3.
+    let earlier = crate::manifest::Manifest::load(&config.sync.state_dir()).listed_at;
+    if let Some(at) = earlier {
+        tracing::info!(listed_at = %at, "serving the mirror an earlier run listed until a pass succeeds");
+        if let Ok(mut g) = daemon.mirror_listed_at.lock() {
+            *g = Some(at);
+        }
+        lifecycle.set_ready(true);
+    }
     let work = {
         let daemon = daemon.clone();
         let lifecycle = lifecycle.clone();
@@ -269,6 +284,9 @@ pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
                         }
                         // The cache is complete enough to serve once a listing
                         // succeeded; per-object failures are retried next pass.
+                        if let Ok(mut g) = daemon.mirror_listed_at.lock() {
+                            *g = Some(report.listed_at);
+                        }
                         lifecycle.set_ready(true);
                         failures = if report.ok { 0 } else { failures + 1 };
                         Outcome {

@@ -29,6 +29,10 @@ pub struct Entry {
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Manifest {
     pub version: u32,
+    /// When the pass that wrote it listed the bucket completely: the mirror
+    /// is what the bucket held then. A restart with S3 down serves it.
+    #[serde(default)]
+    pub listed_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Keyed by the key relative to the configured prefix.
     pub entries: BTreeMap<String, Entry>,
 }
@@ -66,6 +70,7 @@ impl Manifest {
         // A borrowing view: no clone of a map with thousands of entries.
         let bytes = serde_json::to_vec(&SerializeView {
             version: FORMAT_VERSION,
+            listed_at: self.listed_at,
             entries: &self.entries,
         })
         .map_err(std::io::Error::other)?;
@@ -76,6 +81,7 @@ impl Manifest {
 #[derive(Serialize)]
 struct SerializeView<'a> {
     version: u32,
+    listed_at: Option<chrono::DateTime<chrono::Utc>>,
     entries: &'a BTreeMap<String, Entry>,
 }
 

@@ -30,6 +30,8 @@ pub struct PassReport {
     pub ok: bool,
     /// The origin this pass listed and downloaded from.
     pub origin: String,
+    /// When the listing this pass worked from was complete.
+    pub listed_at: chrono::DateTime<chrono::Utc>,
     pub listed: u64,
     pub downloaded: u64,
     pub bytes_downloaded: u64,
@@ -187,8 +189,11 @@ impl Syncer {
 
         let mut manifest = Manifest::load(&state);
         let (origin, client, listing) = self.list_from_first_origin().await?;
+        let listed_at = chrono::Utc::now();
+        manifest.listed_at = Some(listed_at);
         let mut report = PassReport {
             listed: listing.len() as u64,
+            listed_at,
             origin: origin.to_string(),
             ..Default::default()
         };

@@ -221,20 +221,23 @@ async fn daemon_syncs_on_request_and_reports_health() {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("assets");
     let port = free_port().unwrap();
-    let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut spec = SidecarSpec::new(
-        "asset-sync",
-        dir.path(),
-        addr,
-        format!(
-            "[admin]\nlisten = \"{addr}\"\ntoken = \"{TOKEN}\"\n[sync]\ninterval_secs = 3600\n"
-        ),
-    )
-    .arg("run");
-    for (k, v) in env_for(&g, &target) {
-        spec = spec.env(&k, &v);
-    }
-    let mut p = SidecarProcess::start(spec, Duration::from_secs(30))
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let spec = |g: &Garage| {
+        let mut spec = SidecarSpec::new(
+            "asset-sync",
+            dir.path(),
+            addr,
+            format!(
+                "[admin]\nlisten = \"{addr}\"\ntoken = \"{TOKEN}\"\n[sync]\ninterval_secs = 3600\n"
+            ),
+        )
+        .arg("run");
+        for (k, v) in env_for(g, &target) {
+            spec = spec.env(&k, &v);
+        }
+        spec
+    };
+    let mut p = SidecarProcess::start(spec(&g), Duration::from_secs(30))
         .await
         .unwrap();
     assert_eq!(std::fs::read(target.join("a.png")).unwrap(), b"a");
@@ -304,4 +307,21 @@ async fn daemon_syncs_on_request_and_reports_health() {
     let status = p.terminate(Duration::from_secs(10)).await.unwrap();
     assert!(status.success());
     assert!(!p.log().contains(&g.secret_key));
+
+    // Restarted while S3 is still down: the mirror an earlier run listed is
+    // served at once, and /ready and /status say so ("works offline").
+    let mut p = SidecarProcess::start(spec(&g), Duration::from_secs(15))
+        .await
+        .expect("ready with S3 down and an earlier mirror");
+    let st: serde_json::Value = http
+        .get_json(&format!("{}/status", p.admin_url()))
+        .await
+        .unwrap();
+    assert!(st["mirror_listed_at"].is_string(), "{st}");
+    assert!(target.join("b.png").exists());
+    assert!(p
+        .terminate(Duration::from_secs(10))
+        .await
+        .unwrap()
+        .success());
 }
