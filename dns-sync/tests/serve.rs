@@ -577,3 +577,112 @@ async fn repeated_queries_keep_their_ids_and_follow_zone_changes() {
     assert!(moved, "db still answers the old primary from the cache");
     dns.stop().await;
 }
+
+/// How many generated cases a property test runs: a bounded number in the
+/// default tier, more in the long one (`./scripts/test --long`).
+fn property_cases() -> u32 {
+    if std::env::var("TEST_TIER").as_deref() == Ok("long") {
+        4096
+    } else {
+        384
+    }
+}
+
+/// Hostile datagrams, generated: valid queries with bytes overwritten, cut
+/// short or padded, with and without an OPT record, and plain noise. The
+/// server never answers an answer (reflection), every reply is a
+/// well-formed response to a query that was sent, and it keeps answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_hostile_packets_get_well_formed_answers_or_none() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config as PropConfig, TestRunner};
+
+    let (pg, _c) = database().await;
+    let dns = Dns::start(&pg, |_| {}).await;
+    dns.wait_ready().await;
+    let target = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), dns.port);
+    let cases = property_cases();
+    let result = tokio::task::spawn_blocking(move || {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(30)))
+            .unwrap();
+        let names = [
+            "db.aurora.internal",
+            "nope.aurora.internal",
+            "example.com",
+            "_tcp.aurora.internal",
+        ];
+        let packet = (
+            0usize..names.len(),
+            any::<u16>(),
+            any::<bool>(),
+            proptest::collection::vec((any::<usize>(), any::<u8>()), 0..6),
+            proptest::option::of(0usize..64),
+            proptest::collection::vec(any::<u8>(), 0..40),
+        )
+            .prop_map(|(n, id, edns, flips, cut, tail)| {
+                let mut q = raw_query(id, names[n]);
+                if edns {
+                    q[11] = 1; // ARCOUNT
+                    q.extend_from_slice(&[0, 0, 41, 0x10, 0, 0, 0, 0x80, 0, 0, 0]);
+                }
+                for (i, b) in flips {
+                    let len = q.len();
+                    q[i % len] = b;
+                }
+                if let Some(c) = cut {
+                    q.truncate(q.len().saturating_sub(c));
+                }
+                q.extend(tail);
+                q
+            });
+        let noise = proptest::collection::vec(any::<u8>(), 0..600);
+        let mut runner = TestRunner::new(PropConfig {
+            cases,
+            failure_persistence: None,
+            ..PropConfig::default()
+        });
+        // IDs of packets sent as queries (QR clear): only those may be
+        // answered.
+        let query_ids = std::cell::RefCell::new(std::collections::HashSet::new());
+        runner.run(&prop_oneof![3 => packet, 1 => noise], |p| {
+            sock.send_to(&p, target).unwrap();
+            let id = (p.len() >= 2).then(|| [p[0], p[1]]);
+            let is_answer = p.len() >= 3 && p[2] & 0x80 != 0;
+            let fresh_id = id.is_some_and(|i| !query_ids.borrow().contains(&i));
+            if let (Some(i), false) = (id, is_answer) {
+                query_ids.borrow_mut().insert(i);
+            }
+            let mut buf = [0u8; 65535];
+            while let Ok(n) = sock.recv(&mut buf) {
+                let reply = &buf[..n];
+                prop_assert!(n >= 12, "a {n}-byte reply");
+                prop_assert!(reply[2] & 0x80 != 0, "a reply without QR");
+                prop_assert!(
+                    query_ids.borrow().contains(&[reply[0], reply[1]]),
+                    "a reply to a packet that was not a query: {p:02x?}"
+                );
+                prop_assert!(
+                    !(is_answer && fresh_id && Some([reply[0], reply[1]]) == id),
+                    "an answer was answered (reflection): {p:02x?}"
+                );
+                prop_assert!(n <= 1232, "a {n}-byte UDP reply");
+                prop_assert!(
+                    hickory_proto::op::Message::from_vec(reply).is_ok(),
+                    "an unparsable reply to {p:02x?}"
+                );
+            }
+            Ok(())
+        })
+    })
+    .await
+    .unwrap();
+    assert!(result.is_ok(), "{result:?}");
+    // Still serving, over UDP and TCP.
+    assert_eq!(dns.short(&name("db"), "A"), ["10.0.0.1"]);
+    assert_eq!(
+        dns.dig(&["+tcp", "+short", &name("star"), "A"]).trim(),
+        "10.0.0.2"
+    );
+    dns.stop().await;
+}
