@@ -197,6 +197,9 @@ echo "REDIS_PASSWORD=$REDIS_PASSWORD" > "$state/env/redis.env"
   echo "AURORA_CONFIG=/etc/aurora/dns-sync.toml"
   echo "AURORA_ADMIN__TOKEN=$ADMIN_TOKEN"
   echo "AURORA_DATABASE__DSN=$local_dsn"
+  # When this node's own PostgreSQL is down (the old lead after a failover),
+  # the zone comes from whichever candidate is the writable primary.
+  echo "AURORA_DATABASE__FALLBACK_DSN=$write_dsn"
 } > "$state/env/dns-sync.env"
 # The exporters read their targets' passwords from their own env files.
 echo "DATA_SOURCE_NAME=postgresql://postgres:$POSTGRES_PASSWORD@127.0.0.1:5432/postgres?sslmode=disable" \

@@ -74,6 +74,12 @@ pub struct ExtraRecord {
 pub struct DatabaseConfig {
     /// The local PostgreSQL (a replica on the backup): libpq key/value or URL.
     pub dsn: Secret,
+    /// Read when the local database does not answer: typically every
+    /// candidate primary with `target_session_attrs=read-write`, so that
+    /// `db.<zone>` follows a failover even while this node's own PostgreSQL
+    /// is down (the old lead's). Unset: the last good zone is served.
+    #[serde(default)]
+    pub fallback_dsn: Option<Secret>,
     pub connect_timeout_secs: u64,
 }
 
@@ -113,6 +119,7 @@ impl Default for Config {
             },
             database: DatabaseConfig {
                 dsn: Secret::new("host=127.0.0.1 port=5432 user=postgres dbname=postgres"),
+                fallback_dsn: None,
                 connect_timeout_secs: 3,
             },
         }
@@ -156,6 +163,10 @@ impl Validate for Config {
         }
         cluster_db::DbTarget::parse(self.database.dsn.expose())
             .map_err(|e| ConfigError::new("database.dsn", e.to_string()))?;
+        if let Some(f) = &self.database.fallback_dsn {
+            cluster_db::DbTarget::parse(f.expose())
+                .map_err(|e| ConfigError::new("database.fallback_dsn", e.to_string()))?;
+        }
         Ok(())
     }
 }

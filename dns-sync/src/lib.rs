@@ -27,6 +27,8 @@ use server::{Handler, ZoneCell};
 #[derive(Default)]
 pub struct State {
     pub zone: Arc<ZoneCell>,
+    /// Where the last refresh read the zone: `local` or `fallback`.
+    pub source: Mutex<Option<&'static str>>,
     pub last_refresh: Mutex<Option<Instant>>,
     pub last_error: Mutex<Option<String>>,
     pub dns_addr: Mutex<Option<SocketAddr>>,
@@ -76,6 +78,7 @@ impl AdminApi for Api {
             "last_refresh_age_secs": self.state.last_refresh.lock().ok()
                 .and_then(|g| g.map(|t| t.elapsed().as_secs_f64())),
             "last_error": self.state.last_error.lock().ok().and_then(|g| g.clone()),
+            "source": self.state.source.lock().ok().and_then(|g| *g),
         })
     }
 }

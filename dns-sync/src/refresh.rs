@@ -77,23 +77,63 @@ pub async fn load(client: &mut Client) -> Result<ZoneData, DbError> {
     Ok(data)
 }
 
+/// One place the zone is read from, with its open connection.
+struct Source {
+    name: &'static str,
+    target: DbTarget,
+    client: Option<Client>,
+}
+
+impl Source {
+    /// The zone data if it changed since `seen` (or a full rebuild is due).
+    async fn read(
+        &mut self,
+        connect_timeout: Duration,
+        seen: Option<i64>,
+        rebuild_due: bool,
+    ) -> Result<Option<ZoneData>, DbError> {
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            self.client = Some(cluster_db::connect(&self.target, connect_timeout).await?);
+        }
+        let Some(c) = self.client.as_mut() else {
+            return Ok(None);
+        };
+        let version = queries::change_version(c).await?;
+        if Some(version) == seen && !rebuild_due {
+            return Ok(None);
+        }
+        Ok(Some(load(c).await?))
+    }
+}
+
 pub async fn refresh_loop(
     config: &Config,
     state: &Arc<State>,
     m: &RefreshMetrics,
     lifecycle: &Lifecycle,
 ) {
-    let target = match DbTarget::parse(config.database.dsn.expose()) {
-        Ok(t) => t,
-        Err(e) => {
+    let mut sources = Vec::new();
+    for (name, dsn) in [
+        ("local", Some(&config.database.dsn)),
+        ("fallback", config.database.fallback_dsn.as_ref()),
+    ] {
+        let Some(dsn) = dsn else { continue };
+        match DbTarget::parse(dsn.expose()) {
+            Ok(target) => sources.push(Source {
+                name,
+                target,
+                client: None,
+            }),
             // Validated with the config; unreachable in practice.
-            tracing::error!(error = %e, "database.dsn");
-            return;
+            Err(e) => tracing::error!(error = %e, source = name, "database dsn"),
         }
-    };
+    }
     let timeout = Duration::from_secs(config.database.connect_timeout_secs);
-    let mut client: Option<Client> = None;
-    let mut seen_version: Option<i64> = None;
+    // A round with a source ends within this, answer or not: a blackholed
+    // host must not hold the zone (and the next source) for minutes.
+    let deadline = timeout + Duration::from_secs(5);
+    // (source, change version) of the zone being served.
+    let mut seen: Option<(&'static str, i64)> = None;
     let mut last_build: Option<Instant> = None;
     let mut interval = tokio::time::interval(Duration::from_secs(config.dns.refresh_secs));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -102,58 +142,56 @@ pub async fn refresh_loop(
             _ = lifecycle.cancelled() => return,
             _ = interval.tick() => {}
         }
-        let result = async {
-            if client.as_ref().is_none_or(Client::is_closed) {
-                client = Some(cluster_db::connect(&target, timeout).await?);
-            }
-            let Some(c) = client.as_mut() else {
-                return Ok::<bool, DbError>(false);
-            };
-            let version = queries::change_version(c).await?;
-            if Some(version) == seen_version
-                && last_build.is_some_and(|t| t.elapsed() < FULL_REBUILD_EVERY)
-            {
-                return Ok(false);
-            }
-            let data = load(c).await?;
-            let zone = Zone::build(&config.dns, &data).map_err(|e| DbError::Invalid {
-                what: "zone",
-                reason: e,
-            })?;
-            for s in &zone.skipped {
-                m.skipped.with_label_values(&[s.reason]).inc();
-                if Some(data.version) != seen_version {
-                    tracing::warn!(node = %s.node, reason = s.reason, detail = %s.detail, "registry row not served");
-                }
-            }
-            seen_version = Some(data.version);
-            last_build = Some(Instant::now());
-            m.serial.set(i64::from(zone.serial));
-            m.records.set(zone.len() as i64);
-            let was_frozen = state.zone.get().is_some_and(|old| old.health_frozen);
-            if zone.health_frozen != was_frozen {
-                if zone.health_frozen {
-                    tracing::warn!(down = ?zone.down, "no node has reported within down_after_secs (no writable primary?); the down set is frozen");
-                } else {
-                    tracing::info!("reports are fresh again; the down set follows them");
-                }
-            }
-            let changed = state.zone.get().is_none_or(|old| {
-                old.serial != zone.serial
-                    || old.down != zone.down
-                    || old.len() != zone.len()
-                    || old.health_frozen != zone.health_frozen
+        let rebuild_due = last_build.is_none_or(|t| t.elapsed() >= FULL_REBUILD_EVERY);
+        // The local database first; the fallback only when it fails.
+        let mut errors: Vec<String> = Vec::new();
+        let mut read: Option<(&'static str, Option<ZoneData>)> = None;
+        for src in &mut sources {
+            let seen_here = seen.filter(|(n, _)| *n == src.name).map(|(_, v)| v);
+            let attempt = tokio::time::timeout(
+                deadline,
+                src.read(timeout, seen_here, rebuild_due || seen_here.is_none()),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(DbError::ConnectTimeout {
+                    target: src.target.label.clone(),
+                    secs: deadline.as_secs(),
+                })
             });
-            if changed {
-                tracing::info!(serial = zone.serial, records = zone.len(), down = ?zone.down, "zone loaded");
-                state.zone.set(Arc::new(zone));
-                m.swaps.inc();
+            match attempt {
+                Ok(data) => {
+                    read = Some((src.name, data));
+                    break;
+                }
+                Err(e) => {
+                    if e.is_connection_lost() || matches!(e, DbError::ConnectTimeout { .. }) {
+                        src.client = None;
+                    }
+                    errors.push(format!("{}: {e}", src.name));
+                }
             }
-            Ok(true)
         }
-        .await;
+        let source = read.as_ref().map(|(n, _)| *n);
+        let result = match read {
+            None => Err(errors.join("; ")),
+            Some((_, None)) => Ok(()),
+            Some((name, Some(data))) => {
+                if !errors.is_empty() {
+                    tracing::warn!(source = name, failed = %errors.join("; "), "zone read from the fallback source");
+                }
+                let before = seen.map(|(_, v)| v);
+                apply(config, state, m, (name, before), data).map(|version| {
+                    seen = Some((name, version));
+                    last_build = Some(Instant::now());
+                })
+            }
+        };
+        if let Ok(mut g) = state.source.lock() {
+            *g = source;
+        }
         match result {
-            Ok(_) => {
+            Ok(()) => {
                 if let Ok(mut g) = state.last_refresh.lock() {
                     *g = Some(Instant::now());
                 }
@@ -167,12 +205,8 @@ pub async fn refresh_loop(
                     lifecycle.set_ready(true);
                 }
             }
-            Err(e) => {
+            Err(msg) => {
                 m.errors.inc();
-                if e.is_connection_lost() {
-                    client = None;
-                }
-                let msg = e.to_string();
                 if let Ok(mut g) = state.last_error.lock() {
                     if g.as_deref() != Some(&msg) {
                         tracing::warn!(error = %msg, "zone refresh failed; serving the last good zone");
@@ -182,4 +216,45 @@ pub async fn refresh_loop(
             }
         }
     }
+}
+
+/// Builds the zone from `data` and swaps it in when it differs from the
+/// served one; returns the data's change version.
+fn apply(
+    config: &Config,
+    state: &Arc<State>,
+    m: &RefreshMetrics,
+    (source, seen): (&'static str, Option<i64>),
+    data: ZoneData,
+) -> Result<i64, String> {
+    let zone = Zone::build(&config.dns, &data).map_err(|e| format!("{source}: zone: {e}"))?;
+    for s in &zone.skipped {
+        m.skipped.with_label_values(&[s.reason]).inc();
+        if Some(data.version) != seen {
+            tracing::warn!(node = %s.node, reason = s.reason, detail = %s.detail, "registry row not served");
+        }
+    }
+    m.serial.set(i64::from(zone.serial));
+    m.records.set(zone.len() as i64);
+    let was_frozen = state.zone.get().is_some_and(|old| old.health_frozen);
+    if zone.health_frozen != was_frozen {
+        if zone.health_frozen {
+            tracing::warn!(down = ?zone.down, "no node has reported within down_after_secs (no writable primary?); the down set is frozen");
+        } else {
+            tracing::info!("reports are fresh again; the down set follows them");
+        }
+    }
+    let changed = state.zone.get().is_none_or(|old| {
+        old.serial != zone.serial
+            || old.down != zone.down
+            || old.len() != zone.len()
+            || old.health_frozen != zone.health_frozen
+            || old.primary_ip != zone.primary_ip
+    });
+    if changed {
+        tracing::info!(serial = zone.serial, records = zone.len(), down = ?zone.down, source, "zone loaded");
+        state.zone.set(Arc::new(zone));
+        m.swaps.inc();
+    }
+    Ok(data.version)
 }

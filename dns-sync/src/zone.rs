@@ -49,6 +49,8 @@ pub struct Zone {
     /// No node has reported within `down_after_secs`: reports cannot be
     /// written, and the down set is frozen rather than growing.
     pub health_frozen: bool,
+    /// What `db.<zone>` answers.
+    pub primary_ip: Option<IpAddr>,
 }
 
 /// What a query finds.
@@ -253,8 +255,10 @@ impl Zone {
         }
         // db → the current primary, whatever its role says.
         let primary = data.cluster.primary.as_ref();
+        let mut primary_ip = None;
         if let (Some(p), Some(db)) = (primary, child(&origin, "db")) {
             for (n, _) in nodes.iter().filter(|(n, _)| &n.name == p) {
+                primary_ip = Some(n.vpn_ip);
                 records.push(address(db.clone(), cfg.db_ttl_secs, n.vpn_ip));
             }
         }
@@ -329,6 +333,7 @@ impl Zone {
             skipped,
             down,
             health_frozen,
+            primary_ip,
         })
     }
 

@@ -388,6 +388,39 @@ async fn database_down_keeps_the_last_zone() {
     dns.stop().await;
 }
 
+/// The old lead's own PostgreSQL is down and a failover moved the primary:
+/// its dns-sync reads the zone from the fallback (the candidates' read-write
+/// target) and `db` follows, instead of answering the old primary forever.
+/// (Two independent clusters stand for "the local replica" and "the new
+/// primary"; only where the zone comes from is under test.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn db_follows_the_fallback_while_the_local_database_is_down() {
+    let (mut local, _c) = database().await;
+    let (primary, c) = database().await;
+    record_primary(&c, 2, &NodeName::parse("star").unwrap())
+        .await
+        .unwrap();
+    let fallback = primary.dsn("postgres");
+    let dns = Dns::start(&local, |c| {
+        c.database.fallback_dsn = Some(Secret::new(fallback));
+    })
+    .await;
+    dns.wait_ready().await;
+    assert_eq!(dns.short(&name("db"), "A"), ["10.0.0.1"], "local first");
+    local.stop(StopMode::Immediate).await.unwrap();
+    let moved = wait_until(Duration::from_secs(5), || async {
+        dns.short(&name("db"), "A") == ["10.0.0.2"]
+    })
+    .await;
+    assert!(moved, "db still answers {:?}", dns.short(&name("db"), "A"));
+    let st: serde_json::Value = HttpClient::new(Duration::from_secs(2))
+        .get_json(&format!("{}/status", dns.admin))
+        .await
+        .unwrap();
+    assert_eq!(st["source"], "fallback", "{st}");
+    dns.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_ready_and_servfail_until_the_first_load() {
     let (mut pg, _c) = database().await;

@@ -202,7 +202,7 @@ impl FleetPlan {
                 "dns": {"listen": format!("{}:{dns}", n.host), "zone": self.zone,
                         "vpn_network": self.vpn_network,
                         "axfr_allow": ["127.0.0.0/8", self.vpn_network]},
-                "database": {"dsn": n.local_dsn()},
+                "database": {"dsn": n.local_dsn(), "fallback_dsn": self.write_dsn()},
             }),
         ))
     }
