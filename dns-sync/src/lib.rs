@@ -37,6 +37,9 @@ pub struct State {
 struct Api {
     state: Arc<State>,
     zone_name: String,
+    /// A zone not refreshed for longer than this is reported stale, even
+    /// when no refresh has failed (a loop that stopped making progress).
+    stale_after: Duration,
 }
 
 impl AdminApi for Api {
@@ -59,6 +62,18 @@ impl AdminApi for Api {
                 format!("database unreachable ({e}); serving the last good zone"),
             ),
             (Some(_), None) => {}
+        }
+        if let Some(a) = age.filter(|a| *a > self.stale_after.as_secs()) {
+            h.problem(
+                HealthStatus::Degraded,
+                format!("the zone was last refreshed {a} s ago"),
+            );
+        }
+        if self.state.zone.get().is_some_and(|z| z.health_frozen) {
+            h.problem(
+                HealthStatus::Degraded,
+                "no node has reported within down_after_secs (no writable primary?): the down set is frozen",
+            );
         }
         h
     }
@@ -151,6 +166,10 @@ pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
     let api = Arc::new(Api {
         state: state.clone(),
         zone_name: config.dns.zone.clone(),
+        // Three refreshes, each allowed its deadline (refresh.rs).
+        stale_after: 3
+            * (Duration::from_secs(config.dns.refresh_secs)
+                + Duration::from_secs(config.database.connect_timeout_secs + 5)),
     });
     let work = {
         let lifecycle = lifecycle.clone();

@@ -388,6 +388,43 @@ async fn database_down_keeps_the_last_zone() {
     dns.stop().await;
 }
 
+/// Every report stopped at once (the primary died and nobody can write):
+/// the names keep answering, and /health and /status say the view froze.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_that_stop_everywhere_freeze_the_view_and_say_so() {
+    let (pg, c) = database().await;
+    for n in ["aurora", "star", "vengeance"] {
+        upsert_health(
+            &c,
+            &NodeName::parse(n).unwrap(),
+            HealthStatus::Passing,
+            &serde_json::json!([]),
+        )
+        .await
+        .unwrap();
+    }
+    // As if written a minute ago and nothing since.
+    c.batch_execute("UPDATE aurora.health SET reported_at = now() - interval '60 seconds'")
+        .await
+        .unwrap();
+    let dns = Dns::start(&pg, |_| {}).await;
+    dns.wait_ready().await;
+    assert_eq!(dns.short(&name("replica"), "A"), ["10.0.0.2", "10.0.0.3"]);
+    let http = HttpClient::new(Duration::from_secs(2));
+    let h: serde_json::Value = http
+        .get_json(&format!("{}/health", dns.admin))
+        .await
+        .unwrap();
+    assert_eq!(h["status"], "degraded", "{h}");
+    assert!(h["reasons"].to_string().contains("frozen"), "{h}");
+    let st: serde_json::Value = http
+        .get_json(&format!("{}/status", dns.admin))
+        .await
+        .unwrap();
+    assert_eq!(st["health_frozen"], true, "{st}");
+    dns.stop().await;
+}
+
 /// The old lead's own PostgreSQL is down and a failover moved the primary:
 /// its dns-sync reads the zone from the fallback (the candidates' read-write
 /// target) and `db` follows, instead of answering the old primary forever.
