@@ -459,6 +459,25 @@ impl Syncer {
             return;
         };
         let local = target.join(&path);
+        // Never through a symlink or file planted where a directory was: the
+        // unlink would land outside the target.
+        let mut dir = target.to_path_buf();
+        for c in path.parent().into_iter().flat_map(Path::components) {
+            dir.push(c);
+            match std::fs::symlink_metadata(&dir) {
+                Ok(m) if m.is_dir() => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                _ => {
+                    report.failed += 1;
+                    report.errors.push(format!(
+                        "not deleting {}: {} is not a real directory",
+                        local.display(),
+                        dir.display()
+                    ));
+                    return;
+                }
+            }
+        }
         match std::fs::remove_file(&local) {
             Ok(()) => report.deleted += 1,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

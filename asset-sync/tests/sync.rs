@@ -541,3 +541,33 @@ async fn a_prefix_ends_at_a_directory_boundary() {
     assert!(r.ok, "{r:?}");
     assert_eq!(files(&f.target), vec!["a.png"]);
 }
+
+/// Someone replaced a mirrored directory with a symlink to elsewhere; when
+/// the bucket then drops a key below it, the delete must not follow the
+/// link out of the target.
+#[tokio::test]
+async fn deletes_never_follow_a_symlinked_parent() {
+    let f = fixture().await;
+    for i in 0..4 {
+        f.put(&format!("keep{i}.png"), b"k").await;
+    }
+    f.put("img/a.png", b"a").await;
+    assert!(f.pass(f.config()).await.ok);
+    let outside = f.root.join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("a.png"), b"not ours").unwrap();
+    std::fs::remove_dir_all(f.target.join("img")).unwrap();
+    std::os::unix::fs::symlink(&outside, f.target.join("img")).unwrap();
+    f.delete("img/a.png").await;
+    let r = f.pass(f.config()).await;
+    assert_eq!(
+        std::fs::read(outside.join("a.png")).unwrap(),
+        b"not ours",
+        "deleted through the symlink: {r:?}"
+    );
+    assert!(!r.ok, "{r:?}");
+    assert!(
+        r.errors.iter().any(|e| e.contains("not a real directory")),
+        "{r:?}"
+    );
+}
