@@ -166,15 +166,22 @@ async fn sigkill_mid_pass_leaves_no_partial_file() {
         .spawn()
         .unwrap();
     let staging = target.join(".asset-sync/staging");
-    let caught = testbed::postgres::wait_until(Duration::from_secs(20), || async {
+    // Killed in the middle of a large download: a staging file with more
+    // than 1 MiB of its 8 MiB written.
+    let partial = || {
         std::fs::read_dir(&staging)
-            .map(|d| d.count() > 0)
-            .unwrap_or(false)
-    })
-    .await;
-    assert!(caught, "never saw a download in flight");
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.metadata().ok())
+            .any(|m| m.len() > 1 << 20 && m.len() < big.len() as u64)
+    };
+    let caught =
+        testbed::postgres::wait_until(Duration::from_secs(20), || async { partial() }).await;
+    assert!(caught, "never saw a download half-way");
     child.kill().unwrap();
     child.wait().unwrap();
+    assert!(partial(), "the kill came after the download finished");
 
     // Whatever is published is complete; partials exist only in staging.
     for e in std::fs::read_dir(target.join("big"))
