@@ -69,6 +69,12 @@ impl AdminApi for Api {
                 format!("the zone was last refreshed {a} s ago"),
             );
         }
+        if self.state.source.lock().ok().and_then(|g| *g) == Some("fallback") {
+            h.problem(
+                HealthStatus::Degraded,
+                "the local database does not answer; the zone comes from database.fallback_dsn",
+            );
+        }
         if self.state.zone.get().is_some_and(|z| z.health_frozen) {
             h.problem(
                 HealthStatus::Degraded,

@@ -455,6 +455,12 @@ async fn db_follows_the_fallback_while_the_local_database_is_down() {
         .await
         .unwrap();
     assert_eq!(st["source"], "fallback", "{st}");
+    let h: serde_json::Value = HttpClient::new(Duration::from_secs(2))
+        .get_json(&format!("{}/health", dns.admin))
+        .await
+        .unwrap();
+    assert_eq!(h["status"], "degraded", "{h}");
+    assert!(h["reasons"].to_string().contains("fallback"), "{h}");
     dns.stop().await;
 }
 

@@ -287,9 +287,6 @@ mod tests {
         assert!(sent(&mut a, "down").is_empty(), "no change, no alert");
     }
 
-    /// One sender, the same on every monitor that sees the same view: the
-    /// primary's node while it is up, else the first node by name that is
-    /// neither down nor critical.
     #[test]
     fn webhook_urls_are_logged_without_their_secret() {
         use crate::config::redacted_url;
@@ -304,6 +301,9 @@ mod tests {
         assert_eq!(redacted_url("garbage"), "?:///…");
     }
 
+    /// One sender, the same on every monitor that sees the same view: the
+    /// primary's node while it is up, else the first node by name that is
+    /// neither down nor critical.
     #[test]
     fn the_sender_is_the_primary_or_the_first_healthy_node() {
         let mut v = view(&[
