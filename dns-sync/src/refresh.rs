@@ -177,9 +177,6 @@ pub async fn refresh_loop(
             None => Err(errors.join("; ")),
             Some((_, None)) => Ok(()),
             Some((name, Some(data))) => {
-                if !errors.is_empty() {
-                    tracing::warn!(source = name, failed = %errors.join("; "), "zone read from the fallback source");
-                }
                 let before = seen.map(|(_, v)| v);
                 apply(config, state, m, (name, before), data).map(|version| {
                     seen = Some((name, version));
@@ -188,6 +185,14 @@ pub async fn refresh_loop(
             }
         };
         if let Ok(mut g) = state.source.lock() {
+            if source.is_some() && *g != source {
+                match source {
+                    Some("local") => tracing::info!("the zone comes from the local database"),
+                    _ => {
+                        tracing::warn!(failed = %errors.join("; "), "the zone comes from database.fallback_dsn")
+                    }
+                }
+            }
             *g = source;
         }
         match result {
