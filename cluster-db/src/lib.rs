@@ -22,5 +22,5 @@ pub use error::DbError;
 pub use migrate::{migrate, MigrationReport, MIGRATIONS};
 pub use model::{
     ClusterState, Event, HealthRow, HealthStatus, Node, NodeListing, NodeName, NodeRegistration,
-    PublishedReplication, RejectedRow, ReplicationState, Role, SyncMode,
+    PublishedReplication, RejectedRow, ReplicationState, Role, Staleness, SyncMode,
 };

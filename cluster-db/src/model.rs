@@ -272,6 +272,36 @@ pub struct HealthRow {
     pub down_since: Option<DateTime<Utc>>,
 }
 
+/// How the fleet decides that a node stopped reporting: its report is more
+/// than `limit` seconds older than the freshest report of all — measured
+/// from the freshest, not from now. When no report can be written (the
+/// primary is gone and not yet replaced), every report ages together, and
+/// that says nothing about the nodes; `frozen` says so. dns-sync and
+/// health-monitor both judge with this one rule.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Staleness {
+    freshest: f64,
+    limit: f64,
+}
+
+impl Staleness {
+    /// Over the ages (seconds) of every report in the registry.
+    pub fn new(ages: impl IntoIterator<Item = f64>, limit: f64) -> Self {
+        let freshest = ages.into_iter().fold(f64::INFINITY, f64::min);
+        Self { freshest, limit }
+    }
+
+    /// The report of this age came more than `limit` before the freshest.
+    pub fn is_stale(&self, age_secs: f64) -> bool {
+        age_secs - self.freshest > self.limit
+    }
+
+    /// No report at all within `limit`: reports cannot be written.
+    pub fn frozen(&self) -> bool {
+        self.freshest.is_finite() && self.freshest > self.limit
+    }
+}
+
 /// The single row of `aurora.cluster`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterState {
@@ -292,6 +322,17 @@ pub struct Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn staleness_is_measured_from_the_freshest_report() {
+        let s = Staleness::new([2.0, 40.0, 5.0], 30.0);
+        assert!(s.is_stale(40.0) && !s.is_stale(5.0) && !s.frozen());
+        // Everyone stopped 45 s ago: nobody is stale, the view is frozen.
+        let s = Staleness::new([47.0, 85.0, 50.0], 30.0);
+        assert!(s.is_stale(85.0) && !s.is_stale(50.0) && s.frozen());
+        let none = Staleness::new([], 30.0);
+        assert!(!none.frozen());
+    }
 
     #[test]
     fn labels() {

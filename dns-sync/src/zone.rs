@@ -163,17 +163,15 @@ impl Zone {
         // can be written (the primary is gone and not yet replaced), every
         // report ages together, which says nothing about the nodes. The
         // view then freezes, and `health_frozen` says so.
-        let freshest = data
-            .health
-            .iter()
-            .map(|h| h.age_secs)
-            .fold(f64::INFINITY, f64::min);
-        let limit = cfg.down_after_secs as f64;
-        let health_frozen = freshest.is_finite() && freshest > limit;
+        let staleness = cluster_db::Staleness::new(
+            data.health.iter().map(|h| h.age_secs),
+            cfg.down_after_secs as f64,
+        );
+        let health_frozen = staleness.frozen();
         let is_down = |n: &Node| {
             health
                 .get(n.name.as_str())
-                .is_some_and(|h| h.down_since.is_some() || h.age_secs - freshest > limit)
+                .is_some_and(|h| h.down_since.is_some() || staleness.is_stale(h.age_secs))
         };
 
         // Nodes we can serve, with their own names.

@@ -229,14 +229,12 @@ pub fn statuses(
     primary: Option<&str>,
     primary_answers: bool,
 ) -> Vec<String> {
-    let freshest = reports
-        .iter()
-        .filter_map(|r| r.age_secs)
-        .fold(f64::INFINITY, f64::min);
+    let staleness =
+        cluster_db::Staleness::new(reports.iter().filter_map(|r| r.age_secs), down_after);
     reports
         .iter()
         .map(|r| {
-            let stale = r.age_secs.is_some_and(|a| a - freshest > down_after);
+            let stale = r.age_secs.is_some_and(|a| staleness.is_stale(a));
             // Lost: no writable primary answers now, and none has taken a
             // report for `down_after` (one slow connect is not an outage).
             let lost = !primary_answers
