@@ -80,7 +80,9 @@ struct Sandbox {
 }
 
 impl Sandbox {
-    fn up(extra: &[&str]) -> Sandbox {
+    /// A directory for a sandbox, not started: taken down and removed on
+    /// drop like one that was.
+    fn room() -> Sandbox {
         // Under /tmp: the postgres user must be able to reach the data.
         let root = PathBuf::from(format!(
             "/tmp/aurora-cli-test-{}-{}",
@@ -103,7 +105,17 @@ impl Sandbox {
                 .unwrap();
             assert!(m.success(), "mount a tmpfs on {}", root.display());
         }
-        let dir = root.join("sandbox");
+        Sandbox {
+            json: Value::Null,
+            dir: root.join("sandbox"),
+            root,
+            on_tmpfs,
+        }
+    }
+
+    fn up(extra: &[&str]) -> Sandbox {
+        let mut sb = Sandbox::room();
+        let dir = sb.dir.clone();
         // The directory from the environment, as `scripts/sandbox` passes
         // it, and a stray override in the operator's shell that must not
         // reach the sandbox's sidecars (their config files are the config).
@@ -114,15 +126,10 @@ impl Sandbox {
             .env("AURORA_SANDBOX_DIR", &dir)
             .env("AURORA_ADMIN__TOKEN", "a-token-from-another-shell");
         let r = run_command(c);
-        let sb = Sandbox {
-            json: serde_json::from_str(
-                &std::fs::read_to_string(dir.join("sandbox.json")).unwrap_or_default(),
-            )
-            .unwrap_or(Value::Null),
-            dir,
-            root,
-            on_tmpfs,
-        };
+        sb.json = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("sandbox.json")).unwrap_or_default(),
+        )
+        .unwrap_or(Value::Null);
         assert_eq!(r.code, 0, "sandbox up: {}\n{}", r.stdout, r.stderr);
         sb
     }
@@ -223,6 +230,102 @@ async fn exec(dsn: &str, sql: &str) {
         .unwrap();
     tokio::spawn(conn);
     client.batch_execute(sql).await.unwrap();
+}
+
+/// The README's sandbox tour, run as a reader types it: every `sh` block of
+/// "Run it" from `./scripts/sandbox` on, in order, in one shell, so the
+/// README cannot drift from the product. The only change is the directory:
+/// the test's own instead of /tmp/aurora-sandbox. (The compose block above
+/// it is the stack test's, which needs the images built.)
+#[test]
+fn the_readme_tour_runs_as_written() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let readme = std::fs::read_to_string(repo.join("README.md")).unwrap();
+    let section = readme
+        .split_once("\n## Run it\n")
+        .and_then(|(_, rest)| rest.split_once("\n### By hand\n"))
+        .map(|(run_it, _)| run_it)
+        .expect("README has a `## Run it` section followed by `### By hand`");
+    let blocks: Vec<&str> = section
+        .split("```sh\n")
+        .skip(1)
+        .filter_map(|b| b.split_once("```").map(|(code, _)| code))
+        .skip_while(|b| !b.contains("./scripts/sandbox"))
+        .collect();
+    assert!(
+        blocks.len() >= 3,
+        "the tour's blocks (from ./scripts/sandbox on): {blocks:?}"
+    );
+    let sb = Sandbox::room();
+    let dir = sb.dir.to_str().unwrap();
+    let script = format!(
+        "set -euo pipefail\n{}",
+        blocks.join("\n").replace("/tmp/aurora-sandbox", dir)
+    );
+    let mut bash = Command::new("bash");
+    // The shell of a reader, not of a test: what cargo sets for this test
+    // (CARGO_PKG_NAME, CARGO_MANIFEST_DIR, ...) is watched by build
+    // scripts (ring's), so `./scripts/sandbox`'s cargo build saw a changed
+    // environment and rebuilt them (3.5 min), and the next build outside a
+    // test rebuilt them again.
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if k.starts_with("CARGO_PKG_")
+            || k.starts_with("CARGO_BIN_")
+            || k.starts_with("CARGO_MANIFEST_")
+            || matches!(
+                &*k,
+                "CARGO_CRATE_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+                    | "OUT_DIR"
+            )
+        {
+            bash.env_remove(&*k);
+        }
+    }
+    let out = bash
+        .args(["-c", &script])
+        .current_dir(repo)
+        .env("AURORA_SANDBOX_DIR", dir)
+        .env("NO_COLOR", "1")
+        .env_remove("AURORA_CONFIG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success(),
+        "the tour failed ({}):\n{script}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    // What the tour promises, in the order it promises it.
+    let promises = [
+        "sandbox up in",
+        "fleet: healthy",
+        "switchover: aurora -> star",
+        "confirms star's commits",
+        "switchover: star -> aurora",
+        "confirms aurora's commits",
+        "aurora: killed",
+        "primary: star",
+        "aurora: started",
+        "removed",
+    ];
+    let mut at = 0;
+    for p in promises {
+        match stdout[at..].find(p) {
+            Some(i) => at += i + p.len(),
+            None => panic!(
+                "the tour's output lacks {p:?} after byte {at}:\n{stdout}\nstderr:\n{stderr}"
+            ),
+        }
+    }
+    assert!(!sb.dir.exists(), "`sandbox down` removes the directory");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -585,14 +688,30 @@ async fn the_cli_runs_a_sandbox_fleet() {
     );
     let aurora = sb.sandbox_status_of("aurora");
     assert!(aurora["processes"]["repl-manager"].is_null(), "{aurora}");
-    ok(sb.sandbox(&["start", "aurora"]), "start");
-    sb.wait_json("star", &["sync-db"], "aurora streaming again", |v| {
-        v["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|m| m["node"] == "aurora" && m["receiver"]["status"] == "streaming")
-    });
+    // `start` returns once the node is back: asked at once, as a reader
+    // of the README's tour does, the fleet answers with it streaming (it
+    // used to return while the node's PostgreSQL was still starting, and
+    // `status` failed). The compute node has no dns-sync, whose readiness
+    // would have waited for the database.
+    for node in ["aurora", "vengeance"] {
+        if node == "vengeance" {
+            ok(sb.sandbox(&["kill", node]), "kill");
+        }
+        ok(sb.sandbox(&["start", node]), "start");
+        ok(
+            on(&sb, node, &["status"]),
+            "status on the node just started",
+        );
+        let st = ok(on(&sb, "star", &["sync-db", "--json"]), "sync-db").json();
+        assert!(
+            st["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["node"] == node && m["receiver"]["status"] == "streaming"),
+            "{node}: {st}"
+        );
+    }
     let r = ok(sb.sandbox(&["stop", "vengeance"]), "stop");
     assert!(r.stdout.contains("repl-manager"), "{}", r.stdout);
     let r = ok(sb.sandbox(&["status"]), "sandbox status table");

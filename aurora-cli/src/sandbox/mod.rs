@@ -133,7 +133,14 @@ pub async fn run(args: SandboxArgs) -> CliResult {
             let sb = Sandbox::load(&dir)?;
             let (_, n) = sb.node(&node)?;
             let started = Instant::now();
-            let list = procs::start_node(n, Duration::from_secs(timeout_secs)).await?;
+            let timeout = Duration::from_secs(timeout_secs);
+            // repl-manager first, and only once its PostgreSQL serves again
+            // (a replica streaming) the sidecars that read it: a node that
+            // answers `ready` while its database is still starting is not
+            // back, and `status` right after would say so.
+            let mut list = procs::start_sidecars(n, &["repl-manager"], timeout).await?;
+            wait_rejoined(n, timeout).await?;
+            list.extend(procs::start_node(n, timeout).await?);
             if list.is_empty() {
                 outln!("{node}: already running");
             } else {
@@ -510,6 +517,31 @@ async fn up(dir: &Path, n: usize, zone: &str, netns: bool, timeout: Duration) ->
     Ok(())
 }
 
+/// Polls the repl-manager `/status` at `url` until `done` holds; on
+/// timeout, the last answer (null when none came).
+async fn poll_status(
+    url: &str,
+    timeout: Duration,
+    every: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Result<(), Value> {
+    let http = HttpClient::new(Duration::from_secs(5));
+    let deadline = Instant::now() + timeout;
+    let mut last = Value::Null;
+    loop {
+        if let Ok(st) = http.get_json::<Value>(url).await {
+            if done(&st) {
+                return Ok(());
+            }
+            last = st;
+        }
+        if Instant::now() >= deadline {
+            return Err(last);
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
 /// Waits until the lead reports every other node streaming from it, and
 /// the backup as its synchronous standby.
 async fn wait_streaming(sb: &Sandbox, timeout: Duration) -> CliResult {
@@ -520,41 +552,66 @@ async fn wait_streaming(sb: &Sandbox, timeout: Duration) -> CliResult {
         "{}/status",
         lead.admin_url("repl-manager").unwrap_or_default()
     );
-    let http = HttpClient::new(Duration::from_secs(5));
     let want: Vec<&str> = sb.nodes.iter().skip(1).map(|n| n.name.as_str()).collect();
-    let deadline = Instant::now() + timeout;
-    let mut last = Value::Null;
-    loop {
-        if let Ok(st) = http.get_json::<Value>(&url).await {
-            let streaming: Vec<&str> = st["replicas"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|r| r["state"] == "streaming")
-                .filter_map(|r| r["name"].as_str())
-                .collect();
-            // With a backup, ready also means it is the synchronous
-            // standby: until then the fleet cannot fail over safely.
-            let sync_ok = match sb.nodes.get(1) {
-                Some(backup) => st["sync"]["standby"] == backup.name.as_str(),
-                None => true,
-            };
-            if want.iter().all(|w| streaming.contains(w)) && sync_ok {
-                return Ok(());
-            }
-            last = st;
-        }
-        if Instant::now() >= deadline {
-            return Err(CliError::failed(format!(
+    let ready = |st: &Value| {
+        let streaming: Vec<&str> = st["replicas"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["state"] == "streaming")
+            .filter_map(|r| r["name"].as_str())
+            .collect();
+        // With a backup, ready also means it is the synchronous standby:
+        // until then the fleet cannot fail over safely.
+        let sync_ok = match sb.nodes.get(1) {
+            Some(backup) => st["sync"]["standby"] == backup.name.as_str(),
+            None => true,
+        };
+        want.iter().all(|w| streaming.contains(w)) && sync_ok
+    };
+    poll_status(&url, timeout, Duration::from_millis(250), ready)
+        .await
+        .map_err(|last| {
+            CliError::failed(format!(
                 "not every node streams from {} after {} s (replicas: {}, sync: {}); see the logs under {}/nodes/*/logs",
                 lead.name,
                 timeout.as_secs(),
                 last["replicas"],
                 last["sync"],
                 sb.dir.display()
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+            ))
+        })
+}
+
+/// Waits until `node`'s repl-manager reports its PostgreSQL serving: the
+/// primary, or a replica streaming from the primary (after a crash it may
+/// first be rewound or cloned again).
+async fn wait_rejoined(node: &NodeEntry, timeout: Duration) -> CliResult {
+    let Some(url) = node.admin_url("repl-manager") else {
+        return Ok(());
+    };
+    let url = format!("{url}/status");
+    poll_status(&url, timeout, Duration::from_millis(100), rejoined)
+        .await
+        .map_err(|last| {
+            CliError::failed(format!(
+                "{}: not serving after {} s (state {}, receiver {}, last error {}); see {}",
+                node.name,
+                timeout.as_secs(),
+                last["state"],
+                last["receiver"]["status"],
+                last["last_error"],
+                node.logs().join("repl-manager.log").display()
+            ))
+        })
+}
+
+/// A repl-manager `/status` of a node that is back in the fleet.
+fn rejoined(status: &Value) -> bool {
+    match status["state"].as_str() {
+        Some("primary") => true,
+        Some("replica") => status["receiver"]["status"] == "streaming",
+        _ => false,
     }
 }
 
@@ -731,4 +788,26 @@ async fn down(dir: &Path, keep: bool) -> CliResult {
         outln!("sandbox stopped and {} removed", dir.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rejoined;
+    use serde_json::json;
+
+    #[test]
+    fn a_node_is_back_when_its_postgres_serves() {
+        assert!(rejoined(&json!({"state": "primary"})));
+        assert!(rejoined(
+            &json!({"state": "replica", "receiver": {"status": "streaming"}})
+        ));
+        // Ready, but the database is still starting, or not streaming yet.
+        assert!(!rejoined(&json!({"state": "unreachable"})));
+        assert!(!rejoined(&json!({"state": "stopped"})));
+        assert!(!rejoined(&json!({"state": "replica", "receiver": null})));
+        assert!(!rejoined(
+            &json!({"state": "replica", "receiver": {"status": "startup"}})
+        ));
+        assert!(!rejoined(&json!({})));
+    }
 }

@@ -41,16 +41,19 @@ fn admin_addr(url: &str) -> CliResult<SocketAddr> {
 }
 
 /// Starts every sidecar of `node` that is not running, repl-manager first
-/// (it starts PostgreSQL, which the others read), and waits until each is
-/// ready. Processes are detached: they outlive this command.
+/// (it starts PostgreSQL, which the others read) and health-monitor last
+/// (its first report checks the others: started beside them, it reported
+/// the node critical for one interval), and waits until each is ready.
+/// Processes are detached: they outlive this command.
 pub async fn start_node(node: &NodeEntry, timeout: Duration) -> CliResult<Vec<String>> {
     let mut started = start_sidecars(node, &["repl-manager"], timeout).await?;
-    let rest: Vec<&str> = node
+    let middle: Vec<&str> = node
         .sidecars()
         .into_iter()
-        .filter(|s| *s != "repl-manager")
+        .filter(|s| !matches!(*s, "repl-manager" | "health-monitor"))
         .collect();
-    started.extend(start_sidecars(node, &rest, timeout).await?);
+    started.extend(start_sidecars(node, &middle, timeout).await?);
+    started.extend(start_sidecars(node, &["health-monitor"], timeout).await?);
     Ok(started)
 }
 
