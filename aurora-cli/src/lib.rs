@@ -121,6 +121,14 @@ pub enum Command {
         /// Switch over even to a lagging node.
         #[arg(long)]
         force: bool,
+        /// Return once the switchover is done, without waiting for the new
+        /// primary's synchronous standby (until it streams, a failover
+        /// would refuse to promote).
+        #[arg(long)]
+        no_wait: bool,
+        /// How long to wait for the synchronous standby.
+        #[arg(long, default_value_t = 60, value_name = "SECS")]
+        wait_secs: u64,
         #[arg(long)]
         json: bool,
     },
@@ -300,8 +308,13 @@ async fn dispatch(cli: Cli) -> CliResult {
             to,
             yes,
             force,
+            no_wait,
+            wait_secs,
             json,
-        } => replication::switchover(&load()?, &to, yes, force, json).await,
+        } => {
+            let wait = (!no_wait).then(|| std::time::Duration::from_secs(wait_secs));
+            replication::switchover(&load()?, &to, yes, force, wait, json).await
+        }
         Command::SyncAssets { no_wait, json } => assets::sync_assets(&load()?, no_wait, json).await,
         Command::Logs {
             service,

@@ -287,11 +287,74 @@ fn find_member<'c>(ms: &'c [Value], node: &str) -> CliResult<&'c Value> {
     })
 }
 
+/// The synchronous standby of the fleet's primary `primary`, when every
+/// part of the fleet agrees on it: the primary's repl-manager commits in
+/// `sync` mode with it as the standby, PostgreSQL lists it streaming with
+/// `sync_state` sync (or quorum), and, with automatic failover, the standby
+/// itself has heard the primary say so (the report it would promote on).
+/// `None` right after a switchover, until the new standby has caught up.
+fn synchronous_standby(members: &[Value], primary: &str) -> Option<String> {
+    let p = members
+        .iter()
+        .find(|m| s(m, "node") == primary && s(m, "state") == "primary")?;
+    let sync = p.get("sync")?;
+    if s(sync, "mode") != "sync" {
+        return None;
+    }
+    let standby = s(sync, "standby");
+    let streams = p.get("replicas")?.as_array()?.iter().any(|r| {
+        s(r, "name") == standby
+            && s(r, "state") == "streaming"
+            && matches!(s(r, "sync_state"), "sync" | "quorum")
+    });
+    let told = members
+        .iter()
+        .find(|m| s(m, "node") == standby)
+        .and_then(|m| m.get("failover"))
+        .filter(|f| f.get("automatic").and_then(Value::as_bool) == Some(true))
+        .map(|f| {
+            let r = f.get("report").unwrap_or(&Value::Null);
+            s(r, "sync_mode") == "sync" && s(r, "sync_standby") == standby
+        })
+        .unwrap_or(true);
+    (streams && told).then(|| standby.to_string())
+}
+
+/// After a switchover: waits until the new primary has a synchronous
+/// standby again, because until then a crash of the new primary cannot be
+/// failed over without losing writes, and repl-manager rightly refuses to.
+/// A timeout is a warning, not a failure: the switchover itself is done.
+async fn wait_synchronous(api: &Api<'_>, primary: &str, within: Duration) {
+    let started = Instant::now();
+    outln!("waiting for {primary} to have a synchronous standby (until then it commits asynchronously and a failover would refuse to promote) ...");
+    loop {
+        if let Ok(c) = cluster(api).await {
+            if let Some(standby) = synchronous_standby(&members(&c), primary) {
+                outln!(
+                    "synchronous: {standby} confirms {primary}'s commits (after {})",
+                    output::duration_secs(started.elapsed().as_secs_f64())
+                );
+                return;
+            }
+        }
+        if started.elapsed() >= within {
+            eprintln!(
+                "aurora-cli: warning: {primary} has no synchronous standby after {}; \
+                 automatic failover is not safe until one streams (see `aurora-cli sync-db`)",
+                output::duration_secs(within.as_secs_f64())
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 pub async fn switchover(
     config: &NodeConfig,
     to: &str,
     yes: bool,
     force: bool,
+    wait: Option<Duration>,
     as_json: bool,
 ) -> CliResult {
     let api = Api::new(config);
@@ -326,7 +389,12 @@ pub async fn switchover(
             OP_TIMEOUT,
         )
         .await?;
-    report("switchover", answer, started.elapsed(), as_json)
+    report("switchover", answer, started.elapsed(), as_json)?;
+    // Only a fleet with someone to confirm commits can get there.
+    if let Some(within) = wait.filter(|_| !as_json && ms.len() > 1) {
+        wait_synchronous(&api, to, within).await;
+    }
+    Ok(())
 }
 
 pub async fn promote(config: &NodeConfig, yes: bool, force: bool, as_json: bool) -> CliResult {
@@ -395,8 +463,64 @@ pub async fn demote(config: &NodeConfig, to: Option<&str>, yes: bool, as_json: b
 
 #[cfg(test)]
 mod tests {
-    use super::failover_mode;
+    use super::{failover_mode, synchronous_standby};
     use serde_json::{json, Value};
+
+    #[test]
+    fn synchronous_standby_needs_the_whole_fleet_to_agree() {
+        // (repl-manager's mode and standby, PostgreSQL's view of aurora,
+        // the report aurora last received)
+        let fleet = |mode: &str, standby: Value, pg: (&str, &str), told: Value| {
+            vec![
+                json!({"node": "star", "state": "primary",
+                       "sync": {"mode": mode, "standby": standby},
+                       "replicas": [
+                    {"name": "vengeance", "state": "streaming", "sync_state": "async"},
+                    {"name": "aurora", "state": pg.0, "sync_state": pg.1},
+                ]}),
+                json!({"node": "aurora", "state": "replica",
+                       "failover": {"automatic": true, "report": told}}),
+            ]
+        };
+        let told = || json!({"sync_mode": "sync", "sync_standby": "aurora"});
+        let agreed = fleet("sync", json!("aurora"), ("streaming", "sync"), told());
+        assert_eq!(
+            synchronous_standby(&agreed, "star").as_deref(),
+            Some("aurora")
+        );
+        let quorum = fleet("sync", json!("aurora"), ("streaming", "quorum"), told());
+        assert_eq!(
+            synchronous_standby(&quorum, "star").as_deref(),
+            Some("aurora")
+        );
+        // Right after a switchover: async, still catching up, not yet the
+        // standby, or not yet told (it would refuse to promote).
+        for not_yet in [
+            fleet("async", Value::Null, ("streaming", "async"), told()),
+            fleet("sync", json!("aurora"), ("catchup", "sync"), told()),
+            fleet("sync", json!("aurora"), ("streaming", "potential"), told()),
+            fleet("sync", Value::Null, ("streaming", "sync"), told()),
+            fleet("sync", json!("aurora"), ("streaming", "sync"), Value::Null),
+            fleet(
+                "sync",
+                json!("aurora"),
+                ("streaming", "sync"),
+                json!({"sync_mode": "sync", "sync_standby": null}),
+            ),
+        ] {
+            assert_eq!(synchronous_standby(&not_yet, "star"), None, "{not_yet:?}");
+        }
+        // Without automatic failover nobody needs to be told.
+        let mut manual = fleet("sync", json!("aurora"), ("streaming", "sync"), Value::Null);
+        manual[1]["failover"]["automatic"] = json!(false);
+        assert_eq!(
+            synchronous_standby(&manual, "star").as_deref(),
+            Some("aurora")
+        );
+        // Another node asked for, or nobody answering.
+        assert_eq!(synchronous_standby(&agreed, "aurora"), None);
+        assert_eq!(synchronous_standby(&[], "star"), None);
+    }
 
     fn member(node: &str, state: &str, automatic: bool, paused: bool, fenced: bool) -> Value {
         json!({"node": node, "state": state,
