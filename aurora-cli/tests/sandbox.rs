@@ -114,6 +114,11 @@ impl Sandbox {
     }
 
     fn up(extra: &[&str]) -> Sandbox {
+        Sandbox::up_with(extra, &[])
+    }
+
+    /// `sandbox up` with `env` set for it.
+    fn up_with(extra: &[&str], env: &[(&str, &str)]) -> Sandbox {
         let mut sb = Sandbox::room();
         let dir = sb.dir.clone();
         // The directory from the environment, as `scripts/sandbox` passes
@@ -125,6 +130,7 @@ impl Sandbox {
         c.args(&args)
             .env("AURORA_SANDBOX_DIR", &dir)
             .env("AURORA_ADMIN__TOKEN", "a-token-from-another-shell");
+        c.envs(env.iter().copied());
         let r = run_command(c);
         sb.json = serde_json::from_str(
             &std::fs::read_to_string(dir.join("sandbox.json")).unwrap_or_default(),
@@ -807,6 +813,73 @@ async fn a_netns_sandbox_partitions_and_heals_a_node() {
         !String::from_utf8_lossy(&left.stdout).contains(&ns),
         "namespace {ns} left behind"
     );
+}
+
+/// A sandbox that came up while Garage was still being built (as
+/// `./scripts/sandbox` brings one up on a fresh machine) gets its asset
+/// origin later: `sandbox assets` starts Garage with the demo set, and
+/// asset-sync mirrors it on every node.
+#[test]
+fn assets_join_a_sandbox_that_came_up_without_them() {
+    // No Garage to be found: not on PATH, not in $HOME/.cargo/bin.
+    let sb = Sandbox::up_with(
+        &["--nodes", "2"],
+        &[
+            ("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            ("HOME", "/nonexistent"),
+            ("GARAGE_BIN", "/nonexistent/garage"),
+        ],
+    );
+    assert!(sb.json["s3"].is_null(), "{}", sb.json);
+    assert!(sb.node("aurora")["admin"]["asset-sync"].is_null());
+    let r = ok(sb.sandbox(&["assets"]), "sandbox assets");
+    assert!(r.stdout.contains("4 demo objects"), "{}", r.stdout);
+    let r = sb.sandbox(&["assets"]);
+    assert_eq!(r.code, 2, "twice: {}", r.stderr);
+    assert!(
+        r.stderr.contains("already has its asset origin"),
+        "{}",
+        r.stderr
+    );
+
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(sb.dir.join("sandbox.json")).unwrap())
+            .unwrap();
+    assert!(json["s3"]["endpoint"].is_string(), "{json}");
+    for node in ["aurora", "star"] {
+        let n = json["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == node)
+            .unwrap();
+        let st = sb.sandbox_status_of(node);
+        assert!(st["processes"]["asset-sync"].is_number(), "{st}");
+        // The demo set, mirrored by this node's own asset-sync.
+        let logo = PathBuf::from(n["dir"].as_str().unwrap()).join("assets/img/logo.svg");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !logo.is_file() {
+            assert!(
+                Instant::now() < deadline,
+                "{} never arrived",
+                logo.display()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // The CLI and health-monitor know of it: `status` reports the
+        // mirror, and health checks it.
+        let health = ok(on(&sb, node, &["health", "--json"]), "health").json();
+        assert!(
+            health["checks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["name"] == "sidecar:asset-sync"),
+            "{health}"
+        );
+        let st = ok(on(&sb, node, &["status", "--json"]), "status").json();
+        assert!(st["assets"].is_object(), "{st}");
+    }
 }
 
 #[test]

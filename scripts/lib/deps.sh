@@ -89,11 +89,28 @@ fi
 
 # --- Rust tools --------------------------------------------------------------
 export PATH="$HOME/.cargo/bin:$PATH"
-if ! command -v garage >/dev/null 2>&1 || ! garage --version 2>/dev/null | grep -q "$GARAGE_VERSION"; then
-  # Garage is a test fixture here: its release profile's fat LTO and single
-  # codegen unit buy little for that and cost most of the build.
-  log "installing Garage $GARAGE_VERSION (S3 server for the tests; about 10 min cold on 2 cores)"
-  CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
-    CARGO_PROFILE_RELEASE_DEBUG=false \
-    cargo install garage --version "$GARAGE_VERSION" --locked
+garage_ready() { command -v garage >/dev/null 2>&1 && garage --version 2>/dev/null | grep -q "$GARAGE_VERSION"; }
+# One build at a time: `./scripts/sandbox` may be building it in the
+# background when `./scripts/test` starts; the second waits for the first.
+GARAGE_LOCK=${TMPDIR:-/tmp}/aurora-garage-install.lock
+install_garage() {
+  garage_ready && return 0
+  (
+    if ! flock -n 9; then
+      log "waiting for the Garage build already running (see ${TMPDIR:-/tmp}/aurora-garage-install.log)"
+      flock 9
+    fi
+    garage_ready && exit 0
+    # Garage is a test fixture here: its release profile's fat LTO and
+    # single codegen unit buy little for that and cost most of the build.
+    log "installing Garage $GARAGE_VERSION (S3 server for the tests and the sandbox's assets; about 10 min cold on 2 cores)"
+    CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+      CARGO_PROFILE_RELEASE_DEBUG=false \
+      cargo install garage --version "$GARAGE_VERSION" --locked
+  ) 9>"$GARAGE_LOCK"
+}
+# DEPS_GARAGE=later: the caller installs it itself (./scripts/sandbox does,
+# in the background, so the fleet need not wait for it).
+if [ "${DEPS_GARAGE:-now}" != later ]; then
+  install_garage
 fi

@@ -85,6 +85,49 @@ pub struct FleetPlan {
     pub redis: Option<String>,
 }
 
+/// asset-sync's config for a node whose services listen on `host`.
+pub fn asset_sync_toml(
+    host: &str,
+    port: u16,
+    token: &str,
+    s3: &S3Plan,
+    assets_dir: &Path,
+) -> CliResult<String> {
+    to_toml(&merge(
+        common(format!("{host}:{port}"), token),
+        json!({
+            "s3": {"endpoint": s3.endpoint, "region": testbed::garage::REGION, "bucket": "assets",
+                   "access_key_id": s3.key_id, "secret_access_key": s3.secret_key},
+            "sync": {"target_dir": path(assets_dir), "interval_secs": 30},
+        }),
+    ))
+}
+
+/// Sets `keys` (a path of table names) in the TOML file at `file` to
+/// `value`, keeping the rest.
+pub fn set_in_toml(file: &Path, keys: &[&str], value: &str) -> CliResult {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| CliError::failed(format!("reading {}: {e}", file.display())))?;
+    let mut doc: toml::Table = text
+        .parse()
+        .map_err(|e| CliError::failed(format!("{}: {e}", file.display())))?;
+    let Some((last, tables)) = keys.split_last() else {
+        return Ok(());
+    };
+    let mut t = &mut doc;
+    for k in tables {
+        t = t
+            .entry(k.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| CliError::failed(format!("{}: `{k}` is not a table", file.display())))?;
+    }
+    t.insert(last.to_string(), toml::Value::String(value.to_string()));
+    let text = toml::to_string_pretty(&doc)
+        .map_err(|e| CliError::failed(format!("rendering {}: {e}", file.display())))?;
+    Ok(testbed::process::write_private(file, &text)?)
+}
+
 pub fn to_toml(v: &Value) -> CliResult<String> {
     let t = toml::Value::try_from(v)
         .map_err(|e| CliError::failed(format!("rendering a config: {e}")))?;
@@ -185,14 +228,7 @@ impl FleetPlan {
             .s3
             .as_ref()
             .ok_or_else(|| CliError::failed("asset-sync planned without Garage"))?;
-        to_toml(&merge(
-            common(format!("{}:{port}", n.host), &self.token),
-            json!({
-                "s3": {"endpoint": s3.endpoint, "region": testbed::garage::REGION, "bucket": "assets",
-                       "access_key_id": s3.key_id, "secret_access_key": s3.secret_key},
-                "sync": {"target_dir": path(&n.assets_dir()), "interval_secs": 30},
-            }),
-        ))
+        asset_sync_toml(&n.host, port, &self.token, s3, &n.assets_dir())
     }
 
     pub fn dns_sync(&self, n: &NodePlan, admin: u16, dns: u16) -> CliResult<String> {

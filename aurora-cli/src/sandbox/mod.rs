@@ -89,6 +89,15 @@ pub enum SandboxCommand {
     ///
     /// Example: aurora-cli sandbox heal aurora
     Heal { node: String },
+    /// Add the asset origin (Garage with the demo asset set) and asset-sync
+    /// on every node to a sandbox that came up without them, as
+    /// `./scripts/sandbox` does while Garage is still being built.
+    ///
+    /// Example: aurora-cli sandbox assets
+    Assets {
+        #[arg(long, default_value_t = 180)]
+        timeout_secs: u64,
+    },
     /// Stop everything and remove the directory (unless --keep).
     ///
     /// Example: aurora-cli sandbox down
@@ -165,6 +174,9 @@ pub async fn run(args: SandboxArgs) -> CliResult {
         }
         SandboxCommand::Partition { node } => partition(&dir, &node, true),
         SandboxCommand::Heal { node } => partition(&dir, &node, false),
+        SandboxCommand::Assets { timeout_secs } => {
+            add_assets(&dir, Duration::from_secs(timeout_secs)).await
+        }
         SandboxCommand::Down { keep } => down(&dir, keep).await,
     }
 }
@@ -666,6 +678,87 @@ fn print_summary(sb: &Sandbox, took: Duration) {
         }
     }
     outln!("  aurora-cli sandbox down --dir {d}");
+}
+
+/// `sandbox assets`: Garage, the demo assets and asset-sync join a running
+/// sandbox; each node's health-monitor restarts to check asset-sync too.
+async fn add_assets(dir: &Path, timeout: Duration) -> CliResult {
+    let started = Instant::now();
+    let mut sb = Sandbox::load(dir)?;
+    if let Some(s3) = &sb.s3 {
+        return Err(CliError::usage(format!(
+            "this sandbox already has its asset origin ({})",
+            s3.endpoint
+        )));
+    }
+    testbed::tools::garage_bin()?;
+    let lead = sb
+        .nodes
+        .first()
+        .ok_or_else(|| CliError::failed("the sandbox has no nodes"))?;
+    // From the file `up` wrote, not through the config loader: a token in
+    // the operator's environment must not reach the sidecars' configs.
+    let token = std::fs::read_to_string(&lead.config)
+        .ok()
+        .and_then(|t| t.parse::<toml::Table>().ok())
+        .and_then(|t| t.get("admin")?.get("token")?.as_str().map(str::to_string))
+        .ok_or_else(|| CliError::failed(format!("{} has no admin.token", lead.config.display())))?;
+    let listen = match &sb.network {
+        Some(net) => IpAddr::V4(net.host_ip),
+        None => IpAddr::V4(Ipv4Addr::LOCALHOST),
+    };
+    let garage = Garage::start_in(Some(dir.join("garage")), listen).await?;
+    garage.create_bucket("assets").await?;
+    upload_demo(&garage).await?;
+    let s3 = S3Plan {
+        endpoint: garage.endpoint(),
+        key_id: garage.key_id.clone(),
+        secret_key: garage.secret_key.clone(),
+    };
+    for node in sb.nodes.iter_mut() {
+        let port = if sb.network.is_some() { 8010 } else { port()? };
+        let url = format!("http://{}:{port}", node.host);
+        let cfg = node.config_dir();
+        write(
+            &cfg.join("asset-sync.toml"),
+            &layout::asset_sync_toml(&node.host, port, &token, &s3, &node.dir.join("assets"))?,
+        )?;
+        layout::set_in_toml(&node.config, &["sidecars", "asset_sync"], &url)?;
+        layout::set_in_toml(
+            &cfg.join("health-monitor.toml"),
+            &["checks", "sidecars", "asset-sync"],
+            &url,
+        )?;
+        node.admin.insert("asset-sync".into(), Some(url));
+    }
+    let config = garage.dir().join("garage.toml");
+    let (gdir, pid) = garage.detach();
+    sb.garage = Some(GarageEntry {
+        dir: gdir,
+        config,
+        pid,
+    });
+    sb.s3 = Some(S3 {
+        endpoint: s3.endpoint.clone(),
+        region: testbed::garage::REGION.to_string(),
+        bucket: "assets".into(),
+    });
+    sb.save()?;
+    for node in &sb.nodes {
+        procs::start_sidecars(node, &["asset-sync"], timeout).await?;
+        // health-monitor reads its list of sidecars at start.
+        if let Some(pid) = procs::sidecar_pid(node, "health-monitor") {
+            procs::stop_pid(pid, "health-monitor").await;
+            procs::start_sidecars(node, &["health-monitor"], timeout).await?;
+        }
+    }
+    outln!(
+        "assets: Garage at {} (bucket assets, {} demo objects); asset-sync mirrors it into every node's assets directory (after {})",
+        s3.endpoint,
+        demo_assets().len(),
+        output::duration_secs(started.elapsed().as_secs_f64())
+    );
+    Ok(())
 }
 
 async fn status(dir: &Path, as_json: bool) -> CliResult {
