@@ -139,6 +139,10 @@ pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
         "DNS queries answered, by query type and response code.",
         &["qtype", "rcode"],
     )?;
+    let cache_hits = metrics.counter(
+        "udp_answer_cache_hits_total",
+        "UDP queries answered from a socket's answer cache (counted in queries_total as well).",
+    )?;
     let state = Arc::new(State::default());
 
     // Bind before anything else so a port clash fails the start loudly.
@@ -154,6 +158,7 @@ pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
         zone: state.zone.clone(),
         axfr_allow: config.dns.axfr_allow.clone(),
         queries: server::QueryCounters::new(&queries),
+        cache_hits,
     };
     // UDP: our own loops (see `udp`); TCP and AXFR: hickory's server.
     let udp_stop = tokio_util::sync::CancellationToken::new();

@@ -47,6 +47,8 @@ pub struct Handler {
     pub zone: Arc<ZoneCell>,
     pub axfr_allow: Vec<IpNet>,
     pub queries: QueryCounters,
+    /// UDP answers served from a socket's answer cache.
+    pub cache_hits: IntCounter,
 }
 
 /// Query types get their own label; everything else is `other` (labels must

@@ -190,6 +190,7 @@ pub async fn serve(socket: Arc<UdpSocket>, handler: Handler, shutdown: Cancellat
                 reply.extend_from_slice(&hit.bytes);
                 reply[..2].copy_from_slice(&packet[..2]);
                 handler.queries.inc_at(hit.counter);
+                handler.cache_hits.inc();
                 let _ = socket.send_to(&reply, src).await;
                 continue;
             }

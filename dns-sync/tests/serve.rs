@@ -592,6 +592,20 @@ fn answered_ip(resp: &[u8]) -> [u8; 4] {
     [resp[n - 4], resp[n - 3], resp[n - 2], resp[n - 1]]
 }
 
+/// The value of the first `/metrics` series whose line contains `series`.
+async fn sample(admin: &str, series: &str) -> f64 {
+    let text = HttpClient::new(Duration::from_secs(2))
+        .get(&format!("{admin}/metrics"))
+        .await
+        .unwrap()
+        .text();
+    text.lines()
+        .find(|l| !l.starts_with('#') && l.contains(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
+
 /// Repeated queries come from the UDP loop's answer cache: each carries its
 /// own ID, is counted, and a new zone (a failover) empties the cache.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -608,23 +622,11 @@ async fn repeated_queries_keep_their_ids_and_follow_zone_changes() {
         let n = sock.recv(&mut buf).unwrap();
         buf[..n].to_vec()
     };
-    let metric = || async {
-        let text = HttpClient::new(Duration::from_secs(2))
-            .get(&format!("{}/metrics", dns.admin))
-            .await
-            .unwrap()
-            .text();
-        text.lines()
-            .find(|l| {
-                l.contains("queries_total")
-                    && l.contains("qtype=\"A\"")
-                    && l.contains("rcode=\"NOERROR\"")
-            })
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let admin = dns.admin.clone();
+    let metric = || sample(&admin, "queries_total{qtype=\"A\",rcode=\"NOERROR\"}");
+    let hits = || sample(&admin, "udp_answer_cache_hits_total");
     let before = metric().await;
+    let hits_before = hits().await;
     let first = ask(0x1111);
     for id in [0x2222u16, 0x3333, 0xfffe] {
         let again = ask(id);
@@ -641,6 +643,9 @@ async fn repeated_queries_keep_their_ids_and_follow_zone_changes() {
         4.0,
         "cached answers are counted too"
     );
+    // The first one built the answer; the three repeats came from the cache
+    // (this fails with the cache removed: the answers alone cannot tell).
+    assert_eq!(hits().await - hits_before, 3.0, "answered from the cache");
 
     // A failover swaps the zone; the cached answer must not outlive it.
     record_primary(&c, 2, &NodeName::parse("star").unwrap())
