@@ -28,6 +28,7 @@ pub struct SyncMetrics {
     failures: IntCounter,
     retries: IntCounter,
     size_only: IntCounter,
+    verified_by: IntCounterVec,
     last_success: prometheus::Gauge,
     duration: Histogram,
     local_files: IntGauge,
@@ -71,7 +72,12 @@ impl SyncMetrics {
             retries: m.counter("download_retries_total", "Download attempts retried.")?,
             size_only: m.counter(
                 "objects_verified_size_only_total",
-                "Downloads verified by size only (multipart, no checksum).",
+                "Downloads verified by size only (no usable checksum: multipart without one, a composite CRC, an encrypted object's opaque ETag).",
+            )?,
+            verified_by: m.counter_vec(
+                "objects_verified_total",
+                "Downloads by how they were verified: md5 (ETag), sha256, crc, size_only.",
+                &["by"],
             )?,
             last_success: m.float_gauge(
                 "last_success_timestamp_seconds",
@@ -98,6 +104,9 @@ impl SyncMetrics {
         self.failures.inc_by(r.failed);
         self.retries.inc_by(r.retries);
         self.size_only.inc_by(r.verified_size_only);
+        for (by, n) in &r.verified_by {
+            self.verified_by.with_label_values(&[by]).inc_by(*n);
+        }
         for (rule, n) in &r.rejections {
             self.rejected.with_label_values(&[rule]).inc_by(*n);
         }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::types::ChecksumMode;
+use aws_sdk_s3::types::{ChecksumMode, ChecksumType};
 use aws_sdk_s3::Client;
 use base64::Engine;
 use md5::{Digest, Md5};
@@ -27,7 +27,7 @@ use crate::limiter::RateLimiter;
 use crate::s3::{describe, plain_md5, Remote};
 
 /// How a download was verified.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verified {
     /// Against the ETag, which is the content's MD5.
@@ -36,8 +36,82 @@ pub enum Verified {
     Sha256,
     /// Against a CRC checksum, checked by the SDK while streaming.
     Crc,
-    /// Multipart object without a stored checksum: size only.
+    /// No usable checksum (multipart without one, a composite CRC, or an
+    /// encrypted object whose ETag is not an MD5): size only.
     SizeOnly,
+}
+
+impl Verified {
+    /// The metric label and the manifest's spelling.
+    pub fn label(self) -> &'static str {
+        match self {
+            Verified::Md5 => "md5",
+            Verified::Sha256 => "sha256",
+            Verified::Crc => "crc",
+            Verified::SizeOnly => "size_only",
+        }
+    }
+}
+
+/// What one download's bytes hashed to, and what the response said about
+/// how they can be checked.
+struct Hashed {
+    size: u64,
+    md5: [u8; 16],
+    sha256: [u8; 32],
+    /// From the object's checksums (SHA-256, CRC) or size only.
+    verified: Verified,
+    /// The object is stored with SSE-KMS, DSSE-KMS or SSE-C: its ETag is
+    /// not the MD5 of the content even when it looks like one.
+    encrypted: bool,
+}
+
+impl Hashed {
+    /// Checks the bytes' SHA-256 against the object's full-object checksum,
+    /// when it has one.
+    fn checked(
+        size: u64,
+        md5: [u8; 16],
+        sha256: [u8; 32],
+        full_sha: Option<Vec<u8>>,
+        has_crc: bool,
+        encrypted: bool,
+    ) -> Result<Self, FetchError> {
+        Ok(Hashed {
+            size,
+            md5,
+            verified: check_sha(full_sha, &sha256, has_crc)?,
+            sha256,
+            encrypted,
+        })
+    }
+}
+
+/// The MD5 an ETag stands for, if it stands for one: a plain 32-hex ETag of
+/// an object that is not encrypted with KMS or a customer key (AWS: "objects
+/// encrypted by SSE-C or SSE-KMS have ETags that are not an MD5 digest";
+/// SSE-S3's `AES256` keeps the MD5).
+pub fn etag_md5(etag: &str, encrypted: bool) -> Option<[u8; 16]> {
+    if encrypted {
+        None
+    } else {
+        plain_md5(etag)
+    }
+}
+
+/// Whether the response's server-side encryption makes the ETag opaque:
+/// `x-amz-server-side-encryption: aws:kms` or `aws:kms:dsse`, or any
+/// `x-amz-server-side-encryption-customer-algorithm` (SSE-C).
+pub fn etag_opaque(sse: Option<&str>, customer_algorithm: Option<&str>) -> bool {
+    customer_algorithm.is_some() || sse.is_some_and(|s| s.starts_with("aws:kms"))
+}
+
+/// Whether a CRC the SDK checked while streaming covers the whole object.
+/// A composite checksum (multipart: a checksum of the parts' checksums,
+/// written `…-N`, or `x-amz-checksum-type: COMPOSITE`) is not checked by the
+/// SDK and proves nothing about the bytes: that is size-only.
+pub fn crc_covers_object(values: &[Option<&str>], composite: bool) -> bool {
+    !composite && values.iter().flatten().any(|v| !v.contains('-'))
 }
 
 #[derive(Debug)]
@@ -157,7 +231,13 @@ impl Fetcher {
         let file = std::fs::File::create(&staging.path)
             .map_err(|e| FetchError::local(&staging.path, e))?;
 
-        let (size, md5, sha256, verified) = if remote.size >= self.ranged_threshold {
+        let Hashed {
+            size,
+            md5,
+            sha256,
+            verified,
+            encrypted,
+        } = if remote.size >= self.ranged_threshold {
             self.ranged(remote, &file, &staging.path).await?
         } else {
             self.streamed(remote, &file, &staging.path).await?
@@ -168,7 +248,7 @@ impl Fetcher {
                 remote.size
             )));
         }
-        let verified = match (plain_md5(&remote.etag), verified) {
+        let verified = match (etag_md5(&remote.etag, encrypted), verified) {
             (Some(expected), _) => {
                 if md5 != expected {
                     return Err(FetchError::Verify(format!(
@@ -212,7 +292,7 @@ impl Fetcher {
         remote: &Remote,
         file: &std::fs::File,
         path: &Path,
-    ) -> Result<(u64, [u8; 16], [u8; 32], Verified), FetchError> {
+    ) -> Result<Hashed, FetchError> {
         let _permit = self
             .permits
             .acquire()
@@ -229,9 +309,18 @@ impl Fetcher {
             .await
             .map_err(map_sdk)?;
         let full_sha = full_object_sha256(resp.checksum_sha256());
-        let has_crc = resp.checksum_crc32().is_some()
-            || resp.checksum_crc32_c().is_some()
-            || resp.checksum_crc64_nvme().is_some();
+        let has_crc = crc_covers_object(
+            &[
+                resp.checksum_crc32(),
+                resp.checksum_crc32_c(),
+                resp.checksum_crc64_nvme(),
+            ],
+            resp.checksum_type() == Some(&ChecksumType::Composite),
+        );
+        let encrypted = etag_opaque(
+            resp.server_side_encryption().map(|s| s.as_str()),
+            resp.sse_customer_algorithm(),
+        );
         let mut body = resp.body;
         let mut md5 = Md5::new();
         let mut sha = Sha256::new();
@@ -257,8 +346,7 @@ impl Fetcher {
         writer.flush().map_err(|e| FetchError::local(path, e))?;
         let md5: [u8; 16] = md5.finalize().into();
         let sha: [u8; 32] = sha.finalize().into();
-        let verified = check_sha(full_sha, &sha, has_crc)?;
-        Ok((size, md5, sha, verified))
+        Hashed::checked(size, md5, sha, full_sha, has_crc, encrypted)
     }
 
     /// Parallel byte ranges written at their offsets, then one read-back pass
@@ -268,7 +356,7 @@ impl Fetcher {
         remote: &Remote,
         file: &std::fs::File,
         path: &Path,
-    ) -> Result<(u64, [u8; 16], [u8; 32], Verified), FetchError> {
+    ) -> Result<Hashed, FetchError> {
         file.set_len(remote.size)
             .map_err(|e| FetchError::local(path, e))?;
         let file = Arc::new(file.try_clone().map_err(|e| FetchError::local(path, e))?);
@@ -341,6 +429,10 @@ impl Fetcher {
             .await
             .map_err(map_sdk)?;
         let full_sha = full_object_sha256(head.checksum_sha256());
+        let encrypted = etag_opaque(
+            head.server_side_encryption().map(|s| s.as_str()),
+            head.sse_customer_algorithm(),
+        );
         let hashed_path = path.to_path_buf();
         let (size, md5, sha) = tokio::task::spawn_blocking(move || hash_file(&hashed_path))
             .await
@@ -348,8 +440,7 @@ impl Fetcher {
             .map_err(|e| FetchError::local(path, e))?;
         // CRCs are not re-checked for ranged downloads; the ETag (MD5) or
         // SHA-256 covers single-part objects, size covers the rest.
-        let verified = check_sha(full_sha, &sha, false)?;
-        Ok((size, md5, sha, verified))
+        Hashed::checked(size, md5, sha, full_sha, false, encrypted)
     }
 }
 
@@ -529,6 +620,55 @@ mod tests {
         assert_eq!(
             crate::s3::plain_md5("d41d8cd98f00b204e9800998ecf8427e-2"),
             None
+        );
+    }
+
+    /// Server-side encryption with KMS or a customer key makes the ETag
+    /// opaque even when it is 32 hex digits: taken for an MD5, every
+    /// download of such an object failed verification five times.
+    #[test]
+    fn encrypted_objects_are_not_checked_against_their_etag() {
+        let md5: [u8; 16] = Md5::digest(b"asset bytes").into();
+        let etag = hex::encode(md5);
+        assert_eq!(etag_md5(&etag, etag_opaque(None, None)), Some(md5));
+        // SSE-S3 keeps the MD5.
+        assert_eq!(
+            etag_md5(&etag, etag_opaque(Some("AES256"), None)),
+            Some(md5)
+        );
+        for (sse, customer) in [
+            (Some("aws:kms"), None),
+            (Some("aws:kms:dsse"), None),
+            (None, Some("AES256")),
+            (Some("AES256"), Some("AES256")),
+        ] {
+            assert!(etag_opaque(sse, customer), "{sse:?} {customer:?}");
+            assert_eq!(etag_md5(&etag, etag_opaque(sse, customer)), None);
+        }
+        // Multipart ETags were never MD5s.
+        assert_eq!(etag_md5(&format!("{etag}-2"), false), None);
+    }
+
+    #[test]
+    fn composite_crcs_are_size_only() {
+        assert!(crc_covers_object(&[Some("AAAAAA=="), None, None], false));
+        assert!(crc_covers_object(
+            &[None, None, Some("AAAAAAAAAAA=")],
+            false
+        ));
+        // `…-N`: a checksum of the parts' checksums.
+        assert!(!crc_covers_object(&[Some("AAAAAA==-3"), None, None], false));
+        // Declared composite by x-amz-checksum-type.
+        assert!(!crc_covers_object(&[Some("AAAAAA=="), None, None], true));
+        assert!(!crc_covers_object(&[None, None, None], false));
+        assert_eq!(
+            check_sha(
+                None,
+                &[0; 32],
+                crc_covers_object(&[Some("AAAAAA==-3")], false)
+            )
+            .unwrap(),
+            Verified::SizeOnly
         );
     }
 

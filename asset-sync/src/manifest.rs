@@ -24,6 +24,10 @@ pub struct Entry {
     pub last_modified: Option<String>,
     pub sha256: String,
     pub mtime_ns: i128,
+    /// How the download was checked (`md5`, `sha256`, `crc`, `size_only`);
+    /// absent in manifests written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<crate::download::Verified>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]

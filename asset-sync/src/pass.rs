@@ -1,7 +1,7 @@
 //! One sync pass: list, plan, download what differs, delete what is gone
 //! (guarded), save the manifest.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -46,6 +46,8 @@ pub struct PassReport {
     /// Objects overwritten between listing and download (fetched next pass).
     pub changed_during_pass: u64,
     pub verified_size_only: u64,
+    /// Downloads by how they were verified (`Verified::label`).
+    pub verified_by: BTreeMap<&'static str, u64>,
     pub retries: u64,
     pub rejections: HashMap<&'static str, u64>,
     /// Set when deletions were held back, with the reason.
@@ -333,6 +335,7 @@ impl Syncer {
                             last_modified: remote.last_modified.clone(),
                             sha256: hex::encode(sha),
                             mtime_ns,
+                            verified: Some(Verified::Md5),
                         },
                     );
                 }
@@ -378,6 +381,10 @@ impl Syncer {
                     if fetched.verified == Verified::SizeOnly {
                         report.verified_size_only += 1;
                     }
+                    *report
+                        .verified_by
+                        .entry(fetched.verified.label())
+                        .or_default() += 1;
                     // The file's directory and every directory above it up
                     // to the target: a directory created for this file is
                     // itself a new entry in its parent.
@@ -395,6 +402,7 @@ impl Syncer {
                             last_modified: remote.last_modified.clone(),
                             sha256: fetched.sha256,
                             mtime_ns: fetched.mtime_ns,
+                            verified: Some(fetched.verified),
                         },
                     );
                 }

@@ -233,6 +233,8 @@ async fn multipart_objects_are_verified() {
         let got = f.read("big/video.bin").unwrap();
         assert_eq!(got.len(), part.len() + last.len());
         assert!(got.ends_with(b"tail"));
+        // Said, not hidden: no checksum on this upload, so size only.
+        assert_eq!(r.verified_by.get("size_only"), Some(&1), "{r:?}");
     }
 
     // A single-part object above the ranged threshold is checked against its MD5.
@@ -243,6 +245,17 @@ async fn multipart_objects_are_verified() {
     let r = f.pass(c).await;
     assert!(r.ok, "{r:?}");
     assert_eq!(f.read("big/single.bin").unwrap(), vec![3u8; 3 << 20]);
+    assert_eq!(r.verified_by.get("md5"), Some(&1), "{r:?}");
+    // The manifest says how each file was checked.
+    let m: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(f.target.join(".asset-sync/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        m["entries"]["big/video.bin"]["verified"], "size_only",
+        "{m}"
+    );
+    assert_eq!(m["entries"]["big/single.bin"]["verified"], "md5", "{m}");
 }
 
 #[tokio::test]
