@@ -277,6 +277,8 @@ fn the_readme_tour_runs_as_written() {
     for (k, _) in std::env::vars_os() {
         let k = k.to_string_lossy();
         if k.starts_with("CARGO_PKG_")
+            || k.starts_with("CARGO_CFG_")
+            || k.starts_with("CARGO_FEATURE_")
             || k.starts_with("CARGO_BIN_")
             || k.starts_with("CARGO_MANIFEST_")
             || matches!(

@@ -425,14 +425,12 @@ async fn reports_that_stop_everywhere_freeze_the_view_and_say_so() {
     dns.stop().await;
 }
 
-/// The old lead's own PostgreSQL is down and a failover moved the primary:
-/// its dns-sync reads the zone from the fallback (the candidates' read-write
-/// target) and `db` follows, instead of answering the old primary forever.
-/// (Two independent clusters stand for "the local replica" and "the new
+/// A dns-sync reading `local` (whose zone has aurora as the primary) with
+/// a fallback whose zone has star: the old lead after a failover. (Two
+/// independent clusters stand for "the local replica" and "the new
 /// primary"; only where the zone comes from is under test.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn db_follows_the_fallback_while_the_local_database_is_down() {
-    let (mut local, _c) = database().await;
+async fn local_and_fallback() -> (PgCluster, PgCluster, Dns) {
+    let (local, _c) = database().await;
     let (primary, c) = database().await;
     record_primary(&c, 2, &NodeName::parse("star").unwrap())
         .await
@@ -444,8 +442,13 @@ async fn db_follows_the_fallback_while_the_local_database_is_down() {
     .await;
     dns.wait_ready().await;
     assert_eq!(dns.short(&name("db"), "A"), ["10.0.0.1"], "local first");
-    local.stop(StopMode::Immediate).await.unwrap();
-    let moved = wait_until(Duration::from_secs(5), || async {
+    (local, primary, dns)
+}
+
+/// Waits (up to `within`) until `db` answers the fallback's primary, and
+/// checks `/status` says where the zone comes from.
+async fn served_from_fallback(dns: &Dns, within: Duration) {
+    let moved = wait_until(within, || async {
         dns.short(&name("db"), "A") == ["10.0.0.2"]
     })
     .await;
@@ -455,12 +458,48 @@ async fn db_follows_the_fallback_while_the_local_database_is_down() {
         .await
         .unwrap();
     assert_eq!(st["source"], "fallback", "{st}");
+}
+
+/// The old lead's own PostgreSQL is down and a failover moved the primary:
+/// its dns-sync reads the zone from the fallback (the candidates' read-write
+/// target) and `db` follows, instead of answering the old primary forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn db_follows_the_fallback_while_the_local_database_is_down() {
+    let (mut local, _primary, dns) = local_and_fallback().await;
+    local.stop(StopMode::Immediate).await.unwrap();
+    served_from_fallback(&dns, Duration::from_secs(5)).await;
     let h: serde_json::Value = HttpClient::new(Duration::from_secs(2))
         .get_json(&format!("{}/health", dns.admin))
         .await
         .unwrap();
     assert_eq!(h["status"], "degraded", "{h}");
     assert!(h["reasons"].to_string().contains("fallback"), "{h}");
+    dns.stop().await;
+}
+
+/// The local database's host vanishes without a RST (a dead WireGuard peer)
+/// while dns-sync holds a connection to it: a read there would hang for the
+/// kernel's retransmission timeout (about 15 min). Each read has a deadline
+/// and the connection dead-peer timeouts, so the zone comes from the
+/// fallback within seconds and `/status` says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blackholed_local_database_hangs_no_refresh() {
+    let (local, _primary, dns) = local_and_fallback().await;
+    let hole = testbed::Blackhole::new(local.port()).unwrap();
+    // The read deadline here is connect timeout (1 s) + 5 s; a minute is
+    // far below a hung socket's quarter of an hour.
+    served_from_fallback(&dns, Duration::from_secs(60)).await;
+    // And back once the host answers again.
+    drop(hole);
+    let back = wait_until(Duration::from_secs(60), || async {
+        dns.short(&name("db"), "A") == ["10.0.0.1"]
+    })
+    .await;
+    assert!(
+        back,
+        "db stays on the fallback: {:?}",
+        dns.short(&name("db"), "A")
+    );
     dns.stop().await;
 }
 

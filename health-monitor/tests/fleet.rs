@@ -325,36 +325,6 @@ async fn the_primary_away_and_back() {
     hm.stop().await;
 }
 
-/// Drops every packet to a loopback port while alive: a host that vanished
-/// (a dead WireGuard peer) sends no RST, so a connection to it hangs
-/// rather than fails.
-struct Blackhole(u16);
-
-impl Blackhole {
-    fn rule(port: u16, op: &str) -> bool {
-        std::process::Command::new("iptables")
-            .args(["-w", op, "INPUT", "-i", "lo", "-p", "tcp", "--dport"])
-            .arg(port.to_string())
-            .args(["-j", "DROP"])
-            .status()
-            .is_ok_and(|s| s.success())
-    }
-
-    fn new(port: u16) -> Blackhole {
-        assert!(
-            Self::rule(port, "-I"),
-            "iptables -I INPUT … DROP (needs root)"
-        );
-        Blackhole(port)
-    }
-}
-
-impl Drop for Blackhole {
-    fn drop(&mut self) {
-        Self::rule(self.0, "-D");
-    }
-}
-
 /// The primary's host vanishes without a RST while this node's own
 /// database is fine: the monitor must notice within a few intervals —
 /// reports counted as failed, `/health` degraded — and keep checking,
@@ -385,7 +355,7 @@ async fn a_blackholed_primary_stalls_nothing() {
         String::from_utf8_lossy(&r.body).to_string()
     };
     let before = failed(&metrics().await);
-    let hole = Blackhole::new(p.port());
+    let hole = testbed::Blackhole::new(p.port()).unwrap();
     let degraded = wait_until(Duration::from_secs(15), || async {
         hm.get("/health").await.1["status"] == "degraded"
     })

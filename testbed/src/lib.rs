@@ -7,6 +7,7 @@
 //! A component whose software is missing fails with [`TestbedError::Missing`],
 //! naming the command that installs it: a test never skips silently.
 
+pub mod blackhole;
 pub mod error;
 pub mod garage;
 pub mod netns;
@@ -15,6 +16,7 @@ pub mod postgres;
 pub mod process;
 pub mod tools;
 
+pub use blackhole::Blackhole;
 pub use error::TestbedError;
 pub use garage::Garage;
 pub use ports::free_port;
