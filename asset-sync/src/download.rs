@@ -64,6 +64,9 @@ struct Hashed {
     /// The object is stored with SSE-KMS, DSSE-KMS or SSE-C: its ETag is
     /// not the MD5 of the content even when it looks like one.
     encrypted: bool,
+    /// A small object's bytes, not yet in the staging file: the publish
+    /// step writes them on the blocking pool just before its fsync.
+    unwritten: Vec<u8>,
 }
 
 impl Hashed {
@@ -83,9 +86,15 @@ impl Hashed {
             verified: check_sha(full_sha, &sha256, has_crc)?,
             sha256,
             encrypted,
+            unwritten: Vec::new(),
         })
     }
 }
+
+/// Objects up to this size are kept in memory until the publish step, so
+/// most assets cost no extra trip to the blocking pool; hashing this much
+/// inline takes well under a millisecond.
+const INLINE_MAX: u64 = 64 << 10;
 
 /// The MD5 an ETag stands for, if it stands for one: a plain 32-hex ETag of
 /// an object that is not encrypted with KMS or a customer key (AWS: "objects
@@ -180,6 +189,54 @@ pub struct Fetcher {
 
 static STAGING_SEQ: AtomicU64 = AtomicU64::new(0);
 
+/// Writes and hashes one download's chunks on the blocking pool: a
+/// page-cache write can stall for as long as the disk takes (writeback
+/// pressure, a slow or failing device), and hashing is CPU work; neither
+/// may hold an async worker that the admin server and the other downloads
+/// share.
+struct Sink {
+    tx: tokio::sync::mpsc::Sender<bytes::Bytes>,
+    task: tokio::task::JoinHandle<std::io::Result<Digests>>,
+}
+
+/// Size, MD5 and SHA-256 of what was written.
+pub type Digests = (u64, [u8; 16], [u8; 32]);
+
+impl Sink {
+    fn start(file: std::fs::File) -> Sink {
+        // A few chunks in flight keep the network and the disk both busy.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
+        let task = tokio::task::spawn_blocking(move || {
+            let mut writer = std::io::BufWriter::with_capacity(256 << 10, file);
+            let (mut md5, mut sha, mut size) = (Md5::new(), Sha256::new(), 0u64);
+            while let Some(chunk) = rx.blocking_recv() {
+                md5.update(&chunk);
+                sha.update(&chunk);
+                size += chunk.len() as u64;
+                writer.write_all(&chunk)?;
+            }
+            writer.flush()?;
+            Ok((size, md5.finalize().into(), sha.finalize().into()))
+        });
+        Sink { tx, task }
+    }
+
+    /// Hands a chunk to the writer; `false` once it has stopped (on an
+    /// error, which [`Sink::finish`] returns).
+    async fn send(&self, chunk: bytes::Bytes) -> bool {
+        self.tx.send(chunk).await.is_ok()
+    }
+
+    /// Waits for every chunk to be written: the size and hashes, or the
+    /// write error.
+    async fn finish(self) -> std::io::Result<Digests> {
+        drop(self.tx);
+        self.task
+            .await
+            .map_err(|e| std::io::Error::other(format!("writer task failed: {e}")))?
+    }
+}
+
 /// Removes the staging file unless it was published.
 struct Staging {
     path: PathBuf,
@@ -237,6 +294,7 @@ impl Fetcher {
             sha256,
             verified,
             encrypted,
+            unwritten,
         } = if remote.size >= self.ranged_threshold {
             self.ranged(remote, &file, &staging.path).await?
         } else {
@@ -268,6 +326,11 @@ impl Fetcher {
         let target = self.target.clone();
         let rel = rel.to_path_buf();
         let mtime_ns = tokio::task::spawn_blocking(move || -> Result<i128, FetchError> {
+            if !unwritten.is_empty() {
+                (&file)
+                    .write_all(&unwritten)
+                    .map_err(|e| FetchError::local(&staged, e))?;
+            }
             file.sync_all().map_err(|e| FetchError::local(&staged, e))?;
             drop(file);
             ensure_parents(&target, &rel)?;
@@ -284,6 +347,21 @@ impl Fetcher {
             mtime_ns,
             verified,
         })
+    }
+
+    /// The body's next chunk, once the rate limit allows it.
+    async fn next_chunk(
+        &self,
+        body: &mut aws_sdk_s3::primitives::ByteStream,
+    ) -> Result<Option<bytes::Bytes>, FetchError> {
+        let chunk = body
+            .try_next()
+            .await
+            .map_err(|e| FetchError::S3(format!("reading body: {}", describe(&e))))?;
+        if let (Some(c), Some(l)) = (&chunk, &self.limiter) {
+            l.take(c.len() as u64).await;
+        }
+        Ok(chunk)
     }
 
     /// One GET, hashed while it streams to the staging file.
@@ -322,30 +400,33 @@ impl Fetcher {
             resp.sse_customer_algorithm(),
         );
         let mut body = resp.body;
-        let mut md5 = Md5::new();
-        let mut sha = Sha256::new();
-        let mut size = 0u64;
-        let mut writer = std::io::BufWriter::with_capacity(256 << 10, file);
-        while let Some(chunk) = body
-            .try_next()
-            .await
-            .map_err(|e| FetchError::S3(format!("reading body: {}", describe(&e))))?
-        {
-            if let Some(l) = &self.limiter {
-                l.take(chunk.len() as u64).await;
+        if remote.size <= INLINE_MAX {
+            let mut buf = Vec::with_capacity(remote.size as usize);
+            while let Some(chunk) = self.next_chunk(&mut body).await? {
+                buf.extend_from_slice(&chunk);
+                if buf.len() as u64 > remote.size {
+                    return Err(FetchError::Verify(format!(
+                        "more than the {} bytes listed",
+                        remote.size
+                    )));
+                }
             }
-            md5.update(&chunk);
-            sha.update(&chunk);
-            size += chunk.len() as u64;
-            // Buffered page-cache writes; the slow part (fsync) runs on the
-            // blocking pool.
-            writer
-                .write_all(&chunk)
-                .map_err(|e| FetchError::local(path, e))?;
+            let md5: [u8; 16] = Md5::digest(&buf).into();
+            let sha: [u8; 32] = Sha256::digest(&buf).into();
+            let mut h = Hashed::checked(buf.len() as u64, md5, sha, full_sha, has_crc, encrypted)?;
+            h.unwritten = buf;
+            return Ok(h);
         }
-        writer.flush().map_err(|e| FetchError::local(path, e))?;
-        let md5: [u8; 16] = md5.finalize().into();
-        let sha: [u8; 32] = sha.finalize().into();
+        let sink = Sink::start(file.try_clone().map_err(|e| FetchError::local(path, e))?);
+        while let Some(chunk) = self.next_chunk(&mut body).await? {
+            if !sink.send(chunk).await {
+                break; // the writer stopped; `finish` says why
+            }
+        }
+        let (size, md5, sha) = sink
+            .finish()
+            .await
+            .map_err(|e| FetchError::local(path, e))?;
         Hashed::checked(size, md5, sha, full_sha, has_crc, encrypted)
     }
 
@@ -401,9 +482,13 @@ impl Fetcher {
                     if let Some(l) = &limiter {
                         l.take(chunk.len() as u64).await;
                     }
-                    file.write_all_at(&chunk, offset)
+                    // On the blocking pool: a write can stall on the disk.
+                    let (f, len) = (file.clone(), chunk.len() as u64);
+                    tokio::task::spawn_blocking(move || f.write_all_at(&chunk, offset))
+                        .await
+                        .map_err(|e| FetchError::S3(format!("write task failed: {e}")))?
                         .map_err(|e| FetchError::local(&path, e))?;
-                    offset += chunk.len() as u64;
+                    offset += len;
                 }
                 if offset != end + 1 {
                     return Err(FetchError::Verify(format!(
@@ -471,7 +556,7 @@ fn check_sha(
 }
 
 /// MD5 and SHA-256 of a file, and its length.
-pub fn hash_file(path: &Path) -> std::io::Result<(u64, [u8; 16], [u8; 32])> {
+pub fn hash_file(path: &Path) -> std::io::Result<Digests> {
     use std::io::Read;
     let mut f = std::fs::File::open(path)?;
     let mut md5 = Md5::new();
