@@ -281,6 +281,34 @@ fn shell_scripts_pass_shellcheck() {
     );
 }
 
+/// scripts/test's free-space check: too little room is one line naming
+/// the filesystem and the shortfall, and exit 1; enough room says nothing.
+#[test]
+fn the_test_command_refuses_to_start_without_disk_room() {
+    let check = |mb: &str| {
+        Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                ". scripts/lib/room.sh; need_room /tmp {mb} 'the build'; echo fits"
+            ))
+            .current_dir(repo())
+            .output()
+            .unwrap()
+    };
+    let out = check("999999999");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("not enough disk for the build") && stderr.contains("999999999 MB needed"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "went on after refusing");
+    let out = check("1");
+    assert!(out.status.success() && out.stderr.is_empty(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "fits");
+}
+
 #[test]
 fn prometheus_config_rules_and_rule_tests() {
     let f = fleet();
