@@ -11,6 +11,7 @@ use sidecar_kit::http_client::HttpClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::{ChecksConfig, Config};
+use crate::db::Databases;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct CheckResult {
@@ -51,13 +52,13 @@ where
 }
 
 /// One round of every configured check.
-pub async fn run_all(config: &Config, http: &HttpClient) -> Vec<CheckResult> {
+pub async fn run_all(config: &Config, http: &HttpClient, dbs: &Databases) -> Vec<CheckResult> {
     let c = &config.checks;
     let t = Duration::from_secs(c.timeout_secs);
     let mut futures: Vec<
         std::pin::Pin<Box<dyn std::future::Future<Output = CheckResult> + Send + '_>>,
     > = vec![
-        Box::pin(timed("postgres".into(), t, postgres(config))),
+        Box::pin(timed("postgres".into(), t, postgres(config, dbs))),
         Box::pin(timed("memory".into(), t, async { memory(c) })),
         Box::pin(timed("load".into(), t, async { load(c) })),
     ];
@@ -112,48 +113,52 @@ pub fn overall(results: &[CheckResult]) -> HealthStatus {
 }
 
 /// The local PostgreSQL answers; its role; the clock offset against the
-/// primary (read through the write target, which is the primary).
-async fn postgres(config: &Config) -> Outcome {
-    let timeout = Duration::from_secs(config.database.connect_timeout_secs);
-    let local = match cluster_db::DbTarget::parse(config.database.local_dsn.expose()) {
-        Ok(t) => t,
-        Err(e) => return critical(e.to_string()),
-    };
-    let client = match cluster_db::connect(&local, timeout).await {
-        Ok(c) => c,
-        Err(e) => return critical(e.to_string()),
-    };
-    let role = match cluster_db::connect::is_primary(&client).await {
+/// primary (read through the write target, which is the primary). Both on
+/// the kept connections; the offset within half the check's time, so a
+/// primary that does not answer costs the offset, not the check.
+async fn postgres(config: &Config, dbs: &Databases) -> Outcome {
+    let role = match dbs
+        .local
+        .with(|c| async move { cluster_db::connect::is_primary(&c).await })
+        .await
+    {
         Ok(true) => "primary",
         Ok(false) => "standby",
-        Err(e) => return critical(format!("query failed: {e}")),
+        Err(e) => return critical(e.to_string()),
     };
     let mut out = passing(format!("accepting connections ({role})"));
-    // Clock offset: the primary's now() against ours, halving the round trip.
-    if let Ok(target) = cluster_db::DbTarget::parse(config.database.write_dsn.expose()) {
-        if let Ok(primary) = cluster_db::connect(&target, timeout).await {
+    let half = Duration::from_millis(config.checks.timeout_secs.max(1) * 500);
+    let offset = tokio::time::timeout(
+        half,
+        dbs.primary.with(|c| async move {
             let sent = std::time::SystemTime::now();
-            if let Ok(row) = primary
+            let row = c
                 .query_one("SELECT extract(epoch FROM clock_timestamp())::float8", &[])
-                .await
-            {
-                let rtt = sent.elapsed().unwrap_or_default();
-                let theirs: f64 = row.get(0);
-                let ours = sent
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs_f64())
-                    .unwrap_or(0.0)
-                    + rtt.as_secs_f64() / 2.0;
-                let offset_ms = ((theirs - ours) * 1000.0).abs();
-                if offset_ms > config.checks.clock_warning_ms as f64 {
-                    out = warning(format!(
-                        "{role}; clock differs from the primary by {offset_ms:.0} ms (limit {} ms): check NTP",
-                        config.checks.clock_warning_ms
-                    ));
-                } else {
-                    out.1 = format!("{}; clock offset {offset_ms:.0} ms", out.1);
-                }
-            }
+                .await?;
+            let rtt = sent.elapsed().unwrap_or_default();
+            let theirs: f64 = row.get(0);
+            let ours = sent
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0)
+                + rtt.as_secs_f64() / 2.0;
+            Ok(((theirs - ours) * 1000.0).abs())
+        }),
+    )
+    .await;
+    match offset {
+        Ok(Ok(offset_ms)) if offset_ms > config.checks.clock_warning_ms as f64 => {
+            out = warning(format!(
+                "{role}; clock differs from the primary by {offset_ms:.0} ms (limit {} ms): check NTP",
+                config.checks.clock_warning_ms
+            ));
+        }
+        Ok(Ok(offset_ms)) => out.1 = format!("{}; clock offset {offset_ms:.0} ms", out.1),
+        _ => {
+            out.1 = format!(
+                "{}; clock offset unknown (the primary did not answer)",
+                out.1
+            )
         }
     }
     out

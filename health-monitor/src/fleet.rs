@@ -1,12 +1,11 @@
 //! The fleet as this node's local database sees it (a replica on most
 //! nodes): every node, its status and the age of its last report.
 
-use std::time::Duration;
-
-use cluster_db::{queries, DbError, DbTarget, Role};
+use cluster_db::{queries, DbError, Role};
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::db::Databases;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct NodeView {
@@ -57,36 +56,31 @@ impl PrimaryView {
 
 /// Asks the primary itself (not the replicated registry) whether it is
 /// writable and who streams from it.
-pub async fn primary_view(config: &Config) -> PrimaryView {
-    let result = async {
-        let target = DbTarget::parse(config.database.write_dsn.expose())?;
-        let hosts = target.config.get_hosts().len().max(1) as u32;
-        let client = cluster_db::connect(
-            &target,
-            Duration::from_secs(config.database.connect_timeout_secs) * hosts,
-        )
-        .await?;
-        if !cluster_db::connect::is_primary(&client).await? {
-            return Err(DbError::NotPrimary);
-        }
-        let rows = client
-            .query(
-                "SELECT application_name, coalesce(state, ''), coalesce(sync_state, '') \
-                 FROM pg_stat_replication ORDER BY application_name",
-                &[],
+pub async fn primary_view(dbs: &Databases) -> PrimaryView {
+    let result = dbs
+        .primary
+        .with(|client| async move {
+            if !cluster_db::connect::is_primary(&client).await? {
+                return Err(DbError::NotPrimary);
+            }
+            let rows = client
+                .query(
+                    "SELECT application_name, coalesce(state, ''), coalesce(sync_state, '') \
+                     FROM pg_stat_replication ORDER BY application_name",
+                    &[],
+                )
+                .await?;
+            Ok::<_, DbError>(
+                rows.iter()
+                    .map(|r| StandbyView {
+                        name: r.get(0),
+                        state: r.get(1),
+                        sync_state: r.get(2),
+                    })
+                    .collect(),
             )
-            .await?;
-        Ok::<_, DbError>(
-            rows.iter()
-                .map(|r| StandbyView {
-                    name: r.get(0),
-                    state: r.get(1),
-                    sync_state: r.get(2),
-                })
-                .collect(),
-        )
-    }
-    .await;
+        })
+        .await;
     match result {
         Ok(standbys) => PrimaryView {
             reachable: true,
@@ -154,19 +148,20 @@ impl FleetView {
     }
 }
 
-pub async fn view(config: &Config) -> Result<FleetView, DbError> {
-    let target = DbTarget::parse(config.database.local_dsn.expose())?;
-    let client = cluster_db::connect(
-        &target,
-        Duration::from_secs(config.database.connect_timeout_secs),
-    )
-    .await?;
-    let listing = queries::list_nodes(&client).await?;
-    let health = queries::list_health(&client).await?;
-    let cluster = queries::cluster_state(&client).await?;
+pub async fn view(config: &Config, dbs: &Databases) -> Result<FleetView, DbError> {
+    let (listing, health, cluster) = dbs
+        .local
+        .with(|client| async move {
+            Ok((
+                queries::list_nodes(&*client).await?,
+                queries::list_health(&*client).await?,
+                queries::cluster_state(&*client).await?,
+            ))
+        })
+        .await?;
     let down_after = 3.0 * config.checks.interval_secs as f64;
     let primary = cluster.primary.map(|p| p.to_string());
-    let replication = primary_view(config).await;
+    let replication = primary_view(dbs).await;
     let reports: Vec<Report> = listing
         .nodes
         .iter()

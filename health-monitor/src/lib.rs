@@ -9,6 +9,7 @@
 pub mod alerts;
 pub mod checks;
 pub mod config;
+pub mod db;
 pub mod fleet;
 pub mod gpu;
 pub mod prometheus_sd;
@@ -17,14 +18,13 @@ pub mod wireguard;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cluster_db::{queries, DbTarget, NodeName, NodeRegistration};
+use cluster_db::{queries, NodeName, NodeRegistration};
 use hyper::{Method, StatusCode};
 use prometheus::{IntCounterVec, IntGaugeVec};
 use serde_json::json;
 use sidecar_kit::admin::{AdminApi, AdminRequest, AdminResponse, Routed};
 use sidecar_kit::http_client::HttpClient;
 use sidecar_kit::{HealthReport, HealthStatus as Liveness, Lifecycle, Metrics};
-use tokio_postgres::Client;
 
 use checks::CheckResult;
 pub use config::Config;
@@ -42,15 +42,16 @@ struct Api {
     config: Config,
     state: Arc<State>,
     fleet: FleetCache,
+    dbs: Arc<db::Databases>,
 }
 
 /// How long one read of the fleet answers `/cluster` requests.
 const FLEET_CACHE_FOR: Duration = Duration::from_secs(1);
 
-/// Coalesces fleet reads: each one opens a connection to the local database
-/// and one to the primary, so an uptime monitor polling `/cluster/health`
-/// hard (or many at once) costs at most one read per second, not a
-/// connection storm on the primary. Concurrent requests wait for the one
+/// Coalesces fleet reads: each one queries the local database and the
+/// primary, so an uptime monitor polling `/cluster/health` hard (or many at
+/// once) costs at most one read per second, not a query storm on the
+/// primary. Concurrent requests wait for the one
 /// read in flight. Errors are kept as briefly, so a dead database is not
 /// asked again by every request either.
 #[derive(Default)]
@@ -62,14 +63,14 @@ struct FleetCache {
 type FleetRead = Result<Arc<fleet::FleetView>, String>;
 
 impl FleetCache {
-    async fn get(&self, config: &Config) -> FleetRead {
+    async fn get(&self, config: &Config, dbs: &db::Databases) -> FleetRead {
         let mut last = self.last.lock().await;
         if let Some((at, view)) = last.as_ref() {
             if at.elapsed() < FLEET_CACHE_FOR {
                 return view.clone();
             }
         }
-        let view = fleet::view(config)
+        let view = fleet::view(config, dbs)
             .await
             .map(Arc::new)
             .map_err(|e| e.to_string());
@@ -121,7 +122,7 @@ impl AdminApi for Api {
         if req.method != Method::GET {
             return Routed::MethodNotAllowed("GET, HEAD, OPTIONS");
         }
-        let view = match self.fleet.get(&self.config).await {
+        let view = match self.fleet.get(&self.config, &self.dbs).await {
             Ok(v) => v,
             Err(e) => {
                 return AdminResponse::error(
@@ -155,6 +156,7 @@ struct HmMetrics {
     check_seconds: prometheus::GaugeVec,
     reports: IntCounterVec,
     report_age: prometheus::Gauge,
+    db_connects: IntCounterVec,
 }
 
 impl HmMetrics {
@@ -192,6 +194,17 @@ impl HmMetrics {
                 "How long each check took.",
                 &["check"],
             )?,
+            db_connects: {
+                let c = m.counter_vec(
+                    "db_connects_total",
+                    "Database connections opened, by use (local, report, primary); each is kept between intervals.",
+                    &["target"],
+                )?;
+                for t in ["local", "report", "primary"] {
+                    c.with_label_values(&[t]);
+                }
+                c
+            },
             reports,
             report_age: m.float_gauge(
                 "last_report_timestamp_seconds",
@@ -246,10 +259,12 @@ pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
     let metrics = Metrics::new("health-monitor")?;
     let m = HmMetrics::new(&metrics)?;
     let state = Arc::new(State::default());
+    let dbs = Arc::new(db::Databases::new(&config, m.db_connects.clone())?);
     let api = Arc::new(Api {
         config: config.clone(),
         state: state.clone(),
         fleet: FleetCache::default(),
+        dbs: dbs.clone(),
     });
     let gpus = if config.checks.gpu_inventory {
         gpu::inventory().await
@@ -261,13 +276,10 @@ pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
     let work = {
         let lifecycle = lifecycle.clone();
         async move {
-            let target = DbTarget::parse(config.database.write_dsn.expose())?;
-            let timeout = Duration::from_secs(config.database.connect_timeout_secs);
             let http = HttpClient::new(Duration::from_secs(config.checks.timeout_secs));
-            let mut writer: Option<Client> = None;
-            let db_deadline = Duration::from_secs(
-                config.database.connect_timeout_secs + config.checks.timeout_secs.max(1),
-            );
+            // Each step's database work is bounded by the kept connections;
+            // this is the bound on a whole step, whatever else it does.
+            let db_deadline = dbs.bound() + Duration::from_secs(1);
             let mut alerter = alerts::Alerter::new(config.alerts.clone(), m.alerts.clone())?;
             let mut registered = false;
             let mut interval =
@@ -278,7 +290,7 @@ pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
                     _ = lifecycle.cancelled() => return Ok(()),
                     _ = interval.tick() => {}
                 }
-                let results = checks::run_all(&config, &http).await;
+                let results = checks::run_all(&config, &http, &dbs).await;
                 for r in &results {
                     let v = match r.status {
                         cluster_db::HealthStatus::Passing => 0,
@@ -301,40 +313,45 @@ pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
                 // Every database round has a deadline: a primary whose host
                 // vanished (no RST) must cost one failed report, not the
                 // kernel's retransmission timeout with nothing checked.
-                let outcome: Result<(), anyhow::Error> = deadline(db_deadline, "reporting to the primary", async {
-                    if writer.as_ref().is_none_or(Client::is_closed) {
-                        writer = Some(cluster_db::connect(&target, timeout).await?);
-                    }
-                    let Some(c) = writer.as_ref() else {
-                        return Ok(());
-                    };
-                    if !registered {
-                        queries::upsert_node(c, &reg).await?;
-                        registered = true;
-                        if let Ok(mut g) = state.registered.lock() {
-                            *g = true;
-                        }
-                        tracing::info!(node = %reg.name, ip = %reg.vpn_ip, "registered");
-                    }
-                    queries::upsert_health(c, &reg.name, status, &report).await?;
-                    // Record in the database which nodes went silent, so
-                    // what DNS serves moves its serial (every monitor does
-                    // it; the first to see a stale report wins, the rest
-                    // update nothing).
-                    // A failure here is logged, not a failed report: this
-                    // node's own report is in.
-                    let after = 3.0 * config.checks.interval_secs as f64;
-                    match queries::mark_down(c, after).await {
-                        Ok(marked) => {
-                            for node in marked {
-                                tracing::warn!(%node, after_secs = after, "marked down: no report");
+                let outcome: Result<(), anyhow::Error> =
+                    deadline(db_deadline, "reporting to the primary", async {
+                        let first = !registered;
+                        let (reg, report) = (&reg, &report);
+                        let marked = dbs
+                            .report
+                            .with(|c| async move {
+                                if first {
+                                    queries::upsert_node(&*c, reg).await?;
+                                }
+                                queries::upsert_health(&*c, &reg.name, status, report).await?;
+                                // Record in the database which nodes went silent,
+                                // so what DNS serves moves its serial (every
+                                // monitor does it; the first to see a stale
+                                // report wins, the rest update nothing). A
+                                // failure here is logged, not a failed report:
+                                // this node's own report is in.
+                                let after = 3.0 * config.checks.interval_secs as f64;
+                                Ok(queries::mark_down(&*c, after).await)
+                            })
+                            .await?;
+                        if first {
+                            registered = true;
+                            if let Ok(mut g) = state.registered.lock() {
+                                *g = true;
                             }
+                            tracing::info!(node = %reg.name, ip = %reg.vpn_ip, "registered");
                         }
-                        Err(e) => tracing::warn!(error = %e, "stale nodes not marked down"),
-                    }
-                    Ok(())
-                })
-                .await;
+                        match marked {
+                            Ok(marked) => {
+                                for node in marked {
+                                    tracing::warn!(%node, "marked down: no report");
+                                }
+                            }
+                            Err(e) => tracing::warn!(error = %e, "stale nodes not marked down"),
+                        }
+                        Ok(())
+                    })
+                    .await;
                 // Files rendered from the registry: the WireGuard peers and
                 // Prometheus' discovery of every node.
                 let wg = deadline(db_deadline, "reading the registry", async {
@@ -343,9 +360,10 @@ pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
                     if wg_path.is_none() && sd_dir.is_none() {
                         return Ok(());
                     }
-                    let local = DbTarget::parse(config.database.local_dsn.expose())?;
-                    let reader = cluster_db::connect(&local, timeout).await?;
-                    let listing = queries::list_nodes(&reader).await?;
+                    let listing = dbs
+                        .local
+                        .with(|c| async move { queries::list_nodes(&*c).await })
+                        .await?;
                     if let Some(dir) = sd_dir {
                         match prometheus_sd::apply(&config.prometheus, dir, &listing.nodes) {
                             Ok(true) => tracing::info!(dir = %dir.display(), "Prometheus discovery files updated"),
@@ -381,7 +399,7 @@ pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
                 // The fleet as the local database sees it: metrics, and
                 // alerts from the primary's monitor only.
                 let view = deadline(db_deadline, "reading the fleet", async {
-                    Ok(fleet::view(&config).await?)
+                    Ok(fleet::view(&config, &dbs).await?)
                 })
                 .await;
                 if let Ok(view) = view {
@@ -417,7 +435,6 @@ pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
                             // would publish a lie to DNS and the VPN mesh.
                             return Err(e.context("registration refused"));
                         }
-                        writer = None;
                         tracing::warn!(error = %e, "report not sent; keeping the latest for the next round");
                         if let Ok(mut g) = state.report_error.lock() {
                             *g = Some(e.to_string());

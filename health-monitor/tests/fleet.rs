@@ -382,6 +382,110 @@ async fn a_blackholed_primary_stalls_nothing() {
     hm.stop().await;
 }
 
+/// One kept connection per target: the checks, the report, the registry
+/// read and the fleet view share them, so a healthy fleet opens no new
+/// backends on the primary interval after interval (it opened four or five
+/// per interval per node). Counted by PostgreSQL itself: `sessions` in
+/// `pg_stat_database` counts every backend ever started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intervals_reuse_one_connection_per_target() {
+    let p = primary().await;
+    let r = replica_of(&p, "vengeance").await;
+    // local = the replica, write = the primary (after trying the replica).
+    let hm = start(config("vengeance", "compute", "10.0.0.3", &r, &p)).await;
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            hm.status_of("vengeance").await == "passing"
+        })
+        .await
+    );
+    // One session of our own, kept, for every sample.
+    let watch_p = p.connect("postgres").await.unwrap();
+    let watch_r = r.connect("postgres").await.unwrap();
+    async fn sessions(c: &tokio_postgres::Client) -> i64 {
+        c.batch_execute("SELECT pg_stat_clear_snapshot()")
+            .await
+            .unwrap();
+        c.query_one("SELECT sum(sessions)::int8 FROM pg_stat_database", &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+    // Let the first round's connections settle into the counters.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (p0, r0) = (sessions(&watch_p).await, sessions(&watch_r).await);
+    // Five intervals, and the fleet view read through the API as well.
+    for _ in 0..5 {
+        assert_eq!(hm.get("/cluster").await.0, 200);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (p1, r1) = (sessions(&watch_p).await, sessions(&watch_r).await);
+    // Every connect to the write target tries the replica first (it is
+    // listed first and is not read-write): both servers count it.
+    assert!(
+        p1 - p0 <= 2 && r1 - r0 <= 3,
+        "new backends over five intervals: primary {}, replica {}",
+        p1 - p0,
+        r1 - r0
+    );
+    hm.stop().await;
+}
+
+/// The primary's node dies and nothing fails over (a two-node fleet, or
+/// failover paused): its monitor, the one that usually sends, died with it.
+/// The backup's monitor, which still reads the fleet from its own replica,
+/// must see the primary down and page, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_primary_without_a_failover_is_paged_by_a_survivor() {
+    let p = primary().await;
+    let r = replica_of(&p, "star").await;
+    let (receiver, server) = webhook_receiver().await;
+    let hook = health_monitor::config::Webhook {
+        url: Secret::new(format!("http://{}/hook", server.local_addr())),
+        kind: health_monitor::config::WebhookKind::Generic,
+        token: Some(Secret::new("hook-token-0123456789")),
+        // A receiver on loopback.
+        allow_token_over_http: true,
+    };
+    let mut lead_cfg = config("aurora", "lead", "10.0.0.1", &p, &p);
+    lead_cfg.alerts.webhooks = vec![hook.clone()];
+    let mut star_cfg = config("star", "backup", "10.0.0.2", &r, &p);
+    star_cfg.alerts.webhooks = vec![hook];
+    let lead = start(lead_cfg).await;
+    let star = start(star_cfg).await;
+    for n in ["aurora", "star"] {
+        assert!(
+            wait_until(Duration::from_secs(15), || async {
+                star.status_of(n).await == "passing"
+            })
+            .await,
+            "{n} never passing in star's view"
+        );
+    }
+    let count = || receiver.seen.lock().unwrap().len();
+    assert_eq!(count(), 0);
+
+    // The lead's host dies: its monitor is gone and its PostgreSQL stops
+    // answering without a RST.
+    lead.stop().await;
+    let hole = testbed::Blackhole::new(p.port()).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(30), || async { count() >= 1 }).await,
+        "nobody paged: star sees aurora as {}",
+        star.status_of("aurora").await
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    {
+        let seen = receiver.seen.lock().unwrap();
+        assert_eq!(seen.len(), 1, "exactly one alert: {seen:?}");
+        assert_eq!(seen[0]["node"], "aurora", "{seen:?}");
+        assert_eq!(seen[0]["to"], "down", "{seen:?}");
+    }
+    drop(hole);
+    star.stop().await;
+}
+
 /// A webhook receiver: sidecar-kit's own admin server, recording POSTs.
 struct Receiver {
     seen: std::sync::Mutex<Vec<Value>>,
