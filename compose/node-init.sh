@@ -122,6 +122,20 @@ for f in slack_webhook_url smtp_password; do
 done
 chown -R 65534:65534 "$state/secrets/alertmanager" 2>/dev/null || true
 
+# The asset mirror: mirror/ is what gets served (world-readable), state/ is
+# asset-sync's manifest, lock and staging (its own). Both under one
+# directory, bind-mounted whole into asset-sync, which runs as 10001. Only
+# these three directories are chowned: a rerun never walks the mirror.
+assets_dir="$state/assets"
+for kv in "${extra[@]+"${extra[@]}"}"; do
+  [ "${kv%%=*}" = AURORA_ASSETS_DIR ] && assets_dir=${kv#*=}
+done
+case "$assets_dir" in /*) ;; *) die "AURORA_ASSETS_DIR '$assets_dir' must be an absolute path" ;; esac
+mkdir -p "$assets_dir/mirror" "$assets_dir/state"
+chmod 755 "$assets_dir" "$assets_dir/mirror"
+chmod 700 "$assets_dir/state"
+chown 10001:10001 "$assets_dir" "$assets_dir/mirror" "$assets_dir/state" 2>/dev/null || true
+
 # --- the fleet, from --members ------------------------------------------------
 prefix=${vpn_network#*/}
 pg_hosts=""; lead_ip=""; lead_name=""; backup_ip=""; me_found=0
@@ -159,6 +173,7 @@ given() { local kv; for kv in "${extra[@]+"${extra[@]}"}"; do [ "${kv%%=*}" = "$
 {
   echo "AURORA_STATE_DIR=$state"
   echo "AURORA_VPN_IP=$vpn_ip"
+  given AURORA_ASSETS_DIR || echo "AURORA_ASSETS_DIR=$assets_dir"
   given AURORA_PROJECT || echo "AURORA_PROJECT=aurora-$name"
   given COMPOSE_PROFILES || echo "COMPOSE_PROFILES=$role"
   if ! given AURORA_ALERTMANAGER_PEER; then
@@ -272,7 +287,10 @@ bucket = "assets"
 force_path_style = true
 
 [sync]
-target_dir = "/assets"
+# Both on the one mount of \$AURORA_ASSETS_DIR (compose.yaml): served and
+# staged files must share a filesystem and a mount.
+target_dir = "/var/lib/aurora/assets/mirror"
+state_dir = "/var/lib/aurora/assets/state"
 interval_secs = 300
 EOF
 

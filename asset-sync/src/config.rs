@@ -1,7 +1,8 @@
 //! asset-sync's configuration. Key names are part of the contract (scripts
 //! and the compose file set them): `[s3] endpoint, region, bucket, prefix,
 //! access_key_id, secret_access_key, force_path_style` and `[sync]
-//! target_dir, interval_secs, concurrency, delete, max_delete_percent`.
+//! target_dir, state_dir, interval_secs, concurrency, delete,
+//! max_delete_percent`.
 
 use std::path::PathBuf;
 
@@ -52,8 +53,16 @@ pub struct S3Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyncConfig {
-    /// The local mirror. Apps read it; asset-sync alone writes it.
+    /// The local mirror. Apps read it; asset-sync alone writes it, and
+    /// only complete, verified files ever appear in it.
     pub target_dir: PathBuf,
+    /// Where asset-sync keeps its manifest, lock and staging files: outside
+    /// the target, so a web server on the target never serves a `.part`
+    /// file or the manifest, and on the same filesystem *and mount*, so a
+    /// staged file is renamed into place atomically (checked at start).
+    /// Unset: `.<name>.asset-sync` beside the target
+    /// (`/srv/assets` → `/srv/.assets.asset-sync`).
+    pub state_dir: Option<PathBuf>,
     /// Seconds between passes.
     pub interval_secs: u64,
     /// Up to this many seconds are added at random to each interval, so a
@@ -110,6 +119,7 @@ impl Default for Config {
             },
             sync: SyncConfig {
                 target_dir: PathBuf::from("/assets"),
+                state_dir: None,
                 interval_secs: 300,
                 jitter_secs: 30,
                 concurrency: 128,
@@ -195,6 +205,35 @@ impl Validate for Config {
         if sync.target_dir.parent().is_none() {
             return Err(ConfigError::new("sync.target_dir", "may not be /"));
         }
+        if let Some(state) = &sync.state_dir {
+            if !state.is_absolute() {
+                return Err(ConfigError::new(
+                    "sync.state_dir",
+                    format!("{} must be an absolute path", state.display()),
+                ));
+            }
+        }
+        let state = sync.state_dir();
+        if state.starts_with(&sync.target_dir) {
+            return Err(ConfigError::new(
+                "sync.state_dir",
+                format!(
+                    "{} is inside sync.target_dir {}: whoever serves the mirror would serve half-written files and the manifest",
+                    state.display(),
+                    sync.target_dir.display()
+                ),
+            ));
+        }
+        if sync.target_dir.starts_with(&state) {
+            return Err(ConfigError::new(
+                "sync.state_dir",
+                format!(
+                    "{} contains sync.target_dir {}: they must be separate directories",
+                    state.display(),
+                    sync.target_dir.display()
+                ),
+            ));
+        }
         if sync.interval_secs == 0 {
             return Err(ConfigError::new("sync.interval_secs", "must be at least 1"));
         }
@@ -239,10 +278,67 @@ fn valid_bucket(b: &str) -> bool {
 }
 
 impl SyncConfig {
-    /// Where asset-sync keeps its manifest and staging files: inside the
-    /// target, so staging and target share a filesystem and `rename` is
-    /// atomic. Keys under this name are refused (see `keys`).
+    /// Where asset-sync keeps its manifest, lock and staging files:
+    /// `sync.state_dir`, or `.<name>.asset-sync` beside the target.
     pub fn state_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.state_dir {
+            return dir.clone();
+        }
+        let name = self
+            .target_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "assets".into());
+        self.target_dir
+            .parent()
+            .unwrap_or(&self.target_dir)
+            .join(format!(".{name}.asset-sync"))
+    }
+
+    /// Where versions before 0.1.1 kept their state: inside the target.
+    /// `state::prepare` moves its manifest out and removes it.
+    pub fn legacy_state_dir(&self) -> PathBuf {
         self.target_dir.join(crate::keys::STATE_DIR_NAME)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(target: &str, state: Option<&str>) -> Config {
+        let mut c = Config::default();
+        c.s3.bucket = "assets".into();
+        c.sync.target_dir = target.into();
+        c.sync.state_dir = state.map(PathBuf::from);
+        c
+    }
+
+    #[test]
+    fn state_lives_beside_the_target_by_default() {
+        let c = with("/srv/assets", None);
+        assert_eq!(c.sync.state_dir(), PathBuf::from("/srv/.assets.asset-sync"));
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn state_inside_or_around_the_target_is_refused() {
+        for (target, state) in [
+            ("/srv/assets", "/srv/assets/.state"),
+            ("/srv/assets", "/srv/assets"),
+            ("/srv/data/assets", "/srv/data"),
+        ] {
+            let err = with(target, Some(state)).validate().unwrap_err();
+            assert_eq!(err.key, "sync.state_dir", "{target} {state}: {err}");
+        }
+        let err = with("/srv/assets", Some("state")).validate().unwrap_err();
+        assert!(err.to_string().contains("absolute"), "{err}");
+        with("/var/lib/a/mirror", Some("/var/lib/a/state"))
+            .validate()
+            .unwrap();
+        // A shared name prefix is not containment.
+        with("/srv/assets", Some("/srv/assets-state"))
+            .validate()
+            .unwrap();
     }
 }

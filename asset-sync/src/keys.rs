@@ -15,14 +15,15 @@
 //! | `backslash` — contains `\` | a path separator on other systems and in some tools |
 //! | `control` — NUL or another control character | NUL truncates paths in C; others break logs and shells |
 //! | `too_long` — a component over 255 bytes or the key over 1024 bytes | beyond filesystem limits; fail early, clearly |
-//! | `reserved` — first component is `.asset-sync` | asset-sync's own state lives there |
+//! | `reserved` — first component is `.asset-sync` | older versions kept their state there; the start-up rename probe uses the name |
 //! | `file_and_prefix` — a key that is also a prefix of other keys (`a` and `a/b`) | cannot be both a file and a directory; the file is skipped, the keys under it are kept |
 //! | `invalid_utf8` — never reaches us: S3 keys are UTF-8 by definition |
 
 use std::collections::HashSet;
 use std::path::PathBuf;
 
-/// Name of asset-sync's state directory inside the target.
+/// A name in the target no key may take: older versions' state directory,
+/// and the start-up rename probe (`state`).
 pub const STATE_DIR_NAME: &str = ".asset-sync";
 
 /// The longest key (after the prefix) we accept, in bytes.

@@ -5,7 +5,8 @@
 //! - [`keys`]: which object keys may become local paths;
 //! - [`manifest`]: what was published, for change detection without re-hashing;
 //! - [`daemon`]: periodic passes, `POST /sync`, health and metrics;
-//! - [`lock`]: one process per mirror.
+//! - [`lock`]: one process per mirror;
+//! - [`state`]: the state directory outside the target, checked at start.
 
 pub mod config;
 pub mod daemon;
@@ -17,6 +18,7 @@ pub mod lock;
 pub mod manifest;
 pub mod pass;
 pub mod s3;
+pub mod state;
 
 pub use config::Config;
 pub use daemon::run;

@@ -62,6 +62,9 @@ fn main() -> ExitCode {
         Ok(l) => l,
         Err(code) => return code,
     };
+    if let Err(code) = prepare_state(&config) {
+        return code;
+    }
     match command {
         Command::Once { json, force_delete } => {
             sidecar_kit::telemetry::init_tracing(&config.log);
@@ -82,6 +85,31 @@ fn lock(config: &Config) -> Result<asset_sync::lock::StateLock, ExitCode> {
             asset_sync::lock::LockError::Io { .. } => ExitCode::from(cli::EXIT_FAILURE),
         }
     })
+}
+
+/// The state directory outside the target, checked before anything runs:
+/// a target it cannot rename into is a configuration error (exit 2).
+fn prepare_state(config: &Config) -> Result<(), ExitCode> {
+    match asset_sync::state::prepare(&config.sync) {
+        Ok(done) => {
+            if done.removed_legacy {
+                eprintln!(
+                    "asset-sync: moved the state of an older version out of {} into {}",
+                    config.sync.target_dir.display(),
+                    config.sync.state_dir().display()
+                );
+            }
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("asset-sync: {e}");
+            Err(ExitCode::from(if e.is_config() {
+                cli::EXIT_CONFIG
+            } else {
+                cli::EXIT_FAILURE
+            }))
+        }
+    }
 }
 
 fn once(config: Config, json: bool, opts: PassOptions) -> ExitCode {

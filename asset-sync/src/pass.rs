@@ -187,6 +187,8 @@ impl Syncer {
         let staging = state.join("staging");
         std::fs::create_dir_all(&staging)
             .map_err(io_err(format!("creating {}", staging.display())))?;
+        std::fs::create_dir_all(&target)
+            .map_err(io_err(format!("creating {}", target.display())))?;
         clean_staging(&staging).map_err(io_err("cleaning staging leftovers"))?;
 
         let mut manifest = Manifest::load(&state);

@@ -101,6 +101,99 @@ fn unreachable_endpoint_fails_the_pass_with_the_url() {
     assert!(!err.contains("secret-never-printed"));
 }
 
+#[test]
+fn a_state_dir_on_another_mount_exits_2_before_any_pass() {
+    // The state directory on a tmpfs, the target on the disk: a staged file
+    // could never be renamed into place. Refused at start with exit 2,
+    // before the (unreachable) bucket is contacted. Needs root, as CI has.
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("other");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(ok.success(), "mounting a tmpfs needs root");
+    let port = free_port().unwrap();
+    let env: Vec<(String, String)> = [
+        ("AURORA_S3__ENDPOINT", format!("http://127.0.0.1:{port}")),
+        ("AURORA_S3__BUCKET", "assets".into()),
+        (
+            "AURORA_SYNC__TARGET_DIR",
+            dir.path().join("mirror").display().to_string(),
+        ),
+        (
+            "AURORA_SYNC__STATE_DIR",
+            mnt.join("state").display().to_string(),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let out = once(&env, &[]);
+    let _ = Command::new("umount").arg(&mnt).status();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("sync.state_dir") && err.contains("one filesystem"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+#[tokio::test]
+async fn an_upgrade_moves_the_old_state_out_of_the_served_directory() {
+    // An older version kept manifest.json and staging/ in <target>/.asset-sync,
+    // where whoever serves the mirror served them too.
+    let g = Garage::start().await.unwrap();
+    g.create_bucket("assets").await.unwrap();
+    g.s3_client()
+        .put_object()
+        .bucket("assets")
+        .key("logo.png")
+        .body(ByteStream::from_static(b"logo"))
+        .send()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("assets");
+    let env = env_for(&g, &target);
+    let out = once(&env, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Stage the old layout: the manifest back inside the target, plus a
+    // staging leftover.
+    let state = dir.path().join(".assets.asset-sync");
+    let legacy = target.join(".asset-sync");
+    std::fs::create_dir_all(legacy.join("staging")).unwrap();
+    std::fs::rename(state.join("manifest.json"), legacy.join("manifest.json")).unwrap();
+    std::fs::write(legacy.join("staging/half.part"), b"half").unwrap();
+
+    let out = once(&env, &["--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The old manifest was kept: nothing downloaded or re-verified again.
+    assert_eq!(report["downloaded"], 0, "{report}");
+    assert_eq!(report["adopted"], 0, "{report}");
+    assert_eq!(report["unchanged"], 1, "{report}");
+    assert!(!legacy.exists());
+    assert!(state.join("manifest.json").is_file());
+    let served: Vec<_> = std::fs::read_dir(&target)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(served, vec!["logo.png"]);
+}
+
 #[tokio::test]
 async fn once_reports_and_json() {
     let g = Garage::start().await.unwrap();
@@ -165,7 +258,7 @@ async fn sigkill_mid_pass_leaves_no_partial_file() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let staging = target.join(".asset-sync/staging");
+    let staging = dir.path().join(".assets.asset-sync/staging");
     // Killed in the middle of a large download: a staging file with more
     // than 1 MiB of its 8 MiB written.
     let partial = || {
@@ -183,7 +276,14 @@ async fn sigkill_mid_pass_leaves_no_partial_file() {
     child.wait().unwrap();
     assert!(partial(), "the kill came after the download finished");
 
-    // Whatever is published is complete; partials exist only in staging.
+    // Whatever is published is complete; partials exist only in staging,
+    // outside the served directory: the target holds `big/` and nothing else.
+    let top: Vec<_> = std::fs::read_dir(&target)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(top.iter().all(|n| n == "big"), "{top:?}");
     for e in std::fs::read_dir(target.join("big"))
         .into_iter()
         .flatten()

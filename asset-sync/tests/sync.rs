@@ -88,21 +88,24 @@ impl Fixture {
             .await
     }
 
+    /// asset-sync's state directory: beside the target, never inside it.
+    fn state(&self) -> PathBuf {
+        self.root.join(".assets.asset-sync")
+    }
+
     fn read(&self, rel: &str) -> Option<Vec<u8>> {
         std::fs::read(self.target.join(rel)).ok()
     }
 }
 
-/// Every regular file under `dir`, relative, skipping asset-sync's state.
+/// Every file under `dir`, relative. Nothing is skipped: the target holds
+/// the mirrored files and nothing else (no manifest, no staging).
 fn files(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
             let p = e.path();
-            if p.file_name().unwrap() == ".asset-sync" {
-                continue;
-            }
             if p.is_dir() {
                 stack.push(p);
             } else {
@@ -153,7 +156,7 @@ async fn mirror_lifecycle() {
     assert_eq!(files(&f.target), vec!["img/a.png", "logo.png"]);
 
     // A lost manifest costs a verification, not a download.
-    std::fs::remove_file(f.target.join(".asset-sync/manifest.json")).unwrap();
+    std::fs::remove_file(f.state().join("manifest.json")).unwrap();
     let r = f.pass(f.config()).await;
     assert_eq!((r.downloaded, r.adopted), (0, 2), "{r:?}");
 
@@ -166,50 +169,63 @@ async fn mirror_lifecycle() {
     assert!(f.read("logo.png").is_some());
 }
 
+impl Fixture {
+    /// `key` uploaded in parts (each but the last at least 5 MiB), so its
+    /// ETag is `<md5 of md5s>-N`: not an MD5 of the bytes.
+    async fn put_multipart(&self, key: &str, bodies: &[Vec<u8>]) {
+        let up = self
+            .s3
+            .create_multipart_upload()
+            .bucket(BUCKET)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+        let id = up.upload_id().unwrap();
+        let mut parts = Vec::new();
+        for (n, body) in bodies.iter().enumerate() {
+            let n = n as i32 + 1;
+            let p = self
+                .s3
+                .upload_part()
+                .bucket(BUCKET)
+                .key(key)
+                .upload_id(id)
+                .part_number(n)
+                .body(ByteStream::from(body.clone()))
+                .send()
+                .await
+                .unwrap();
+            parts.push(
+                aws_sdk_s3::types::CompletedPart::builder()
+                    .part_number(n)
+                    .e_tag(p.e_tag().unwrap())
+                    .build(),
+            );
+        }
+        self.s3
+            .complete_multipart_upload()
+            .bucket(BUCKET)
+            .key(key)
+            .upload_id(id)
+            .multipart_upload(
+                aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
 #[tokio::test]
 async fn multipart_objects_are_verified() {
     let f = fixture().await;
     let part = vec![7u8; 5 << 20];
     let last = b"tail".to_vec();
-    let up =
-        f.s3.create_multipart_upload()
-            .bucket(BUCKET)
-            .key("big/video.bin")
-            .send()
-            .await
-            .unwrap();
-    let id = up.upload_id().unwrap();
-    let mut parts = Vec::new();
-    for (n, body) in [(1, part.clone()), (2, last.clone())] {
-        let p =
-            f.s3.upload_part()
-                .bucket(BUCKET)
-                .key("big/video.bin")
-                .upload_id(id)
-                .part_number(n)
-                .body(ByteStream::from(body))
-                .send()
-                .await
-                .unwrap();
-        parts.push(
-            aws_sdk_s3::types::CompletedPart::builder()
-                .part_number(n)
-                .e_tag(p.e_tag().unwrap())
-                .build(),
-        );
-    }
-    f.s3.complete_multipart_upload()
-        .bucket(BUCKET)
-        .key("big/video.bin")
-        .upload_id(id)
-        .multipart_upload(
-            aws_sdk_s3::types::CompletedMultipartUpload::builder()
-                .set_parts(Some(parts))
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    f.put_multipart("big/video.bin", &[part.clone(), last.clone()])
+        .await;
     let head =
         f.s3.head_object()
             .bucket(BUCKET)
@@ -247,15 +263,101 @@ async fn multipart_objects_are_verified() {
     assert_eq!(f.read("big/single.bin").unwrap(), vec![3u8; 3 << 20]);
     assert_eq!(r.verified_by.get("md5"), Some(&1), "{r:?}");
     // The manifest says how each file was checked.
-    let m: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(f.target.join(".asset-sync/manifest.json")).unwrap(),
-    )
-    .unwrap();
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(f.state().join("manifest.json")).unwrap())
+            .unwrap();
     assert_eq!(
         m["entries"]["big/video.bin"]["verified"], "size_only",
         "{m}"
     );
     assert_eq!(m["entries"]["big/single.bin"]["verified"], "md5", "{m}");
+}
+
+/// An S3 front that cuts the last bytes off every successful GET of one
+/// key and says so consistently (a matching `Content-Length`), as a broken
+/// proxy or a server bug would: nothing below HTTP notices. Everything else
+/// passes through unchanged (the `Host` header too, so SigV4 still holds).
+async fn truncating_front(origin: std::net::SocketAddr, key: &'static str) -> String {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Incoming;
+    use hyper_util::rt::TokioIo;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |req: hyper::Request<Incoming>| async move {
+                        let (parts, body) = req.into_parts();
+                        let body = body.collect().await?.to_bytes();
+                        let upstream = tokio::net::TcpStream::connect(origin).await.unwrap();
+                        let (mut send, conn) =
+                            hyper::client::conn::http1::handshake(TokioIo::new(upstream)).await?;
+                        tokio::spawn(conn);
+                        let get = parts.method == hyper::Method::GET;
+                        let cut = get && parts.uri.path().ends_with(key);
+                        let resp = send
+                            .send_request(hyper::Request::from_parts(parts, Full::new(body)))
+                            .await?;
+                        let (mut parts, body) = resp.into_parts();
+                        let mut body = body.collect().await?.to_bytes();
+                        if cut && parts.status.is_success() && body.len() > 4 {
+                            body = body.slice(..body.len() - 4);
+                            parts
+                                .headers
+                                .insert(hyper::header::CONTENT_LENGTH, body.len().into());
+                        }
+                        Ok::<_, hyper::Error>(hyper::Response::from_parts(parts, Full::new(body)))
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// A multipart object has no MD5 to check: its size (and, per range, each
+/// range's length) is what stands between a short answer and a truncated
+/// file served as complete. Both download paths must refuse it.
+#[tokio::test]
+async fn a_short_answer_for_a_multipart_object_is_never_published() {
+    let f = fixture().await;
+    let part = vec![5u8; 5 << 20];
+    f.put_multipart("big/cut.bin", &[part.clone(), b"tail".to_vec()])
+        .await;
+    let origin: std::net::SocketAddr = f
+        .garage
+        .endpoint()
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let front = truncating_front(origin, "big/cut.bin").await;
+    for ranged in [false, true] {
+        let mut c = f.config();
+        c.s3.endpoint = Some(front.clone());
+        c.sync.attempts = 1;
+        if ranged {
+            c.sync.ranged_threshold_bytes = 1 << 20;
+            c.sync.range_size_bytes = 1 << 20;
+        }
+        let r = f.pass(c).await;
+        assert!(!r.ok && r.failed == 1, "ranged {ranged}: {r:?}");
+        assert!(
+            r.errors.iter().any(|e| e.contains("big/cut.bin")),
+            "ranged {ranged}: {r:?}"
+        );
+        assert_eq!(f.read("big/cut.bin"), None, "ranged {ranged}: published");
+    }
+    // Straight from the origin, the same object arrives whole.
+    let r = f.pass(f.config()).await;
+    assert!(r.ok, "{r:?}");
+    assert_eq!(f.read("big/cut.bin").unwrap().len(), part.len() + 4);
 }
 
 #[tokio::test]
@@ -294,12 +396,17 @@ async fn unsafe_keys_never_leave_the_target() {
         assert!(r.rejections.contains_key(rule), "{rule}: {r:?}");
     }
     assert_eq!(files(&f.target), vec!["conflict/inner.png", "fine.png"]);
+    // Nothing outside the target but asset-sync's own state beside it.
     assert_eq!(
         files(&f.root),
-        vec!["assets/conflict/inner.png", "assets/fine.png"]
+        vec![
+            ".assets.asset-sync/manifest.json",
+            "assets/conflict/inner.png",
+            "assets/fine.png"
+        ]
     );
     // The manifest is still asset-sync's own, not the object's bytes.
-    let m = std::fs::read_to_string(f.target.join(".asset-sync/manifest.json")).unwrap();
+    let m = std::fs::read_to_string(f.state().join("manifest.json")).unwrap();
     assert!(m.contains("\"entries\""));
 }
 
@@ -417,7 +524,7 @@ async fn a_full_disk_fails_cleanly() {
         }
         Err(e) => assert!(e.to_string().contains("No space left"), "{e}"),
     }
-    let state: Vec<_> = std::fs::read_dir(mnt.join("assets/.asset-sync"))
+    let state: Vec<_> = std::fs::read_dir(mnt.join(".assets.asset-sync"))
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -430,7 +537,7 @@ async fn a_full_disk_fails_cleanly() {
         }
     }
     assert_eq!(
-        std::fs::read_dir(mnt.join("assets/.asset-sync/staging"))
+        std::fs::read_dir(mnt.join(".assets.asset-sync/staging"))
             .unwrap()
             .count(),
         0

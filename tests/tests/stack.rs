@@ -433,8 +433,9 @@ impl Node {
     }
 }
 
-/// Asks the node's asset-sync for a pass, then reads `rel` from its
-/// `/assets` volume (`docker compose cp`: the image has no shell).
+/// Asks the node's asset-sync for a pass, then reads `rel` from the host
+/// directory whatever serves the assets mounts (`$AURORA_ASSETS_DIR/mirror`),
+/// which must hold the mirrored files and nothing of asset-sync's own.
 async fn synced_file(node: &Node, rel: &str, want: &str) -> Result<(), String> {
     let token = Secret::new(node.secrets["ADMIN_TOKEN"].clone());
     HttpClient::new(Duration::from_secs(30))
@@ -446,21 +447,28 @@ async fn synced_file(node: &Node, rel: &str, want: &str) -> Result<(), String> {
         )
         .await
         .map_err(|e| e.to_string())?;
-    let out = node
-        .compose()
-        .args(["cp", &format!("asset-sync:/assets/{rel}"), "-"])
-        .output()
-        .await
-        .map_err(|e| e.to_string())?;
-    // `cp … -` writes a tar stream; the file's content is in it verbatim.
-    if String::from_utf8_lossy(&out.stdout).contains(want) {
-        Ok(())
-    } else {
-        Err(format!(
-            "{rel} not mirrored yet: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ))
+    let assets = node.state.path().join("assets");
+    let got = std::fs::read_to_string(assets.join("mirror").join(rel)).unwrap_or_default();
+    if !got.contains(want) {
+        return Err(format!("{rel} not mirrored yet"));
     }
+    let served: Vec<String> = std::fs::read_dir(assets.join("mirror"))
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !served
+            .iter()
+            .any(|n| n.starts_with(".asset-sync") || n == "manifest.json"),
+        "asset-sync's state is in the served directory: {served:?}"
+    );
+    assert!(
+        assets.join("state/manifest.json").is_file(),
+        "no manifest in {}",
+        assets.join("state").display()
+    );
+    Ok(())
 }
 
 fn s3(node: &Node) -> aws_sdk_s3::Client {
