@@ -42,6 +42,11 @@ pub struct S3Config {
     /// instance role).
     pub access_key_id: Option<Secret>,
     pub secret_access_key: Option<Secret>,
+    /// The SSE-C key (32 bytes, base64) the bucket's objects were uploaded
+    /// with: sent with every GET and HEAD, as S3 requires to decrypt them.
+    /// Every mirrored object must use it; a plaintext one then fails with
+    /// the server's reason (counted, never published, nothing deleted).
+    pub sse_customer_key: Option<Secret>,
     /// Path-style URLs (`endpoint/bucket/key`), which MinIO and Garage need.
     pub force_path_style: bool,
     /// Connect timeout for S3 requests.
@@ -113,6 +118,7 @@ impl Default for Config {
                 prefix: String::new(),
                 access_key_id: None,
                 secret_access_key: None,
+                sse_customer_key: None,
                 force_path_style: true,
                 connect_timeout_secs: 5,
                 read_timeout_secs: 30,
@@ -185,6 +191,10 @@ impl Validate for Config {
                 "s3.secret_access_key",
                 "access_key_id and secret_access_key must be set together",
             ));
+        }
+        if let Some(k) = &s3.sse_customer_key {
+            crate::s3::SseCustomerKey::parse(k.expose())
+                .map_err(|e| ConfigError::new("s3.sse_customer_key", e))?;
         }
         if s3.prefix.starts_with('/') {
             return Err(ConfigError::new("s3.prefix", "must not start with '/'"));

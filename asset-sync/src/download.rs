@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::fsio;
 use crate::limiter::RateLimiter;
-use crate::s3::{describe, plain_md5, Remote};
+use crate::s3::{describe, plain_md5, Remote, SseCustomerKey};
 
 /// How a download was verified.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -185,6 +185,8 @@ pub struct Fetcher {
     pub attempts: u32,
     pub cancel: CancellationToken,
     pub retries: AtomicU64,
+    /// Sent with every GET and HEAD when the objects are SSE-C encrypted.
+    pub sse_customer_key: Option<crate::s3::SseCustomerKey>,
 }
 
 static STAGING_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -376,6 +378,7 @@ impl Fetcher {
             .acquire()
             .await
             .map_err(|_| FetchError::Cancelled)?;
+        let (alg, key, key_md5) = SseCustomerKey::headers(self.sse_customer_key.as_ref());
         let resp = self
             .client
             .get_object()
@@ -383,6 +386,9 @@ impl Fetcher {
             .key(&remote.key)
             .if_match(format!("\"{}\"", remote.etag))
             .checksum_mode(ChecksumMode::Enabled)
+            .set_sse_customer_algorithm(alg)
+            .set_sse_customer_key(key)
+            .set_sse_customer_key_md5(key_md5)
             .send()
             .await
             .map_err(map_sdk)?;
@@ -458,6 +464,7 @@ impl Fetcher {
             let limiter = self.limiter.clone();
             let file = file.clone();
             let path = path.to_path_buf();
+            let (alg, sse_key, key_md5) = SseCustomerKey::headers(self.sse_customer_key.as_ref());
             set.spawn(async move {
                 let _permit = permits.acquire().await.map_err(|_| FetchError::Cancelled)?;
                 let resp = client
@@ -466,6 +473,9 @@ impl Fetcher {
                     .key(key)
                     .if_match(format!("\"{etag}\""))
                     .range(format!("bytes={start}-{end}"))
+                    .set_sse_customer_algorithm(alg)
+                    .set_sse_customer_key(sse_key)
+                    .set_sse_customer_key_md5(key_md5)
                     .send()
                     .await
                     .map_err(map_sdk)?;
@@ -503,6 +513,7 @@ impl Fetcher {
         }
 
         // Whole-object checksum, if the object has one (ranges do not carry it).
+        let (alg, key, key_md5) = SseCustomerKey::headers(self.sse_customer_key.as_ref());
         let head = self
             .client
             .head_object()
@@ -510,6 +521,9 @@ impl Fetcher {
             .key(&remote.key)
             .if_match(format!("\"{}\"", remote.etag))
             .checksum_mode(ChecksumMode::Enabled)
+            .set_sse_customer_algorithm(alg)
+            .set_sse_customer_key(key)
+            .set_sse_customer_key_md5(key_md5)
             .send()
             .await
             .map_err(map_sdk)?;

@@ -92,6 +92,8 @@ pub struct Syncer {
     include: Option<GlobSet>,
     exclude: Option<GlobSet>,
     limiter: Option<Arc<RateLimiter>>,
+    /// `s3.sse_customer_key`, decoded (validated with the config).
+    sse_customer_key: Option<s3::SseCustomerKey>,
 }
 
 fn globs(patterns: &[String]) -> Option<GlobSet> {
@@ -122,7 +124,13 @@ impl Syncer {
         let origins = s3::origins(&config.s3).await;
         let limiter = (config.sync.bandwidth_limit_bytes > 0)
             .then(|| Arc::new(RateLimiter::new(config.sync.bandwidth_limit_bytes)));
+        let sse_customer_key = config
+            .s3
+            .sse_customer_key
+            .as_ref()
+            .and_then(|k| s3::SseCustomerKey::parse(k.expose()).ok());
         Self {
+            sse_customer_key,
             include: globs(&config.sync.include),
             exclude: globs(&config.sync.exclude),
             limiter,
@@ -362,6 +370,7 @@ impl Syncer {
             attempts: sync.attempts,
             cancel: cancel.clone(),
             retries: AtomicU64::new(0),
+            sse_customer_key: self.sse_customer_key.clone(),
         };
         let fetcher = &fetcher;
         let mut results = futures::stream::iter(to_fetch)

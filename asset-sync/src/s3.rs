@@ -7,6 +7,54 @@ use aws_sdk_s3::Client;
 
 use crate::config::S3Config;
 
+/// An SSE-C key (`s3.sse_customer_key`): sent with every GET and HEAD of
+/// an object, as S3 requires to decrypt it. Parsed once, at config time.
+#[derive(Clone)]
+pub struct SseCustomerKey {
+    key_b64: String,
+    md5_b64: String,
+}
+
+impl std::fmt::Debug for SseCustomerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SseCustomerKey([redacted])")
+    }
+}
+
+impl SseCustomerKey {
+    /// The key as S3 takes it: 32 bytes (AES-256), base64.
+    pub fn parse(b64: &str) -> Result<Self, String> {
+        use base64::Engine as _;
+        use md5::Digest as _;
+        let engine = base64::engine::general_purpose::STANDARD;
+        let bytes = engine
+            .decode(b64.trim())
+            .map_err(|_| "is not base64 (an AES-256 key: 32 bytes, base64-encoded)".to_string())?;
+        if bytes.len() != 32 {
+            return Err(format!(
+                "is {} bytes once decoded; an AES-256 key is 32",
+                bytes.len()
+            ));
+        }
+        Ok(Self {
+            key_b64: engine.encode(&bytes),
+            md5_b64: engine.encode(md5::Md5::digest(&bytes)),
+        })
+    }
+
+    /// `(algorithm, key, key MD5)`, for the request builders' setters.
+    pub fn headers(key: Option<&Self>) -> (Option<String>, Option<String>, Option<String>) {
+        match key {
+            Some(k) => (
+                Some("AES256".into()),
+                Some(k.key_b64.clone()),
+                Some(k.md5_b64.clone()),
+            ),
+            None => (None, None, None),
+        }
+    }
+}
+
 /// One listed object.
 #[derive(Clone, Debug)]
 pub struct Remote {
@@ -184,5 +232,30 @@ mod tests {
         assert_eq!(super::url_decode("%E5%90%8D").unwrap(), "名");
         assert!(super::url_decode("%zz").is_none());
         assert!(super::url_decode("%ff").is_none());
+    }
+}
+
+#[cfg(test)]
+mod sse_tests {
+    use super::*;
+
+    #[test]
+    fn an_sse_c_key_is_32_bytes_of_base64() {
+        use base64::Engine as _;
+        let good = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+        let k = SseCustomerKey::parse(&good).unwrap();
+        let (alg, key, md5) = SseCustomerKey::headers(Some(&k));
+        assert_eq!(alg.as_deref(), Some("AES256"));
+        assert_eq!(key.as_deref(), Some(good.as_str()));
+        assert_eq!(md5.unwrap().len(), 24);
+        assert!(!format!("{k:?}").contains(&good));
+        let short = base64::engine::general_purpose::STANDARD.encode([7u8; 16]);
+        assert!(SseCustomerKey::parse(&short)
+            .unwrap_err()
+            .contains("16 bytes"));
+        assert!(SseCustomerKey::parse("not base64!")
+            .unwrap_err()
+            .contains("base64"));
+        assert_eq!(SseCustomerKey::headers(None), (None, None, None));
     }
 }

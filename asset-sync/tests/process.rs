@@ -68,6 +68,20 @@ fn config_errors_are_clear() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("sync.target_dir"));
+    // A malformed SSE-C key: exit 2 naming the key, never printing it.
+    let out = Command::new(workspace_bin("asset-sync").unwrap())
+        .args(["once"])
+        .env("AURORA_S3__BUCKET", "assets")
+        .env("AURORA_S3__SSE_CUSTOMER_KEY", "c2VjcmV0LWJ1dC1zaG9ydA==")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("s3.sse_customer_key") && err.contains("32"),
+        "{err}"
+    );
+    assert!(!err.contains("c2VjcmV0LWJ1dC1zaG9ydA"), "{err}");
 }
 
 #[test]
