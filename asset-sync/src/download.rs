@@ -57,8 +57,10 @@ impl Verified {
 /// how they can be checked.
 struct Hashed {
     size: u64,
-    md5: [u8; 16],
-    sha256: [u8; 32],
+    /// Computed only when something checks it (the ETag is an MD5).
+    md5: Option<[u8; 16]>,
+    /// Computed only when the object has a full-object SHA-256.
+    sha256: Option<[u8; 32]>,
     /// From the object's checksums (SHA-256, CRC) or size only.
     verified: Verified,
     /// The object is stored with SSE-KMS, DSSE-KMS or SSE-C: its ETag is
@@ -73,9 +75,7 @@ impl Hashed {
     /// Checks the bytes' SHA-256 against the object's full-object checksum,
     /// when it has one.
     fn checked(
-        size: u64,
-        md5: [u8; 16],
-        sha256: [u8; 32],
+        (size, md5, sha256): Digests,
         full_sha: Option<Vec<u8>>,
         has_crc: bool,
         encrypted: bool,
@@ -83,11 +83,70 @@ impl Hashed {
         Ok(Hashed {
             size,
             md5,
-            verified: check_sha(full_sha, &sha256, has_crc)?,
+            verified: check_sha(full_sha, sha256.as_ref(), has_crc)?,
             sha256,
             encrypted,
             unwritten: Vec::new(),
         })
+    }
+}
+
+/// Which digests a download needs: hashing is the CPU cost of a large
+/// object (MD5 and SHA-256 of 1 GB take seconds on this class of machine),
+/// so a digest nothing will check is not computed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Want {
+    pub md5: bool,
+    pub sha256: bool,
+}
+
+impl Want {
+    /// What verifying `etag` (of an object `encrypted` or not, with or
+    /// without a full-object SHA-256) needs.
+    pub fn for_object(etag: &str, encrypted: bool, full_sha: bool) -> Want {
+        Want {
+            md5: etag_md5(etag, encrypted).is_some(),
+            sha256: full_sha,
+        }
+    }
+
+    fn any(self) -> bool {
+        self.md5 || self.sha256
+    }
+}
+
+/// MD5 and SHA-256, each only when wanted.
+struct Digester {
+    md5: Option<Md5>,
+    sha: Option<Sha256>,
+    size: u64,
+}
+
+impl Digester {
+    fn new(want: Want) -> Self {
+        Digester {
+            md5: want.md5.then(Md5::new),
+            sha: want.sha256.then(Sha256::new),
+            size: 0,
+        }
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        if let Some(h) = &mut self.md5 {
+            h.update(bytes);
+        }
+        if let Some(h) = &mut self.sha {
+            h.update(bytes);
+        }
+        self.size += bytes.len() as u64;
+    }
+
+    fn finish(self) -> Digests {
+        (
+            self.size,
+            self.md5.map(|h| h.finalize().into()),
+            self.sha.map(|h| h.finalize().into()),
+        )
     }
 }
 
@@ -201,24 +260,22 @@ struct Sink {
     task: tokio::task::JoinHandle<std::io::Result<Digests>>,
 }
 
-/// Size, MD5 and SHA-256 of what was written.
-pub type Digests = (u64, [u8; 16], [u8; 32]);
+/// Size, and the MD5 and SHA-256 of what was written when wanted.
+pub type Digests = (u64, Option<[u8; 16]>, Option<[u8; 32]>);
 
 impl Sink {
-    fn start(file: std::fs::File) -> Sink {
+    fn start(file: std::fs::File, want: Want) -> Sink {
         // A few chunks in flight keep the network and the disk both busy.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
         let task = tokio::task::spawn_blocking(move || {
             let mut writer = std::io::BufWriter::with_capacity(256 << 10, file);
-            let (mut md5, mut sha, mut size) = (Md5::new(), Sha256::new(), 0u64);
+            let mut digest = Digester::new(want);
             while let Some(chunk) = rx.blocking_recv() {
-                md5.update(&chunk);
-                sha.update(&chunk);
-                size += chunk.len() as u64;
+                digest.update(&chunk);
                 writer.write_all(&chunk)?;
             }
             writer.flush()?;
-            Ok((size, md5.finalize().into(), sha.finalize().into()))
+            Ok(digest.finish())
         });
         Sink { tx, task }
     }
@@ -310,6 +367,10 @@ impl Fetcher {
         }
         let verified = match (etag_md5(&remote.etag, encrypted), verified) {
             (Some(expected), _) => {
+                // Wanted whenever the ETag is an MD5 (`Want::for_object`).
+                let Some(md5) = md5 else {
+                    return Err(FetchError::Verify("MD5 was not computed".into()));
+                };
                 if md5 != expected {
                     return Err(FetchError::Verify(format!(
                         "MD5 {} does not match ETag {}",
@@ -344,7 +405,7 @@ impl Fetcher {
         .map_err(|e| FetchError::S3(format!("publish task failed: {e}")))??;
         staging.published = true;
         Ok(Fetched {
-            sha256: hex::encode(sha256),
+            sha256: sha256.map(hex::encode).unwrap_or_default(),
             size,
             mtime_ns,
             verified,
@@ -405,6 +466,7 @@ impl Fetcher {
             resp.server_side_encryption().map(|s| s.as_str()),
             resp.sse_customer_algorithm(),
         );
+        let want = Want::for_object(&remote.etag, encrypted, full_sha.is_some());
         let mut body = resp.body;
         if remote.size <= INLINE_MAX {
             let mut buf = Vec::with_capacity(remote.size as usize);
@@ -417,23 +479,26 @@ impl Fetcher {
                     )));
                 }
             }
-            let md5: [u8; 16] = Md5::digest(&buf).into();
-            let sha: [u8; 32] = Sha256::digest(&buf).into();
-            let mut h = Hashed::checked(buf.len() as u64, md5, sha, full_sha, has_crc, encrypted)?;
+            let mut digest = Digester::new(want);
+            digest.update(&buf);
+            let mut h = Hashed::checked(digest.finish(), full_sha, has_crc, encrypted)?;
             h.unwritten = buf;
             return Ok(h);
         }
-        let sink = Sink::start(file.try_clone().map_err(|e| FetchError::local(path, e))?);
+        let sink = Sink::start(
+            file.try_clone().map_err(|e| FetchError::local(path, e))?,
+            want,
+        );
         while let Some(chunk) = self.next_chunk(&mut body).await? {
             if !sink.send(chunk).await {
                 break; // the writer stopped; `finish` says why
             }
         }
-        let (size, md5, sha) = sink
+        let digests = sink
             .finish()
             .await
             .map_err(|e| FetchError::local(path, e))?;
-        Hashed::checked(size, md5, sha, full_sha, has_crc, encrypted)
+        Hashed::checked(digests, full_sha, has_crc, encrypted)
     }
 
     /// Parallel byte ranges written at their offsets, then one read-back pass
@@ -532,14 +597,24 @@ impl Fetcher {
             head.server_side_encryption().map(|s| s.as_str()),
             head.sse_customer_algorithm(),
         );
-        let hashed_path = path.to_path_buf();
-        let (size, md5, sha) = tokio::task::spawn_blocking(move || hash_file(&hashed_path))
-            .await
-            .map_err(|e| FetchError::S3(format!("hash task failed: {e}")))?
-            .map_err(|e| FetchError::local(path, e))?;
+        // The read-back pass runs only when a digest will be checked: a
+        // multipart object without a full-object checksum is verified by
+        // each range's length and the total size, and is not read again.
+        let want = Want::for_object(&remote.etag, encrypted, full_sha.is_some());
+        let digests = if want.any() {
+            let hashed_path = path.to_path_buf();
+            tokio::task::spawn_blocking(move || hash_file(&hashed_path, want))
+                .await
+                .map_err(|e| FetchError::S3(format!("hash task failed: {e}")))?
+                .map_err(|e| FetchError::local(path, e))?
+        } else {
+            // Every range arrived whole (checked above) into a file of
+            // exactly the listed size.
+            (remote.size, None, None)
+        };
         // CRCs are not re-checked for ranged downloads; the ETag (MD5) or
         // SHA-256 covers single-part objects, size covers the rest.
-        Hashed::checked(size, md5, sha, full_sha, false, encrypted)
+        Hashed::checked(digests, full_sha, false, encrypted)
     }
 }
 
@@ -554,39 +629,37 @@ fn full_object_sha256(checksum: Option<&str>) -> Option<Vec<u8>> {
 
 fn check_sha(
     expected: Option<Vec<u8>>,
-    got: &[u8; 32],
+    got: Option<&[u8; 32]>,
     has_crc: bool,
 ) -> Result<Verified, FetchError> {
-    match expected {
-        Some(e) if e.as_slice() == got => Ok(Verified::Sha256),
-        Some(e) => Err(FetchError::Verify(format!(
+    match (expected, got) {
+        (Some(e), Some(got)) if e.as_slice() == got => Ok(Verified::Sha256),
+        (Some(e), Some(got)) => Err(FetchError::Verify(format!(
             "SHA-256 {} does not match the object's checksum {}",
             hex::encode(got),
             hex::encode(e)
         ))),
-        None if has_crc => Ok(Verified::Crc),
-        None => Ok(Verified::SizeOnly),
+        // Wanted whenever there is a checksum (`Want::for_object`).
+        (Some(_), None) => Err(FetchError::Verify("SHA-256 was not computed".into())),
+        (None, _) if has_crc => Ok(Verified::Crc),
+        (None, _) => Ok(Verified::SizeOnly),
     }
 }
 
-/// MD5 and SHA-256 of a file, and its length.
-pub fn hash_file(path: &Path) -> std::io::Result<Digests> {
+/// The wanted digests of a file, and its length.
+pub fn hash_file(path: &Path, want: Want) -> std::io::Result<Digests> {
     use std::io::Read;
     let mut f = std::fs::File::open(path)?;
-    let mut md5 = Md5::new();
-    let mut sha = Sha256::new();
+    let mut digest = Digester::new(want);
     let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
     loop {
         let n = f.read(&mut buf)?;
         if n == 0 {
             break;
         }
-        md5.update(&buf[..n]);
-        sha.update(&buf[..n]);
-        size += n as u64;
+        digest.update(&buf[..n]);
     }
-    Ok((size, md5.finalize().into(), sha.finalize().into()))
+    Ok(digest.finish())
 }
 
 /// Creates the directories leading to `rel` under `target`, refusing to pass
@@ -701,18 +774,44 @@ mod tests {
         let b64 = base64::engine::general_purpose::STANDARD.encode(sha);
         // A matching full-object SHA-256 verifies; a different one is refused.
         assert_eq!(
-            check_sha(full_object_sha256(Some(&b64)), &sha, false).unwrap(),
+            check_sha(full_object_sha256(Some(&b64)), Some(&sha), false).unwrap(),
             Verified::Sha256
         );
         let other: [u8; 32] = Sha256::digest(b"tampered").into();
         assert!(matches!(
-            check_sha(full_object_sha256(Some(&b64)), &other, false),
+            check_sha(full_object_sha256(Some(&b64)), Some(&other), false),
             Err(FetchError::Verify(_))
         ));
         // Composite (multipart) checksums are not whole-object ones.
         assert!(full_object_sha256(Some(&format!("{b64}-3"))).is_none());
-        assert_eq!(check_sha(None, &sha, true).unwrap(), Verified::Crc);
-        assert_eq!(check_sha(None, &sha, false).unwrap(), Verified::SizeOnly);
+        assert_eq!(check_sha(None, Some(&sha), true).unwrap(), Verified::Crc);
+        assert_eq!(
+            check_sha(None, Some(&sha), false).unwrap(),
+            Verified::SizeOnly
+        );
+        assert_eq!(check_sha(None, None, false).unwrap(), Verified::SizeOnly);
+        // A checksum the download did not hash for is a failure, not a pass.
+        assert!(matches!(
+            check_sha(full_object_sha256(Some(&b64)), None, false),
+            Err(FetchError::Verify(_))
+        ));
+        // What is hashed follows what will be checked.
+        let etag = hex::encode(<[u8; 16]>::from(Md5::digest(body)));
+        assert_eq!(
+            Want::for_object(&etag, false, false),
+            Want {
+                md5: true,
+                sha256: false
+            }
+        );
+        assert_eq!(
+            Want::for_object(&etag, true, true),
+            Want {
+                md5: false,
+                sha256: true
+            }
+        );
+        assert!(!Want::for_object("d41d8cd98f00b204e9800998ecf8427e-2", false, false).any());
         // Only a 32-hex ETag is an MD5.
         let md5: [u8; 16] = Md5::digest(body).into();
         assert_eq!(crate::s3::plain_md5(&hex::encode(md5)), Some(md5));
@@ -761,12 +860,7 @@ mod tests {
         assert!(!crc_covers_object(&[Some("AAAAAA=="), None, None], true));
         assert!(!crc_covers_object(&[None, None, None], false));
         assert_eq!(
-            check_sha(
-                None,
-                &[0; 32],
-                crc_covers_object(&[Some("AAAAAA==-3")], false)
-            )
-            .unwrap(),
+            check_sha(None, None, crc_covers_object(&[Some("AAAAAA==-3")], false)).unwrap(),
             Verified::SizeOnly
         );
     }

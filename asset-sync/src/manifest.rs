@@ -22,6 +22,10 @@ pub struct Entry {
     pub etag: String,
     pub size: u64,
     pub last_modified: Option<String>,
+    /// The content's SHA-256 (hex) when the download computed it (the
+    /// object carried a full-object SHA-256); empty otherwise: a digest
+    /// nothing checks is not computed.
+    #[serde(default)]
     pub sha256: String,
     pub mtime_ns: i128,
     /// How the download was checked (`md5`, `sha256`, `crc`, `size_only`);

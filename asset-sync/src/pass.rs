@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::download::{hash_file, FetchError, Fetcher, Verified};
+use crate::download::{hash_file, FetchError, Fetcher, Verified, Want};
 use crate::fsio;
 use crate::keys::{self, Rejection};
 use crate::limiter::RateLimiter;
@@ -320,7 +320,13 @@ impl Syncer {
                 let local = target.join(&path);
                 async move {
                     let hashed = tokio::task::spawn_blocking(move || {
-                        let h = hash_file(&local);
+                        let h = hash_file(
+                            &local,
+                            Want {
+                                md5: true,
+                                sha256: false,
+                            },
+                        );
                         let meta = std::fs::metadata(&local).map(|m| fsio::mtime_ns(&m));
                         (h, meta)
                     })
@@ -333,7 +339,7 @@ impl Syncer {
             .await;
         for (remote, rel, path, hashed) in verified {
             match hashed {
-                Ok((Ok((size, md5, sha)), Ok(mtime_ns)))
+                Ok((Ok((size, Some(md5), _)), Ok(mtime_ns)))
                     if Some(md5) == plain_md5(&remote.etag) && size == remote.size =>
                 {
                     report.adopted += 1;
@@ -343,7 +349,7 @@ impl Syncer {
                             etag: remote.etag.clone(),
                             size,
                             last_modified: remote.last_modified.clone(),
-                            sha256: hex::encode(sha),
+                            sha256: String::new(),
                             mtime_ns,
                             verified: Some(Verified::Md5),
                         },
