@@ -114,7 +114,9 @@ fn probe_rename(state: &Path, target: &Path) -> Result<(), StateError> {
 /// `<target>/.asset-sync`, where the mirror's readers could see them.
 fn migrate_legacy(state: &Path, legacy: &Path) -> Result<Prepared, StateError> {
     let mut done = Prepared::default();
-    if !legacy.is_dir() {
+    // A real directory only: a symlink of that name is not followed.
+    let is_dir = std::fs::symlink_metadata(legacy).is_ok_and(|m| m.is_dir());
+    if !is_dir {
         return Ok(done);
     }
     // An older process still running there would keep writing into it.
