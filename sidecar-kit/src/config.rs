@@ -21,11 +21,46 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub const CONFIG_PATH_ENV: &str = "AURORA_CONFIG";
 /// Prefix of the environment variables that override config keys.
 pub const ENV_PREFIX: &str = "AURORA_";
-/// `AURORA_` variables of the tools themselves, never config keys: the
-/// config file's path, and the directory `aurora-cli sandbox` works in (an
-/// operator exports it in the same shell that runs `aurora-cli status`).
-/// Any other `AURORA_` variable must name a key, so a typo is an error.
-pub const NOT_CONFIG_KEYS: &[&str] = &[CONFIG_PATH_ENV, "AURORA_SANDBOX_DIR"];
+/// `AURORA_` variables that belong to the tools and the stack, never config
+/// keys, reserved here and nowhere else. An operator's shell may hold any
+/// of them when a command reads its config (`AURORA_DSN` for `aurora-cli
+/// migrate`, a sourced `node.env`), and that must not make every
+/// config-reading command exit 2. Any other `AURORA_` variable must name a
+/// key, so a typo is still an error. `tests/tests/compose_static.rs` checks
+/// that every variable the compose stack interpolates is reserved.
+pub const TOOL_VARIABLES: &[&str] = &[
+    // The config file's path.
+    CONFIG_PATH_ENV,
+    // aurora-cli: the sandbox's directory, `migrate`'s connection string.
+    "AURORA_SANDBOX_DIR",
+    "AURORA_DSN",
+    // Where the sandbox and the tests find this workspace's binaries, and
+    // the commit a build reports (read by sidecar-kit's build script).
+    "AURORA_BIN_DIR",
+    "AURORA_BUILD_COMMIT",
+    // The compose stack's `node.env` (compose.yaml interpolates them).
+    "AURORA_STATE_DIR",
+    "AURORA_ASSETS_DIR",
+    "AURORA_VPN_IP",
+    "AURORA_PROJECT",
+    "AURORA_WG_BIND",
+    "AURORA_WG_PORT",
+    "AURORA_HOST_ROOT",
+    "AURORA_HOST_ROOT_PROPAGATION",
+    "AURORA_ALERTMANAGER_PEER",
+    "AURORA_PROMETHEUS_RETENTION",
+    "AURORA_POSTGRES_CPUS",
+    "AURORA_POSTGRES_MEMORY",
+];
+
+/// Families of the stack's variables: `AURORA_IMAGE_<SERVICE>` (which image
+/// each service runs) and `AURORA_PORT_<SERVICE>` (its port on the host).
+pub const TOOL_VARIABLE_PREFIXES: &[&str] = &["AURORA_IMAGE_", "AURORA_PORT_"];
+
+/// Whether `name` is one of the tools' or the stack's own variables.
+pub fn is_tool_variable(name: &str) -> bool {
+    TOOL_VARIABLES.contains(&name) || TOOL_VARIABLE_PREFIXES.iter().any(|p| name.starts_with(p))
+}
 
 /// A configuration problem, always tied to the key it concerns.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -312,12 +347,12 @@ where
     }
 
     // Only `AURORA_<KEY>` variables are config keys (not the tools' own,
-    // [`NOT_CONFIG_KEYS`]). Values stay strings (no `try_parsing`): a token
+    // [`TOOL_VARIABLES`]). Values stay strings (no `try_parsing`): a token
     // "0123" must not turn into the number 123. Typed fields parse the
     // string themselves.
     let mut overrides: HashMap<String, String> = env
         .iter()
-        .filter(|(k, _)| k.starts_with(ENV_PREFIX) && !NOT_CONFIG_KEYS.contains(&k.as_str()))
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX) && !is_tool_variable(k))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     for key in C::env_list_keys() {
@@ -473,6 +508,22 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.admin.listen.port(), 9000);
+        // Every reserved name at once, as a shell that sourced node.env and
+        // exported AURORA_DSN for `aurora-cli migrate` holds them.
+        let mut all: Vec<(&str, &str)> = TOOL_VARIABLES.iter().map(|v| (*v, "x")).collect();
+        all.extend([
+            (
+                "AURORA_IMAGE_REPL_MANAGER",
+                "aurora-node/repl-manager:0.1.0",
+            ),
+            ("AURORA_PORT_GARAGE_S3", "3900"),
+        ]);
+        let c: Demo = load_from(None, &env(&all)).unwrap();
+        assert_eq!(c.admin.listen.port(), 9000);
+        // Next to a real override, which still applies.
+        all.push(("AURORA_ADMIN__LISTEN", "127.0.0.1:9100"));
+        let c: Demo = load_from(None, &env(&all)).unwrap();
+        assert_eq!(c.admin.listen.port(), 9100);
         let err = load_from::<Demo>(None, &env(&[("AURORA_SANDBOX", "x")])).unwrap_err();
         assert!(err.message.contains("unknown field"), "{err}");
     }

@@ -464,6 +464,82 @@ fn rendered_sidecar_configs_pass_the_sidecars_own_checks() {
     }
 }
 
+/// An operator's shell that sourced a node's `node.env` (the variables
+/// compose interpolates) and exported `AURORA_DSN` for `aurora-cli migrate`
+/// still runs every sidecar: those are the tools' own variables, never
+/// config keys. Every `AURORA_` variable the compose files interpolate or
+/// node-init writes into `node.env` must be reserved in sidecar-kit, or a
+/// sidecar started from such a shell exits 2 on an "unknown field".
+#[test]
+fn a_shell_holding_the_stacks_variables_still_runs_every_sidecar() {
+    let f = fleet();
+    let mut stack_vars = std::collections::BTreeSet::new();
+    for file in ["compose/compose.yaml", "compose/compose.gpu.yaml"] {
+        let text = std::fs::read_to_string(repo().join(file)).unwrap();
+        for part in text.split("${").skip(1) {
+            let name: String = part
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            if name.starts_with("AURORA_") {
+                stack_vars.insert(name);
+            }
+        }
+    }
+    let mut shell: Vec<(String, String)> = Vec::new();
+    for (_, state) in &f.nodes {
+        for line in std::fs::read_to_string(state.join("node.env"))
+            .unwrap()
+            .lines()
+        {
+            if let Some((k, v)) = line.split_once('=') {
+                if k.starts_with("AURORA_") {
+                    stack_vars.insert(k.to_string());
+                    shell.push((k.to_string(), v.to_string()));
+                }
+            }
+        }
+    }
+    assert!(stack_vars.contains("AURORA_STATE_DIR"), "{stack_vars:?}");
+    let unreserved: Vec<_> = stack_vars
+        .iter()
+        .filter(|v| !sidecar_kit::config::is_tool_variable(v))
+        .collect();
+    assert!(
+        unreserved.is_empty(),
+        "not reserved in sidecar_kit::config::TOOL_VARIABLES: {unreserved:?}"
+    );
+    shell.extend(
+        [
+            ("AURORA_DSN", "host=10.0.0.1 user=postgres"),
+            ("AURORA_BIN_DIR", "/usr/local/bin"),
+            ("AURORA_BUILD_COMMIT", "0123abc"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let (_, lead) = &f.nodes[0];
+    for s in ["repl-manager", "asset-sync", "health-monitor", "dns-sync"] {
+        let mut c = Command::new(testbed::tools::workspace_bin(s).unwrap());
+        c.arg("--check-config").env_clear();
+        // The sidecar's own env file (its secrets), as compose passes it...
+        for line in std::fs::read_to_string(lead.join(format!("env/{s}.env")))
+            .unwrap()
+            .lines()
+        {
+            if let Some((k, v)) = line.split_once('=') {
+                c.env(k, v);
+            }
+        }
+        // ...plus the operator's shell.
+        c.env("AURORA_CONFIG", lead.join(format!("config/{s}.toml")))
+            .envs(shell.iter().map(|(k, v)| (k, v)));
+        run(
+            &mut c,
+            &format!("{s} --check-config from a shell holding node.env"),
+        );
+    }
+}
+
 /// asset-sync's origins, in order: its own node's Garage where it runs
 /// one, then the lead's, then the backup's mirror.
 #[test]
