@@ -55,8 +55,13 @@ pub struct Cli {
     /// The node config (default: $AURORA_CONFIG, else /etc/aurora/node.toml).
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
+    /// Check the node config and print it, secrets redacted, as the
+    /// sidecars' --check-config does: exit 0 when it loads, 2 naming the
+    /// key when it does not.
+    #[arg(long)]
+    pub check_config: bool,
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -263,7 +268,23 @@ pub fn main() -> ExitCode {
 async fn dispatch(cli: Cli) -> CliResult {
     use commands::*;
     let load = || NodeConfig::load(cli.config.as_deref());
-    match cli.command {
+    if cli.check_config {
+        let config = load()?;
+        let text =
+            sidecar_kit::config::render(&config).map_err(|e| CliError::failed(e.to_string()))?;
+        outln!(
+            "# aurora-cli {}: effective node config (secrets redacted)",
+            sidecar_kit::telemetry::long_version()
+        );
+        out!("{text}");
+        return Ok(());
+    }
+    let Some(command) = cli.command else {
+        return Err(CliError::usage(
+            "a command is required (aurora-cli --help lists them)",
+        ));
+    };
+    match command {
         Command::Version => {
             outln!("aurora-cli {}", sidecar_kit::telemetry::long_version());
             Ok(())

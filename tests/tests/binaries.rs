@@ -125,6 +125,55 @@ fn check_config_redacts_secrets() {
     }
 }
 
+/// `aurora-cli --check-config` does for `node.toml` what the sidecars' flag
+/// does for theirs: 0 and the effective config with the token redacted, or
+/// 2 and one line naming the key (or the missing file).
+#[test]
+fn aurora_cli_checks_its_node_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("node.toml");
+    std::fs::write(
+        &file,
+        format!("[node]\nname = \"aurora\"\nrole = \"lead\"\n\n[admin]\ntoken = \"{SECRET}\"\n"),
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let out = run("aurora-cli", &["--check-config", "--config", path], &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("[redacted]") && stdout.contains("name = \"aurora\""),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(SECRET), "{stdout}");
+
+    let out = run(
+        "aurora-cli",
+        &["--check-config", "--config", path],
+        &[("AURORA_ADMIN__TIMEOUT_SECS", "soon")],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("admin.timeout_secs"), "{err}");
+
+    let out = run(
+        "aurora-cli",
+        &["--check-config", "--config", "/nonexistent/node.toml"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/node.toml"));
+
+    // Neither a command nor --check-config: a usage error, not a panic.
+    let out = run("aurora-cli", &[], &[]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
 /// A webhook URL is a credential (Slack's is its own secret): never
 /// printed, not even in the error about a bad one, and a bearer token is not
 /// sent over plain http:// unless the operator says so.
