@@ -105,7 +105,7 @@ impl<'a> Api<'a> {
             .reads
             .get(&url)
             .await
-            .map_err(|e| unreachable(sidecar, &e))?;
+            .map_err(|e| unreachable(sidecar, &e, self.config))?;
         let body = serde_json::from_slice(&resp.body)
             .unwrap_or_else(|_| Value::String(resp.text().trim().to_string()));
         Ok(Answer {
@@ -147,7 +147,7 @@ impl<'a> Api<'a> {
         let resp = client
             .send(Method::POST, &url, Some(token), Some(body))
             .await
-            .map_err(|e| unreachable(sidecar, &e))?;
+            .map_err(|e| unreachable(sidecar, &e, self.config))?;
         let body = serde_json::from_slice(&resp.body)
             .unwrap_or_else(|_| Value::String(resp.text().trim().to_string()));
         if resp.status == StatusCode::UNAUTHORIZED {
@@ -163,10 +163,35 @@ impl<'a> Api<'a> {
     }
 }
 
-fn unreachable(sidecar: Sidecar, e: &HttpError) -> CliError {
+fn unreachable(sidecar: Sidecar, e: &HttpError, config: &NodeConfig) -> CliError {
     CliError::failed(format!(
-        "{sidecar} did not answer: {e} (is it running? `aurora-cli logs {sidecar}`)"
+        "{sidecar} did not answer: {e} (is it running? {})",
+        logs_hint(config, sidecar)
     ))
+}
+
+/// Where to look when `sidecar` does not answer, as this node runs it: a
+/// compose stack has `aurora-cli logs`; a sandbox node runs processes that
+/// log to `<node dir>/logs/<sidecar>.log`. A hint never names a command
+/// that cannot work here.
+pub fn logs_hint(config: &NodeConfig, sidecar: Sidecar) -> String {
+    let dir = &config.compose.project_dir;
+    let compose = [
+        "compose.yaml",
+        "compose.yml",
+        "docker-compose.yaml",
+        "docker-compose.yml",
+    ]
+    .iter()
+    .any(|f| dir.join(f).is_file());
+    if compose {
+        return format!("`aurora-cli logs {sidecar}`");
+    }
+    let log = dir.join("logs").join(format!("{sidecar}.log"));
+    if log.is_file() {
+        return format!("its log is {}", log.display());
+    }
+    format!("this node runs no compose stack; check the process or service that runs {sidecar}")
 }
 
 /// The human reason in an error body (`{"error": "..."}`), or the body.
@@ -179,4 +204,33 @@ pub fn reason(body: &Value) -> String {
             Value::String(s) => s.clone(),
             other => other.to_string(),
         })
+}
+
+#[cfg(test)]
+mod hint_tests {
+    use super::*;
+
+    #[test]
+    fn the_logs_hint_fits_the_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = NodeConfig::default();
+        config.compose.project_dir = dir.path().to_path_buf();
+        // Neither a compose file nor a sandbox log: no command suggested.
+        let h = logs_hint(&config, Sidecar::ReplManager);
+        assert!(!h.contains("aurora-cli logs"), "{h}");
+        // A sandbox node: its log file.
+        std::fs::create_dir_all(dir.path().join("logs")).unwrap();
+        std::fs::write(dir.path().join("logs/repl-manager.log"), b"").unwrap();
+        let h = logs_hint(&config, Sidecar::ReplManager);
+        assert!(
+            h.contains("logs/repl-manager.log") && !h.contains("aurora-cli logs"),
+            "{h}"
+        );
+        // A compose node: the command.
+        std::fs::write(dir.path().join("compose.yaml"), b"services: {}\n").unwrap();
+        assert_eq!(
+            logs_hint(&config, Sidecar::ReplManager),
+            "`aurora-cli logs repl-manager`"
+        );
+    }
 }
