@@ -269,13 +269,16 @@ impl NsFleet {
 
     /// Starts, inside every node, a loop asking its own server several
     /// times a second "can I write?"; results go to `<dir>/probe-<node>`.
-    /// Probing from inside means a cut-off node is still observed.
+    /// Probing from inside means a cut-off node is still observed. The loop
+    /// ends with its parent: killing the `ip netns exec` child on drop did
+    /// not always reach the shell, and one was found still probing a
+    /// vanished namespace after the suite.
     pub fn start_writable_probes(&mut self) {
         for i in 0..self.nodes.len() {
             let node = &self.nodes[i];
             let out = self.dir.path().join(format!("probe-{}", node.name));
             let script = format!(
-                "while :; do t=$(date +%s.%N); r=$(psql -X -At -h {ip} -p 5432 -U postgres -d postgres \
+                "while kill -0 $PPID 2>/dev/null; do t=$(date +%s.%N); r=$(psql -X -At -h {ip} -p 5432 -U postgres -d postgres \
                  -v ON_ERROR_STOP=1 -c \"SET statement_timeout = '500ms'; SELECT NOT pg_is_in_recovery() AND current_setting('default_transaction_read_only') = 'off'\" \
                  'connect_timeout=1' 2>/dev/null | tail -1); echo \"$t ${{r:-down}}\"; sleep 0.1; done >> {out}",
                 ip = node.ip,
