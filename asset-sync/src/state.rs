@@ -206,19 +206,10 @@ mod tests {
     fn a_state_dir_on_another_mount_is_refused() {
         // A tmpfs is another filesystem (needs root, as CI has).
         let dir = tempfile::tempdir().unwrap();
-        let mnt = dir.path().join("other");
-        std::fs::create_dir_all(&mnt).unwrap();
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-            .arg(&mnt)
-            .status()
-            .unwrap();
-        assert!(ok.success(), "mounting a tmpfs needs root");
+        let other = testbed::Tmpfs::mount(&dir.path().join("other"), "1m").unwrap();
         let mut s = sync(dir.path());
-        s.state_dir = Some(mnt.join("state"));
-        let result = prepare(&s);
-        let _ = std::process::Command::new("umount").arg(&mnt).status();
-        let err = result.unwrap_err();
+        s.state_dir = Some(other.path().join("state"));
+        let err = prepare(&s).unwrap_err();
         assert!(err.is_config(), "{err}");
         assert!(err.to_string().contains("one filesystem"), "{err}");
     }

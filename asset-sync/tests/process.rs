@@ -30,6 +30,25 @@ fn env_for(g: &Garage, target: &Path) -> Vec<(String, String)> {
     .collect()
 }
 
+/// A Garage with an empty `assets` bucket.
+async fn garage() -> Garage {
+    let g = Garage::start().await.unwrap();
+    g.create_bucket("assets").await.unwrap();
+    g
+}
+
+/// Uploads `body` as `key` into the `assets` bucket.
+async fn put(g: &Garage, key: &str, body: Vec<u8>) {
+    g.s3_client()
+        .put_object()
+        .bucket("assets")
+        .key(key)
+        .body(ByteStream::from(body))
+        .send()
+        .await
+        .unwrap();
+}
+
 fn once(env: &[(String, String)], args: &[&str]) -> std::process::Output {
     Command::new(workspace_bin("asset-sync").unwrap())
         .arg("once")
@@ -121,14 +140,8 @@ fn a_state_dir_on_another_mount_exits_2_before_any_pass() {
     // could never be renamed into place. Refused at start with exit 2,
     // before the (unreachable) bucket is contacted. Needs root, as CI has.
     let dir = tempfile::tempdir().unwrap();
-    let mnt = dir.path().join("other");
-    std::fs::create_dir_all(&mnt).unwrap();
-    let ok = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .unwrap();
-    assert!(ok.success(), "mounting a tmpfs needs root");
+    let other = testbed::Tmpfs::mount(&dir.path().join("other"), "1m").unwrap();
+    let mnt = other.path();
     let port = free_port().unwrap();
     let env: Vec<(String, String)> = [
         ("AURORA_S3__ENDPOINT", format!("http://127.0.0.1:{port}")),
@@ -146,7 +159,7 @@ fn a_state_dir_on_another_mount_exits_2_before_any_pass() {
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     let out = once(&env, &[]);
-    let _ = Command::new("umount").arg(&mnt).status();
+    drop(other);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
@@ -160,16 +173,8 @@ fn a_state_dir_on_another_mount_exits_2_before_any_pass() {
 async fn an_upgrade_moves_the_old_state_out_of_the_served_directory() {
     // An older version kept manifest.json and staging/ in <target>/.asset-sync,
     // where whoever serves the mirror served them too.
-    let g = Garage::start().await.unwrap();
-    g.create_bucket("assets").await.unwrap();
-    g.s3_client()
-        .put_object()
-        .bucket("assets")
-        .key("logo.png")
-        .body(ByteStream::from_static(b"logo"))
-        .send()
-        .await
-        .unwrap();
+    let g = garage().await;
+    put(&g, "logo.png", b"logo".to_vec()).await;
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("assets");
     let env = env_for(&g, &target);
@@ -210,17 +215,9 @@ async fn an_upgrade_moves_the_old_state_out_of_the_served_directory() {
 
 #[tokio::test]
 async fn once_reports_and_json() {
-    let g = Garage::start().await.unwrap();
-    g.create_bucket("assets").await.unwrap();
-    let s3 = g.s3_client();
+    let g = garage().await;
     for i in 0..5 {
-        s3.put_object()
-            .bucket("assets")
-            .key(format!("p/{i}.png"))
-            .body(ByteStream::from(vec![i as u8; 1000]))
-            .send()
-            .await
-            .unwrap();
+        put(&g, &format!("p/{i}.png"), vec![i as u8; 1000]).await;
     }
     let dir = tempfile::tempdir().unwrap();
     let env = env_for(&g, &dir.path().join("assets"));
@@ -243,18 +240,10 @@ async fn once_reports_and_json() {
 
 #[tokio::test]
 async fn sigkill_mid_pass_leaves_no_partial_file() {
-    let g = Garage::start().await.unwrap();
-    g.create_bucket("assets").await.unwrap();
-    let s3 = g.s3_client();
+    let g = garage().await;
     let big = vec![0x5au8; 8 << 20];
     for i in 0..6 {
-        s3.put_object()
-            .bucket("assets")
-            .key(format!("big/{i}.bin"))
-            .body(ByteStream::from(big.clone()))
-            .send()
-            .await
-            .unwrap();
+        put(&g, &format!("big/{i}.bin"), big.clone()).await;
     }
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("assets");
@@ -329,16 +318,8 @@ async fn sigkill_mid_pass_leaves_no_partial_file() {
 
 #[tokio::test]
 async fn daemon_syncs_on_request_and_reports_health() {
-    let mut g = Garage::start().await.unwrap();
-    g.create_bucket("assets").await.unwrap();
-    let s3 = g.s3_client();
-    s3.put_object()
-        .bucket("assets")
-        .key("a.png")
-        .body(ByteStream::from_static(b"a"))
-        .send()
-        .await
-        .unwrap();
+    let mut g = garage().await;
+    put(&g, "a.png", b"a".to_vec()).await;
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("assets");
     let port = free_port().unwrap();
@@ -368,13 +349,7 @@ async fn daemon_syncs_on_request_and_reports_health() {
     let url = format!("{}/sync", p.admin_url());
     let r = http.send(Method::POST, &url, None, None).await.unwrap();
     assert_eq!(r.status, 401);
-    s3.put_object()
-        .bucket("assets")
-        .key("b.png")
-        .body(ByteStream::from_static(b"b"))
-        .send()
-        .await
-        .unwrap();
+    put(&g, "b.png", b"b".to_vec()).await;
     let token = Secret::new(TOKEN);
     let r = http
         .send(Method::POST, &url, Some(&token), None)

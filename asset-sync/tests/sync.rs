@@ -542,21 +542,8 @@ async fn prefix_and_filters() {
 async fn a_full_disk_fails_cleanly() {
     // A 3 MiB tmpfs as the target's filesystem (needs root, as CI has).
     let f = fixture().await;
-    let mnt = f.root.join("small-disk");
-    std::fs::create_dir_all(&mnt).unwrap();
-    let ok = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .unwrap();
-    assert!(ok.success(), "mounting a tmpfs needs root");
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _unmount = Unmount(mnt.clone());
+    let disk = testbed::Tmpfs::mount(&f.root.join("small-disk"), "3m").unwrap();
+    let mnt = disk.path().to_path_buf();
 
     let blob = vec![9u8; 1 << 20];
     for i in 0..5 {

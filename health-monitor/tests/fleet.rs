@@ -441,13 +441,7 @@ async fn a_dead_primary_without_a_failover_is_paged_by_a_survivor() {
     let p = primary().await;
     let r = replica_of(&p, "star").await;
     let (receiver, server) = webhook_receiver().await;
-    let hook = health_monitor::config::Webhook {
-        url: Secret::new(format!("http://{}/hook", server.local_addr())),
-        kind: health_monitor::config::WebhookKind::Generic,
-        token: Some(Secret::new("hook-token-0123456789")),
-        // A receiver on loopback.
-        allow_token_over_http: true,
-    };
+    let hook = loopback_hook(&server);
     let mut lead_cfg = config("aurora", "lead", "10.0.0.1", &p, &p);
     lead_cfg.alerts.webhooks = vec![hook.clone()];
     let mut star_cfg = config("star", "backup", "10.0.0.2", &r, &p);
@@ -523,17 +517,22 @@ async fn webhook_receiver() -> (std::sync::Arc<Receiver>, sidecar_kit::AdminServ
     (receiver, server)
 }
 
+/// A generic webhook to the local receiver, with its bearer token (allowed
+/// over plain http: the receiver is on loopback).
+fn loopback_hook(server: &sidecar_kit::AdminServer) -> health_monitor::config::Webhook {
+    health_monitor::config::Webhook {
+        url: Secret::new(format!("http://{}/hook", server.local_addr())),
+        kind: health_monitor::config::WebhookKind::Generic,
+        token: Some(Secret::new("hook-token-0123456789")),
+        allow_token_over_http: true,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_once_per_transition_from_the_primary_only() {
     let p = primary().await;
     let (receiver, server) = webhook_receiver().await;
-    let hook = health_monitor::config::Webhook {
-        url: Secret::new(format!("http://{}/hook", server.local_addr())),
-        kind: health_monitor::config::WebhookKind::Generic,
-        token: Some(Secret::new("hook-token-0123456789")),
-        // A receiver on loopback.
-        allow_token_over_http: true,
-    };
+    let hook = loopback_hook(&server);
     // aurora holds the primary and sends; star has the same webhook but must not.
     let mut lead_cfg = config("aurora", "lead", "10.0.0.1", &p, &p);
     lead_cfg.alerts.webhooks = vec![hook.clone()];

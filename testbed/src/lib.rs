@@ -14,6 +14,7 @@ pub mod netns;
 pub mod ports;
 pub mod postgres;
 pub mod process;
+pub mod tmpfs;
 pub mod tools;
 
 pub use blackhole::Blackhole;
@@ -22,3 +23,4 @@ pub use garage::Garage;
 pub use ports::free_port;
 pub use postgres::{PgCluster, PgOptions, StopMode};
 pub use process::{SidecarProcess, SidecarSpec};
+pub use tmpfs::Tmpfs;
