@@ -427,3 +427,45 @@ pub struct PublishedReplication {
     pub degraded_since: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
 }
+
+// The database's strict vocabulary as the HTTP contract writes it
+// (`aurora_api` keeps values it does not know; the database refuses them).
+
+impl From<Role> for aurora_api::Role {
+    fn from(r: Role) -> Self {
+        match r {
+            Role::Lead => aurora_api::Role::Lead,
+            Role::Backup => aurora_api::Role::Backup,
+            Role::Compute => aurora_api::Role::Compute,
+        }
+    }
+}
+
+impl From<SyncMode> for aurora_api::repl::SyncMode {
+    fn from(m: SyncMode) -> Self {
+        match m {
+            SyncMode::Sync => aurora_api::repl::SyncMode::Sync,
+            SyncMode::Async => aurora_api::repl::SyncMode::Async,
+            SyncMode::Blocked => aurora_api::repl::SyncMode::Blocked,
+        }
+    }
+}
+
+impl From<HealthStatus> for aurora_api::monitor::CheckStatus {
+    fn from(s: HealthStatus) -> Self {
+        match s {
+            HealthStatus::Passing => aurora_api::monitor::CheckStatus::Passing,
+            HealthStatus::Warning => aurora_api::monitor::CheckStatus::Warning,
+            HealthStatus::Critical => aurora_api::monitor::CheckStatus::Critical,
+        }
+    }
+}
+
+impl From<RejectedRow> for aurora_api::monitor::RejectedRow {
+    fn from(r: RejectedRow) -> Self {
+        aurora_api::monitor::RejectedRow {
+            name: r.name,
+            reason: r.reason,
+        }
+    }
+}

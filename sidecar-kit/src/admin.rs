@@ -142,7 +142,13 @@ impl AdminResponse {
 
     /// `{"error": message}` with the given status.
     pub fn error(status: StatusCode, message: impl Into<String>) -> Self {
-        Self::json(status, &serde_json::json!({ "error": message.into() }))
+        Self::json(
+            status,
+            &aurora_api::ErrorBody {
+                error: message.into(),
+                detail: None,
+            },
+        )
     }
 
     /// `{"error": message, "detail": detail}`.
@@ -323,6 +329,12 @@ async fn serve<A: AdminApi>(req: Request<Incoming>, shared: &Shared<A>) -> Respo
     let bodiless = original == Method::HEAD || original == Method::OPTIONS;
     let mut response = route(req, shared).await;
     shared.api.decorate(&mut response);
+    // Every answer says which contract version it is written in, so a
+    // client of another release can tell whether it can read it.
+    response.headers.push((
+        HeaderName::from_static(aurora_api::API_HEADER),
+        HeaderValue::from(aurora_api::API_VERSION),
+    ));
 
     let mut builder = Response::builder().status(response.status);
     for (name, value) in &response.headers {

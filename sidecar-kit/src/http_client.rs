@@ -34,18 +34,43 @@ pub enum HttpError {
     },
     #[error("{url}: answer is not the expected JSON: {reason}")]
     Decode { url: String, reason: String },
+    /// The answer is written in a newer contract version than this build
+    /// reads (see `aurora_api`'s version rule).
+    #[error("{url}: {source}")]
+    Version {
+        url: String,
+        source: aurora_api::VersionError,
+    },
 }
 
 /// A response: status and the whole (small) body.
 #[derive(Debug, Clone)]
 pub struct HttpResponse {
     pub status: StatusCode,
+    pub headers: hyper::HeaderMap,
     pub body: Bytes,
 }
 
 impl HttpResponse {
+    /// The contract version the answer is written in, when this build can
+    /// read it.
+    pub fn api_version(&self, url: &str) -> Result<u32, HttpError> {
+        let header = self
+            .headers
+            .get(aurora_api::API_HEADER)
+            .map(|v| v.to_str().unwrap_or("(not text)"));
+        aurora_api::check_version(header).map_err(|source| HttpError::Version {
+            url: url.to_string(),
+            source,
+        })
+    }
+
+    /// The body as `T`, after checking the contract version; a decoding
+    /// error names the field (`members[1].epoch: invalid type ...`).
     pub fn json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, HttpError> {
-        serde_json::from_slice(&self.body).map_err(|e| HttpError::Decode {
+        self.api_version(url)?;
+        let de = &mut serde_json::Deserializer::from_slice(&self.body);
+        serde_path_to_error::deserialize(de).map_err(|e| HttpError::Decode {
             url: url.to_string(),
             reason: e.to_string(),
         })
@@ -216,6 +241,7 @@ impl HttpClient {
                 reason: describe(&e),
             })?;
             let status = resp.status();
+            let headers = resp.headers().clone();
             let body = resp
                 .into_body()
                 .collect()
@@ -225,7 +251,11 @@ impl HttpClient {
                     reason: e.to_string(),
                 })?
                 .to_bytes();
-            Ok(HttpResponse { status, body })
+            Ok(HttpResponse {
+                status,
+                headers,
+                body,
+            })
         };
         tokio::time::timeout(self.timeout, call)
             .await

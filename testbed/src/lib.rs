@@ -8,6 +8,7 @@
 //! naming the command that installs it: a test never skips silently.
 
 pub mod blackhole;
+pub mod contract;
 pub mod error;
 pub mod garage;
 pub mod netns;

@@ -1,0 +1,383 @@
+//! repl-manager's answers: `GET /status` (and Patroni's check paths, which
+//! answer the same document), `GET /cluster`, and the operations
+//! (`POST /switchover`, `/promote`, `/demote`, `/pause`).
+//!
+//! Every struct a reader receives has `#[serde(default)]`: a field a newer
+//! sidecar dropped from an optional section reads as empty, and a field it
+//! added is ignored (see the crate's version rule).
+
+use serde::{Deserialize, Serialize};
+
+use crate::{wire_enum, Lsn, Role};
+
+wire_enum! {
+    /// What a node's PostgreSQL is now.
+    #[derive(Default)]
+    pub enum NodeState {
+        Primary => "primary",
+        Replica => "replica",
+        /// Installed but not running.
+        Stopped => "stopped",
+        /// Running, but repl-manager cannot query it.
+        Unreachable => "unreachable",
+        /// No data directory yet.
+        Uninitialized => "uninitialized",
+        /// repl-manager has not looked yet.
+        #[default]
+        Starting => "starting",
+    }
+}
+
+wire_enum! {
+    /// The primary's synchronous replication, as it stands.
+    #[derive(Default)]
+    pub enum SyncMode {
+        /// A synchronous standby confirms every commit.
+        Sync => "sync",
+        /// Commits are acknowledged by the primary alone.
+        #[default]
+        Async => "async",
+        /// Strict mode without a standby: commits wait.
+        Blocked => "blocked",
+    }
+}
+
+/// What a node says about itself (`GET /status`); also how peers' answers
+/// are read.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NodeStatus {
+    pub node: String,
+    /// Configured role.
+    pub role: Role,
+    pub state: NodeState,
+    pub epoch: i64,
+    /// The primary this node follows (itself when primary).
+    pub primary: String,
+    pub postgres: Option<ServerState>,
+    pub receiver: Option<Receiver>,
+    /// Standby: bytes and seconds behind the primary's current position.
+    pub lag_bytes: Option<u64>,
+    pub lag_seconds: Option<f64>,
+    /// Why lag is unknown, when it is.
+    pub lag_error: Option<String>,
+    pub replicas: Vec<StandbyConn>,
+    pub slots: Vec<Slot>,
+    pub sync: Option<SyncView>,
+    pub failover: Option<FailoverView>,
+    pub aside_dirs: Vec<String>,
+    pub activity: Option<String>,
+    pub last_error: Option<String>,
+    /// Set on the health-check paths' 503 answers: why the check failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl NodeStatus {
+    pub fn is_primary(&self) -> bool {
+        self.state == NodeState::Primary
+    }
+
+    pub fn is_replica(&self) -> bool {
+        self.state == NodeState::Replica
+    }
+
+    pub fn replay_lsn(&self) -> Option<Lsn> {
+        self.postgres.as_ref().and_then(|p| p.replay_lsn)
+    }
+
+    /// A standby whose WAL receiver streams.
+    pub fn streaming(&self) -> bool {
+        self.receiver
+            .as_ref()
+            .is_some_and(|r| r.status == "streaming")
+    }
+
+    /// Fenced: a primary that acknowledges no write (no lease).
+    pub fn fenced(&self) -> bool {
+        self.failover.as_ref().is_some_and(|f| f.fenced)
+    }
+}
+
+/// The primary's synchronous replication (`/status` `sync`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SyncView {
+    pub mode: SyncMode,
+    /// The standby that confirms commits, when there is one.
+    pub standby: Option<String>,
+    pub strict: bool,
+    /// Unix seconds since commits stopped being copied, while they are not.
+    pub degraded_since: Option<f64>,
+}
+
+/// The failover section of `/status`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FailoverView {
+    pub automatic: bool,
+    pub paused: bool,
+    pub lease_remaining_secs: Option<f64>,
+    pub fenced: bool,
+    pub primary_seen_ago_secs: Option<f64>,
+    pub report: Option<ReportView>,
+    pub last_attempt: Option<String>,
+}
+
+/// The primary's last lease request as a member remembers it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReportView {
+    pub epoch: i64,
+    pub lsn: Option<Lsn>,
+    pub sync_mode: SyncMode,
+    pub sync_standby: Option<String>,
+    pub age_secs: f64,
+}
+
+/// The server's own state.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServerState {
+    pub in_recovery: bool,
+    pub system_identifier: String,
+    pub timeline: u32,
+    /// The primary's insert position (primary only).
+    pub current_lsn: Option<Lsn>,
+    /// Standby only: WAL received and replayed.
+    pub receive_lsn: Option<Lsn>,
+    pub replay_lsn: Option<Lsn>,
+    /// Unix seconds of the last replayed transaction.
+    pub last_replay_at: Option<f64>,
+    pub synchronous_standby_names: String,
+    /// Settings changed in the files that need a restart to apply.
+    pub pending_restart: Vec<String>,
+}
+
+/// A standby's WAL receiver (`pg_stat_wal_receiver`; `status` is
+/// PostgreSQL's word).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Receiver {
+    pub status: String,
+    pub sender_host: Option<String>,
+    pub sender_port: Option<i32>,
+    pub slot_name: Option<String>,
+    pub timeline: Option<i32>,
+}
+
+/// One standby connected to this primary (`pg_stat_replication`; `state`
+/// and `sync_state` are PostgreSQL's words).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StandbyConn {
+    /// The standby's `application_name`: its node name.
+    pub name: String,
+    pub client_addr: Option<String>,
+    pub state: String,
+    pub sync_state: String,
+    pub sent_lsn: Option<Lsn>,
+    pub flush_lsn: Option<Lsn>,
+    pub replay_lsn: Option<Lsn>,
+    /// Bytes between the primary's current position and the standby's
+    /// replay position.
+    pub lag_bytes: Option<i64>,
+    pub replay_lag_secs: Option<f64>,
+    /// Seconds since the standby last replied. A standby replies every
+    /// `wal_receiver_status_interval` (1 s) even when idle; a cut-off one
+    /// stays listed as `streaming` until `wal_sender_timeout`, so this is
+    /// how a dead one is told apart early.
+    pub reply_age_secs: Option<f64>,
+}
+
+impl StandbyConn {
+    pub fn is_streaming(&self) -> bool {
+        self.state == "streaming"
+    }
+
+    /// Streaming, and heard from within the last 3 s.
+    pub fn is_live(&self) -> bool {
+        self.is_streaming() && self.reply_age_secs.is_some_and(|a| a < 3.0)
+    }
+
+    /// Confirms commits (`sync`, or `quorum` under ANY).
+    pub fn is_synchronous(&self) -> bool {
+        matches!(self.sync_state.as_str(), "sync" | "quorum")
+    }
+}
+
+/// A replication slot.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Slot {
+    pub name: String,
+    pub slot_type: String,
+    pub active: bool,
+    pub restart_lsn: Option<Lsn>,
+    /// `reserved`, `extended`, `unreserved` or `lost`.
+    pub wal_status: Option<String>,
+    /// WAL this slot holds back, in bytes.
+    pub retained_bytes: Option<i64>,
+}
+
+/// `GET /liveness`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Liveness {
+    pub alive: bool,
+    pub last_pass_age_secs: f64,
+}
+
+/// `GET /cluster`: every member as the answering node sees it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClusterView {
+    pub epoch: i64,
+    pub primary: String,
+    pub members: Vec<ClusterMember>,
+}
+
+impl ClusterView {
+    pub fn member(&self, name: &str) -> Option<&ClusterMember> {
+        self.members.iter().find(|m| m.status.node == name)
+    }
+
+    /// The member this view names as primary.
+    pub fn primary_member(&self) -> Option<&ClusterMember> {
+        self.member(&self.primary)
+    }
+}
+
+/// One member of [`ClusterView`]: its status, or why it did not answer
+/// (`state` is then `unreachable` and `error` says why), and its admin
+/// URL, so a client can reach the primary without a member list.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClusterMember {
+    #[serde(flatten)]
+    pub status: NodeStatus,
+    pub api_url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `POST /switchover`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchoverRequest {
+    /// The new primary; default: the synchronous standby.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// `POST /promote`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromoteRequest {
+    #[serde(default)]
+    pub force: bool,
+    /// Set by a primary running a switchover: the epoch to promote at, the
+    /// old primary, and its shutdown checkpoint, which must be replayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_lsn: Option<Lsn>,
+}
+
+/// `POST /demote`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoteRequest {
+    /// The primary to follow.
+    pub to: String,
+}
+
+/// What `/switchover`, `/promote` and `/demote` answer.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OpReport {
+    pub operation: String,
+    pub from: String,
+    pub to: String,
+    pub epoch: i64,
+    /// Request to the new primary accepting writes.
+    pub seconds_to_writable: Option<f64>,
+    pub seconds_total: f64,
+    pub checkpoint_lsn: Option<Lsn>,
+    pub steps: Vec<String>,
+    /// Each other standby and whether it streams from the new primary.
+    pub followers: Vec<(String, bool)>,
+}
+
+/// `POST /pause {"paused": true}`: maintenance mode, on every member
+/// unless `local`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PauseRequest {
+    pub paused: bool,
+    #[serde(default)]
+    pub local: bool,
+}
+
+/// What `/pause` answers: this node first, then each other member.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PauseReport {
+    pub paused: bool,
+    pub members: Vec<PauseMember>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PauseMember {
+    pub node: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_newer_sidecars_status_is_read_its_additions_ignored() {
+        // A state and a field this build does not know, and a section
+        // (`receiver`) left out.
+        let body = r#"{"node":"b","role":"backup","state":"rewinding","epoch":3,
+            "primary":"a","brand_new":{"x":1},"sync":{"mode":"quorum","strict":false}}"#;
+        let st: NodeStatus = serde_json::from_str(body).unwrap();
+        assert_eq!(st.state, NodeState::Other("rewinding".into()));
+        assert_eq!(st.state.to_string(), "rewinding");
+        assert_eq!(st.role, Role::Backup);
+        assert_eq!(st.sync.unwrap().mode.as_str(), "quorum");
+        assert!(st.receiver.is_none());
+    }
+
+    #[test]
+    fn a_cluster_member_that_did_not_answer_reads_with_its_error() {
+        let body = r#"{"epoch":2,"primary":"a","members":[
+            {"node":"a","role":"lead","state":"primary","api_url":"http://a"},
+            {"node":"c","role":"compute","state":"unreachable","error":"timed out","api_url":"http://c"}]}"#;
+        let c: ClusterView = serde_json::from_str(body).unwrap();
+        assert!(c.primary_member().unwrap().status.is_primary());
+        let m = c.member("c").unwrap();
+        assert_eq!(m.error.as_deref(), Some("timed out"));
+        assert_eq!(m.status.state, NodeState::Unreachable);
+        // And written back the same way.
+        let again: serde_json::Value = serde_json::to_value(&c).unwrap();
+        assert_eq!(again["members"][1]["error"], "timed out");
+        assert_eq!(again["members"][1]["node"], "c");
+    }
+
+    #[test]
+    fn requests_refuse_unknown_fields() {
+        let e = serde_json::from_str::<PromoteRequest>(r#"{"forse":true}"#).unwrap_err();
+        assert!(e.to_string().contains("forse"), "{e}");
+    }
+}
