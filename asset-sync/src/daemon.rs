@@ -4,9 +4,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use aurora_api::assets::{self as wire, AssetStatus, PassOutcome, SyncTriggered};
 use hyper::{Method, StatusCode};
 use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge};
-use serde_json::json;
 use sidecar_kit::admin::{AdminApi, AdminRequest, AdminResponse, Routed};
 use sidecar_kit::{HealthReport, HealthStatus, Lifecycle, Metrics};
 use tokio::sync::{watch, Notify};
@@ -119,13 +119,25 @@ impl SyncMetrics {
     }
 }
 
-/// The result of a pass as the admin API reports it.
-#[derive(Clone, Debug, serde::Serialize)]
+/// The result of a pass.
+#[derive(Clone, Debug)]
 pub struct Outcome {
     pub seq: u64,
     pub finished_at: chrono::DateTime<chrono::Utc>,
     pub report: Option<PassReport>,
     pub error: Option<String>,
+}
+
+impl Outcome {
+    /// As the admin API serves it.
+    pub fn wire(&self) -> PassOutcome {
+        PassOutcome {
+            seq: self.seq,
+            finished_at: Some(self.finished_at),
+            report: self.report.clone(),
+            error: self.error.clone(),
+        }
+    }
 }
 
 pub struct Daemon {
@@ -178,20 +190,23 @@ impl AdminApi for Daemon {
     }
 
     fn status(&self) -> serde_json::Value {
-        json!({
-            "bucket": self.config.s3.bucket,
-            "prefix": self.config.s3.prefix,
-            "target_dir": self.config.sync.target_dir,
-            "interval_secs": self.config.sync.interval_secs,
-            "running_pass": self.started.load(Ordering::SeqCst) > self.last().map(|o| o.seq).unwrap_or(0),
-            "progress": {
-                "planned": self.progress.planned.load(Ordering::Relaxed),
-                "done": self.progress.done.load(Ordering::Relaxed),
-                "bytes": self.progress.bytes.load(Ordering::Relaxed),
+        let last = self.last();
+        let status = AssetStatus {
+            bucket: self.config.s3.bucket.clone(),
+            prefix: self.config.s3.prefix.clone(),
+            target_dir: self.config.sync.target_dir.display().to_string(),
+            interval_secs: self.config.sync.interval_secs,
+            running_pass: self.started.load(Ordering::SeqCst)
+                > last.as_ref().map(|o| o.seq).unwrap_or(0),
+            progress: wire::Progress {
+                planned: self.progress.planned.load(Ordering::Relaxed),
+                done: self.progress.done.load(Ordering::Relaxed),
+                bytes: self.progress.bytes.load(Ordering::Relaxed),
             },
-            "last_pass": self.last(),
-            "mirror_listed_at": self.mirror_listed_at.lock().ok().and_then(|g| *g),
-        })
+            last_pass: last.as_ref().map(Outcome::wire),
+            mirror_listed_at: self.mirror_listed_at.lock().ok().and_then(|g| *g),
+        };
+        serde_json::to_value(status).unwrap_or_default()
     }
 
     async fn handle(&self, req: AdminRequest) -> Routed {
@@ -206,7 +221,11 @@ impl AdminApi for Daemon {
         let mut rx = self.completed.subscribe();
         self.trigger.notify_one();
         if !wait {
-            return AdminResponse::json(StatusCode::ACCEPTED, &json!({"triggered": true})).into();
+            let accepted = SyncTriggered {
+                triggered: true,
+                note: None,
+            };
+            return AdminResponse::json(StatusCode::ACCEPTED, &accepted).into();
         }
         // Wait for a pass that *started* after this request.
         let waited = tokio::time::timeout(SYNC_WAIT, async {
@@ -224,15 +243,18 @@ impl AdminApi for Daemon {
         .await;
         match waited {
             Ok(Some(o)) if o.error.is_none() && o.report.as_ref().is_some_and(|r| r.ok) => {
-                AdminResponse::ok(&o).into()
+                AdminResponse::ok(&o.wire()).into()
             }
-            Ok(Some(o)) => AdminResponse::json(StatusCode::BAD_GATEWAY, &o).into(),
+            Ok(Some(o)) => AdminResponse::json(StatusCode::BAD_GATEWAY, &o.wire()).into(),
             Ok(None) => {
                 AdminResponse::error(StatusCode::SERVICE_UNAVAILABLE, "shutting down").into()
             }
             Err(_) => AdminResponse::json(
                 StatusCode::ACCEPTED,
-                &json!({"triggered": true, "note": "pass still running; see GET /status"}),
+                &SyncTriggered {
+                    triggered: true,
+                    note: Some("pass still running; see GET /status".into()),
+                },
             )
             .into(),
         }
@@ -294,7 +316,7 @@ pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
                         // The cache is complete enough to serve once a listing
                         // succeeded; per-object failures are retried next pass.
                         if let Ok(mut g) = daemon.mirror_listed_at.lock() {
-                            *g = Some(report.listed_at);
+                            *g = report.listed_at;
                         }
                         lifecycle.set_ready(true);
                         failures = if report.ok { 0 } else { failures + 1 };

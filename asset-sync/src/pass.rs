@@ -1,7 +1,7 @@
 //! One sync pass: list, plan, download what differs, delete what is gone
 //! (guarded), save the manifest.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -9,7 +9,6 @@ use std::time::Instant;
 
 use futures::StreamExt;
 use globset::{Glob, GlobSet, GlobSetBuilder};
-use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -24,39 +23,9 @@ use crate::s3::{self, plain_md5, Remote};
 /// At most this many error lines are kept in a report.
 const MAX_ERRORS: usize = 20;
 
-/// What one pass did.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct PassReport {
-    pub ok: bool,
-    /// The origin this pass listed and downloaded from.
-    pub origin: String,
-    /// When the listing this pass worked from was complete.
-    pub listed_at: chrono::DateTime<chrono::Utc>,
-    pub listed: u64,
-    pub downloaded: u64,
-    pub bytes_downloaded: u64,
-    /// Local files that already matched (after a lost manifest), kept.
-    pub adopted: u64,
-    pub unchanged: u64,
-    pub deleted: u64,
-    /// Keys not mirrored: unsafe (`rejected`) or filtered out (`filtered`).
-    pub rejected: u64,
-    pub filtered: u64,
-    pub failed: u64,
-    /// Objects overwritten between listing and download (fetched next pass).
-    pub changed_during_pass: u64,
-    pub verified_size_only: u64,
-    /// Downloads by how they were verified (`Verified::label`).
-    pub verified_by: BTreeMap<&'static str, u64>,
-    pub retries: u64,
-    pub rejections: HashMap<&'static str, u64>,
-    /// Set when deletions were held back, with the reason.
-    pub deletion_guard: Option<String>,
-    pub local_files: u64,
-    pub local_bytes: u64,
-    pub duration_secs: f64,
-    pub errors: Vec<String>,
-}
+/// What one pass did: the HTTP contract's type, which `POST /sync`,
+/// `GET /status` and `--once` serve as they are.
+pub use aurora_api::assets::PassReport;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PassError {
@@ -205,7 +174,7 @@ impl Syncer {
         manifest.listed_at = Some(listed_at);
         let mut report = PassReport {
             listed: listing.len() as u64,
-            listed_at,
+            listed_at: Some(listed_at),
             origin: origin.to_string(),
             ..Default::default()
         };
@@ -232,7 +201,7 @@ impl Syncer {
                         report.filtered += 1;
                     }
                 }
-                Err(rule) => report.reject(&remote.key, rule),
+                Err(rule) => reject(&mut report, &remote.key, rule),
             }
         }
         // A key that is also the directory of a mirrored key: the directory
@@ -244,7 +213,7 @@ impl Syncer {
         for (remote, rel, path) in candidates {
             if conflicts.contains(rel) {
                 keep.remove(rel);
-                report.reject(&remote.key, Rejection::FileAndPrefix);
+                reject(&mut report, &remote.key, Rejection::FileAndPrefix);
             } else {
                 wanted.push((remote.clone(), rel.to_string(), path));
             }
@@ -400,7 +369,7 @@ impl Syncer {
                     }
                     *report
                         .verified_by
-                        .entry(fetched.verified.label())
+                        .entry(fetched.verified.label().to_string())
                         .or_default() += 1;
                     // The file's directory and every directory above it up
                     // to the target: a directory created for this file is
@@ -519,14 +488,16 @@ impl Syncer {
     }
 }
 
-impl PassReport {
-    fn reject(&mut self, key: &str, rule: Rejection) {
-        if rule != Rejection::DirectoryMarker {
-            tracing::warn!(key = ?key, rule = rule.as_str(), "unsafe key skipped");
-        }
-        self.rejected += 1;
-        *self.rejections.entry(rule.as_str()).or_default() += 1;
+/// Counts a key not mirrored because it is unsafe, by rule.
+fn reject(report: &mut PassReport, key: &str, rule: Rejection) {
+    if rule != Rejection::DirectoryMarker {
+        tracing::warn!(key = ?key, rule = rule.as_str(), "unsafe key skipped");
     }
+    report.rejected += 1;
+    *report
+        .rejections
+        .entry(rule.as_str().to_string())
+        .or_default() += 1;
 }
 
 /// Why deleting `gone` of the `published` files mirrored before this pass

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use aurora_api::assets::{AssetStatus, PassOutcome};
 use aws_sdk_s3::primitives::ByteStream;
 use hyper::Method;
 use sidecar_kit::http_client::HttpClient;
@@ -356,8 +357,16 @@ async fn daemon_syncs_on_request_and_reports_health() {
         .await
         .unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
-    let body: serde_json::Value = r.json("").unwrap();
-    assert_eq!(body["report"]["downloaded"], 1);
+    let body: PassOutcome = testbed::contract::read(&r, "POST /sync");
+    assert_eq!(
+        body.report.as_ref().map(|r| r.downloaded),
+        Some(1),
+        "{body:?}"
+    );
+    let (_, st): (_, AssetStatus) =
+        testbed::contract::get(&http, &format!("{}/status", p.admin_url())).await;
+    assert_eq!(st.last_pass.map(|o| o.seq), Some(body.seq));
+    assert!(!st.running_pass);
     assert_eq!(std::fs::read(target.join("b.png")).unwrap(), b"b");
 
     let metrics = http
@@ -386,6 +395,8 @@ async fn daemon_syncs_on_request_and_reports_health() {
         .await
         .unwrap();
     assert_eq!(r.status, 502);
+    let failed: PassOutcome = testbed::contract::read(&r, "POST /sync with S3 down");
+    assert!(failed.error.is_some(), "{failed:?}");
     let h: serde_json::Value = http
         .get_json(&format!("{}/health", p.admin_url()))
         .await
@@ -409,11 +420,9 @@ async fn daemon_syncs_on_request_and_reports_health() {
     let mut p = SidecarProcess::start(spec(&g), Duration::from_secs(15))
         .await
         .expect("ready with S3 down and an earlier mirror");
-    let st: serde_json::Value = http
-        .get_json(&format!("{}/status", p.admin_url()))
-        .await
-        .unwrap();
-    assert!(st["mirror_listed_at"].is_string(), "{st}");
+    let (_, st): (_, AssetStatus) =
+        testbed::contract::get(&http, &format!("{}/status", p.admin_url())).await;
+    assert!(st.mirror_listed_at.is_some(), "{st:?}");
     assert!(target.join("b.png").exists());
     assert!(p
         .terminate(Duration::from_secs(10))

@@ -5,8 +5,10 @@ use std::fmt;
 use std::time::Duration;
 
 use hyper::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value;
-use sidecar_kit::http_client::{HttpClient, HttpError};
+use sidecar_kit::http_client::{HttpClient, HttpError, HttpResponse};
 
 use crate::config::NodeConfig;
 use crate::error::{CliError, CliResult};
@@ -56,8 +58,23 @@ impl fmt::Display for Sidecar {
 /// A JSON answer and its HTTP status (operations answer 409 with a reason,
 /// which the caller turns into its own message).
 pub struct Answer {
+    pub sidecar: Sidecar,
+    pub url: String,
     pub status: StatusCode,
     pub body: Value,
+}
+
+impl Answer {
+    /// The body as the contract type `T`; a body this build cannot read is
+    /// a failure naming the field, not a silent default.
+    pub fn read<T: DeserializeOwned>(&self, what: &str) -> CliResult<T> {
+        serde_path_to_error::deserialize(&self.body).map_err(|e| {
+            CliError::failed(format!(
+                "{} at {} answered {what} with a document this aurora-cli cannot read: {e}",
+                self.sidecar, self.url
+            ))
+        })
+    }
 }
 
 pub struct Api<'a> {
@@ -83,6 +100,21 @@ impl<'a> Api<'a> {
         })
     }
 
+    /// `GET` a document of the HTTP contract: any non-2xx answer, or one
+    /// this build cannot read, is a failure naming the URL.
+    pub async fn read<T: DeserializeOwned>(&self, sidecar: Sidecar, path: &str) -> CliResult<T> {
+        let answer = self.get_any(sidecar, path).await?;
+        if !answer.status.is_success() {
+            return Err(CliError::failed(format!(
+                "{sidecar} at {} answered {}: {}",
+                answer.url,
+                answer.status,
+                reason(&answer.body)
+            )));
+        }
+        answer.read(path)
+    }
+
     /// `GET` a JSON document; any non-2xx answer is a failure naming the URL.
     pub async fn get(&self, sidecar: Sidecar, path: &str) -> CliResult<Value> {
         let answer = self.get_any(sidecar, path).await?;
@@ -106,9 +138,12 @@ impl<'a> Api<'a> {
             .get(&url)
             .await
             .map_err(|e| unreachable(sidecar, &e, self.config))?;
+        versioned(sidecar, &url, &resp)?;
         let body = serde_json::from_slice(&resp.body)
             .unwrap_or_else(|_| Value::String(resp.text().trim().to_string()));
         Ok(Answer {
+            sidecar,
+            url,
             status: resp.status,
             body,
         })
@@ -120,7 +155,7 @@ impl<'a> Api<'a> {
         &self,
         sidecar: Sidecar,
         path: &str,
-        body: &Value,
+        body: &impl Serialize,
         timeout: Duration,
     ) -> CliResult<Answer> {
         let base = self.url(sidecar)?.to_string();
@@ -133,9 +168,11 @@ impl<'a> Api<'a> {
         sidecar: Sidecar,
         base: &str,
         path: &str,
-        body: &Value,
+        body: &impl Serialize,
         timeout: Duration,
     ) -> CliResult<Answer> {
+        let body = serde_json::to_value(body)
+            .map_err(|e| CliError::failed(format!("cannot write the request to {path}: {e}")))?;
         let url = format!("{}{path}", base.trim_end_matches('/'));
         let token = self.config.admin.token.as_ref().ok_or_else(|| {
             CliError::usage(
@@ -145,9 +182,10 @@ impl<'a> Api<'a> {
         })?;
         let client = HttpClient::new(timeout);
         let resp = client
-            .send(Method::POST, &url, Some(token), Some(body))
+            .send(Method::POST, &url, Some(token), Some(&body))
             .await
             .map_err(|e| unreachable(sidecar, &e, self.config))?;
+        versioned(sidecar, &url, &resp)?;
         let body = serde_json::from_slice(&resp.body)
             .unwrap_or_else(|_| Value::String(resp.text().trim().to_string()));
         if resp.status == StatusCode::UNAUTHORIZED {
@@ -157,10 +195,23 @@ impl<'a> Api<'a> {
             )));
         }
         Ok(Answer {
+            sidecar,
+            url,
             status: resp.status,
             body,
         })
     }
+}
+
+/// Refuses an answer written in a contract version newer than this build
+/// reads, saying which side to upgrade (`aurora_api`'s version rule).
+fn versioned(sidecar: Sidecar, url: &str, resp: &HttpResponse) -> CliResult {
+    resp.api_version(url).map(drop).map_err(|e| {
+        CliError::failed(format!(
+            "{sidecar} is newer than this aurora-cli ({}): {e}",
+            env!("CARGO_PKG_VERSION")
+        ))
+    })
 }
 
 fn unreachable(sidecar: Sidecar, e: &HttpError, config: &NodeConfig) -> CliError {
@@ -232,5 +283,79 @@ mod hint_tests {
             logs_hint(&config, Sidecar::ReplManager),
             "`aurora-cli logs repl-manager`"
         );
+    }
+}
+
+#[cfg(test)]
+mod contract_tests {
+    use super::*;
+    use aurora_api::repl::{ClusterView, NodeState};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A stand-in for a sidecar of another release (none exists yet to run):
+    /// answers every request with `version` in the contract header and
+    /// `body`.
+    async fn sidecar_of_another_release(version: &str, body: &str) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n{}: {version}\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            aurora_api::API_HEADER,
+            body.len()
+        );
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(answer.as_bytes()).await;
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    /// `/cluster` read from a sidecar answering `version` and `body`.
+    async fn cluster_from(version: &str, body: &str) -> CliResult<ClusterView> {
+        let mut config = NodeConfig::default();
+        config.sidecars.repl_manager = sidecar_of_another_release(version, body).await;
+        Api::new(&config)
+            .read(Sidecar::ReplManager, "/cluster")
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_newer_compatible_sidecar_is_read_and_its_additions_ignored() {
+        let body = r#"{"epoch":4,"primary":"a","since":"2030-01-01","members":[
+            {"node":"a","role":"lead","state":"primary","api_url":"http://a","lease":{"v":2}},
+            {"node":"b","role":"witness","state":"catching-up","api_url":"http://b"}]}"#;
+        let c = cluster_from("1", body).await.unwrap();
+        assert_eq!(c.epoch, 4);
+        let b = c.member("b").unwrap();
+        assert_eq!(b.status.state, NodeState::Other("catching-up".into()));
+        assert_eq!(b.status.role.to_string(), "witness");
+    }
+
+    #[tokio::test]
+    async fn an_incompatible_sidecar_is_refused_saying_what_to_upgrade() {
+        let e = cluster_from("2", r#"{"cluster":{}}"#)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("repl-manager is newer than this aurora-cli")
+                && e.contains("API version 2")
+                && e.contains("upgrade"),
+            "{e}"
+        );
+        assert_eq!(e.lines().count(), 1, "{e}");
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_breaks_the_contract_names_the_field() {
+        let e = cluster_from("1", r#"{"epoch":"four","members":[]}"#)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot read") && e.contains("epoch"), "{e}");
     }
 }

@@ -112,11 +112,11 @@ pub fn duration_secs(s: f64) -> String {
 }
 
 /// Prints a JSON value for `--json` (pretty, one document).
-pub fn print_json(v: &serde_json::Value) {
-    outln!(
-        "{}",
-        serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
-    );
+pub fn print_json(v: &impl serde::Serialize) {
+    match serde_json::to_string_pretty(v) {
+        Ok(text) => outln!("{text}"),
+        Err(e) => eprintln!("aurora-cli: cannot write the JSON document: {e}"),
+    }
 }
 
 /// Writes the tool's output. When the reader went away (a pipe into `head`

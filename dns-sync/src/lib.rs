@@ -12,12 +12,12 @@ pub mod server;
 pub mod udp;
 pub mod zone;
 
+use aurora_api::dns::{DnsStatus, Skipped};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hickory_server::server::Server;
-use serde_json::json;
 use sidecar_kit::{AdminApi, HealthReport, HealthStatus, Lifecycle, Metrics};
 
 pub use config::Config;
@@ -86,21 +86,47 @@ impl AdminApi for Api {
 
     fn status(&self) -> serde_json::Value {
         let zone = self.state.zone.get();
-        json!({
-            "zone": self.zone_name,
-            "dns": self.state.dns_addr.lock().ok().and_then(|g| *g),
-            "serial": zone.as_ref().map(|z| z.serial),
-            "records": zone.as_ref().map(|z| z.len()),
-            "down": zone.as_ref().map(|z| z.down.clone()),
+        let status = DnsStatus {
+            zone: self.zone_name.clone(),
+            dns: self
+                .state
+                .dns_addr
+                .lock()
+                .ok()
+                .and_then(|g| *g)
+                .map(|a| a.to_string()),
+            serial: zone.as_ref().map(|z| z.serial),
+            records: zone.as_ref().map(|z| z.len()),
+            down: zone.as_ref().map(|z| z.down.clone()),
             // No report written anywhere within down_after_secs (the primary
             // is gone): the down set is frozen, not grown.
-            "health_frozen": zone.as_ref().map(|z| z.health_frozen),
-            "skipped": zone.as_ref().map(|z| z.skipped.clone()),
-            "last_refresh_age_secs": self.state.last_refresh.lock().ok()
+            health_frozen: zone.as_ref().map(|z| z.health_frozen),
+            skipped: zone.as_ref().map(|z| {
+                z.skipped
+                    .iter()
+                    .map(|s| Skipped {
+                        node: s.node.clone(),
+                        reason: s.reason.to_string(),
+                        detail: s.detail.clone(),
+                    })
+                    .collect()
+            }),
+            last_refresh_age_secs: self
+                .state
+                .last_refresh
+                .lock()
+                .ok()
                 .and_then(|g| g.map(|t| t.elapsed().as_secs_f64())),
-            "last_error": self.state.last_error.lock().ok().and_then(|g| g.clone()),
-            "source": self.state.source.lock().ok().and_then(|g| *g),
-        })
+            last_error: self.state.last_error.lock().ok().and_then(|g| g.clone()),
+            source: self
+                .state
+                .source
+                .lock()
+                .ok()
+                .and_then(|g| *g)
+                .map(str::to_string),
+        };
+        serde_json::to_value(status).unwrap_or_default()
     }
 }
 

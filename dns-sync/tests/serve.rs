@@ -9,6 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
 use std::time::Duration;
 
+use aurora_api::dns::DnsStatus;
 use cluster_db::queries::*;
 use cluster_db::{HealthStatus, NodeName, NodeRegistration, Role};
 use dns_sync::Config;
@@ -417,11 +418,9 @@ async fn reports_that_stop_everywhere_freeze_the_view_and_say_so() {
         .unwrap();
     assert_eq!(h["status"], "degraded", "{h}");
     assert!(h["reasons"].to_string().contains("frozen"), "{h}");
-    let st: serde_json::Value = http
-        .get_json(&format!("{}/status", dns.admin))
-        .await
-        .unwrap();
-    assert_eq!(st["health_frozen"], true, "{st}");
+    let (_, st): (_, DnsStatus) =
+        testbed::contract::get(&http, &format!("{}/status", dns.admin)).await;
+    assert_eq!(st.health_frozen, Some(true), "{st:?}");
     dns.stop().await;
 }
 
@@ -453,11 +452,14 @@ async fn served_from_fallback(dns: &Dns, within: Duration) {
     })
     .await;
     assert!(moved, "db still answers {:?}", dns.short(&name("db"), "A"));
-    let st: serde_json::Value = HttpClient::new(Duration::from_secs(2))
-        .get_json(&format!("{}/status", dns.admin))
-        .await
-        .unwrap();
-    assert_eq!(st["source"], "fallback", "{st}");
+    let http = HttpClient::new(Duration::from_secs(2));
+    let (_, st): (_, DnsStatus) =
+        testbed::contract::get(&http, &format!("{}/status", dns.admin)).await;
+    assert_eq!(st.source.as_deref(), Some("fallback"), "{st:?}");
+    assert!(
+        st.serial.is_some() && st.records.is_some_and(|r| r > 0),
+        "{st:?}"
+    );
 }
 
 /// The old lead's own PostgreSQL is down and a failover moved the primary:

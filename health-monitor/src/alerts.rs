@@ -45,10 +45,11 @@ pub fn transitions(prev: &HashMap<String, String>, now: &FleetView) -> Vec<Trans
         .iter()
         .filter_map(|n| {
             let before = prev.get(&n.name)?;
-            (before != &n.status && (alarming(before) || alarming(&n.status))).then(|| Transition {
+            let now = n.status.as_str();
+            (before != now && (alarming(before) || alarming(now))).then(|| Transition {
                 node: n.name.clone(),
                 from: before.clone(),
-                to: n.status.clone(),
+                to: now.to_string(),
                 changes_in_window: 1,
             })
         })
@@ -70,7 +71,7 @@ pub fn sender(view: &FleetView) -> Option<&str> {
     }
     view.nodes
         .iter()
-        .filter(|n| !alarming(&n.status))
+        .filter(|n| !alarming(n.status.as_str()))
         .map(|n| n.name.as_str())
         .min()
 }
@@ -111,7 +112,7 @@ impl Alerter {
         self.previous = view
             .nodes
             .iter()
-            .map(|n| (n.name.clone(), n.status.clone()))
+            .map(|n| (n.name.clone(), n.status.to_string()))
             .collect();
         let window = Duration::from_secs(self.config.cooldown_secs);
         let now = Instant::now();
@@ -220,9 +221,9 @@ mod tests {
                 .iter()
                 .map(|(n, s)| NodeView {
                     name: n.to_string(),
-                    role: Role::Compute,
+                    role: Role::Compute.into(),
                     vpn_ip: "10.0.0.9".into(),
-                    status: s.to_string(),
+                    status: (*s).into(),
                     report_age_secs: None,
                 })
                 .collect(),

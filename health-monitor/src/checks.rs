@@ -11,6 +11,9 @@ use sidecar_kit::http_client::HttpClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::{ChecksConfig, Config};
+use aurora_api::monitor::{HealthBody, SidecarHealth};
+use aurora_api::repl::{NodeState, NodeStatus, SyncMode, SyncView};
+
 use crate::db::Databases;
 
 #[derive(Clone, Debug, Serialize)]
@@ -19,6 +22,18 @@ pub struct CheckResult {
     pub status: HealthStatus,
     pub message: String,
     pub duration_ms: u64,
+}
+
+impl CheckResult {
+    /// As `GET /status` serves it.
+    pub fn wire(&self) -> aurora_api::monitor::CheckResult {
+        aurora_api::monitor::CheckResult {
+            name: self.name.clone(),
+            status: self.status.into(),
+            message: self.message.clone(),
+            duration_ms: self.duration_ms,
+        }
+    }
 }
 
 type Outcome = (HealthStatus, String);
@@ -302,41 +317,43 @@ async fn tcp_check(address: &str) -> Outcome {
 /// standby is judged by its lag against the primary's current position.
 async fn replication(http: &HttpClient, base: &str, c: &ChecksConfig) -> Outcome {
     let url = format!("{}/status", base.trim_end_matches('/'));
-    let st: serde_json::Value = match http.get_json(&url).await {
-        Ok(v) => v,
-        Err(e) => return critical(format!("repl-manager: {e}")),
-    };
-    let state = st["state"].as_str().unwrap_or("unknown");
-    match state {
-        "primary" => {
-            let streaming = st["replicas"]
-                .as_array()
-                .map(|r| r.iter().filter(|r| r["state"] == "streaming").count())
-                .unwrap_or(0);
-            let mode = st["sync"]["mode"].as_str().unwrap_or("none");
-            let standby = st["sync"]["standby"].as_str();
-            if st["failover"]["fenced"] == true {
+    match http.get_json::<NodeStatus>(&url).await {
+        Ok(st) => replication_outcome(&st, c),
+        Err(e) => critical(format!("repl-manager: {e}")),
+    }
+}
+
+fn replication_outcome(st: &NodeStatus, c: &ChecksConfig) -> Outcome {
+    match st.state {
+        NodeState::Primary => {
+            let streaming = st.replicas.iter().filter(|r| r.is_streaming()).count();
+            if st.fenced() {
                 return critical(
                     "primary is fenced (no lease from a majority): it accepts no writes",
                 );
             }
-            match (mode, standby) {
-                ("sync", Some(s)) => passing(format!(
+            match &st.sync {
+                None => passing(format!("primary; {streaming} standby(s) streaming")),
+                Some(SyncView {
+                    mode: SyncMode::Sync,
+                    standby: Some(s),
+                    ..
+                }) => passing(format!(
                     "primary; synchronous standby {s}; {streaming} standby(s) streaming"
                 )),
-                _ if st["sync"].is_null() => {
-                    passing(format!("primary; {streaming} standby(s) streaming"))
-                }
-                (m, _) => warning(format!(
-                    "primary without a synchronous standby (mode {m}): commits are not copied to the backup; {streaming} standby(s) streaming"
+                Some(sync) => warning(format!(
+                    "primary without a synchronous standby (mode {}): commits are not copied to the backup; {streaming} standby(s) streaming",
+                    sync.mode
                 )),
             }
         }
-        "replica" => {
-            let lag = st["lag_bytes"].as_u64();
-            let secs = st["lag_seconds"].as_f64();
-            let primary = st["primary"].as_str().unwrap_or("?");
-            match lag {
+        NodeState::Replica => {
+            let primary = if st.primary.is_empty() {
+                "?"
+            } else {
+                st.primary.as_str()
+            };
+            match st.lag_bytes {
                 Some(b) if b >= c.lag_critical_bytes => critical(format!(
                     "replica of {primary}, {b} bytes behind (critical above {})",
                     c.lag_critical_bytes
@@ -347,20 +364,22 @@ async fn replication(http: &HttpClient, base: &str, c: &ChecksConfig) -> Outcome
                 )),
                 Some(b) => passing(format!(
                     "replica of {primary}, {b} bytes behind{}",
-                    secs.map(|s| format!(", {s:.1} s")).unwrap_or_default()
+                    st.lag_seconds
+                        .map(|s| format!(", {s:.1} s"))
+                        .unwrap_or_default()
                 )),
                 None => warning(format!(
                     "replica of {primary}, lag unknown: {}",
-                    st["lag_error"]
-                        .as_str()
+                    st.lag_error
+                        .as_deref()
                         .unwrap_or("no answer from the primary")
                 )),
             }
         }
-        other => critical(format!(
+        ref other => critical(format!(
             "PostgreSQL is {other}{}",
-            st["last_error"]
-                .as_str()
+            st.last_error
+                .as_deref()
                 .map(|e| format!(": {e}"))
                 .unwrap_or_default()
         )),
@@ -371,31 +390,59 @@ async fn replication(http: &HttpClient, base: &str, c: &ChecksConfig) -> Outcome
 /// its reasons), anything else critical.
 async fn sidecar_health(http: &HttpClient, base: &str) -> Outcome {
     let url = format!("{}/health", base.trim_end_matches('/'));
-    match http.get(&url).await {
-        Ok(r) => {
-            let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
-            let reasons = body["reasons"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str())
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                })
-                .unwrap_or_default();
-            match (r.status.is_success(), body["status"].as_str()) {
-                (true, Some("ok")) | (true, None) => passing("healthy"),
-                (true, Some(s)) => warning(format!("{s}: {reasons}")),
-                (false, _) => critical(format!("{url} answered {}: {reasons}", r.status)),
-            }
-        }
-        Err(e) => critical(e.to_string()),
+    let r = match http.get(&url).await {
+        Ok(r) => r,
+        Err(e) => return critical(e.to_string()),
+    };
+    // A body this build cannot read still says something by its status.
+    let body: HealthBody = match r.json(&url) {
+        Ok(b) => b,
+        Err(e) if r.status.is_success() => return warning(e.to_string()),
+        Err(_) => HealthBody::default(),
+    };
+    let reasons = body.reasons.join("; ");
+    match (r.status.is_success(), &body.status) {
+        (true, SidecarHealth::Ok) => passing("healthy"),
+        (true, s) => warning(format!("{s}: {reasons}")),
+        (false, _) => critical(format!("{url} answered {}: {reasons}", r.status)),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replication_is_judged_from_repl_managers_status() {
+        let c = Config::default().checks;
+        let st = |v: serde_json::Value| -> NodeStatus { serde_json::from_value(v).unwrap() };
+        let judge = |v| replication_outcome(&st(v), &c);
+        let sync = serde_json::json!({"mode": "sync", "standby": "star"});
+        let (s, m) = judge(serde_json::json!({"state": "primary", "sync": sync}));
+        assert_eq!(
+            (s, m.contains("synchronous standby star")),
+            (HealthStatus::Passing, true)
+        );
+        let fenced =
+            serde_json::json!({"state": "primary", "sync": sync, "failover": {"fenced": true}});
+        assert_eq!(judge(fenced).0, HealthStatus::Critical);
+        let (s, m) = judge(serde_json::json!({"state": "primary", "sync": {"mode": "async"}}));
+        assert_eq!((s, m.contains("mode async")), (HealthStatus::Warning, true));
+        let behind = c.lag_critical_bytes;
+        let (s, m) = judge(
+            serde_json::json!({"state": "replica", "primary": "aurora", "lag_bytes": behind}),
+        );
+        assert_eq!(
+            (s, m.contains("replica of aurora")),
+            (HealthStatus::Critical, true)
+        );
+        // A state a newer repl-manager reports is named, not misread.
+        let (s, m) = judge(serde_json::json!({"state": "rewinding", "last_error": "x"}));
+        assert_eq!(
+            (s, m.as_str()),
+            (HealthStatus::Critical, "PostgreSQL is rewinding: x")
+        );
+    }
 
     #[test]
     fn disk_thresholds_count_only_what_we_can_use() {

@@ -1,57 +1,20 @@
 //! The fleet as this node's local database sees it (a replica on most
 //! nodes): every node, its status and the age of its last report.
 
-use cluster_db::{queries, DbError, Role};
-use serde::Serialize;
+use cluster_db::{queries, DbError};
 
 use crate::config::Config;
 use crate::db::Databases;
 
-#[derive(Clone, Debug, Serialize)]
-pub struct NodeView {
-    pub name: String,
-    pub role: Role,
-    pub vpn_ip: String,
-    /// `passing`, `warning`, `critical`, `down` (report older than three
-    /// intervals) or `unknown` (never reported).
-    pub status: String,
-    pub report_age_secs: Option<f64>,
-}
+pub use aurora_api::monitor::{
+    FleetNode as NodeView, FleetNodeStatus, FleetView, PrimaryView, StandbyView,
+};
 
-#[derive(Clone, Debug, Serialize)]
-pub struct FleetView {
-    pub primary: Option<String>,
-    pub epoch: i64,
-    pub nodes: Vec<NodeView>,
-    /// Registry rows that failed validation.
-    pub rejected: Vec<cluster_db::RejectedRow>,
-    /// The writable primary and its standbys, asked directly.
-    pub replication: PrimaryView,
-}
-
-/// One standby as the primary's `pg_stat_replication` shows it (its
-/// application name is the node name repl-manager gives it).
-#[derive(Clone, Debug, Serialize)]
-pub struct StandbyView {
-    pub name: String,
-    pub state: String,
-    pub sync_state: String,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct PrimaryView {
-    /// A writable primary answered through the read-write connection string.
-    pub reachable: bool,
-    pub error: Option<String>,
-    pub standbys: Vec<StandbyView>,
-}
-
-impl PrimaryView {
-    fn sync_streaming(&self) -> bool {
-        self.standbys
-            .iter()
-            .any(|s| s.state == "streaming" && matches!(s.sync_state.as_str(), "sync" | "quorum"))
-    }
+/// A synchronous standby streams from the primary.
+fn sync_streaming(p: &PrimaryView) -> bool {
+    p.standbys
+        .iter()
+        .any(|s| s.state == "streaming" && matches!(s.sync_state.as_str(), "sync" | "quorum"))
 }
 
 /// Asks the primary itself (not the replicated registry) whether it is
@@ -95,57 +58,58 @@ pub async fn primary_view(dbs: &Databases) -> PrimaryView {
     }
 }
 
-impl FleetView {
-    /// Why the fleet is not healthy; empty when it is.
-    pub fn problems(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        match &self.primary {
-            None => out.push("no primary recorded in aurora.cluster".to_string()),
-            Some(p) => match self.nodes.iter().find(|n| &n.name == p) {
-                Some(n) if n.status == "down" => out.push(format!("the primary {p} is down")),
-                None => out.push(format!("the primary {p} is not registered")),
-                _ => {}
-            },
-        }
-        if !self.replication.reachable {
-            out.push(format!(
-                "no writable primary answers: {}",
-                self.replication.error.as_deref().unwrap_or("unknown error")
-            ));
-        }
-        let has_backup = self.nodes.iter().any(|n| n.role == Role::Backup);
-        if !self
-            .nodes
-            .iter()
-            .any(|n| n.role == Role::Backup && n.status != "down")
-        {
-            out.push("no backup node is up".to_string());
-        }
-        if has_backup && self.replication.reachable && !self.replication.sync_streaming() {
-            let seen: Vec<String> = self
-                .replication
-                .standbys
-                .iter()
-                .map(|s| format!("{} {} ({})", s.name, s.state, s.sync_state))
-                .collect();
-            out.push(format!(
-                "no synchronous standby is streaming from the primary (standbys: {}); commits are not protected",
-                if seen.is_empty() { "none".to_string() } else { seen.join(", ") }
-            ));
-        }
-        for n in &self.nodes {
-            match n.status.as_str() {
-                "down" => out.push(format!(
-                    "{} is down (last report {:.0} s ago)",
-                    n.name,
-                    n.report_age_secs.unwrap_or(0.0)
-                )),
-                "critical" => out.push(format!("{} reports critical", n.name)),
-                _ => {}
+/// Why the fleet is not healthy; empty when it is.
+pub fn problems(view: &FleetView) -> Vec<String> {
+    let mut out = Vec::new();
+    match &view.primary {
+        None => out.push("no primary recorded in aurora.cluster".to_string()),
+        Some(p) => match view.node(p) {
+            Some(n) if n.status == FleetNodeStatus::Down => {
+                out.push(format!("the primary {p} is down"))
             }
-        }
-        out
+            None => out.push(format!("the primary {p} is not registered")),
+            _ => {}
+        },
     }
+    if !view.replication.reachable {
+        out.push(format!(
+            "no writable primary answers: {}",
+            view.replication.error.as_deref().unwrap_or("unknown error")
+        ));
+    }
+    let backup = aurora_api::Role::Backup;
+    let has_backup = view.nodes.iter().any(|n| n.role == backup);
+    if !view
+        .nodes
+        .iter()
+        .any(|n| n.role == backup && n.status != FleetNodeStatus::Down)
+    {
+        out.push("no backup node is up".to_string());
+    }
+    if has_backup && view.replication.reachable && !sync_streaming(&view.replication) {
+        let seen: Vec<String> = view
+            .replication
+            .standbys
+            .iter()
+            .map(|s| format!("{} {} ({})", s.name, s.state, s.sync_state))
+            .collect();
+        out.push(format!(
+            "no synchronous standby is streaming from the primary (standbys: {}); commits are not protected",
+            if seen.is_empty() { "none".to_string() } else { seen.join(", ") }
+        ));
+    }
+    for n in &view.nodes {
+        match n.status {
+            FleetNodeStatus::Down => out.push(format!(
+                "{} is down (last report {:.0} s ago)",
+                n.name,
+                n.report_age_secs.unwrap_or(0.0)
+            )),
+            FleetNodeStatus::Critical => out.push(format!("{} reports critical", n.name)),
+            _ => {}
+        }
+    }
+    out
 }
 
 pub async fn view(config: &Config, dbs: &Databases) -> Result<FleetView, DbError> {
@@ -188,9 +152,9 @@ pub async fn view(config: &Config, dbs: &Databases) -> Result<FleetView, DbError
         .zip(statuses)
         .map(|((n, r), status)| NodeView {
             name: n.name.to_string(),
-            role: n.role,
+            role: n.role.into(),
             vpn_ip: n.vpn_ip.to_string(),
-            status,
+            status: FleetNodeStatus::from(status.as_str()),
             report_age_secs: r.age_secs,
         })
         .collect();
@@ -198,7 +162,7 @@ pub async fn view(config: &Config, dbs: &Databases) -> Result<FleetView, DbError
         primary,
         epoch: cluster.epoch,
         nodes,
-        rejected: listing.rejected,
+        rejected: listing.rejected.into_iter().map(Into::into).collect(),
         replication,
     })
 }

@@ -26,6 +26,7 @@ use sidecar_kit::admin::{AdminApi, AdminRequest, AdminResponse, Routed};
 use sidecar_kit::http_client::HttpClient;
 use sidecar_kit::{HealthReport, HealthStatus as Liveness, Lifecycle, Metrics};
 
+use aurora_api::monitor::{FleetHealth, MonitorStatus};
 use checks::CheckResult;
 pub use config::Config;
 
@@ -104,14 +105,15 @@ impl AdminApi for Api {
             .lock()
             .map(|g| g.clone())
             .unwrap_or_default();
-        json!({
-            "node": self.config.node.name,
-            "role": self.config.node.role,
-            "status": checks::overall(&checks),
-            "registered": self.state.registered.lock().map(|g| *g).unwrap_or(false),
-            "checks": checks,
-            "report_error": self.state.report_error.lock().ok().and_then(|g| g.clone()),
-        })
+        let status = MonitorStatus {
+            node: self.config.node.name.to_string(),
+            role: self.config.node.role.as_str().into(),
+            status: checks::overall(&checks).into(),
+            registered: self.state.registered.lock().map(|g| *g).unwrap_or(false),
+            checks: checks.iter().map(checks::CheckResult::wire).collect(),
+            report_error: self.state.report_error.lock().ok().and_then(|g| g.clone()),
+        };
+        serde_json::to_value(status).unwrap_or_default()
     }
 
     async fn handle(&self, req: AdminRequest) -> Routed {
@@ -135,7 +137,7 @@ impl AdminApi for Api {
         if path == "/cluster" {
             return AdminResponse::ok(&*view).into();
         }
-        let reasons = view.problems();
+        let reasons = fleet::problems(&view);
         let status = if reasons.is_empty() {
             StatusCode::OK
         } else {
@@ -143,7 +145,10 @@ impl AdminApi for Api {
         };
         AdminResponse::json(
             status,
-            &json!({ "healthy": reasons.is_empty(), "reasons": reasons }),
+            &FleetHealth {
+                healthy: reasons.is_empty(),
+                reasons,
+            },
         )
         .into()
     }

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use aurora_api::monitor::{CheckStatus, FleetHealth, FleetNodeStatus, FleetView, MonitorStatus};
 use health_monitor::config::HttpCheck;
 use health_monitor::Config;
 use serde_json::Value;
@@ -99,6 +100,17 @@ impl Running {
         )
     }
 
+    /// `GET path` read as the contract type `T`, whole (see
+    /// `aurora_api::conforms`); with the answer's status.
+    async fn conform<T>(&self, path: &str) -> (u16, T)
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned,
+    {
+        let http = HttpClient::new(Duration::from_secs(5));
+        let (code, t) = testbed::contract::get(&http, &format!("{}{path}", self.url)).await;
+        (code.as_u16(), t)
+    }
+
     async fn status_of(&self, node: &str) -> String {
         let (_, v) = self.get("/cluster").await;
         v["nodes"]
@@ -164,6 +176,21 @@ async fn registration_reports_and_the_fleet_view() {
     assert!(names.iter().any(|n| n.starts_with("disk:")));
     let (code, v) = lead.get("/cluster/health").await;
     assert_eq!(code, 200, "{v}");
+    // Every answer is the contract's type, whole, in this build's vocabulary.
+    let (_, st): (_, MonitorStatus) = lead.conform("/status").await;
+    assert!(st.registered && st.role == aurora_api::Role::Lead, "{st:?}");
+    assert!(st
+        .checks
+        .iter()
+        .all(|c| CheckStatus::KNOWN.contains(&c.status.as_str())));
+    let (_, fleet): (_, FleetView) = lead.conform("/cluster").await;
+    assert_eq!(fleet.nodes.len(), 2, "{fleet:?}");
+    assert!(fleet
+        .nodes
+        .iter()
+        .all(|n| FleetNodeStatus::KNOWN.contains(&n.status.as_str())));
+    let (code, health): (_, FleetHealth) = lead.conform("/cluster/health").await;
+    assert_eq!((code, health.healthy), (200, true));
     // The new node reaches the lead's WireGuard peer file within an interval.
     let peered = wait_until(Duration::from_secs(5), || async {
         std::fs::read_to_string(&wg_file)
@@ -205,9 +232,12 @@ async fn registration_reports_and_the_fleet_view() {
         })
         .await
     );
-    let (code, v) = lead.get("/cluster/health").await;
-    assert_eq!(code, 503);
-    assert!(v["reasons"].to_string().contains("star is down"), "{v}");
+    let (code, health): (_, FleetHealth) = lead.conform("/cluster/health").await;
+    assert_eq!((code, health.healthy), (503, false));
+    assert!(
+        health.reasons.iter().any(|r| r.contains("star is down")),
+        "{health:?}"
+    );
     // ...recorded in the database (so DNS's serial moves with it)...
     let marked =
         "SELECT count(*) FROM aurora.health WHERE node = 'star' AND down_since IS NOT NULL";

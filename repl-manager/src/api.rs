@@ -4,9 +4,11 @@
 
 use std::sync::Arc;
 
+use aurora_api::repl::{
+    ClusterMember, ClusterView, Liveness, NodeState, PauseMember, PauseReport, PauseRequest,
+};
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Method, StatusCode};
-use serde_json::json;
 use sidecar_kit::admin::{
     AdminApi, AdminRequest, AdminResponse, HealthReport, HealthStatus, Routed,
 };
@@ -20,14 +22,12 @@ pub struct Api {
 }
 
 /// 200 with the node's status when `ok`, 503 with it (and why) otherwise.
-fn check(ok: bool, status: &NodeStatus, why: Option<String>) -> AdminResponse {
-    let mut body = serde_json::to_value(status).unwrap_or_default();
-    if let (false, Some(why), Some(obj)) = (ok, why, body.as_object_mut()) {
-        obj.insert("reason".into(), json!(why));
-    }
+fn check(ok: bool, status: NodeStatus, why: Option<String>) -> AdminResponse {
+    let mut body = status;
     let code = if ok {
         StatusCode::OK
     } else {
+        body.reason = why;
         StatusCode::SERVICE_UNAVAILABLE
     };
     AdminResponse::json(code, &body)
@@ -41,24 +41,22 @@ fn op_answer<T: serde::Serialize>(r: Result<T, OpError>) -> AdminResponse {
     }
 }
 
-/// `POST /pause {"paused": true}`: maintenance mode, on every member
-/// unless `local`.
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PauseRequest {
-    pub paused: bool,
-    #[serde(default)]
-    pub local: bool,
-}
-
 impl Api {
     async fn pause(&self, r: PauseRequest) -> AdminResponse {
         if let Err(e) = self.mgr.set_paused(r.paused) {
             return AdminResponse::error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
         }
-        let mut members = vec![json!({ "node": self.mgr.name(), "paused": r.paused })];
+        let mut members = vec![PauseMember {
+            node: self.mgr.name().to_string(),
+            paused: Some(r.paused),
+            error: None,
+        }];
         if !r.local {
-            let body = json!({ "paused": r.paused, "local": true });
+            let body = serde_json::to_value(PauseRequest {
+                paused: r.paused,
+                local: true,
+            })
+            .unwrap_or_default();
             for m in self.mgr.cfg.others() {
                 let url = m.url("/pause");
                 let result = self
@@ -66,14 +64,22 @@ impl Api {
                     .http
                     .send(Method::POST, &url, self.mgr.token(), Some(&body))
                     .await;
-                members.push(match result {
-                    Ok(resp) if resp.status.is_success() => json!({ "node": m.name, "paused": r.paused }),
-                    Ok(resp) => json!({ "node": m.name, "error": format!("{}: {}", resp.status, resp.text()) }),
-                    Err(e) => json!({ "node": m.name, "error": e.to_string() }),
+                let (paused, error) = match result {
+                    Ok(resp) if resp.status.is_success() => (Some(r.paused), None),
+                    Ok(resp) => (None, Some(format!("{}: {}", resp.status, resp.text()))),
+                    Err(e) => (None, Some(e.to_string())),
+                };
+                members.push(PauseMember {
+                    node: m.name.to_string(),
+                    paused,
+                    error,
                 });
             }
         }
-        AdminResponse::ok(&json!({ "paused": r.paused, "members": members }))
+        AdminResponse::ok(&PauseReport {
+            paused: r.paused,
+            members,
+        })
     }
 
     async fn replica_check(&self, req: &AdminRequest) -> AdminResponse {
@@ -83,11 +89,12 @@ impl Api {
             Some(Err(e)) => return AdminResponse::error(StatusCode::BAD_REQUEST, e),
         };
         let st = self.mgr.status().await;
-        if st.state != "replica" {
-            return check(false, &st, Some(format!("this node is {}", st.state)));
+        if !st.is_replica() {
+            let why = format!("this node is {}", st.state);
+            return check(false, st, Some(why));
         }
         let Some(limit) = limit else {
-            return check(true, &st, None);
+            return check(true, st, None);
         };
         let (ok, why) = match (limit, st.lag_bytes, st.lag_seconds) {
             (LagLimit::Bytes(max), Some(b), _) => {
@@ -106,13 +113,14 @@ impl Api {
                 ),
             ),
         };
-        check(ok, &st, Some(why))
+        check(ok, st, Some(why))
     }
 
     async fn sync_check(&self, want_sync: bool) -> AdminResponse {
         let st = self.mgr.status().await;
-        if st.state != "replica" {
-            return check(false, &st, Some(format!("this node is {}", st.state)));
+        if !st.is_replica() {
+            let why = format!("this node is {}", st.state);
+            return check(false, st, Some(why));
         }
         // Ask the primary how it sees us: sync_state is the primary's call.
         let sync = match self.mgr.live_upstream().await {
@@ -134,7 +142,7 @@ impl Api {
         let ok = is_sync == want_sync && (want_sync || st.streaming() || sync.is_some());
         check(
             ok,
-            &st,
+            st,
             Some(format!(
                 "the primary reports this standby as {}",
                 sync.unwrap_or_else(|| "not connected".into())
@@ -147,29 +155,36 @@ impl Api {
         let peers = self.mgr.peers().await;
         // Each entry carries the member's admin URL, so a client (the CLI)
         // can send an operation to the primary without its own member list.
-        let with_url = |status: &NodeStatus, url: &str| {
-            let mut v = serde_json::to_value(status).unwrap_or_default();
-            if let Some(o) = v.as_object_mut() {
-                o.insert("api_url".into(), json!(url));
-            }
-            v
-        };
-        let mut members = vec![with_url(&me, &self.mgr.me().api_url)];
+        let mut members = vec![ClusterMember {
+            status: me,
+            api_url: self.mgr.me().api_url.clone(),
+            error: None,
+        }];
         for (m, view) in peers {
             members.push(match view {
-                Ok(s) => with_url(&s, &m.api_url),
-                Err(e) => json!({
-                    "node": m.name, "role": m.role, "state": "unreachable", "error": e,
-                    "api_url": m.api_url,
-                }),
+                Ok(status) => ClusterMember {
+                    status,
+                    api_url: m.api_url.clone(),
+                    error: None,
+                },
+                Err(e) => ClusterMember {
+                    status: NodeStatus {
+                        node: m.name.to_string(),
+                        role: m.role.into(),
+                        state: NodeState::Unreachable,
+                        ..Default::default()
+                    },
+                    api_url: m.api_url.clone(),
+                    error: Some(e),
+                },
             });
         }
         let known = self.mgr.known();
-        AdminResponse::ok(&json!({
-            "epoch": known.epoch,
-            "primary": known.primary,
-            "members": members,
-        }))
+        AdminResponse::ok(&ClusterView {
+            epoch: known.epoch,
+            primary: known.primary,
+            members,
+        })
     }
 }
 
@@ -178,9 +193,9 @@ impl AdminApi for Api {
     fn health(&self) -> HealthReport {
         let state = lock(&self.mgr.last_state).clone();
         let mut report = HealthReport::ok().detail("postgres", &state);
-        match state.as_str() {
-            "primary" | "replica" => {}
-            "starting" => report.problem(HealthStatus::Degraded, "not checked yet"),
+        match &state {
+            NodeState::Primary | NodeState::Replica => {}
+            NodeState::Starting => report.problem(HealthStatus::Degraded, "not checked yet"),
             other => report.problem(HealthStatus::Unhealthy, format!("PostgreSQL is {other}")),
         }
         if let Some(e) = lock(&self.mgr.last_error).clone() {
@@ -212,7 +227,7 @@ impl AdminApi for Api {
                 // A fenced primary (no lease) acknowledges no write: a load
                 // balancer must not send writes to it (Patroni answers 503
                 // without the leader lock, likewise).
-                let fenced = st.failover.as_ref().is_some_and(|f| f.fenced);
+                let fenced = st.fenced();
                 let ok = st.is_primary() && st.primary == self.mgr.name() && !fenced;
                 let why = format!(
                     "this node is {} (primary: {}){}",
@@ -224,13 +239,14 @@ impl AdminApi for Api {
                         ""
                     }
                 );
-                get_only(check(ok, &st, Some(why)))
+                get_only(check(ok, st, Some(why)))
             }
             "/replica" => Routed::Response(self.replica_check(&req).await),
             "/read-only" => {
                 let st = self.mgr.status().await;
-                let ok = matches!(st.state.as_str(), "primary" | "replica");
-                Routed::Response(check(ok, &st, Some(format!("this node is {}", st.state))))
+                let ok = st.is_primary() || st.is_replica();
+                let why = format!("this node is {}", st.state);
+                Routed::Response(check(ok, st, Some(why)))
             }
             "/sync" | "/synchronous" => Routed::Response(self.sync_check(true).await),
             "/async" | "/asynchronous" => Routed::Response(self.sync_check(false).await),
@@ -248,21 +264,17 @@ impl AdminApi for Api {
                 };
                 Routed::Response(AdminResponse::json(
                     code,
-                    &json!({ "alive": ok, "last_pass_age_secs": age }),
+                    &Liveness {
+                        alive: ok,
+                        last_pass_age_secs: age,
+                    },
                 ))
             }
             "/readiness" => {
                 let st = self.mgr.status().await;
-                let ok = st.is_primary() || (st.state == "replica" && st.streaming());
-                Routed::Response(check(
-                    ok,
-                    &st,
-                    Some(format!(
-                        "this node is {}; streaming: {}",
-                        st.state,
-                        st.streaming()
-                    )),
-                ))
+                let ok = st.is_primary() || (st.is_replica() && st.streaming());
+                let why = format!("this node is {}; streaming: {}", st.state, st.streaming());
+                Routed::Response(check(ok, st, Some(why)))
             }
             "/cluster" => Routed::Response(self.cluster().await),
             "/switchover" | "/promote" | "/demote" | "/lease" | "/vote" | "/pause"

@@ -52,6 +52,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sidecar_kit::telemetry::unix_now;
 
+pub use aurora_api::repl::{FailoverView, ReportView, SyncMode};
+
 use crate::lsn::Lsn;
 use crate::manager::{lock, Failure, Manager};
 use crate::member::Member;
@@ -94,16 +96,6 @@ pub struct VoteAnswer {
     pub primary_seen_ago_secs: Option<f64>,
     pub report: Option<ReportView>,
     pub reason: Option<String>,
-}
-
-/// The primary's last lease request as a member remembers it.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct ReportView {
-    pub epoch: i64,
-    pub lsn: Option<Lsn>,
-    pub sync_mode: String,
-    pub sync_standby: Option<String>,
-    pub age_secs: f64,
 }
 
 #[derive(Debug)]
@@ -153,23 +145,11 @@ impl FailoverState {
         self.report.as_ref().map(|(r, at)| ReportView {
             epoch: r.epoch,
             lsn: r.lsn,
-            sync_mode: r.sync_mode.clone(),
+            sync_mode: SyncMode::from(r.sync_mode.as_str()),
             sync_standby: r.sync_standby.clone(),
             age_secs: at.elapsed().as_secs_f64(),
         })
     }
-}
-
-/// The failover section of `/status`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct FailoverView {
-    pub automatic: bool,
-    pub paused: bool,
-    pub lease_remaining_secs: Option<f64>,
-    pub fenced: bool,
-    pub primary_seen_ago_secs: Option<f64>,
-    pub report: Option<ReportView>,
-    pub last_attempt: Option<String>,
 }
 
 fn secs_since(t: Option<Instant>) -> Option<f64> {
@@ -430,7 +410,7 @@ impl Manager {
             epoch: known.epoch,
             primary: self.name().to_string(),
             lsn,
-            sync_mode: sync.mode,
+            sync_mode: sync.mode.to_string(),
             sync_standby: sync.standby,
         };
         let body = serde_json::to_value(&req).unwrap_or_default();
@@ -756,7 +736,7 @@ impl Manager {
                     return Err(Failure::Failed(format!(
                         "the primary last reported (to {who}, {:.1} s ago) synchronous mode {:?} with standby {:?}: \
                          it may have acknowledged writes this node lacks; promote by hand with force=true if you accept that",
-                        r.age_secs, r.sync_mode, r.sync_standby
+                        r.age_secs, r.sync_mode.as_str(), r.sync_standby
                     )));
                 }
             }

@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cluster_db::DbTarget;
-use serde::{Deserialize, Serialize};
 use sidecar_kit::http_client::HttpClient;
 use sidecar_kit::telemetry::unix_now;
 use sidecar_kit::Secret;
@@ -15,62 +14,12 @@ use tokio_postgres::Client;
 use crate::config::Config;
 use crate::member::Member;
 use crate::metrics::ReplMetrics;
-use crate::probe::{self, Receiver, ServerState, Slot, StandbyConn};
+use crate::probe::{self, ServerState};
 use crate::server::LocalServer;
 use crate::state::{EpochRecord, StateFile};
 use crate::sync::SyncTracker;
 
-/// What a node says about itself (`GET /status`); also how peers' answers
-/// are read, so every field has a default.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct NodeStatus {
-    pub node: String,
-    /// Configured role (`lead`, `backup`, `compute`).
-    pub role: String,
-    /// What the server is now: `primary`, `replica`, `stopped`,
-    /// `unreachable`, `uninitialized`.
-    pub state: String,
-    pub epoch: i64,
-    /// The primary this node follows (itself when primary).
-    pub primary: String,
-    pub postgres: Option<ServerState>,
-    pub receiver: Option<Receiver>,
-    /// Standby: bytes and seconds behind the primary's current position.
-    pub lag_bytes: Option<u64>,
-    pub lag_seconds: Option<f64>,
-    /// Why lag is unknown, when it is.
-    pub lag_error: Option<String>,
-    pub replicas: Vec<StandbyConn>,
-    pub slots: Vec<Slot>,
-    pub sync: Option<SyncView>,
-    pub failover: Option<crate::failover::FailoverView>,
-    pub aside_dirs: Vec<String>,
-    pub activity: Option<String>,
-    pub last_error: Option<String>,
-}
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct SyncView {
-    pub mode: String,
-    pub standby: Option<String>,
-    pub strict: bool,
-    pub degraded_since: Option<f64>,
-}
-
-impl NodeStatus {
-    pub fn is_primary(&self) -> bool {
-        self.state == "primary"
-    }
-    pub fn replay_lsn(&self) -> Option<crate::lsn::Lsn> {
-        self.postgres.as_ref().and_then(|p| p.replay_lsn)
-    }
-    pub fn streaming(&self) -> bool {
-        self.receiver
-            .as_ref()
-            .is_some_and(|r| r.status == "streaming")
-    }
-}
+pub use aurora_api::repl::{NodeState, NodeStatus, SyncView};
 
 /// A peer's answer, or why there was none.
 pub type PeerView = (Member, Result<NodeStatus, String>);
@@ -99,7 +48,7 @@ pub struct Manager {
     /// Unix time of the last completed reconciliation (liveness).
     pub last_tick: Mutex<f64>,
     /// The last observation, for the synchronous `/health`.
-    pub last_state: Mutex<String>,
+    pub last_state: Mutex<NodeState>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -174,7 +123,7 @@ impl Manager {
             last_error: Mutex::new(None),
             activity: Mutex::new(None),
             last_tick: Mutex::new(unix_now()),
-            last_state: Mutex::new("starting".into()),
+            last_state: Mutex::new(NodeState::Starting),
             cfg,
         })
     }
@@ -416,7 +365,7 @@ impl Manager {
         let known = self.known();
         let mut st = NodeStatus {
             node: self.name().to_string(),
-            role: self.me().role.to_string(),
+            role: self.me().role.into(),
             epoch: known.epoch,
             primary: known.primary.clone(),
             aside_dirs: self
@@ -433,16 +382,16 @@ impl Manager {
         };
         self.metrics.aside_dirs.set(st.aside_dirs.len() as i64);
         if !self.server.has_data() {
-            st.state = "uninitialized".into();
+            st.state = NodeState::Uninitialized;
             return self.finish_status(st);
         }
         let client = match self.local().await {
             Ok(c) => c,
             Err(e) => {
                 st.state = if self.server.is_running().await {
-                    "unreachable".into()
+                    NodeState::Unreachable
                 } else {
-                    "stopped".into()
+                    NodeState::Stopped
                 };
                 st.last_error.get_or_insert(e.to_string());
                 return self.finish_status(st);
@@ -452,15 +401,15 @@ impl Manager {
             Ok(s) => s,
             Err(e) => {
                 self.drop_local().await;
-                st.state = "unreachable".into();
+                st.state = NodeState::Unreachable;
                 st.last_error = Some(e.to_string());
                 return self.finish_status(st);
             }
         };
         st.state = if server.in_recovery {
-            "replica".into()
+            NodeState::Replica
         } else {
-            "primary".into()
+            NodeState::Primary
         };
         st.slots = probe::slots(&client).await.unwrap_or_default();
         if server.in_recovery {

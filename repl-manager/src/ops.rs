@@ -18,12 +18,10 @@
 
 use std::time::{Duration, Instant};
 
+pub use aurora_api::repl::{DemoteRequest, OpReport, PromoteRequest, SwitchoverRequest};
 use hyper::Method;
-use serde::{Deserialize, Serialize};
-use serde_json::json;
 use sidecar_kit::http_client::ok_or_status;
 
-use crate::lsn::Lsn;
 use crate::manager::{Failure, Manager, NodeStatus};
 use crate::member::Member;
 use crate::probe;
@@ -50,49 +48,6 @@ impl From<Failure> for OpError {
     fn from(e: Failure) -> Self {
         OpError::Failed(e.to_string())
     }
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SwitchoverRequest {
-    /// The new primary; default: the synchronous standby candidate.
-    pub to: Option<String>,
-    #[serde(default)]
-    pub force: bool,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PromoteRequest {
-    #[serde(default)]
-    pub force: bool,
-    /// Set by a primary running a switchover: the epoch to promote at, the
-    /// old primary, and its shutdown checkpoint, which must be replayed.
-    pub epoch: Option<i64>,
-    pub from: Option<String>,
-    pub checkpoint_lsn: Option<Lsn>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DemoteRequest {
-    /// The primary to follow.
-    pub to: String,
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct OpReport {
-    pub operation: String,
-    pub from: String,
-    pub to: String,
-    pub epoch: i64,
-    /// Request to the new primary accepting writes.
-    pub seconds_to_writable: Option<f64>,
-    pub seconds_total: f64,
-    pub checkpoint_lsn: Option<Lsn>,
-    pub steps: Vec<String>,
-    /// Each other standby and whether it streams from the new primary.
-    pub followers: Vec<(String, bool)>,
 }
 
 impl Manager {
@@ -237,12 +192,13 @@ impl Manager {
         // Promote the target at the next epoch.
         let epoch = self.epoch() + 1;
         self.set_activity(Some("switchover: promoting the target"));
-        let body = json!({
-            "epoch": epoch,
-            "from": self.name(),
-            "checkpoint_lsn": control.checkpoint_lsn,
-            "force": req.force,
-        });
+        let body = serde_json::to_value(PromoteRequest {
+            epoch: Some(epoch),
+            from: Some(self.name().to_string()),
+            checkpoint_lsn: Some(control.checkpoint_lsn),
+            force: req.force,
+        })
+        .unwrap_or_default();
         let url = target.url("/promote");
         let answer = self
             .http_long(timeout)
@@ -386,7 +342,11 @@ impl Manager {
         match self.peer_status(&primary).await {
             Ok(s) if s.is_primary() => {
                 let url = primary.url("/switchover");
-                let body = json!({ "to": self.name(), "force": req.force });
+                let body = serde_json::to_value(SwitchoverRequest {
+                    to: Some(self.name().to_string()),
+                    force: req.force,
+                })
+                .unwrap_or_default();
                 let timeout = Duration::from_secs(self.cfg.replication.switchover_timeout_secs * 3);
                 let resp = self
                     .http_long(timeout)

@@ -1,7 +1,7 @@
 //! What the local server says about itself: role, positions, its standbys,
 //! its slots. One function per question, each a single round trip.
 
-use serde::{Deserialize, Serialize};
+pub use aurora_api::repl::{Receiver, ServerState, Slot, StandbyConn};
 use tokio_postgres::Client;
 
 use crate::lsn::Lsn;
@@ -16,24 +16,6 @@ pub enum ProbeError {
 
 fn lsn(v: Option<String>) -> Result<Option<Lsn>, ProbeError> {
     v.map(|s| s.parse().map_err(ProbeError::Parse)).transpose()
-}
-
-/// The server's own state.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct ServerState {
-    pub in_recovery: bool,
-    pub system_identifier: String,
-    pub timeline: u32,
-    /// The primary's insert position (primary only).
-    pub current_lsn: Option<Lsn>,
-    /// Standby only: WAL received and replayed.
-    pub receive_lsn: Option<Lsn>,
-    pub replay_lsn: Option<Lsn>,
-    /// Unix seconds of the last replayed transaction.
-    pub last_replay_at: Option<f64>,
-    pub synchronous_standby_names: String,
-    /// Settings changed in the files that need a restart to apply.
-    pub pending_restart: Vec<String>,
 }
 
 pub async fn server_state(client: &Client) -> Result<ServerState, ProbeError> {
@@ -75,16 +57,6 @@ pub async fn server_state(client: &Client) -> Result<ServerState, ProbeError> {
     })
 }
 
-/// A standby's WAL receiver.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct Receiver {
-    pub status: String,
-    pub sender_host: Option<String>,
-    pub sender_port: Option<i32>,
-    pub slot_name: Option<String>,
-    pub timeline: Option<i32>,
-}
-
 pub async fn receiver(client: &Client) -> Result<Option<Receiver>, ProbeError> {
     let row = client
         .query_opt(
@@ -100,35 +72,6 @@ pub async fn receiver(client: &Client) -> Result<Option<Receiver>, ProbeError> {
         slot_name: r.get(3),
         timeline: r.get(4),
     }))
-}
-
-/// One standby connected to this primary.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct StandbyConn {
-    /// The standby's `application_name`: its node name.
-    pub name: String,
-    pub client_addr: Option<String>,
-    pub state: String,
-    pub sync_state: String,
-    pub sent_lsn: Option<Lsn>,
-    pub flush_lsn: Option<Lsn>,
-    pub replay_lsn: Option<Lsn>,
-    /// Bytes between the primary's current position and the standby's
-    /// replay position.
-    pub lag_bytes: Option<i64>,
-    pub replay_lag_secs: Option<f64>,
-    /// Seconds since the standby last replied. A standby replies every
-    /// `wal_receiver_status_interval` (1 s) even when idle; a cut-off one
-    /// stays listed as `streaming` until `wal_sender_timeout`, so this is
-    /// how a dead one is told apart early.
-    pub reply_age_secs: Option<f64>,
-}
-
-impl StandbyConn {
-    /// Streaming, and heard from within the last 3 s.
-    pub fn is_live(&self) -> bool {
-        self.state == "streaming" && self.reply_age_secs.is_some_and(|a| a < 3.0)
-    }
 }
 
 pub async fn standbys(client: &Client) -> Result<Vec<StandbyConn>, ProbeError> {
@@ -160,19 +103,6 @@ pub async fn standbys(client: &Client) -> Result<Vec<StandbyConn>, ProbeError> {
             })
         })
         .collect()
-}
-
-/// A replication slot.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct Slot {
-    pub name: String,
-    pub slot_type: String,
-    pub active: bool,
-    pub restart_lsn: Option<Lsn>,
-    /// `reserved`, `extended`, `unreserved` or `lost`.
-    pub wal_status: Option<String>,
-    /// WAL this slot holds back, in bytes.
-    pub retained_bytes: Option<i64>,
 }
 
 pub async fn slots(client: &Client) -> Result<Vec<Slot>, ProbeError> {

@@ -77,7 +77,7 @@ impl SyncTracker {
 
     pub fn view(&self) -> SyncView {
         SyncView {
-            mode: self.mode.as_str().to_string(),
+            mode: self.mode.into(),
             standby: self.standby.clone(),
             strict: self.strict,
             degraded_since: self.degraded_since,

@@ -326,7 +326,7 @@ async fn a_backup_that_missed_acknowledged_writes_is_not_promoted() {
         .and_then(|f| f.last_attempt.clone())
         .unwrap_or_default();
     let mut f = BTreeMap::new();
-    f.insert("backup_state", b.state.clone());
+    f.insert("backup_state", b.state.to_string());
     f.insert("refusal", format!("{attempt:?}"));
     report("stale-backup", &f);
     assert_eq!((b.state.as_str(), b.epoch), ("replica", 1), "{b:?}");

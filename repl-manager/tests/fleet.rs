@@ -10,6 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use aurora_api::repl::{
+    ClusterView, Liveness, NodeState, NodeStatus, OpReport, PauseReport, SyncMode,
+};
 use cluster_db::Role;
 use hyper::StatusCode;
 use serde_json::json;
@@ -115,6 +118,7 @@ async fn fleet_streams_answers_health_checks_and_switches_over_without_loss() {
     assert_eq!(fleet.get("lead", "/liveness").await.status, StatusCode::OK);
     let epoch_header = fleet.get("c2", "/health").await;
     assert_eq!(epoch_header.status, StatusCode::OK);
+    every_read_is_the_contract(&fleet).await;
     // Lag is measured against the primary: pause replay on c2, write, and
     // c2 falls behind by bytes while c1 does not.
     let c2 = fleet.connect("c2").await;
@@ -216,10 +220,9 @@ async fn fleet_streams_answers_health_checks_and_switches_over_without_loss() {
         )
         .await;
     assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
-    let report: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
-    assert_eq!(report["to"], "backup");
-    assert_eq!(report["epoch"], 2);
-    assert!(report["seconds_to_writable"].as_f64().unwrap() < 30.0);
+    let report: OpReport = testbed::contract::read(&resp, "POST /switchover");
+    assert_eq!((report.to.as_str(), report.epoch), ("backup", 2));
+    assert!(report.seconds_to_writable.unwrap() < 30.0);
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::SeqCst);
     let writes = writer.await.unwrap();
@@ -303,6 +306,60 @@ async fn fleet_streams_answers_health_checks_and_switches_over_without_loss() {
         .get(0);
     assert!(total as usize >= acked.len());
     fleet.shutdown().await;
+}
+
+/// Every GET endpoint of repl-manager, on a primary, the synchronous
+/// standby and an asynchronous one, answers exactly the contract's type:
+/// nothing a client would drop, every value one this build knows. And
+/// `/pause` both ways, which changes nothing for long.
+async fn every_read_is_the_contract(fleet: &Fleet) {
+    for n in ["lead", "backup", "c1"] {
+        let (_, st): (_, NodeStatus) = fleet.conform(n, "/status").await;
+        assert!(
+            NodeState::KNOWN.contains(&st.state.as_str())
+                && aurora_api::Role::KNOWN.contains(&st.role.as_str()),
+            "{n}: {st:?}"
+        );
+        if let Some(sync) = &st.sync {
+            assert!(SyncMode::KNOWN.contains(&sync.mode.as_str()), "{sync:?}");
+        }
+        // The check paths answer the status, with a reason when they fail.
+        for path in [
+            "/primary",
+            "/replica",
+            "/read-only",
+            "/sync",
+            "/async",
+            "/readiness",
+        ] {
+            let (code, st): (_, NodeStatus) = fleet.conform(n, path).await;
+            assert_eq!(
+                st.reason.is_some(),
+                code == StatusCode::SERVICE_UNAVAILABLE,
+                "{n} {path}: {code} {st:?}"
+            );
+        }
+        let (_, live): (_, Liveness) = fleet.conform(n, "/liveness").await;
+        assert!(live.alive);
+    }
+    let (_, cluster): (_, ClusterView) = fleet.conform("c1", "/cluster").await;
+    assert_eq!(cluster.primary, "lead");
+    assert_eq!(cluster.members.len(), 4);
+    assert!(cluster
+        .members
+        .iter()
+        .all(|m| !m.api_url.is_empty() && m.error.is_none()));
+    for paused in [true, false] {
+        let r = fleet
+            .post("c1", "/pause", json!({ "paused": paused }), Some(TOKEN))
+            .await;
+        let report: PauseReport = testbed::contract::read(&r, "POST /pause");
+        assert_eq!(report.members.len(), 4, "{report:?}");
+        assert!(
+            report.members.iter().all(|m| m.paused == Some(paused)),
+            "{report:?}"
+        );
+    }
 }
 
 /// Inserts rows one by one through the multi-host read-write target,

@@ -4,8 +4,11 @@
 use std::io::{BufRead, IsTerminal};
 use std::time::{Duration, Instant};
 
+use aurora_api::repl::{
+    ClusterMember, ClusterView, DemoteRequest, FailoverView, NodeState, NodeStatus, OpReport,
+    PromoteRequest, SwitchoverRequest, SyncMode,
+};
 use hyper::StatusCode;
-use serde_json::{json, Value};
 
 use crate::api::{reason, Api, Sidecar};
 use crate::config::NodeConfig;
@@ -16,35 +19,27 @@ use crate::output::{self, Table};
 /// steps, this bounds the wait for its answer.
 const OP_TIMEOUT: Duration = Duration::from_secs(180);
 
-fn s<'v>(v: &'v Value, key: &str) -> &'v str {
-    v.get(key).and_then(Value::as_str).unwrap_or("")
-}
-
-async fn cluster(api: &Api<'_>) -> CliResult<Value> {
-    api.get(Sidecar::ReplManager, "/cluster").await
-}
-
-fn members(cluster: &Value) -> Vec<Value> {
-    cluster
-        .get("members")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default()
+async fn cluster(api: &Api<'_>) -> CliResult<ClusterView> {
+    api.read(Sidecar::ReplManager, "/cluster").await
 }
 
 /// Whether the fleet will fail over by itself, as the members that answer
 /// say: the question an operator asks first when the primary is gone.
-fn failover_mode(members: &[Value]) -> String {
-    let views: Vec<(&str, &Value, &Value)> = members
+fn failover_mode(members: &[ClusterMember]) -> String {
+    let views: Vec<(&str, &FailoverView, &NodeStatus)> = members
         .iter()
-        .filter_map(|m| Some((m.get("node")?.as_str()?, m.get("failover")?, m)))
-        .filter(|(_, f, _)| f.is_object())
+        .filter_map(|m| {
+            Some((
+                m.status.node.as_str(),
+                m.status.failover.as_ref()?,
+                &m.status,
+            ))
+        })
         .collect();
     if views.is_empty() {
         return "unknown (no member answered)".into();
     }
-    let flag = |f: &Value, k: &str| f.get(k).and_then(Value::as_bool) == Some(true);
-    if views.iter().all(|(_, f, _)| !flag(f, "automatic")) {
+    if views.iter().all(|(_, f, _)| !f.automatic) {
         return if members.len() < 3 {
             "manual (a fleet of two has no majority without its primary: \
              promote by hand, or set failover.allow_two_node)"
@@ -55,13 +50,13 @@ fn failover_mode(members: &[Value]) -> String {
     }
     let paused: Vec<&str> = views
         .iter()
-        .filter(|(_, f, _)| flag(f, "paused"))
+        .filter(|(_, f, _)| f.paused)
         .map(|(n, _, _)| *n)
         .collect();
     // Fencing is a primary's state (a writable server without a lease).
     let fenced: Vec<&str> = views
         .iter()
-        .filter(|(_, f, m)| flag(f, "fenced") && s(m, "state") == "primary")
+        .filter(|(_, f, m)| f.fenced && m.is_primary())
         .map(|(n, _, _)| *n)
         .collect();
     let mut out = String::from("automatic");
@@ -74,6 +69,10 @@ fn failover_mode(members: &[Value]) -> String {
     out
 }
 
+fn or_dash<T: ToString>(v: Option<T>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
+}
+
 pub async fn sync_db(config: &NodeConfig, as_json: bool) -> CliResult {
     let api = Api::new(config);
     let c = cluster(&api).await?;
@@ -81,28 +80,18 @@ pub async fn sync_db(config: &NodeConfig, as_json: bool) -> CliResult {
         output::print_json(&c);
         return Ok(());
     }
-    let ms = members(&c);
-    outln!(
-        "primary: {}   epoch: {}",
-        s(&c, "primary"),
-        c.get("epoch").and_then(Value::as_i64).unwrap_or(0)
-    );
-    let primary = ms.iter().find(|m| s(m, "state") == "primary");
-    if let Some(sync) = primary.and_then(|p| p.get("sync")).filter(|v| !v.is_null()) {
+    let ms = &c.members;
+    outln!("primary: {}   epoch: {}", c.primary, c.epoch);
+    let primary = ms.iter().map(|m| &m.status).find(|m| m.is_primary());
+    if let Some(sync) = primary.and_then(|p| p.sync.as_ref()) {
         outln!(
             "synchronous: {} (standby {}{})",
-            output::paint(s(sync, "mode")),
-            sync.get("standby")
-                .and_then(Value::as_str)
-                .unwrap_or("none"),
-            if sync.get("strict").and_then(Value::as_bool) == Some(true) {
-                ", strict"
-            } else {
-                ""
-            }
+            output::paint(sync.mode.as_str()),
+            sync.standby.as_deref().unwrap_or("none"),
+            if sync.strict { ", strict" } else { "" }
         );
     }
-    outln!("failover: {}", failover_mode(&ms));
+    outln!("failover: {}", failover_mode(ms));
     outln!();
     let mut t = Table::new(&[
         "NODE",
@@ -114,77 +103,61 @@ pub async fn sync_db(config: &NodeConfig, as_json: bool) -> CliResult {
         "LAG",
         "REPLAY LAG",
     ]);
-    for m in &ms {
-        let name = s(m, "node");
-        let conn = primary
-            .and_then(|p| p.get("replicas"))
-            .and_then(Value::as_array)
-            .and_then(|rs| rs.iter().find(|r| s(r, "name") == name));
-        let stream = match (s(m, "state"), conn) {
-            ("primary", _) => "-".to_string(),
-            (_, Some(r)) => format!("{} ({})", s(r, "state"), s(r, "sync_state")),
-            ("unreachable", None) => "unreachable".to_string(),
+    for m in ms.iter().map(|m| &m.status) {
+        let conn = primary.and_then(|p| p.replicas.iter().find(|r| r.name == m.node));
+        let stream = match (&m.state, conn) {
+            (NodeState::Primary, _) => "-".to_string(),
+            (_, Some(r)) => format!("{} ({})", r.state, r.sync_state),
+            (NodeState::Unreachable, None) => "unreachable".to_string(),
             _ => "not streaming".to_string(),
         };
         let lag = conn
-            .and_then(|r| r.get("lag_bytes"))
-            .and_then(Value::as_f64)
-            .or_else(|| m.get("lag_bytes").and_then(Value::as_f64))
+            .and_then(|r| r.lag_bytes)
+            .map(|b| b as f64)
+            .or(m.lag_bytes.map(|b| b as f64))
             .map(output::bytes)
             .unwrap_or_else(|| "-".into());
         let replay = conn
-            .and_then(|r| r.get("replay_lag_secs"))
-            .and_then(Value::as_f64)
-            .or_else(|| m.get("lag_seconds").and_then(Value::as_f64))
+            .and_then(|r| r.replay_lag_secs)
+            .or(m.lag_seconds)
             .map(output::duration_secs)
             .unwrap_or_else(|| "-".into());
+        let answered = m.state != NodeState::Unreachable;
         t.row(vec![
-            name.to_string(),
-            s(m, "role").to_string(),
-            s(m, "state").to_string(),
-            m.pointer("/postgres/timeline")
-                .and_then(Value::as_u64)
-                .map(|t| t.to_string())
-                .unwrap_or_else(|| "-".into()),
-            m.get("epoch")
-                .and_then(Value::as_i64)
-                .map(|e| e.to_string())
-                .unwrap_or_else(|| "-".into()),
+            m.node.clone(),
+            m.role.to_string(),
+            m.state.to_string(),
+            or_dash(m.postgres.as_ref().map(|p| p.timeline)),
+            or_dash(answered.then_some(m.epoch)),
             stream,
             lag,
             replay,
         ]);
     }
     out!("{}", t.render());
-    if let Some(slots) = primary
-        .and_then(|p| p.get("slots"))
-        .and_then(Value::as_array)
-        .filter(|s| !s.is_empty())
-    {
+    if let Some(slots) = primary.map(|p| &p.slots).filter(|s| !s.is_empty()) {
         outln!();
         let mut t = Table::new(&["SLOT", "ACTIVE", "WAL STATUS", "RETAINED"]);
         for slot in slots {
             t.row(vec![
-                s(slot, "name").to_string(),
-                if slot.get("active").and_then(Value::as_bool) == Some(true) {
-                    "yes".into()
-                } else {
-                    "no".into()
-                },
-                s(slot, "wal_status").to_string(),
-                slot.get("retained_bytes")
-                    .and_then(Value::as_f64)
-                    .map(output::bytes)
+                slot.name.clone(),
+                if slot.active { "yes" } else { "no" }.into(),
+                slot.wal_status.clone().unwrap_or_default(),
+                slot.retained_bytes
+                    .map(|b| output::bytes(b as f64))
                     .unwrap_or_else(|| "-".into()),
             ]);
         }
         out!("{}", t.render());
     }
-    for m in ms.iter().filter(|m| s(m, "state") == "unreachable") {
+    for m in ms
+        .iter()
+        .filter(|m| m.status.state == NodeState::Unreachable)
+    {
         eprintln!(
             "aurora-cli: {} is unreachable: {}",
-            s(m, "node"),
-            s(m, "error")
+            m.status.node,
+            m.error.as_deref().unwrap_or("no answer")
         );
     }
     Ok(())
@@ -223,63 +196,54 @@ fn report(op: &str, answer: crate::api::Answer, elapsed: Duration, as_json: bool
             st => format!("{op} failed ({st}): {why}"),
         }));
     }
-    let b = &answer.body;
+    let b: OpReport = answer.read(op)?;
     if as_json {
-        let mut doc = b.clone();
-        if let Some(o) = doc.as_object_mut() {
-            o.insert("cli_seconds".into(), json!(elapsed.as_secs_f64()));
-        }
-        output::print_json(&doc);
+        output::print_json(&OpOutput {
+            report: &b,
+            cli_seconds: elapsed.as_secs_f64(),
+        });
         return Ok(());
     }
     outln!(
         "{}: {} -> {} at epoch {}",
-        s(b, "operation"),
-        s(b, "from"),
-        s(b, "to"),
-        b.get("epoch").and_then(Value::as_i64).unwrap_or(0)
+        b.operation,
+        b.from,
+        b.to,
+        b.epoch
     );
-    for step in b
-        .get("steps")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        if let Some(step) = step.as_str() {
-            outln!("  - {step}");
-        }
+    for step in &b.steps {
+        outln!("  - {step}");
     }
-    for f in b
-        .get("followers")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        if let (Some(name), Some(ok)) = (
-            f.get(0).and_then(Value::as_str),
-            f.get(1).and_then(Value::as_bool),
-        ) {
-            outln!(
-                "  {name}: {}",
-                if ok {
-                    output::paint("streaming")
-                } else {
-                    "not streaming yet".into()
-                }
-            );
-        }
+    for (name, ok) in &b.followers {
+        outln!(
+            "  {name}: {}",
+            if *ok {
+                output::paint("streaming")
+            } else {
+                "not streaming yet".into()
+            }
+        );
     }
-    if let Some(w) = b.get("seconds_to_writable").and_then(Value::as_f64) {
+    if let Some(w) = b.seconds_to_writable {
         outln!("writable after {}", output::duration_secs(w));
     }
     outln!("done in {}", output::duration_secs(elapsed.as_secs_f64()));
     Ok(())
 }
 
+/// `--json` of an operation: repl-manager's report and the time the CLI
+/// waited for it.
+#[derive(serde::Serialize)]
+struct OpOutput<'r> {
+    #[serde(flatten)]
+    report: &'r OpReport,
+    cli_seconds: f64,
+}
+
 /// The member list, checking that `node` is in it.
-fn find_member<'c>(ms: &'c [Value], node: &str) -> CliResult<&'c Value> {
-    ms.iter().find(|m| s(m, "node") == node).ok_or_else(|| {
-        let names: Vec<&str> = ms.iter().map(|m| s(m, "node")).collect();
+fn find_member<'c>(ms: &'c [ClusterMember], node: &str) -> CliResult<&'c ClusterMember> {
+    ms.iter().find(|m| m.status.node == node).ok_or_else(|| {
+        let names: Vec<&str> = ms.iter().map(|m| m.status.node.as_str()).collect();
         CliError::usage(format!(
             "node `{node}` is not in the fleet (members: {})",
             names.join(", ")
@@ -293,28 +257,26 @@ fn find_member<'c>(ms: &'c [Value], node: &str) -> CliResult<&'c Value> {
 /// `sync_state` sync (or quorum), and, with automatic failover, the standby
 /// itself has heard the primary say so (the report it would promote on).
 /// `None` right after a switchover, until the new standby has caught up.
-fn synchronous_standby(members: &[Value], primary: &str) -> Option<String> {
+fn synchronous_standby(members: &[ClusterMember], primary: &str) -> Option<String> {
     let p = members
         .iter()
-        .find(|m| s(m, "node") == primary && s(m, "state") == "primary")?;
-    let sync = p.get("sync")?;
-    if s(sync, "mode") != "sync" {
-        return None;
-    }
-    let standby = s(sync, "standby");
-    let streams = p.get("replicas")?.as_array()?.iter().any(|r| {
-        s(r, "name") == standby
-            && s(r, "state") == "streaming"
-            && matches!(s(r, "sync_state"), "sync" | "quorum")
-    });
+        .map(|m| &m.status)
+        .find(|m| m.node == primary && m.is_primary())?;
+    let sync = p.sync.as_ref().filter(|s| s.mode == SyncMode::Sync)?;
+    let standby = sync.standby.as_deref()?;
+    let streams = p
+        .replicas
+        .iter()
+        .any(|r| r.name == standby && r.is_streaming() && r.is_synchronous());
     let told = members
         .iter()
-        .find(|m| s(m, "node") == standby)
-        .and_then(|m| m.get("failover"))
-        .filter(|f| f.get("automatic").and_then(Value::as_bool) == Some(true))
+        .find(|m| m.status.node == standby)
+        .and_then(|m| m.status.failover.as_ref())
+        .filter(|f| f.automatic)
         .map(|f| {
-            let r = f.get("report").unwrap_or(&Value::Null);
-            s(r, "sync_mode") == "sync" && s(r, "sync_standby") == standby
+            f.report.as_ref().is_some_and(|r| {
+                r.sync_mode == SyncMode::Sync && r.sync_standby.as_deref() == Some(standby)
+            })
         })
         .unwrap_or(true);
     (streams && told).then(|| standby.to_string())
@@ -329,7 +291,7 @@ async fn wait_synchronous(api: &Api<'_>, primary: &str, within: Duration) {
     outln!("waiting for {primary} to have a synchronous standby (until then it commits asynchronously and a failover would refuse to promote) ...");
     loop {
         if let Ok(c) = cluster(api).await {
-            if let Some(standby) = synchronous_standby(&members(&c), primary) {
+            if let Some(standby) = synchronous_standby(&c.members, primary) {
                 outln!(
                     "synchronous: {standby} confirms {primary}'s commits (after {})",
                     output::duration_secs(started.elapsed().as_secs_f64())
@@ -359,17 +321,18 @@ pub async fn switchover(
 ) -> CliResult {
     let api = Api::new(config);
     let c = cluster(&api).await?;
-    let ms = members(&c);
-    find_member(&ms, to)?;
-    let primary = ms
-        .iter()
-        .find(|m| s(m, "state") == "primary")
-        .ok_or_else(|| CliError::failed("no member reports itself primary; nothing to switch over (see `aurora-cli sync-db`)"))?;
-    let from = s(primary, "node");
+    let ms = &c.members;
+    find_member(ms, to)?;
+    let primary = ms.iter().find(|m| m.status.is_primary()).ok_or_else(|| {
+        CliError::failed(
+            "no member reports itself primary; nothing to switch over (see `aurora-cli sync-db`)",
+        )
+    })?;
+    let from = primary.status.node.as_str();
     if from == to {
         return Err(CliError::usage(format!("{to} is already the primary")));
     }
-    let base = s(primary, "api_url");
+    let base = primary.api_url.as_str();
     if base.is_empty() {
         return Err(CliError::failed(format!(
             "repl-manager does not list {from}'s admin URL (an older version?); run the switchover on {from}"
@@ -385,7 +348,10 @@ pub async fn switchover(
             Sidecar::ReplManager,
             base,
             "/switchover",
-            &json!({"to": to, "force": force}),
+            &SwitchoverRequest {
+                to: Some(to.to_string()),
+                force,
+            },
             OP_TIMEOUT,
         )
         .await?;
@@ -406,7 +372,10 @@ pub async fn promote(config: &NodeConfig, yes: bool, force: bool, as_json: bool)
         .post(
             Sidecar::ReplManager,
             "/promote",
-            &json!({"force": force}),
+            &PromoteRequest {
+                force,
+                ..Default::default()
+            },
             OP_TIMEOUT,
         )
         .await?;
@@ -417,10 +386,10 @@ pub async fn demote(config: &NodeConfig, to: Option<&str>, yes: bool, as_json: b
     let api = Api::new(config);
     let me = config.node.name.as_str();
     let c = cluster(&api).await?;
-    let ms = members(&c);
+    let ms = &c.members;
     let to = match to {
         Some(t) => {
-            find_member(&ms, t)?;
+            find_member(ms, t)?;
             t.to_string()
         }
         // The one other primary, when there is exactly one: the case demote
@@ -428,8 +397,9 @@ pub async fn demote(config: &NodeConfig, to: Option<&str>, yes: bool, as_json: b
         None => {
             let others: Vec<&str> = ms
                 .iter()
-                .filter(|m| s(m, "state") == "primary" && s(m, "node") != me)
-                .map(|m| s(m, "node"))
+                .map(|m| &m.status)
+                .filter(|m| m.is_primary() && m.node != me)
+                .map(|m| m.node.as_str())
                 .collect();
             match others.as_slice() {
                 [one] => one.to_string(),
@@ -454,7 +424,7 @@ pub async fn demote(config: &NodeConfig, to: Option<&str>, yes: bool, as_json: b
         .post(
             Sidecar::ReplManager,
             "/demote",
-            &json!({"to": to}),
+            &DemoteRequest { to: to.clone() },
             OP_TIMEOUT,
         )
         .await?;
@@ -464,23 +434,28 @@ pub async fn demote(config: &NodeConfig, to: Option<&str>, yes: bool, as_json: b
 #[cfg(test)]
 mod tests {
     use super::{failover_mode, synchronous_standby};
+    use aurora_api::repl::ClusterMember;
     use serde_json::{json, Value};
+
+    fn members(v: Value) -> Vec<ClusterMember> {
+        serde_json::from_value(v).unwrap()
+    }
 
     #[test]
     fn synchronous_standby_needs_the_whole_fleet_to_agree() {
         // (repl-manager's mode and standby, PostgreSQL's view of aurora,
         // the report aurora last received)
         let fleet = |mode: &str, standby: Value, pg: (&str, &str), told: Value| {
-            vec![
-                json!({"node": "star", "state": "primary",
-                       "sync": {"mode": mode, "standby": standby},
-                       "replicas": [
+            members(json!([
+                {"node": "star", "state": "primary",
+                 "sync": {"mode": mode, "standby": standby},
+                 "replicas": [
                     {"name": "vengeance", "state": "streaming", "sync_state": "async"},
                     {"name": "aurora", "state": pg.0, "sync_state": pg.1},
-                ]}),
-                json!({"node": "aurora", "state": "replica",
-                       "failover": {"automatic": true, "report": told}}),
-            ]
+                ]},
+                {"node": "aurora", "state": "replica",
+                 "failover": {"automatic": true, "report": told}},
+            ]))
         };
         let told = || json!({"sync_mode": "sync", "sync_standby": "aurora"});
         let agreed = fleet("sync", json!("aurora"), ("streaming", "sync"), told());
@@ -512,7 +487,7 @@ mod tests {
         }
         // Without automatic failover nobody needs to be told.
         let mut manual = fleet("sync", json!("aurora"), ("streaming", "sync"), Value::Null);
-        manual[1]["failover"]["automatic"] = json!(false);
+        manual[1].status.failover.as_mut().unwrap().automatic = false;
         assert_eq!(
             synchronous_standby(&manual, "star").as_deref(),
             Some("aurora")
@@ -522,9 +497,16 @@ mod tests {
         assert_eq!(synchronous_standby(&[], "star"), None);
     }
 
-    fn member(node: &str, state: &str, automatic: bool, paused: bool, fenced: bool) -> Value {
-        json!({"node": node, "state": state,
-               "failover": {"automatic": automatic, "paused": paused, "fenced": fenced}})
+    fn member(
+        node: &str,
+        state: &str,
+        automatic: bool,
+        paused: bool,
+        fenced: bool,
+    ) -> ClusterMember {
+        serde_json::from_value(json!({"node": node, "state": state,
+               "failover": {"automatic": automatic, "paused": paused, "fenced": fenced}}))
+        .unwrap()
     }
 
     #[test]
@@ -552,7 +534,7 @@ mod tests {
             "automatic (paused on star) (fenced: aurora)"
         );
         // Unreachable members carry no failover view.
-        let gone = vec![json!({"node": "aurora", "state": "unreachable"})];
+        let gone = members(json!([{"node": "aurora", "state": "unreachable"}]));
         assert_eq!(failover_mode(&gone), "unknown (no member answered)");
     }
 }

@@ -1,61 +1,58 @@
 //! `status` (this node and the fleet at a glance) and `health` (every check
 //! of this node).
 
-use serde_json::{json, Value};
+use aurora_api::assets::{AssetStatus, PassOutcome};
+use aurora_api::dns::DnsStatus;
+use aurora_api::monitor::{CheckStatus, FleetHealth, FleetView, MonitorStatus};
+use aurora_api::repl::ClusterView;
+use serde::Serialize;
 
 use crate::api::{Api, Sidecar};
 use crate::config::NodeConfig;
 use crate::error::{CliError, CliResult};
 use crate::output::{self, Table};
 
-fn f64_at(v: &Value, key: &str) -> Option<f64> {
-    v.get(key).and_then(Value::as_f64)
-}
-
-fn str_at<'v>(v: &'v Value, key: &str) -> &'v str {
-    v.get(key).and_then(Value::as_str).unwrap_or("")
-}
-
 /// Everything `status` shows, gathered concurrently; a sidecar that does not
-/// answer leaves its part empty and is listed in `errors`.
+/// answer (or answers what this build cannot read) leaves its part empty
+/// and is listed in `errors`.
 struct Gathered {
-    fleet: Option<Value>,
-    fleet_health: Option<Value>,
-    repl: Option<Value>,
-    assets: Option<Value>,
-    dns: Option<Value>,
+    fleet: Option<FleetView>,
+    fleet_health: Option<FleetHealth>,
+    repl: Option<ClusterView>,
+    assets: Option<AssetStatus>,
+    dns: Option<DnsStatus>,
     errors: Vec<String>,
 }
 
 async fn gather(api: &Api<'_>, config: &NodeConfig) -> Gathered {
-    // A sidecar that is not deployed on this node is simply not asked.
-    let deployed = |sidecar: Sidecar| async move {
-        match config.sidecar_url(sidecar) {
-            Some(_) => api.get(sidecar, "/status").await.map(Some),
-            None => Ok(None),
-        }
-    };
     let (fleet, fleet_health, repl, assets, dns) = tokio::join!(
-        api.get(Sidecar::HealthMonitor, "/cluster"),
+        api.read::<FleetView>(Sidecar::HealthMonitor, "/cluster"),
+        // 200 or 503, both with the reasons.
         api.get_any(Sidecar::HealthMonitor, "/cluster/health"),
-        api.get(Sidecar::ReplManager, "/cluster"),
-        deployed(Sidecar::AssetSync),
-        deployed(Sidecar::DnsSync),
+        api.read::<ClusterView>(Sidecar::ReplManager, "/cluster"),
+        // A sidecar that is not deployed on this node is simply not asked.
+        async {
+            match config.sidecar_url(Sidecar::AssetSync) {
+                Some(_) => api.read(Sidecar::AssetSync, "/status").await.map(Some),
+                None => Ok(None),
+            }
+        },
+        async {
+            match config.sidecar_url(Sidecar::DnsSync) {
+                Some(_) => api.read(Sidecar::DnsSync, "/status").await.map(Some),
+                None => Ok(None),
+            }
+        },
     );
     let mut errors = Vec::new();
-    let mut keep = |r: CliResult<Option<Value>>| match r {
-        Ok(v) => v,
-        Err(e) => {
-            errors.push(e.to_string());
-            None
-        }
-    };
-    let fleet = keep(fleet.map(Some));
-    let repl = keep(repl.map(Some));
-    let assets = keep(assets);
-    let dns = keep(dns);
+    let fleet = keep(&mut errors, fleet.map(Some));
+    let repl = keep(&mut errors, repl.map(Some));
+    let assets = keep(&mut errors, assets);
+    let dns = keep(&mut errors, dns);
     // Same sidecar as `fleet`: its failure is already reported.
-    let fleet_health = fleet_health.ok().map(|a| a.body);
+    let fleet_health = fleet_health
+        .ok()
+        .and_then(|a| a.read::<FleetHealth>("/cluster/health").ok());
     Gathered {
         fleet,
         fleet_health,
@@ -66,136 +63,166 @@ async fn gather(api: &Api<'_>, config: &NodeConfig) -> Gathered {
     }
 }
 
-/// The member entry for `name` in repl-manager's `/cluster`.
-fn member<'v>(repl: Option<&'v Value>, name: &str) -> Option<&'v Value> {
-    repl?
-        .get("members")?
-        .as_array()?
-        .iter()
-        .find(|m| str_at(m, "node") == name)
+fn keep<T>(errors: &mut Vec<String>, r: CliResult<Option<T>>) -> Option<T> {
+    match r {
+        Ok(v) => v,
+        Err(e) => {
+            errors.push(e.to_string());
+            None
+        }
+    }
 }
 
-/// Lag of `name` as the primary sees it (bytes, seconds).
-fn lag_of(repl: Option<&Value>, name: &str) -> Option<(f64, Option<f64>)> {
-    let members = repl?.get("members")?.as_array()?;
-    let primary = members.iter().find(|m| str_at(m, "state") == "primary")?;
-    let r = primary
-        .get("replicas")?
-        .as_array()?
+/// `aurora-cli status --json`.
+#[derive(Debug, Serialize)]
+struct StatusDoc {
+    node: String,
+    primary: Option<String>,
+    epoch: Option<i64>,
+    healthy: Option<bool>,
+    reasons: Option<Vec<String>>,
+    nodes: Vec<NodeRow>,
+    assets: Option<AssetsRow>,
+    dns: Option<DnsRow>,
+    errors: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct NodeRow {
+    name: String,
+    role: String,
+    vpn_ip: Option<String>,
+    /// The registry's status, or `unregistered`.
+    health: String,
+    report_age_secs: Option<f64>,
+    /// repl-manager's state, or `unknown`.
+    postgres: String,
+    timeline: Option<u32>,
+    lag_bytes: Option<f64>,
+    lag_seconds: Option<f64>,
+    this_node: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct AssetsRow {
+    last_sync_age_secs: Option<f64>,
+    last_pass: Option<PassOutcome>,
+}
+
+#[derive(Debug, Serialize)]
+struct DnsRow {
+    serial: Option<u32>,
+    zone: String,
+    records: Option<usize>,
+}
+
+fn document(g: &Gathered, config: &NodeConfig) -> StatusDoc {
+    let asset_age = g
+        .assets
+        .as_ref()
+        .and_then(|a| a.last_pass.as_ref())
+        .and_then(|p| p.finished_at)
+        .map(|t| (chrono::Utc::now() - t).num_milliseconds() as f64 / 1000.0);
+    let members = g.repl.as_ref().map(|r| r.members.as_slice()).unwrap_or(&[]);
+    let primary = members.iter().find(|m| m.status.is_primary());
+
+    // One row per node: the registry's nodes, plus members only
+    // repl-manager knows (registered later or never).
+    let mut names: Vec<String> = Vec::new();
+    if let Some(f) = &g.fleet {
+        names.extend(f.nodes.iter().map(|n| n.name.clone()));
+    }
+    for m in members {
+        if !names.contains(&m.status.node) {
+            names.push(m.status.node.clone());
+        }
+    }
+    let nodes = names
         .iter()
-        .find(|r| str_at(r, "name") == name)?;
-    Some((f64_at(r, "lag_bytes")?, f64_at(r, "replay_lag_secs")))
+        .map(|name| {
+            let registry = g.fleet.as_ref().and_then(|f| f.node(name));
+            let m = members.iter().find(|m| &m.status.node == name);
+            // Lag as the primary sees it.
+            let conn = primary.and_then(|p| p.status.replicas.iter().find(|r| &r.name == name));
+            NodeRow {
+                name: name.clone(),
+                role: registry
+                    .map(|r| r.role.to_string())
+                    .or(m.map(|m| m.status.role.to_string()))
+                    .unwrap_or_default(),
+                vpn_ip: registry.map(|r| r.vpn_ip.clone()),
+                health: registry
+                    .map(|r| r.status.to_string())
+                    .unwrap_or_else(|| "unregistered".into()),
+                report_age_secs: registry.and_then(|r| r.report_age_secs),
+                postgres: m
+                    .map(|m| m.status.state.to_string())
+                    .unwrap_or_else(|| "unknown".into()),
+                timeline: m
+                    .and_then(|m| m.status.postgres.as_ref())
+                    .map(|p| p.timeline),
+                lag_bytes: conn.and_then(|r| r.lag_bytes).map(|b| b as f64),
+                lag_seconds: conn
+                    .filter(|r| r.lag_bytes.is_some())
+                    .and_then(|r| r.replay_lag_secs),
+                this_node: name == &config.node.name,
+            }
+        })
+        .collect();
+    StatusDoc {
+        node: config.node.name.clone(),
+        primary: g.repl.as_ref().map(|r| r.primary.clone()),
+        epoch: g.repl.as_ref().map(|r| r.epoch),
+        healthy: g.fleet_health.as_ref().map(|h| h.healthy),
+        reasons: g.fleet_health.as_ref().map(|h| h.reasons.clone()),
+        nodes,
+        assets: g.assets.as_ref().map(|a| AssetsRow {
+            last_sync_age_secs: asset_age,
+            last_pass: a.last_pass.clone(),
+        }),
+        dns: g.dns.as_ref().map(|d| DnsRow {
+            serial: d.serial,
+            zone: d.zone.clone(),
+            records: d.records,
+        }),
+        errors: g.errors.clone(),
+    }
 }
 
 pub async fn status(config: &NodeConfig, as_json: bool) -> CliResult {
     let api = Api::new(config);
     let g = gather(&api, config).await;
-    let asset_age = g
-        .assets
-        .as_ref()
-        .and_then(|a| a.get("last_pass"))
-        .and_then(|p| p.get("finished_at"))
-        .and_then(Value::as_str)
-        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-        .map(|t| {
-            (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_milliseconds() as f64 / 1000.0
-        });
-    let serial = g.dns.as_ref().and_then(|d| d.get("serial")).cloned();
-
-    // One row per node: the registry's nodes, plus members only
-    // repl-manager knows (registered later or never).
-    let mut names: Vec<String> = Vec::new();
-    if let Some(nodes) = g
-        .fleet
-        .as_ref()
-        .and_then(|f| f.get("nodes"))
-        .and_then(Value::as_array)
-    {
-        names.extend(nodes.iter().map(|n| str_at(n, "name").to_string()));
-    }
-    if let Some(members) = g
-        .repl
-        .as_ref()
-        .and_then(|r| r.get("members"))
-        .and_then(Value::as_array)
-    {
-        for m in members {
-            let n = str_at(m, "node").to_string();
-            if !names.contains(&n) {
-                names.push(n);
-            }
-        }
-    }
-    let mut rows = Vec::new();
-    for name in &names {
-        let registry = g
-            .fleet
-            .as_ref()
-            .and_then(|f| f.get("nodes"))
-            .and_then(Value::as_array)
-            .and_then(|ns| ns.iter().find(|n| str_at(n, "name") == name));
-        let m = member(g.repl.as_ref(), name);
-        let lag = lag_of(g.repl.as_ref(), name);
-        rows.push(json!({
-            "name": name,
-            "role": registry.map(|r| str_at(r, "role")).or(m.map(|m| str_at(m, "role"))).unwrap_or(""),
-            "vpn_ip": registry.map(|r| str_at(r, "vpn_ip")),
-            "health": registry.map(|r| str_at(r, "status")).unwrap_or("unregistered"),
-            "report_age_secs": registry.and_then(|r| f64_at(r, "report_age_secs")),
-            "postgres": m.map(|m| str_at(m, "state")).unwrap_or("unknown"),
-            "timeline": m.and_then(|m| m.get("postgres")).and_then(|p| p.get("timeline")).cloned(),
-            "lag_bytes": lag.map(|l| l.0),
-            "lag_seconds": lag.and_then(|l| l.1),
-            "this_node": name == &config.node.name,
-        }));
-    }
-    let doc = json!({
-        "node": config.node.name,
-        "primary": g.repl.as_ref().map(|r| r["primary"].clone()),
-        "epoch": g.repl.as_ref().map(|r| r["epoch"].clone()),
-        "healthy": g.fleet_health.as_ref().and_then(|h| h.get("healthy")).cloned(),
-        "reasons": g.fleet_health.as_ref().and_then(|h| h.get("reasons")).cloned(),
-        "nodes": rows,
-        "assets": g.assets.as_ref().map(|a| json!({
-            "last_sync_age_secs": asset_age,
-            "last_pass": a.get("last_pass"),
-        })),
-        "dns": g.dns.as_ref().map(|d| json!({"serial": serial, "zone": d.get("zone"), "records": d.get("records")})),
-        "errors": g.errors,
-    });
-
+    let doc = document(&g, config);
     if as_json {
         output::print_json(&doc);
     } else {
-        let primary = doc["primary"].as_str().unwrap_or("unknown");
-        let healthy = match doc["healthy"].as_bool() {
+        let healthy = match doc.healthy {
             Some(true) => output::paint("healthy"),
             Some(false) => output::paint("unhealthy"),
             None => "unknown".into(),
         };
         outln!(
-            "fleet: {healthy}   primary: {primary}   epoch: {}",
-            doc["epoch"]
-                .as_i64()
+            "fleet: {healthy}   primary: {}   epoch: {}",
+            doc.primary.as_deref().unwrap_or("unknown"),
+            doc.epoch
                 .map(|e| e.to_string())
-                .unwrap_or("?".into())
+                .unwrap_or_else(|| "?".into())
         );
-        if let Some(reasons) = doc["reasons"].as_array() {
-            for r in reasons.iter().filter_map(Value::as_str) {
-                outln!("  - {r}");
-            }
+        for r in doc.reasons.iter().flatten() {
+            outln!("  - {r}");
         }
         outln!();
         let mut t = Table::new(&["NODE", "ROLE", "HEALTH", "REPORTED", "POSTGRES", "LAG"]);
-        for r in doc["nodes"].as_array().into_iter().flatten() {
-            let mut name = str_at(r, "name").to_string();
-            if r["this_node"].as_bool() == Some(true) {
+        for r in &doc.nodes {
+            let mut name = r.name.clone();
+            if r.this_node {
                 name.push_str(" *");
             }
-            let reported = f64_at(r, "report_age_secs")
+            let reported = r
+                .report_age_secs
                 .map(|a| format!("{} ago", output::duration_secs(a)))
                 .unwrap_or_else(|| "-".into());
-            let lag = match (f64_at(r, "lag_bytes"), f64_at(r, "lag_seconds")) {
+            let lag = match (r.lag_bytes, r.lag_seconds) {
                 (Some(b), Some(s)) => {
                     format!("{} / {}", output::bytes(b), output::duration_secs(s))
                 }
@@ -204,23 +231,24 @@ pub async fn status(config: &NodeConfig, as_json: bool) -> CliResult {
             };
             t.row(vec![
                 name,
-                str_at(r, "role").to_string(),
-                str_at(r, "health").to_string(),
+                r.role.clone(),
+                r.health.clone(),
                 reported,
-                str_at(r, "postgres").to_string(),
+                r.postgres.clone(),
                 lag,
             ]);
         }
         out!("{}", t.render());
         outln!();
-        match (&g.assets, asset_age) {
-            (Some(_), Some(age)) => {
-                outln!("assets: last sync {} ago", output::duration_secs(age))
-            }
-            (Some(_), None) => outln!("assets: no completed sync yet"),
-            (None, _) => {}
+        match &doc.assets {
+            Some(AssetsRow {
+                last_sync_age_secs: Some(age),
+                ..
+            }) => outln!("assets: last sync {} ago", output::duration_secs(*age)),
+            Some(_) => outln!("assets: no completed sync yet"),
+            None => {}
         }
-        if let Some(s) = &serial {
+        if let Some(s) = doc.dns.as_ref().and_then(|d| d.serial) {
             outln!("dns: serial {s}");
         }
     }
@@ -236,30 +264,18 @@ pub async fn status(config: &NodeConfig, as_json: bool) -> CliResult {
 
 pub async fn health(config: &NodeConfig, as_json: bool) -> CliResult {
     let api = Api::new(config);
-    let st = api.get(Sidecar::HealthMonitor, "/status").await?;
-    let checks = st
-        .get("checks")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let st: MonitorStatus = api.read(Sidecar::HealthMonitor, "/status").await?;
     if as_json {
         output::print_json(&st);
     } else {
-        outln!(
-            "{}: {}",
-            str_at(&st, "node"),
-            output::paint(str_at(&st, "status"))
-        );
+        outln!("{}: {}", st.node, output::paint(st.status.as_str()));
         let mut t = Table::new(&["CHECK", "STATUS", "TIME", "MESSAGE"]);
-        for c in &checks {
+        for c in &st.checks {
             t.row(vec![
-                str_at(c, "name").to_string(),
-                str_at(c, "status").to_string(),
-                format!(
-                    "{} ms",
-                    c.get("duration_ms").and_then(Value::as_u64).unwrap_or(0)
-                ),
-                str_at(c, "message").to_string(),
+                c.name.clone(),
+                c.status.to_string(),
+                format!("{} ms", c.duration_ms),
+                c.message.clone(),
             ]);
         }
         if t.is_empty() {
@@ -268,10 +284,11 @@ pub async fn health(config: &NodeConfig, as_json: bool) -> CliResult {
             out!("{}", t.render());
         }
     }
-    let critical: Vec<&str> = checks
+    let critical: Vec<&str> = st
+        .checks
         .iter()
-        .filter(|c| str_at(c, "status") == "critical")
-        .map(|c| str_at(c, "name"))
+        .filter(|c| c.status == CheckStatus::Critical)
+        .map(|c| c.name.as_str())
         .collect();
     if critical.is_empty() {
         Ok(())

@@ -15,6 +15,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use aurora_api::monitor::MonitorStatus;
+use aurora_api::repl::NodeStatus;
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 use sidecar_kit::http_client::HttpClient;
@@ -530,18 +532,18 @@ async fn up(dir: &Path, n: usize, zone: &str, netns: bool, timeout: Duration) ->
 }
 
 /// Polls the repl-manager `/status` at `url` until `done` holds; on
-/// timeout, the last answer (null when none came).
+/// timeout, the last answer (empty when none came).
 async fn poll_status(
     url: &str,
     timeout: Duration,
     every: Duration,
-    done: impl Fn(&Value) -> bool,
-) -> Result<(), Value> {
+    done: impl Fn(&NodeStatus) -> bool,
+) -> Result<(), NodeStatus> {
     let http = HttpClient::new(Duration::from_secs(5));
     let deadline = Instant::now() + timeout;
-    let mut last = Value::Null;
+    let mut last = NodeStatus::default();
     loop {
-        if let Ok(st) = http.get_json::<Value>(url).await {
+        if let Ok(st) = http.get_json::<NodeStatus>(url).await {
             if done(&st) {
                 return Ok(());
             }
@@ -565,18 +567,19 @@ async fn wait_streaming(sb: &Sandbox, timeout: Duration) -> CliResult {
         lead.admin_url("repl-manager").unwrap_or_default()
     );
     let want: Vec<&str> = sb.nodes.iter().skip(1).map(|n| n.name.as_str()).collect();
-    let ready = |st: &Value| {
-        let streaming: Vec<&str> = st["replicas"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|r| r["state"] == "streaming")
-            .filter_map(|r| r["name"].as_str())
+    let ready = |st: &NodeStatus| {
+        let streaming: Vec<&str> = st
+            .replicas
+            .iter()
+            .filter(|r| r.is_streaming())
+            .map(|r| r.name.as_str())
             .collect();
         // With a backup, ready also means it is the synchronous standby:
         // until then the fleet cannot fail over safely.
         let sync_ok = match sb.nodes.get(1) {
-            Some(backup) => st["sync"]["standby"] == backup.name.as_str(),
+            Some(backup) => {
+                st.sync.as_ref().and_then(|s| s.standby.as_deref()) == Some(backup.name.as_str())
+            }
             None => true,
         };
         want.iter().all(|w| streaming.contains(w)) && sync_ok
@@ -585,11 +588,18 @@ async fn wait_streaming(sb: &Sandbox, timeout: Duration) -> CliResult {
         .await
         .map_err(|last| {
             CliError::failed(format!(
-                "not every node streams from {} after {} s (replicas: {}, sync: {}); see the logs under {}/nodes/*/logs",
+                "not every node streams from {} after {} s (replicas: {}, synchronous standby: {}); see the logs under {}/nodes/*/logs",
                 lead.name,
                 timeout.as_secs(),
-                last["replicas"],
-                last["sync"],
+                last.replicas
+                    .iter()
+                    .map(|r| format!("{} {} ({})", r.name, r.state, r.sync_state))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                last.sync
+                    .as_ref()
+                    .and_then(|s| s.standby.as_deref())
+                    .unwrap_or("none"),
                 sb.dir.display()
             ))
         })
@@ -610,21 +620,17 @@ async fn wait_rejoined(node: &NodeEntry, timeout: Duration) -> CliResult {
                 "{}: not serving after {} s (state {}, receiver {}, last error {}); see {}",
                 node.name,
                 timeout.as_secs(),
-                last["state"],
-                last["receiver"]["status"],
-                last["last_error"],
+                last.state,
+                last.receiver.as_ref().map_or("none", |r| r.status.as_str()),
+                last.last_error.as_deref().unwrap_or("none"),
                 node.logs().join("repl-manager.log").display()
             ))
         })
 }
 
 /// A repl-manager `/status` of a node that is back in the fleet.
-fn rejoined(status: &Value) -> bool {
-    match status["state"].as_str() {
-        Some("primary") => true,
-        Some("replica") => status["receiver"]["status"] == "streaming",
-        _ => false,
-    }
+fn rejoined(status: &NodeStatus) -> bool {
+    status.is_primary() || (status.is_replica() && status.streaming())
 }
 
 fn print_summary(sb: &Sandbox, took: Duration) {
@@ -771,13 +777,13 @@ async fn status(dir: &Path, as_json: bool) -> CliResult {
         for s in n.sidecars() {
             processes.insert(s.into(), json!(procs::sidecar_pid(n, s)));
         }
-        let repl: Option<Value> = match n.admin_url("repl-manager") {
+        let repl: Option<NodeStatus> = match n.admin_url("repl-manager") {
             Some(u) if procs::sidecar_pid(n, "repl-manager").is_some() => {
                 http.get_json(&format!("{u}/status")).await.ok()
             }
             _ => None,
         };
-        let health: Option<Value> = match n.admin_url("health-monitor") {
+        let health: Option<MonitorStatus> = match n.admin_url("health-monitor") {
             Some(u) if procs::sidecar_pid(n, "health-monitor").is_some() => {
                 http.get_json(&format!("{u}/status")).await.ok()
             }
@@ -788,9 +794,9 @@ async fn status(dir: &Path, as_json: bool) -> CliResult {
             "name": n.name,
             "role": n.role,
             "processes": processes,
-            "postgres": repl.as_ref().map(|r| r["state"].clone()).unwrap_or(json!(null)),
-            "epoch": repl.as_ref().map(|r| r["epoch"].clone()),
-            "health": health.as_ref().map(|h| h["status"].clone()),
+            "postgres": repl.as_ref().map(|r| r.state.to_string()),
+            "epoch": repl.as_ref().map(|r| r.epoch),
+            "health": health.as_ref().map(|h| h.status.to_string()),
             "partitioned": partitioned,
         }));
     }
@@ -886,21 +892,26 @@ async fn down(dir: &Path, keep: bool) -> CliResult {
 #[cfg(test)]
 mod tests {
     use super::rejoined;
-    use serde_json::json;
+    use aurora_api::repl::NodeStatus;
+    use serde_json::{json, Value};
+
+    fn back(v: Value) -> bool {
+        rejoined(&serde_json::from_value::<NodeStatus>(v).unwrap())
+    }
 
     #[test]
     fn a_node_is_back_when_its_postgres_serves() {
-        assert!(rejoined(&json!({"state": "primary"})));
-        assert!(rejoined(
-            &json!({"state": "replica", "receiver": {"status": "streaming"}})
+        assert!(back(json!({"state": "primary"})));
+        assert!(back(
+            json!({"state": "replica", "receiver": {"status": "streaming"}})
         ));
         // Ready, but the database is still starting, or not streaming yet.
-        assert!(!rejoined(&json!({"state": "unreachable"})));
-        assert!(!rejoined(&json!({"state": "stopped"})));
-        assert!(!rejoined(&json!({"state": "replica", "receiver": null})));
-        assert!(!rejoined(
-            &json!({"state": "replica", "receiver": {"status": "startup"}})
+        assert!(!back(json!({"state": "unreachable"})));
+        assert!(!back(json!({"state": "stopped"})));
+        assert!(!back(json!({"state": "replica", "receiver": null})));
+        assert!(!back(
+            json!({"state": "replica", "receiver": {"status": "startup"}})
         ));
-        assert!(!rejoined(&json!({})));
+        assert!(!back(json!({})));
     }
 }

@@ -198,6 +198,19 @@ impl Fleet {
         self.http.get(&url).await.unwrap()
     }
 
+    /// `GET path` on `name`, read as the contract type `T`, whole (see
+    /// `aurora_api::conforms`); with the answer's status.
+    pub async fn conform<T>(&self, name: &str, path: &str) -> (hyper::StatusCode, T)
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned,
+    {
+        let r = self.get(name, path).await;
+        (
+            r.status,
+            testbed::contract::read(&r, &format!("{name} GET {path}")),
+        )
+    }
+
     pub async fn post(
         &self,
         name: &str,
