@@ -149,8 +149,8 @@ impl LocalServer {
             Supervision::Process => text
                 .lines()
                 .next()
-                .and_then(|l| l.trim().parse::<i32>().ok())
-                .map(pid_alive)
+                .and_then(|l| l.trim().parse::<u32>().ok())
+                .map(sidecar_kit::proc::pid_alive)
                 .unwrap_or(false),
             // Another container's PID is meaningless here: ask the port.
             Supervision::External => self.port_open().await,
@@ -455,24 +455,6 @@ impl LocalServer {
             .collect();
         out.sort();
         out
-    }
-}
-
-fn pid_alive(pid: i32) -> bool {
-    if pid <= 0 {
-        return false;
-    }
-    if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err() {
-        return false;
-    }
-    // A zombie (exited, not yet reaped) still answers kill(0).
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .map(|state| state != "Z")
-            .unwrap_or(true),
-        Err(_) => true,
     }
 }
 

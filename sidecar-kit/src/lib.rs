@@ -9,13 +9,15 @@
 //! - [`lifecycle`]: readiness and graceful shutdown on SIGTERM/SIGINT;
 //! - [`cli`]: the `main` plumbing (`--config`, `--check-config`, exit codes);
 //! - [`http_client`]: sidecar-to-sidecar HTTP calls;
-//! - [`sidecar`]: the usual shape of a sidecar's `run`.
+//! - [`sidecar`]: the usual shape of a sidecar's `run`;
+//! - [`proc`]: other processes on this host, by pid.
 
 pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod http_client;
 pub mod lifecycle;
+pub mod proc;
 pub mod sidecar;
 pub mod telemetry;
 

@@ -278,16 +278,4 @@ pub fn cmdline_contains(pid: u32, needle: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// `true` when `pid` names a live process. A zombie (exited, not yet reaped
-/// by a parent that may never reap it, such as a container's PID 1) counts
-/// as dead.
-pub fn pid_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the parenthesised command name.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .map(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
-            .unwrap_or(false),
-        Err(_) => false,
-    }
-}
+pub use sidecar_kit::proc::pid_alive;
