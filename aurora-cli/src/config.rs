@@ -74,7 +74,7 @@ pub struct Backup {
     /// role).
     pub dsn: Secret,
     /// PostgreSQL client binaries (`pg_basebackup`, `pg_verifybackup`);
-    /// empty: found like the testbed finds them.
+    /// empty: on `PATH`, else the newest `/usr/lib/postgresql/<v>/bin`.
     pub bin_dir: Option<PathBuf>,
     /// The assets volume.
     pub assets_dir: PathBuf,

@@ -48,10 +48,10 @@ fn one_line(s: String) -> String {
     }
 }
 
-impl From<testbed::TestbedError> for CliError {
-    fn from(e: testbed::TestbedError) -> Self {
+impl From<local_fleet::Error> for CliError {
+    fn from(e: local_fleet::Error) -> Self {
         match e {
-            testbed::TestbedError::Missing { .. } => Self::usage(e.to_string()),
+            local_fleet::Error::Missing { .. } => Self::usage(e.to_string()),
             other => Self::failed(other.to_string()),
         }
     }

@@ -459,18 +459,7 @@ impl LocalServer {
 }
 
 fn find_bindir() -> Option<PathBuf> {
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let v: u32 = e.file_name().to_str()?.parse().ok()?;
-            let bin = e.path().join("bin");
-            bin.join("pg_ctl").exists().then_some((v, bin))
-        })
-        .collect();
-    versions.sort();
-    if let Some((_, bin)) = versions.pop() {
+    if let Some(bin) = sidecar_kit::cli::newest_pg_bin(Path::new("/usr/lib/postgresql"), "pg_ctl") {
         return Some(bin);
     }
     let found = sidecar_kit::cli::which("pg_ctl")?;

@@ -105,6 +105,28 @@ pub fn which(name: &str) -> Option<PathBuf> {
     })
 }
 
+/// The directory of the newest PostgreSQL under `root` (Debian's
+/// `/usr/lib/postgresql/<major>/bin`) that has `program`, runnable.
+pub fn newest_pg_bin(root: &std::path::Path, program: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let v: u32 = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            let runnable = bin
+                .join(program)
+                .metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+            runnable.then_some((v, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin)
+}
+
 /// Loads and validates the config, or prints one line naming the bad key and
 /// returns the exit code to use. Nothing has been bound or started yet.
 pub fn load_config<C: SidecarConfig>(binary: &str, args: &ConfigArgs) -> Result<C, ExitCode> {

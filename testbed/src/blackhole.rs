@@ -3,7 +3,7 @@
 //! RST, so a connection to it hangs rather than fails; this is how tests
 //! show a component does not hang with it.
 
-use crate::TestbedError;
+use local_fleet::Error as TestbedError;
 
 /// Drops every TCP packet to `127.0.0.1:<port>` until dropped.
 #[derive(Debug)]

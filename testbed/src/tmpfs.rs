@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::TestbedError;
+use local_fleet::Error as TestbedError;
 
 /// A tmpfs mounted at `path` until dropped.
 #[derive(Debug)]

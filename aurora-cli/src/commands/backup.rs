@@ -31,19 +31,59 @@ const ASSETS_ARCHIVE: &str = "assets.tar.gz";
 const CONFIG_ARCHIVE: &str = "config.tar.gz";
 
 fn pg_bin(config_dir: Option<&Path>, program: &str) -> CliResult<PathBuf> {
-    let dir = match config_dir {
-        Some(d) => d.to_path_buf(),
-        None => testbed::tools::pg_bindir()?,
+    find_pg_program(
+        program,
+        config_dir,
+        std::env::var_os("PATH").as_deref(),
+        Path::new("/usr/lib/postgresql"),
+    )
+}
+
+/// A PostgreSQL client program (`pg_basebackup`, `pg_verifybackup`):
+/// in `backup.bin_dir` when set (and only there), else on `PATH`, else in
+/// the newest `<lib_root>/<version>/bin` that has it, which is where
+/// Debian's `postgresql-client-<version>` installs the ones it does not
+/// link into `/usr/bin`. The client package is enough: no server needed.
+fn find_pg_program(
+    program: &str,
+    bin_dir: Option<&Path>,
+    path_var: Option<&std::ffi::OsStr>,
+    lib_root: &Path,
+) -> CliResult<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let runnable = |p: &Path| {
+        p.metadata()
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
     };
-    let p = dir.join(program);
-    if p.is_file() {
-        Ok(p)
-    } else {
-        Err(CliError::usage(format!(
-            "{} not found (set backup.bin_dir to PostgreSQL's client binaries)",
-            p.display()
-        )))
+    if let Some(dir) = bin_dir {
+        let p = dir.join(program);
+        return if runnable(&p) {
+            Ok(p)
+        } else {
+            Err(CliError::usage(format!(
+                "{} not found (backup.bin_dir is {}; it must hold PostgreSQL's client programs)",
+                p.display(),
+                dir.display()
+            )))
+        };
     }
+    let on_path = path_var
+        .into_iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join(program))
+        .find(|p| runnable(p));
+    if let Some(p) = on_path {
+        return Ok(p);
+    }
+    let newest = sidecar_kit::cli::newest_pg_bin(lib_root, program);
+    newest.map(|bin| bin.join(program)).ok_or_else(|| {
+        CliError::usage(format!(
+            "{program} not found on PATH or under {}: install PostgreSQL's client programs \
+             (Debian/Ubuntu: apt-get install postgresql-client), or set backup.bin_dir",
+            lib_root.display()
+        ))
+    })
 }
 
 /// Runs a command; a failure carries the last lines of its stderr.
@@ -380,4 +420,54 @@ pub fn restore(args: RestoreArgs<'_>, as_json: bool) -> CliResult {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn client_programs_are_found_without_the_server() {
+        use super::find_pg_program;
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let exe = |p: std::path::PathBuf| {
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+            p
+        };
+        let lib = root.path().join("lib");
+        // Only client programs, in two versions: the newest wins.
+        exe(lib.join("13/bin/pg_verifybackup"));
+        let newest = exe(lib.join("15/bin/pg_verifybackup"));
+        std::fs::create_dir_all(lib.join("16/bin")).unwrap();
+        let empty = root.path().join("empty-path");
+        std::fs::create_dir_all(&empty).unwrap();
+        let path = std::env::join_paths([&empty]).unwrap();
+        let found = find_pg_program("pg_verifybackup", None, Some(&path), &lib).unwrap();
+        assert_eq!(found, newest);
+        // PATH first (Debian links pg_basebackup into /usr/bin).
+        let on_path = exe(empty.join("pg_verifybackup"));
+        assert_eq!(
+            find_pg_program("pg_verifybackup", None, Some(&path), &lib).unwrap(),
+            on_path
+        );
+        // Missing everywhere: says what to install, and no test script.
+        let e = find_pg_program("pg_basebackup", None, Some(&path), &lib)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("apt-get install postgresql-client") && !e.contains("scripts/"),
+            "{e}"
+        );
+        // backup.bin_dir set: only there.
+        let e = find_pg_program(
+            "pg_verifybackup",
+            Some(&empty.join("nope")),
+            Some(&path),
+            &lib,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("backup.bin_dir"), "{e}");
+    }
 }

@@ -96,7 +96,7 @@ pub fn asset_sync_toml(
     to_toml(&merge(
         common(format!("{host}:{port}"), token),
         json!({
-            "s3": {"endpoint": s3.endpoint, "region": testbed::garage::REGION, "bucket": "assets",
+            "s3": {"endpoint": s3.endpoint, "region": local_fleet::garage::REGION, "bucket": "assets",
                    "access_key_id": s3.key_id, "secret_access_key": s3.secret_key},
             "sync": {"target_dir": path(assets_dir), "interval_secs": 30},
         }),
@@ -125,7 +125,7 @@ pub fn set_in_toml(file: &Path, keys: &[&str], value: &str) -> CliResult {
     t.insert(last.to_string(), toml::Value::String(value.to_string()));
     let text = toml::to_string_pretty(&doc)
         .map_err(|e| CliError::failed(format!("rendering {}: {e}", file.display())))?;
-    Ok(testbed::process::write_private(file, &text)?)
+    Ok(local_fleet::process::write_private(file, &text)?)
 }
 
 pub fn to_toml(v: &Value) -> CliResult<String> {

@@ -3,7 +3,7 @@
 //! Each node gets a real PostgreSQL (from the machine's server binaries),
 //! repl-manager, health-monitor, asset-sync (when Garage is installed) and,
 //! on the lead and the backup, dns-sync: the same binaries and the same
-//! shared starters (`testbed`) the test suite uses. Everything lives under
+//! starters (`local-fleet`) the test suite uses. Everything lives under
 //! one directory; processes are detached and outlive the command.
 
 pub mod layout;
@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 use aurora_api::monitor::MonitorStatus;
 use aurora_api::repl::NodeStatus;
 use clap::{Args, Subcommand};
+use local_fleet::{Garage, PgCluster, PgOptions};
 use serde_json::{json, Value};
 use sidecar_kit::http_client::HttpClient;
-use testbed::{Garage, PgCluster, PgOptions};
 
 use crate::error::{CliError, CliResult};
 use crate::output::{self, Table};
@@ -199,7 +199,7 @@ fn mkdir(p: &Path) -> CliResult {
 
 /// Configs and node.toml hold the admin token and passwords: mode 0600.
 fn write(p: &Path, text: &str) -> CliResult {
-    Ok(testbed::process::write_private(p, text)?)
+    Ok(local_fleet::process::write_private(p, text)?)
 }
 
 /// PostgreSQL refuses to run as root, so as root its files belong to the
@@ -265,7 +265,7 @@ async fn upload_demo(garage: &Garage) -> CliResult {
 }
 
 fn port() -> CliResult<u16> {
-    Ok(testbed::free_port()?)
+    Ok(local_fleet::free_port()?)
 }
 
 async fn up(dir: &Path, n: usize, zone: &str, netns: bool, timeout: Duration) -> CliResult {
@@ -298,14 +298,14 @@ async fn up(dir: &Path, n: usize, zone: &str, netns: bool, timeout: Duration) ->
             "--netns needs root (it creates network namespaces)",
         ));
     }
-    let pg_bindir = testbed::tools::pg_bindir()?;
+    let pg_bindir = local_fleet::tools::pg_bindir()?;
     for bin in ["repl-manager", "health-monitor", "dns-sync", "asset-sync"] {
-        testbed::tools::workspace_bin(bin)?;
+        local_fleet::tools::workspace_bin(bin)?;
     }
     mkdir(dir)?;
     // Removed again if `up` fails before sandbox.json records it.
     let net_handle = if netns {
-        Some(testbed::netns::Network::create(n)?)
+        Some(local_fleet::netns::Network::create(n)?)
     } else {
         None
     };
@@ -317,7 +317,7 @@ async fn up(dir: &Path, n: usize, zone: &str, netns: bool, timeout: Duration) ->
         Some(net) => IpAddr::V4(net.host_ip),
         None => IpAddr::V4(Ipv4Addr::LOCALHOST),
     };
-    let garage = match testbed::tools::garage_bin() {
+    let garage = match local_fleet::tools::garage_bin() {
         Ok(_) => {
             let g = Garage::start_in(Some(dir.join("garage")), s3_listen).await?;
             g.create_bucket("assets").await?;
@@ -386,8 +386,8 @@ async fn up(dir: &Path, n: usize, zone: &str, netns: bool, timeout: Duration) ->
         dir: dir.to_path_buf(),
         zone: zone.to_string(),
         vpn_network: vpn_network.clone(),
-        token: testbed::garage::random_hex(24),
-        replication_password: testbed::garage::random_hex(16),
+        token: local_fleet::garage::random_hex(24),
+        replication_password: local_fleet::garage::random_hex(16),
         pg_bindir,
         s3: garage.as_ref().map(|g| S3Plan {
             endpoint: g.endpoint(),
@@ -490,7 +490,7 @@ async fn up(dir: &Path, n: usize, zone: &str, netns: bool, timeout: Duration) ->
         zone: zone.to_string(),
         s3: plan.s3.as_ref().map(|s| S3 {
             endpoint: s.endpoint.clone(),
-            region: testbed::garage::REGION.to_string(),
+            region: local_fleet::garage::REGION.to_string(),
             bucket: "assets".into(),
         }),
         nodes: entries,
@@ -697,7 +697,7 @@ async fn add_assets(dir: &Path, timeout: Duration) -> CliResult {
             s3.endpoint
         )));
     }
-    testbed::tools::garage_bin()?;
+    local_fleet::tools::garage_bin()?;
     let lead = sb
         .nodes
         .first()
@@ -746,7 +746,7 @@ async fn add_assets(dir: &Path, timeout: Duration) -> CliResult {
     });
     sb.s3 = Some(S3 {
         endpoint: s3.endpoint.clone(),
-        region: testbed::garage::REGION.to_string(),
+        region: local_fleet::garage::REGION.to_string(),
         bucket: "assets".into(),
     });
     sb.save()?;
@@ -801,7 +801,7 @@ async fn status(dir: &Path, as_json: bool) -> CliResult {
         }));
     }
     let doc = json!({"dir": sb.dir, "zone": sb.zone, "s3": sb.s3,
-                     "garage_running": sb.garage.as_ref().and_then(|g| g.pid).map(testbed::process::pid_alive),
+                     "garage_running": sb.garage.as_ref().and_then(|g| g.pid).map(local_fleet::process::pid_alive),
                      "nodes": rows});
     if as_json {
         output::print_json(&doc);

@@ -6,10 +6,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use local_fleet::process::{cmdline_contains, pid_alive};
+use local_fleet::{SidecarProcess, SidecarSpec, StopMode};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
-use testbed::process::{cmdline_contains, pid_alive};
-use testbed::{SidecarProcess, SidecarSpec, StopMode};
 
 use super::state::NodeEntry;
 use crate::error::{CliError, CliResult};
@@ -30,7 +30,7 @@ pub fn sidecar_pid(node: &NodeEntry, sidecar: &str) -> Option<u32> {
 
 /// The postmaster's pid when PostgreSQL runs on `node`.
 pub fn postmaster_pid(node: &NodeEntry) -> Option<u32> {
-    testbed::postgres::postmaster_of(&node.postgres.data_dir)
+    local_fleet::postgres::postmaster_of(&node.postgres.data_dir)
 }
 
 fn admin_addr(url: &str) -> CliResult<SocketAddr> {
@@ -152,7 +152,7 @@ pub async fn stop_node(node: &NodeEntry, timeout: Duration) -> CliResult<Vec<Str
         stopped.push(sidecar.to_string());
     }
     if postmaster_pid(node).is_some() {
-        let r = testbed::postgres::stop_data_dir(&node.postgres.data_dir, StopMode::Fast).await;
+        let r = local_fleet::postgres::stop_data_dir(&node.postgres.data_dir, StopMode::Fast).await;
         // It may have exited on its own meanwhile (a lost lease stops it).
         if postmaster_pid(node).is_some() {
             r?;

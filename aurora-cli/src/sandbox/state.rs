@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use local_fleet::netns::NetworkState;
 use serde::{Deserialize, Serialize};
-use testbed::netns::NetworkState;
 
 use crate::error::{CliError, CliResult};
 

@@ -9,18 +9,18 @@ use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::sync::Mutex;
 
-use crate::error::TestbedError;
+use crate::error::Error;
 
 static TAKEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
 
 /// A port free for both TCP and UDP on 127.0.0.1.
-pub fn free_port() -> Result<u16, TestbedError> {
+pub fn free_port() -> Result<u16, Error> {
     free_port_on(IpAddr::V4(Ipv4Addr::LOCALHOST))
 }
 
 /// A port free for both TCP and UDP on `ip` (UDP too, because DNS servers
 /// bind both).
-pub fn free_port_on(ip: IpAddr) -> Result<u16, TestbedError> {
+pub fn free_port_on(ip: IpAddr) -> Result<u16, Error> {
     let mut taken = TAKEN.lock().unwrap_or_else(|p| p.into_inner());
     let taken = taken.get_or_insert_with(HashSet::new);
     for _ in 0..200 {
@@ -34,7 +34,7 @@ pub fn free_port_on(ip: IpAddr) -> Result<u16, TestbedError> {
             return Ok(port);
         }
     }
-    Err(TestbedError::Other(format!("no free port found on {ip}")))
+    Err(Error::Other(format!("no free port found on {ip}")))
 }
 
 use sidecar_kit::telemetry::random_u64 as random;

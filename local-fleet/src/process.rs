@@ -11,7 +11,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use sidecar_kit::http_client::HttpClient;
 
-use crate::error::{log_tail, TestbedError};
+use crate::error::{log_tail, Error};
 use crate::tools::workspace_bin;
 
 /// What to start.
@@ -72,24 +72,24 @@ pub struct SidecarProcess {
 
 impl SidecarProcess {
     /// Writes the config and starts the binary. Does not wait for readiness.
-    pub fn spawn(spec: SidecarSpec) -> Result<Self, TestbedError> {
+    pub fn spawn(spec: SidecarSpec) -> Result<Self, Error> {
         let bin = workspace_bin(&spec.binary)?;
         std::fs::create_dir_all(&spec.dir)
-            .map_err(|e| TestbedError::io(format!("creating {}", spec.dir.display()), e))?;
+            .map_err(|e| Error::io(format!("creating {}", spec.dir.display()), e))?;
         let config_path = spec.dir.join(format!("{}.toml", spec.binary));
         write_private(&config_path, &spec.config_toml)?;
         let log_dir = spec.log_dir.as_ref().unwrap_or(&spec.dir);
         std::fs::create_dir_all(log_dir)
-            .map_err(|e| TestbedError::io(format!("creating {}", log_dir.display()), e))?;
+            .map_err(|e| Error::io(format!("creating {}", log_dir.display()), e))?;
         let log_path = log_dir.join(format!("{}.log", spec.binary));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log_path)
-            .map_err(|e| TestbedError::io(format!("opening {}", log_path.display()), e))?;
+            .map_err(|e| Error::io(format!("opening {}", log_path.display()), e))?;
         let err = log
             .try_clone()
-            .map_err(|e| TestbedError::io("cloning a log handle", e))?;
+            .map_err(|e| Error::io("cloning a log handle", e))?;
 
         let mut cmd = match &spec.netns {
             Some(ns) => {
@@ -119,7 +119,7 @@ impl SidecarProcess {
             .process_group(0);
         let child = cmd
             .spawn()
-            .map_err(|e| TestbedError::io(format!("starting {}", bin.display()), e))?;
+            .map_err(|e| Error::io(format!("starting {}", bin.display()), e))?;
         Ok(Self {
             name: spec.binary,
             child: Some(child),
@@ -131,7 +131,7 @@ impl SidecarProcess {
     }
 
     /// [`SidecarProcess::spawn`], then wait for `/ready` (up to `timeout`).
-    pub async fn start(spec: SidecarSpec, timeout: Duration) -> Result<Self, TestbedError> {
+    pub async fn start(spec: SidecarSpec, timeout: Duration) -> Result<Self, Error> {
         let mut p = Self::spawn(spec)?;
         p.wait_ready(timeout).await?;
         Ok(p)
@@ -160,13 +160,13 @@ impl SidecarProcess {
 
     /// Polls `/ready` until it answers 200; fails early, with the log's tail,
     /// if the process exits.
-    pub async fn wait_ready(&mut self, timeout: Duration) -> Result<(), TestbedError> {
+    pub async fn wait_ready(&mut self, timeout: Duration) -> Result<(), Error> {
         let client = HttpClient::new(Duration::from_secs(2));
         let url = format!("{}/ready", self.admin_url());
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if let Some(status) = self.try_wait()? {
-                return Err(TestbedError::Exited {
+                return Err(Error::Exited {
                     what: self.name.clone(),
                     status: status.to_string(),
                     log: self.log_path.clone(),
@@ -179,7 +179,7 @@ impl SidecarProcess {
                 }
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(TestbedError::Timeout {
+                return Err(Error::Timeout {
                     what: format!("{} ({url})", self.name),
                     secs: timeout.as_secs(),
                     log: Some((self.log_path.clone(), log_tail(&self.log_path, 30))),
@@ -190,33 +190,33 @@ impl SidecarProcess {
     }
 
     /// Exit status if the process has exited.
-    pub fn try_wait(&mut self) -> Result<Option<ExitStatus>, TestbedError> {
+    pub fn try_wait(&mut self) -> Result<Option<ExitStatus>, Error> {
         match self.child.as_mut() {
             Some(c) => c
                 .try_wait()
-                .map_err(|e| TestbedError::io(format!("checking {}", self.name), e)),
+                .map_err(|e| Error::io(format!("checking {}", self.name), e)),
             None => Ok(None),
         }
     }
 
     /// Sends a signal (SIGTERM for a graceful stop, SIGKILL for a crash).
-    pub fn signal(&self, signal: Signal) -> Result<(), TestbedError> {
+    pub fn signal(&self, signal: Signal) -> Result<(), Error> {
         let pid = self
             .pid()
-            .ok_or_else(|| TestbedError::Other(format!("{} is not running", self.name)))?;
+            .ok_or_else(|| Error::Other(format!("{} is not running", self.name)))?;
         kill(Pid::from_raw(pid as i32), signal)
-            .map_err(|e| TestbedError::Other(format!("signalling {}: {e}", self.name)))
+            .map_err(|e| Error::Other(format!("signalling {}: {e}", self.name)))
     }
 
     /// Waits for the process to exit, up to `timeout`.
-    pub async fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus, TestbedError> {
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus, Error> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if let Some(status) = self.try_wait()? {
                 return Ok(status);
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(TestbedError::Timeout {
+                return Err(Error::Timeout {
                     what: format!("{} to exit", self.name),
                     secs: timeout.as_secs(),
                     log: Some((self.log_path.clone(), log_tail(&self.log_path, 20))),
@@ -227,7 +227,7 @@ impl SidecarProcess {
     }
 
     /// SIGTERM, then wait up to `timeout` for the exit status.
-    pub async fn terminate(&mut self, timeout: Duration) -> Result<ExitStatus, TestbedError> {
+    pub async fn terminate(&mut self, timeout: Duration) -> Result<ExitStatus, Error> {
         self.signal(Signal::SIGTERM)?;
         self.wait_exit(timeout).await
     }
@@ -256,7 +256,7 @@ impl Drop for SidecarProcess {
 }
 
 /// Writes a file only its owner can read (configs hold tokens and passwords).
-pub fn write_private(path: &Path, text: &str) -> Result<(), TestbedError> {
+pub fn write_private(path: &Path, text: &str) -> Result<(), Error> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
@@ -265,9 +265,9 @@ pub fn write_private(path: &Path, text: &str) -> Result<(), TestbedError> {
         .write(true)
         .mode(0o600)
         .open(path)
-        .map_err(|e| TestbedError::io(format!("writing {}", path.display()), e))?;
+        .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
     f.write_all(text.as_bytes())
-        .map_err(|e| TestbedError::io(format!("writing {}", path.display()), e))
+        .map_err(|e| Error::io(format!("writing {}", path.display()), e))
 }
 
 /// `/proc/<pid>/cmdline` contains `needle`: the pid still names the process

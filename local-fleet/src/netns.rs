@@ -9,7 +9,7 @@
 use std::net::Ipv4Addr;
 use std::process::Command;
 
-use crate::error::TestbedError;
+use crate::error::Error;
 
 /// A private network of `n` nodes, removed when dropped unless detached.
 pub struct Network {
@@ -31,12 +31,12 @@ pub struct NetworkState {
 
 impl NetworkState {
     /// Cuts node `i` off (its host-side veth down).
-    pub fn cut(&self, i: usize) -> Result<(), TestbedError> {
+    pub fn cut(&self, i: usize) -> Result<(), Error> {
         ip(&["link", "set", &self.nodes[i].veth, "down"])
     }
 
     /// Reconnects node `i`.
-    pub fn heal(&self, i: usize) -> Result<(), TestbedError> {
+    pub fn heal(&self, i: usize) -> Result<(), Error> {
         ip(&["link", "set", &self.nodes[i].veth, "up"])
     }
 
@@ -100,15 +100,15 @@ pub struct NetNode {
     pub ip: Ipv4Addr,
 }
 
-fn ip(args: &[&str]) -> Result<(), TestbedError> {
+fn ip(args: &[&str]) -> Result<(), Error> {
     let out = Command::new("ip")
         .args(args)
         .output()
-        .map_err(|e| TestbedError::io("running ip", e))?;
+        .map_err(|e| Error::io("running ip", e))?;
     if out.status.success() {
         return Ok(());
     }
-    Err(TestbedError::Command {
+    Err(Error::Command {
         command: format!("ip {}", args.join(" ")),
         status: out.status.to_string(),
         output: String::from_utf8_lossy(&out.stderr).trim().to_string(),
@@ -118,12 +118,12 @@ fn ip(args: &[&str]) -> Result<(), TestbedError> {
 impl Network {
     /// Creates the bridge and `n` namespaces. Names are unique per process
     /// (interface names are at most 15 characters).
-    pub fn create(n: usize) -> Result<Self, TestbedError> {
+    pub fn create(n: usize) -> Result<Self, Error> {
         if !nix::unistd::Uid::effective().is_root() {
-            return Err(TestbedError::Other("network namespaces need root".into()));
+            return Err(Error::Other("network namespaces need root".into()));
         }
         if crate::tools::which("ip").is_none() {
-            return Err(TestbedError::Missing {
+            return Err(Error::Missing {
                 what: "ip (iproute2)".into(),
                 install: "apt-get install -y iproute2".into(),
             });
@@ -151,15 +151,15 @@ impl Network {
             net.setup(n)?;
             return Ok(net);
         }
-        Err(TestbedError::Other("could not create a test bridge".into()))
+        Err(Error::Other("could not create a test bridge".into()))
     }
 
-    fn setup(&mut self, n: usize) -> Result<(), TestbedError> {
+    fn setup(&mut self, n: usize) -> Result<(), Error> {
         let [a, b, c] = self.subnet;
         let host_ip = format!("{a}.{b}.{c}.254/24");
         ip(&["addr", "add", &host_ip, "dev", &self.bridge])?;
         if !forward_rule(&self.bridge, "-I") {
-            return Err(TestbedError::Other(format!(
+            return Err(Error::Other(format!(
                 "iptables -I FORWARD -i {0} -o {0} -j ACCEPT failed: the test bridge's traffic \
                  would be dropped by a FORWARD policy of DROP (Docker's)",
                 self.bridge
@@ -212,12 +212,12 @@ impl Network {
     }
 
     /// Cuts node `i` off from every other node and from the test.
-    pub fn cut(&self, i: usize) -> Result<(), TestbedError> {
+    pub fn cut(&self, i: usize) -> Result<(), Error> {
         ip(&["link", "set", &self.nodes[i].veth, "down"])
     }
 
     /// Reconnects node `i`.
-    pub fn heal(&self, i: usize) -> Result<(), TestbedError> {
+    pub fn heal(&self, i: usize) -> Result<(), Error> {
         ip(&["link", "set", &self.nodes[i].veth, "up"])
     }
 

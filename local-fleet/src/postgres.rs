@@ -13,7 +13,7 @@ use std::time::Duration;
 use nix::unistd::{Gid, Uid, User};
 use tokio::process::Command;
 
-use crate::error::{log_tail, TestbedError};
+use crate::error::{log_tail, Error};
 use crate::ports::free_port_on;
 use crate::tools::pg_bindir;
 
@@ -83,13 +83,13 @@ pub struct Owner {
 impl Owner {
     /// `None` when we are not root (programs run as ourselves); the
     /// `postgres` user when we are.
-    pub fn for_postgres() -> Result<Option<Owner>, TestbedError> {
+    pub fn for_postgres() -> Result<Option<Owner>, Error> {
         if !Uid::effective().is_root() {
             return Ok(None);
         }
         let user = User::from_name(PG_OS_USER)
-            .map_err(|e| TestbedError::Other(format!("looking up user {PG_OS_USER}: {e}")))?
-            .ok_or_else(|| TestbedError::Missing {
+            .map_err(|e| Error::Other(format!("looking up user {PG_OS_USER}: {e}")))?
+            .ok_or_else(|| Error::Missing {
                 what: format!("the `{PG_OS_USER}` OS user (PostgreSQL will not run as root)"),
                 install: "apt-get install -y postgresql".into(),
             })?;
@@ -100,9 +100,9 @@ impl Owner {
     }
 
     /// Hands `path` (not recursively) to this owner.
-    pub fn chown(&self, path: &Path) -> Result<(), TestbedError> {
+    pub fn chown(&self, path: &Path) -> Result<(), Error> {
         std::os::unix::fs::chown(path, Some(self.uid.as_raw()), Some(self.gid.as_raw()))
-            .map_err(|e| TestbedError::io(format!("chown {}", path.display()), e))
+            .map_err(|e| Error::io(format!("chown {}", path.display()), e))
     }
 }
 
@@ -136,7 +136,7 @@ pub struct PgCluster {
 impl PgCluster {
     /// Creates the cluster's directory and runs `initdb` (data checksums on,
     /// trust auth on the local address, superuser `postgres`). Not started.
-    pub async fn init(opts: PgOptions) -> Result<Self, TestbedError> {
+    pub async fn init(opts: PgOptions) -> Result<Self, Error> {
         let mut cluster = Self::empty(opts.clone())?;
         cluster.initdb().await?;
         cluster.write_settings(&opts.settings)?;
@@ -144,7 +144,7 @@ impl PgCluster {
     }
 
     /// [`PgCluster::init`] and start.
-    pub async fn start_new(opts: PgOptions) -> Result<Self, TestbedError> {
+    pub async fn start_new(opts: PgOptions) -> Result<Self, Error> {
         let mut cluster = Self::init(opts).await?;
         cluster.start().await?;
         Ok(cluster)
@@ -152,25 +152,25 @@ impl PgCluster {
 
     /// A cluster directory with an empty data directory (for a replica that
     /// will be cloned with `pg_basebackup`). Nothing runs yet.
-    pub fn empty(opts: PgOptions) -> Result<Self, TestbedError> {
+    pub fn empty(opts: PgOptions) -> Result<Self, Error> {
         let bindir = pg_bindir()?;
         let owner = Owner::for_postgres()?;
         let root = match &opts.dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir)
-                    .map_err(|e| TestbedError::io(format!("creating {}", dir.display()), e))?;
+                    .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
                 Root::Kept(dir.clone())
             }
             None => Root::Temp(
                 tempfile::Builder::new()
                     .prefix(&format!("aurora-pg-{}-", opts.name))
                     .tempdir()
-                    .map_err(|e| TestbedError::io("creating a temp dir", e))?,
+                    .map_err(|e| Error::io("creating a temp dir", e))?,
             ),
         };
         let data_dir = root.path().join("data");
         std::fs::create_dir_all(&data_dir)
-            .map_err(|e| TestbedError::io(format!("creating {}", data_dir.display()), e))?;
+            .map_err(|e| Error::io(format!("creating {}", data_dir.display()), e))?;
         set_mode(&data_dir, 0o700)?;
         if let Some(owner) = owner {
             owner.chown(root.path())?;
@@ -227,10 +227,10 @@ impl PgCluster {
     }
 
     /// Connects as the superuser to `dbname`.
-    pub async fn connect(&self, dbname: &str) -> Result<tokio_postgres::Client, TestbedError> {
+    pub async fn connect(&self, dbname: &str) -> Result<tokio_postgres::Client, Error> {
         let (client, conn) = tokio_postgres::connect(&self.dsn(dbname), tokio_postgres::NoTls)
             .await
-            .map_err(|e| TestbedError::Other(format!("connecting to {}: {e}", self.name)))?;
+            .map_err(|e| Error::Other(format!("connecting to {}: {e}", self.name)))?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -250,7 +250,7 @@ impl PgCluster {
         cmd
     }
 
-    async fn initdb(&mut self) -> Result<(), TestbedError> {
+    async fn initdb(&mut self) -> Result<(), Error> {
         let data = self.data_dir.display().to_string();
         let mut cmd = self.command("initdb");
         cmd.args([
@@ -268,13 +268,13 @@ impl PgCluster {
         run(cmd, "initdb").await
     }
 
-    fn write_settings(&self, extra: &[(String, String)]) -> Result<(), TestbedError> {
+    fn write_settings(&self, extra: &[(String, String)]) -> Result<(), Error> {
         use std::io::Write;
         let conf = self.data_dir.join("postgresql.conf");
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .open(&conf)
-            .map_err(|e| TestbedError::io(format!("opening {}", conf.display()), e))?;
+            .map_err(|e| Error::io(format!("opening {}", conf.display()), e))?;
         // No Unix socket: every client (tests, pg_basebackup, pg_rewind)
         // connects over TCP, exactly as nodes of a fleet do.
         let mut text = format!(
@@ -286,17 +286,17 @@ impl PgCluster {
             text.push_str(&format!("{k} = {v}\n"));
         }
         f.write_all(text.as_bytes())
-            .map_err(|e| TestbedError::io(format!("writing {}", conf.display()), e))
+            .map_err(|e| Error::io(format!("writing {}", conf.display()), e))
     }
 
     /// Starts the server and waits until it accepts connections. The port and
     /// address are passed on the command line so they win over a
     /// `postgresql.conf` cloned from another node.
-    pub async fn start(&mut self) -> Result<(), TestbedError> {
+    pub async fn start(&mut self) -> Result<(), Error> {
         // The log file must be writable by the server's user.
         if !self.log_path.exists() {
             std::fs::write(&self.log_path, b"")
-                .map_err(|e| TestbedError::io("creating the postgres log", e))?;
+                .map_err(|e| Error::io("creating the postgres log", e))?;
             if let Some(o) = self.owner {
                 o.chown(&self.log_path)?;
             }
@@ -314,7 +314,7 @@ impl PgCluster {
         // pg_ctl's server must outlive this handle's process group on
         // `detach`; it daemonizes itself, so no extra care is needed here.
         if let Err(e) = run(cmd, "pg_ctl start").await {
-            return Err(TestbedError::Other(format!(
+            return Err(Error::Other(format!(
                 "{e}\nlast lines of {}:\n{}",
                 self.log_path.display(),
                 log_tail(&self.log_path, 15)
@@ -324,7 +324,7 @@ impl PgCluster {
     }
 
     /// Stops the server.
-    pub async fn stop(&mut self, mode: StopMode) -> Result<(), TestbedError> {
+    pub async fn stop(&mut self, mode: StopMode) -> Result<(), Error> {
         stop_data_dir(&self.data_dir, mode).await
     }
 
@@ -341,21 +341,21 @@ impl PgCluster {
 
     /// SIGKILLs the postmaster (a crash). Its children notice the dead
     /// postmaster and exit on their own within a moment.
-    pub fn kill(&self) -> Result<(), TestbedError> {
+    pub fn kill(&self) -> Result<(), Error> {
         let pid = self
             .postmaster_pid()
-            .ok_or_else(|| TestbedError::Other(format!("{} is not running", self.name)))?;
+            .ok_or_else(|| Error::Other(format!("{} is not running", self.name)))?;
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),
             nix::sys::signal::Signal::SIGKILL,
         )
-        .map_err(|e| TestbedError::Other(format!("killing {}: {e}", self.name)))
+        .map_err(|e| Error::Other(format!("killing {}: {e}", self.name)))
     }
 
     /// A hot standby of `primary`: cloned with `pg_basebackup` (fast
     /// checkpoint, WAL streamed, standby settings written), then started.
     /// Tests use it for "a replica"; repl-manager does its own cloning.
-    pub async fn standby_of(primary: &PgCluster, opts: PgOptions) -> Result<Self, TestbedError> {
+    pub async fn standby_of(primary: &PgCluster, opts: PgOptions) -> Result<Self, Error> {
         let mut standby = Self::empty(opts)?;
         let data = standby.data_dir.display().to_string();
         let mut cmd = standby.command("pg_basebackup");
@@ -422,7 +422,7 @@ pub fn postmaster_of(data_dir: &Path) -> Option<u32> {
 /// `pg_ctl stop` on a data directory, as the `postgres` user when we are
 /// root: for servers started by someone else (the sandbox's, which
 /// repl-manager runs).
-pub async fn stop_data_dir(data_dir: &Path, mode: StopMode) -> Result<(), TestbedError> {
+pub async fn stop_data_dir(data_dir: &Path, mode: StopMode) -> Result<(), Error> {
     let mut cmd = Command::new(pg_bindir()?.join("pg_ctl"));
     cmd.arg("-D")
         .arg(data_dir)
@@ -436,24 +436,24 @@ pub async fn stop_data_dir(data_dir: &Path, mode: StopMode) -> Result<(), Testbe
     run(cmd, "pg_ctl stop").await
 }
 
-fn set_mode(path: &Path, mode: u32) -> Result<(), TestbedError> {
+fn set_mode(path: &Path, mode: u32) -> Result<(), Error> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| TestbedError::io(format!("chmod {}", path.display()), e))
+        .map_err(|e| Error::io(format!("chmod {}", path.display()), e))
 }
 
 /// Runs a command to completion; a failure carries its output.
-pub(crate) async fn run(mut cmd: Command, label: &str) -> Result<(), TestbedError> {
+pub(crate) async fn run(mut cmd: Command, label: &str) -> Result<(), Error> {
     let out = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .output()
         .await
-        .map_err(|e| TestbedError::io(format!("running {label}"), e))?;
+        .map_err(|e| Error::io(format!("running {label}"), e))?;
     if out.status.success() {
         return Ok(());
     }
-    Err(TestbedError::Command {
+    Err(Error::Command {
         command: label.to_string(),
         status: out.status.to_string(),
         output: format!(

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use crate::error::{log_tail, TestbedError};
+use crate::error::{log_tail, Error};
 use crate::ports::free_port_on;
 use crate::process::write_private;
 use crate::tools::garage_bin;
@@ -33,25 +33,25 @@ pub struct Garage {
 
 impl Garage {
     /// Starts Garage in a temporary directory on 127.0.0.1.
-    pub async fn start() -> Result<Self, TestbedError> {
+    pub async fn start() -> Result<Self, Error> {
         Self::start_in(None, IpAddr::V4(Ipv4Addr::LOCALHOST)).await
     }
 
     /// Starts Garage with its files under `dir` (or a temp dir), listening on
     /// `listen`, and gives it a layout and an access key with full rights.
-    pub async fn start_in(dir: Option<PathBuf>, listen: IpAddr) -> Result<Self, TestbedError> {
+    pub async fn start_in(dir: Option<PathBuf>, listen: IpAddr) -> Result<Self, Error> {
         let bin = garage_bin()?;
         let (root, dir) = match dir {
             Some(d) => {
                 std::fs::create_dir_all(&d)
-                    .map_err(|e| TestbedError::io(format!("creating {}", d.display()), e))?;
+                    .map_err(|e| Error::io(format!("creating {}", d.display()), e))?;
                 (None, d)
             }
             None => {
                 let t = tempfile::Builder::new()
                     .prefix("aurora-garage-")
                     .tempdir()
-                    .map_err(|e| TestbedError::io("creating a temp dir", e))?;
+                    .map_err(|e| Error::io("creating a temp dir", e))?;
                 let p = t.path().to_path_buf();
                 (Some(t), p)
             }
@@ -105,12 +105,12 @@ impl Garage {
         Ok(garage)
     }
 
-    fn spawn(&mut self) -> Result<(), TestbedError> {
+    fn spawn(&mut self) -> Result<(), Error> {
         let log = std::fs::File::create(&self.log_path)
-            .map_err(|e| TestbedError::io("creating the garage log", e))?;
+            .map_err(|e| Error::io("creating the garage log", e))?;
         let err = log
             .try_clone()
-            .map_err(|e| TestbedError::io("cloning the garage log", e))?;
+            .map_err(|e| Error::io("cloning the garage log", e))?;
         let child = std::process::Command::new(&self.bin)
             .arg("-c")
             .arg(&self.config_path)
@@ -121,12 +121,12 @@ impl Garage {
             .stderr(err)
             .process_group(0)
             .spawn()
-            .map_err(|e| TestbedError::io("starting garage", e))?;
+            .map_err(|e| Error::io("starting garage", e))?;
         self.child = Some(child);
         Ok(())
     }
 
-    async fn configure(&mut self) -> Result<(), TestbedError> {
+    async fn configure(&mut self) -> Result<(), Error> {
         // `garage node id` answers from the key file before the server is up,
         // so wait for the RPC port itself, then retry the first RPC call
         // until the server takes it.
@@ -155,16 +155,12 @@ impl Garage {
         self.wait_port(self.s3_port, deadline).await
     }
 
-    async fn wait_port(
-        &mut self,
-        port: u16,
-        deadline: tokio::time::Instant,
-    ) -> Result<(), TestbedError> {
+    async fn wait_port(&mut self, port: u16, deadline: tokio::time::Instant) -> Result<(), Error> {
         let addr = SocketAddr::new(self.listen, port);
         while tokio::net::TcpStream::connect(addr).await.is_err() {
             self.check_alive()?;
             if tokio::time::Instant::now() >= deadline {
-                return Err(TestbedError::Timeout {
+                return Err(Error::Timeout {
                     what: format!("garage on port {port}"),
                     secs: 30,
                     log: Some((self.log_path.clone(), log_tail(&self.log_path, 20))),
@@ -175,10 +171,10 @@ impl Garage {
         Ok(())
     }
 
-    fn check_alive(&mut self) -> Result<(), TestbedError> {
+    fn check_alive(&mut self) -> Result<(), Error> {
         if let Some(child) = self.child.as_mut() {
             if let Ok(Some(status)) = child.try_wait() {
-                return Err(TestbedError::Exited {
+                return Err(Error::Exited {
                     what: "garage".into(),
                     status: status.to_string(),
                     log: self.log_path.clone(),
@@ -190,7 +186,7 @@ impl Garage {
     }
 
     /// Runs `garage -c <config> <args>` and returns its stdout.
-    pub async fn cli(&self, args: &[&str]) -> Result<String, TestbedError> {
+    pub async fn cli(&self, args: &[&str]) -> Result<String, Error> {
         let out = tokio::process::Command::new(&self.bin)
             .arg("-c")
             .arg(&self.config_path)
@@ -199,9 +195,9 @@ impl Garage {
             .stdin(Stdio::null())
             .output()
             .await
-            .map_err(|e| TestbedError::io("running garage", e))?;
+            .map_err(|e| Error::io("running garage", e))?;
         if !out.status.success() {
-            return Err(TestbedError::Command {
+            return Err(Error::Command {
                 command: format!("garage {}", args.join(" ")),
                 status: out.status.to_string(),
                 output: String::from_utf8_lossy(&out.stderr).trim().to_string(),
@@ -211,7 +207,7 @@ impl Garage {
     }
 
     /// Creates a bucket the testbed's key may read, write and own.
-    pub async fn create_bucket(&self, name: &str) -> Result<(), TestbedError> {
+    pub async fn create_bucket(&self, name: &str) -> Result<(), Error> {
         self.cli(&["bucket", "create", name]).await?;
         self.cli(&[
             "bucket", "allow", "--read", "--write", "--owner", name, "--key", "testbed",
@@ -269,7 +265,7 @@ impl Garage {
     }
 
     /// Starts the server again after [`Garage::stop`] (same ports, same data).
-    pub async fn restart(&mut self) -> Result<(), TestbedError> {
+    pub async fn restart(&mut self) -> Result<(), Error> {
         self.stop();
         self.spawn()?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

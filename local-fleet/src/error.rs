@@ -1,8 +1,8 @@
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
-pub enum TestbedError {
-    #[error("{what} is not installed: install it with `{install}` (./scripts/test installs everything the tests need)")]
+pub enum Error {
+    #[error("{what} is not installed: install it with `{install}` (scripts/lib/deps.sh in the source tree installs everything the sandbox and the tests need)")]
     Missing { what: String, install: String },
     #[error("{context}: {source}")]
     Io {
@@ -33,8 +33,8 @@ pub enum TestbedError {
     Other(String),
 }
 
-impl TestbedError {
-    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+impl Error {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Self::Io {
             context: context.into(),
             source,

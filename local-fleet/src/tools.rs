@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::TestbedError;
+use crate::error::Error;
 
 /// Pinned Garage version (the tests and benchmarks are measured against it).
 pub const GARAGE_VERSION: &str = "2.5.0";
@@ -20,24 +20,13 @@ pub use sidecar_kit::cli::which;
 /// The directory holding PostgreSQL's server binaries (`initdb`, `pg_ctl`,
 /// `postgres`, `pg_basebackup`, `pg_rewind`): `$PG_BINDIR`, else the newest
 /// `/usr/lib/postgresql/<v>/bin`, else wherever `initdb` is on `PATH`.
-pub fn pg_bindir() -> Result<PathBuf, TestbedError> {
+pub fn pg_bindir() -> Result<PathBuf, Error> {
     if let Some(dir) = std::env::var_os("PG_BINDIR").map(PathBuf::from) {
         if is_executable(&dir.join("initdb")) {
             return Ok(dir);
         }
     }
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let v: u32 = e.file_name().to_str()?.parse().ok()?;
-            let bin = e.path().join("bin");
-            is_executable(&bin.join("initdb")).then_some((v, bin))
-        })
-        .collect();
-    versions.sort();
-    if let Some((_, bin)) = versions.pop() {
+    if let Some(bin) = sidecar_kit::cli::newest_pg_bin(Path::new("/usr/lib/postgresql"), "initdb") {
         return Ok(bin);
     }
     if let Some(initdb) = which("initdb") {
@@ -46,14 +35,14 @@ pub fn pg_bindir() -> Result<PathBuf, TestbedError> {
             return Ok(dir.to_path_buf());
         }
     }
-    Err(TestbedError::Missing {
+    Err(Error::Missing {
         what: "PostgreSQL server binaries (initdb, pg_ctl)".into(),
         install: "apt-get install -y postgresql".into(),
     })
 }
 
 /// The `garage` binary: `$GARAGE_BIN`, `PATH`, or `~/.cargo/bin/garage`.
-pub fn garage_bin() -> Result<PathBuf, TestbedError> {
+pub fn garage_bin() -> Result<PathBuf, Error> {
     let candidates = [
         std::env::var_os("GARAGE_BIN").map(PathBuf::from),
         which("garage"),
@@ -63,7 +52,7 @@ pub fn garage_bin() -> Result<PathBuf, TestbedError> {
         .into_iter()
         .flatten()
         .find(|p| is_executable(p))
-        .ok_or_else(|| TestbedError::Missing {
+        .ok_or_else(|| Error::Missing {
             what: format!("Garage {GARAGE_VERSION} (S3 server)"),
             install: format!("cargo install garage --version {GARAGE_VERSION} --locked"),
         })
@@ -71,7 +60,7 @@ pub fn garage_bin() -> Result<PathBuf, TestbedError> {
 
 /// A binary of this workspace (`repl-manager`, `dns-sync`, …): `$AURORA_BIN_DIR`,
 /// else the cargo target directory the running executable was built in.
-pub fn workspace_bin(name: &str) -> Result<PathBuf, TestbedError> {
+pub fn workspace_bin(name: &str) -> Result<PathBuf, Error> {
     if let Some(dir) = std::env::var_os("AURORA_BIN_DIR").map(PathBuf::from) {
         let p = dir.join(name);
         if is_executable(&p) {
@@ -80,7 +69,7 @@ pub fn workspace_bin(name: &str) -> Result<PathBuf, TestbedError> {
     }
     // Tests run from target/<profile>/deps/; binaries sit in target/<profile>/.
     // The CLI itself runs from target/<profile>/ (or an install dir).
-    let exe = std::env::current_exe().map_err(|e| TestbedError::io("current_exe", e))?;
+    let exe = std::env::current_exe().map_err(|e| Error::io("current_exe", e))?;
     for dir in exe.ancestors().skip(1).take(3) {
         let p = dir.join(name);
         if is_executable(&p) {
@@ -90,7 +79,7 @@ pub fn workspace_bin(name: &str) -> Result<PathBuf, TestbedError> {
     if let Some(p) = which(name) {
         return Ok(p);
     }
-    Err(TestbedError::Missing {
+    Err(Error::Missing {
         what: format!("the `{name}` binary"),
         install: "cargo build --workspace --bins".into(),
     })
