@@ -234,6 +234,9 @@ pub struct Liveness {
 pub struct ClusterView {
     pub epoch: i64,
     pub primary: String,
+    /// Unix seconds when this epoch began: the last bootstrap, switchover
+    /// or failover (added in version 1; absent from older sidecars).
+    pub epoch_changed_at: Option<f64>,
     pub members: Vec<ClusterMember>,
 }
 

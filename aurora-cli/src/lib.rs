@@ -22,6 +22,7 @@ macro_rules! outln {
 
 pub mod api;
 pub mod commands;
+pub mod completion;
 pub mod config;
 pub mod error;
 pub mod output;
@@ -31,6 +32,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
+use clap_complete::engine::ArgValueCandidates;
 
 use crate::config::NodeConfig;
 use crate::error::{CliError, CliResult};
@@ -69,11 +71,19 @@ pub enum Command {
     /// This node and the fleet at a glance: roles, health, replication lag,
     /// asset sync age, DNS serial.
     ///
-    /// Example: aurora-cli status --json
+    /// Example: aurora-cli status --watch
     Status {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// Refresh until Ctrl-C (redrawn in place on a terminal; with
+        /// --json, one document per line).
+        #[arg(long, short)]
+        watch: bool,
+        /// Seconds between refreshes with --watch.
+        #[arg(long, default_value_t = 2.0, value_name = "SECS", requires = "watch",
+              value_parser = parse_interval)]
+        interval: f64,
     },
     /// Every check of this node; exit 1 if any is critical.
     ///
@@ -108,7 +118,7 @@ pub enum Command {
     /// Example: aurora-cli demote --to star --yes
     Demote {
         /// The primary to follow (default: the one other primary).
-        #[arg(long)]
+        #[arg(long, add = ArgValueCandidates::new(completion::fleet_nodes))]
         to: Option<String>,
         #[arg(long, short)]
         yes: bool,
@@ -119,7 +129,7 @@ pub enum Command {
     ///
     /// Example: aurora-cli switchover --to star --yes
     Switchover {
-        #[arg(long, value_name = "NODE")]
+        #[arg(long, value_name = "NODE", add = ArgValueCandidates::new(completion::fleet_nodes))]
         to: String,
         #[arg(long, short)]
         yes: bool,
@@ -151,6 +161,7 @@ pub enum Command {
     ///
     /// Example: aurora-cli logs repl-manager -f
     Logs {
+        #[arg(add = ArgValueCandidates::new(completion::services))]
         service: Option<String>,
         /// Keep following.
         #[arg(long, short)]
@@ -162,7 +173,12 @@ pub enum Command {
     /// Restart a service, or every service, and wait for health.
     ///
     /// Example: aurora-cli restart dns-sync
-    Restart { service: Option<String> },
+    Restart {
+        #[arg(add = ArgValueCandidates::new(completion::services))]
+        service: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Pull images and recreate changed services one at a time, each
     /// waiting for its health check; roll back if one fails. With SERVICE
     /// and --image, move that one service to a new image (no pull: the image
@@ -172,6 +188,7 @@ pub enum Command {
     /// Example: aurora-cli update asset-sync --image aurora-node/asset-sync:0.2.0
     Update {
         /// Only this service.
+        #[arg(add = ArgValueCandidates::new(completion::services))]
         service: Option<String>,
         /// The image to move SERVICE to (its AURORA_IMAGE_* variable).
         #[arg(long, requires = "service", value_name = "REF")]
@@ -185,7 +202,10 @@ pub enum Command {
     /// A shell in a service's container.
     ///
     /// Example: aurora-cli ssh postgres
-    Ssh { service: String },
+    Ssh {
+        #[arg(add = ArgValueCandidates::new(completion::services))]
+        service: String,
+    },
     /// A verified backup of PostgreSQL, the assets and the node's config,
     /// into one timestamped directory.
     ///
@@ -232,18 +252,26 @@ pub enum Command {
         /// libpq connection string of the primary (or set AURORA_DSN).
         #[arg(long, env = "AURORA_DSN", hide_env_values = true)]
         dsn: String,
+        #[arg(long)]
+        json: bool,
     },
-    /// Shell completions.
+    /// Shell completions, which complete node and service names too: the
+    /// script calls aurora-cli back, so source it anew on shell start.
     ///
-    /// Example: aurora-cli completions bash > /etc/bash_completion.d/aurora-cli
+    /// Example: echo 'source <(aurora-cli completions bash)' >> ~/.bashrc
     Completions { shell: clap_complete::Shell },
     /// Print the version and the commit it was built from.
     ///
-    /// Example: aurora-cli version
-    Version,
+    /// Example: aurora-cli version --json
+    Version {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn main() -> ExitCode {
+    // The shell asking for completions (COMPLETE=<shell>): answer, exit.
+    clap_complete::CompleteEnv::with_factory(Cli::command).complete();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -285,19 +313,30 @@ async fn dispatch(cli: Cli) -> CliResult {
         ));
     };
     match command {
-        Command::Version => {
-            outln!("aurora-cli {}", sidecar_kit::telemetry::long_version());
+        Command::Version { json } => {
+            use sidecar_kit::telemetry::{long_version, COMMIT, VERSION};
+            if json {
+                output::print_json(&serde_json::json!({
+                    "name": "aurora-cli",
+                    "version": VERSION,
+                    "commit": COMMIT,
+                    "api": aurora_api::API_VERSION,
+                }));
+            } else {
+                outln!(
+                    "aurora-cli {} (HTTP contract v{})",
+                    long_version(),
+                    aurora_api::API_VERSION
+                );
+            }
             Ok(())
         }
         Command::Completions { shell } => {
-            // Into memory first: clap_complete panics when its writer
-            // fails, and a closed pipe must end quietly like any output.
-            let mut script = Vec::new();
-            clap_complete::generate(shell, &mut Cli::command(), "aurora-cli", &mut script);
-            out!("{}", String::from_utf8_lossy(&script));
+            let script = completion::registration(shell).map_err(CliError::usage)?;
+            out!("{script}");
             Ok(())
         }
-        Command::Migrate { dsn } => migrate(&dsn).await,
+        Command::Migrate { dsn, json } => migrate(&dsn, json).await,
         Command::Sandbox(args) => sandbox::run(args).await,
         Command::Restore {
             from,
@@ -316,7 +355,14 @@ async fn dispatch(cli: Cli) -> CliResult {
             },
             json,
         ),
-        Command::Status { json } => status::status(&load()?, json).await,
+        Command::Status {
+            json,
+            watch,
+            interval,
+        } => {
+            let every = watch.then(|| std::time::Duration::from_secs_f64(interval));
+            status::status(&load()?, json, every).await
+        }
         Command::Health { json } => status::health(&load()?, json).await,
         Command::SyncDb { json } => replication::sync_db(&load()?, json).await,
         Command::Promote { yes, force, json } => {
@@ -342,7 +388,7 @@ async fn dispatch(cli: Cli) -> CliResult {
             follow,
             tail,
         } => compose::logs(&load()?, service.as_deref(), follow, tail),
-        Command::Restart { service } => compose::restart(&load()?, service.as_deref()),
+        Command::Restart { service, json } => compose::restart(&load()?, service.as_deref(), json),
         Command::Update {
             service,
             image,
@@ -362,13 +408,34 @@ async fn dispatch(cli: Cli) -> CliResult {
     }
 }
 
-async fn migrate(dsn: &str) -> CliResult {
+/// `--interval`: at least 0.2 s (a sidecar is asked several things per
+/// refresh), at most a day.
+fn parse_interval(raw: &str) -> Result<f64, String> {
+    let v: f64 = raw
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a number of seconds"))?;
+    if (0.2..=86_400.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{raw} s is outside 0.2 to 86400"))
+    }
+}
+
+async fn migrate(dsn: &str, json: bool) -> CliResult {
     let target =
         cluster_db::DbTarget::parse(dsn).map_err(|e| CliError::usage(format!("--dsn: {e}")))?;
     let mut client = cluster_db::connect(&target, std::time::Duration::from_secs(10))
         .await
         .map_err(|e| CliError::failed(format!("connecting to {}: {e}", target.label)))?;
     match cluster_db::migrate(&mut client).await {
+        Ok(r) if json => {
+            output::print_json(&serde_json::json!({
+                "target": target.label,
+                "version": r.version,
+                "applied": r.applied,
+            }));
+            Ok(())
+        }
         Ok(r) if r.applied.is_empty() => {
             outln!(
                 "schema aurora is current (version {}) on {}",

@@ -60,6 +60,20 @@ fn on(sb: &Sandbox, node: &str, args: &[&str]) -> Run {
     run(&all)
 }
 
+/// What the shell's completion offers for the last of `words` (`aurora-cli`
+/// first), as bash asks it (`COMPLETE=bash`), with `env` set.
+fn complete(words: &[&str], env: &[(&str, &str)]) -> Vec<String> {
+    let mut c = cli();
+    c.env("COMPLETE", "bash")
+        .env("_CLAP_COMPLETE_INDEX", (words.len() - 1).to_string())
+        .env("_CLAP_IFS", "\n")
+        .envs(env.iter().copied())
+        .arg("--")
+        .args(words);
+    let r = ok(run_command(c), "completion");
+    r.stdout.lines().map(str::to_string).collect()
+}
+
 fn ok(r: Run, what: &str) -> Run {
     assert_eq!(
         r.code, 0,
@@ -407,6 +421,51 @@ async fn the_cli_runs_a_sandbox_fleet() {
         "{table}"
     );
     assert!(!table.contains('\u{1b}'), "colour on a pipe: {table}");
+
+    assert!(
+        table.contains("sync: star confirms every commit"),
+        "{table}"
+    );
+    assert!(table.contains("epoch: 1 (for "), "{table}");
+
+    // --watch: a document per refresh until interrupted, then exit 0.
+    let config = sb.config("aurora");
+    let watch = cli()
+        .args(["--config", config.to_str().unwrap()])
+        .args(["status", "--watch", "--json", "--interval", "0.3"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(watch.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = watch.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let docs: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(docs.len() >= 2, "{text}");
+    assert!(docs.iter().all(|d| d["primary"] == "aurora"), "{text}");
+    let bad = run(&["status", "--interval", "0.01", "--watch"]);
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+
+    // Completion knows the fleet: members from this node's repl-manager,
+    // nodes from the sandbox's state.
+    let config = sb.config("vengeance");
+    let env = [("AURORA_CONFIG", config.to_str().unwrap())];
+    let offered = complete(&["aurora-cli", "switchover", "--to", ""], &env);
+    for n in ["aurora", "star", "vengeance"] {
+        assert!(offered.contains(&n.to_string()), "{n}: {offered:?}");
+    }
+    let env = [("AURORA_SANDBOX_DIR", sb.dir.to_str().unwrap())];
+    let offered = complete(&["aurora-cli", "sandbox", "kill", "v"], &env);
+    assert_eq!(offered, ["vengeance"]);
 
     // health: every check of this node.
     let h = ok(on(&sb, "star", &["health", "--json"]), "health").json();
@@ -886,12 +945,25 @@ fn assets_join_a_sandbox_that_came_up_without_them() {
 
 #[test]
 fn completions_version_and_help() {
-    for shell in ["bash", "zsh", "fish"] {
+    // The scripts call aurora-cli back (COMPLETE=<shell>) for candidates.
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
         let r = ok(run(&["completions", shell]), shell);
-        assert!(r.stdout.contains("switchover"), "{shell}");
+        assert!(
+            r.stdout.contains("COMPLETE") && r.stdout.contains("aurora-cli"),
+            "{shell}: {}",
+            r.stdout
+        );
     }
+    assert_eq!(complete(&["aurora-cli", "swi"], &[]), ["switchover"]);
+    let flags = complete(&["aurora-cli", "switchover", "--"], &[]);
+    assert!(flags.contains(&"--to".to_string()), "{flags:?}");
+    // Nothing to read (no config): nothing offered, no error, no hang.
+    assert!(complete(&["aurora-cli", "demote", "--to", ""], &[]).is_empty());
     let r = ok(run(&["version"]), "version");
     assert!(r.stdout.contains(env!("CARGO_PKG_VERSION")));
+    let v = ok(run(&["version", "--json"]), "version --json").json();
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(v["api"], 1);
     // `aurora-cli completions bash | head -0`: the pipe's reader is closed
     // before the tool starts, so its first write fails with EPIPE; it ends
     // quietly, not with a panic.

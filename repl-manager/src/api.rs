@@ -183,6 +183,7 @@ impl Api {
         AdminResponse::ok(&ClusterView {
             epoch: known.epoch,
             primary: known.primary,
+            epoch_changed_at: Some(known.changed_at),
             members,
         })
     }

@@ -198,7 +198,7 @@ pub fn logs(
     d.attach(&args)
 }
 
-pub fn restart(config: &NodeConfig, service: Option<&str>) -> CliResult {
+pub fn restart(config: &NodeConfig, service: Option<&str>, json: bool) -> CliResult {
     let d = Docker::new(config)?;
     if let Some(s) = service {
         d.known_service(s)?;
@@ -217,11 +217,15 @@ pub fn restart(config: &NodeConfig, service: Option<&str>) -> CliResult {
             wait_healthy(&d, s, &c, timeout)?;
         }
     }
-    outln!(
-        "restarted {} in {:.1} s",
-        service.unwrap_or("every service"),
-        started.elapsed().as_secs_f64()
-    );
+    let secs = started.elapsed().as_secs_f64();
+    if json {
+        crate::output::print_json(&serde_json::json!({ "restarted": targets, "seconds": secs }));
+    } else {
+        outln!(
+            "restarted {} in {secs:.1} s",
+            service.unwrap_or("every service")
+        );
+    }
     Ok(())
 }
 

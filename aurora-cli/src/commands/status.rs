@@ -4,7 +4,10 @@
 use aurora_api::assets::{AssetStatus, PassOutcome};
 use aurora_api::dns::DnsStatus;
 use aurora_api::monitor::{CheckStatus, FleetHealth, FleetView, MonitorStatus};
-use aurora_api::repl::ClusterView;
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use aurora_api::repl::{ClusterView, SyncMode, SyncView};
 use serde::Serialize;
 
 use crate::api::{Api, Sidecar};
@@ -79,6 +82,10 @@ struct StatusDoc {
     node: String,
     primary: Option<String>,
     epoch: Option<i64>,
+    /// Seconds since the epoch began (the last switchover or failover).
+    epoch_age_secs: Option<f64>,
+    /// The primary's synchronous replication.
+    sync: Option<SyncView>,
     healthy: Option<bool>,
     reasons: Option<Vec<String>>,
     nodes: Vec<NodeRow>,
@@ -169,10 +176,17 @@ fn document(g: &Gathered, config: &NodeConfig) -> StatusDoc {
             }
         })
         .collect();
+    let now = sidecar_kit::telemetry::unix_now();
     StatusDoc {
         node: config.node.name.clone(),
         primary: g.repl.as_ref().map(|r| r.primary.clone()),
         epoch: g.repl.as_ref().map(|r| r.epoch),
+        epoch_age_secs: g
+            .repl
+            .as_ref()
+            .and_then(|r| r.epoch_changed_at)
+            .map(|t| (now - t).max(0.0)),
+        sync: primary.and_then(|p| p.status.sync.clone()),
         healthy: g.fleet_health.as_ref().map(|h| h.healthy),
         reasons: g.fleet_health.as_ref().map(|h| h.reasons.clone()),
         nodes,
@@ -189,77 +203,163 @@ fn document(g: &Gathered, config: &NodeConfig) -> StatusDoc {
     }
 }
 
-pub async fn status(config: &NodeConfig, as_json: bool) -> CliResult {
+pub async fn status(config: &NodeConfig, as_json: bool, watch: Option<Duration>) -> CliResult {
     let api = Api::new(config);
-    let g = gather(&api, config).await;
-    let doc = document(&g, config);
-    if as_json {
-        output::print_json(&doc);
-    } else {
-        let healthy = match doc.healthy {
-            Some(true) => output::paint("healthy"),
-            Some(false) => output::paint("unhealthy"),
-            None => "unknown".into(),
-        };
-        outln!(
-            "fleet: {healthy}   primary: {}   epoch: {}",
-            doc.primary.as_deref().unwrap_or("unknown"),
-            doc.epoch
-                .map(|e| e.to_string())
-                .unwrap_or_else(|| "?".into())
-        );
-        for r in doc.reasons.iter().flatten() {
-            outln!("  - {r}");
+    let Some(every) = watch else {
+        let g = gather(&api, config).await;
+        let doc = document(&g, config);
+        if as_json {
+            output::print_json(&doc);
+        } else {
+            out!("{}", render(&doc));
         }
-        outln!();
-        let mut t = Table::new(&["NODE", "ROLE", "HEALTH", "REPORTED", "POSTGRES", "LAG"]);
-        for r in &doc.nodes {
-            let mut name = r.name.clone();
-            if r.this_node {
-                name.push_str(" *");
-            }
-            let reported = r
-                .report_age_secs
-                .map(|a| format!("{} ago", output::duration_secs(a)))
-                .unwrap_or_else(|| "-".into());
-            let lag = match (r.lag_bytes, r.lag_seconds) {
-                (Some(b), Some(s)) => {
-                    format!("{} / {}", output::bytes(b), output::duration_secs(s))
+        return match g.errors.split_first() {
+            None => Ok(()),
+            Some((first, rest)) => {
+                for e in rest {
+                    eprintln!("aurora-cli: {e}");
                 }
-                (Some(b), None) => output::bytes(b),
-                _ => "-".into(),
+                Err(CliError::failed(first.clone()))
+            }
+        };
+    };
+    // Until interrupted: on a terminal the screen is redrawn in place; in a
+    // pipe each refresh follows the last (with --json, one document per
+    // line). A sidecar that stops answering shows in the screen, it does
+    // not end the watch.
+    let redraw = std::io::stdout().is_terminal() && !as_json;
+    loop {
+        let g = gather(&api, config).await;
+        let doc = document(&g, config);
+        if as_json {
+            match serde_json::to_string(&doc) {
+                Ok(line) => outln!("{line}"),
+                Err(e) => eprintln!("aurora-cli: {e}"),
+            }
+        } else {
+            if redraw {
+                out!("\x1b[H\x1b[2J");
+            }
+            outln!(
+                "every {} · {} · Ctrl-C to stop",
+                output::duration_secs(every.as_secs_f64()),
+                chrono::Local::now().format("%H:%M:%S")
+            );
+            out!("{}", render(&doc));
+            for e in &doc.errors {
+                outln!("! {e}");
+            }
+            if !redraw {
+                outln!();
+            }
+        }
+        output::flush_stdout();
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+/// The one screen: fleet health and why not, the primary and how long it
+/// has been, synchronous replication, every node, assets and DNS. Fits 80
+/// columns.
+fn render(doc: &StatusDoc) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let healthy = match doc.healthy {
+        Some(true) => output::paint("healthy"),
+        Some(false) => output::paint("unhealthy"),
+        None => "unknown".into(),
+    };
+    let _ = write!(
+        s,
+        "fleet: {healthy}   primary: {}   epoch: {}",
+        doc.primary.as_deref().unwrap_or("unknown"),
+        doc.epoch
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| "?".into())
+    );
+    if let Some(age) = doc.epoch_age_secs {
+        let _ = write!(s, " (for {})", output::duration_secs(age));
+    }
+    s.push('\n');
+    for r in doc.reasons.iter().flatten() {
+        let _ = writeln!(s, "  - {r}");
+    }
+    match &doc.sync {
+        Some(SyncView {
+            mode: SyncMode::Sync,
+            standby: Some(standby),
+            ..
+        }) => {
+            let _ = writeln!(s, "sync: {standby} confirms every commit");
+        }
+        Some(v) => {
+            let since = v
+                .degraded_since
+                .map(|t| {
+                    let age = (sidecar_kit::telemetry::unix_now() - t).max(0.0);
+                    format!(" for {}", output::duration_secs(age))
+                })
+                .unwrap_or_default();
+            let what = match v.mode {
+                SyncMode::Blocked => "commits wait for a standby (strict)",
+                _ => "commits are not copied to a standby",
             };
-            t.row(vec![
-                name,
-                r.role.clone(),
-                r.health.clone(),
-                reported,
-                r.postgres.clone(),
-                lag,
-            ]);
+            let _ = writeln!(
+                s,
+                "sync: {} ({what}){since}",
+                output::paint(v.mode.as_str())
+            );
         }
-        out!("{}", t.render());
-        outln!();
-        match &doc.assets {
-            Some(AssetsRow {
-                last_sync_age_secs: Some(age),
-                ..
-            }) => outln!("assets: last sync {} ago", output::duration_secs(*age)),
-            Some(_) => outln!("assets: no completed sync yet"),
-            None => {}
+        None => {}
+    }
+    s.push('\n');
+    let mut t = Table::new(&["NODE", "ROLE", "HEALTH", "REPORTED", "POSTGRES", "LAG"]);
+    for r in &doc.nodes {
+        let mut name = r.name.clone();
+        if r.this_node {
+            name.push_str(" *");
         }
-        if let Some(s) = doc.dns.as_ref().and_then(|d| d.serial) {
-            outln!("dns: serial {s}");
+        let reported = r
+            .report_age_secs
+            .map(|a| format!("{} ago", output::duration_secs(a)))
+            .unwrap_or_else(|| "-".into());
+        let lag = match (r.lag_bytes, r.lag_seconds) {
+            (Some(b), Some(secs)) => {
+                format!("{} / {}", output::bytes(b), output::duration_secs(secs))
+            }
+            (Some(b), None) => output::bytes(b),
+            _ => "-".into(),
+        };
+        t.row(vec![
+            name,
+            r.role.clone(),
+            r.health.clone(),
+            reported,
+            r.postgres.clone(),
+            lag,
+        ]);
+    }
+    s.push_str(&t.render());
+    s.push('\n');
+    match &doc.assets {
+        Some(AssetsRow {
+            last_sync_age_secs: Some(age),
+            ..
+        }) => {
+            let _ = writeln!(s, "assets: last sync {} ago", output::duration_secs(*age));
+        }
+        Some(_) => s.push_str("assets: no completed sync yet\n"),
+        None => {}
+    }
+    if let Some(d) = &doc.dns {
+        if let Some(serial) = d.serial {
+            let _ = writeln!(s, "dns: {} serial {serial}", d.zone.trim_end_matches('.'));
         }
     }
-    if g.errors.is_empty() {
-        Ok(())
-    } else {
-        for e in &g.errors[1..] {
-            eprintln!("aurora-cli: {e}");
-        }
-        Err(CliError::failed(g.errors[0].clone()))
-    }
+    s
 }
 
 pub async fn health(config: &NodeConfig, as_json: bool) -> CliResult {

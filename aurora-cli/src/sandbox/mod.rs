@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use aurora_api::monitor::MonitorStatus;
 use aurora_api::repl::NodeStatus;
 use clap::{Args, Subcommand};
+use clap_complete::engine::ArgValueCandidates;
 use local_fleet::{Garage, PgCluster, PgOptions};
 use serde_json::{json, Value};
 use sidecar_kit::http_client::HttpClient;
@@ -34,6 +35,9 @@ pub struct SandboxArgs {
     /// The sandbox directory: everything the sandbox writes is under it.
     #[arg(long, global = true, env = "AURORA_SANDBOX_DIR", default_value = DEFAULT_DIR)]
     pub dir: PathBuf,
+    /// Machine-readable output (every sandbox command).
+    #[arg(long, global = true)]
+    pub json: bool,
     #[command(subcommand)]
     pub command: SandboxCommand,
 }
@@ -62,18 +66,19 @@ pub enum SandboxCommand {
     /// Every node's processes and what they report.
     ///
     /// Example: aurora-cli sandbox status --json
-    Status {
-        #[arg(long)]
-        json: bool,
-    },
+    Status,
     /// SIGKILL every process of NODE, PostgreSQL included (a crash).
     ///
     /// Example: aurora-cli sandbox kill aurora
-    Kill { node: String },
+    Kill {
+        #[arg(add = ArgValueCandidates::new(crate::completion::sandbox_nodes))]
+        node: String,
+    },
     /// Start NODE's processes again (after kill or stop).
     ///
     /// Example: aurora-cli sandbox start aurora
     Start {
+        #[arg(add = ArgValueCandidates::new(crate::completion::sandbox_nodes))]
         node: String,
         #[arg(long, default_value_t = 180)]
         timeout_secs: u64,
@@ -82,15 +87,24 @@ pub enum SandboxCommand {
     /// PostgreSQL).
     ///
     /// Example: aurora-cli sandbox stop vengeance
-    Stop { node: String },
+    Stop {
+        #[arg(add = ArgValueCandidates::new(crate::completion::sandbox_nodes))]
+        node: String,
+    },
     /// Cut NODE off the sandbox network (`--netns` sandboxes only).
     ///
     /// Example: aurora-cli sandbox partition aurora
-    Partition { node: String },
+    Partition {
+        #[arg(add = ArgValueCandidates::new(crate::completion::sandbox_nodes))]
+        node: String,
+    },
     /// Reconnect a partitioned NODE.
     ///
     /// Example: aurora-cli sandbox heal aurora
-    Heal { node: String },
+    Heal {
+        #[arg(add = ArgValueCandidates::new(crate::completion::sandbox_nodes))]
+        node: String,
+    },
     /// Add the asset origin (Garage with the demo asset set) and asset-sync
     /// on every node to a sandbox that came up without them, as
     /// `./scripts/sandbox` does while Garage is still being built.
@@ -110,8 +124,19 @@ pub enum SandboxCommand {
     },
 }
 
+/// What a sandbox command did: one JSON document with `--json`, else
+/// the line for a person.
+fn report(json: bool, doc: serde_json::Value, line: impl FnOnce() -> String) {
+    if json {
+        output::print_json(&doc);
+    } else {
+        outln!("{}", line());
+    }
+}
+
 pub async fn run(args: SandboxArgs) -> CliResult {
     let dir = absolute(&args.dir)?;
+    let json = args.json;
     match args.command {
         SandboxCommand::Up {
             nodes,
@@ -125,19 +150,20 @@ pub async fn run(args: SandboxArgs) -> CliResult {
                 &zone,
                 netns,
                 Duration::from_secs(timeout_secs),
+                json,
             )
             .await
         }
-        SandboxCommand::Status { json } => status(&dir, json).await,
+        SandboxCommand::Status => status(&dir, json).await,
         SandboxCommand::Kill { node } => {
             let sb = Sandbox::load(&dir)?;
             let (_, n) = sb.node(&node)?;
             let killed = procs::kill_node(n);
-            if killed.is_empty() {
-                outln!("{node}: nothing was running");
-            } else {
-                outln!("{node}: killed {}", killed.join(", "));
-            }
+            let doc = json!({ "node": node, "killed": killed });
+            report(json, doc, || match killed.is_empty() {
+                true => format!("{node}: nothing was running"),
+                false => format!("{node}: killed {}", killed.join(", ")),
+            });
             Ok(())
         }
         SandboxCommand::Start { node, timeout_secs } => {
@@ -152,34 +178,35 @@ pub async fn run(args: SandboxArgs) -> CliResult {
             let mut list = procs::start_sidecars(n, &["repl-manager"], timeout).await?;
             wait_rejoined(n, timeout).await?;
             list.extend(procs::start_node(n, timeout).await?);
-            if list.is_empty() {
-                outln!("{node}: already running");
-            } else {
-                outln!(
+            let secs = started.elapsed().as_secs_f64();
+            let doc = json!({ "node": node, "started": list, "seconds": secs });
+            report(json, doc, || match list.is_empty() {
+                true => format!("{node}: already running"),
+                false => format!(
                     "{node}: started {} (ready in {})",
                     list.join(", "),
-                    output::duration_secs(started.elapsed().as_secs_f64())
-                );
-            }
+                    output::duration_secs(secs)
+                ),
+            });
             Ok(())
         }
         SandboxCommand::Stop { node } => {
             let sb = Sandbox::load(&dir)?;
             let (_, n) = sb.node(&node)?;
             let list = procs::stop_node(n, Duration::from_secs(30)).await?;
-            if list.is_empty() {
-                outln!("{node}: nothing was running");
-            } else {
-                outln!("{node}: stopped {}", list.join(", "));
-            }
+            let doc = json!({ "node": node, "stopped": list });
+            report(json, doc, || match list.is_empty() {
+                true => format!("{node}: nothing was running"),
+                false => format!("{node}: stopped {}", list.join(", ")),
+            });
             Ok(())
         }
-        SandboxCommand::Partition { node } => partition(&dir, &node, true),
-        SandboxCommand::Heal { node } => partition(&dir, &node, false),
+        SandboxCommand::Partition { node } => partition(&dir, &node, true, json),
+        SandboxCommand::Heal { node } => partition(&dir, &node, false, json),
         SandboxCommand::Assets { timeout_secs } => {
-            add_assets(&dir, Duration::from_secs(timeout_secs)).await
+            add_assets(&dir, Duration::from_secs(timeout_secs), json).await
         }
-        SandboxCommand::Down { keep } => down(&dir, keep).await,
+        SandboxCommand::Down { keep } => down(&dir, keep, json).await,
     }
 }
 
@@ -268,7 +295,14 @@ fn port() -> CliResult<u16> {
     Ok(local_fleet::free_port()?)
 }
 
-async fn up(dir: &Path, n: usize, zone: &str, netns: bool, timeout: Duration) -> CliResult {
+async fn up(
+    dir: &Path,
+    n: usize,
+    zone: &str,
+    netns: bool,
+    timeout: Duration,
+    json: bool,
+) -> CliResult {
     let started = Instant::now();
     layout::validate_zone(zone)?;
     if zone.ends_with(".local") || zone == "local" {
@@ -527,8 +561,37 @@ async fn up(dir: &Path, n: usize, zone: &str, netns: bool, timeout: Duration) ->
     for node in &sb.nodes {
         procs::start_node(node, timeout).await.map_err(left_as_is)?;
     }
-    print_summary(&sb, started.elapsed());
+    if json {
+        output::print_json(&summary(&sb, started.elapsed()));
+    } else {
+        print_summary(&sb, started.elapsed());
+    }
     Ok(())
+}
+
+/// `sandbox up --json`: where everything is, without the secrets.
+fn summary(sb: &Sandbox, took: Duration) -> Value {
+    let nodes: Vec<Value> = sb
+        .nodes
+        .iter()
+        .map(|n| {
+            json!({
+                "name": n.name,
+                "role": n.role,
+                "config": n.config,
+                "postgres": format!("{}:{}", n.host, n.postgres.port),
+                "repl_manager": n.admin_url("repl-manager"),
+                "dns": n.dns,
+            })
+        })
+        .collect();
+    json!({
+        "dir": sb.dir,
+        "zone": sb.zone,
+        "seconds": took.as_secs_f64(),
+        "nodes": nodes,
+        "s3": sb.s3.as_ref().map(|s| json!({ "endpoint": s.endpoint, "bucket": s.bucket })),
+    })
 }
 
 /// Polls the repl-manager `/status` at `url` until `done` holds; on
@@ -688,7 +751,7 @@ fn print_summary(sb: &Sandbox, took: Duration) {
 
 /// `sandbox assets`: Garage, the demo assets and asset-sync join a running
 /// sandbox; each node's health-monitor restarts to check asset-sync too.
-async fn add_assets(dir: &Path, timeout: Duration) -> CliResult {
+async fn add_assets(dir: &Path, timeout: Duration, json: bool) -> CliResult {
     let started = Instant::now();
     let mut sb = Sandbox::load(dir)?;
     if let Some(s3) = &sb.s3 {
@@ -758,12 +821,17 @@ async fn add_assets(dir: &Path, timeout: Duration) -> CliResult {
             procs::start_sidecars(node, &["health-monitor"], timeout).await?;
         }
     }
-    outln!(
-        "assets: Garage at {} (bucket assets, {} demo objects); asset-sync mirrors it into every node's assets directory (after {})",
-        s3.endpoint,
-        demo_assets().len(),
-        output::duration_secs(started.elapsed().as_secs_f64())
-    );
+    let secs = started.elapsed().as_secs_f64();
+    let objects = demo_assets().len();
+    let doc =
+        json!({ "endpoint": s3.endpoint, "bucket": "assets", "objects": objects, "seconds": secs });
+    report(json, doc, || {
+        format!(
+            "assets: Garage at {} (bucket assets, {objects} demo objects); asset-sync mirrors it into every node's assets directory (after {})",
+            s3.endpoint,
+            output::duration_secs(secs)
+        )
+    });
     Ok(())
 }
 
@@ -845,7 +913,7 @@ async fn status(dir: &Path, as_json: bool) -> CliResult {
     Ok(())
 }
 
-fn partition(dir: &Path, node: &str, cut: bool) -> CliResult {
+fn partition(dir: &Path, node: &str, cut: bool, json: bool) -> CliResult {
     let sb = Sandbox::load(dir)?;
     let (i, _) = sb.node(node)?;
     let net = sb.network.as_ref().ok_or_else(|| {
@@ -855,15 +923,21 @@ fn partition(dir: &Path, node: &str, cut: bool) -> CliResult {
     })?;
     if cut {
         net.cut(i)?;
-        outln!("{node}: cut off from the sandbox network");
     } else {
         net.heal(i)?;
-        outln!("{node}: reconnected");
     }
+    report(
+        json,
+        json!({ "node": node, "partitioned": cut }),
+        || match cut {
+            true => format!("{node}: cut off from the sandbox network"),
+            false => format!("{node}: reconnected"),
+        },
+    );
     Ok(())
 }
 
-async fn down(dir: &Path, keep: bool) -> CliResult {
+async fn down(dir: &Path, keep: bool, json: bool) -> CliResult {
     let sb = Sandbox::load(dir)?;
     // Compute nodes first, the lead last: nobody fails over to a node that
     // is about to go.
@@ -879,13 +953,18 @@ async fn down(dir: &Path, keep: bool) -> CliResult {
     if let Some(net) = &sb.network {
         net.remove();
     }
-    if keep {
-        outln!("sandbox stopped; its files are kept in {}", dir.display());
-    } else {
+    if !keep {
         std::fs::remove_dir_all(dir)
             .map_err(|e| CliError::failed(format!("removing {}: {e}", dir.display())))?;
-        outln!("sandbox stopped and {} removed", dir.display());
     }
+    report(
+        json,
+        json!({ "dir": dir, "removed": !keep }),
+        || match keep {
+            true => format!("sandbox stopped; its files are kept in {}", dir.display()),
+            false => format!("sandbox stopped and {} removed", dir.display()),
+        },
+    );
     Ok(())
 }
 
