@@ -12,12 +12,14 @@
 //! skipped, never trusted.
 
 pub mod connect;
+pub mod dsn;
 pub mod error;
 pub mod migrate;
 pub mod model;
 pub mod queries;
 
 pub use connect::{connect, DbTarget};
+pub use dsn::Dsn;
 pub use error::DbError;
 pub use migrate::{migrate, MigrationReport, MIGRATIONS};
 pub use model::{

@@ -74,8 +74,10 @@ impl FromStr for NodeName {
     }
 }
 
+/// Read from text through `FromStr`, so a bad value says what a role is
+/// (`"leed" (expected lead, backup or compute)`), in a config or a row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum Role {
     Lead,
     Backup,
@@ -95,6 +97,13 @@ impl Role {
 impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+impl TryFrom<String> for Role {
+    type Error = DbError;
+    fn try_from(s: String) -> Result<Self, DbError> {
+        s.parse()
     }
 }
 

@@ -3,9 +3,12 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
+use cluster_db::{Dsn, Role};
+
+pub use crate::names::{ExtraRecord, ZoneName};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use sidecar_kit::{AdminConfig, ConfigError, LogConfig, Secret, Validate};
+use sidecar_kit::{AdminConfig, ConfigError, LogConfig, Validate};
 
 /// Default admin port of `dns-sync`.
 pub const DEFAULT_ADMIN_PORT: u16 = 8012;
@@ -26,7 +29,7 @@ pub struct DnsConfig {
     pub listen: SocketAddr,
     /// The zone. `aurora.internal` by default; `.local` works but is
     /// reserved for mDNS (RFC 6762), so hosts with nss-mdns never ask us.
-    pub zone: String,
+    pub zone: ZoneName,
     /// The VPN network: node addresses outside it are never served.
     pub vpn_network: IpNet,
     /// TTL of ordinary records.
@@ -44,7 +47,7 @@ pub struct DnsConfig {
     pub axfr_allow: Vec<IpNet>,
     /// Service names → the role whose nodes they point at.
     #[serde(default)]
-    pub aliases: BTreeMap<String, String>,
+    pub aliases: BTreeMap<String, Role>,
     /// SRV records `_<service>._tcp.<zone>` → port on every live node.
     #[serde(default)]
     pub srv: BTreeMap<String, u16>,
@@ -57,29 +60,17 @@ pub struct DnsConfig {
     pub tcp_timeout_secs: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct ExtraRecord {
-    /// Relative to the zone (`www`, `_dmarc`), or `@` for the apex.
-    pub name: String,
-    /// `A`, `AAAA`, `CNAME` or `TXT`.
-    #[serde(rename = "type")]
-    pub rtype: String,
-    pub value: String,
-    pub ttl_secs: Option<u32>,
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
     /// The local PostgreSQL (a replica on the backup): libpq key/value or URL.
-    pub dsn: Secret,
+    pub dsn: Dsn,
     /// Read when the local database does not answer: typically every
     /// candidate primary with `target_session_attrs=read-write`, so that
     /// `db.<zone>` follows a failover even while this node's own PostgreSQL
     /// is down (the old lead's). Unset: the last good zone is served.
     #[serde(default)]
-    pub fallback_dsn: Option<Secret>,
+    pub fallback_dsn: Option<Dsn>,
     pub connect_timeout_secs: u64,
 }
 
@@ -87,7 +78,7 @@ impl Default for Config {
     fn default() -> Self {
         let aliases = ["grafana", "prometheus", "assets"]
             .into_iter()
-            .map(|a| (a.to_string(), "lead".to_string()))
+            .map(|a| (a.to_string(), Role::Lead))
             .collect();
         let srv = [
             ("repl-manager", 8008),
@@ -102,7 +93,7 @@ impl Default for Config {
             log: LogConfig::default(),
             dns: DnsConfig {
                 listen: SocketAddr::from(([0, 0, 0, 0], 53)),
-                zone: "aurora.internal".into(),
+                zone: ZoneName::default_zone(),
                 vpn_network: IpNet::V4(
                     ipnet::Ipv4Net::new([10, 0, 0, 0].into(), 24).unwrap_or_default(),
                 ),
@@ -118,7 +109,7 @@ impl Default for Config {
                 tcp_timeout_secs: 10,
             },
             database: DatabaseConfig {
-                dsn: Secret::new("host=127.0.0.1 port=5432 user=postgres dbname=postgres"),
+                dsn: Dsn::local_default(false),
                 fallback_dsn: None,
                 connect_timeout_secs: 3,
             },
@@ -135,37 +126,20 @@ impl Validate for Config {
         self.admin.validate()?;
         self.log.validate()?;
         let d = &self.dns;
-        crate::zone::parse_zone(&d.zone).map_err(|e| ConfigError::new("dns.zone", e))?;
         if d.refresh_secs == 0 || d.tcp_timeout_secs == 0 {
             return Err(ConfigError::new("dns.refresh_secs", "must be at least 1"));
         }
-        for (alias, role) in &d.aliases {
+        for alias in d.aliases.keys() {
             cluster_db::model::validate_label(alias)
                 .map_err(|e| ConfigError::new("dns.aliases", format!("{alias:?}: {e}")))?;
-            if !matches!(role.as_str(), "lead" | "backup" | "compute") {
-                return Err(ConfigError::new(
-                    "dns.aliases",
-                    format!("{alias} points at {role:?}; expected lead, backup or compute"),
-                ));
-            }
         }
         for service in d.srv.keys() {
             cluster_db::model::validate_label(service)
                 .map_err(|e| ConfigError::new("dns.srv", format!("{service:?}: {e}")))?;
         }
         for (i, r) in d.extra_records.iter().enumerate() {
-            crate::zone::extra_record(
-                &crate::zone::parse_zone(&d.zone).map_err(|e| ConfigError::new("dns.zone", e))?,
-                r,
-                d.ttl_secs,
-            )
-            .map_err(|e| ConfigError::new(format!("dns.extra_records[{i}]"), e))?;
-        }
-        cluster_db::DbTarget::parse(self.database.dsn.expose())
-            .map_err(|e| ConfigError::new("database.dsn", e.to_string()))?;
-        if let Some(f) = &self.database.fallback_dsn {
-            cluster_db::DbTarget::parse(f.expose())
-                .map_err(|e| ConfigError::new("database.fallback_dsn", e.to_string()))?;
+            crate::names::extra_record(d.zone.name(), r, d.ttl_secs)
+                .map_err(|e| ConfigError::new(format!("dns.extra_records[{i}]"), e))?;
         }
         Ok(())
     }

@@ -7,6 +7,7 @@
 //! - this module: wiring, admin API, metrics.
 
 pub mod config;
+pub mod names;
 pub mod refresh;
 pub mod server;
 pub mod udp;
@@ -152,7 +153,7 @@ fn udp_sockets(addr: SocketAddr) -> anyhow::Result<Vec<tokio::net::UdpSocket>> {
 
 /// Runs dns-sync until `lifecycle` shuts down.
 pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
-    if config.dns.zone.trim_end_matches('.').ends_with(".local") {
+    if config.dns.zone.to_string().ends_with(".local") {
         tracing::warn!(
             zone = %config.dns.zone,
             "`.local` is reserved for multicast DNS (RFC 6762): hosts with nss-mdns will not ask this server; prefer aurora.internal"
@@ -202,7 +203,7 @@ pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
 
     let api = Arc::new(Api {
         state: state.clone(),
-        zone_name: config.dns.zone.clone(),
+        zone_name: config.dns.zone.to_string(),
         // Three refreshes, each allowed its deadline (refresh.rs).
         stale_after: 3
             * (Duration::from_secs(config.dns.refresh_secs)

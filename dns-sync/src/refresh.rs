@@ -112,22 +112,19 @@ pub async fn refresh_loop(
     m: &RefreshMetrics,
     lifecycle: &Lifecycle,
 ) {
-    let mut sources = Vec::new();
-    for (name, dsn) in [
+    let mut sources: Vec<Source> = [
         ("local", Some(&config.database.dsn)),
         ("fallback", config.database.fallback_dsn.as_ref()),
-    ] {
-        let Some(dsn) = dsn else { continue };
-        match DbTarget::parse(dsn.expose()) {
-            Ok(target) => sources.push(Source {
-                name,
-                target,
-                client: None,
-            }),
-            // Validated with the config; unreachable in practice.
-            Err(e) => tracing::error!(error = %e, source = name, "database dsn"),
-        }
-    }
+    ]
+    .into_iter()
+    .filter_map(|(name, dsn)| {
+        Some(Source {
+            name,
+            target: dsn?.target().clone(),
+            client: None,
+        })
+    })
+    .collect();
     let timeout = Duration::from_secs(config.database.connect_timeout_secs);
     // A round with a source ends within this, answer or not: a blackholed
     // host must not hold the zone (and the next source) for minutes.

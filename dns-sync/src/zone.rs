@@ -8,13 +8,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::str::FromStr;
 
 use cluster_db::{ClusterState, HealthRow, Node, NodeListing, Role};
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, SOA, SRV, TXT};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, SOA, SRV};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 
-use crate::config::{DnsConfig, ExtraRecord};
+use crate::config::DnsConfig;
+use crate::names::extra_record;
 
 /// Everything a zone is built from, read in one database round.
 #[derive(Clone, Debug)]
@@ -63,70 +63,9 @@ pub enum Answer<'a> {
     Records(Vec<&'a Record>),
 }
 
-/// Parses and checks the zone name.
-pub fn parse_zone(zone: &str) -> Result<Name, String> {
-    let trimmed = zone.trim_end_matches('.');
-    if trimmed.is_empty() {
-        return Err("must not be empty".into());
-    }
-    for label in trimmed.split('.') {
-        cluster_db::model::validate_label(label)
-            .map_err(|e| format!("{zone:?}: label {label:?} {e}"))?;
-    }
-    let mut name = Name::from_ascii(trimmed).map_err(|e| format!("{zone:?}: {e}"))?;
-    name.set_fqdn(true);
-    Ok(name)
-}
-
 /// `label.<origin>`.
 fn child(origin: &Name, label: &str) -> Option<Name> {
     Name::from_ascii(label).ok()?.append_domain(origin).ok()
-}
-
-/// One configured static record.
-pub fn extra_record(origin: &Name, r: &ExtraRecord, default_ttl: u32) -> Result<Record, String> {
-    let name = if r.name == "@" {
-        origin.clone()
-    } else {
-        let n = Name::from_ascii(&r.name).map_err(|e| format!("name {:?}: {e}", r.name))?;
-        if n.is_fqdn() {
-            return Err(format!("name {:?} must be relative to the zone", r.name));
-        }
-        n.append_domain(origin)
-            .map_err(|e| format!("name {:?}: {e}", r.name))?
-    };
-    let ttl = r.ttl_secs.unwrap_or(default_ttl);
-    let rdata = match r.rtype.to_ascii_uppercase().as_str() {
-        "A" => RData::A(A(r
-            .value
-            .parse()
-            .map_err(|e| format!("A value {:?}: {e}", r.value))?)),
-        "AAAA" => RData::AAAA(AAAA(
-            r.value
-                .parse()
-                .map_err(|e| format!("AAAA value {:?}: {e}", r.value))?,
-        )),
-        "CNAME" => {
-            let mut target = Name::from_ascii(&r.value)
-                .map_err(|e| format!("CNAME value {:?}: {e}", r.value))?;
-            if !target.is_fqdn() {
-                target = target.append_domain(origin).map_err(|e| e.to_string())?;
-            }
-            RData::CNAME(CNAME(target))
-        }
-        "TXT" => {
-            if r.value.len() > 255 {
-                return Err("TXT value over 255 bytes".into());
-            }
-            RData::TXT(TXT::new(vec![r.value.clone()]))
-        }
-        other => {
-            return Err(format!(
-                "type {other:?} not supported (A, AAAA, CNAME, TXT)"
-            ))
-        }
-    };
-    Ok(Record::from_rdata(name, ttl, rdata))
 }
 
 fn address(name: Name, ttl: u32, ip: IpAddr) -> Record {
@@ -141,7 +80,7 @@ impl Zone {
     /// Builds the zone. Rows that cannot be served safely are skipped and
     /// listed in `skipped`; they never make the build fail.
     pub fn build(cfg: &DnsConfig, data: &ZoneData) -> Result<Zone, String> {
-        let origin = parse_zone(&cfg.zone)?;
+        let origin = cfg.zone.name().clone();
         let ttl = cfg.ttl_secs;
         let mut skipped: Vec<Skipped> = data
             .listing
@@ -275,10 +214,10 @@ impl Zone {
             }
         }
         for (alias, role) in &cfg.aliases {
-            let (Some(name), Ok(role)) = (child(&origin, alias), Role::from_str(role)) else {
+            let Some(name) = child(&origin, alias) else {
                 continue;
             };
-            for (n, _) in of_role(role) {
+            for (n, _) in of_role(*role) {
                 records.push(address(name.clone(), ttl, n.vpn_ip));
             }
         }
@@ -391,8 +330,10 @@ impl Zone {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::names::{ExtraRecord, ZoneName};
     use chrono::Utc;
     use cluster_db::{HealthStatus, NodeName, RejectedRow};
+    use std::str::FromStr;
 
     fn node(name: &str, role: Role, ip: &str, gpus: usize) -> Node {
         Node {
@@ -585,10 +526,13 @@ mod tests {
         let z = Zone::build(&c, &data()).unwrap();
         let got = ips(&z, "www.aurora.internal.", RecordType::A);
         assert_eq!(got, ["10.0.0.1", "aurora.aurora.internal."]);
-        assert!(parse_zone("aurora.local").is_ok());
-        assert!(parse_zone("bad_zone").is_err());
-        assert!(parse_zone("").is_err());
-        let origin = parse_zone("aurora.internal").unwrap();
+        assert!(ZoneName::parse("aurora.local").is_ok());
+        assert!(ZoneName::parse("bad_zone").is_err());
+        assert!(ZoneName::parse("").is_err());
+        let origin = ZoneName::parse("aurora.internal").unwrap();
+        assert_eq!(ZoneName::default_zone(), origin);
+        assert_eq!(origin.to_string(), "aurora.internal");
+        let origin = origin.name().clone();
         for (t, v) in [("A", "x"), ("MX", "a"), ("AAAA", "10.0.0.1")] {
             let r = ExtraRecord {
                 name: "a".into(),

@@ -14,7 +14,7 @@ use cluster_db::queries::*;
 use cluster_db::{HealthStatus, NodeName, NodeRegistration, Role};
 use dns_sync::Config;
 use sidecar_kit::http_client::HttpClient;
-use sidecar_kit::{Lifecycle, Secret};
+use sidecar_kit::Lifecycle;
 use testbed::postgres::wait_until;
 use testbed::{free_port, PgCluster, PgOptions, StopMode};
 
@@ -64,7 +64,7 @@ impl Dns {
         c.admin.listen = "127.0.0.1:0".parse().unwrap();
         c.dns.listen = SocketAddr::from(([127, 0, 0, 1], port));
         c.dns.axfr_allow = vec!["127.0.0.1/32".parse().unwrap()];
-        c.database.dsn = Secret::new(pg.dsn("postgres"));
+        c.database.dsn = cluster_db::Dsn::parse(&pg.dsn("postgres")).unwrap();
         c.database.connect_timeout_secs = 1;
         tweak(&mut c);
         let lifecycle = Lifecycle::new();
@@ -436,7 +436,7 @@ async fn local_and_fallback() -> (PgCluster, PgCluster, Dns) {
         .unwrap();
     let fallback = primary.dsn("postgres");
     let dns = Dns::start(&local, |c| {
-        c.database.fallback_dsn = Some(Secret::new(fallback));
+        c.database.fallback_dsn = Some(cluster_db::Dsn::parse(&fallback).unwrap());
     })
     .await;
     dns.wait_ready().await;

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use cluster_db::{Dsn, Role};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use sidecar_kit::{AdminConfig, ConfigError, LogConfig, Secret, Validate};
@@ -144,7 +145,7 @@ pub struct NodeConfig {
     /// This node's name: a DNS label (required).
     pub name: String,
     /// `lead`, `backup` or `compute`.
-    pub role: String,
+    pub role: Role,
     /// This node's VPN address (required), inside `vpn_network`.
     pub vpn_ip: Option<IpAddr>,
     pub vpn_network: IpNet,
@@ -158,10 +159,10 @@ pub struct NodeConfig {
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
     /// The local PostgreSQL (reads: the fleet view).
-    pub local_dsn: Secret,
+    pub local_dsn: Dsn,
     /// The primary, wherever it is: a multi-host DSN with
     /// `target_session_attrs=read-write` (writes: registration, reports).
-    pub write_dsn: Secret,
+    pub write_dsn: Dsn,
     pub connect_timeout_secs: u64,
 }
 
@@ -230,7 +231,7 @@ impl Default for Config {
             log: LogConfig::default(),
             node: NodeConfig {
                 name: String::new(),
-                role: "compute".into(),
+                role: Role::Compute,
                 vpn_ip: None,
                 vpn_network: IpNet::V4(
                     ipnet::Ipv4Net::new([10, 0, 0, 0].into(), 24).unwrap_or_default(),
@@ -240,10 +241,8 @@ impl Default for Config {
                 labels: BTreeMap::new(),
             },
             database: DatabaseConfig {
-                local_dsn: Secret::new("host=127.0.0.1 port=5432 user=postgres dbname=postgres"),
-                write_dsn: Secret::new(
-                    "host=127.0.0.1 port=5432 user=postgres dbname=postgres target_session_attrs=read-write",
-                ),
+                local_dsn: Dsn::local_default(false),
+                write_dsn: Dsn::local_default(true),
                 connect_timeout_secs: 3,
             },
             checks: ChecksConfig {
@@ -287,9 +286,6 @@ impl Validate for Config {
         }
         cluster_db::NodeName::parse(&n.name)
             .map_err(|e| ConfigError::new("node.name", e.to_string()))?;
-        n.role
-            .parse::<cluster_db::Role>()
-            .map_err(|e| ConfigError::new("node.role", e.to_string()))?;
         let ip = n
             .vpn_ip
             .ok_or_else(|| ConfigError::new("node.vpn_ip", "is required"))?;
@@ -306,13 +302,6 @@ impl Validate for Config {
         if let Some(ep) = &n.wg_endpoint {
             cluster_db::model::validate_endpoint(ep)
                 .map_err(|e| ConfigError::new("node.wg_endpoint", e.to_string()))?;
-        }
-        for (key, dsn) in [
-            ("database.local_dsn", &self.database.local_dsn),
-            ("database.write_dsn", &self.database.write_dsn),
-        ] {
-            cluster_db::DbTarget::parse(dsn.expose())
-                .map_err(|e| ConfigError::new(key, e.to_string()))?;
         }
         let c = &self.checks;
         if c.interval_secs == 0 || c.timeout_secs == 0 || c.timeout_secs > c.interval_secs {

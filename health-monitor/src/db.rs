@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cluster_db::{DbError, DbTarget};
+use cluster_db::{DbError, DbTarget, Dsn};
 use prometheus::IntCounterVec;
 use tokio_postgres::Client;
 
@@ -38,14 +38,14 @@ pub struct Databases {
 }
 
 impl Databases {
-    /// Parses both connection strings (once) and connects lazily.
-    pub fn new(config: &Config, connects: IntCounterVec) -> Result<Self, DbError> {
+    /// Connects lazily, to the targets the config parsed when it loaded.
+    pub fn new(config: &Config, connects: IntCounterVec) -> Self {
         let work = Duration::from_secs(config.checks.timeout_secs.max(1));
         let per_host = Duration::from_secs(config.database.connect_timeout_secs.max(1));
-        let kept = |name: &'static str, dsn: &str| -> Result<Kept, DbError> {
-            let target = DbTarget::parse(dsn)?;
+        let kept = |name: &'static str, dsn: &Dsn| -> Kept {
+            let target = dsn.target().clone();
             let hosts = target.config.get_hosts().len().max(1) as u32;
-            Ok(Kept {
+            Kept {
                 connects: connects.clone(),
                 name,
                 target,
@@ -53,13 +53,13 @@ impl Databases {
                 work_timeout: work,
                 slot: tokio::sync::Mutex::new(None),
                 abandoned: AtomicBool::new(false),
-            })
+            }
         };
-        Ok(Self {
-            local: kept("local", config.database.local_dsn.expose())?,
-            report: kept("report", config.database.write_dsn.expose())?,
-            primary: kept("primary", config.database.write_dsn.expose())?,
-        })
+        Self {
+            local: kept("local", &config.database.local_dsn),
+            report: kept("report", &config.database.write_dsn),
+            primary: kept("primary", &config.database.write_dsn),
+        }
     }
 
     /// The longest one use of each connection can take, together: the

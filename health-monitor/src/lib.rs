@@ -107,7 +107,7 @@ impl AdminApi for Api {
             .unwrap_or_default();
         let status = MonitorStatus {
             node: self.config.node.name.to_string(),
-            role: self.config.node.role.as_str().into(),
+            role: self.config.node.role.into(),
             status: checks::overall(&checks).into(),
             registered: self.state.registered.lock().map(|g| *g).unwrap_or(false),
             checks: checks.iter().map(checks::CheckResult::wire).collect(),
@@ -228,7 +228,7 @@ fn registration(config: &Config, gpus: Vec<serde_json::Value>) -> anyhow::Result
     );
     Ok(NodeRegistration {
         name: NodeName::parse(&n.name)?,
-        role: n.role.parse()?,
+        role: n.role,
         vpn_ip: n
             .vpn_ip
             .ok_or_else(|| anyhow::anyhow!("node.vpn_ip is required"))?,
@@ -264,7 +264,7 @@ pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
     let metrics = Metrics::new("health-monitor")?;
     let m = HmMetrics::new(&metrics)?;
     let state = Arc::new(State::default());
-    let dbs = Arc::new(db::Databases::new(&config, m.db_connects.clone())?);
+    let dbs = Arc::new(db::Databases::new(&config, m.db_connects.clone()));
     let api = Arc::new(Api {
         config: config.clone(),
         state: state.clone(),

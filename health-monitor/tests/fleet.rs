@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use aurora_api::monitor::{CheckStatus, FleetHealth, FleetNodeStatus, FleetView, MonitorStatus};
+use cluster_db::Dsn;
 use health_monitor::config::HttpCheck;
 use health_monitor::Config;
 use serde_json::Value;
@@ -48,15 +49,16 @@ fn config(name: &str, role: &str, ip: &str, local: &PgCluster, primary: &PgClust
     let mut c = Config::default();
     c.admin.listen = "127.0.0.1:0".parse().unwrap();
     c.node.name = name.into();
-    c.node.role = role.into();
+    c.node.role = role.parse().unwrap();
     c.node.vpn_ip = Some(ip.parse().unwrap());
-    c.database.local_dsn = Secret::new(local.dsn("postgres"));
+    c.database.local_dsn = Dsn::parse(&local.dsn("postgres")).unwrap();
     // Two candidates, the replica first: the write target must skip it.
-    c.database.write_dsn = Secret::new(format!(
+    c.database.write_dsn = Dsn::parse(&format!(
         "host=127.0.0.1,127.0.0.1 port={},{} user=postgres dbname=postgres target_session_attrs=read-write",
         local.port(),
         primary.port()
-    ));
+    ))
+    .unwrap();
     c.database.connect_timeout_secs = 1;
     c.checks.interval_secs = 1;
     c.checks.timeout_secs = 1;

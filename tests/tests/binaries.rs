@@ -77,6 +77,58 @@ fn bad_config_exits_2_with_one_line_naming_the_key() {
     }
 }
 
+/// Domain values are parsed when the config loads, into their types: a bad
+/// one is one line naming the key and what a good one looks like, before
+/// anything starts; a DSN's password never shows.
+#[test]
+fn domain_values_are_parsed_on_load() {
+    let cases: [(&str, &str, &str, &str); 5] = [
+        (
+            "health-monitor",
+            "AURORA_NODE__ROLE",
+            "leed",
+            "expected lead, backup or compute",
+        ),
+        (
+            "health-monitor",
+            "AURORA_DATABASE__WRITE_DSN",
+            "host=a port=x password=hunter2",
+            "database.write_dsn",
+        ),
+        (
+            "dns-sync",
+            "AURORA_DATABASE__FALLBACK_DSN",
+            "host=a port=x password=hunter2",
+            "database.fallback_dsn",
+        ),
+        (
+            "dns-sync",
+            "AURORA_DNS__ZONE",
+            "Aurora_Internal",
+            "dns.zone",
+        ),
+        (
+            "dns-sync",
+            "AURORA_DNS__ALIASES__GRAFANA",
+            "primary",
+            "expected lead, backup or compute",
+        ),
+    ];
+    for (bin, key, value, says) in cases {
+        let mut env = minimal_env(bin);
+        env.push((key, value));
+        let out = run(bin, &["--check-config"], &env);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bin} {key}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{bin} {key}: {err}");
+        assert!(
+            err.contains(says) && err.contains(key),
+            "{bin} {key}: {err}"
+        );
+        assert!(!err.contains("hunter2"), "{bin} {key}: {err}");
+    }
+}
+
 /// The least each sidecar needs to pass validation.
 fn minimal_env(bin: &str) -> Vec<(&'static str, &'static str)> {
     match bin {
