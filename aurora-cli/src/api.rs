@@ -103,16 +103,8 @@ impl<'a> Api<'a> {
     /// `GET` a document of the HTTP contract: any non-2xx answer, or one
     /// this build cannot read, is a failure naming the URL.
     pub async fn read<T: DeserializeOwned>(&self, sidecar: Sidecar, path: &str) -> CliResult<T> {
-        let answer = self.get_any(sidecar, path).await?;
-        if !answer.status.is_success() {
-            return Err(CliError::failed(format!(
-                "{sidecar} at {} answered {}: {}",
-                answer.url,
-                answer.status,
-                reason(&answer.body)
-            )));
-        }
-        answer.read(path)
+        let base = self.url(sidecar)?.to_string();
+        self.read_at(sidecar, &base, path).await
     }
 
     /// `GET` a JSON document; any non-2xx answer is a failure naming the URL.
@@ -132,7 +124,31 @@ impl<'a> Api<'a> {
     /// `GET` a JSON document whatever the status (`/cluster/health`
     /// answers 503 with its reasons).
     pub async fn get_any(&self, sidecar: Sidecar, path: &str) -> CliResult<Answer> {
-        let url = format!("{}{path}", self.url(sidecar)?);
+        let base = self.url(sidecar)?.to_string();
+        self.get_any_at(sidecar, &base, path).await
+    }
+
+    /// [`Api::read`] from `sidecar` on another node, at `base`.
+    pub async fn read_at<T: DeserializeOwned>(
+        &self,
+        sidecar: Sidecar,
+        base: &str,
+        path: &str,
+    ) -> CliResult<T> {
+        let answer = self.get_any_at(sidecar, base, path).await?;
+        if !answer.status.is_success() {
+            return Err(CliError::failed(format!(
+                "{sidecar} at {} answered {}: {}",
+                answer.url,
+                answer.status,
+                reason(&answer.body)
+            )));
+        }
+        answer.read(path)
+    }
+
+    async fn get_any_at(&self, sidecar: Sidecar, base: &str, path: &str) -> CliResult<Answer> {
+        let url = format!("{}{path}", base.trim_end_matches('/'));
         let resp = self
             .reads
             .get(&url)

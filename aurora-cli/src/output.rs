@@ -148,6 +148,106 @@ fn exit_on_write_error(e: &std::io::Error) -> ! {
     std::process::exit(1);
 }
 
+/// A progress line on stderr for a long command, redrawn in place: only
+/// when stderr is a terminal and the output is not `--json`, so scripts and
+/// logs stay quiet. Cleared when dropped.
+pub struct Progress {
+    on: bool,
+    drawn: bool,
+    /// Steps mode: a line whose step (the text before ` (`) changed leaves
+    /// the previous one on the screen, so the phases read as a list.
+    steps: bool,
+    last_step: Option<String>,
+}
+
+impl Progress {
+    pub fn new(as_json: bool) -> Self {
+        Self {
+            on: !as_json && std::io::stderr().is_terminal(),
+            drawn: false,
+            steps: false,
+            last_step: None,
+        }
+    }
+
+    /// For an operation with phases (`switchover`): each phase stays on
+    /// its own line once the next begins.
+    pub fn steps(as_json: bool) -> Self {
+        let mut p = Self::new(as_json);
+        p.steps = true;
+        p
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.on
+    }
+
+    /// Replaces the line (in steps mode, keeps the last one when the step
+    /// changed).
+    pub fn show(&mut self, line: &str) {
+        if self.on {
+            let mut e = std::io::stderr().lock();
+            if self.steps {
+                let step = line.split(" (").next().unwrap_or(line).to_string();
+                if self.drawn && self.last_step.as_ref().is_some_and(|l| *l != step) {
+                    let _ = writeln!(e);
+                }
+                self.last_step = Some(step);
+            }
+            let _ = write!(e, "\r\x1b[2K{line}");
+            let _ = e.flush();
+            self.drawn = true;
+        }
+    }
+
+    /// A line that stays (a phase that finished).
+    pub fn done(&mut self, line: &str) {
+        if self.on {
+            let _ = writeln!(std::io::stderr().lock(), "\r\x1b[2K{line}");
+            self.drawn = false;
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if self.drawn {
+            // A finished step stays; a counter line goes.
+            let end = if self.steps { "\n" } else { "\r\x1b[2K" };
+            let _ = write!(std::io::stderr().lock(), "{end}");
+        }
+    }
+}
+
+/// Runs `work` while `poll` is called every `every` (on a terminal only:
+/// `progress` decides) to draw what it reports; returns `work`'s result.
+pub async fn with_progress<T, W, P, F>(
+    progress: &mut Progress,
+    every: std::time::Duration,
+    work: W,
+    mut poll: P,
+) -> T
+where
+    W: std::future::Future<Output = T>,
+    P: FnMut() -> F,
+    F: std::future::Future<Output = Option<String>>,
+{
+    if !progress.enabled() {
+        return work.await;
+    }
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            _ = tokio::time::sleep(every) => {
+                if let Some(line) = poll().await {
+                    progress.show(&line);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -151,6 +151,12 @@ impl Sandbox {
         )
         .unwrap_or(Value::Null);
         assert_eq!(r.code, 0, "sandbox up: {}\n{}", r.stdout, r.stderr);
+        // No terminal: no progress lines, no escape codes.
+        assert!(
+            !r.stderr.contains('\u{1b}') && !r.stderr.contains("initialising"),
+            "{}",
+            r.stderr
+        );
         sb
     }
 
@@ -940,6 +946,32 @@ fn assets_join_a_sandbox_that_came_up_without_them() {
         );
         let st = ok(on(&sb, node, &["status", "--json"]), "status").json();
         assert!(st["assets"].is_object(), "{st}");
+    }
+}
+
+/// On a terminal, `sandbox up` shows each step as it finishes (the test
+/// gives it one through `script`, util-linux's pty runner).
+#[test]
+fn progress_is_shown_on_a_terminal() {
+    let sb = Sandbox::room();
+    let cmd = format!(
+        "{} sandbox up --nodes 1 --dir {}",
+        env!("CARGO_BIN_EXE_aurora-cli"),
+        sb.dir_arg()
+    );
+    let mut c = Command::new("script");
+    c.args(["-qec", &cmd, "/dev/null"])
+        .env_remove("AURORA_CONFIG")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null());
+    let r = ok(run_command(c), "sandbox up on a terminal");
+    for step in [
+        "aurora: PostgreSQL initialised",
+        "repl-manager running on every node",
+        "aurora: up",
+        "sandbox up in",
+    ] {
+        assert!(r.stdout.contains(step), "{step}: {}", r.stdout);
     }
 }
 

@@ -2,8 +2,9 @@
 
 use std::time::{Duration, Instant};
 
+use aurora_api::assets::{AssetStatus, PassOutcome, SyncTriggered};
 use hyper::StatusCode;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::api::{reason, Api, Sidecar};
 use crate::config::NodeConfig;
@@ -14,68 +15,91 @@ use crate::output;
 /// here so its own answer arrives first.
 const WAIT: Duration = Duration::from_secs(630);
 
-fn n(r: &Value, key: &str) -> u64 {
-    r.get(key).and_then(Value::as_u64).unwrap_or(0)
-}
-
 pub async fn sync_assets(config: &NodeConfig, no_wait: bool, as_json: bool) -> CliResult {
     let api = Api::new(config);
     let path = if no_wait { "/sync?wait=false" } else { "/sync" };
     let started = Instant::now();
-    let answer = api.post(Sidecar::AssetSync, path, &json!({}), WAIT).await?;
-    let b = &answer.body;
-    if as_json {
-        output::print_json(b);
-    }
+    // On a terminal, the running pass's counters while it runs.
+    let mut progress = output::Progress::new(as_json || no_wait);
+    let answer = output::with_progress(
+        &mut progress,
+        Duration::from_millis(500),
+        api.post(Sidecar::AssetSync, path, &json!({}), WAIT),
+        || async {
+            let st: AssetStatus = api.read(Sidecar::AssetSync, "/status").await.ok()?;
+            let p = st.progress;
+            st.running_pass.then(|| {
+                format!(
+                    "syncing: {} of {} objects, {} ({})",
+                    p.done,
+                    p.planned,
+                    output::bytes(p.bytes as f64),
+                    output::duration_secs(started.elapsed().as_secs_f64())
+                )
+            })
+        },
+    )
+    .await?;
+    drop(progress);
     match answer.status {
-        StatusCode::ACCEPTED if no_wait => {
-            if !as_json {
-                outln!("sync triggered; follow it with `aurora-cli status` or GET /status");
+        StatusCode::ACCEPTED => {
+            let t: SyncTriggered = answer.read("/sync")?;
+            if as_json {
+                output::print_json(&t);
             }
-            Ok(())
+            if no_wait {
+                if !as_json {
+                    outln!("sync triggered; follow it with `aurora-cli status` or GET /status");
+                }
+                Ok(())
+            } else {
+                Err(CliError::failed(
+                    "the pass is still running after 10 minutes; follow it with `aurora-cli status`",
+                ))
+            }
         }
-        StatusCode::ACCEPTED => Err(CliError::failed(
-            "the pass is still running after 10 minutes; follow it with `aurora-cli status`",
-        )),
         st if st.is_success() || st == StatusCode::BAD_GATEWAY => {
-            let r = b.get("report").cloned().unwrap_or(Value::Null);
-            if !as_json && !r.is_null() {
+            let outcome: PassOutcome = answer.read("/sync")?;
+            if as_json {
+                output::print_json(&outcome);
+            }
+            if let (false, Some(r)) = (as_json, &outcome.report) {
                 outln!(
                     "listed {}, downloaded {} ({}), unchanged {}, deleted {}, rejected {}, failed {} in {}",
-                    n(&r, "listed"),
-                    n(&r, "downloaded"),
-                    output::bytes(n(&r, "bytes_downloaded") as f64),
-                    n(&r, "unchanged"),
-                    n(&r, "deleted"),
-                    n(&r, "rejected"),
-                    n(&r, "failed"),
+                    r.listed,
+                    r.downloaded,
+                    output::bytes(r.bytes_downloaded as f64),
+                    r.unchanged,
+                    r.deleted,
+                    r.rejected,
+                    r.failed,
                     output::duration_secs(started.elapsed().as_secs_f64())
                 );
-                if let Some(g) = r.get("deletion_guard").and_then(Value::as_str) {
+                if let Some(g) = &r.deletion_guard {
                     outln!("deletions held back: {g}");
                 }
             }
             if st.is_success() {
-                Ok(())
-            } else {
-                let why = b
-                    .get("error")
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-                    .or_else(|| {
-                        r.get("errors")
-                            .and_then(Value::as_array)
-                            .and_then(|e| e.first())
-                            .and_then(Value::as_str)
-                            .map(str::to_string)
-                    })
-                    .unwrap_or_else(|| format!("{} objects failed", n(&r, "failed")));
-                Err(CliError::failed(format!("asset sync failed: {why}")))
+                return Ok(());
             }
+            let why = outcome
+                .error
+                .clone()
+                .or_else(|| {
+                    outcome
+                        .report
+                        .as_ref()
+                        .and_then(|r| r.errors.first().cloned())
+                })
+                .unwrap_or_else(|| {
+                    let failed = outcome.report.as_ref().map_or(0, |r| r.failed);
+                    format!("{failed} objects failed")
+                });
+            Err(CliError::failed(format!("asset sync failed: {why}")))
         }
         st => Err(CliError::failed(format!(
             "asset-sync answered {st}: {}",
-            reason(b)
+            reason(&answer.body)
         ))),
     }
 }

@@ -240,6 +240,20 @@ struct OpOutput<'r> {
     cli_seconds: f64,
 }
 
+/// The phase an operation is in, as the repl-manager at `base` reports it
+/// (`activity` in its status), for the progress line.
+async fn phase(api: &Api<'_>, base: &str, started: Instant) -> Option<String> {
+    let st: NodeStatus = api
+        .read_at(Sidecar::ReplManager, base, "/status")
+        .await
+        .ok()?;
+    let what = st.activity?;
+    Some(format!(
+        "{what} ({})",
+        output::duration_secs(started.elapsed().as_secs_f64())
+    ))
+}
+
 /// The member list, checking that `node` is in it.
 fn find_member<'c>(ms: &'c [ClusterMember], node: &str) -> CliResult<&'c ClusterMember> {
     ms.iter().find(|m| m.status.node == node).ok_or_else(|| {
@@ -343,18 +357,25 @@ pub async fn switchover(
         yes,
     )?;
     let started = Instant::now();
-    let answer = api
-        .post_to(
+    let mut progress = output::Progress::steps(as_json);
+    let request = SwitchoverRequest {
+        to: Some(to.to_string()),
+        force,
+    };
+    let answer = output::with_progress(
+        &mut progress,
+        Duration::from_millis(200),
+        api.post_to(
             Sidecar::ReplManager,
             base,
             "/switchover",
-            &SwitchoverRequest {
-                to: Some(to.to_string()),
-                force,
-            },
+            &request,
             OP_TIMEOUT,
-        )
-        .await?;
+        ),
+        || phase(&api, base, started),
+    )
+    .await?;
+    drop(progress);
     report("switchover", answer, started.elapsed(), as_json)?;
     // Only a fleet with someone to confirm commits can get there.
     if let Some(within) = wait.filter(|_| !as_json && ms.len() > 1) {
@@ -368,17 +389,20 @@ pub async fn promote(config: &NodeConfig, yes: bool, force: bool, as_json: bool)
     let me = &config.node.name;
     confirm(&format!("Promote {me} to primary?"), yes)?;
     let started = Instant::now();
-    let answer = api
-        .post(
-            Sidecar::ReplManager,
-            "/promote",
-            &PromoteRequest {
-                force,
-                ..Default::default()
-            },
-            OP_TIMEOUT,
-        )
-        .await?;
+    let base = api.url(Sidecar::ReplManager)?.to_string();
+    let request = PromoteRequest {
+        force,
+        ..Default::default()
+    };
+    let mut progress = output::Progress::steps(as_json);
+    let answer = output::with_progress(
+        &mut progress,
+        Duration::from_millis(200),
+        api.post(Sidecar::ReplManager, "/promote", &request, OP_TIMEOUT),
+        || phase(&api, &base, started),
+    )
+    .await?;
+    drop(progress);
     report("promote", answer, started.elapsed(), as_json)
 }
 

@@ -351,11 +351,21 @@ async fn up(
         Some(net) => IpAddr::V4(net.host_ip),
         None => IpAddr::V4(Ipv4Addr::LOCALHOST),
     };
+    // On a terminal, each step as it finishes (stderr; quiet in scripts).
+    let mut progress = output::Progress::new(json);
+    let step = |p: &mut output::Progress, what: &str| {
+        p.done(&format!(
+            "  {what} ({})",
+            output::duration_secs(started.elapsed().as_secs_f64())
+        ))
+    };
     let garage = match local_fleet::tools::garage_bin() {
         Ok(_) => {
+            progress.show("starting Garage, the asset origin ...");
             let g = Garage::start_in(Some(dir.join("garage")), s3_listen).await?;
             g.create_bucket("assets").await?;
             upload_demo(&g).await?;
+            step(&mut progress, "Garage up with the demo assets");
             Some(g)
         }
         Err(e) => {
@@ -449,7 +459,12 @@ async fn up(
         opts.port = Some(p.pg_port);
         opts.dir = Some(p.dir.join("postgres"));
         let pg = if p.role == "lead" {
+            progress.show(&format!("{}: initialising PostgreSQL ...", p.name));
             let pg = PgCluster::init(opts).await?;
+            step(
+                &mut progress,
+                &format!("{}: PostgreSQL initialised", p.name),
+            );
             if network.is_some() {
                 // Trust inside the sandbox's private network, as loopback
                 // is trusted otherwise (the replication user still uses its
@@ -550,6 +565,7 @@ async fn up(
             dir.display()
         ))
     };
+    progress.show("starting every repl-manager ...");
     let starts = sb
         .nodes
         .iter()
@@ -557,10 +573,19 @@ async fn up(
     for r in futures::future::join_all(starts).await {
         r.map_err(left_as_is)?;
     }
+    step(&mut progress, "repl-manager running on every node");
+    progress.show("cloning the standbys and waiting for them to stream ...");
     wait_streaming(&sb, timeout).await.map_err(left_as_is)?;
+    step(
+        &mut progress,
+        "every standby streams; the backup is synchronous",
+    );
     for node in &sb.nodes {
+        progress.show(&format!("{}: starting its other sidecars ...", node.name));
         procs::start_node(node, timeout).await.map_err(left_as_is)?;
+        step(&mut progress, &format!("{}: up", node.name));
     }
+    drop(progress);
     if json {
         output::print_json(&summary(&sb, started.elapsed()));
     } else {
