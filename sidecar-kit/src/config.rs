@@ -26,7 +26,7 @@ pub const ENV_PREFIX: &str = "AURORA_";
 /// of them when a command reads its config (`AURORA_DSN` for `aurora-cli
 /// migrate`, a sourced `node.env`), and that must not make every
 /// config-reading command exit 2. Any other `AURORA_` variable must name a
-/// key, so a typo is still an error. `tests/tests/compose_static.rs` checks
+/// key, so a typo is still an error. `tests/tests/it/compose_static.rs` checks
 /// that every variable the compose stack interpolates is reserved.
 pub const TOOL_VARIABLES: &[&str] = &[
     // The config file's path.

@@ -1,4 +1,4 @@
-//! Cross-binary integration tests live in `tests/tests/`; the harness is the `testbed` crate.
+//! Cross-binary integration tests live in `tests/tests/it/` (one binary); the harness is the `testbed` crate.
 //! What the test binaries here share:
 
 use std::path::PathBuf;

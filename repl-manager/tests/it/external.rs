@@ -6,16 +6,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::support::{wait_row, Fleet, FleetSpec, TOKEN};
 use cluster_db::Role;
 use hyper::StatusCode;
 use repl_manager::config::Supervision;
 use serde_json::json;
-use support::{wait_row, Fleet, FleetSpec, TOKEN};
 
 const T: Duration = Duration::from_secs(90);
 

@@ -4,14 +4,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::{wait_row, Fleet, FleetSpec, TOKEN};
 use cluster_db::Role;
 use hyper::StatusCode;
 use serde_json::json;
-use support::{wait_row, Fleet, FleetSpec, TOKEN};
 
 const T: Duration = Duration::from_secs(90);
 

@@ -8,15 +8,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use crate::support::ns::{lost_writes, now, report, Ledger, NsFleet};
 use cluster_db::Role;
 use hyper::StatusCode;
 use serde_json::json;
-use support::ns::{lost_writes, now, report, Ledger, NsFleet};
 
 const T: Duration = Duration::from_secs(120);
 

@@ -3,14 +3,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::{Fleet, FleetSpec, TOKEN};
 use cluster_db::Role;
 use hyper::StatusCode;
 use serde_json::json;
-use support::{Fleet, FleetSpec, TOKEN};
 
 const T: Duration = Duration::from_secs(90);
 

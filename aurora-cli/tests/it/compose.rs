@@ -3,7 +3,7 @@
 //! files: the order of a multi-service rolling update and its newest-first
 //! rollback, checked call by call in a fraction of a second. The same
 //! command against real containers (one service swapped, a broken image
-//! rolled back) is in `tests/tests/stack.rs`; moving these cases there too
+//! rolled back) is in `tests/tests/it/stack.rs`; moving these cases there too
 //! is the way to retire this stand-in.
 
 #![allow(clippy::unwrap_used)] // test helpers may panic: a panic is a test failure

@@ -4,19 +4,17 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::{wait_row, Fleet, FleetSpec, TOKEN};
 use aurora_api::repl::{
     ClusterView, Liveness, NodeState, NodeStatus, OpReport, PauseReport, SyncMode,
 };
 use cluster_db::Role;
 use hyper::StatusCode;
 use serde_json::json;
-use support::{wait_row, Fleet, FleetSpec, TOKEN};
 
 const T: Duration = Duration::from_secs(90);
 

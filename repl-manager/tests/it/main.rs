@@ -1,0 +1,12 @@
+//! repl-manager's integration tests: fleets of real PostgreSQL servers, each
+//! under an in-process repl-manager (`support`), and in network namespaces
+//! for the fault tests (`support::ns`).
+//!
+//! One binary for the crate: one link, and shared helpers compiled once.
+
+mod external;
+mod failover;
+mod fleet;
+mod refusals;
+mod repair;
+mod support;
