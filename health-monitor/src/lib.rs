@@ -13,17 +13,17 @@ pub mod db;
 pub mod fleet;
 pub mod gpu;
 pub mod prometheus_sd;
+mod round;
 pub mod wireguard;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cluster_db::{queries, NodeName, NodeRegistration};
+use cluster_db::{NodeName, NodeRegistration};
 use hyper::{Method, StatusCode};
 use prometheus::{IntCounterVec, IntGaugeVec};
 use serde_json::json;
 use sidecar_kit::admin::{AdminApi, AdminRequest, AdminResponse, Routed};
-use sidecar_kit::http_client::HttpClient;
 use sidecar_kit::{HealthReport, HealthStatus as Liveness, Lifecycle, Metrics};
 
 use aurora_api::monitor::{FleetHealth, MonitorStatus};
@@ -281,170 +281,16 @@ pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
     let work = {
         let lifecycle = lifecycle.clone();
         async move {
-            let http = HttpClient::new(Duration::from_secs(config.checks.timeout_secs));
-            // Each step's database work is bounded by the kept connections;
-            // this is the bound on a whole step, whatever else it does.
-            let db_deadline = dbs.bound() + Duration::from_secs(1);
-            let mut alerter = alerts::Alerter::new(config.alerts.clone(), m.alerts.clone())?;
-            let mut registered = false;
-            let mut interval =
-                tokio::time::interval(Duration::from_secs(config.checks.interval_secs));
+            let mut rounds = round::Rounds::new(config, dbs, state, m, reg)?;
+            let mut interval = tokio::time::interval(rounds.interval());
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     _ = lifecycle.cancelled() => return Ok(()),
                     _ = interval.tick() => {}
                 }
-                let results = checks::run_all(&config, &http, &dbs).await;
-                for r in &results {
-                    let v = match r.status {
-                        cluster_db::HealthStatus::Passing => 0,
-                        cluster_db::HealthStatus::Warning => 1,
-                        cluster_db::HealthStatus::Critical => 2,
-                    };
-                    m.check_status.with_label_values(&[&r.name]).set(v);
-                    m.check_seconds
-                        .with_label_values(&[&r.name])
-                        .set(r.duration_ms as f64 / 1000.0);
-                }
-                let status = checks::overall(&results);
-                let report = serde_json::to_value(&results).unwrap_or(json!([]));
-                if let Ok(mut g) = state.last_checks.lock() {
-                    *g = results;
-                }
-
-                // Only the latest report matters: it replaces whatever could
-                // not be sent, so nothing queues up while the primary is away.
-                // Every database round has a deadline: a primary whose host
-                // vanished (no RST) must cost one failed report, not the
-                // kernel's retransmission timeout with nothing checked.
-                let outcome: Result<(), anyhow::Error> =
-                    deadline(db_deadline, "reporting to the primary", async {
-                        let first = !registered;
-                        let (reg, report) = (&reg, &report);
-                        let marked = dbs
-                            .report
-                            .with(|c| async move {
-                                if first {
-                                    queries::upsert_node(&*c, reg).await?;
-                                }
-                                queries::upsert_health(&*c, &reg.name, status, report).await?;
-                                // Record in the database which nodes went silent,
-                                // so what DNS serves moves its serial (every
-                                // monitor does it; the first to see a stale
-                                // report wins, the rest update nothing). A
-                                // failure here is logged, not a failed report:
-                                // this node's own report is in.
-                                let after = 3.0 * config.checks.interval_secs as f64;
-                                Ok(queries::mark_down(&*c, after).await)
-                            })
-                            .await?;
-                        if first {
-                            registered = true;
-                            if let Ok(mut g) = state.registered.lock() {
-                                *g = true;
-                            }
-                            tracing::info!(node = %reg.name, ip = %reg.vpn_ip, "registered");
-                        }
-                        match marked {
-                            Ok(marked) => {
-                                for node in marked {
-                                    tracing::warn!(%node, "marked down: no report");
-                                }
-                            }
-                            Err(e) => tracing::warn!(error = %e, "stale nodes not marked down"),
-                        }
-                        Ok(())
-                    })
-                    .await;
-                // Files rendered from the registry: the WireGuard peers and
-                // Prometheus' discovery of every node.
-                let wg = deadline(db_deadline, "reading the registry", async {
-                    let wg_path = config.wireguard.config_path.as_ref();
-                    let sd_dir = config.prometheus.sd_dir.as_ref();
-                    if wg_path.is_none() && sd_dir.is_none() {
-                        return Ok(());
-                    }
-                    let listing = dbs
-                        .local
-                        .with(|c| async move { queries::list_nodes(&*c).await })
-                        .await?;
-                    if let Some(dir) = sd_dir {
-                        match prometheus_sd::apply(&config.prometheus, dir, &listing.nodes) {
-                            Ok(true) => tracing::info!(dir = %dir.display(), "Prometheus discovery files updated"),
-                            Ok(false) => {}
-                            Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "Prometheus discovery files not written"),
-                        }
-                    }
-                    let Some(path) = wg_path else {
-                        return Ok(());
-                    };
-                    let key = match &config.wireguard.private_key_file {
-                        Some(f) => Some(std::fs::read_to_string(f).map_err(|e| {
-                            anyhow::anyhow!("wireguard.private_key_file {}: {e}", f.display())
-                        })?),
-                        None => None,
-                    };
-                    let text = wireguard::render(
-                        &config.node.name,
-                        &listing.nodes,
-                        &config.wireguard,
-                        key.as_deref(),
-                    );
-                    let applied = wireguard::apply(&config.wireguard, path, &text).await?;
-                    if applied != wireguard::Applied::Unchanged {
-                        tracing::info!(path = %path.display(), ?applied, "WireGuard peers updated");
-                    }
-                    Ok::<(), anyhow::Error>(())
-                })
-                .await;
-                if let Err(e) = wg {
-                    tracing::warn!(error = %e, "WireGuard peers not updated");
-                }
-                // The fleet as the local database sees it: metrics, and
-                // alerts from the primary's monitor only.
-                let view = deadline(db_deadline, "reading the fleet", async {
-                    Ok(fleet::view(&config, &dbs).await?)
-                })
-                .await;
-                if let Ok(view) = view {
-                    for s in ["passing", "warning", "critical", "down", "unknown"] {
-                        let n = view.nodes.iter().filter(|v| v.status == s).count();
-                        m.fleet.with_label_values(&[s]).set(n as i64);
-                    }
-                    let is_sender = alerts::sender(&view) == Some(config.node.name.as_str());
-                    for t in alerter.observe(&view, is_sender) {
-                        tracing::info!(node = %t.node, from = %t.from, to = %t.to, "alert");
-                    }
-                }
-                match outcome {
-                    Ok(()) => {
-                        m.reports.with_label_values(&["sent"]).inc();
-                        m.report_age.set(sidecar_kit::telemetry::unix_now());
-                        if let Ok(mut g) = state.last_report.lock() {
-                            *g = Some(Instant::now());
-                        }
-                        if let Ok(mut g) = state.report_error.lock() {
-                            *g = None;
-                        }
-                        lifecycle.set_ready(true);
-                    }
-                    Err(e) => {
-                        m.reports.with_label_values(&["failed"]).inc();
-                        let conflict = matches!(
-                            e.downcast_ref::<cluster_db::DbError>(),
-                            Some(cluster_db::DbError::Conflict(_))
-                        );
-                        if conflict && !registered {
-                            // Another node holds our address: running on
-                            // would publish a lie to DNS and the VPN mesh.
-                            return Err(e.context("registration refused"));
-                        }
-                        tracing::warn!(error = %e, "report not sent; keeping the latest for the next round");
-                        if let Ok(mut g) = state.report_error.lock() {
-                            *g = Some(e.to_string());
-                        }
-                    }
+                if rounds.once().await? {
+                    lifecycle.set_ready(true);
                 }
             }
         }
