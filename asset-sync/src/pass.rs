@@ -179,165 +179,37 @@ impl Syncer {
             ..Default::default()
         };
 
-        // Plan: safe keys only, filters applied, conflicts resolved.
-        let prefix = &self.config.s3.prefix;
-        let mut candidates: Vec<(&Remote, &str, PathBuf)> = Vec::new();
-        // Listed keys whose local file, if mirrored before, stays: every key
-        // but a rejected one (a filtered key is left alone, as it was).
-        let mut keep: HashSet<&str> = HashSet::new();
-        for remote in &listing {
-            let rel = remote
-                .key
-                .strip_prefix(prefix.as_str())
-                .unwrap_or(&remote.key);
-            match keys::relative_path(rel) {
-                Ok(path) => {
-                    keep.insert(rel);
-                    let included = self.include.as_ref().is_none_or(|g| g.is_match(rel));
-                    let excluded = self.exclude.as_ref().is_some_and(|g| g.is_match(rel));
-                    if included && !excluded {
-                        candidates.push((remote, rel, path));
-                    } else {
-                        report.filtered += 1;
-                    }
-                }
-                Err(rule) => reject(&mut report, &remote.key, rule),
-            }
-        }
-        // A key that is also the directory of a mirrored key: the directory
-        // wins; the file is rejected and a stale copy of it deleted below.
-        // Only keys that would be mirrored count, so a hostile or filtered
-        // key never freezes a good one.
-        let conflicts = keys::file_prefix_conflicts(candidates.iter().map(|(_, k, _)| *k));
-        let mut wanted: Vec<(Remote, String, PathBuf)> = Vec::new();
-        for (remote, rel, path) in candidates {
-            if conflicts.contains(rel) {
-                keep.remove(rel);
-                reject(&mut report, &remote.key, Rejection::FileAndPrefix);
-            } else {
-                wanted.push((remote.clone(), rel.to_string(), path));
-            }
-        }
-
-        // Delete what the bucket no longer has (or what a directory now
-        // displaces) — only after a complete listing, only within the guard,
-        // which compares with what was mirrored before this pass. Before the
-        // downloads, so that a file never blocks a directory a new key needs.
+        let (wanted, keep) = self.plan(&listing, &mut report);
+        // Before the downloads, so that a file never blocks a directory a
+        // new key needs.
         let mut touched_dirs: BTreeSet<PathBuf> = BTreeSet::new();
         if sync.delete && !cancel.is_cancelled() {
-            let gone: Vec<String> = manifest
-                .entries
-                .keys()
-                .filter(|k| !keep.contains(k.as_str()))
-                .cloned()
-                .collect();
-            match deletion_guard(
-                gone.len(),
-                manifest.entries.len(),
+            self.delete_gone(
+                &keep,
                 listing.is_empty(),
-                sync.max_delete_percent,
-            ) {
-                Some(reason) if !opts.force_delete => {
-                    tracing::warn!("{reason}");
-                    report.deletion_guard = Some(reason);
-                }
-                _ => {
-                    for rel in gone {
-                        self.delete_local(
-                            &target,
-                            &rel,
-                            &mut manifest,
-                            &mut report,
-                            &mut touched_dirs,
-                        );
-                    }
-                }
-            }
+                opts,
+                &mut manifest,
+                &mut report,
+                &mut touched_dirs,
+            );
         }
-
-        // What differs from the manifest (or from the disk, if tampered).
-        let mut to_fetch = Vec::new();
-        let mut to_verify = Vec::new();
-        for (remote, rel, path) in wanted {
-            let local = target.join(&path);
-            match manifest.entries.get(&rel) {
-                Some(e)
-                    if e.etag == remote.etag
-                        && e.size == remote.size
-                        && manifest::local_matches(e, &local) =>
-                {
-                    report.unchanged += 1;
-                }
-                _ => {
-                    let same_size = std::fs::symlink_metadata(&local)
-                        .map(|m| m.is_file() && m.len() == remote.size)
-                        .unwrap_or(false);
-                    if same_size && plain_md5(&remote.etag).is_some() {
-                        to_verify.push((remote, rel, path));
-                    } else {
-                        to_fetch.push((remote, rel, path));
-                    }
-                }
-            }
-        }
-
-        // A file already present with the right MD5 (lost manifest, or a
-        // cache seeded by hand) is adopted, not downloaded again.
-        let concurrency = sync.concurrency;
-        let verified: Vec<_> = futures::stream::iter(to_verify)
-            .map(|(remote, rel, path)| {
-                let local = target.join(&path);
-                async move {
-                    let hashed = tokio::task::spawn_blocking(move || {
-                        let h = hash_file(
-                            &local,
-                            Want {
-                                md5: true,
-                                sha256: false,
-                            },
-                        );
-                        let meta = std::fs::metadata(&local).map(|m| fsio::mtime_ns(&m));
-                        (h, meta)
-                    })
-                    .await;
-                    (remote, rel, path, hashed)
-                }
-            })
-            .buffer_unordered(concurrency.min(8))
-            .collect()
-            .await;
-        for (remote, rel, path, hashed) in verified {
-            match hashed {
-                Ok((Ok((size, Some(md5), _)), Ok(mtime_ns)))
-                    if Some(md5) == plain_md5(&remote.etag) && size == remote.size =>
-                {
-                    report.adopted += 1;
-                    manifest.entries.insert(
-                        rel,
-                        Entry {
-                            etag: remote.etag.clone(),
-                            size,
-                            last_modified: remote.last_modified.clone(),
-                            sha256: String::new(),
-                            mtime_ns,
-                            verified: Some(Verified::Md5),
-                        },
-                    );
-                }
-                _ => to_fetch.push((remote, rel, path)),
-            }
-        }
-
-        // Download.
-        progress
-            .planned
-            .store(to_fetch.len() as u64, Ordering::Relaxed);
+        let (mut to_fetch, to_verify) = diff(wanted, &manifest, &target, &mut report);
+        to_fetch.extend(
+            adopt(
+                to_verify,
+                &target,
+                sync.concurrency,
+                &mut manifest,
+                &mut report,
+            )
+            .await,
+        );
         let fetcher = Fetcher {
             client: client.clone(),
             bucket: self.config.s3.bucket.clone(),
             target: target.clone(),
             staging: staging.clone(),
-            permits: Arc::new(Semaphore::new(concurrency)),
+            permits: Arc::new(Semaphore::new(sync.concurrency)),
             range_permits: Arc::new(Semaphore::new(sync.range_concurrency)),
             limiter: self.limiter.clone(),
             ranged_threshold: sync.ranged_threshold_bytes,
@@ -347,83 +219,17 @@ impl Syncer {
             retries: AtomicU64::new(0),
             sse_customer_key: self.sse_customer_key.clone(),
         };
-        let fetcher = &fetcher;
-        let mut results = futures::stream::iter(to_fetch)
-            .map(|(remote, rel, path)| async move {
-                let r = fetcher.fetch(&remote, &path).await;
-                (remote, rel, path, r)
-            })
-            // Ranged downloads take several permits' worth of requests; the
-            // semaphore bounds requests, this bounds objects in flight.
-            .buffer_unordered(concurrency);
-        let mut disk_full = false;
-        while let Some((remote, rel, path, result)) = results.next().await {
-            progress.done.fetch_add(1, Ordering::Relaxed);
-            match result {
-                Ok(fetched) => {
-                    progress.bytes.fetch_add(fetched.size, Ordering::Relaxed);
-                    report.downloaded += 1;
-                    report.bytes_downloaded += fetched.size;
-                    if fetched.verified == Verified::SizeOnly {
-                        report.verified_size_only += 1;
-                    }
-                    *report
-                        .verified_by
-                        .entry(fetched.verified.label().to_string())
-                        .or_default() += 1;
-                    // The file's directory and every directory above it up
-                    // to the target: a directory created for this file is
-                    // itself a new entry in its parent.
-                    let mut dir = target.join(&path);
-                    while dir.pop() && dir.starts_with(&target) {
-                        if !touched_dirs.insert(dir.clone()) {
-                            break;
-                        }
-                    }
-                    manifest.entries.insert(
-                        rel,
-                        Entry {
-                            etag: remote.etag.clone(),
-                            size: fetched.size,
-                            last_modified: remote.last_modified.clone(),
-                            sha256: fetched.sha256,
-                            mtime_ns: fetched.mtime_ns,
-                            verified: Some(fetched.verified),
-                        },
-                    );
-                }
-                Err(FetchError::Changed) => report.changed_during_pass += 1,
-                Err(FetchError::Gone) => report.changed_during_pass += 1,
-                Err(FetchError::Cancelled) => report.failed += 1,
-                Err(e) => {
-                    disk_full |= e.is_disk_full();
-                    report.failed += 1;
-                    if report.errors.len() < MAX_ERRORS {
-                        report.errors.push(format!("{}: {e}", remote.key));
-                    }
-                    tracing::warn!(key = ?remote.key, error = %e, "download failed");
-                }
-            }
-        }
-        drop(results);
-        report.retries = fetcher.retries.load(Ordering::Relaxed);
-        if disk_full {
-            report
-                .errors
-                .insert(0, "the target filesystem is full".into());
-        }
-
-        // Make the renames and unlinks durable before the manifest says so.
-        for dir in &touched_dirs {
-            if let Err(e) = fsio::sync_dir(dir) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(dir = %dir.display(), error = %e, "fsync failed");
-                }
-            }
-        }
-        if let Some(parent) = target.parent() {
-            let _ = fsio::sync_dir(parent);
-        }
+        download(
+            &fetcher,
+            to_fetch,
+            sync.concurrency,
+            progress,
+            &mut manifest,
+            &mut report,
+            &mut touched_dirs,
+        )
+        .await;
+        make_durable(&touched_dirs, &target);
         manifest.save(&state).map_err(io_err(format!(
             "saving the manifest in {}",
             state.display()
@@ -485,6 +291,284 @@ impl Syncer {
         }
         manifest.entries.remove(rel);
         remove_empty_parents(target, &local, touched_dirs);
+    }
+}
+
+/// A listed key to mirror: the object, its key relative to the prefix,
+/// its path under the target.
+type Wanted = (Remote, String, PathBuf);
+
+impl Syncer {
+    /// Safe keys only, filters applied, conflicts resolved: what to mirror,
+    /// and every listed key whose local file, if mirrored before, stays
+    /// (every key but a rejected one; a filtered key is left alone, as it
+    /// was). No I/O.
+    fn plan<'l>(
+        &self,
+        listing: &'l [Remote],
+        report: &mut PassReport,
+    ) -> (Vec<Wanted>, HashSet<&'l str>) {
+        let prefix = &self.config.s3.prefix;
+        let mut candidates: Vec<(&Remote, &str, PathBuf)> = Vec::new();
+        let mut keep: HashSet<&str> = HashSet::new();
+        for remote in listing {
+            let rel = remote
+                .key
+                .strip_prefix(prefix.as_str())
+                .unwrap_or(&remote.key);
+            match keys::relative_path(rel) {
+                Ok(path) => {
+                    keep.insert(rel);
+                    let included = self.include.as_ref().is_none_or(|g| g.is_match(rel));
+                    let excluded = self.exclude.as_ref().is_some_and(|g| g.is_match(rel));
+                    if included && !excluded {
+                        candidates.push((remote, rel, path));
+                    } else {
+                        report.filtered += 1;
+                    }
+                }
+                Err(rule) => reject(report, &remote.key, rule),
+            }
+        }
+        // A key that is also the directory of a mirrored key: the directory
+        // wins; the file is rejected and a stale copy of it deleted. Only
+        // keys that would be mirrored count, so a hostile or filtered key
+        // never freezes a good one.
+        let conflicts = keys::file_prefix_conflicts(candidates.iter().map(|(_, k, _)| *k));
+        let mut wanted = Vec::new();
+        for (remote, rel, path) in candidates {
+            if conflicts.contains(rel) {
+                keep.remove(rel);
+                reject(report, &remote.key, Rejection::FileAndPrefix);
+            } else {
+                wanted.push((remote.clone(), rel.to_string(), path));
+            }
+        }
+        (wanted, keep)
+    }
+
+    /// Deletes what the bucket no longer has (or what a directory now
+    /// displaces): only after a complete listing, only within the guard,
+    /// which compares with what was mirrored before this pass.
+    fn delete_gone(
+        &self,
+        keep: &HashSet<&str>,
+        listing_empty: bool,
+        opts: PassOptions,
+        manifest: &mut Manifest,
+        report: &mut PassReport,
+        touched_dirs: &mut BTreeSet<PathBuf>,
+    ) {
+        let sync = &self.config.sync;
+        let gone: Vec<String> = manifest
+            .entries
+            .keys()
+            .filter(|k| !keep.contains(k.as_str()))
+            .cloned()
+            .collect();
+        match deletion_guard(
+            gone.len(),
+            manifest.entries.len(),
+            listing_empty,
+            sync.max_delete_percent,
+        ) {
+            Some(reason) if !opts.force_delete => {
+                tracing::warn!("{reason}");
+                report.deletion_guard = Some(reason);
+            }
+            _ => {
+                for rel in gone {
+                    self.delete_local(&sync.target_dir, &rel, manifest, report, touched_dirs);
+                }
+            }
+        }
+    }
+}
+
+/// What differs from the manifest (or from the disk, if tampered): to
+/// download, and to check first (same size, and an MD5 to check against).
+fn diff(
+    wanted: Vec<Wanted>,
+    manifest: &Manifest,
+    target: &Path,
+    report: &mut PassReport,
+) -> (Vec<Wanted>, Vec<Wanted>) {
+    let mut to_fetch = Vec::new();
+    let mut to_verify = Vec::new();
+    for (remote, rel, path) in wanted {
+        let local = target.join(&path);
+        match manifest.entries.get(&rel) {
+            Some(e)
+                if e.etag == remote.etag
+                    && e.size == remote.size
+                    && manifest::local_matches(e, &local) =>
+            {
+                report.unchanged += 1;
+            }
+            _ => {
+                let same_size = std::fs::symlink_metadata(&local)
+                    .map(|m| m.is_file() && m.len() == remote.size)
+                    .unwrap_or(false);
+                if same_size && plain_md5(&remote.etag).is_some() {
+                    to_verify.push((remote, rel, path));
+                } else {
+                    to_fetch.push((remote, rel, path));
+                }
+            }
+        }
+    }
+    (to_fetch, to_verify)
+}
+
+/// A file already present with the right MD5 (lost manifest, or a cache
+/// seeded by hand) is adopted, not downloaded again; the rest is returned
+/// to download.
+async fn adopt(
+    to_verify: Vec<Wanted>,
+    target: &Path,
+    concurrency: usize,
+    manifest: &mut Manifest,
+    report: &mut PassReport,
+) -> Vec<Wanted> {
+    let verified: Vec<_> = futures::stream::iter(to_verify)
+        .map(|(remote, rel, path)| {
+            let local = target.join(&path);
+            async move {
+                let hashed = tokio::task::spawn_blocking(move || {
+                    let h = hash_file(
+                        &local,
+                        Want {
+                            md5: true,
+                            sha256: false,
+                        },
+                    );
+                    let meta = std::fs::metadata(&local).map(|m| fsio::mtime_ns(&m));
+                    (h, meta)
+                })
+                .await;
+                (remote, rel, path, hashed)
+            }
+        })
+        .buffer_unordered(concurrency.min(8))
+        .collect()
+        .await;
+    let mut to_fetch = Vec::new();
+    for (remote, rel, path, hashed) in verified {
+        match hashed {
+            Ok((Ok((size, Some(md5), _)), Ok(mtime_ns)))
+                if Some(md5) == plain_md5(&remote.etag) && size == remote.size =>
+            {
+                report.adopted += 1;
+                manifest.entries.insert(
+                    rel,
+                    Entry {
+                        etag: remote.etag.clone(),
+                        size,
+                        last_modified: remote.last_modified.clone(),
+                        sha256: String::new(),
+                        mtime_ns,
+                        verified: Some(Verified::Md5),
+                    },
+                );
+            }
+            _ => to_fetch.push((remote, rel, path)),
+        }
+    }
+    to_fetch
+}
+
+/// Downloads `to_fetch`, `concurrency` objects at a time, recording each
+/// in the manifest and the report as it lands.
+async fn download(
+    fetcher: &Fetcher,
+    to_fetch: Vec<Wanted>,
+    concurrency: usize,
+    progress: &Progress,
+    manifest: &mut Manifest,
+    report: &mut PassReport,
+    touched_dirs: &mut BTreeSet<PathBuf>,
+) {
+    let target = &fetcher.target;
+    progress
+        .planned
+        .store(to_fetch.len() as u64, Ordering::Relaxed);
+    let mut results = futures::stream::iter(to_fetch)
+        .map(|(remote, rel, path)| async move {
+            let r = fetcher.fetch(&remote, &path).await;
+            (remote, rel, path, r)
+        })
+        // Ranged downloads take several permits' worth of requests; the
+        // semaphore bounds requests, this bounds objects in flight.
+        .buffer_unordered(concurrency);
+    let mut disk_full = false;
+    while let Some((remote, rel, path, result)) = results.next().await {
+        progress.done.fetch_add(1, Ordering::Relaxed);
+        match result {
+            Ok(fetched) => {
+                progress.bytes.fetch_add(fetched.size, Ordering::Relaxed);
+                report.downloaded += 1;
+                report.bytes_downloaded += fetched.size;
+                if fetched.verified == Verified::SizeOnly {
+                    report.verified_size_only += 1;
+                }
+                *report
+                    .verified_by
+                    .entry(fetched.verified.label().to_string())
+                    .or_default() += 1;
+                // The file's directory and every directory above it up to
+                // the target: a directory created for this file is itself a
+                // new entry in its parent.
+                let mut dir = target.join(&path);
+                while dir.pop() && dir.starts_with(target) {
+                    if !touched_dirs.insert(dir.clone()) {
+                        break;
+                    }
+                }
+                manifest.entries.insert(
+                    rel,
+                    Entry {
+                        etag: remote.etag.clone(),
+                        size: fetched.size,
+                        last_modified: remote.last_modified.clone(),
+                        sha256: fetched.sha256,
+                        mtime_ns: fetched.mtime_ns,
+                        verified: Some(fetched.verified),
+                    },
+                );
+            }
+            Err(FetchError::Changed) => report.changed_during_pass += 1,
+            Err(FetchError::Gone) => report.changed_during_pass += 1,
+            Err(FetchError::Cancelled) => report.failed += 1,
+            Err(e) => {
+                disk_full |= e.is_disk_full();
+                report.failed += 1;
+                if report.errors.len() < MAX_ERRORS {
+                    report.errors.push(format!("{}: {e}", remote.key));
+                }
+                tracing::warn!(key = ?remote.key, error = %e, "download failed");
+            }
+        }
+    }
+    drop(results);
+    report.retries = fetcher.retries.load(Ordering::Relaxed);
+    if disk_full {
+        report
+            .errors
+            .insert(0, "the target filesystem is full".into());
+    }
+}
+
+/// Makes the renames and unlinks durable before the manifest says so.
+fn make_durable(touched_dirs: &BTreeSet<PathBuf>, target: &Path) {
+    for dir in touched_dirs {
+        if let Err(e) = fsio::sync_dir(dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %dir.display(), error = %e, "fsync failed");
+            }
+        }
+    }
+    if let Some(parent) = target.parent() {
+        let _ = fsio::sync_dir(parent);
     }
 }
 
