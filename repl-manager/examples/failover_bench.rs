@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use cluster_db::Role;
 use support::ns::{lost_writes, now, Ledger, NsFleet};
+use support::Members;
 
 const T: Duration = Duration::from_secs(120);
 

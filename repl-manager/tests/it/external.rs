@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::support::{wait_row, Fleet, FleetSpec, TOKEN};
+use crate::support::{wait_row, Fleet, FleetSpec, Members, TOKEN};
 use cluster_db::Role;
 use hyper::StatusCode;
 use repl_manager::config::Supervision;

@@ -11,7 +11,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::support::ns::{lost_writes, now, report, Ledger, NsFleet};
+use crate::support::ns::{lost_writes, now, report, Ledger, NsFleet, TOKEN};
+use crate::support::Members;
 use cluster_db::Role;
 use hyper::StatusCode;
 use serde_json::json;
@@ -333,12 +334,14 @@ async fn a_backup_that_missed_acknowledged_writes_is_not_promoted() {
         "the refusal should say why: {attempt:?}"
     );
     // The operator is told what a forced promotion loses.
-    let r = fleet.post("backup", "/promote", json!({})).await;
+    let r = fleet
+        .post("backup", "/promote", json!({}), Some(TOKEN))
+        .await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
     assert!(r.text().contains("loses up to"), "{}", r.text());
     assert!(r.text().contains("asynchronous"), "{}", r.text());
     let r = fleet
-        .post("backup", "/promote", json!({ "force": true }))
+        .post("backup", "/promote", json!({ "force": true }), Some(TOKEN))
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     fleet

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::support::{wait_row, Fleet, FleetSpec, TOKEN};
+use crate::support::{wait_row, Fleet, FleetSpec, Members, TOKEN};
 use aurora_api::repl::{
     ClusterView, Liveness, NodeState, NodeStatus, OpReport, PauseReport, SyncMode,
 };

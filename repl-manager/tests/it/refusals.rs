@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::support::{Fleet, FleetSpec, TOKEN};
+use crate::support::{Fleet, FleetSpec, Members, TOKEN};
 use cluster_db::Role;
 use hyper::StatusCode;
 use serde_json::json;

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::support::{wait_row, Fleet, FleetSpec, TOKEN};
+use crate::support::{wait_row, Fleet, FleetSpec, Members, TOKEN};
 use cluster_db::Role;
 use hyper::StatusCode;
 use serde_json::json;

@@ -188,71 +188,6 @@ impl Fleet {
         }
     }
 
-    pub async fn status(&self, name: &str) -> Option<NodeStatus> {
-        let url = format!("{}/status", self.node(name).api());
-        self.http.get_json(&url).await.ok()
-    }
-
-    pub async fn get(&self, name: &str, path: &str) -> HttpResponse {
-        let url = format!("{}{path}", self.node(name).api());
-        self.http.get(&url).await.unwrap()
-    }
-
-    /// `GET path` on `name`, read as the contract type `T`, whole (see
-    /// `aurora_api::conforms`); with the answer's status.
-    pub async fn conform<T>(&self, name: &str, path: &str) -> (hyper::StatusCode, T)
-    where
-        T: serde::Serialize + serde::de::DeserializeOwned,
-    {
-        let r = self.get(name, path).await;
-        (
-            r.status,
-            testbed::contract::read(&r, &format!("{name} GET {path}")),
-        )
-    }
-
-    pub async fn post(
-        &self,
-        name: &str,
-        path: &str,
-        body: Value,
-        token: Option<&str>,
-    ) -> HttpResponse {
-        let url = format!("{}{path}", self.node(name).api());
-        let secret = token.map(Secret::new);
-        self.http
-            .send(Method::POST, &url, secret.as_ref(), Some(&body))
-            .await
-            .unwrap()
-    }
-
-    /// Waits until `check` holds for the named node's status.
-    pub async fn wait_status(
-        &self,
-        name: &str,
-        timeout: Duration,
-        what: &str,
-        check: impl Fn(&NodeStatus) -> bool,
-    ) -> NodeStatus {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut last = None;
-        loop {
-            if let Some(s) = self.status(name).await {
-                if check(&s) {
-                    return s;
-                }
-                last = Some(s);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                panic!(
-                    "{name}: {what} did not happen within {timeout:?}; last status: {}",
-                    serde_json::to_string_pretty(&last).unwrap()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
     /// Waits until `primary` reports every name in `standbys` streaming.
     pub async fn wait_streaming(&self, primary: &str, standbys: &[&str], timeout: Duration) {
         self.wait_status(primary, timeout, "all standbys streaming", |s| {
@@ -288,4 +223,91 @@ pub async fn wait_row(client: &tokio_postgres::Client, query: &str, timeout: Dur
         matches!(client.query(query, &[]).await, Ok(rows) if !rows.is_empty())
     })
     .await
+}
+
+impl Members for Fleet {
+    fn api(&self, name: &str) -> String {
+        self.node(name).api()
+    }
+
+    fn http(&self) -> &HttpClient {
+        &self.http
+    }
+}
+
+/// What every fleet of these tests answers the same way: its members'
+/// repl-managers over HTTP. `Fleet` (in-process, loopback) and
+/// `ns::NsFleet` (processes in network namespaces) differ in how nodes run
+/// and fail, not in how they are asked.
+#[allow(async_fn_in_trait)] // test-only, single-threaded callers
+pub trait Members {
+    /// The admin URL of `name`'s repl-manager.
+    fn api(&self, name: &str) -> String;
+    fn http(&self) -> &HttpClient;
+    /// Added to a wait that timed out (a log tail, where there is one).
+    fn context(&self, _name: &str) -> String {
+        String::new()
+    }
+
+    async fn status(&self, name: &str) -> Option<NodeStatus> {
+        let url = format!("{}/status", self.api(name));
+        self.http().get_json(&url).await.ok()
+    }
+
+    async fn get(&self, name: &str, path: &str) -> HttpResponse {
+        let url = format!("{}{path}", self.api(name));
+        self.http().get(&url).await.unwrap()
+    }
+
+    /// `GET path` on `name`, read as the contract type `T`, whole (see
+    /// `aurora_api::conforms`); with the answer's status.
+    async fn conform<T>(&self, name: &str, path: &str) -> (hyper::StatusCode, T)
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned,
+    {
+        let r = self.get(name, path).await;
+        (
+            r.status,
+            testbed::contract::read(&r, &format!("{name} GET {path}")),
+        )
+    }
+
+    /// `POST path` with `token` (operations wait for their steps: up to
+    /// two minutes).
+    async fn post(&self, name: &str, path: &str, body: Value, token: Option<&str>) -> HttpResponse {
+        let url = format!("{}{path}", self.api(name));
+        let secret = token.map(Secret::new);
+        HttpClient::new(Duration::from_secs(120))
+            .send(Method::POST, &url, secret.as_ref(), Some(&body))
+            .await
+            .unwrap()
+    }
+
+    /// Waits until `check` holds for the named node's status.
+    async fn wait_status(
+        &self,
+        name: &str,
+        timeout: Duration,
+        what: &str,
+        check: impl Fn(&NodeStatus) -> bool,
+    ) -> NodeStatus {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut last = None;
+        loop {
+            if let Some(s) = self.status(name).await {
+                if check(&s) {
+                    return s;
+                }
+                last = Some(s);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!(
+                    "{name}: {what} did not happen within {timeout:?}; last status: {}\n{}",
+                    serde_json::to_string_pretty(&last).unwrap(),
+                    self.context(name)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 }

@@ -12,11 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use cluster_db::Role;
-use hyper::Method;
-use repl_manager::manager::NodeStatus;
-use serde_json::Value;
-use sidecar_kit::http_client::{HttpClient, HttpResponse};
-use sidecar_kit::Secret;
+use sidecar_kit::http_client::HttpClient;
+
+use super::Members;
 use testbed::netns::Network;
 use testbed::{PgCluster, PgOptions};
 
@@ -171,57 +169,6 @@ impl NsFleet {
 
     pub fn heal(&self, name: &str) {
         self.net.heal(self.index(name)).unwrap();
-    }
-
-    pub fn api(&self, name: &str) -> String {
-        format!("http://{}:8008", self.node(name).ip)
-    }
-
-    pub async fn status(&self, name: &str) -> Option<NodeStatus> {
-        self.http
-            .get_json(&format!("{}/status", self.api(name)))
-            .await
-            .ok()
-    }
-
-    pub async fn post(&self, name: &str, path: &str, body: Value) -> HttpResponse {
-        let secret = Secret::new(TOKEN);
-        HttpClient::new(Duration::from_secs(120))
-            .send(
-                Method::POST,
-                &format!("{}{path}", self.api(name)),
-                Some(&secret),
-                Some(&body),
-            )
-            .await
-            .unwrap()
-    }
-
-    pub async fn wait_status(
-        &self,
-        name: &str,
-        timeout: Duration,
-        what: &str,
-        check: impl Fn(&NodeStatus) -> bool,
-    ) -> NodeStatus {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut last = None;
-        loop {
-            if let Some(s) = self.status(name).await {
-                if check(&s) {
-                    return s;
-                }
-                last = Some(s);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                panic!(
-                    "{name}: {what} did not happen within {timeout:?}; last status: {}\nlog tail:\n{}",
-                    serde_json::to_string(&last).unwrap(),
-                    self.log_tail(name, 30)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
     }
 
     pub fn log_tail(&self, name: &str, n: usize) -> String {
@@ -467,4 +414,18 @@ pub fn report(test: &str, figures: &BTreeMap<&str, String>) {
 
 pub fn elapsed_since(t: Instant) -> f64 {
     t.elapsed().as_secs_f64()
+}
+
+impl super::Members for NsFleet {
+    fn api(&self, name: &str) -> String {
+        format!("http://{}:8008", self.node(name).ip)
+    }
+
+    fn http(&self) -> &HttpClient {
+        &self.http
+    }
+
+    fn context(&self, name: &str) -> String {
+        format!("log tail:\n{}", self.log_tail(name, 30))
+    }
 }
