@@ -304,38 +304,7 @@ async fn up(
     json: bool,
 ) -> CliResult {
     let started = Instant::now();
-    layout::validate_zone(zone)?;
-    if zone.ends_with(".local") || zone == "local" {
-        eprintln!(
-            "aurora-cli: warning: `.local` is reserved for multicast DNS (RFC 6762); hosts with nss-mdns never ask a unicast server for it"
-        );
-    }
-    if Sandbox::path(dir).exists() {
-        return Err(CliError::usage(format!(
-            "a sandbox already exists in {}: `aurora-cli sandbox status --dir {0}`, or `sandbox down --dir {0}` first",
-            dir.display()
-        )));
-    }
-    if dir.exists()
-        && std::fs::read_dir(dir)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(true)
-    {
-        return Err(CliError::usage(format!(
-            "--dir {} exists and is not empty; pick a new directory",
-            dir.display()
-        )));
-    }
-    check_reachable(dir)?;
-    if netns && !nix::unistd::Uid::effective().is_root() {
-        return Err(CliError::usage(
-            "--netns needs root (it creates network namespaces)",
-        ));
-    }
-    let pg_bindir = local_fleet::tools::pg_bindir()?;
-    for bin in ["repl-manager", "health-monitor", "dns-sync", "asset-sync"] {
-        local_fleet::tools::workspace_bin(bin)?;
-    }
+    let pg_bindir = preflight(dir, zone, netns)?;
     mkdir(dir)?;
     // Removed again if `up` fails before sandbox.json records it.
     let net_handle = if netns {
@@ -374,51 +343,7 @@ async fn up(
         }
     };
 
-    let mut nodes = Vec::new();
-    for i in 0..n {
-        let name = layout::node_name(i);
-        let role = layout::node_role(i);
-        let node_dir = dir.join("nodes").join(&name);
-        let plan = match &network {
-            Some(net) => {
-                let ip = net.nodes[i].ip.to_string();
-                NodePlan {
-                    name,
-                    role,
-                    host: ip.clone(),
-                    vpn_ip: ip,
-                    netns: Some(net.nodes[i].ns.clone()),
-                    dir: node_dir,
-                    pg_port: 5432,
-                    repl_port: 8008,
-                    health_port: 8011,
-                    assets_port: garage.as_ref().map(|_| 8010),
-                    dns: (i < 2).then_some((8012, 53)),
-                }
-            }
-            None => NodePlan {
-                name,
-                role,
-                host: "127.0.0.1".into(),
-                vpn_ip: format!("10.0.0.{}", i + 1),
-                netns: None,
-                dir: node_dir,
-                pg_port: port()?,
-                repl_port: port()?,
-                health_port: port()?,
-                assets_port: match &garage {
-                    Some(_) => Some(port()?),
-                    None => None,
-                },
-                dns: if i < 2 {
-                    Some((port()?, port()?))
-                } else {
-                    None
-                },
-            },
-        };
-        nodes.push(plan);
-    }
+    let nodes = node_plans(dir, n, network.as_ref(), garage.is_some())?;
     let vpn_network = match &network {
         Some(net) => {
             let o = net.host_ip.octets();
@@ -429,7 +354,7 @@ async fn up(
     let plan = FleetPlan {
         dir: dir.to_path_buf(),
         zone: zone.to_string(),
-        vpn_network: vpn_network.clone(),
+        vpn_network,
         token: local_fleet::garage::random_hex(24),
         replication_password: local_fleet::garage::random_hex(16),
         pg_bindir,
@@ -448,8 +373,175 @@ async fn up(
         nodes,
     };
 
-    // PostgreSQL: the lead initialized, the others empty (repl-manager
-    // clones them). Left in place for repl-manager to run.
+    init_postgres(&plan, network.is_some(), &mut progress, &step).await?;
+
+    // Configs, then sandbox.json (so `down` can clean up even if a start
+    // below fails).
+    let entries = write_configs(&plan)?;
+    let garage_entry = garage.map(|g| {
+        let config = g.dir().join("garage.toml");
+        let (gdir, pid) = g.detach();
+        GarageEntry {
+            dir: gdir,
+            config,
+            pid,
+        }
+    });
+    let sb = Sandbox {
+        zone: zone.to_string(),
+        s3: plan.s3.as_ref().map(|s| S3 {
+            endpoint: s.endpoint.clone(),
+            region: local_fleet::garage::REGION.to_string(),
+            bucket: "assets".into(),
+        }),
+        nodes: entries,
+        dir: dir.to_path_buf(),
+        created_at: chrono::Utc::now().to_rfc3339(),
+        garage: garage_entry,
+        network,
+    };
+    sb.save()?;
+    // Recorded: from here on `sandbox down` removes the network.
+    if let Some(h) = net_handle {
+        h.detach();
+    }
+
+    start_fleet(&sb, timeout, &mut progress, &step).await?;
+    drop(progress);
+    if json {
+        output::print_json(&summary(&sb, started.elapsed()));
+    } else {
+        print_summary(&sb, started.elapsed());
+    }
+    Ok(())
+}
+
+/// `sandbox up --json`: where everything is, without the secrets.
+fn summary(sb: &Sandbox, took: Duration) -> Value {
+    let nodes: Vec<Value> = sb
+        .nodes
+        .iter()
+        .map(|n| {
+            json!({
+                "name": n.name,
+                "role": n.role,
+                "config": n.config,
+                "postgres": format!("{}:{}", n.host, n.postgres.port),
+                "repl_manager": n.admin_url("repl-manager"),
+                "dns": n.dns,
+            })
+        })
+        .collect();
+    json!({
+        "dir": sb.dir,
+        "zone": sb.zone,
+        "seconds": took.as_secs_f64(),
+        "nodes": nodes,
+        "s3": sb.s3.as_ref().map(|s| json!({ "endpoint": s.endpoint, "bucket": s.bucket })),
+    })
+}
+
+/// Everything `up` refuses before it touches anything: a bad zone, an
+/// existing sandbox or a non-empty directory, a directory the postgres
+/// user cannot reach, `--netns` without root, missing programs. Returns
+/// PostgreSQL's program directory.
+fn preflight(dir: &Path, zone: &str, netns: bool) -> CliResult<PathBuf> {
+    layout::validate_zone(zone)?;
+    if zone.ends_with(".local") || zone == "local" {
+        eprintln!(
+            "aurora-cli: warning: `.local` is reserved for multicast DNS (RFC 6762); hosts with nss-mdns never ask a unicast server for it"
+        );
+    }
+    if Sandbox::path(dir).exists() {
+        return Err(CliError::usage(format!(
+            "a sandbox already exists in {}: `aurora-cli sandbox status --dir {0}`, or `sandbox down --dir {0}` first",
+            dir.display()
+        )));
+    }
+    if dir.exists()
+        && std::fs::read_dir(dir)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        return Err(CliError::usage(format!(
+            "--dir {} exists and is not empty; pick a new directory",
+            dir.display()
+        )));
+    }
+    check_reachable(dir)?;
+    if netns && !nix::unistd::Uid::effective().is_root() {
+        return Err(CliError::usage(
+            "--netns needs root (it creates network namespaces)",
+        ));
+    }
+    let pg_bindir = local_fleet::tools::pg_bindir()?;
+    for bin in ["repl-manager", "health-monitor", "dns-sync", "asset-sync"] {
+        local_fleet::tools::workspace_bin(bin)?;
+    }
+    Ok(pg_bindir)
+}
+
+/// Each node's name, role, addresses and ports: fixed ports on its own
+/// address in `--netns` mode, free loopback ports otherwise.
+fn node_plans(
+    dir: &Path,
+    n: usize,
+    network: Option<&local_fleet::netns::NetworkState>,
+    with_assets: bool,
+) -> CliResult<Vec<NodePlan>> {
+    let mut nodes = Vec::new();
+    for i in 0..n {
+        let name = layout::node_name(i);
+        let role = layout::node_role(i);
+        let node_dir = dir.join("nodes").join(&name);
+        let plan = match network {
+            Some(net) => {
+                let ip = net.nodes[i].ip.to_string();
+                NodePlan {
+                    name,
+                    role,
+                    host: ip.clone(),
+                    vpn_ip: ip,
+                    netns: Some(net.nodes[i].ns.clone()),
+                    dir: node_dir,
+                    pg_port: 5432,
+                    repl_port: 8008,
+                    health_port: 8011,
+                    assets_port: with_assets.then_some(8010),
+                    dns: (i < 2).then_some((8012, 53)),
+                }
+            }
+            None => NodePlan {
+                name,
+                role,
+                host: "127.0.0.1".into(),
+                vpn_ip: format!("10.0.0.{}", i + 1),
+                netns: None,
+                dir: node_dir,
+                pg_port: port()?,
+                repl_port: port()?,
+                health_port: port()?,
+                assets_port: if with_assets { Some(port()?) } else { None },
+                dns: if i < 2 {
+                    Some((port()?, port()?))
+                } else {
+                    None
+                },
+            },
+        };
+        nodes.push(plan);
+    }
+    Ok(nodes)
+}
+
+/// PostgreSQL: the lead initialised, the others empty (repl-manager clones
+/// them). Left in place for repl-manager to run.
+async fn init_postgres(
+    plan: &FleetPlan,
+    private_network: bool,
+    progress: &mut output::Progress,
+    step: &impl Fn(&mut output::Progress, &str),
+) -> CliResult {
     for p in &plan.nodes {
         for sub in ["logs", "config", "run", "assets"] {
             mkdir(&p.dir.join(sub))?;
@@ -461,18 +553,15 @@ async fn up(
         let pg = if p.role == "lead" {
             progress.show(&format!("{}: initialising PostgreSQL ...", p.name));
             let pg = PgCluster::init(opts).await?;
-            step(
-                &mut progress,
-                &format!("{}: PostgreSQL initialised", p.name),
-            );
-            if network.is_some() {
+            step(progress, &format!("{}: PostgreSQL initialised", p.name));
+            if private_network {
                 // Trust inside the sandbox's private network, as loopback
                 // is trusted otherwise (the replication user still uses its
                 // password: repl-manager's block comes first).
                 let hba = pg.data_dir().join("pg_hba.conf");
                 let mut text = std::fs::read_to_string(&hba)
                     .map_err(|e| CliError::failed(format!("reading {}: {e}", hba.display())))?;
-                text.push_str(&format!("\nhost all all {vpn_network} trust\n"));
+                text.push_str(&format!("\nhost all all {} trust\n", plan.vpn_network));
                 std::fs::write(&hba, text)
                     .map_err(|e| CliError::failed(format!("writing {}: {e}", hba.display())))?;
             }
@@ -489,8 +578,12 @@ async fn up(
         pg.detach();
     }
 
-    // Configs, then sandbox.json (so `down` can clean up even if a start
-    // below fails).
+    Ok(())
+}
+
+/// Every sidecar's config and `node.toml` for each node (mode 0600), and
+/// the entries `sandbox.json` records.
+fn write_configs(plan: &FleetPlan) -> CliResult<Vec<NodeEntry>> {
     let mut entries = Vec::new();
     for p in &plan.nodes {
         let cfg = p.dir.join("config");
@@ -526,37 +619,20 @@ async fn up(
             netns: p.netns.clone(),
         });
     }
-    let garage_entry = garage.map(|g| {
-        let config = g.dir().join("garage.toml");
-        let (gdir, pid) = g.detach();
-        GarageEntry {
-            dir: gdir,
-            config,
-            pid,
-        }
-    });
-    let sb = Sandbox {
-        zone: zone.to_string(),
-        s3: plan.s3.as_ref().map(|s| S3 {
-            endpoint: s.endpoint.clone(),
-            region: local_fleet::garage::REGION.to_string(),
-            bucket: "assets".into(),
-        }),
-        nodes: entries,
-        dir: dir.to_path_buf(),
-        created_at: chrono::Utc::now().to_rfc3339(),
-        garage: garage_entry,
-        network,
-    };
-    sb.save()?;
-    // Recorded: from here on `sandbox down` removes the network.
-    if let Some(h) = net_handle {
-        h.detach();
-    }
+    Ok(entries)
+}
 
-    // Every repl-manager first: the lead's PostgreSQL stays read-only
-    // until a majority grants it a lease, and the others clone from it.
-    // Then the sidecars that read the database.
+/// Every repl-manager first (the lead's PostgreSQL stays read-only until a
+/// majority grants it a lease, and the others clone from it), then, once
+/// every standby streams, each node's other sidecars. A failure leaves the
+/// sandbox as it is, for inspection.
+async fn start_fleet(
+    sb: &Sandbox,
+    timeout: Duration,
+    progress: &mut output::Progress,
+    step: &impl Fn(&mut output::Progress, &str),
+) -> CliResult {
+    let dir = &sb.dir;
     let left_as_is = |e: CliError| {
         CliError::failed(format!(
             "{e}\nthe sandbox is left as it is for inspection (logs under {}/nodes/*/logs); \
@@ -573,50 +649,16 @@ async fn up(
     for r in futures::future::join_all(starts).await {
         r.map_err(left_as_is)?;
     }
-    step(&mut progress, "repl-manager running on every node");
+    step(progress, "repl-manager running on every node");
     progress.show("cloning the standbys and waiting for them to stream ...");
-    wait_streaming(&sb, timeout).await.map_err(left_as_is)?;
-    step(
-        &mut progress,
-        "every standby streams; the backup is synchronous",
-    );
+    wait_streaming(sb, timeout).await.map_err(left_as_is)?;
+    step(progress, "every standby streams; the backup is synchronous");
     for node in &sb.nodes {
         progress.show(&format!("{}: starting its other sidecars ...", node.name));
         procs::start_node(node, timeout).await.map_err(left_as_is)?;
-        step(&mut progress, &format!("{}: up", node.name));
-    }
-    drop(progress);
-    if json {
-        output::print_json(&summary(&sb, started.elapsed()));
-    } else {
-        print_summary(&sb, started.elapsed());
+        step(progress, &format!("{}: up", node.name));
     }
     Ok(())
-}
-
-/// `sandbox up --json`: where everything is, without the secrets.
-fn summary(sb: &Sandbox, took: Duration) -> Value {
-    let nodes: Vec<Value> = sb
-        .nodes
-        .iter()
-        .map(|n| {
-            json!({
-                "name": n.name,
-                "role": n.role,
-                "config": n.config,
-                "postgres": format!("{}:{}", n.host, n.postgres.port),
-                "repl_manager": n.admin_url("repl-manager"),
-                "dns": n.dns,
-            })
-        })
-        .collect();
-    json!({
-        "dir": sb.dir,
-        "zone": sb.zone,
-        "seconds": took.as_secs_f64(),
-        "nodes": nodes,
-        "s3": sb.s3.as_ref().map(|s| json!({ "endpoint": s.endpoint, "bucket": s.bucket })),
-    })
 }
 
 /// Polls the repl-manager `/status` at `url` until `done` holds; on
