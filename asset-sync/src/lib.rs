@@ -8,6 +8,7 @@
 //! - [`lock`]: one process per mirror;
 //! - [`state`]: the state directory outside the target, checked at start.
 
+mod api;
 pub mod config;
 pub mod daemon;
 pub mod download;
@@ -16,6 +17,7 @@ pub mod keys;
 pub mod limiter;
 pub mod lock;
 pub mod manifest;
+pub mod metrics;
 pub mod pass;
 pub mod s3;
 pub mod state;

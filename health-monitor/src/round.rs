@@ -11,10 +11,12 @@ use cluster_db::{queries, HealthStatus, NodeRegistration};
 use serde_json::json;
 use sidecar_kit::http_client::HttpClient;
 
+use crate::api::State;
 use crate::checks::{self, CheckResult};
 use crate::config::Config;
 use crate::db::Databases;
-use crate::{alerts, deadline, fleet, prometheus_sd, wireguard, HmMetrics, State};
+use crate::metrics::HmMetrics;
+use crate::{alerts, deadline, fleet, prometheus_sd, wireguard};
 
 pub(crate) struct Rounds {
     config: Config,

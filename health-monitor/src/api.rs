@@ -1,0 +1,138 @@
+//! The admin API: `/status` (this node's checks), `/cluster` and
+//! `/cluster/health` (the fleet from the local database), `/health`.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aurora_api::monitor::{FleetHealth, MonitorStatus};
+use hyper::{Method, StatusCode};
+use sidecar_kit::admin::{AdminApi, AdminRequest, AdminResponse, Routed};
+use sidecar_kit::{HealthReport, HealthStatus as Liveness};
+
+use crate::checks::{self, CheckResult};
+use crate::config::Config;
+use crate::{db, fleet};
+
+/// What the admin API shows, shared with the check loop.
+#[derive(Default)]
+pub(crate) struct State {
+    pub(crate) last_checks: Mutex<Vec<CheckResult>>,
+    pub(crate) last_report: Mutex<Option<Instant>>,
+    pub(crate) report_error: Mutex<Option<String>>,
+    pub(crate) registered: Mutex<bool>,
+}
+
+pub(crate) struct Api {
+    pub(crate) config: Config,
+    pub(crate) state: Arc<State>,
+    pub(crate) fleet: FleetCache,
+    pub(crate) dbs: Arc<db::Databases>,
+}
+
+/// How long one read of the fleet answers `/cluster` requests.
+const FLEET_CACHE_FOR: Duration = Duration::from_secs(1);
+
+/// Coalesces fleet reads: each one queries the local database and the
+/// primary, so an uptime monitor polling `/cluster/health` hard (or many at
+/// once) costs at most one read per second, not a query storm on the
+/// primary. Concurrent requests wait for the one
+/// read in flight. Errors are kept as briefly, so a dead database is not
+/// asked again by every request either.
+#[derive(Default)]
+pub(crate) struct FleetCache {
+    pub(crate) last: tokio::sync::Mutex<Option<(Instant, FleetRead)>>,
+}
+
+/// One read of the fleet, or why it failed.
+type FleetRead = Result<Arc<fleet::FleetView>, String>;
+
+impl FleetCache {
+    pub(crate) async fn get(&self, config: &Config, dbs: &db::Databases) -> FleetRead {
+        let mut last = self.last.lock().await;
+        if let Some((at, view)) = last.as_ref() {
+            if at.elapsed() < FLEET_CACHE_FOR {
+                return view.clone();
+            }
+        }
+        let view = fleet::view(config, dbs)
+            .await
+            .map(Arc::new)
+            .map_err(|e| e.to_string());
+        *last = Some((Instant::now(), view.clone()));
+        view
+    }
+}
+
+impl AdminApi for Api {
+    fn health(&self) -> HealthReport {
+        let age = self
+            .state
+            .last_report
+            .lock()
+            .ok()
+            .and_then(|g| g.map(|t| t.elapsed().as_secs()));
+        let mut h = HealthReport::ok().detail("last_report_age_secs", age);
+        if let Some(e) = self.state.report_error.lock().ok().and_then(|g| g.clone()) {
+            h.problem(
+                Liveness::Degraded,
+                format!("cannot report to the primary ({e}); the latest report is kept and sent when it returns"),
+            );
+        }
+        h
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let checks = self
+            .state
+            .last_checks
+            .lock()
+            .map(|g| g.clone())
+            .unwrap_or_default();
+        let status = MonitorStatus {
+            node: self.config.node.name.to_string(),
+            role: self.config.node.role.into(),
+            status: checks::overall(&checks).into(),
+            registered: self.state.registered.lock().map(|g| *g).unwrap_or(false),
+            checks: checks.iter().map(checks::CheckResult::wire).collect(),
+            report_error: self.state.report_error.lock().ok().and_then(|g| g.clone()),
+        };
+        serde_json::to_value(status).unwrap_or_default()
+    }
+
+    async fn handle(&self, req: AdminRequest) -> Routed {
+        let path = req.path.as_str();
+        if !matches!(path, "/cluster" | "/cluster/health") {
+            return Routed::NotFound;
+        }
+        if req.method != Method::GET {
+            return Routed::MethodNotAllowed("GET, HEAD, OPTIONS");
+        }
+        let view = match self.fleet.get(&self.config, &self.dbs).await {
+            Ok(v) => v,
+            Err(e) => {
+                return AdminResponse::error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("cannot read the fleet from the local database: {e}"),
+                )
+                .into()
+            }
+        };
+        if path == "/cluster" {
+            return AdminResponse::ok(&*view).into();
+        }
+        let reasons = fleet::problems(&view);
+        let status = if reasons.is_empty() {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        AdminResponse::json(
+            status,
+            &FleetHealth {
+                healthy: reasons.is_empty(),
+                reasons,
+            },
+        )
+        .into()
+    }
+}
