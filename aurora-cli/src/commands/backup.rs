@@ -86,6 +86,55 @@ fn find_pg_program(
     })
 }
 
+/// Runs a command whose progress goes to the terminal as it is written
+/// (`pg_basebackup -P`); a failure carries the last lines of its stderr,
+/// as [`run`]'s does.
+fn run_shown(mut cmd: Command, label: &str) -> CliResult {
+    use std::io::Write as _;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| CliError::failed(format!("running {label}: {e}")))?;
+    let mut kept: Vec<u8> = Vec::new();
+    if let Some(mut err) = child.stderr.take() {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = match err.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let _ = std::io::stderr().write_all(&buf[..n]);
+            kept.extend_from_slice(&buf[..n]);
+            // Only the tail is ever reported.
+            if kept.len() > 16 * 1024 {
+                kept.drain(..kept.len() - 8 * 1024);
+            }
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(|e| CliError::failed(format!("waiting for {label}: {e}")))?;
+    // The progress line ends without a newline.
+    let _ = writeln!(std::io::stderr());
+    if status.success() {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(&kept);
+    let tail: Vec<&str> = text
+        .split(['\n', '\r'])
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .rev()
+        .take(3)
+        .collect();
+    Err(CliError::failed(format!(
+        "{label} failed ({status}): {}",
+        tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
+    )))
+}
+
 /// Runs a command; a failure carries the last lines of its stderr.
 fn run(mut cmd: Command, label: &str) -> CliResult<String> {
     let out = cmd
@@ -152,7 +201,11 @@ pub fn backup(config: &NodeConfig, dest: Option<&Path>, as_json: bool) -> CliRes
         .map_err(|e| CliError::failed(format!("creating {}: {e}", dir.display())))?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
         .map_err(|e| CliError::failed(format!("chmod {}: {e}", dir.display())))?;
-    let result = take_backup(config, &dir, created_at);
+    // pg_basebackup's own progress (-P), and each later step, on a
+    // terminal only.
+    let mut progress = output::Progress::new(as_json);
+    let result = take_backup(config, &dir, created_at, &mut progress);
+    drop(progress);
     match result {
         Ok(manifest) => {
             if as_json {
@@ -191,6 +244,7 @@ fn take_backup(
     config: &NodeConfig,
     dir: &Path,
     created_at: chrono::DateTime<chrono::Utc>,
+    progress: &mut output::Progress,
 ) -> CliResult<Value> {
     let bin_dir = config.backup.bin_dir.as_deref();
     let staging = dir.join(".staging");
@@ -213,10 +267,17 @@ fn take_backup(
             "--no-password",
         ])
         .env("LC_ALL", "C");
-    run(cmd, "pg_basebackup")?;
+    if progress.enabled() {
+        cmd.arg("--progress");
+        run_shown(cmd, "pg_basebackup")?;
+    } else {
+        run(cmd, "pg_basebackup")?;
+    }
+    progress.show("verifying the copy (pg_verifybackup) ...");
     let mut cmd = Command::new(pg_bin(bin_dir, "pg_verifybackup")?);
     cmd.arg("--quiet").arg(&pgdata);
     run(cmd, "pg_verifybackup")?;
+    progress.show("archiving ...");
     let label = std::fs::read_to_string(pgdata.join("backup_label")).unwrap_or_default();
     let pg_version = std::fs::read_to_string(pgdata.join("PG_VERSION"))
         .unwrap_or_default()

@@ -627,6 +627,28 @@ async fn the_cli_runs_a_sandbox_fleet() {
         "backup",
     );
     let b = r.json();
+    assert!(
+        !r.stderr.contains("kB ("),
+        "progress in a pipe: {}",
+        r.stderr
+    );
+    // On a terminal, pg_basebackup's own progress shows.
+    let shown = {
+        let config = sb.config("aurora");
+        let cmd = format!(
+            "{} --config {} backup --dest {}",
+            env!("CARGO_BIN_EXE_aurora-cli"),
+            config.display(),
+            dest.join("on-a-terminal").display()
+        );
+        let mut c = Command::new("script");
+        c.args(["-qec", &cmd, "/dev/null"]).env("NO_COLOR", "1");
+        ok(run_command(c), "backup on a terminal").stdout
+    };
+    assert!(
+        shown.contains("kB (100%)") && shown.contains("verifying"),
+        "{shown}"
+    );
     let path = PathBuf::from(b["path"].as_str().unwrap());
     for f in [
         "postgres.tar.gz",
