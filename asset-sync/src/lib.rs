@@ -18,6 +18,7 @@ pub mod limiter;
 pub mod lock;
 pub mod manifest;
 pub mod metrics;
+pub mod once;
 pub mod pass;
 pub mod s3;
 pub mod state;
