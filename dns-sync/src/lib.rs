@@ -8,6 +8,7 @@
 
 mod api;
 pub mod config;
+pub mod metrics;
 pub mod names;
 pub mod refresh;
 pub mod server;
@@ -55,16 +56,11 @@ pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
         );
     }
     let metrics = Metrics::new("dns-sync")?;
-    let refresh_metrics = refresh::RefreshMetrics::new(&metrics)?;
-    let queries = metrics.counter_vec(
-        "queries_total",
-        "DNS queries answered, by query type and response code.",
-        &["qtype", "rcode"],
-    )?;
-    let cache_hits = metrics.counter(
-        "udp_answer_cache_hits_total",
-        "UDP queries answered from a socket's answer cache (counted in queries_total as well).",
-    )?;
+    let refresh_metrics = metrics::RefreshMetrics::new(&metrics)?;
+    let metrics::ServeMetrics {
+        queries,
+        cache_hits,
+    } = metrics::ServeMetrics::new(&metrics)?;
     let state = Arc::new(State::default());
 
     // Bind before anything else so a port clash fails the start loudly.

@@ -12,52 +12,16 @@ use std::time::{Duration, Instant};
 
 use cluster_db::queries;
 use cluster_db::{DbError, DbTarget};
-use prometheus::{IntCounter, IntCounterVec, IntGauge};
-use sidecar_kit::{Lifecycle, Metrics};
+use sidecar_kit::Lifecycle;
 use tokio_postgres::{Client, IsolationLevel};
 
 use crate::config::Config;
+use crate::metrics::RefreshMetrics;
 use crate::zone::{Zone, ZoneData};
 use crate::State;
 
 /// Rebuild at least this often, to notice nodes going stale.
 const FULL_REBUILD_EVERY: Duration = Duration::from_secs(5);
-
-pub struct RefreshMetrics {
-    serial: IntGauge,
-    records: IntGauge,
-    last_refresh: prometheus::Gauge,
-    errors: IntCounter,
-    skipped: IntCounterVec,
-    swaps: IntCounter,
-}
-
-impl RefreshMetrics {
-    pub fn new(m: &Metrics) -> Result<Self, prometheus::Error> {
-        let skipped = m.counter_vec(
-            "registry_rows_skipped_total",
-            "Registry rows (or parts) not served because they are invalid, by reason (counted per zone build).",
-            &["reason"],
-        )?;
-        for r in ["invalid_row", "ip_outside_vpn"] {
-            skipped.with_label_values(&[r]);
-        }
-        Ok(Self {
-            serial: m.gauge("zone_serial", "SOA serial of the zone being served.")?,
-            records: m.gauge("zone_records", "Records in the zone being served.")?,
-            last_refresh: m.float_gauge(
-                "last_refresh_timestamp_seconds",
-                "Unix time of the last successful read of the database.",
-            )?,
-            errors: m.counter("refresh_errors_total", "Failed reads of the database.")?,
-            skipped,
-            swaps: m.counter(
-                "zone_swaps_total",
-                "Times a new zone replaced the served one.",
-            )?,
-        })
-    }
-}
 
 /// Reads everything a zone needs in one consistent snapshot.
 pub async fn load(client: &mut Client) -> Result<ZoneData, DbError> {
