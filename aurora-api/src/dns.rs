@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct DnsStatus {
-    /// The zone's origin, e.g. `aurora.internal.`.
+    /// The zone, e.g. `aurora.internal`.
     pub zone: String,
     /// Where the DNS server listens.
     pub dns: Option<String>,

@@ -228,6 +228,10 @@ pub async fn status(config: &NodeConfig, as_json: bool, watch: Option<Duration>)
     // line). A sidecar that stops answering shows in the screen, it does
     // not end the watch.
     let redraw = std::io::stdout().is_terminal() && !as_json;
+    // One listener for the whole watch: a Ctrl-C pressed while a refresh
+    // is being gathered is kept for the next wait, not lost.
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| CliError::failed(format!("cannot listen for Ctrl-C: {e}")))?;
     loop {
         let g = gather(&api, config).await;
         let doc = document(&g, config);
@@ -256,7 +260,7 @@ pub async fn status(config: &NodeConfig, as_json: bool, watch: Option<Duration>)
         output::flush_stdout();
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = interrupt.recv() => return Ok(()),
         }
     }
 }
