@@ -289,7 +289,9 @@ fn render(doc: &StatusDoc) -> String {
     }
     s.push('\n');
     for r in doc.reasons.iter().flatten() {
-        let _ = writeln!(s, "  - {r}");
+        for line in wrap(r, "  - ", "    ", 80) {
+            let _ = writeln!(s, "{line}");
+        }
     }
     match &doc.sync {
         Some(SyncView {
@@ -366,6 +368,27 @@ fn render(doc: &StatusDoc) -> String {
     s
 }
 
+/// `text` in lines of at most `width` columns (a word longer than that gets
+/// a line of its own): the first line after `first`, the rest after `rest`.
+fn wrap(text: &str, first: &str, rest: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = first.to_string();
+    let mut empty = true;
+    for word in text.split_whitespace() {
+        if !empty && line.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::replace(&mut line, rest.to_string()));
+            empty = true;
+        }
+        if !empty {
+            line.push(' ');
+        }
+        line.push_str(word);
+        empty = false;
+    }
+    lines.push(line);
+    lines
+}
+
 pub async fn health(config: &NodeConfig, as_json: bool) -> CliResult {
     let api = Api::new(config);
     let st: MonitorStatus = api.read(Sidecar::HealthMonitor, "/status").await?;
@@ -401,5 +424,22 @@ pub async fn health(config: &NodeConfig, as_json: bool) -> CliResult {
             "critical: {}",
             critical.join(", ")
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wrap;
+
+    #[test]
+    fn reasons_fit_80_columns() {
+        let reason = "no synchronous standby is streaming from the primary (standbys: vengeance streaming (async)); commits are not protected";
+        let lines = wrap(reason, "  - ", "    ", 80);
+        assert!(lines.len() > 1, "{lines:?}");
+        assert!(lines.iter().all(|l| l.chars().count() <= 80), "{lines:?}");
+        assert!(lines[0].starts_with("  - no ") && lines[1].starts_with("    "));
+        let joined: Vec<&str> = lines.iter().flat_map(|l| l.split_whitespace()).collect();
+        assert_eq!(joined[1..].join(" "), reason);
+        assert_eq!(wrap("short", "  - ", "    ", 80), ["  - short"]);
     }
 }
