@@ -584,8 +584,9 @@ impl Manager {
         self.set_activity(None);
     }
 
-    /// Is the primary's server up and writable, seen from here?
-    async fn probe_primary(&self, primary: &Member) -> bool {
+    /// Is the primary's server up and running as a primary, seen from
+    /// here? Bounded by the probe interval; no answer is `false`.
+    pub(crate) async fn probe_primary(&self, primary: &Member) -> bool {
         let pg = &self.cfg.postgres;
         let mut c = tokio_postgres::Config::new();
         c.host(&primary.host)

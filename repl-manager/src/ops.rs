@@ -434,10 +434,41 @@ impl Manager {
                 self.name()
             )));
         }
-        if epoch <= self.epoch() {
+        // Only a switchover promotes at a given epoch, and only once its
+        // primary has stopped: the request names that primary, the next
+        // epoch and its shutdown checkpoint, and the primary's server must
+        // not be running as a primary. An admin token alone must never
+        // make a second primary (#15).
+        let from = req.from.as_deref().ok_or_else(|| {
+            OpError::Refused(
+                "a promotion at an epoch is a switchover's and names the old primary (`from`); \
+                 to promote by hand, leave `epoch` out"
+                    .into(),
+            )
+        })?;
+        let old = self.member_or_refuse(from)?;
+        if old.name.as_str() == self.name() {
             return Err(OpError::Refused(format!(
-                "epoch {epoch} is not newer than this node's {}",
+                "{from} cannot promote itself in a switchover"
+            )));
+        }
+        let next = self.epoch() + 1;
+        if epoch != next {
+            return Err(OpError::Refused(format!(
+                "epoch {epoch} is not the next one ({next}, after this node's {})",
                 self.epoch()
+            )));
+        }
+        if req.checkpoint_lsn.is_none() {
+            return Err(OpError::Refused(
+                "a switchover names the old primary's shutdown checkpoint (`checkpoint_lsn`)"
+                    .into(),
+            ));
+        }
+        // A stopped server (as a switchover leaves it) does not answer.
+        if self.probe_primary(&old).await {
+            return Err(OpError::Refused(format!(
+                "the old primary {from} still runs as a primary; a switchover promotes only after it stopped"
             )));
         }
         let client = self.local().await?;

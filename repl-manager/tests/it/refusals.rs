@@ -58,6 +58,53 @@ async fn refusals_have_reasons_and_a_dead_postgres_is_reported() {
     let r = fleet.get("lead", "/switchover").await;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
 
+    // The switchover-internal promotion (with an epoch) is refused unless
+    // it is one: it names the old primary, the next epoch, the old
+    // primary's checkpoint, and that primary has stopped. (#15's finding 3:
+    // `{"epoch": 99}` alone promoted an asynchronous compute node.)
+    let lsn = fleet
+        .status("lead")
+        .await
+        .unwrap()
+        .postgres
+        .unwrap()
+        .current_lsn
+        .unwrap()
+        .to_string();
+    for (body, needle) in [
+        (json!({ "epoch": 99 }), "names the old primary"),
+        (
+            json!({ "epoch": 99, "from": "lead", "checkpoint_lsn": "0/0" }),
+            "not the next one",
+        ),
+        (json!({ "epoch": 2, "from": "lead" }), "checkpoint"),
+        (
+            json!({ "epoch": 2, "from": "lead", "checkpoint_lsn": "0/0", "force": true }),
+            "still runs as a primary",
+        ),
+        (
+            json!({ "epoch": 2, "from": "lead", "checkpoint_lsn": lsn }),
+            "still runs as a primary",
+        ),
+        (
+            json!({ "epoch": 2, "from": "c1", "checkpoint_lsn": "0/0" }),
+            "cannot promote itself",
+        ),
+    ] {
+        let r = fleet
+            .post("c1", "/promote", body.clone(), Some(TOKEN))
+            .await;
+        assert_refused(&r, StatusCode::CONFLICT, needle);
+    }
+    let c1 = fleet.status("c1").await.unwrap();
+    assert_eq!((c1.state.as_str(), c1.epoch), ("replica", 1), "{c1:?}");
+    let lead = fleet.status("lead").await.unwrap();
+    assert_eq!(
+        (lead.state.as_str(), lead.epoch),
+        ("primary", 1),
+        "{lead:?}"
+    );
+
     // Promote the primary: already primary.
     let r = fleet.post("lead", "/promote", json!({}), Some(TOKEN)).await;
     assert_refused(&r, StatusCode::CONFLICT, "already the primary");
