@@ -107,20 +107,6 @@ impl<'a> Api<'a> {
         self.read_at(sidecar, &base, path).await
     }
 
-    /// `GET` a JSON document; any non-2xx answer is a failure naming the URL.
-    pub async fn get(&self, sidecar: Sidecar, path: &str) -> CliResult<Value> {
-        let answer = self.get_any(sidecar, path).await?;
-        if !answer.status.is_success() {
-            return Err(CliError::failed(format!(
-                "{sidecar} at {}{path} answered {}: {}",
-                self.url(sidecar)?,
-                answer.status,
-                reason(&answer.body)
-            )));
-        }
-        Ok(answer.body)
-    }
-
     /// `GET` a JSON document whatever the status (`/cluster/health`
     /// answers 503 with its reasons).
     pub async fn get_any(&self, sidecar: Sidecar, path: &str) -> CliResult<Answer> {

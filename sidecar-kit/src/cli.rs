@@ -93,16 +93,20 @@ pub fn health_url(listen: std::net::SocketAddr) -> String {
 
 /// Looks an executable up on `PATH`.
 pub fn which(name: &str) -> Option<PathBuf> {
+    which_in(std::env::var_os("PATH").as_deref(), name)
+}
+
+/// Looks an executable up in `path` (a `PATH`-style list), for callers
+/// that take the search path as an argument (and tests that give one).
+pub fn which_in(path: Option<&std::ffi::OsStr>, name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(name))
-            .find(|p| {
-                p.metadata()
-                    .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-                    .unwrap_or(false)
-            })
-    })
+    std::env::split_paths(path?)
+        .map(|d| d.join(name))
+        .find(|p| {
+            p.metadata()
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
 }
 
 /// The directory of the newest PostgreSQL under `root` (Debian's

@@ -68,12 +68,7 @@ fn find_pg_program(
             )))
         };
     }
-    let on_path = path_var
-        .into_iter()
-        .flat_map(std::env::split_paths)
-        .map(|d| d.join(program))
-        .find(|p| runnable(p));
-    if let Some(p) = on_path {
+    if let Some(p) = sidecar_kit::cli::which_in(path_var, program) {
         return Ok(p);
     }
     let newest = sidecar_kit::cli::newest_pg_bin(lib_root, program);
