@@ -587,10 +587,17 @@ impl Manager {
     /// Is the primary's server up and running as a primary, seen from
     /// here? Bounded by the probe interval; no answer is `false`.
     pub(crate) async fn probe_primary(&self, primary: &Member) -> bool {
+        self.primary_answer(primary).await == Some(true)
+    }
+
+    /// What `m`'s server says: `Some(true)` running as a primary,
+    /// `Some(false)` in recovery, `None` no answer within the probe
+    /// interval (or no session).
+    pub(crate) async fn primary_answer(&self, m: &Member) -> Option<bool> {
         let pg = &self.cfg.postgres;
         let mut c = tokio_postgres::Config::new();
-        c.host(&primary.host)
-            .port(primary.port)
+        c.host(&m.host)
+            .port(m.port)
             .user(&pg.replication_user)
             .password(pg.replication_password.expose())
             .dbname("postgres")
@@ -609,10 +616,10 @@ impl Manager {
                 .ok()?;
             Some(!row.get::<_, bool>(0))
         };
-        matches!(
-            tokio::time::timeout(self.cfg.failover.probe_interval(), attempt).await,
-            Ok(Some(true))
-        )
+        tokio::time::timeout(self.cfg.failover.probe_interval(), attempt)
+            .await
+            .ok()
+            .flatten()
     }
 
     async fn try_failover(

@@ -465,12 +465,7 @@ impl Manager {
                     .into(),
             ));
         }
-        // A stopped server (as a switchover leaves it) does not answer.
-        if self.probe_primary(&old).await {
-            return Err(OpError::Refused(format!(
-                "the old primary {from} still runs as a primary; a switchover promotes only after it stopped"
-            )));
-        }
+        self.old_primary_stopped(&old).await?;
         let client = self.local().await?;
         let st = probe::server_state(&client)
             .await
@@ -514,6 +509,35 @@ impl Manager {
         )
         .await;
         Ok(report)
+    }
+
+    /// A switchover's old primary has stopped: nothing listens on its port
+    /// (the kernel refused the connection), or what answers is not a
+    /// primary (in recovery, shutting down, or a port proxy with nothing
+    /// behind it). A running primary is refused, and so is no answer at
+    /// all: a host cut off, or gone without a RST, may still be a primary.
+    async fn old_primary_stopped(&self, m: &Member) -> Result<(), OpError> {
+        let within = self.cfg.failover.probe_interval();
+        let addr = format!("{}:{}", m.host, m.port);
+        let unknown = |why: String| {
+            OpError::Refused(format!(
+                "cannot tell whether the old primary {} stopped ({addr}: {why}); not promoting",
+                m.name
+            ))
+        };
+        match tokio::time::timeout(within, tokio::net::TcpStream::connect(&addr)).await {
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => return Ok(()),
+            Ok(Err(e)) => return Err(unknown(e.to_string())),
+            Err(_) => return Err(unknown(format!("no answer within {within:?}"))),
+            Ok(Ok(_)) => {}
+        }
+        match self.primary_answer(m).await {
+            Some(true) => Err(OpError::Refused(format!(
+                "the old primary {} still runs as a primary; a switchover promotes only after it stopped",
+                m.name
+            ))),
+            Some(false) | None => Ok(()),
+        }
     }
 
     /// `POST /demote`: this primary follows `to`, which must already be a

@@ -96,6 +96,19 @@ async fn refusals_have_reasons_and_a_dead_postgres_is_reported() {
             .await;
         assert_refused(&r, StatusCode::CONFLICT, needle);
     }
+    // An old primary that answers nothing (its host gone without a RST, or
+    // cut off) is not a stopped one: a switchover's primary stopped, and
+    // says so by refusing connections. Unknown is refused.
+    {
+        let _gone = testbed::Blackhole::new(fleet.node("lead").pg.port()).unwrap();
+        let body = json!({ "epoch": 2, "from": "lead", "checkpoint_lsn": "0/0", "force": true });
+        let r = fleet.post("c1", "/promote", body, Some(TOKEN)).await;
+        assert_refused(
+            &r,
+            StatusCode::CONFLICT,
+            "cannot tell whether the old primary lead stopped",
+        );
+    }
     let c1 = fleet.status("c1").await.unwrap();
     assert_eq!((c1.state.as_str(), c1.epoch), ("replica", 1), "{c1:?}");
     let lead = fleet.status("lead").await.unwrap();
