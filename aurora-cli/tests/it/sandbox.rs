@@ -1051,3 +1051,61 @@ fn completions_version_and_help() {
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("no sandbox"), "{}", r.stderr);
 }
+
+/// `status --watch` ends on Ctrl-C even when the signal arrives while a
+/// refresh is still being gathered. The sidecars here are dead peers (a
+/// listener that accepts and never answers, as a host gone without a RST
+/// looks), so each refresh waits out `admin.timeout_secs`; the signal is
+/// sent in the middle of the second one.
+#[test]
+fn watch_ends_on_ctrl_c_sent_during_a_refresh() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\nname = \"aurora\"\n[admin]\ntimeout_secs = 2\n[sidecars]\n\
+             repl_manager = \"http://127.0.0.1:{port}\"\nhealth_monitor = \"http://127.0.0.1:{port}\"\n\
+             asset_sync = \"\"\ndns_sync = \"\"\n"
+        ),
+    )
+    .unwrap();
+    let mut child = cli()
+        .args(["--config", config.to_str().unwrap()])
+        .args(["status", "--watch", "--json", "--interval", "0.2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // First refresh: about 2 s; the second runs from about 2.2 s to 4.2 s.
+    std::thread::sleep(std::time::Duration::from_millis(3200));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if std::time::Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    if status.is_none() {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "the watch did not end on Ctrl-C: {text}"
+    );
+    assert!(text.lines().count() >= 2, "{text}");
+    drop(silent);
+}
