@@ -13,6 +13,15 @@ use serde_json::json;
 
 const T: Duration = Duration::from_secs(90);
 
+/// Waits for `query` to return a row on `client`; on timeout, panics with
+/// `what` and every node's replication state, so a failure in CI says
+/// which node was where.
+async fn expect_row(fleet: &Fleet, client: &tokio_postgres::Client, query: &str, what: &str) {
+    if !wait_row(client, query, T).await {
+        panic!("{what}: not within {T:?}\n{}", fleet.describe().await);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replicas_reclone_recover_lost_slots_and_rewind_diverged_primaries() {
     let mut spec = FleetSpec::new(&[
@@ -55,7 +64,13 @@ async fn replicas_reclone_recover_lost_slots_and_rewind_diverged_primaries() {
         .unwrap();
     fleet.wait_streaming("lead", &["c1"], T).await;
     let c1 = fleet.connect("c1").await;
-    assert!(wait_row(&c1, "SELECT 1 FROM t WHERE id = 2", T).await);
+    expect_row(
+        &fleet,
+        &c1,
+        "SELECT 1 FROM t WHERE id = 2",
+        "c1 re-cloned has row 2",
+    )
+    .await;
 
     // 2. c2 is away (repl-manager and server stopped) while the primary
     //    writes more WAL than max_slot_wal_keep_size: its slot is
@@ -106,7 +121,13 @@ async fn replicas_reclone_recover_lost_slots_and_rewind_diverged_primaries() {
     fleet.start_node("c2").await;
     fleet.wait_streaming("lead", &["c2"], T).await;
     let c2 = fleet.connect("c2").await;
-    assert!(wait_row(&c2, "SELECT 1 FROM t WHERE id = 3", T).await);
+    expect_row(
+        &fleet,
+        &c2,
+        "SELECT 1 FROM t WHERE id = 3",
+        "c2 back has row 3",
+    )
+    .await;
     // (The event follows the slot, which c2 may already stream through.)
     let recreated = wait_row(
         &lc,
@@ -160,7 +181,13 @@ async fn replicas_reclone_recover_lost_slots_and_rewind_diverged_primaries() {
         .await;
     assert_eq!(s.epoch, 2);
     let lc = fleet.connect("lead").await;
-    assert!(wait_row(&lc, "SELECT 1 FROM t WHERE id = 4", T).await);
+    expect_row(
+        &fleet,
+        &lc,
+        "SELECT 1 FROM t WHERE id = 4",
+        "the rejoined lead has row 4",
+    )
+    .await;
     let diverged = lc
         .query("SELECT 1 FROM t WHERE id = 99", &[])
         .await
@@ -175,7 +202,13 @@ async fn replicas_reclone_recover_lost_slots_and_rewind_diverged_primaries() {
         .await;
     for n in ["c1", "c2"] {
         let c = fleet.connect(n).await;
-        assert!(wait_row(&c, "SELECT 1 FROM t WHERE id = 4", T).await, "{n}");
+        expect_row(
+            &fleet,
+            &c,
+            "SELECT 1 FROM t WHERE id = 4",
+            &format!("{n} has row 4"),
+        )
+        .await;
         assert!(c
             .query("SELECT 1 FROM t WHERE id = 99", &[])
             .await
@@ -192,7 +225,8 @@ async fn replicas_reclone_recover_lost_slots_and_rewind_diverged_primaries() {
     let recorded = wait_row(&bc, rewinds, T).await;
     let events: Vec<String> = bc
         .query(
-            "SELECT kind || ' ' || details::text FROM aurora.events WHERE node = 'lead' ORDER BY id",
+            "SELECT node || ': ' || kind || ' ' || details::text FROM aurora.events
+              WHERE kind NOT IN ('sync_degraded', 'sync_restored') ORDER BY id",
             &[],
         )
         .await
@@ -200,7 +234,11 @@ async fn replicas_reclone_recover_lost_slots_and_rewind_diverged_primaries() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert!(recorded, "the lead's rewind was not recorded: {events:#?}");
+    assert!(
+        recorded,
+        "the lead's rewind was not recorded: {events:#?}\n{}",
+        fleet.describe().await
+    );
     let n = bc.query(rewinds, &[]).await.unwrap().len();
     assert_eq!(n, 1, "one rewind expected: {events:#?}");
     fleet.shutdown().await;

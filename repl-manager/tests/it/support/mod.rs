@@ -230,6 +230,10 @@ impl Members for Fleet {
         self.node(name).api()
     }
 
+    fn names(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.name.clone()).collect()
+    }
+
     fn http(&self) -> &HttpClient {
         &self.http
     }
@@ -247,6 +251,34 @@ pub trait Members {
     /// Added to a wait that timed out (a log tail, where there is one).
     fn context(&self, _name: &str) -> String {
         String::new()
+    }
+
+    /// Every member's name, for [`Members::describe`].
+    fn names(&self) -> Vec<String>;
+
+    /// One line per member: what its repl-manager says of it (state,
+    /// primary, epoch, streaming, what it is doing, its last repair), for
+    /// a failure message.
+    async fn describe(&self) -> String {
+        let mut out = String::new();
+        for name in self.names() {
+            let line = match self.status(&name).await {
+                Some(s) => format!(
+                    "{name}: state {} primary {} epoch {} streaming {} receiver {:?} activity {:?} error {:?}",
+                    s.state,
+                    s.primary,
+                    s.epoch,
+                    s.streaming(),
+                    s.activity,
+                    s.receiver.as_ref().map(|r| &r.status),
+                    s.last_error
+                ),
+                None => format!("{name}: no answer"),
+            };
+            out.push_str(&line);
+            out.push('\n');
+        }
+        out
     }
 
     async fn status(&self, name: &str) -> Option<NodeStatus> {
@@ -302,9 +334,10 @@ pub trait Members {
             }
             if tokio::time::Instant::now() >= deadline {
                 panic!(
-                    "{name}: {what} did not happen within {timeout:?}; last status: {}\n{}",
+                    "{name}: {what} did not happen within {timeout:?}; last status: {}\n{}\nevery member:\n{}",
                     serde_json::to_string_pretty(&last).unwrap(),
-                    self.context(name)
+                    self.context(name),
+                    self.describe().await
                 );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;

@@ -421,6 +421,10 @@ impl super::Members for NsFleet {
         format!("http://{}:8008", self.node(name).ip)
     }
 
+    fn names(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.name.clone()).collect()
+    }
+
     fn http(&self) -> &HttpClient {
         &self.http
     }
