@@ -33,6 +33,8 @@ command -v shellcheck >/dev/null 2>&1 || apt_missing+=(shellcheck)
 command -v promtool >/dev/null 2>&1 || apt_missing+=(prometheus)
 command -v amtool >/dev/null 2>&1 || apt_missing+=(prometheus-alertmanager)
 command -v wg >/dev/null 2>&1 || apt_missing+=(wireguard-tools)
+# The installer's test suite.
+command -v bats >/dev/null 2>&1 || apt_missing+=(bats)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || apt_missing+=(python3-venv)
 if [ ${#apt_missing[@]} -gt 0 ]; then
   log "installing Debian packages: ${apt_missing[*]}"
