@@ -206,6 +206,69 @@ fn compose_files_match_the_compose_specification_schema() {
     );
 }
 
+/// The pipeline's workflows against GitHub's workflow schema (vendored in
+/// check-jsonschema; actionlint is in neither Debian's archive nor PyPI as a
+/// prebuilt binary, so it is not run here), and what they must do: run the
+/// suite before anything is built, deploy only after the images, read the
+/// registry and every credential from the repository's settings.
+#[test]
+fn the_pipeline_workflows_are_valid_and_take_secrets_from_the_repository() {
+    let dir = repo().join(".github/workflows");
+    let files: Vec<PathBuf> = ["ci.yml", "deploy-standard-node.yml"]
+        .iter()
+        .map(|f| dir.join(f))
+        .collect();
+    run(
+        Command::new(tool("check-jsonschema"))
+            .args(["--builtin-schema", "vendor.github-workflows"])
+            .args(&files),
+        "check-jsonschema (GitHub workflows)",
+    );
+    let deploy = std::fs::read_to_string(&files[1]).unwrap();
+    for want in [
+        "workflow_dispatch:",
+        "target_node:",
+        "node_role:",
+        "branches: [main]",
+        "needs: test",
+        "needs: repl-manager-image",
+        "scripts/deploy-fleet.sh",
+        "${{ github.sha }}",
+    ] {
+        assert!(
+            deploy.contains(want),
+            "deploy-standard-node.yml lacks {want}"
+        );
+    }
+    let ci = std::fs::read_to_string(&files[0]).unwrap();
+    assert!(
+        ci.contains("pull_request:") && ci.contains(".ci/run"),
+        "{ci}"
+    );
+    // No credential or registry is written into a workflow: every
+    // environment entry that holds one comes from the repository's secrets
+    // or variables.
+    for (file, text) in files.iter().zip([&ci, &deploy]) {
+        for line in text.lines() {
+            let Some((key, value)) = line.trim().split_once(": ") else {
+                continue;
+            };
+            let sensitive = [
+                "PASSWORD", "TOKEN", "KEY", "USER", "CONFIG", "REGISTRY", "NODES",
+            ]
+            .iter()
+            .any(|w| key.contains(w));
+            if sensitive && key.chars().all(|c| c.is_ascii_uppercase() || c == '_') {
+                assert!(
+                    value.starts_with("${{ secrets.") || value.starts_with("${{ vars."),
+                    "{}: {key} is not from the repository's settings: {line}",
+                    file.display()
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn a_gpu_node_reserves_its_devices_for_health_monitor() {
     let f = fleet();
