@@ -54,6 +54,21 @@ aurora_uninstall() {
     else
       act docker compose --env-file "$state/node.env" down --remove-orphans
     fi
+    # `down` leaves the containers of services outside the node's profiles
+    # (one started by name, say) and their volumes: the project's label
+    # finds them all.
+    local project ids
+    project=$(sed -n 's/^AURORA_PROJECT=//p' "$state/node.env" | tail -n 1)
+    if [ -n "$project" ]; then
+      ids=$(docker ps -aq --filter "label=com.docker.compose.project=$project" 2>/dev/null || true)
+      # shellcheck disable=SC2086 # one id per word
+      [ -z "$ids" ] || act docker rm -f $ids >/dev/null
+      if [ -n "$purge" ]; then
+        ids=$(docker volume ls -q --filter "label=com.docker.compose.project=$project" 2>/dev/null || true)
+        # shellcheck disable=SC2086
+        [ -z "$ids" ] || act docker volume rm $ids >/dev/null
+      fi
+    fi
   fi
   # Outside the prefix: only what the installer listed.
   if [ -f "$prefix/.installed" ]; then

@@ -29,6 +29,9 @@ case "$1 ${2:-}" in
   "info "*) echo "stand-in docker" ;;
 esac
 if [ "$1" = compose ] && [[ " $* " == *" ps "* ]]; then echo "postgres healthy running"; fi
+# What `down` leaves behind: a container and a volume of the project.
+[ "$1 $2" != "ps -aq" ] || echo "c0ffee"
+[ "$1 $2 $3" != "volume ls -q" ] || echo "aurora-aurora_pgdata"
 exit 0
 STUB
   chmod +x "$T/stub/docker"
@@ -229,6 +232,10 @@ value() { sed -n "s/^$1=//p" "$2"; }
   [ ! -e "$BIN/aurora-cli" ] && [ ! -e "$ETC/node.toml" ] && [ ! -e "$PREFIX/compose" ] && [ ! -e "$PREFIX/bootstrap" ]
   [ -s "$PREFIX/state/secrets/fleet.env" ]
   grep -qx "compose --env-file $PREFIX/state/node.env down --remove-orphans" "$DOCKER_LOG"
+  # Containers outside the node's profiles go too; volumes stay.
+  grep -qx "ps -aq --filter label=com.docker.compose.project=aurora-aurora" "$DOCKER_LOG"
+  grep -qx "rm -f c0ffee" "$DOCKER_LOG"
+  ! grep -q "^volume rm" "$DOCKER_LOG"
   # A reinstall keeps the kept secrets.
   local token
   token=$(value ADMIN_TOKEN "$PREFIX/state/secrets/fleet.env")
@@ -238,6 +245,7 @@ value() { sed -n "s/^$1=//p" "$2"; }
   [ "$status" -eq 0 ] || { echo "$output"; false; }
   [ ! -e "$PREFIX" ]
   grep -qx "compose --env-file $PREFIX/state/node.env down --remove-orphans --volumes" "$DOCKER_LOG"
+  grep -qx "volume rm aurora-aurora_pgdata" "$DOCKER_LOG"
   run bash "$REPO/bootstrap/uninstall.sh" --prefix "$PREFIX"
   [ "$status" -eq 1 ]
   [[ "$output" == *"nothing installed under $PREFIX"* ]]

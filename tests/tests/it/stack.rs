@@ -46,6 +46,25 @@ const SERVICES: &[&str] = &[
     "redis-exporter",
 ];
 
+/// Each host port a node's project publishes, by what it serves, and the
+/// node.env variable that sets it.
+const PORT_VARS: &[(&str, &str)] = &[
+    ("postgres", "AURORA_PORT_POSTGRES"),
+    ("redis", "AURORA_PORT_REDIS"),
+    ("repl-manager", "AURORA_PORT_REPL_MANAGER"),
+    ("asset-sync", "AURORA_PORT_ASSET_SYNC"),
+    ("health-monitor", "AURORA_PORT_HEALTH_MONITOR"),
+    ("dns-sync", "AURORA_PORT_DNS_SYNC"),
+    ("dns", "AURORA_PORT_DNS"),
+    ("prometheus", "AURORA_PORT_PROMETHEUS"),
+    ("alertmanager", "AURORA_PORT_ALERTMANAGER"),
+    ("grafana", "AURORA_PORT_GRAFANA"),
+    ("node-exporter", "AURORA_PORT_NODE_EXPORTER"),
+    ("cadvisor", "AURORA_PORT_CADVISOR"),
+    ("garage", "AURORA_PORT_GARAGE_S3"),
+    ("wireguard", "AURORA_WG_PORT"),
+];
+
 async fn run(cmd: &mut Command, what: &str) -> String {
     let out = cmd
         .stdin(Stdio::null())
@@ -275,22 +294,7 @@ async fn init_node(spec: &NodeSpec<'_>, images: &BTreeMap<String, String>) -> No
             .replace(['_', '.'], "-")
     );
     let mut ports = BTreeMap::new();
-    for (name, var) in [
-        ("postgres", "AURORA_PORT_POSTGRES"),
-        ("redis", "AURORA_PORT_REDIS"),
-        ("repl-manager", "AURORA_PORT_REPL_MANAGER"),
-        ("asset-sync", "AURORA_PORT_ASSET_SYNC"),
-        ("health-monitor", "AURORA_PORT_HEALTH_MONITOR"),
-        ("dns-sync", "AURORA_PORT_DNS_SYNC"),
-        ("dns", "AURORA_PORT_DNS"),
-        ("prometheus", "AURORA_PORT_PROMETHEUS"),
-        ("alertmanager", "AURORA_PORT_ALERTMANAGER"),
-        ("grafana", "AURORA_PORT_GRAFANA"),
-        ("node-exporter", "AURORA_PORT_NODE_EXPORTER"),
-        ("cadvisor", "AURORA_PORT_CADVISOR"),
-        ("garage", "AURORA_PORT_GARAGE_S3"),
-        ("wireguard", "AURORA_WG_PORT"),
-    ] {
+    for &(name, var) in PORT_VARS {
         ports.insert(name, (var, free_port()));
     }
     let mut files = vec![repo().join("compose/compose.yaml")];
@@ -1309,5 +1313,396 @@ async fn three_nodes_over_wireguard_fail_over_rejoin_and_swap_a_sidecar() {
             .args(["rmi", "-f", tag])
             .output()
             .await;
+    }
+}
+
+/// One node installed by `bootstrap/bootstrap.sh` under a directory of its
+/// own (prefix, config, the aurora-cli link); `uninstall.sh --purge` on
+/// drop, logs kept on failure.
+struct Installed {
+    name: &'static str,
+    vpn_ip: &'static str,
+    wan_ip: String,
+    base: tempfile::TempDir,
+    ports: BTreeMap<&'static str, u16>,
+    args: Vec<String>,
+    passed: bool,
+}
+
+impl Installed {
+    fn prefix(&self) -> PathBuf {
+        self.base.path().join("opt/aurora")
+    }
+
+    fn state(&self) -> PathBuf {
+        self.prefix().join("state")
+    }
+
+    fn secret(&self, key: &str) -> String {
+        let mut env = read_env(&self.state().join("secrets/fleet.env"));
+        env.extend(read_env(&self.state().join("secrets/node.env")));
+        env.remove(key).unwrap()
+    }
+
+    fn peer(&self) -> String {
+        let key =
+            std::fs::read_to_string(self.state().join("secrets/wireguard/public.key")).unwrap();
+        format!(
+            "[Peer]\nPublicKey = {}\nAllowedIPs = {}/32\nEndpoint = {}:51820\nPersistentKeepalive = 5\n\n",
+            key.trim(),
+            self.vpn_ip,
+            self.wan_ip
+        )
+    }
+
+    /// bootstrap.sh with this node's answers and `extra`; its output, or
+    /// a panic with it.
+    async fn bootstrap(&self, extra: &[&str]) -> String {
+        run(
+            Command::new("bash")
+                .arg(repo().join("bootstrap/bootstrap.sh"))
+                .args(&self.args)
+                .args(extra),
+            &format!("bootstrap.sh for {}", self.name),
+        )
+        .await
+    }
+
+    async fn pg(&self) -> Result<tokio_postgres::Client, String> {
+        let dsn = format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres password={}",
+            self.ports["postgres"],
+            self.secret("POSTGRES_PASSWORD")
+        );
+        let target = cluster_db::DbTarget::parse(&dsn).map_err(|e| e.to_string())?;
+        cluster_db::connect(&target, Duration::from_secs(5))
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        let env = self.state().join("node.env");
+        if !self.passed && env.exists() {
+            let dir =
+                std::env::temp_dir().join(format!("aurora-install-{}-diagnostics", self.name));
+            let _ = std::fs::create_dir_all(&dir);
+            if let Ok(out) = std::process::Command::new("docker")
+                .arg("compose")
+                .arg("--env-file")
+                .arg(&env)
+                .args(["logs", "--no-color"])
+                .output()
+            {
+                let _ = std::fs::write(dir.join("compose.log"), &out.stdout);
+                eprintln!(
+                    "install test failed: {}'s compose logs in {}",
+                    self.name,
+                    dir.display()
+                );
+            }
+        }
+        if std::env::var_os("STACK_TEST_KEEP").is_none() && env.exists() {
+            let _ = std::process::Command::new("bash")
+                .arg(repo().join("bootstrap/uninstall.sh"))
+                .arg("--prefix")
+                .arg(self.prefix())
+                .args(["--purge", "--yes"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// The installer end to end on the Docker Engine (the long tier): a lead,
+/// then a backup and a compute node joined by hand (the fleet's secrets
+/// copied, each new node's WireGuard peer added to the others'
+/// peers.static.conf between an `--no-start` install and the real one), each
+/// its own compose project with its own network namespace, pre-staged
+/// images and no Docker install. Then the fleet as an operator sees it:
+/// `aurora-cli status` through the installed link, the backup synchronous, a
+/// row written on the lead read on the compute node through the tunnel; and
+/// `uninstall.sh --purge` leaves no container behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_installer_brings_up_a_fleet_joined_by_hand_long_tier() {
+    let images = build_images().await;
+    let scratch = tempfile::tempdir().unwrap();
+    let image_env = scratch.path().join("images.env");
+    std::fs::write(
+        &image_env,
+        images
+            .iter()
+            .map(|(k, v)| format!("{k}={v}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    // The release as the installer unpacks it.
+    let bundle = scratch.path().join("bundle");
+    std::fs::create_dir_all(bundle.join("bin")).unwrap();
+    for d in ["compose", "bootstrap"] {
+        std::os::unix::fs::symlink(repo().join(d), bundle.join(d)).unwrap();
+    }
+    std::fs::copy(
+        testbed::tools::workspace_bin("aurora-cli").unwrap(),
+        bundle.join("bin/aurora-cli"),
+    )
+    .unwrap();
+    let wan = Wan::create().await;
+    let node = |name: &'static str, role: &'static str, vpn_ip: &'static str, i: usize| {
+        let base = tempfile::Builder::new()
+            .prefix(&format!("aurora-install-{name}-"))
+            .tempdir()
+            .unwrap();
+        let project = format!(
+            "aurora-test-install-{}",
+            base.path()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .to_lowercase()
+                .replace(['_', '.'], "-")
+        );
+        let prefix = base.path().join("opt/aurora");
+        let wan_yaml = base.path().join("wan.yaml");
+        std::fs::write(
+            &wan_yaml,
+            format!(
+                "services:\n  wireguard:\n    networks:\n      default: {{}}\n      wan:\n        ipv4_address: {}\n\
+                 networks:\n  wan:\n    external: true\n    name: {}\n",
+                wan.ip(i),
+                wan.name
+            ),
+        )
+        .unwrap();
+        let mut ports = BTreeMap::new();
+        let mut args: Vec<String> = vec![
+            "--non-interactive".into(),
+            "--skip-install".into(),
+            "--name".into(),
+            name.into(),
+            "--role".into(),
+            role.into(),
+            "--vpn-ip".into(),
+            vpn_ip.into(),
+            "--members".into(),
+            FLEET.into(),
+            "--prefix".into(),
+            prefix.display().to_string(),
+            "--etc-dir".into(),
+            base.path().join("etc").display().to_string(),
+            "--bin-dir".into(),
+            base.path().join("bin").display().to_string(),
+            "--bundle".into(),
+            bundle.display().to_string(),
+            "--image-env".into(),
+            image_env.display().to_string(),
+            "--wg-endpoint".into(),
+            format!("{}:51820", wan.ip(i)),
+            // What this machine can run of the role's services.
+            "--services".into(),
+            services_of(role).join(" "),
+        ];
+        let mut set = |kv: String| {
+            args.push("--set".into());
+            args.push(kv);
+        };
+        set(format!(
+            "COMPOSE_FILE={}:{}",
+            prefix.join("compose/compose.yaml").display(),
+            wan_yaml.display()
+        ));
+        set(format!("AURORA_PROJECT={project}"));
+        set("AURORA_WG_BIND=127.0.0.1".into());
+        // As in init_node: this machine's / is not a shared mount.
+        set(format!("AURORA_HOST_ROOT={}", base.path().display()));
+        set("AURORA_HOST_ROOT_PROPAGATION=rprivate".into());
+        for &(service, var) in PORT_VARS {
+            let port = free_port();
+            ports.insert(service, port);
+            set(format!("{var}={port}"));
+        }
+        Installed {
+            name,
+            vpn_ip,
+            wan_ip: wan.ip(i),
+            base,
+            ports,
+            args,
+            passed: false,
+        }
+    };
+    let mut lead = node("aurora", "lead", "10.0.0.1", 1);
+    let mut star = node("star", "backup", "10.0.0.2", 2);
+    let mut vengeance = node("vengeance", "compute", "10.0.0.3", 3);
+
+    let started = Instant::now();
+    lead.bootstrap(&[]).await;
+    let lead_secs = started.elapsed().as_secs_f64();
+    let fleet_env = scratch.path().join("fleet.env");
+    std::fs::copy(lead.state().join("secrets/fleet.env"), &fleet_env).unwrap();
+    // Each joining node: installed without starting (its key exists then),
+    // its peer added on the nodes already up, then installed for real.
+    let mut up: Vec<&Installed> = vec![&lead];
+    let mut join_secs = vec![];
+    for joining in [&star, &vengeance] {
+        let t = Instant::now();
+        let peers = scratch.path().join(format!("{}-peers.conf", joining.name));
+        std::fs::write(&peers, up.iter().map(|n| n.peer()).collect::<String>()).unwrap();
+        let fe = fleet_env.display().to_string();
+        let pe = peers.display().to_string();
+        let printed = joining
+            .bootstrap(&["--fleet-env", &fe, "--wg-peers", &pe, "--no-start"])
+            .await;
+        assert!(
+            printed.is_empty(),
+            "bootstrap prints to stderr only: {printed}"
+        );
+        for other in &up {
+            let file = other.state().join("secrets/wireguard/peers.static.conf");
+            let mut text = std::fs::read_to_string(&file).unwrap();
+            text.push_str(&joining.peer());
+            std::fs::write(&file, text).unwrap();
+        }
+        joining
+            .bootstrap(&["--fleet-env", &fe, "--wg-peers", &pe])
+            .await;
+        join_secs.push(t.elapsed().as_secs_f64());
+        up.push(joining);
+    }
+    let total = started.elapsed().as_secs_f64();
+    eprintln!(
+        "installer: a fleet of three installed and healthy in {total:.0} s \
+         (lead {lead_secs:.0} s, backup {:.0} s, compute {:.0} s; images pre-staged)",
+        join_secs[0], join_secs[1]
+    );
+
+    // The operator's view, through what the installer set up.
+    let cli = |n: &Installed, args: &[&str]| {
+        let mut c = Command::new(n.base.path().join("bin/aurora-cli"));
+        c.arg("--config")
+            .arg(n.base.path().join("etc/node.toml"))
+            .args(args)
+            .env("NO_COLOR", "1")
+            .env_remove("AURORA_CONFIG");
+        c
+    };
+    let status = eventually(
+        "aurora-cli status on the lead: the backup synchronous, the compute streaming",
+        Duration::from_secs(180),
+        || async {
+            let out = cli(&lead, &["sync-db", "--json"])
+                .output()
+                .await
+                .map_err(|e| e.to_string())?;
+            let v: Value = serde_json::from_slice(&out.stdout)
+                .map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&out.stderr)))?;
+            let text = v.to_string();
+            let primary = v["members"]
+                .as_array()
+                .and_then(|ms| ms.iter().find(|m| m["node"] == v["primary"]).cloned())
+                .unwrap_or_default();
+            if primary["node"] != "aurora" {
+                return Err(format!("the primary is not the lead: {text}"));
+            }
+            let replicas = primary["replicas"].as_array().cloned().unwrap_or_default();
+            let find = |n: &str| replicas.iter().find(|r| r["name"] == n).cloned();
+            match (find("star"), find("vengeance")) {
+                (Some(b), Some(c)) if b["sync_state"] == "sync" && c["state"] == "streaming" => {
+                    Ok(text)
+                }
+                _ => Err(text),
+            }
+        },
+    )
+    .await;
+    assert!(status.contains("aurora"), "{status}");
+    let out = cli(&lead, &["status"]).output().await.unwrap();
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "aurora-cli status: {screen}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in ["aurora", "star", "vengeance"] {
+        assert!(
+            screen.contains(name),
+            "{name} missing from aurora-cli status:\n{screen}"
+        );
+    }
+
+    // A row written on the lead arrives on the compute node through the tunnel.
+    let lc = lead.pg().await.unwrap();
+    lc.batch_execute(
+        "CREATE TABLE installed (v text); INSERT INTO installed VALUES ('through the tunnel')",
+    )
+    .await
+    .unwrap();
+    eventually(
+        "the row reaches the compute node",
+        Duration::from_secs(60),
+        || async {
+            let c = vengeance.pg().await?;
+            let rows = c
+                .query("SELECT v FROM installed", &[])
+                .await
+                .map_err(|e| e.to_string())?;
+            match rows.first() {
+                Some(r) if r.get::<_, String>(0) == "through the tunnel" => Ok(()),
+                _ => Err(format!("{} rows", rows.len())),
+            }
+        },
+    )
+    .await;
+    // The credentials file holds what the operator logs in with.
+    let creds = std::fs::read_to_string(lead.prefix().join(".credentials")).unwrap();
+    assert!(creds.contains(&lead.secret("GRAFANA_ADMIN_PASSWORD")));
+
+    // Uninstalled, nothing is left running.
+    for n in [&mut vengeance, &mut star, &mut lead] {
+        let project = read_env(&n.state().join("node.env"))["AURORA_PROJECT"].clone();
+        run(
+            Command::new("bash")
+                .arg(repo().join("bootstrap/uninstall.sh"))
+                .arg("--prefix")
+                .arg(n.prefix())
+                .args(["--purge", "--yes"]),
+            &format!("uninstall.sh for {}", n.name),
+        )
+        .await;
+        let left = run(
+            Command::new("docker").args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=com.docker.compose.project={project}"),
+            ]),
+            "docker ps",
+        )
+        .await;
+        assert!(
+            left.trim().is_empty(),
+            "{}'s containers survived uninstall: {left}",
+            n.name
+        );
+        let left = run(
+            Command::new("docker").args([
+                "volume",
+                "ls",
+                "-q",
+                "--filter",
+                &format!("label=com.docker.compose.project={project}"),
+            ]),
+            "docker volume ls",
+        )
+        .await;
+        assert!(
+            left.trim().is_empty(),
+            "{}'s volumes survived uninstall --purge: {left}",
+            n.name
+        );
+        assert!(!n.prefix().exists());
+        n.passed = true;
     }
 }
