@@ -1,0 +1,342 @@
+//! What the fleet agrees on, and the rules for changing it: a pure state
+//! machine over committed commands, unit-tested without Raft.
+//!
+//! The **leader key** is Patroni's: `{member, epoch}` plus the revision
+//! (the log index) of the write that last set or renewed it. The primary
+//! renews it by compare-and-set on the revision it holds; a candidate takes
+//! it only by compare-and-set on a revision it has watched stay unchanged
+//! for the TTL on its own monotonic clock (that watching is the caller's:
+//! nothing here reads a clock, so no two machines' clocks are ever
+//! compared). The **sync key** names the one standby the primary may
+//! acknowledge commits through; only the key's holder writes it, and a
+//! candidate that is not the named standby must not take the key after a
+//! synchronous primary (the caller's rule, with this state as its input).
+
+use serde::{Deserialize, Serialize};
+
+/// The leader key as committed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderKey {
+    pub member: String,
+    /// Grows by one each time the key changes hands: the primary's epoch.
+    pub epoch: u64,
+    /// The log index of the write that last set or renewed the key.
+    pub revision: u64,
+}
+
+/// A change to the fleet's state, proposed by a member and applied in log
+/// order on every member.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Command {
+    /// Take the leader key: applies only when the key's revision is still
+    /// `seen` (`None`: the key is empty). Taking it from another member
+    /// starts a new epoch; the sync key is cleared (the new primary names
+    /// its own standby).
+    Acquire { member: String, seen: Option<u64> },
+    /// The holder keeps the key: applies only when `member` holds it at
+    /// `revision`.
+    Renew { member: String, revision: u64 },
+    /// The holder hands the key to `to` (a switchover): a new epoch.
+    Handover {
+        member: String,
+        revision: u64,
+        to: String,
+    },
+    /// The holder gives the key up (it stops being primary).
+    Release { member: String, revision: u64 },
+    /// The holder names its synchronous standby (`None`: none, commits are
+    /// asynchronous), at the epoch it holds.
+    SetSync {
+        member: String,
+        epoch: u64,
+        standby: Option<String>,
+    },
+}
+
+impl Command {
+    /// Who proposed it.
+    pub fn member(&self) -> &str {
+        match self {
+            Command::Acquire { member, .. }
+            | Command::Renew { member, .. }
+            | Command::Handover { member, .. }
+            | Command::Release { member, .. }
+            | Command::SetSync { member, .. } => member,
+        }
+    }
+}
+
+/// What applying a command did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    /// It applied; the state after it.
+    Applied { view: FleetView },
+    /// Its condition did not hold; nothing changed. The state it met.
+    Conflict { view: FleetView },
+    /// A log entry that carries no command (a new Raft leader's blank
+    /// entry, a membership change).
+    #[default]
+    None,
+}
+
+impl Outcome {
+    pub fn applied(&self) -> bool {
+        matches!(self, Outcome::Applied { .. })
+    }
+
+    pub fn view(&self) -> Option<&FleetView> {
+        match self {
+            Outcome::Applied { view } | Outcome::Conflict { view } => Some(view),
+            Outcome::None => None,
+        }
+    }
+}
+
+/// The replicated state: every member holds the same value at the same log
+/// index.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct FleetView {
+    pub leader: Option<LeaderKey>,
+    /// The last epoch the key was held at (kept when the key is released,
+    /// so the next holder's epoch is always greater).
+    pub epoch: u64,
+    /// The synchronous standby the holder named, and the epoch it named it
+    /// at (a sync key from an older epoch means nothing).
+    pub sync_standby: Option<String>,
+    pub sync_epoch: u64,
+    /// The index of the last entry applied.
+    pub applied: u64,
+}
+
+impl FleetView {
+    /// Applies `cmd`, committed at log `index`. Pure: the same commands in
+    /// the same order give the same state on every member.
+    pub fn apply(&mut self, index: u64, cmd: &Command) -> Outcome {
+        self.applied = index;
+        let ok = match cmd {
+            Command::Acquire { member, seen } => {
+                let current = self.leader.as_ref().map(|k| k.revision);
+                if current != *seen {
+                    false
+                } else {
+                    let same = self.leader.as_ref().is_some_and(|k| &k.member == member);
+                    if !same {
+                        self.epoch += 1;
+                        self.sync_standby = None;
+                        self.sync_epoch = self.epoch;
+                    }
+                    self.leader = Some(LeaderKey {
+                        member: member.clone(),
+                        epoch: self.epoch,
+                        revision: index,
+                    });
+                    true
+                }
+            }
+            Command::Renew { member, revision } => match &mut self.leader {
+                Some(k) if &k.member == member && k.revision == *revision => {
+                    k.revision = index;
+                    true
+                }
+                _ => false,
+            },
+            Command::Handover {
+                member,
+                revision,
+                to,
+            } => match &self.leader {
+                Some(k) if &k.member == member && k.revision == *revision && to != member => {
+                    self.epoch += 1;
+                    self.sync_standby = None;
+                    self.sync_epoch = self.epoch;
+                    self.leader = Some(LeaderKey {
+                        member: to.clone(),
+                        epoch: self.epoch,
+                        revision: index,
+                    });
+                    true
+                }
+                _ => false,
+            },
+            Command::Release { member, revision } => match &self.leader {
+                Some(k) if &k.member == member && k.revision == *revision => {
+                    self.leader = None;
+                    true
+                }
+                _ => false,
+            },
+            Command::SetSync {
+                member,
+                epoch,
+                standby,
+            } => match &self.leader {
+                Some(k) if &k.member == member && k.epoch == *epoch => {
+                    self.sync_standby = standby.clone();
+                    self.sync_epoch = *epoch;
+                    true
+                }
+                _ => false,
+            },
+        };
+        let view = self.clone();
+        if ok {
+            Outcome::Applied { view }
+        } else {
+            Outcome::Conflict { view }
+        }
+    }
+
+    /// The holder of the leader key, if any.
+    pub fn leader_member(&self) -> Option<&str> {
+        self.leader.as_ref().map(|k| k.member.as_str())
+    }
+
+    /// The synchronous standby named at the current epoch.
+    pub fn current_sync_standby(&self) -> Option<&str> {
+        match &self.leader {
+            Some(k) if self.sync_epoch == k.epoch => self.sync_standby.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn acquire(m: &str, seen: Option<u64>) -> Command {
+        Command::Acquire {
+            member: m.into(),
+            seen,
+        }
+    }
+
+    #[test]
+    fn the_key_is_taken_only_against_the_revision_seen() {
+        let mut v = FleetView::default();
+        assert!(v.apply(1, &acquire("lead", None)).applied());
+        assert_eq!(v.leader.clone().unwrap().epoch, 1);
+        // Someone who saw an empty key is too late.
+        assert!(!v.apply(2, &acquire("backup", None)).applied());
+        assert_eq!(v.leader_member(), Some("lead"));
+        // The holder renews: the revision moves on.
+        assert!(v
+            .apply(
+                3,
+                &Command::Renew {
+                    member: "lead".into(),
+                    revision: 1
+                }
+            )
+            .applied());
+        // A candidate that watched revision 1 has watched a stale key.
+        assert!(!v.apply(4, &acquire("backup", Some(1))).applied());
+        // One that watched 3 unchanged for the TTL takes it: a new epoch.
+        assert!(v.apply(5, &acquire("backup", Some(3))).applied());
+        let k = v.leader.clone().unwrap();
+        assert_eq!((k.member.as_str(), k.epoch, k.revision), ("backup", 2, 5));
+        // The old holder's renewal fails: it learns it lost the key.
+        let out = v.apply(
+            6,
+            &Command::Renew {
+                member: "lead".into(),
+                revision: 3,
+            },
+        );
+        assert!(!out.applied());
+        assert_eq!(out.view().unwrap().leader_member(), Some("backup"));
+    }
+
+    #[test]
+    fn handover_release_and_the_sync_key_follow_the_holder() {
+        let mut v = FleetView::default();
+        v.apply(1, &acquire("lead", None));
+        let set = |m: &str, e: u64, s: Option<&str>| Command::SetSync {
+            member: m.into(),
+            epoch: e,
+            standby: s.map(Into::into),
+        };
+        assert!(v.apply(2, &set("lead", 1, Some("backup"))).applied());
+        assert_eq!(v.current_sync_standby(), Some("backup"));
+        // Only the holder names the standby.
+        assert!(!v.apply(3, &set("backup", 1, Some("c1"))).applied());
+        // A handover starts an epoch and forgets the old standby.
+        let h = Command::Handover {
+            member: "lead".into(),
+            revision: 1,
+            to: "backup".into(),
+        };
+        assert!(v.apply(4, &h).applied());
+        assert_eq!(v.leader.clone().unwrap().epoch, 2);
+        assert_eq!(v.current_sync_standby(), None);
+        // The old holder's late sync write is refused.
+        assert!(!v.apply(5, &set("lead", 1, Some("c1"))).applied());
+        // Release keeps the epoch counter: the next holder's epoch is 3.
+        let r = Command::Release {
+            member: "backup".into(),
+            revision: 4,
+        };
+        assert!(v.apply(6, &r).applied());
+        assert_eq!(v.leader, None);
+        assert!(v.apply(7, &acquire("lead", None)).applied());
+        assert_eq!(v.leader.clone().unwrap().epoch, 3);
+    }
+
+    #[test]
+    fn re_acquiring_ones_own_key_keeps_the_epoch_and_the_standby() {
+        let mut v = FleetView::default();
+        v.apply(1, &acquire("lead", None));
+        v.apply(
+            2,
+            &Command::SetSync {
+                member: "lead".into(),
+                epoch: 1,
+                standby: Some("backup".into()),
+            },
+        );
+        assert!(v.apply(3, &acquire("lead", Some(1))).applied());
+        assert_eq!(v.leader.clone().unwrap().epoch, 1);
+        assert_eq!(v.current_sync_standby(), Some("backup"));
+    }
+
+    proptest::proptest! {
+        /// Whatever is proposed, in whatever order: the epoch never goes
+        /// down, each epoch has one holder, and a conflict changes nothing
+        /// but the applied index.
+        #[test]
+        fn epochs_only_grow_and_each_has_one_holder(
+            ops in proptest::collection::vec((0u8..5, 0usize..3, 0u64..12, 0usize..3), 1..60)
+        ) {
+            let names = ["lead", "backup", "c1"];
+            let mut v = FleetView::default();
+            let mut holders: std::collections::BTreeMap<u64, String> = Default::default();
+            for (i, (op, m, rev, to)) in ops.into_iter().enumerate() {
+                let member = names[m].to_string();
+                let cmd = match op {
+                    0 => Command::Acquire { member, seen: (rev > 0).then_some(rev) },
+                    1 => Command::Renew { member, revision: rev },
+                    2 => Command::Handover { member, revision: rev, to: names[to].into() },
+                    3 => Command::Release { member, revision: rev },
+                    _ => Command::SetSync { member, epoch: rev, standby: Some(names[to].into()) },
+                };
+                let before = v.clone();
+                let out = v.apply(i as u64 + 1, &cmd);
+                proptest::prop_assert!(v.epoch >= before.epoch);
+                if !out.applied() {
+                    let mut b = before;
+                    b.applied = i as u64 + 1;
+                    proptest::prop_assert_eq!(&b, &v);
+                }
+                if let Some(k) = &v.leader {
+                    proptest::prop_assert_eq!(k.epoch, v.epoch);
+                    let h = holders.entry(k.epoch).or_insert_with(|| k.member.clone());
+                    proptest::prop_assert_eq!(h, &k.member);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! A group of members as the repl-managers run it: one leader key, taken
+//! and renewed by compare-and-set, surviving restarts, partitions one way
+//! and both, and a peer that never answers.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use fleet_state::{Command, Outcome};
+
+use crate::support::{peer, Group};
+
+const T: Duration = Duration::from_secs(10);
+
+fn renew(member: &str, revision: u64) -> Command {
+    Command::Renew {
+        member: member.into(),
+        revision,
+    }
+}
+
+/// Renews `member`'s key `n` times through `via`; the last revision.
+async fn renew_n(g: &Group, via: u64, member: &str, mut rev: u64, n: usize) -> u64 {
+    for _ in 0..n {
+        let out = g.node(via).propose(renew(member, rev)).await.unwrap();
+        assert!(out.applied(), "{out:?}");
+        rev = out.view().unwrap().leader.clone().unwrap().revision;
+    }
+    rev
+}
+
+fn acquire(member: &str, seen: Option<u64>) -> Command {
+    Command::Acquire {
+        member: member.into(),
+        seen,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_members_agree_on_one_leader_key_from_any_member() {
+    let g = Group::start(3).await;
+    let leader = g.wait_leader(T).await;
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    // Proposed on a member that is not the Raft leader: forwarded.
+    let out = g
+        .node(follower)
+        .propose(acquire("lead", None))
+        .await
+        .unwrap();
+    assert!(out.applied(), "{out:?}");
+    let key = out.view().unwrap().leader.clone().unwrap();
+    assert_eq!((key.member.as_str(), key.epoch), ("lead", 1));
+    // A second candidate that saw the empty key is refused: a conflict is
+    // an answer naming the holder, not an error.
+    let out = g
+        .node(leader)
+        .propose(acquire("backup", None))
+        .await
+        .unwrap();
+    assert!(matches!(&out, Outcome::Conflict { view } if view.leader_member() == Some("lead")));
+    // Renewals move the revision on; every member applies the same state.
+    let rev = renew_n(&g, follower, "lead", key.revision, 5).await;
+    let v = g.wait_converged(T).await;
+    assert_eq!(v.leader.unwrap().revision, rev);
+    // `read` is linearizable on the Raft leader and refused elsewhere.
+    assert_eq!(
+        g.node(leader)
+            .read()
+            .await
+            .unwrap()
+            .leader
+            .unwrap()
+            .revision,
+        rev
+    );
+    assert!(g.node(follower).read().await.is_err());
+    g.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn votes_log_and_state_survive_every_member_restarting() {
+    let g = Group::start(3).await;
+    let leader = g.wait_leader(T).await;
+    let out = g.node(leader).propose(acquire("lead", None)).await.unwrap();
+    let rev = out.view().unwrap().leader.clone().unwrap().revision;
+    // Enough renewals to take a snapshot and purge the log behind it.
+    let rev = renew_n(&g, leader, "lead", rev, 45).await;
+    let before = g.wait_converged(T).await;
+    for id in 1..=3 {
+        g.crash(id).await;
+    }
+    for id in 1..=3 {
+        g.open(id).await;
+    }
+    let leader = g.wait_leader(T).await;
+    // Nothing committed is lost (the new Raft leader's blank entry moves
+    // only the applied index).
+    let after = g.wait_converged(T).await;
+    assert_eq!(after.leader, before.leader);
+    assert_eq!(after.epoch, before.epoch);
+    assert!(after.applied >= before.applied);
+    // And the key still works by compare-and-set on the revision kept.
+    let out = g.node(leader).propose(renew("lead", rev)).await.unwrap();
+    assert!(out.applied(), "{out:?}");
+    g.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_isolated_raft_leader_commits_nothing_and_the_majority_moves_on() {
+    let g = Group::start(3).await;
+    let old = g.wait_leader(T).await;
+    let out = g.node(old).propose(acquire("lead", None)).await.unwrap();
+    let rev = out.view().unwrap().leader.clone().unwrap().revision;
+    g.isolate(old);
+    // The isolated leader cannot commit a renewal: no quorum acknowledges.
+    let stale = renew("lead", rev);
+    let stuck =
+        tokio::time::timeout(Duration::from_secs(2), g.node(old).propose(stale.clone())).await;
+    assert!(
+        !matches!(stuck, Ok(Ok(ref o)) if o.applied()),
+        "an isolated leader committed: {stuck:?}"
+    );
+    // The other two elect a leader and a candidate takes the key against
+    // the revision it watched.
+    let rest: Vec<u64> = (1..=3).filter(|id| *id != old).collect();
+    let new = g.wait_leader_among(&rest, T).await;
+    let out = g
+        .node(new)
+        .propose(acquire("backup", Some(rev)))
+        .await
+        .unwrap();
+    assert!(out.applied(), "{out:?}");
+    let key = out.view().unwrap().leader.clone().unwrap();
+    assert_eq!((key.member.as_str(), key.epoch), ("backup", 2));
+    // Healed, the old leader follows, and its stale renewal was never
+    // applied anywhere: everyone sees backup at epoch 2.
+    g.heal();
+    let v = g.wait_converged(T).await;
+    assert_eq!(v.leader.unwrap(), key);
+    let out = g.node(old).propose(stale).await.unwrap();
+    assert!(!out.applied());
+    g.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_way_and_black_holed_links_never_commit_without_a_quorum() {
+    let g = Group::start(3).await;
+    let leader = g.wait_leader(T).await;
+    let out = g.node(leader).propose(acquire("lead", None)).await.unwrap();
+    let rev = out.view().unwrap().leader.clone().unwrap().revision;
+    let others: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    // The followers' answers never come back (one way), and nothing they
+    // send reaches the leader: it hears no acknowledgement.
+    for f in &others {
+        g.cut(*f, leader);
+    }
+    let stuck = renew("lead", rev);
+    let r = tokio::time::timeout(Duration::from_secs(2), g.node(leader).propose(stuck)).await;
+    assert!(
+        !matches!(r, Ok(Ok(ref o)) if o.applied()),
+        "committed without acknowledgements: {r:?}"
+    );
+    g.heal();
+    g.wait_converged(T).await;
+    // A peer that never answers and sends no RST: the rest still commit.
+    let leader = g.wait_leader(T).await;
+    let silent = (1..=3).find(|id| *id != leader).unwrap();
+    g.black_hole(leader, silent);
+    g.black_hole(silent, leader);
+    let v = g.node(leader).read().await.unwrap();
+    let key = v.leader.clone().unwrap();
+    let out = g
+        .node(leader)
+        .propose(renew(&key.member, key.revision))
+        .await
+        .unwrap();
+    assert!(out.applied(), "{v:?} then {out:?}");
+    g.heal();
+    g.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn learners_follow_and_members_are_added_promoted_and_removed() {
+    let g = Group::start(4).await;
+    let leader = g.wait_leader(T).await;
+    let (voters, nodes) = g.node(leader).members();
+    assert_eq!(voters, BTreeSet::from([1, 2, 3]));
+    assert_eq!(nodes.get(&4), Some(&peer(4)));
+    // The learner applies what the voters commit.
+    g.node(leader).propose(acquire("lead", None)).await.unwrap();
+    let v = g.wait_converged(T).await;
+    assert_eq!(g.node(4).view(), v);
+    // Promote it, then take member 3 out entirely.
+    g.node(leader)
+        .set_voters(BTreeSet::from([1, 2, 3, 4]))
+        .await
+        .unwrap();
+    let leader = g.wait_leader(T).await;
+    g.node(leader).remove(3).await.unwrap();
+    let leader = g.wait_leader_among(&[1, 2, 4], T).await;
+    let (voters, nodes) = g.node(leader).members();
+    assert_eq!(voters, BTreeSet::from([1, 2, 4]));
+    assert!(!nodes.contains_key(&3));
+    // With 3 gone for good, {1, 2, 4} still commit.
+    g.crash(3).await;
+    let key = g.node(leader).view().leader.unwrap();
+    let out = g
+        .node(leader)
+        .propose(renew(&key.member, key.revision))
+        .await
+        .unwrap();
+    assert!(out.applied());
+    g.shutdown().await;
+}
