@@ -365,6 +365,26 @@ impl Validate for Config {
                 "must be at least 3 × failover.probe_interval_secs (the primary fences itself 2 probe intervals earlier)",
             ));
         }
+        // #15 finding 4: a primary cut off from every member holds its
+        // lease for up to F - 2P after its last grant, while its standby can
+        // vanish (a reset connection) at the same moment. If it degraded to
+        // asynchronous commits before the lease ran out, it would
+        // acknowledge writes the backup never got, and the backup promotes
+        // once F has passed. So the degrade must come after F. (Strict mode
+        // never degrades; without automatic failover nobody promotes.)
+        if self.automatic_failover()
+            && !r.synchronous_strict
+            && (r.sync_degrade_after_secs as f64) <= f.timeout_secs
+            && self.members.len() >= 3
+        {
+            return Err(ConfigError::new(
+                "replication.sync_degrade_after_secs",
+                format!(
+                    "must be longer than failover.timeout_secs ({} s): a primary cut off from every member must lose its lease and stop before it degrades to asynchronous commits, or the backup promotes without writes it acknowledged",
+                    f.timeout_secs
+                ),
+            ));
+        }
         for c in &f.candidates {
             if !self.members.iter().any(|m| m.name.as_str() == c) {
                 return Err(ConfigError::new(

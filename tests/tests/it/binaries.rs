@@ -470,3 +470,58 @@ async fn aurora_cli_migrates_the_primary() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains(&dead.to_string()));
 }
+
+/// #15 finding 4: a primary cut off from every member must lose its lease
+/// (and stop) before it degrades to asynchronous commits; otherwise it
+/// acknowledges writes the backup never gets, and the backup then
+/// promotes. A config where the degrade comes first is refused at load,
+/// naming the key and why; the same timing is fine where no automatic
+/// failover can follow (strict mode never degrades; failover off).
+#[test]
+fn failover_timing_that_can_lose_writes_is_refused_at_load() {
+    let base = [
+        ("AURORA_NODE__NAME", "aurora"),
+        (
+            "AURORA_MEMBERS",
+            "aurora lead 10.0.0.1:5432 http://10.0.0.1:8008,star backup 10.0.0.2:5432 http://10.0.0.2:8008,vengeance compute 10.0.0.3:5432 http://10.0.0.3:8008",
+        ),
+        ("AURORA_POSTGRES__REPLICATION_PASSWORD", "repl-password"),
+    ];
+    let check = |extra: &[(&'static str, &'static str)]| {
+        let mut env = base.to_vec();
+        env.extend_from_slice(extra);
+        let out = run("repl-manager", &["--check-config"], &env);
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    // The defaults (F = 5 s, degrade after 10 s) are safe.
+    let (code, err) = check(&[]);
+    assert_eq!(code, Some(0), "{err}");
+    // The finding's setting: F = 30 s, degrade after 10 s.
+    let unsafe_timing = [
+        ("AURORA_FAILOVER__TIMEOUT_SECS", "30"),
+        ("AURORA_REPLICATION__SYNC_DEGRADE_AFTER_SECS", "10"),
+    ];
+    let (code, err) = check(&unsafe_timing);
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("replication.sync_degrade_after_secs") && err.contains("failover.timeout_secs"),
+        "{err}"
+    );
+    // Equal is not enough either: the lease may run to F - 2P, the degrade
+    // can start at once when the standby's connection resets.
+    let (code, err) = check(&[
+        ("AURORA_FAILOVER__TIMEOUT_SECS", "10"),
+        ("AURORA_REPLICATION__SYNC_DEGRADE_AFTER_SECS", "10"),
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    for safe in [
+        ("AURORA_REPLICATION__SYNCHRONOUS_STRICT", "true"),
+        ("AURORA_FAILOVER__ENABLED", "false"),
+    ] {
+        let mut env = unsafe_timing.to_vec();
+        env.push(safe);
+        let (code, err) = check(&env);
+        assert_eq!(code, Some(0), "{safe:?}: {err}");
+    }
+}

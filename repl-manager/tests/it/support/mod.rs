@@ -128,7 +128,10 @@ impl Fleet {
             cfg.postgres.log_file = Some(pg.log_path().to_path_buf());
             cfg.postgres.start_timeout_secs = 60;
             cfg.replication.repair_after_secs = 5;
-            cfg.replication.sync_degrade_after_secs = 3;
+            // Longer than failover.timeout_secs (5 s), as validation
+            // requires (#15 finding 4); short enough that a fleet starting
+            // without its standby does not wait long.
+            cfg.replication.sync_degrade_after_secs = 6;
             cfg.replication.switchover_timeout_secs = 30;
             cfg.members = members.clone();
             (spec.tweak)(&mut cfg);
