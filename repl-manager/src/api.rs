@@ -93,6 +93,16 @@ impl Api {
             let why = format!("this node is {}", st.state);
             return check(false, st, Some(why));
         }
+        // Only a replica that streams serves reads: one that does not may
+        // be a former primary not yet rewound (its data diverged), or cut
+        // off for longer than any lag limit can say (#15).
+        if !st.streaming() {
+            let why = match st.receiver.as_ref() {
+                Some(r) => format!("not streaming from the primary (WAL receiver {})", r.status),
+                None => "not streaming from the primary (no WAL receiver)".to_string(),
+            };
+            return check(false, st, Some(why));
+        }
         let Some(limit) = limit else {
             return check(true, st, None);
         };
@@ -215,7 +225,7 @@ impl AdminApi for Api {
             }
         };
         match path {
-            "/status" | "/primary" | "/read-write" | "/leader" | "/master" | "/replica"
+            "/" | "/status" | "/primary" | "/read-write" | "/leader" | "/master" | "/replica"
             | "/read-only" | "/sync" | "/synchronous" | "/async" | "/asynchronous"
             | "/liveness" | "/readiness" | "/cluster"
                 if req.method != Method::GET =>
@@ -223,7 +233,8 @@ impl AdminApi for Api {
                 Routed::MethodNotAllowed("GET, HEAD, OPTIONS")
             }
             "/status" => Routed::Response(AdminResponse::ok(&self.mgr.status().await)),
-            "/primary" | "/read-write" | "/leader" | "/master" => {
+            // `/` too: HAProxy's default httpchk asks `/` (as Patroni).
+            "/" | "/primary" | "/read-write" | "/leader" | "/master" => {
                 let st = self.mgr.status().await;
                 // A fenced primary (no lease) acknowledges no write: a load
                 // balancer must not send writes to it (Patroni answers 503

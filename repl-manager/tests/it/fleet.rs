@@ -72,8 +72,10 @@ async fn fleet_streams_answers_health_checks_and_switches_over_without_loss() {
         );
     }
 
-    // Patroni-compatible checks, on every node.
+    // Patroni-compatible checks, on every node. `GET /` is `/primary`, as
+    // in Patroni: HAProxy's default httpchk asks `/`.
     assert_eq!(fleet.get("lead", "/primary").await.status, StatusCode::OK);
+    assert_eq!(fleet.get("lead", "/").await.status, StatusCode::OK);
     assert_eq!(
         fleet.get("lead", "/read-write").await.status,
         StatusCode::OK
@@ -87,6 +89,11 @@ async fn fleet_streams_answers_health_checks_and_switches_over_without_loss() {
             fleet.get(n, "/primary").await.status,
             StatusCode::SERVICE_UNAVAILABLE,
             "{n} /primary"
+        );
+        assert_eq!(
+            fleet.get(n, "/").await.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{n} /"
         );
         assert_eq!(
             fleet.get(n, "/replica").await.status,

@@ -178,6 +178,41 @@ async fn refusals_have_reasons_and_a_dead_postgres_is_reported() {
     c1.execute("SELECT pg_wal_replay_resume()", &[])
         .await
         .unwrap();
+
+    // #15: a replica that does not stream serves no reads. Its primary
+    // refuses its replication connection: /replica is 503 and says why
+    // (before, it answered 200 from whatever the replica last replayed, a
+    // rejoining former primary's diverged data included), and 200 again
+    // once it streams.
+    lc.batch_execute(
+        "ALTER ROLE replicator NOLOGIN;
+         SELECT pg_terminate_backend(pid) FROM pg_stat_replication WHERE application_name = 'c1'",
+    )
+    .await
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+    loop {
+        let r = fleet.get("c1", "/replica").await;
+        if r.status == StatusCode::SERVICE_UNAVAILABLE {
+            assert!(r.text().contains("not streaming"), "{}", r.text());
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "c1's /replica answered {} while it could not stream",
+            r.status
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    lc.batch_execute("ALTER ROLE replicator LOGIN")
+        .await
+        .unwrap();
+    fleet.wait_streaming("lead", &["c1"], T).await;
+    fleet
+        .wait_status("c1", T, "streaming again", |s| s.streaming())
+        .await;
+    assert_eq!(fleet.get("c1", "/replica").await.status, StatusCode::OK);
+
     // Nothing changed through all of this.
     let lead = fleet.status("lead").await.unwrap();
     assert_eq!((lead.state.as_str(), lead.epoch), ("primary", 1));
