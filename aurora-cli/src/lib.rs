@@ -179,6 +179,27 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Maintenance mode: no automatic failover, fencing, repair or restart
+    /// on any member until `resume` (kept across restarts).
+    ///
+    /// Example: aurora-cli pause
+    Pause {
+        /// Only this node.
+        #[arg(long)]
+        local: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// End maintenance mode on every member (or this node with --local).
+    ///
+    /// Example: aurora-cli resume
+    Resume {
+        /// Only this node.
+        #[arg(long)]
+        local: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Pull images and recreate changed services one at a time, each
     /// waiting for its health check; roll back if one fails. With SERVICE
     /// and --image, move that one service to a new image (no pull: the image
@@ -382,6 +403,8 @@ async fn dispatch(cli: Cli) -> CliResult {
             let wait = (!no_wait).then(|| std::time::Duration::from_secs(wait_secs));
             replication::switchover(&load()?, &to, yes, force, wait, json).await
         }
+        Command::Pause { local, json } => replication::pause(&load()?, true, local, json).await,
+        Command::Resume { local, json } => replication::pause(&load()?, false, local, json).await,
         Command::SyncAssets { no_wait, json } => assets::sync_assets(&load()?, no_wait, json).await,
         Command::Logs {
             service,

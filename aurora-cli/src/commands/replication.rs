@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use aurora_api::repl::{
     ClusterMember, ClusterView, DemoteRequest, FailoverView, NodeState, NodeStatus, OpReport,
-    PromoteRequest, SwitchoverRequest, SyncMode,
+    PauseReport, PauseRequest, PromoteRequest, SwitchoverRequest, SyncMode,
 };
 use hyper::StatusCode;
 
@@ -404,6 +404,63 @@ pub async fn promote(config: &NodeConfig, yes: bool, force: bool, as_json: bool)
     .await?;
     drop(progress);
     report("promote", answer, started.elapsed(), as_json)
+}
+
+/// `pause` / `resume`: maintenance mode on every member (or this one with
+/// `local`): no failover, no fencing, no repair, no restarts. Exit 1 when a
+/// member could not be told, naming it: a pause only some members know of
+/// is not a pause.
+pub async fn pause(config: &NodeConfig, paused: bool, local: bool, as_json: bool) -> CliResult {
+    let api = Api::new(config);
+    let word = if paused { "paused" } else { "resumed" };
+    let answer = api
+        .post(
+            Sidecar::ReplManager,
+            "/pause",
+            &PauseRequest { paused, local },
+            OP_TIMEOUT,
+        )
+        .await?;
+    if !answer.status.is_success() {
+        return Err(CliError::failed(format!(
+            "{} refused ({}): {}",
+            if paused { "pause" } else { "resume" },
+            answer.status,
+            reason(&answer.body)
+        )));
+    }
+    let r: PauseReport = answer.read("/pause")?;
+    let missed: Vec<String> = r
+        .members
+        .iter()
+        .filter(|m| m.paused != Some(paused))
+        .map(|m| match &m.error {
+            Some(e) => format!("{} ({e})", m.node),
+            None => m.node.clone(),
+        })
+        .collect();
+    if as_json {
+        output::print_json(&r);
+    } else {
+        for m in &r.members {
+            match (m.paused, &m.error) {
+                (Some(p), _) => outln!("{}: {}", m.node, if p { "paused" } else { "running" }),
+                (None, Some(e)) => outln!("{}: not told: {e}", m.node),
+                (None, None) => outln!("{}: no answer", m.node),
+            }
+        }
+    }
+    if missed.is_empty() {
+        if !as_json && !local && paused {
+            outln!("automatic failover is off until `aurora-cli resume`");
+        }
+        Ok(())
+    } else {
+        Err(CliError::failed(format!(
+            "not {word} on {}: run it again once they answer",
+            missed.join(", ")
+        )))
+    }
 }
 
 pub async fn demote(config: &NodeConfig, to: Option<&str>, yes: bool, as_json: bool) -> CliResult {

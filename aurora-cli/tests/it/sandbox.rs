@@ -609,6 +609,30 @@ async fn the_cli_runs_a_sandbox_fleet() {
         on(&sb, "aurora", &["switchover", "--to", "aurora", "--yes"]).pipe_ok_or_already(),
         "back to aurora",
     );
+    // pause / resume from any node: every member is told, and says so.
+    let paused = |v: &Value| -> Vec<bool> {
+        v["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["failover"]["paused"].as_bool().unwrap_or(false))
+            .collect()
+    };
+    let r = ok(on(&sb, "vengeance", &["pause", "--json"]), "pause").json();
+    let told: Vec<(String, bool)> = r["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["node"].as_str().unwrap().to_string(), m["paused"] == true))
+        .collect();
+    assert_eq!(told.len(), 3, "{r}");
+    assert!(told.iter().all(|(_, p)| *p), "{r}");
+    let db = ok(on(&sb, "aurora", &["sync-db", "--json"]), "sync-db").json();
+    assert_eq!(paused(&db), vec![true; 3], "{db}");
+    let r = ok(on(&sb, "star", &["resume"]), "resume");
+    assert!(r.stdout.contains("aurora: running"), "{}", r.stdout);
+    let db = ok(on(&sb, "aurora", &["sync-db", "--json"]), "sync-db").json();
+    assert_eq!(paused(&db), vec![false; 3], "{db}");
     assert_eq!(
         query_one(&lead_dsn, "SELECT note FROM ledger WHERE id = 1")
             .await
