@@ -491,7 +491,10 @@ fn failover_timing_that_can_lose_writes_is_refused_at_load() {
         let mut env = base.to_vec();
         env.extend_from_slice(extra);
         let out = run("repl-manager", &["--check-config"], &env);
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     // The defaults (F = 5 s, degrade after 10 s) are safe.
     let (code, err) = check(&[]);
@@ -505,7 +508,8 @@ fn failover_timing_that_can_lose_writes_is_refused_at_load() {
     assert_eq!(code, Some(2), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(
-        err.contains("replication.sync_degrade_after_secs") && err.contains("failover.timeout_secs"),
+        err.contains("replication.sync_degrade_after_secs")
+            && err.contains("failover.timeout_secs"),
         "{err}"
     );
     // Equal is not enough either: the lease may run to F - 2P, the degrade
