@@ -287,6 +287,23 @@ impl FleetState {
         }
     }
 
+    /// `POST /fleet/raft` on the admin server (which has checked the admin
+    /// token before routing): the body is a [`Message`]; a body that is not
+    /// one is answered 400 with the reason and changes nothing.
+    pub async fn handle_http(
+        &self,
+        req: &sidecar_kit::admin::AdminRequest,
+    ) -> sidecar_kit::admin::AdminResponse {
+        use sidecar_kit::admin::AdminResponse;
+        match serde_json::from_slice::<Message>(&req.body) {
+            Ok(msg) => AdminResponse::ok(&self.serve(msg).await),
+            Err(e) => AdminResponse::error(
+                hyper::StatusCode::BAD_REQUEST,
+                format!("not a fleet-state message: {e}"),
+            ),
+        }
+    }
+
     /// Stops the Raft node (its store stays for the next open).
     pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;

@@ -23,9 +23,12 @@ use sidecar_kit::Secret;
 use crate::model::{Command, Outcome};
 use crate::{NodeId, Peer, TypeConfig};
 
-/// A message from one member to another.
+/// A message from one member to another. Externally tagged (`{"append":
+/// {...}}`): an internally tagged enum is buffered before it is decoded,
+/// and that loses the integer keys of openraft's membership maps (JSON
+/// writes them as strings), which the HTTP test caught.
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "rpc", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Message {
     Append(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<NodeId>),
@@ -36,7 +39,7 @@ pub enum Message {
 
 /// The answer to a [`Message`].
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "rpc", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Reply {
     Append(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
     Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),

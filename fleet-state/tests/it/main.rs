@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is a test failure
 
 mod cluster;
+mod http;
 mod simulation;
 mod storage;
 mod support;
