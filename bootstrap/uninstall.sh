@@ -77,7 +77,11 @@ aurora_uninstall() {
       [ -n "$path" ] || continue
       case "$path" in /*) ;; *) continue ;; esac
       if [ -L "$path" ] || [ -f "$path" ]; then act rm -f "$path"; fi
-      rmdir "$(dirname "$path")" 2>/dev/null || true
+      # Only a directory of ours (/etc/aurora), never a system one such as
+      # /usr/local/bin, even when it is left empty.
+      case "$(dirname "$path")" in
+        *aurora*) [ -n "$dry_run" ] || rmdir "$(dirname "$path")" 2>/dev/null || true ;;
+      esac
     done < "$prefix/.installed"
   fi
   act rm -rf "$prefix/compose" "$prefix/bin" "$prefix/bootstrap" "$prefix/.installed"

@@ -230,6 +230,9 @@ value() { sed -n "s/^$1=//p" "$2"; }
   run "$PREFIX/bootstrap/uninstall.sh" --prefix "$PREFIX"
   [ "$status" -eq 0 ] || { echo "$output"; false; }
   [ ! -e "$BIN/aurora-cli" ] && [ ! -e "$ETC/node.toml" ] && [ ! -e "$PREFIX/compose" ] && [ ! -e "$PREFIX/bootstrap" ]
+  # Our config directory goes; the bin directory, a system one, stays even
+  # when empty.
+  [ ! -e "$ETC" ] && [ -d "$BIN" ]
   [ -s "$PREFIX/state/secrets/fleet.env" ]
   grep -qx "compose --env-file $PREFIX/state/node.env down --remove-orphans" "$DOCKER_LOG"
   # Containers outside the node's profiles go too; volumes stay.
