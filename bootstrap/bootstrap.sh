@@ -310,7 +310,10 @@ aurora_bootstrap() {
       if [ -n "$dry_run" ]; then
         printf '[dry-run] download %s\n' "$bundle"; src=""
       else
-        tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+        tmp=$(mktemp -d)
+        # Expanded now: the function's locals are gone when EXIT runs.
+        # shellcheck disable=SC2064
+        trap "rm -rf '$tmp'" EXIT
         step "downloading $bundle"
         curl -fsSL "$bundle" -o "$tmp/bundle.tar.gz" \
           || die "cannot download the release $bundle: check the network, or pass --bundle with a downloaded copy"
@@ -319,7 +322,9 @@ aurora_bootstrap() {
       fi ;;
     *.tar.gz|*.tgz)
       [ -r "$bundle" ] || usage_error "--bundle: cannot read $bundle"
-      tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+      tmp=$(mktemp -d)
+      # shellcheck disable=SC2064 # expanded now, as above
+      trap "rm -rf '$tmp'" EXIT
       tar -xzf "$bundle" -C "$tmp" || die "the release archive $bundle is damaged: download it again"
       src=$(find "$tmp" -mindepth 1 -maxdepth 1 -type d | head -n 1) ;;
     *) src=$bundle ;;

@@ -285,3 +285,22 @@ value() { sed -n "s/^$1=//p" "$2"; }
   [ ! -e "$T/opt" ]
   [ ! -s "$DOCKER_LOG" ]
 }
+
+@test "a release archive installs like a directory and leaves no temporary files" {
+  tar -czf "$T/release.tar.gz" -C "$T" bundle
+  mkdir -p "$T/tmpdir"
+  # shellcheck disable=SC2046
+  TMPDIR=$T/tmpdir run bash "$REPO/bootstrap/bootstrap.sh" $(install_args | sed "s|$T/bundle|$T/release.tar.gz|") \
+    --name aurora --role lead
+  [ "$status" -eq 0 ] || { echo "$output"; false; }
+  [ -x "$PREFIX/bin/aurora-cli" ] && [ -f "$PREFIX/compose/compose.yaml" ]
+  [ -z "$(ls -A "$T/tmpdir")" ] || { ls -la "$T/tmpdir"; false; }
+  # A damaged archive is refused, naming it, before anything is written.
+  rm -rf "$T/opt" "$T/etc" "$T/usr"
+  head -c 100 "$T/release.tar.gz" > "$T/broken.tar.gz"
+  # shellcheck disable=SC2046
+  run bash "$REPO/bootstrap/bootstrap.sh" $(install_args | sed "s|$T/bundle|$T/broken.tar.gz|") --name aurora --role lead
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"the release archive $T/broken.tar.gz is damaged"* ]]
+  [ ! -e "$T/opt" ]
+}
