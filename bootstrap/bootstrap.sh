@@ -51,7 +51,7 @@ aurora_bootstrap() {
 
   local started=$SECONDS
   local name=${INSTALL_AURORA_NAME:-} role=${INSTALL_AURORA_ROLE:-} vpn_ip=${INSTALL_AURORA_VPN_IP:-}
-  local vpn_network=${INSTALL_AURORA_VPN_NETWORK:-10.0.0.0/24} zone=${INSTALL_AURORA_ZONE:-aurora.internal}
+  local vpn_network=${INSTALL_AURORA_VPN_NETWORK:-} zone=${INSTALL_AURORA_ZONE:-}
   local members=${INSTALL_AURORA_MEMBERS:-} fleet_env=${INSTALL_AURORA_FLEET_ENV:-}
   local wg_endpoint=${INSTALL_AURORA_WG_ENDPOINT:-} wg_peers=${INSTALL_AURORA_WG_PEERS:-}
   local prefix=${INSTALL_AURORA_PREFIX:-/opt/aurora} etc_dir=${INSTALL_AURORA_ETC_DIR:-/etc/aurora}
@@ -115,6 +115,28 @@ aurora_bootstrap() {
     esac
   done
   case "$non_interactive" in ""|0|false|no) non_interactive="" ;; *) non_interactive=1 ;; esac
+  case "$prefix" in /*) ;; *) usage_error "--prefix: '$prefix' must be an absolute path" ;; esac
+
+  # A rerun starts from the answers of the install before it (what was
+  # not given again is kept: the members, the ports, the images), so
+  # `bootstrap.sh --rotate-credentials` alone is safe. Read as data, never
+  # sourced.
+  local answers=$prefix/state/install.env
+  local previous_sets=()
+  if [ -r "$answers" ]; then
+    earlier() { sed -n "s/^$1=//p" "$answers" | tail -n 1; }
+    [ -n "$name" ] || name=$(earlier NAME)
+    [ -n "$role" ] || role=$(earlier ROLE)
+    [ -n "$vpn_ip" ] || vpn_ip=$(earlier VPN_IP)
+    [ -n "$vpn_network" ] || vpn_network=$(earlier VPN_NETWORK)
+    [ -n "$zone" ] || zone=$(earlier ZONE)
+    [ -n "$members" ] || members=$(earlier MEMBERS)
+    [ -n "$wg_endpoint" ] || wg_endpoint=$(earlier WG_ENDPOINT)
+    [ -n "$services" ] || services=$(earlier SERVICES)
+    while IFS= read -r line; do previous_sets+=("$line"); done < <(sed -n 's/^SET=//p' "$answers")
+  fi
+  vpn_network=${vpn_network:-10.0.0.0/24}
+  zone=${zone:-aurora.internal}
   case "$dry_run" in ""|0|false|no) dry_run="" ;; *) dry_run=1 ;; esac
   case "$skip_install" in ""|0|false|no) skip_install="" ;; *) skip_install=1 ;; esac
 
@@ -226,7 +248,6 @@ aurora_bootstrap() {
   if [ -n "$image_env" ] && grep -qvE '^(#.*|AURORA_IMAGE_[A-Z0-9_]+=[^[:space:]]+|)$' "$image_env"; then
     usage_error "--image-env: $image_env holds lines that are not AURORA_IMAGE_NAME=image:tag"
   fi
-  case "$prefix" in /*) ;; *) usage_error "--prefix: '$prefix' must be an absolute path" ;; esac
   case "$etc_dir" in /*) ;; *) usage_error "--etc-dir: '$etc_dir' must be an absolute path" ;; esac
   case "$bin_dir" in /*) ;; *) usage_error "--bin-dir: '$bin_dir' must be an absolute path" ;; esac
   [ -n "$members" ] || members="$name $role $vpn_ip"
@@ -372,20 +393,40 @@ aurora_bootstrap() {
   fi
   local init=(--state-dir "$state" --name "$name" --role "$role" --vpn-ip "$vpn_ip"
     --members "$members" --zone "$zone" --vpn-network "$vpn_network")
-  [ -n "$compose_file_set" ] || init+=(--set "COMPOSE_FILE=$prefix/compose/compose.yaml")
-  for kv in "${sets[@]+"${sets[@]}"}"; do init+=(--set "$kv"); done
+  local node_sets=()
+  if [ ${#sets[@]} -eq 0 ] && [ -z "$image_env" ] && [ ${#previous_sets[@]} -gt 0 ]; then
+    node_sets=("${previous_sets[@]}")
+  else
+    [ -n "$compose_file_set" ] || node_sets+=("COMPOSE_FILE=$prefix/compose/compose.yaml")
+    node_sets+=("${sets[@]+"${sets[@]}"}")
+    if [ -n "$image_env" ]; then
+      while IFS= read -r line; do
+        case "$line" in AURORA_IMAGE_*=*) node_sets+=("$line") ;; esac
+      done < "$image_env"
+    fi
+  fi
+  for kv in "${node_sets[@]}"; do init+=(--set "$kv"); done
   [ -z "$fleet_env" ] || init+=(--fleet-env "$fleet_env")
   [ -z "$wg_endpoint" ] || init+=(--wg-endpoint "$wg_endpoint")
   [ -z "$wg_peers" ] || init+=(--wg-peers "$wg_peers")
-  if [ -n "$image_env" ]; then
-    while IFS= read -r line; do
-      case "$line" in AURORA_IMAGE_*=*) init+=(--set "$line") ;; esac
-    done < "$image_env"
-  fi
   step "writing the node's state and secrets under $state"
   local before=""
   [ ! -d "$state/env" ] || before=$(cd "$state/env" && cksum ./*.env 2>/dev/null || true)
   act "$prefix/compose/node-init.sh" "${init[@]}" >&2
+  if [ -z "$dry_run" ]; then
+    {
+      echo "# bootstrap.sh's answers for this node: a rerun starts from them."
+      echo "NAME=$name"
+      echo "ROLE=$role"
+      echo "VPN_IP=$vpn_ip"
+      echo "VPN_NETWORK=$vpn_network"
+      echo "ZONE=$zone"
+      echo "MEMBERS=$members"
+      echo "WG_ENDPOINT=$wg_endpoint"
+      echo "SERVICES=$services"
+      for kv in "${node_sets[@]}"; do echo "SET=$kv"; done
+    } > "$answers.tmp" && mv -f "$answers.tmp" "$answers"
+  fi
   if [ -n "$rotate" ] && [ -z "$dry_run" ]; then
     local after changed
     after=$(cd "$state/env" && cksum ./*.env)

@@ -304,3 +304,29 @@ value() { sed -n "s/^$1=//p" "$2"; }
   [[ "$output" == *"the release archive $T/broken.tar.gz is damaged"* ]]
   [ ! -e "$T/opt" ]
 }
+
+@test "a rerun with no answers keeps the install's: members, ports and images survive a bare --rotate-credentials" {
+  printf 'AURORA_IMAGE_ASSET_SYNC=aurora-local/asset-sync:test\n' > "$T/images.env"
+  run lead --members "aurora lead 10.0.0.1,star backup 10.0.0.2" --set AURORA_PORT_POSTGRES=15432 \
+    --image-env "$T/images.env"
+  [ "$status" -eq 0 ] || { echo "$output"; false; }
+  local env_before repl_before redis_before
+  env_before=$(cat "$PREFIX/state/node.env")
+  repl_before=$(cat "$PREFIX/state/config/repl-manager.toml")
+  redis_before=$(value REDIS_PASSWORD "$PREFIX/state/secrets/node.env")
+  grep -q "star" "$PREFIX/state/config/repl-manager.toml"
+  # Nothing but where it is installed, and what to do.
+  run bash "$REPO/bootstrap/bootstrap.sh" --non-interactive --prefix "$PREFIX" --etc-dir "$ETC" \
+    --bin-dir "$BIN" --bundle "$T/bundle" --rotate-credentials
+  [ "$status" -eq 0 ] || { echo "$output"; false; }
+  [ "$(cat "$PREFIX/state/node.env")" = "$env_before" ] || diff <(echo "$env_before") "$PREFIX/state/node.env"
+  [ "$(cat "$PREFIX/state/config/repl-manager.toml")" = "$repl_before" ]
+  grep -qx "AURORA_PORT_POSTGRES=15432" "$PREFIX/state/node.env"
+  grep -qx "AURORA_IMAGE_ASSET_SYNC=aurora-local/asset-sync:test" "$PREFIX/state/node.env"
+  [ "$(value REDIS_PASSWORD "$PREFIX/state/secrets/node.env")" != "$redis_before" ]
+  # An answer given again wins over the kept one.
+  run bash "$REPO/bootstrap/bootstrap.sh" --non-interactive --prefix "$PREFIX" --etc-dir "$ETC" \
+    --bin-dir "$BIN" --bundle "$T/bundle" --members "aurora lead 10.0.0.1"
+  [ "$status" -eq 0 ] || { echo "$output"; false; }
+  ! grep -q "star" "$PREFIX/state/config/repl-manager.toml"
+}
