@@ -758,25 +758,10 @@ async fn wait_rejoined(node: &NodeEntry, timeout: Duration) -> CliResult {
                 last.receiver.as_ref().map_or("none", |r| r.status.as_str()),
                 last.last_error.as_deref().unwrap_or("none"),
                 node.logs().join("repl-manager.log").display(),
-                log_tail(&node.logs().join("repl-manager.log"), 20),
-                log_tail(&node.logs().join("postgres.log"), 20),
+                local_fleet::error::log_tail(&node.logs().join("repl-manager.log"), 20),
+                local_fleet::error::log_tail(&node.logs().join("postgres.log"), 20),
             ))
         })
-}
-
-/// The last `n` lines of a log file, indented; what is missing says so.
-fn log_tail(path: &std::path::Path, n: usize) -> String {
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let lines: Vec<&str> = text.lines().collect();
-            lines[lines.len().saturating_sub(n)..]
-                .iter()
-                .map(|l| format!("  {l}"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        }
-        Err(e) => format!("  ({}: {e})", path.display()),
-    }
 }
 
 /// A repl-manager `/status` of a node that is back in the fleet.
@@ -1080,21 +1065,5 @@ mod tests {
             json!({"state": "replica", "receiver": {"status": "startup"}})
         ));
         assert!(!back(json!({})));
-    }
-}
-
-#[cfg(test)]
-mod log_tail_tests {
-    #![allow(clippy::unwrap_used)]
-
-    #[test]
-    fn the_last_lines_of_a_log_or_why_there_are_none() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("x.log");
-        std::fs::write(&f, "one\ntwo\nthree\n").unwrap();
-        assert_eq!(super::log_tail(&f, 2), "  two\n  three");
-        assert_eq!(super::log_tail(&f, 10), "  one\n  two\n  three");
-        let missing = super::log_tail(&dir.path().join("nope.log"), 3);
-        assert!(missing.contains("nope.log"), "{missing}");
     }
 }

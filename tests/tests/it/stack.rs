@@ -884,10 +884,13 @@ async fn up(node: &Node) {
 }
 
 async fn pg(node: &Node) -> Result<tokio_postgres::Client, String> {
-    let dsn = format!(
-        "host=127.0.0.1 port={} user=postgres dbname=postgres password={}",
-        node.ports["postgres"], node.secrets["POSTGRES_PASSWORD"]
-    );
+    pg_at(node.ports["postgres"], &node.secrets["POSTGRES_PASSWORD"]).await
+}
+
+/// The superuser's connection to a node's published PostgreSQL port.
+async fn pg_at(port: u16, password: &str) -> Result<tokio_postgres::Client, String> {
+    let dsn =
+        format!("host=127.0.0.1 port={port} user=postgres dbname=postgres password={password}");
     let target = cluster_db::DbTarget::parse(&dsn).map_err(|e| e.to_string())?;
     cluster_db::connect(&target, Duration::from_secs(5))
         .await
@@ -1369,15 +1372,7 @@ impl Installed {
     }
 
     async fn pg(&self) -> Result<tokio_postgres::Client, String> {
-        let dsn = format!(
-            "host=127.0.0.1 port={} user=postgres dbname=postgres password={}",
-            self.ports["postgres"],
-            self.secret("POSTGRES_PASSWORD")
-        );
-        let target = cluster_db::DbTarget::parse(&dsn).map_err(|e| e.to_string())?;
-        cluster_db::connect(&target, Duration::from_secs(5))
-            .await
-            .map_err(|e| e.to_string())
+        pg_at(self.ports["postgres"], &self.secret("POSTGRES_PASSWORD")).await
     }
 }
 
@@ -1671,37 +1666,22 @@ async fn the_installer_brings_up_a_fleet_joined_by_hand_long_tier() {
             &format!("uninstall.sh for {}", n.name),
         )
         .await;
-        let left = run(
-            Command::new("docker").args([
-                "ps",
-                "-aq",
-                "--filter",
-                &format!("label=com.docker.compose.project={project}"),
-            ]),
-            "docker ps",
-        )
-        .await;
-        assert!(
-            left.trim().is_empty(),
-            "{}'s containers survived uninstall: {left}",
-            n.name
-        );
-        let left = run(
-            Command::new("docker").args([
-                "volume",
-                "ls",
-                "-q",
-                "--filter",
-                &format!("label=com.docker.compose.project={project}"),
-            ]),
-            "docker volume ls",
-        )
-        .await;
-        assert!(
-            left.trim().is_empty(),
-            "{}'s volumes survived uninstall --purge: {left}",
-            n.name
-        );
+        for (what, list) in [("containers", ["ps", "-a"]), ("volumes", ["volume", "ls"])] {
+            let left = run(
+                Command::new("docker").args(list).args([
+                    "-q",
+                    "--filter",
+                    &format!("label=com.docker.compose.project={project}"),
+                ]),
+                "docker",
+            )
+            .await;
+            assert!(
+                left.trim().is_empty(),
+                "{}'s {what} survived uninstall --purge: {left}",
+                n.name
+            );
+        }
         assert!(!n.prefix().exists());
         n.passed = true;
     }
