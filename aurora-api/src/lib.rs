@@ -24,6 +24,7 @@
 
 pub mod assets;
 pub mod dns;
+pub mod join;
 pub mod lsn;
 pub mod monitor;
 pub mod repl;

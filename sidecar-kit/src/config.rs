@@ -34,6 +34,8 @@ pub const TOOL_VARIABLES: &[&str] = &[
     // aurora-cli: the sandbox's directory, `migrate`'s connection string.
     "AURORA_SANDBOX_DIR",
     "AURORA_DSN",
+    // aurora-cli join's token (a secret better kept out of argv).
+    "AURORA_JOIN_TOKEN",
     // Where the sandbox and the tests find this workspace's binaries, and
     // the commit a build reports (read by sidecar-kit's build script).
     "AURORA_BIN_DIR",
@@ -44,6 +46,7 @@ pub const TOOL_VARIABLES: &[&str] = &[
     "AURORA_VPN_IP",
     "AURORA_PROJECT",
     "AURORA_WG_BIND",
+    "AURORA_JOIN_BIND",
     "AURORA_WG_PORT",
     "AURORA_HOST_ROOT",
     "AURORA_HOST_ROOT_PROPAGATION",

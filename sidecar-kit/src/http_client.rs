@@ -93,6 +93,68 @@ pub struct HttpClient {
     timeout: Duration,
 }
 
+fn provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
+    std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// SHA-256 of a certificate's DER encoding: what [`HttpClient::pinned`]
+/// compares.
+pub fn certificate_fingerprint(der: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(der).into()
+}
+
+/// The verifier behind [`HttpClient::pinned`].
+#[derive(Debug)]
+struct Pinned {
+    fingerprint: [u8; 32],
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl rustls::client::danger::ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls_pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let got = certificate_fingerprint(end_entity);
+        if got == self.fingerprint {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(format!(
+                "the server's certificate (SHA-256 {}) is not the pinned one ({}): refusing to talk to it",
+                aurora_api::join::to_hex(&got),
+                aurora_api::join::to_hex(&self.fingerprint)
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
 /// Why an HTTPS client could not be built (a bad CA file).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -151,12 +213,36 @@ impl HttpClient {
                 )));
             }
         }
-        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
+        let tls = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsSetupError(e.to_string()))?
             .with_root_certificates(roots)
             .with_no_client_auth();
+        Ok(Self::over_tls(timeout, tls))
+    }
+
+    /// A client that accepts exactly one server certificate, the one whose
+    /// DER encoding hashes (SHA-256) to `fingerprint`, whatever its name or
+    /// issuer: a join token pins the fleet's join certificate this way. Any
+    /// other certificate fails the handshake, before a byte of the request
+    /// is sent. The server must still prove it holds the certificate's key
+    /// (the handshake signature is verified as usual).
+    pub fn pinned(timeout: Duration, fingerprint: [u8; 32]) -> Result<Self, TlsSetupError> {
+        let provider = provider();
+        let verifier = Pinned {
+            fingerprint,
+            algorithms: provider.signature_verification_algorithms,
+        };
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsSetupError(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(std::sync::Arc::new(verifier))
+            .with_no_client_auth();
+        Ok(Self::over_tls(timeout, tls))
+    }
+
+    fn over_tls(timeout: Duration, tls: rustls::ClientConfig) -> Self {
         let mut http = http_connector(timeout);
         http.enforce_http(false);
         let https = hyper_rustls::HttpsConnectorBuilder::new()
@@ -167,10 +253,10 @@ impl HttpClient {
         let inner = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(https);
-        Ok(Self {
+        Self {
             inner: Inner::Tls(inner),
             timeout,
-        })
+        }
     }
 
     pub fn timeout(&self) -> Duration {
