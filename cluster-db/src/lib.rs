@@ -14,6 +14,7 @@
 pub mod connect;
 pub mod dsn;
 pub mod error;
+pub mod join;
 pub mod migrate;
 pub mod model;
 pub mod queries;

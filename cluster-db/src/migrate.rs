@@ -39,6 +39,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "health_down_marks",
         sql: include_str!("../migrations/0003_health_down_marks.sql"),
     },
+    Migration {
+        version: 4,
+        name: "join_tokens",
+        sql: include_str!("../migrations/0004_join_tokens.sql"),
+    },
 ];
 
 /// Advisory lock key for the migrator ("aurora" in ASCII).
