@@ -27,7 +27,18 @@ pub(crate) struct Api {
     pub(crate) state: Arc<State>,
     pub(crate) fleet: FleetCache,
     pub(crate) dbs: Arc<db::Databases>,
+    /// Set when this node serves the join endpoint.
+    pub(crate) join: Option<JoinInfo>,
 }
+
+/// What a token carries about the join endpoint.
+pub(crate) struct JoinInfo {
+    pub(crate) fingerprint: [u8; 32],
+    pub(crate) endpoint: String,
+}
+
+/// Default lifetime of a join token.
+const TOKEN_TTL_SECS: u64 = 3600;
 
 /// How long one read of the fleet answers `/cluster` requests.
 const FLEET_CACHE_FOR: Duration = Duration::from_secs(1);
@@ -101,6 +112,12 @@ impl AdminApi for Api {
 
     async fn handle(&self, req: AdminRequest) -> Routed {
         let path = req.path.as_str();
+        if path == aurora_api::join::TOKENS_PATH {
+            if req.method != Method::POST {
+                return Routed::MethodNotAllowed("POST");
+            }
+            return self.issue_token(&req).await.into();
+        }
         if !matches!(path, "/cluster" | "/cluster/health") {
             return Routed::NotFound;
         }
@@ -134,5 +151,79 @@ impl AdminApi for Api {
             },
         )
         .into()
+    }
+}
+
+impl Api {
+    /// `POST /join/tokens` (the admin token was checked): a new one-use
+    /// join token. Only its id and the SHA-256 of its secret are stored.
+    async fn issue_token(&self, req: &AdminRequest) -> AdminResponse {
+        use aurora_api::join::{IssuedToken, JoinToken, TokenRequest};
+        let Some(join) = &self.join else {
+            return AdminResponse::error(
+                StatusCode::CONFLICT,
+                "this node does not serve the join endpoint (join.listen is unset); create tokens on the lead or the backup",
+            );
+        };
+        let asked: TokenRequest = match req.json() {
+            Ok(t) => t,
+            Err(e) => return e,
+        };
+        let ttl = asked.ttl_secs.unwrap_or(TOKEN_TTL_SECS);
+        let role = match &asked.role {
+            None => None,
+            Some(r) => match r.as_str().parse::<cluster_db::Role>() {
+                Ok(role) => Some(role),
+                Err(e) => {
+                    return AdminResponse::error(StatusCode::BAD_REQUEST, format!("role: {e}"))
+                }
+            },
+        };
+        let mut id = [0u8; 8];
+        let mut secret = [0u8; 32];
+        if let Err(e) = getrandom::fill(&mut id).and_then(|()| getrandom::fill(&mut secret)) {
+            return AdminResponse::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("no randomness from the kernel: {e}"),
+            );
+        }
+        let token = JoinToken {
+            fingerprint: join.fingerprint,
+            id: aurora_api::join::to_hex(&id),
+            secret: aurora_api::join::to_hex(&secret),
+            endpoint: join.endpoint.clone(),
+        };
+        let hash = {
+            use sha2::Digest;
+            aurora_api::join::to_hex(&sha2::Sha256::digest(token.secret.as_bytes()))
+        };
+        let id = token.id.clone();
+        let stored = self
+            .dbs
+            .report
+            .with(
+                |c| async move { cluster_db::join::create_token(&c, &id, &hash, role, ttl).await },
+            )
+            .await;
+        match stored {
+            Ok(expires_at) => {
+                tracing::info!(token = %token.id, ttl, role = ?role, "join token issued");
+                AdminResponse::ok(&IssuedToken {
+                    token: token.expose(),
+                    id: token.id.clone(),
+                    expires_at,
+                    endpoint: token.endpoint.clone(),
+                    fingerprint: aurora_api::join::to_hex(&token.fingerprint),
+                    role: role.map(|r| r.as_str().into()),
+                })
+            }
+            Err(e @ cluster_db::DbError::Invalid { .. }) => {
+                AdminResponse::error(StatusCode::BAD_REQUEST, e.to_string())
+            }
+            Err(e) => AdminResponse::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("cannot store the token on the primary: {e}"),
+            ),
+        }
     }
 }

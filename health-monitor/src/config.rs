@@ -1,7 +1,7 @@
 //! health-monitor's configuration.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use cluster_db::{Dsn, Role};
@@ -23,6 +23,44 @@ pub struct Config {
     pub wireguard: WireguardConfig,
     pub prometheus: PrometheusSdConfig,
     pub alerts: AlertsConfig,
+    pub join: JoinConfig,
+}
+
+/// The join endpoint (see `join`), on the lead and the backup.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinConfig {
+    /// Where the TLS join endpoint listens (the node's public address: a
+    /// joining node is not in the VPN yet); unset = not served.
+    pub listen: Option<SocketAddr>,
+    /// `host:port` new nodes reach it at, written into every token.
+    pub public_endpoint: Option<String>,
+    /// The fleet's join certificate and key (PEM). Made, self-signed, when
+    /// both are missing (the lead's first start); a backup receives the
+    /// lead's when it joins, so a token works against either.
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// The fleet secrets (`fleet.env`) handed to joining nodes, each the
+    /// subset its role needs.
+    pub secrets_file: Option<PathBuf>,
+    /// The cluster zone, told to joining nodes.
+    pub zone: String,
+    /// Join attempts one source address may make per minute.
+    pub attempts_per_minute: u32,
+}
+
+impl Default for JoinConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            public_endpoint: None,
+            cert_file: PathBuf::from("/var/lib/aurora/join/join.crt"),
+            key_file: PathBuf::from("/var/lib/aurora/join/join.key"),
+            secrets_file: None,
+            zone: "aurora.internal".into(),
+            attempts_per_minute: 10,
+        }
+    }
 }
 
 /// Prometheus file-based discovery from the registry (see `prometheus_sd`).
@@ -268,6 +306,7 @@ impl Default for Config {
             wireguard: WireguardConfig::default(),
             prometheus: PrometheusSdConfig::default(),
             alerts: AlertsConfig::default(),
+            join: JoinConfig::default(),
         }
     }
 }
@@ -380,6 +419,36 @@ impl Validate for Config {
             return Err(ConfigError::new(
                 "alerts.timeout_secs",
                 "must be at least 1",
+            ));
+        }
+        let j = &self.join;
+        if j.listen.is_some() {
+            if j.secrets_file.is_none() {
+                return Err(ConfigError::new(
+                    "join.secrets_file",
+                    "is required when join.listen is set (joining nodes receive the fleet secrets from it)",
+                ));
+            }
+            if j.attempts_per_minute == 0 {
+                return Err(ConfigError::new(
+                    "join.attempts_per_minute",
+                    "must be at least 1",
+                ));
+            }
+        }
+        if let Some(ep) = &j.public_endpoint {
+            cluster_db::model::validate_endpoint(ep)
+                .map_err(|e| ConfigError::new("join.public_endpoint", e.to_string()))?;
+        }
+        if j.zone.is_empty()
+            || j.zone.len() > 253
+            || j.zone
+                .split('.')
+                .any(|l| cluster_db::model::validate_label(l).is_err())
+        {
+            return Err(ConfigError::new(
+                "join.zone",
+                format!("{:?} is not a DNS name", j.zone),
             ));
         }
         if let Some(u) = &c.repl_manager {

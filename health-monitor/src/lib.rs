@@ -13,6 +13,7 @@ pub mod config;
 pub mod db;
 pub mod fleet;
 pub mod gpu;
+pub mod join;
 mod metrics;
 pub mod prometheus_sd;
 mod round;
@@ -75,12 +76,44 @@ pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
     let m = HmMetrics::new(&metrics)?;
     let state = Arc::new(State::default());
     let dbs = Arc::new(db::Databases::new(&config, m.db_connects.clone()));
+    // The join endpoint, when this node serves it: its certificate and
+    // listener are ready before anything else starts, so a bad file or a
+    // taken port stops the sidecar at once.
+    let join = match config.join.listen {
+        Some(addr) => {
+            let certificate = join::JoinCertificate::load_or_create(&config.join)?;
+            let listener = join::bind(addr).await?;
+            let endpoint = match &config.join.public_endpoint {
+                Some(ep) => ep.clone(),
+                None => listener.local_addr()?.to_string(),
+            };
+            let service = Arc::new(join::JoinService::new(
+                config.clone(),
+                certificate,
+                m.join_requests.clone(),
+            ));
+            Some((listener, service, endpoint))
+        }
+        None => None,
+    };
     let api = Arc::new(Api {
         config: config.clone(),
         state: state.clone(),
         fleet: FleetCache::default(),
         dbs: dbs.clone(),
+        join: join.as_ref().map(|(_, service, endpoint)| api::JoinInfo {
+            fingerprint: service.fingerprint(),
+            endpoint: endpoint.clone(),
+        }),
     });
+    if let Some((listener, service, _)) = join {
+        let stop = lifecycle.token();
+        tokio::spawn(async move {
+            if let Err(e) = join::serve(listener, service, stop).await {
+                tracing::error!(error = %e, "join endpoint stopped");
+            }
+        });
+    }
     let gpus = if config.checks.gpu_inventory {
         gpu::inventory().await
     } else {

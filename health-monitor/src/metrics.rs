@@ -11,6 +11,7 @@ pub(crate) struct HmMetrics {
     pub(crate) reports: IntCounterVec,
     pub(crate) report_age: prometheus::Gauge,
     pub(crate) db_connects: IntCounterVec,
+    pub(crate) join_requests: IntCounterVec,
 }
 
 impl HmMetrics {
@@ -56,6 +57,17 @@ impl HmMetrics {
                 )?;
                 for t in ["local", "report", "primary"] {
                     c.with_label_values(&[t]);
+                }
+                c
+            },
+            join_requests: {
+                let c = m.counter_vec(
+                    "join_requests_total",
+                    "Requests to the join endpoint, by outcome (joined, or why refused).",
+                    &["outcome"],
+                )?;
+                for o in crate::join::OUTCOMES {
+                    c.with_label_values(&[o]);
                 }
                 c
             },

@@ -15,6 +15,9 @@ use sidecar_kit::{Lifecycle, Secret};
 use testbed::postgres::wait_until;
 use testbed::{PgCluster, PgOptions, StopMode};
 
+#[path = "fleet/join.rs"]
+mod join;
+
 async fn primary() -> PgCluster {
     let pg = PgCluster::start_new(PgOptions::named("hm")).await.unwrap();
     let mut c = pg.connect("postgres").await.unwrap();

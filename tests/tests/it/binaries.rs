@@ -452,7 +452,7 @@ async fn aurora_cli_migrates_the_primary() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("applied migrations [1, 2, 3]"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("applied migrations [1, 2, 3, 4]"));
     let out = run("aurora-cli", &["migrate"], &[("AURORA_DSN", &dsn)]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("is current"));
     let out = run("aurora-cli", &["migrate", "--dsn", "port=notanumber"], &[]);
