@@ -12,9 +12,15 @@
 #                                                      [auto: lead .1, backup .2]
 #   --vpn-network CIDR     INSTALL_AURORA_VPN_NETWORK  [10.0.0.0/24]
 #   --zone ZONE            INSTALL_AURORA_ZONE         the cluster zone [aurora.internal]
+#   --token TOKEN          INSTALL_AURORA_TOKEN        join the fleet with a token from
+#                                                      `aurora-cli join-token create` on the
+#                                                      lead: address, mesh, members and
+#                                                      secrets come from the fleet
+#   --join HOST:PORT       INSTALL_AURORA_JOIN         the join endpoint to call [the token's;
+#                                                      the backup's when the lead is away]
 #   --members LIST         INSTALL_AURORA_MEMBERS      "name role ip,..." the whole fleet
-#   --fleet-env FILE       INSTALL_AURORA_FLEET_ENV    a joining node: the lead's
-#                                                      secrets/fleet.env, copied by hand
+#   --fleet-env FILE       INSTALL_AURORA_FLEET_ENV    joining by hand: the lead's
+#                                                      secrets/fleet.env, copied over ssh
 #   --wg-endpoint H:P      INSTALL_AURORA_WG_ENDPOINT  this node's public WireGuard endpoint
 #   --wg-peers FILE        INSTALL_AURORA_WG_PEERS     static WireGuard peers (wg syntax)
 #   --prefix DIR           INSTALL_AURORA_PREFIX       [/opt/aurora]
@@ -54,6 +60,7 @@ aurora_bootstrap() {
   local vpn_network=${INSTALL_AURORA_VPN_NETWORK:-} zone=${INSTALL_AURORA_ZONE:-}
   local members=${INSTALL_AURORA_MEMBERS:-} fleet_env=${INSTALL_AURORA_FLEET_ENV:-}
   local wg_endpoint=${INSTALL_AURORA_WG_ENDPOINT:-} wg_peers=${INSTALL_AURORA_WG_PEERS:-}
+  local join_url=${INSTALL_AURORA_JOIN:-} join_token=${INSTALL_AURORA_TOKEN:-}
   local prefix=${INSTALL_AURORA_PREFIX:-/opt/aurora} etc_dir=${INSTALL_AURORA_ETC_DIR:-/etc/aurora}
   local bin_dir=${INSTALL_AURORA_BIN_DIR:-/usr/local/bin} bundle=${INSTALL_AURORA_BUNDLE:-}
   local images=${INSTALL_AURORA_IMAGES:-} image_env=${INSTALL_AURORA_IMAGE_ENV:-}
@@ -106,10 +113,10 @@ aurora_bootstrap() {
       --no-start) no_start=1; shift ;;
       --set) need_value "$@"; sets+=("$2"); shift 2 ;;
       --services) need_value "$@"; services=$2; shift 2 ;;
-      --join|--token)
-        usage_error "$1: joining through the fleet's join endpoint is not in this release; join by hand with --fleet-env, --members and --wg-peers (docs/runbooks/add-a-node.md)" ;;
+      --join) need_value "$@"; join_url=$2; shift 2 ;;
+      --token) need_value "$@"; join_token=$2; shift 2 ;;
       -h|--help)
-        if [ -r "${BASH_SOURCE[0]:-}" ]; then sed -n '2,34p' "${BASH_SOURCE[0]}"; else say "see the install documentation: --help needs a saved copy of the script"; fi
+        if [ -r "${BASH_SOURCE[0]:-}" ]; then sed -n '2,40p' "${BASH_SOURCE[0]}"; else say "see the install documentation: --help needs a saved copy of the script"; fi
         return 0 ;;
       *) usage_error "unknown argument '$1'" ;;
     esac
@@ -229,16 +236,37 @@ aurora_bootstrap() {
   if [ -n "$non_interactive" ]; then host_default=""; role_default=""; fi
   ask name "Node name?" "$host_default" check_name --name
   ask role "Role? (lead, backup, compute)" "$role_default" check_role --role
+  # Joining with a token: the fleet answers the rest (address, members,
+  # secrets, peers). Checked before anything is written.
+  local joining=""
+  if [ -n "$join_token" ] || [ -n "$join_url" ]; then
+    [ -n "$join_token" ] || usage_error "--join needs --token: run \`aurora-cli join-token create\` on the lead"
+    [[ "$join_token" =~ ^AJ1\.[0-9a-f]{64}\.[0-9a-f]{16}\.[0-9a-f]{64}\.[^[:space:]]+:[0-9]+$ ]] \
+      || usage_error "--token: not a whole Aurora join token (AJ1.<fingerprint>.<id>.<secret>.<host:port>): copy the whole line the lead printed"
+    [ "$role" != lead ] || usage_error "--token: a lead creates its fleet; join as backup or compute"
+    [ -z "$fleet_env" ] || usage_error "--token and --fleet-env: a node joining with a token gets the fleet's secrets from the fleet; give one of them"
+    [ -z "$members" ] || usage_error "--token and --members: the fleet tells a joining node its members; drop --members"
+    if [ -s "$prefix/state/secrets/fleet.env" ]; then
+      say "this node joined already ($prefix/state/secrets/fleet.env exists): --token is not used"
+    else
+      joining=1
+    fi
+  fi
   local auto_ip=""
   case "$role" in
     lead) auto_ip=$(int_to_ip $(( net_base + 1 ))) ;;
     backup) auto_ip=$(int_to_ip $(( net_base + 2 ))) ;;
   esac
-  ask vpn_ip "VPN IP?" "$auto_ip" check_vpn_ip --vpn-ip
+  if [ -n "$joining" ]; then
+    # Asked for only when given: else the fleet picks the next free one.
+    if [ -n "$vpn_ip" ]; then why=$(check_vpn_ip "$vpn_ip") || usage_error "--vpn-ip: $why"; fi
+  else
+    ask vpn_ip "VPN IP?" "$auto_ip" check_vpn_ip --vpn-ip
+  fi
 
-  if [ "$role" != lead ]; then
+  if [ "$role" != lead ] && [ -z "$joining" ]; then
     if [ -z "$fleet_env" ] && [ ! -s "$prefix/state/secrets/fleet.env" ]; then
-      usage_error "a $role node joins an existing fleet: --fleet-env FILE (the lead's $prefix/state/secrets/fleet.env, copied over a safe channel) is required"
+      usage_error "a $role node joins an existing fleet: --token TOKEN (aurora-cli join-token create on the lead), or --fleet-env FILE (the lead's $prefix/state/secrets/fleet.env, copied over a safe channel)"
     fi
   fi
   [ -z "$fleet_env" ] || [ -r "$fleet_env" ] || usage_error "--fleet-env: cannot read $fleet_env"
@@ -250,7 +278,7 @@ aurora_bootstrap() {
   fi
   case "$etc_dir" in /*) ;; *) usage_error "--etc-dir: '$etc_dir' must be an absolute path" ;; esac
   case "$bin_dir" in /*) ;; *) usage_error "--bin-dir: '$bin_dir' must be an absolute path" ;; esac
-  [ -n "$members" ] || members="$name $role $vpn_ip"
+  [ -n "$members" ] || [ -n "$joining" ] || members="$name $role $vpn_ip"
   local svc_list=()
   services=${services//,/ }
   for kv in $services; do
@@ -290,7 +318,7 @@ aurora_bootstrap() {
     die "run as root (or install sudo): the installer writes $prefix and starts containers"
   fi
 
-  step "Aurora Node $version: $name ($role, $vpn_ip in $vpn_network) into $prefix"
+  step "Aurora Node $version: $name ($role, ${vpn_ip:-the address the fleet picks} in $vpn_network) into $prefix"
 
   # --- Docker and Compose -----------------------------------------------------------
   have_compose() { docker compose version 2>/dev/null | grep -Eq 'version v?2\.'; }
@@ -390,6 +418,33 @@ aurora_bootstrap() {
   if [ -n "$rotate" ] && [ -s "$state/secrets/node.env" ]; then
     step "rotating this node's secrets (Redis, Grafana); the fleet-wide ones follow docs/runbooks/rotate-credentials.md"
     act mv "$state/secrets/node.env" "$state/secrets/node.env.rotated-$(date -u +%Y%m%dT%H%M%SZ)"
+  fi
+  if [ -n "$joining" ]; then
+    step "joining the fleet at ${join_url:-the endpoint the token names} (its certificate is checked first)"
+    act "$prefix/compose/node-init.sh" --state-dir "$state" --wg-key-only >&2
+    local jargs=(join --name "$name" --role "$role" --wg-public-key-file "$state/secrets/wireguard/public.key" --out "$state/join")
+    [ -z "$join_url" ] || jargs+=(--url "$join_url")
+    [ -z "$vpn_ip" ] || jargs+=(--vpn-ip "$vpn_ip")
+    [ -z "$wg_endpoint" ] || jargs+=(--wg-endpoint "$wg_endpoint")
+    if [ -n "$dry_run" ]; then
+      printf '[dry-run] %s %s (the token from --token, by environment)\n' "$prefix/bin/aurora-cli" "${jargs[*]}"
+      vpn_ip=${vpn_ip:-0.0.0.0}; members="$name $role $vpn_ip"
+    else
+      # The token goes by environment: never in argv, where ps shows it.
+      AURORA_JOIN_TOKEN=$join_token "$prefix/bin/aurora-cli" "${jargs[@]}" >&2 \
+        || die "the fleet did not admit this node (the reason is above); nothing was started. A refused token stays usable; a spent or expired one needs a new token"
+      answer() { sed -n "s/^$1=//p" "$state/join/answer.env"; }
+      vpn_ip=$(answer VPN_IP); vpn_network=$(answer VPN_NETWORK); zone=$(answer ZONE)
+      members=$(paste -sd, "$state/join/members")
+      fleet_env=$state/join/fleet.env
+      [ -n "$wg_peers" ] || wg_peers=$state/join/peers.conf
+      if [ -s "$state/join/join.key" ]; then
+        # A backup serves joins too, with the fleet's certificate.
+        install -d -m 700 "$state/secrets/join"
+        install -m 600 "$state/join/join.crt" "$state/join/join.key" "$state/secrets/join/"
+      fi
+      say "joined: $name is $vpn_ip in $vpn_network; the fleet: $members"
+    fi
   fi
   local init=(--state-dir "$state" --name "$name" --role "$role" --vpn-ip "$vpn_ip"
     --members "$members" --zone "$zone" --vpn-network "$vpn_network")
@@ -533,7 +588,17 @@ EOF
     printf '[Peer]\nPublicKey = %s\nAllowedIPs = %s/32\n%s\n' "$(cat "$state/secrets/wireguard/public.key")" "$vpn_ip" \
       "${wg_endpoint:+Endpoint = $wg_endpoint}" >&2
   fi
-  [ "$role" != lead ] || say "joining nodes need $state/secrets/fleet.env: copy it over a safe channel (ssh), never by mail or chat"
+  if [ "$role" = lead ] && [ -z "$dry_run" ] && [ -z "$no_start" ]; then
+    # The first join token, so the next node is one command away.
+    local first_token
+    if first_token=$("$bin_dir/aurora-cli" --config "$etc_dir/node.toml" join-token create --ttl 1h 2>/dev/null); then
+      say "a join token for the next node (one use, valid for an hour; \`aurora-cli join-token create\` makes more):"
+      printf '%s\n' "$first_token"
+      say "on the new node: bootstrap.sh --token '<that token>' --name NAME --role backup|compute --wg-endpoint HOST:51820"
+    else
+      say "no join token yet (health-monitor is not answering): run \`aurora-cli join-token create\` once it is"
+    fi
+  fi
 }
 
 aurora_bootstrap "$@" --aurora-bootstrap-end-of-script

@@ -6,6 +6,8 @@
 #     [--members "aurora lead 10.0.0.1,star backup 10.0.0.2"] [--zone aurora.internal] \
 #     [--vpn-network 10.0.0.0/24] [--fleet-env FILE] [--wg-endpoint HOST:PORT] \
 #     [--wg-peers FILE] [--alert-email ADDR] [--set KEY=VALUE]...
+#   compose/node-init.sh --state-dir DIR --wg-key-only   # only the WireGuard key pair
+#                         (a joining node sends its public key before it has the rest)
 #
 # Writes (secrets mode 600, never into compose.yaml):
 #   node.env              the variables compose.yaml interpolates (--env-file)
@@ -25,7 +27,7 @@ die() { printf 'node-init: %s\n' "$*" >&2; exit 2; }
 here=$(cd "$(dirname "$0")" && pwd)
 state=""; name=""; role=""; vpn_ip=""; members=""; zone=aurora.internal
 vpn_network=10.0.0.0/24; fleet_env=""; wg_endpoint=""; wg_peers=""; alert_email=""
-extra=()
+extra=(); wg_key_only=""
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -41,10 +43,40 @@ while [ $# -gt 0 ]; do
     --wg-peers) wg_peers=${2:?}; shift 2 ;;
     --alert-email) alert_email=${2:?}; shift 2 ;;
     --set) extra+=("${2:?}"); shift 2 ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    --wg-key-only) wg_key_only=1; shift ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
 done
+
+# This node's WireGuard key pair: made once, kept across reruns.
+wg_keys() {
+  mkdir -p "$state/secrets/wireguard"
+  chmod 700 "$state/secrets"
+  wg_key="$state/secrets/wireguard/private.key"
+  if [ ! -s "$wg_key" ]; then
+    if command -v wg >/dev/null; then
+      wg genkey > "$wg_key"
+    else
+      docker run --rm --network none --entrypoint wg "${AURORA_IMAGE_WIREGUARD:-aurora-node/wireguard:0.1.0}" genkey > "$wg_key" \
+        || die "cannot generate a WireGuard key: install wireguard-tools (wg)"
+    fi
+  fi
+  if command -v wg >/dev/null; then
+    wg pubkey < "$wg_key" > "$state/secrets/wireguard/public.key"
+  else
+    docker run --rm -i --network none --entrypoint wg "${AURORA_IMAGE_WIREGUARD:-aurora-node/wireguard:0.1.0}" pubkey \
+      < "$wg_key" > "$state/secrets/wireguard/public.key"
+  fi
+  chmod 644 "$state/secrets/wireguard/public.key"
+}
+
+if [ -n "$wg_key_only" ]; then
+  [ -n "$state" ] || die "--state-dir is required"
+  umask 077
+  wg_keys
+  exit 0
+fi
 
 [ -n "$state" ] || die "--state-dir is required"
 [[ "$name" =~ ^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$ ]] || die "--name '$name' is not a DNS label (a-z, 0-9, -)"
@@ -93,26 +125,14 @@ fi
 . "$state/secrets/fleet.env"
 # shellcheck disable=SC1091
 . "$state/secrets/node.env"
-for v in ADMIN_TOKEN REPLICATION_PASSWORD POSTGRES_PASSWORD GARAGE_RPC_SECRET GARAGE_ADMIN_TOKEN S3_ACCESS_KEY_ID S3_SECRET_ACCESS_KEY REDIS_PASSWORD GRAFANA_ADMIN_PASSWORD; do
+# A compute node runs no Garage: a joined one holds no Garage secret.
+needed="ADMIN_TOKEN REPLICATION_PASSWORD POSTGRES_PASSWORD S3_ACCESS_KEY_ID S3_SECRET_ACCESS_KEY REDIS_PASSWORD GRAFANA_ADMIN_PASSWORD"
+[ "$role" = compute ] || needed="$needed GARAGE_RPC_SECRET GARAGE_ADMIN_TOKEN"
+for v in $needed; do
   [ -n "${!v:-}" ] || die "$v is missing from $state/secrets (fleet.env or node.env)"
 done
 
-wg_key="$state/secrets/wireguard/private.key"
-if [ ! -s "$wg_key" ]; then
-  if command -v wg >/dev/null; then
-    wg genkey > "$wg_key"
-  else
-    docker run --rm --network none --entrypoint wg "${AURORA_IMAGE_WIREGUARD:-aurora-node/wireguard:0.1.0}" genkey > "$wg_key" \
-      || die "cannot generate a WireGuard key: install wireguard-tools (wg)"
-  fi
-fi
-if command -v wg >/dev/null; then
-  wg pubkey < "$wg_key" > "$state/secrets/wireguard/public.key"
-else
-  docker run --rm -i --network none --entrypoint wg "${AURORA_IMAGE_WIREGUARD:-aurora-node/wireguard:0.1.0}" pubkey \
-    < "$wg_key" > "$state/secrets/wireguard/public.key"
-fi
-chmod 644 "$state/secrets/wireguard/public.key"
+wg_keys
 if [ -n "$wg_peers" ]; then cp "$wg_peers" "$state/secrets/wireguard/peers.static.conf"; fi
 [ -e "$state/secrets/wireguard/peers.static.conf" ] || : > "$state/secrets/wireguard/peers.static.conf"
 # Alertmanager runs as nobody (65534) in its image: its secret files are
@@ -121,6 +141,18 @@ for f in slack_webhook_url smtp_password; do
   [ -e "$state/secrets/alertmanager/$f" ] || : > "$state/secrets/alertmanager/$f"
 done
 chown -R 65534:65534 "$state/secrets/alertmanager" 2>/dev/null || true
+
+# The join endpoint (lead and backup): health-monitor (uid 10001 in its
+# image) reads the fleet secrets it hands to joining nodes from here and
+# keeps the fleet's join certificate here (made at the lead's first start;
+# a backup brings the lead's, received when it joined).
+if [ "$role" != compute ]; then
+  mkdir -p "$state/secrets/join"
+  cp "$state/secrets/fleet.env" "$state/secrets/join/fleet.env"
+  chmod 700 "$state/secrets/join"
+  chmod 600 "$state/secrets/join"/*
+  chown -R 10001:10001 "$state/secrets/join" 2>/dev/null || true
+fi
 
 # The asset mirror: mirror/ is what gets served (world-readable), state/ is
 # asset-sync's manifest, lock and staging (its own). Both under one
@@ -295,6 +327,22 @@ interval_secs = 300
 EOF
 
 endpoint_line=""; [ -n "$wg_endpoint" ] && endpoint_line="wg_endpoint = \"$wg_endpoint\""
+# New nodes reach the join endpoint where they reach WireGuard: the public
+# host of --wg-endpoint, on AURORA_PORT_JOIN (published on every address).
+join_section=""
+if [ "$role" != compute ]; then
+  join_port=$(printf '%s\n' "${extra[@]+"${extra[@]}"}" | sed -n 's/^AURORA_PORT_JOIN=//p' | tail -n 1)
+  join_public=""
+  [ -z "$wg_endpoint" ] || join_public="public_endpoint = \"${wg_endpoint%:*}:${join_port:-8443}\""
+  join_section="
+[join]
+listen = \"0.0.0.0:8443\"
+cert_file = \"/var/lib/aurora/join/join.crt\"
+key_file = \"/var/lib/aurora/join/join.key\"
+secrets_file = \"/var/lib/aurora/join/fleet.env\"
+zone = \"$zone\"
+$join_public"
+fi
 dns_sidecar=""; [ "$role" != compute ] && dns_sidecar='dns-sync = "http://127.0.0.1:8012"'
 cat > "$state/config/health-monitor.toml" <<EOF
 [admin]
@@ -328,6 +376,7 @@ listen_port = 51820
 
 [prometheus]
 sd_dir = "/var/lib/aurora/prometheus-sd"
+$join_section
 EOF
 
 cat > "$state/config/dns-sync.toml" <<EOF
@@ -359,6 +408,7 @@ sed -e "s/@ALERT_EMAIL@/${alert_email:-root@localhost}/g" -e "s/@NODE@/$name/g" 
   "$here/config/alertmanager/alertmanager.yml.in" > "$state/config/alertmanager.yml"
 
 umask 077
+if [ "$role" != compute ]; then
 cat > "$state/config/garage.toml" <<EOF
 # Rendered by compose/node-init.sh (mode 600: it holds the RPC secret).
 metadata_dir = "/var/lib/garage/meta"
@@ -378,4 +428,5 @@ root_domain = ".s3.garage"
 api_bind_addr = "127.0.0.1:3903"
 admin_token = "$GARAGE_ADMIN_TOKEN"
 EOF
+fi
 echo "node-init: $state ready for $name ($role, $vpn_ip)"

@@ -261,6 +261,53 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Join tokens: `create` prints a one-use token for a new node (on the
+    /// lead or the backup).
+    ///
+    /// Example: aurora-cli join-token create --ttl 1h --role compute
+    #[command(subcommand)]
+    JoinToken(JoinTokenCommand),
+    /// Join this new node to a fleet with a token: register it, get its
+    /// VPN address, the mesh and the fleet secrets (bootstrap.sh --join
+    /// runs this; it needs no node config yet).
+    ///
+    /// Example: aurora-cli join --token "$TOKEN" --name star --role compute --wg-public-key-file public.key --out /opt/aurora/state/join
+    Join {
+        /// The token `aurora-cli join-token create` printed (or set AURORA_JOIN_TOKEN).
+        #[arg(long, env = "AURORA_JOIN_TOKEN", hide_env_values = true)]
+        token: String,
+        /// Call this endpoint (host:port) instead of the token's: the
+        /// backup's, when the lead is away. It must serve the same
+        /// certificate.
+        #[arg(long, value_name = "HOST:PORT")]
+        url: Option<String>,
+        #[arg(long)]
+        name: String,
+        /// backup or compute.
+        #[arg(long, value_parser = ["backup", "compute"])]
+        role: String,
+        /// This node's WireGuard public key (its private key stays here).
+        #[arg(
+            long,
+            value_name = "KEY",
+            conflicts_with = "wg_public_key_file",
+            required_unless_present = "wg_public_key_file"
+        )]
+        wg_public_key: Option<String>,
+        #[arg(long, value_name = "FILE")]
+        wg_public_key_file: Option<PathBuf>,
+        /// host:port where the other nodes reach this node's WireGuard.
+        #[arg(long, value_name = "HOST:PORT")]
+        wg_endpoint: Option<String>,
+        /// The VPN address to ask for (default: the next free one).
+        #[arg(long, value_name = "IP")]
+        vpn_ip: Option<std::net::IpAddr>,
+        /// Where to write what the fleet answered.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// A whole fleet on this machine, without Docker.
     ///
     /// Example: aurora-cli sandbox up --nodes 3
@@ -288,6 +335,46 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum JoinTokenCommand {
+    /// A new one-use token; printed once, never stored (only its hash).
+    ///
+    /// Example: aurora-cli join-token create --ttl 1h
+    Create {
+        /// How long it is valid: seconds, or with s/m/h/d [1h; at most 7d].
+        #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+        ttl: std::time::Duration,
+        /// The only role a node may join with on it [backup or compute].
+        #[arg(long, value_parser = ["backup", "compute"])]
+        role: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `--ttl`: `90`, `90s`, `15m`, `1h`, `2d`; 1 s to 7 days.
+fn parse_ttl(raw: &str) -> Result<std::time::Duration, String> {
+    let (digits, unit) = match raw.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => raw.split_at(i),
+        None => (raw, "s"),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a duration (90, 90s, 15m, 1h, 2d)"))?;
+    let unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{raw:?}: the unit must be s, m, h or d")),
+    };
+    let secs = n.saturating_mul(unit);
+    if secs == 0 || secs > cluster_db::join::MAX_TOKEN_TTL_SECS {
+        return Err(format!("{raw} is outside 1 s to 7 days"));
+    }
+    Ok(std::time::Duration::from_secs(secs))
 }
 
 pub fn main() -> ExitCode {
@@ -359,6 +446,48 @@ async fn dispatch(cli: Cli) -> CliResult {
         }
         Command::Migrate { dsn, json } => migrate(&dsn, json).await,
         Command::Sandbox(args) => sandbox::run(args).await,
+        Command::JoinToken(JoinTokenCommand::Create { ttl, role, json }) => {
+            join::create_token(&load()?, ttl, role.as_deref(), json).await
+        }
+        Command::Join {
+            token,
+            url,
+            name,
+            role,
+            wg_public_key,
+            wg_public_key_file,
+            wg_endpoint,
+            vpn_ip,
+            out,
+            json,
+        } => {
+            let key = match (wg_public_key, wg_public_key_file) {
+                (Some(k), _) => k,
+                (None, Some(f)) => std::fs::read_to_string(&f).map_err(|e| {
+                    CliError::usage(format!("--wg-public-key-file {}: {e}", f.display()))
+                })?,
+                (None, None) => {
+                    return Err(CliError::usage(
+                        "--wg-public-key or --wg-public-key-file is required",
+                    ))
+                }
+            };
+            join::join(
+                join::JoinArgs {
+                    token: &token,
+                    url: url.as_deref(),
+                    name: &name,
+                    role: &role,
+                    wg_public_key: &key,
+                    wg_endpoint: wg_endpoint.as_deref(),
+                    vpn_ip,
+                    out: &out,
+                    timeout: std::time::Duration::from_secs(30),
+                },
+                json,
+            )
+            .await
+        }
         Command::Restore {
             from,
             data_dir,

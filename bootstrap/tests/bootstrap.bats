@@ -153,7 +153,9 @@ value() { sed -n "s/^$1=//p" "$2"; }
   check "--vpn-ip is required" --name c1 --role compute --fleet-env /dev/null
   check "unknown argument '--frobnicate'" --name aurora --role lead --frobnicate
   check "--name needs a value" --name
-  check "a compute node joins an existing fleet: --fleet-env FILE" --name c1 --role compute --vpn-ip 10.0.0.3
+  check "a compute node joins an existing fleet: --token TOKEN" --name c1 --role compute --vpn-ip 10.0.0.3
+  check "--token: not a whole Aurora join token" --name c1 --role compute --token K10abc::server:pass
+  check "--token and --fleet-env" --name c1 --role compute --token "AJ1.$(printf %064d 0).0123456789abcdef.$(printf %064d 0).lead:8443" --fleet-env /dev/null
   check "--fleet-env: cannot read /nonexistent" --name c1 --role compute --vpn-ip 10.0.0.3 --fleet-env /nonexistent
   check "--prefix: 'relative' must be an absolute path" --name aurora --role lead --prefix relative
   check "--services: 'Grafana!' is not a service name" --name aurora --role lead --services "postgres Grafana!"

@@ -3,5 +3,6 @@
 pub mod assets;
 pub mod backup;
 pub mod compose;
+pub mod join;
 pub mod replication;
 pub mod status;

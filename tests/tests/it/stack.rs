@@ -63,6 +63,7 @@ const PORT_VARS: &[(&str, &str)] = &[
     ("cadvisor", "AURORA_PORT_CADVISOR"),
     ("garage", "AURORA_PORT_GARAGE_S3"),
     ("wireguard", "AURORA_WG_PORT"),
+    ("join", "AURORA_PORT_JOIN"),
 ];
 
 async fn run(cmd: &mut Command, what: &str) -> String {
@@ -338,6 +339,7 @@ async fn init_node(spec: &NodeSpec<'_>, images: &BTreeMap<String, String>) -> No
         .arg("--set")
         .arg(format!("AURORA_PROJECT={project}"))
         .args(["--set", "AURORA_WG_BIND=127.0.0.1"])
+        .args(["--set", "AURORA_JOIN_BIND=127.0.0.1"])
         // This machine's / is not a shared mount (no systemd), and Docker
         // binds / only as rslave: node-exporter sees the state directory
         // as its root filesystem instead.
@@ -1510,6 +1512,7 @@ async fn the_installer_brings_up_a_fleet_joined_by_hand_long_tier() {
         ));
         set(format!("AURORA_PROJECT={project}"));
         set("AURORA_WG_BIND=127.0.0.1".into());
+        set("AURORA_JOIN_BIND=127.0.0.1".into());
         // As in init_node: this machine's / is not a shared mount.
         set(format!("AURORA_HOST_ROOT={}", base.path().display()));
         set("AURORA_HOST_ROOT_PROPAGATION=rprivate".into());
