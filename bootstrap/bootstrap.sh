@@ -428,7 +428,7 @@ aurora_bootstrap() {
     [ -z "$wg_endpoint" ] || jargs+=(--wg-endpoint "$wg_endpoint")
     if [ -n "$dry_run" ]; then
       printf '[dry-run] %s %s (the token from --token, by environment)\n' "$prefix/bin/aurora-cli" "${jargs[*]}"
-      vpn_ip=${vpn_ip:-0.0.0.0}; members="$name $role $vpn_ip"
+      vpn_ip=${vpn_ip:-"<the address the fleet picks>"}; members="<the members the fleet sends>"
     else
       # The token goes by environment: never in argv, where ps shows it.
       AURORA_JOIN_TOKEN=$join_token "$prefix/bin/aurora-cli" "${jargs[@]}" >&2 \
@@ -590,13 +590,20 @@ EOF
   fi
   if [ "$role" = lead ] && [ -z "$dry_run" ] && [ -z "$no_start" ]; then
     # The first join token, so the next node is one command away.
-    local first_token
-    if first_token=$("$bin_dir/aurora-cli" --config "$etc_dir/node.toml" join-token create --ttl 1h 2>/dev/null); then
+    # A lead alone in its member list takes writes at once (a few tries
+    # cover its first seconds). One whose --members plans more nodes is
+    # fenced, read-only, until a majority of them is up: no token then.
+    local first_token="" token_deadline=$(( SECONDS + ${INSTALL_AURORA_TOKEN_WAIT_SECS:-20} ))
+    until first_token=$("$bin_dir/aurora-cli" --config "$etc_dir/node.toml" join-token create --ttl 1h 2>/dev/null); do
+      [ "$SECONDS" -lt "$token_deadline" ] || break
+      sleep 3
+    done
+    if [ -n "$first_token" ]; then
       say "a join token for the next node (one use, valid for an hour; \`aurora-cli join-token create\` makes more):"
       printf '%s\n' "$first_token"
       say "on the new node: bootstrap.sh --token '<that token>' --name NAME --role backup|compute --wg-endpoint HOST:51820"
     else
-      say "no join token yet (health-monitor is not answering): run \`aurora-cli join-token create\` once it is"
+      say "no join token yet: the lead takes writes only once a majority of its members is up (or health-monitor is not answering yet). With more members planned, join the first one by hand (docs/runbooks/add-a-node.md), then run \`aurora-cli join-token create\`"
     fi
   fi
 }

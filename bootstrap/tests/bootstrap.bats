@@ -37,6 +37,8 @@ STUB
   chmod +x "$T/stub/docker"
   export PATH="$T/stub:$PATH"
   unset "${!INSTALL_AURORA_@}"
+  # No health-monitor answers here: the lead's first join token is not waited for.
+  export INSTALL_AURORA_TOKEN_WAIT_SECS=0
 }
 
 # The common flags: everything under $T.
