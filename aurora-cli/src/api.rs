@@ -175,6 +175,31 @@ impl<'a> Api<'a> {
     ) -> CliResult<Answer> {
         let body = serde_json::to_value(body)
             .map_err(|e| CliError::failed(format!("cannot write the request to {path}: {e}")))?;
+        self.send_to(Method::POST, sidecar, base, path, Some(&body), timeout)
+            .await
+    }
+
+    /// `DELETE` with the admin token.
+    pub async fn delete(
+        &self,
+        sidecar: Sidecar,
+        path: &str,
+        timeout: Duration,
+    ) -> CliResult<Answer> {
+        let base = self.url(sidecar)?.to_string();
+        self.send_to(Method::DELETE, sidecar, &base, path, None, timeout)
+            .await
+    }
+
+    async fn send_to(
+        &self,
+        method: Method,
+        sidecar: Sidecar,
+        base: &str,
+        path: &str,
+        body: Option<&Value>,
+        timeout: Duration,
+    ) -> CliResult<Answer> {
         let url = format!("{}{path}", base.trim_end_matches('/'));
         let token = self.config.admin.token.as_ref().ok_or_else(|| {
             CliError::usage(
@@ -184,7 +209,7 @@ impl<'a> Api<'a> {
         })?;
         let client = HttpClient::new(timeout);
         let resp = client
-            .send(Method::POST, &url, Some(token), Some(&body))
+            .send(method, &url, Some(token), body)
             .await
             .map_err(|e| unreachable(sidecar, &e, self.config))?;
         versioned(sidecar, &url, &resp)?;

@@ -308,6 +308,23 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Take a node out of the fleet's registry: every node drops its
+    /// WireGuard peer, DNS names and Prometheus target. Stop its stack first
+    /// (or --force); the primary is refused (switch over first).
+    ///
+    /// Example: aurora-cli remove-node vengeance --yes
+    RemoveNode {
+        #[arg(value_name = "NODE", add = ArgValueCandidates::new(completion::fleet_nodes))]
+        node: String,
+        /// Remove it even though it still reports (it registers again when
+        /// its health-monitor starts).
+        #[arg(long)]
+        force: bool,
+        #[arg(long, short)]
+        yes: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// A whole fleet on this machine, without Docker.
     ///
     /// Example: aurora-cli sandbox up --nodes 3
@@ -446,6 +463,12 @@ async fn dispatch(cli: Cli) -> CliResult {
         }
         Command::Migrate { dsn, json } => migrate(&dsn, json).await,
         Command::Sandbox(args) => sandbox::run(args).await,
+        Command::RemoveNode {
+            node,
+            force,
+            yes,
+            json,
+        } => join::remove_node(&load()?, &node, force, yes, json).await,
         Command::JoinToken(JoinTokenCommand::Create { ttl, role, json }) => {
             join::create_token(&load()?, ttl, role.as_deref(), json).await
         }

@@ -87,6 +87,27 @@ pub async fn remove_node<C: GenericClient>(client: &C, name: &NodeName) -> Resul
     Ok(n > 0)
 }
 
+/// Removes a node from the registry and logs who did it, in one statement
+/// (the row and the event go together or not at all). `false` when there
+/// was no such node.
+pub async fn retire_node<C: GenericClient>(
+    client: &C,
+    name: &NodeName,
+    by: &str,
+    details: &serde_json::Value,
+) -> Result<bool, DbError> {
+    let row = client
+        .query_opt(
+            "WITH gone AS (DELETE FROM aurora.nodes WHERE name = $1 RETURNING name)
+             INSERT INTO aurora.events (node, kind, details)
+             SELECT $2, 'node_removed', $3 || jsonb_build_object('removed', gone.name) FROM gone
+             RETURNING id",
+            &[&name.as_str(), &by, details],
+        )
+        .await?;
+    Ok(row.is_some())
+}
+
 /// The whole registry. Rows that fail validation (possible when written by
 /// hand or by a buggy older version) come back in `rejected`.
 pub async fn list_nodes<C: GenericClient>(client: &C) -> Result<NodeListing, DbError> {

@@ -118,6 +118,13 @@ impl AdminApi for Api {
             }
             return self.issue_token(&req).await.into();
         }
+        if let Some(name) = path.strip_prefix("/nodes/") {
+            if req.method != Method::DELETE {
+                return Routed::MethodNotAllowed("DELETE");
+            }
+            let force = matches!(req.query("force"), Some("true" | "1" | ""));
+            return self.remove_node(name, force).await.into();
+        }
         if !matches!(path, "/cluster" | "/cluster/health") {
             return Routed::NotFound;
         }
@@ -225,5 +232,111 @@ impl Api {
                 format!("cannot store the token on the primary: {e}"),
             ),
         }
+    }
+}
+
+/// Why a node may not be taken out of the registry now; `None`: it may.
+/// The primary never (switch over first); a node that still reports
+/// (within `alive_secs`) only with `force`, since its health-monitor would
+/// register it again at its next start.
+pub(crate) fn removal_refusal(
+    name: &str,
+    primary: Option<&str>,
+    report_age_secs: Option<f64>,
+    alive_secs: f64,
+    force: bool,
+) -> Option<String> {
+    if primary == Some(name) {
+        return Some(format!(
+            "{name} is the primary: switch over to another node first (aurora-cli switchover --to NODE)"
+        ));
+    }
+    match report_age_secs {
+        Some(age) if age < alive_secs && !force => Some(format!(
+            "{name} reported {age:.0} s ago and is still running: stop its stack first (bootstrap/uninstall.sh on it), or remove it anyway with force (its health-monitor registers it again when it starts)"
+        )),
+        _ => None,
+    }
+}
+
+impl Api {
+    /// `DELETE /nodes/<name>` (the admin token was checked): takes a node
+    /// out of the registry, so every node's WireGuard peers, DNS and
+    /// Prometheus targets drop it within one interval.
+    async fn remove_node(&self, raw: &str, force: bool) -> AdminResponse {
+        let name = match cluster_db::NodeName::parse(raw) {
+            Ok(n) => n,
+            Err(e) => {
+                return AdminResponse::error(StatusCode::BAD_REQUEST, format!("node name: {e}"))
+            }
+        };
+        let alive_secs = 3.0 * self.config.checks.interval_secs as f64;
+        let by = self.config.node.name.clone();
+        let outcome = self
+            .dbs
+            .report
+            .with(|c| async move {
+                let state = cluster_db::queries::cluster_state(&*c).await?;
+                let age = cluster_db::queries::list_health(&*c)
+                    .await?
+                    .into_iter()
+                    .find(|h| h.node == name && h.down_since.is_none())
+                    .map(|h| h.age_secs);
+                if let Some(why) = removal_refusal(
+                    name.as_str(),
+                    state.primary.as_ref().map(cluster_db::NodeName::as_str),
+                    age,
+                    alive_secs,
+                    force,
+                ) {
+                    return Ok(Err(why));
+                }
+                let details = serde_json::json!({ "forced": force, "last_report_age_secs": age });
+                cluster_db::queries::retire_node(&*c, &name, &by, &details)
+                    .await
+                    .map(|found| Ok((name, found)))
+            })
+            .await;
+        match outcome {
+            Ok(Err(why)) => AdminResponse::error(StatusCode::CONFLICT, why),
+            Ok(Ok((name, false))) => AdminResponse::error(
+                StatusCode::NOT_FOUND,
+                format!("{name} is not in the registry"),
+            ),
+            Ok(Ok((name, true))) => {
+                tracing::warn!(node = %name, force, "node removed from the registry");
+                AdminResponse::ok(&serde_json::json!({ "removed": name.as_str(), "forced": force }))
+            }
+            Err(e) => AdminResponse::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("cannot reach the primary to remove the node: {e}"),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::removal_refusal;
+
+    #[test]
+    fn the_primary_never_and_a_running_node_only_with_force() {
+        assert!(removal_refusal("aurora", Some("aurora"), None, 30.0, true)
+            .unwrap()
+            .contains("switch over"));
+        assert!(
+            removal_refusal("star", Some("aurora"), Some(4.0), 30.0, false)
+                .unwrap()
+                .contains("still running")
+        );
+        assert_eq!(
+            removal_refusal("star", Some("aurora"), Some(4.0), 30.0, true),
+            None
+        );
+        assert_eq!(
+            removal_refusal("star", Some("aurora"), Some(45.0), 30.0, false),
+            None
+        );
+        assert_eq!(removal_refusal("star", None, None, 30.0, false), None);
     }
 }

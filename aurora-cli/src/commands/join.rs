@@ -46,11 +46,7 @@ pub async fn create_token(
         .await?;
     if !answer.status.is_success() {
         let why = reason(&answer.body);
-        return Err(if answer.status.is_client_error() {
-            CliError::usage(format!("no token: {why}"))
-        } else {
-            CliError::failed(format!("no token: {why}"))
-        });
+        return Err(refused(answer.status, format!("no token: {why}")));
     }
     let issued: IssuedToken = answer.read("the new token")?;
     if json {
@@ -68,6 +64,40 @@ pub async fn create_token(
             .unwrap_or_else(|| "backup or compute".into()),
         issued.role.as_ref().map(|r| r.as_str()).unwrap_or("compute"),
     );
+    Ok(())
+}
+
+/// `aurora-cli remove-node`: takes a node out of the registry (its peers,
+/// DNS names and Prometheus targets go with it on every node).
+pub async fn remove_node(
+    config: &NodeConfig,
+    name: &str,
+    force: bool,
+    yes: bool,
+    json: bool,
+) -> CliResult {
+    cluster_db::NodeName::parse(name).map_err(|e| CliError::usage(format!("NODE: {e}")))?;
+    crate::commands::replication::confirm(
+        &format!("Remove {name} from the fleet's registry?"),
+        yes,
+    )?;
+    let path = format!("/nodes/{name}{}", if force { "?force=true" } else { "" });
+    let answer = Api::new(config)
+        .delete(Sidecar::HealthMonitor, &path, Duration::from_secs(30))
+        .await?;
+    if !answer.status.is_success() {
+        let why = reason(&answer.body);
+        return Err(refused(
+            answer.status,
+            format!("{name} was not removed: {why}"),
+        ));
+    }
+    if json {
+        output::print_json(&answer.body);
+    } else {
+        outln!("{name} removed from the registry; every node drops its WireGuard peer, DNS names and Prometheus target within one interval");
+        eprintln!("still by hand: the other nodes' repl-manager member lists (docs/runbooks/remove-a-node.md)");
+    }
     Ok(())
 }
 
@@ -122,11 +152,7 @@ pub async fn join(args: JoinArgs<'_>, json: bool) -> CliResult {
             "the fleet refused the join ({}): {why}",
             resp.status.as_u16()
         );
-        return Err(if resp.status.is_client_error() {
-            CliError::usage(msg)
-        } else {
-            CliError::failed(msg)
-        });
+        return Err(refused(resp.status, msg));
     }
     let answer: JoinAnswer = resp
         .json(&url)
@@ -152,6 +178,16 @@ pub async fn join(args: JoinArgs<'_>, json: bool) -> CliResult {
         outln!("{answer}; files in {}", args.out.display());
     }
     Ok(())
+}
+
+/// A refusal from a sidecar: the operator's to fix (exit 2) for a 4xx,
+/// a failure (exit 1) otherwise.
+fn refused(status: StatusCode, msg: String) -> CliError {
+    if status.is_client_error() {
+        CliError::usage(msg)
+    } else {
+        CliError::failed(msg)
+    }
 }
 
 /// `https://host:port` from `host:port` or a URL, with no path.

@@ -166,7 +166,7 @@ pub async fn sync_db(config: &NodeConfig, as_json: bool) -> CliResult {
 /// Asks before an operation that moves the primary. `--yes` skips it; a
 /// non-interactive stdin without `--yes` is a usage error, so a script never
 /// hangs on a prompt it cannot see.
-fn confirm(question: &str, yes: bool) -> CliResult {
+pub(crate) fn confirm(question: &str, yes: bool) -> CliResult {
     if yes {
         return Ok(());
     }

@@ -567,3 +567,89 @@ async fn join_certificate_files_are_made_once_and_a_half_pair_stops_the_start() 
         .unwrap_err();
     assert!(format!("{err:#}").contains("must both exist"), "{err:#}");
 }
+
+async fn delete(r: &Running, path: &str, token: Option<&str>) -> (StatusCode, String) {
+    let resp = HttpClient::new(Duration::from_secs(10))
+        .send(
+            Method::DELETE,
+            &format!("{}{path}", r.url),
+            token.map(Secret::new).as_ref(),
+            None,
+        )
+        .await
+        .unwrap();
+    (resp.status, resp.text())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_leaves_the_registry_only_when_it_is_safe() {
+    let f = fleet(100).await;
+    let t = token(&f.lead, json!({})).await;
+    assert_eq!(
+        join(&t, &request("c1", "compute", 1)).await.0,
+        StatusCode::OK
+    );
+    let pg = &f._pg;
+    let running = start(config("vengeance", "compute", "10.0.0.9", pg, pg)).await;
+    assert!(
+        testbed::postgres::wait_until(Duration::from_secs(10), || async {
+            running.status_of("vengeance").await == "passing"
+        })
+        .await
+    );
+
+    for (path, token, status, reason) in [
+        ("/nodes/c1", None, StatusCode::UNAUTHORIZED, ""),
+        (
+            "/nodes/aurora",
+            Some(ADMIN),
+            StatusCode::CONFLICT,
+            "is the primary",
+        ),
+        (
+            "/nodes/vengeance",
+            Some(ADMIN),
+            StatusCode::CONFLICT,
+            "still running",
+        ),
+        (
+            "/nodes/ghost",
+            Some(ADMIN),
+            StatusCode::NOT_FOUND,
+            "not in the registry",
+        ),
+        (
+            "/nodes/Bad_Name",
+            Some(ADMIN),
+            StatusCode::BAD_REQUEST,
+            "node name",
+        ),
+    ] {
+        let (s, body) = delete(&f.lead, path, token).await;
+        assert_eq!(s, status, "{path}: {body}");
+        assert!(body.contains(reason), "{path}: {body}");
+    }
+    // A node that joined and never reported goes; a running one with force.
+    assert_eq!(
+        delete(&f.lead, "/nodes/c1", Some(ADMIN)).await.0,
+        StatusCode::OK
+    );
+    running.stop().await;
+    let (s, body) = delete(&f.lead, "/nodes/vengeance?force=true", Some(ADMIN)).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let names: Vec<String> = registry(pg).await.into_iter().map(|r| r.0).collect();
+    assert_eq!(names, ["aurora"]);
+    let c = pg.connect("postgres").await.unwrap();
+    let logged: Vec<String> = c
+        .query(
+            "SELECT details->>'removed' FROM aurora.events WHERE kind = 'node_removed' ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(logged, ["c1", "vengeance"]);
+    f.lead.stop().await;
+}

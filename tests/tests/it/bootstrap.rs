@@ -89,9 +89,9 @@ async fn join_server() -> JoinServer {
     }
 }
 
-/// `aurora-cli join-token create` against the server, as an operator runs
-/// it on the lead.
-fn create_token(server: &JoinServer, extra: &[&str]) -> String {
+/// aurora-cli with a node config pointing at the server, as an operator
+/// runs it on the lead.
+fn lead_cli(server: &JoinServer, args: &[&str]) -> std::process::Output {
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("node.toml");
     std::fs::write(
@@ -102,14 +102,20 @@ fn create_token(server: &JoinServer, extra: &[&str]) -> String {
         ),
     )
     .unwrap();
-    let out = Command::new(testbed::tools::workspace_bin("aurora-cli").unwrap())
+    Command::new(testbed::tools::workspace_bin("aurora-cli").unwrap())
         .arg("--config")
         .arg(&conf)
-        .args(["join-token", "create"])
-        .args(extra)
+        .args(args)
         .env_remove("AURORA_CONFIG")
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// `aurora-cli join-token create`.
+fn create_token(server: &JoinServer, extra: &[&str]) -> String {
+    let mut args = vec!["join-token", "create"];
+    args.extend_from_slice(extra);
+    let out = lead_cli(server, &args);
     assert!(
         out.status.success(),
         "{}",
@@ -341,6 +347,23 @@ async fn nodes_join_with_a_token_through_the_installer() {
         assert!(text(&out).contains(want), "{args:?}: {}", text(&out));
         assert!(!dir.path().join("opt").exists(), "{args:?} wrote files");
     }
+
+    // The operator takes a node out again: a stopped one goes, with the
+    // event logged; a name not in the registry is the operator's mistake.
+    let out = lead_cli(&server, &["remove-node", "vengeance", "--yes"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = lead_cli(&server, &["remove-node", "vengeance", "--yes"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("not in the registry"), "{}", text(&out));
+    let gone: i64 = c
+        .query_one(
+            "SELECT count(*) FROM aurora.nodes WHERE name = 'vengeance'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(gone, 0);
 
     server.lifecycle.shutdown();
     server.task.await.unwrap().unwrap();
