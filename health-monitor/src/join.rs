@@ -47,6 +47,8 @@ const MAX_BODY: usize = 16 * 1024;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The admission transaction (its commit waits for the synchronous standby).
 const ADMIT_TIMEOUT: Duration = Duration::from_secs(20);
+/// Join connections served at once; more wait in the listen backlog.
+const MAX_CONNECTIONS: usize = 64;
 /// Source addresses remembered by the rate limiter at most.
 const MAX_TRACKED: usize = 4096;
 
@@ -101,7 +103,7 @@ impl JoinCertificate {
             (true, true) => {}
             _ => {
                 return Err(JoinSetupError::Certificate(format!(
-                    "{} and {} must both exist or both be missing (then a new pair is made); restore the missing one from the lead",
+                    "{} and {} must both exist or both be missing (then a new pair is made): restore the missing one from the lead, or, on a lead that has issued no token yet, delete the other",
                     cert.display(),
                     key.display()
                 )))
@@ -355,9 +357,12 @@ impl JoinService {
             token_id.to_string(),
             aurora_api::join::to_hex(&sha2::Sha256::digest(secret.as_bytes())),
         );
-        let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(_) => {
+        // A client that trickles its body is cut off like one that
+        // trickles its headers.
+        let body = Limited::new(req.into_body(), MAX_BODY).collect();
+        let body = match tokio::time::timeout(HANDSHAKE_TIMEOUT, body).await {
+            Ok(Ok(b)) => b.to_bytes(),
+            _ => {
                 return Err(Rejected::new(
                     "bad_request",
                     StatusCode::PAYLOAD_TOO_LARGE,
@@ -536,7 +541,17 @@ pub async fn serve(
         tracing::info!(%addr, fingerprint = %aurora_api::join::to_hex(&service.fingerprint()), "join endpoint listening");
     }
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Joins are rare: a bounded number of connections at once, so a flood
+    // of half-open ones cannot take the sidecar's memory or descriptors.
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let slot = tokio::select! {
+            _ = stop.cancelled() => break,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+        };
         let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -552,6 +567,7 @@ pub async fn serve(
         let service = service.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
+            let _slot = slot;
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
@@ -569,8 +585,11 @@ pub async fn serve(
                 let svc = svc.clone();
                 async move { Ok::<_, Infallible>(svc.handle(req, peer).await) }
             });
+            // One request per connection: an idle keep-alive would hold a
+            // slot for nothing.
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
+                .keep_alive(false)
                 .header_read_timeout(HANDSHAKE_TIMEOUT)
                 .serve_connection(TokioIo::new(tls), handler);
             if let Err(e) = watcher.watch(conn).await {
