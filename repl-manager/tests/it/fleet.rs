@@ -33,10 +33,15 @@ async fn fleet_streams_answers_health_checks_and_switches_over_without_loss() {
     let all_standbys = ["backup", "c1", "c2"];
     fleet.wait_streaming("lead", &all_standbys, T).await;
 
-    // The lead is synchronous with the backup once it streams.
+    // The lead is synchronous with the backup once it streams. repl-manager
+    // decides sync mode a moment before PostgreSQL's walsender reports the
+    // backup as "sync" (seen in CI): wait for both.
     let lead = fleet
-        .wait_status("lead", T, "sync mode", |s| {
+        .wait_status("lead", T, "sync mode, the backup's walsender sync", |s| {
             s.sync.as_ref().is_some_and(|v| v.mode == "sync")
+                && s.replicas
+                    .iter()
+                    .any(|r| r.name == "backup" && r.sync_state == "sync")
         })
         .await;
     assert_eq!(lead.epoch, 1, "bootstrap claims epoch 1");
@@ -216,14 +221,26 @@ async fn fleet_streams_answers_health_checks_and_switches_over_without_loss() {
         tokio::spawn(async move { write_load(dsn, acked, stop).await })
     };
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let resp = fleet
-        .post(
-            "lead",
-            "/switchover",
-            json!({ "to": "backup" }),
-            Some(TOKEN),
-        )
-        .await;
+    // The lead may still be restarting its server after the crash (a
+    // setting that needs a restart, seen in CI): it refuses with 409 and
+    // does nothing, and the operator asks again.
+    let deadline = std::time::Instant::now() + T;
+    let resp = loop {
+        let resp = fleet
+            .post(
+                "lead",
+                "/switchover",
+                json!({ "to": "backup" }),
+                Some(TOKEN),
+            )
+            .await;
+        let restarting = resp.status == StatusCode::CONFLICT
+            && resp.text().contains("the local PostgreSQL does not answer");
+        if !restarting || std::time::Instant::now() > deadline {
+            break resp;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
     let report: OpReport = testbed::contract::read(&resp, "POST /switchover");
     assert_eq!((report.to.as_str(), report.epoch), ("backup", 2));
