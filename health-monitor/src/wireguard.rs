@@ -93,7 +93,9 @@ pub async fn apply(cfg: &WireguardConfig, path: &Path, text: &str) -> std::io::R
     }
 }
 
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+/// Writes `text` to `path` atomically, mode 600 from the first byte, fsynced
+/// (the peer file; the join certificate's key).
+pub(crate) fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
