@@ -17,9 +17,69 @@ use crate::settings::{self, Desired};
 #[derive(Debug, Default)]
 pub struct RepairTracker {
     pub not_streaming_since: Option<Instant>,
+    /// Since when it has not been streaming while its primary answered
+    /// without a break: the repair clock.
+    pub unexplained_since: Option<Instant>,
     /// Repairs tried since it last streamed.
     pub attempts: u32,
     pub last: Option<String>,
+}
+
+/// What one look at a standby's streaming says about repairing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepairVerdict {
+    Streaming,
+    /// Not streaming, not for long enough to act.
+    NotYet,
+    /// Not streaming for the whole delay, but the primary does not answer
+    /// either: failover's business, not a repair's.
+    PrimaryGone,
+    /// Not streaming for the whole delay while the primary answered.
+    Due,
+}
+
+impl RepairTracker {
+    /// Records one look and says whether a repair is due. Only time spent
+    /// not streaming *while the primary answers* counts: a standby cut off
+    /// from its primary reconnects by itself once the link heals
+    /// (`wal_retrieve_retry_interval`), and repairing it at that moment
+    /// (stopping PostgreSQL to rewind) would take a healthy standby down
+    /// just as it was catching up.
+    pub fn observe(
+        &mut self,
+        streaming: bool,
+        primary_answers: bool,
+        now: Instant,
+        delay: Duration,
+    ) -> RepairVerdict {
+        if streaming {
+            *self = RepairTracker::default();
+            return RepairVerdict::Streaming;
+        }
+        let since = *self.not_streaming_since.get_or_insert(now);
+        if !primary_answers {
+            self.unexplained_since = None;
+            return if now.duration_since(since) >= delay {
+                RepairVerdict::PrimaryGone
+            } else {
+                RepairVerdict::NotYet
+            };
+        }
+        let clock = *self.unexplained_since.get_or_insert(now);
+        if now.duration_since(clock) >= delay {
+            RepairVerdict::Due
+        } else {
+            RepairVerdict::NotYet
+        }
+    }
+
+    /// A repair was tried now: the next one waits a whole delay again.
+    pub fn tried(&mut self, kind: &str, now: Instant) {
+        self.attempts += 1;
+        self.not_streaming_since = Some(now);
+        self.unexplained_since = Some(now);
+        self.last = Some(kind.to_string());
+    }
 }
 
 /// Start failures that a rewind or a re-clone can fix.
@@ -154,18 +214,18 @@ impl Manager {
     }
 
     /// Tracks streaming; `true` when the standby has gone without it for
-    /// `repair_after_secs`.
+    /// `repair_after_secs` (see [`RepairTracker::observe`]; when the primary
+    /// does not answer, [`Manager::repair`] says so and waits).
     fn repair_due(&self, streaming: bool) -> bool {
+        let answers = self.primary_recently_seen();
+        let delay = Duration::from_secs(self.cfg.replication.repair_after_secs);
         let mut r = lock(&self.repair);
-        if streaming {
-            if r.attempts > 0 {
-                tracing::info!(attempts = r.attempts, "streaming again after repair");
-            }
-            *r = RepairTracker::default();
-            return false;
+        let attempts = r.attempts;
+        let verdict = r.observe(streaming, answers, Instant::now(), delay);
+        if verdict == RepairVerdict::Streaming && attempts > 0 {
+            tracing::info!(attempts, "streaming again after repair");
         }
-        let since = *r.not_streaming_since.get_or_insert_with(Instant::now);
-        since.elapsed().as_secs() >= self.cfg.replication.repair_after_secs
+        matches!(verdict, RepairVerdict::Due | RepairVerdict::PrimaryGone)
     }
 
     /// Repairs a standby that does not stream: `pg_rewind` when the
@@ -201,10 +261,7 @@ impl Manager {
             .await
             .unwrap_or(Repair::Rewind);
         {
-            let mut r = lock(&self.repair);
-            r.attempts += 1;
-            r.not_streaming_since = Some(Instant::now());
-            r.last = Some(format!("{kind:?}"));
+            lock(&self.repair).tried(&format!("{kind:?}"), Instant::now());
         }
         match kind {
             Repair::Rewind => {
@@ -399,5 +456,57 @@ impl Manager {
         )
         .await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DELAY: Duration = Duration::from_secs(5);
+
+    #[test]
+    fn a_standby_cut_off_from_its_primary_is_not_repaired_the_moment_the_link_heals() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut r = RepairTracker::default();
+        assert_eq!(
+            r.observe(true, true, at(0), DELAY),
+            RepairVerdict::Streaming
+        );
+        // Cut off: neither streaming nor hearing from the primary.
+        assert_eq!(r.observe(false, false, at(1), DELAY), RepairVerdict::NotYet);
+        assert_eq!(
+            r.observe(false, false, at(20), DELAY),
+            RepairVerdict::PrimaryGone
+        );
+        // The link heals: the primary answers before the WAL receiver has
+        // reconnected. Twenty seconds without streaming, none of them
+        // unexplained: give the receiver its chance.
+        assert_eq!(r.observe(false, true, at(21), DELAY), RepairVerdict::NotYet);
+        assert_eq!(r.observe(false, true, at(25), DELAY), RepairVerdict::NotYet);
+        // Still not streaming a whole delay after the primary came back.
+        assert_eq!(r.observe(false, true, at(26), DELAY), RepairVerdict::Due);
+        // It streams again: everything is forgotten.
+        assert_eq!(
+            r.observe(true, true, at(27), DELAY),
+            RepairVerdict::Streaming
+        );
+        assert_eq!(r.observe(false, true, at(28), DELAY), RepairVerdict::NotYet);
+    }
+
+    #[test]
+    fn a_flapping_primary_restarts_the_clock_and_a_repair_waits_a_whole_delay() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut r = RepairTracker::default();
+        assert_eq!(r.observe(false, true, at(0), DELAY), RepairVerdict::NotYet);
+        assert_eq!(r.observe(false, false, at(4), DELAY), RepairVerdict::NotYet);
+        assert_eq!(r.observe(false, true, at(6), DELAY), RepairVerdict::NotYet);
+        assert_eq!(r.observe(false, true, at(11), DELAY), RepairVerdict::Due);
+        r.tried("Rewind", at(11));
+        assert_eq!(r.attempts, 1);
+        assert_eq!(r.observe(false, true, at(15), DELAY), RepairVerdict::NotYet);
+        assert_eq!(r.observe(false, true, at(16), DELAY), RepairVerdict::Due);
     }
 }
