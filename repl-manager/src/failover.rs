@@ -85,6 +85,25 @@ pub struct VoteRequest {
     pub epoch: i64,
 }
 
+/// What this member last heard from the primary (a lease request it
+/// granted) and when, on this node's own wall clock. Stored before the
+/// grant, loaded at start: a member that restarts still tells candidates
+/// what the primary said last (a promotion that could lose acknowledged
+/// writes is refused on that evidence).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Witness {
+    pub report: LeaseRequest,
+    pub heard_at_unix: f64,
+}
+
+impl Witness {
+    /// Seconds since it was heard (never negative: a clock set back does
+    /// not make old news fresh beyond "just now").
+    fn age_secs(&self) -> f64 {
+        (unix_now() - self.heard_at_unix).max(0.0)
+    }
+}
+
 /// A member's vote, with its view: how long since it last saw the primary
 /// (a duration on its own clock) and what the primary last told it.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -110,6 +129,9 @@ pub struct FailoverState {
     pub vote: Option<(i64, String, Instant)>,
     /// The primary's last lease request and when it came.
     pub report: Option<(LeaseRequest, Instant)>,
+    /// The last one heard before this process started (from the witness
+    /// file), while nothing newer has come.
+    pub remembered: Option<Witness>,
     /// Primary: writes are safe until this instant.
     pub lease_until: Option<Instant>,
     /// Primary: the lease ran out and the server was stopped.
@@ -128,6 +150,7 @@ impl Default for FailoverState {
             no_vote_until: None,
             vote: None,
             report: None,
+            remembered: None,
             lease_until: None,
             hard_fenced: false,
             last_attempt: None,
@@ -141,13 +164,32 @@ impl FailoverState {
         self.lease_until.is_some_and(|u| Instant::now() < u)
     }
 
+    /// What the primary said last: heard by this process, else remembered
+    /// from before it started.
     fn report_view(&self) -> Option<ReportView> {
-        self.report.as_ref().map(|(r, at)| ReportView {
+        let view = |r: &LeaseRequest, age_secs: f64| ReportView {
             epoch: r.epoch,
             lsn: r.lsn,
             sync_mode: SyncMode::from(r.sync_mode.as_str()),
             sync_standby: r.sync_standby.clone(),
-            age_secs: at.elapsed().as_secs_f64(),
+            age_secs,
+        };
+        match (&self.report, &self.remembered) {
+            (Some((r, at)), _) => Some(view(r, at.elapsed().as_secs_f64())),
+            (None, Some(w)) => Some(view(&w.report, w.age_secs())),
+            (None, None) => None,
+        }
+    }
+
+    /// How long since this node last saw the primary, for a candidate
+    /// comparing its own sight with the voters'. After a restart that
+    /// knows only the witness file, the time of the last report.
+    fn primary_seen_ago_secs(&self) -> Option<f64> {
+        secs_since(self.primary_seen).or_else(|| {
+            self.remembered
+                .as_ref()
+                .filter(|_| self.report.is_none())
+                .map(Witness::age_secs)
         })
     }
 }
@@ -213,6 +255,30 @@ impl Manager {
 
     pub fn hard_fenced(&self) -> bool {
         lock(&self.failover).hard_fenced
+    }
+
+    fn witness_file(&self) -> std::path::PathBuf {
+        self.cfg.node.state_file.with_extension("witness")
+    }
+
+    /// Loads what this member heard from the primary before it started.
+    /// A report about an older epoch's primary says nothing about the
+    /// current one and is dropped; a file that does not parse stops the
+    /// start (as the epoch file does): silently forgetting is the bug it
+    /// prevents.
+    pub fn load_witness(&self) -> Result<(), Failure> {
+        let w: Option<Witness> = crate::state::load_json(&self.witness_file())?;
+        let known = self.known();
+        let w = w.filter(|w| w.report.epoch == known.epoch && w.report.primary == known.primary);
+        if let Some(w) = &w {
+            tracing::info!(
+                sync_mode = %w.report.sync_mode,
+                age_secs = w.age_secs(),
+                "remembered the primary's last report from before this start"
+            );
+        }
+        lock(&self.failover).remembered = w;
+        Ok(())
     }
 
     /// Forget leases and promises tied to an epoch this node just left or
@@ -282,11 +348,30 @@ impl Manager {
                 changed_at: unix_now(),
             })?;
         }
+        // Durable before granted: a grant is a promise, and what the primary
+        // said with it is evidence this member must still give after a
+        // restart. A member that cannot write it does not grant.
+        let witness = Witness {
+            report: req.clone(),
+            heard_at_unix: unix_now(),
+        };
+        let stored = {
+            let _writing = lock(&self.witness_writing);
+            crate::state::store_json(&self.witness_file(), &witness)
+        };
+        if let Err(e) = stored {
+            tracing::error!(error = %e, "cannot record the primary's report: refusing the lease");
+            return Ok(answer(
+                false,
+                Some(format!("cannot record the primary's report: {e}")),
+            ));
+        }
         let now = Instant::now();
         let mut f = lock(&self.failover);
         f.no_vote_until = Some(now + self.cfg.failover.timeout());
         f.primary_seen = Some(now);
         f.report = Some((req, now));
+        f.remembered = None;
         drop(f);
         Ok(answer(true, None))
     }
@@ -300,7 +385,7 @@ impl Manager {
             voter: self.name().to_string(),
             epoch: known.epoch,
             primary: known.primary.clone(),
-            primary_seen_ago_secs: secs_since(f.primary_seen),
+            primary_seen_ago_secs: f.primary_seen_ago_secs(),
             report: f.report_view(),
             reason: None,
         };

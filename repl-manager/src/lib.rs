@@ -42,6 +42,7 @@ pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
     let repl_metrics = metrics::ReplMetrics::new(&metrics)?;
     let admin = config.admin.clone();
     let mgr = Arc::new(Manager::new(config, repl_metrics)?);
+    mgr.load_witness()?;
     let api = Arc::new(api::Api { mgr: mgr.clone() });
     let work = {
         let lifecycle = lifecycle.clone();

@@ -40,6 +40,8 @@ pub struct Manager {
     pub sync: Mutex<SyncTracker>,
     pub failover: Mutex<crate::failover::FailoverState>,
     pub repair: Mutex<crate::standby::RepairTracker>,
+    /// One writer of the witness file at a time (lease grants can overlap).
+    pub witness_writing: Mutex<()>,
     /// The server identity (postmaster start) and epoch for which the
     /// primary's one-time setup ran.
     pub primary_setup: Mutex<Option<(String, i64)>>,
@@ -119,6 +121,7 @@ impl Manager {
             sync: Mutex::new(SyncTracker::new(strict)),
             failover: Mutex::new(Default::default()),
             repair: Mutex::new(Default::default()),
+            witness_writing: Mutex::new(()),
             primary_setup: Mutex::new(None),
             last_error: Mutex::new(None),
             activity: Mutex::new(None),

@@ -2,6 +2,13 @@
 //! who was primary at that epoch. Written (fsynced, atomically) before any
 //! action that depends on it, so a node that restarts never forgets a
 //! promotion it took part in.
+//!
+//! Beside it, the *witness* file: what the primary last told this member in
+//! a lease request (its synchronous mode, its standby, its position) and
+//! when. It is written before the lease is granted, so a member that loses
+//! power and comes back still testifies, in its vote, that the primary had
+//! degraded to asynchronous replication: a vote from a member that forgot
+//! would let a backup that missed acknowledged writes promote.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -51,22 +58,7 @@ impl StateFile {
 
     /// The stored record; `None` on a node that never knew an epoch.
     pub fn load(&self) -> Result<Option<EpochRecord>, StateError> {
-        let text = match std::fs::read(&self.path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => {
-                return Err(StateError::Io {
-                    path: self.path.clone(),
-                    source,
-                })
-            }
-        };
-        serde_json::from_slice(&text)
-            .map(Some)
-            .map_err(|e| StateError::Corrupt {
-                path: self.path.clone(),
-                reason: e.to_string(),
-            })
+        load_json(&self.path)
     }
 
     /// Stores `record` durably: temp file, fsync, rename, fsync the
@@ -83,29 +75,56 @@ impl StateFile {
                 });
             }
         }
-        let io = |source| StateError::Io {
-            path: self.path.clone(),
-            source,
-        };
-        let dir = self
-            .path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
-        std::fs::create_dir_all(&dir).map_err(io)?;
-        let tmp = self.path.with_extension("tmp");
-        {
-            let mut f = std::fs::File::create(&tmp).map_err(io)?;
-            let body = serde_json::to_vec_pretty(record).unwrap_or_default();
-            f.write_all(&body).map_err(io)?;
-            f.sync_all().map_err(io)?;
-        }
-        std::fs::rename(&tmp, &self.path).map_err(io)?;
-        std::fs::File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)?;
-        Ok(())
+        store_json(&self.path, record)
     }
+}
+
+/// Loads a JSON file written by [`store_json`]; `None` when there is none.
+pub fn load_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, StateError> {
+    let text = match std::fs::read(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(StateError::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    serde_json::from_slice(&text)
+        .map(Some)
+        .map_err(|e| StateError::Corrupt {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+}
+
+/// Stores `value` durably: a temp file beside it (`<name>.tmp`), fsync,
+/// rename, fsync the directory. Callers serialise their own writers.
+pub fn store_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
+    let io = |source| StateError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    {
+        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        let body = serde_json::to_vec_pretty(value).unwrap_or_default();
+        f.write_all(&body).map_err(io)?;
+        f.sync_all().map_err(io)?;
+    }
+    std::fs::rename(&tmp, path).map_err(io)?;
+    std::fs::File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io)?;
+    Ok(())
 }
 
 #[cfg(test)]

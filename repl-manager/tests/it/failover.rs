@@ -350,3 +350,114 @@ async fn a_backup_that_missed_acknowledged_writes_is_not_promoted() {
         })
         .await;
 }
+
+/// Finding 5 of #15: the evidence that the primary degraded must survive
+/// the witness's restart. The backup is cut off; the lead degrades to
+/// asynchronous replication and acknowledges writes the backup never gets;
+/// then the lead and the compute node lose power together. The compute node
+/// comes back and the backup's link heals: the only voter the backup can
+/// ask is the compute node that restarted. It used to know nothing (what
+/// the primary said lived in memory) and vote, and the backup's own last
+/// report (synchronous, itself the standby, from before the cut) let it
+/// promote: every write the lead acknowledged after degrading was lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_witness_still_stops_a_backup_that_missed_acknowledged_writes() {
+    let nodes = vec![
+        ("lead", Role::Lead),
+        ("backup", Role::Backup),
+        ("c1", Role::Compute),
+    ];
+    let settings = format!("{SETTINGS}sync_degrade_after_secs = 6\n");
+    let mut fleet = NsFleet::start(&nodes, &settings).await;
+    fleet.wait_healthy("lead", &["backup", "c1"], T).await;
+    fleet
+        .wait_status("lead", T, "sync", |s| {
+            s.sync.as_ref().is_some_and(|v| v.mode == "sync")
+        })
+        .await;
+    // Steady state: the backup's last word from the primary is "sync, with
+    // you as the standby" (right after the mode turns sync the standby is
+    // not named yet, and that report alone would stop the promotion).
+    fleet
+        .wait_status(
+            "backup",
+            T,
+            "the backup heard it is the sync standby",
+            |s| {
+                s.failover
+                    .as_ref()
+                    .and_then(|f| f.report.as_ref())
+                    .is_some_and(|r| {
+                        r.sync_mode == "sync" && r.sync_standby.as_deref() == Some("backup")
+                    })
+            },
+        )
+        .await;
+    fleet.cut("backup");
+    fleet
+        .wait_status("lead", T, "degraded to async", |s| {
+            s.sync.as_ref().is_some_and(|v| v.mode == "async")
+        })
+        .await;
+    let lc = fleet.connect("lead").await;
+    lc.batch_execute("CREATE TABLE after_degrade AS SELECT g AS id FROM generate_series(1, 500) g")
+        .await
+        .unwrap();
+    drop(lc);
+    // The compute node hears the primary's "async" in the next lease round.
+    fleet
+        .wait_status("c1", T, "c1 heard the degrade", |s| {
+            s.failover
+                .as_ref()
+                .and_then(|f| f.report.as_ref())
+                .is_some_and(|r| r.sync_mode == "async")
+        })
+        .await;
+    // Power loss on the lead and the compute node at once.
+    fleet.kill("lead").await;
+    fleet.kill("c1").await;
+    fleet.restart("c1");
+    fleet.heal("backup");
+    // Long past the failover timeout and c1's "started too recently".
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let b = fleet.status("backup").await.unwrap();
+    let attempt = b
+        .failover
+        .as_ref()
+        .and_then(|f| f.last_attempt.clone())
+        .unwrap_or_default();
+    let mut f = BTreeMap::new();
+    f.insert("backup_state", b.state.to_string());
+    f.insert("refusal", format!("{attempt:?}"));
+    report("stale-backup-witness-restarted", &f);
+    assert_eq!(
+        (b.state.as_str(), b.epoch),
+        ("replica", 1),
+        "the backup promoted on a restarted witness's vote: {attempt:?}"
+    );
+    assert!(
+        attempt.contains("async") || attempt.contains("lost the primary"),
+        "the refusal should say why: {attempt:?}"
+    );
+    // The lead comes back: nothing it acknowledged is lost.
+    fleet.restart("lead");
+    fleet.wait_healthy("lead", &["backup", "c1"], T).await;
+    let bc = fleet.connect("backup").await;
+    let deadline = Instant::now() + T;
+    loop {
+        let n: Option<i64> = bc
+            .query_opt("SELECT count(*) FROM after_degrade", &[])
+            .await
+            .ok()
+            .flatten()
+            .map(|r| r.get(0));
+        if n == Some(500) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the backup never got the rows: {n:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
