@@ -101,15 +101,19 @@ pub struct NetNode {
 }
 
 fn ip(args: &[&str]) -> Result<(), Error> {
-    let out = Command::new("ip")
+    run("ip", args)
+}
+
+fn run(program: &str, args: &[&str]) -> Result<(), Error> {
+    let out = Command::new(program)
         .args(args)
         .output()
-        .map_err(|e| Error::io("running ip", e))?;
+        .map_err(|e| Error::io(format!("running {program}"), e))?;
     if out.status.success() {
         return Ok(());
     }
     Err(Error::Command {
-        command: format!("ip {}", args.join(" ")),
+        command: format!("{program} {}", args.join(" ")),
         status: out.status.to_string(),
         output: String::from_utf8_lossy(&out.stderr).trim().to_string(),
     })
@@ -219,6 +223,45 @@ impl Network {
     /// Reconnects node `i`.
     pub fn heal(&self, i: usize) -> Result<(), Error> {
         ip(&["link", "set", &self.nodes[i].veth, "up"])
+    }
+
+    /// Cuts the link between nodes `i` and `j` only, both ways, as a
+    /// switch that fails between two ports would: packets are dropped (no
+    /// RST, no ICMP), every other path stays up. Each node's namespace
+    /// drops what comes from or goes to the other (iptables in the node's
+    /// own netfilter tables).
+    pub fn cut_between(&self, i: usize, j: usize) -> Result<(), Error> {
+        self.peer_rules(i, j, "-A")?;
+        self.peer_rules(j, i, "-A")
+    }
+
+    /// Undoes [`Network::cut_between`].
+    pub fn heal_between(&self, i: usize, j: usize) -> Result<(), Error> {
+        self.peer_rules(i, j, "-D")?;
+        self.peer_rules(j, i, "-D")
+    }
+
+    fn peer_rules(&self, i: usize, j: usize, op: &str) -> Result<(), Error> {
+        let other = self.nodes[j].ip.to_string();
+        for (chain, dir) in [("INPUT", "-s"), ("OUTPUT", "-d")] {
+            run(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    &self.nodes[i].ns,
+                    "iptables",
+                    "-w",
+                    op,
+                    chain,
+                    dir,
+                    &other,
+                    "-j",
+                    "DROP",
+                ],
+            )?;
+        }
+        Ok(())
     }
 
     /// Describes the network (it is still removed when this handle drops).

@@ -164,9 +164,14 @@ impl Manager {
         Ok(())
     }
 
-    /// This node runs a writable server but another node is primary at the
-    /// epoch it knows. Demote only when that primary confirms it is one;
-    /// otherwise wait (the fencing rules decide, not a guess).
+    /// This node runs a writable server but its durable epoch names another
+    /// primary. When that primary confirms it is one, rewind onto it and
+    /// follow. When it does not answer, stop the server at once all the
+    /// same: another node holds the epoch, so every write this one still
+    /// acknowledged would be lost at the rewind. (It used to wait, writable,
+    /// for the new primary to answer: forever, behind a partition.) The next
+    /// pass starts it as a read-only standby; it is rewound once the new
+    /// primary answers. Paused (maintenance), the operator decides.
     async fn rejoin_if_superseded(&self, peers: &[PeerView]) -> Result<(), Failure> {
         let known = self.known();
         let confirmed = peers.iter().any(|(m, v)| {
@@ -174,9 +179,31 @@ impl Manager {
                 && matches!(v, Ok(s) if s.is_primary() && s.epoch >= known.epoch)
         });
         if !confirmed {
+            if self.paused() {
+                return Err(Failure::Failed(format!(
+                    "this server is writable but {} is primary at epoch {}; paused, so it keeps running",
+                    known.primary, known.epoch
+                )));
+            }
+            tracing::error!(primary = %known.primary, epoch = known.epoch,
+                "this server is writable but another node holds the epoch: stopping it");
+            self.set_activity(Some("superseded: stopping"));
+            self.server.stop(StopMode::Immediate).await?;
+            self.drop_local().await;
+            *lock(&self.primary_setup) = None;
+            self.metrics
+                .operations
+                .with_label_values(&["fence", "ok"])
+                .inc();
+            self.event(
+                "fenced",
+                json!({ "reason": "superseded", "primary": known.primary, "epoch": known.epoch }),
+            )
+            .await;
             return Err(Failure::Failed(format!(
-                "this server is writable but {} is primary at epoch {}; waiting for it to confirm before rejoining",
-                known.primary, known.epoch
+                "this server was writable but {} is primary at epoch {}: stopped it; \
+                 it starts again as a standby and is rewound once {} answers",
+                known.primary, known.epoch, known.primary
             )));
         }
         tracing::warn!(primary = %known.primary, epoch = known.epoch, "a newer primary exists: demoting and rejoining");

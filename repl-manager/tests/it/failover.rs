@@ -461,3 +461,100 @@ async fn a_restarted_witness_still_stops_a_backup_that_missed_acknowledged_write
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Finding 2 of #15: an old primary that learns a newer epoch stops being
+/// writable at once, even when the new primary is out of its reach. The
+/// link between the lead and the backup fails (a partial partition: both
+/// still reach the compute node), in a fleet whose operators promote by
+/// hand (automatic failover off, so no lease fences the lead). The lead
+/// degrades to async and keeps serving; the operator, who sees a lead the
+/// backup cannot reach, forces the backup's promotion. The lead learns of
+/// epoch 2 from c1 but cannot reach the backup to confirm it: it used to
+/// wait for that confirmation with its server writable, forever, and
+/// acknowledge writes the rewind would throw away. (With automatic
+/// failover the lease answers usually fence it first; this is the path
+/// that does not depend on them.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_old_primary_that_learns_a_newer_epoch_stops_writing_without_reaching_the_new_primary() {
+    let nodes = vec![
+        ("lead", Role::Lead),
+        ("backup", Role::Backup),
+        ("c1", Role::Compute),
+    ];
+    let settings = format!("{SETTINGS}sync_degrade_after_secs = 6\n[failover]\nenabled = false\n");
+    let fleet = NsFleet::start(&nodes, &settings).await;
+    fleet.wait_healthy("lead", &["backup", "c1"], T).await;
+    fleet
+        .wait_status("lead", T, "sync", |s| {
+            s.sync.as_ref().is_some_and(|v| v.mode == "sync")
+        })
+        .await;
+    fleet.cut_between("lead", "backup");
+    fleet
+        .wait_status("lead", T, "degraded to async", |s| {
+            s.sync.as_ref().is_some_and(|v| v.mode == "async")
+        })
+        .await;
+    let lead = fleet.status("lead").await.unwrap();
+    assert_eq!((lead.state.as_str(), lead.epoch), ("primary", 1));
+    assert!(!lead.failover.as_ref().unwrap().fenced, "{lead:?}");
+    let r = fleet
+        .post("backup", "/promote", json!({ "force": true }), Some(TOKEN))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    fleet
+        .wait_status("backup", T, "forced primary", |s| {
+            s.is_primary() && s.epoch == 2
+        })
+        .await;
+    let promoted = Instant::now();
+    // The lead must stop acknowledging writes within a few rounds, and
+    // keep refusing them.
+    let lead_dsn = fleet.dsn(&["lead"]);
+    // Acknowledged within 3 s, or not at all (a commit waiting for a
+    // synchronous standby that is gone is not an acknowledgement).
+    let write = || async {
+        let attempt = async {
+            let (c, conn) = tokio_postgres::connect(&lead_dsn, tokio_postgres::NoTls)
+                .await
+                .ok()?;
+            tokio::spawn(conn);
+            c.batch_execute(
+                "CREATE TABLE IF NOT EXISTS late (t float8); \
+                 INSERT INTO late VALUES (extract(epoch from now()))",
+            )
+            .await
+            .ok()
+        };
+        matches!(
+            tokio::time::timeout(Duration::from_secs(3), attempt).await,
+            Ok(Some(()))
+        )
+    };
+    let mut stopped_after = None;
+    while promoted.elapsed() < Duration::from_secs(20) {
+        if !write().await {
+            stopped_after = Some(promoted.elapsed().as_secs_f64());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut f = BTreeMap::new();
+    f.insert(
+        "lead_writable_after_promotion_secs",
+        stopped_after.map_or("over 20".into(), |s| format!("{s:.1}")),
+    );
+    report("superseded-primary-out-of-reach", &f);
+    assert!(
+        stopped_after.is_some(),
+        "the old lead still acknowledged writes 20 s after the backup's promotion: {}",
+        fleet.log_tail("lead", 20)
+    );
+    for _ in 0..10 {
+        assert!(!write().await, "the old lead acknowledged a write again");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // The link heals: the old lead is rewound and follows the backup.
+    fleet.heal_between("lead", "backup");
+    fleet.wait_healthy("backup", &["lead", "c1"], T).await;
+}

@@ -171,6 +171,15 @@ impl NsFleet {
         self.net.heal(self.index(name)).unwrap();
     }
 
+    /// Cuts only the link between `a` and `b` (a partial partition).
+    pub fn cut_between(&self, a: &str, b: &str) {
+        self.net.cut_between(self.index(a), self.index(b)).unwrap();
+    }
+
+    pub fn heal_between(&self, a: &str, b: &str) {
+        self.net.heal_between(self.index(a), self.index(b)).unwrap();
+    }
+
     pub fn log_tail(&self, name: &str, n: usize) -> String {
         let text = std::fs::read_to_string(&self.node(name).log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
