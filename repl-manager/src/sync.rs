@@ -17,9 +17,16 @@
 //!
 //! A fresh primary (bootstrap, promotion) starts `async` unless strict: it
 //! has no synchronous standby yet, and blocking every write until one
-//! connects would make a switchover stall. Either way, no automatic action
-//! loses an acknowledged write: an async window is published before any
-//! promotion could depend on it.
+//! connects would make a switchover stall.
+//!
+//! A degrade takes effect at once and reaches the members with the next
+//! lease request (within a probe interval). A promotion in that window is
+//! refused by the candidate's lost-sight rule (see `failover.rs`: it lost
+//! the primary `sync_degrade_after_secs` before the voters did), and the
+//! voters' witness files keep what they heard across a restart. Patroni
+//! orders it the other way (the `/sync` key is updated before
+//! `synchronous_standby_names` is emptied); with the Raft-backed sync key of
+//! #15 this will too.
 
 use std::time::{Duration, Instant};
 
