@@ -73,23 +73,16 @@ async fn external_supervision_clones_and_switches_over_through_the_hold_file() {
     // restart-only setting (wal_log_hints); the switchover then correctly
     // refuses a standby that is reconnecting (409, not streaming). That
     // moment passes: ask again while that is the answer (seen in CI).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let resp = loop {
-        let resp = fleet
-            .post(
-                "lead",
-                "/switchover",
-                json!({ "to": "backup" }),
-                Some(TOKEN),
-            )
-            .await;
-        let reconnecting =
-            resp.status == StatusCode::CONFLICT && resp.text().contains("not streaming");
-        if !reconnecting || tokio::time::Instant::now() >= deadline {
-            break resp;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let resp = fleet
+        .post_until_settled(
+            "lead",
+            "/switchover",
+            json!({ "to": "backup" }),
+            TOKEN,
+            "not streaming",
+            Duration::from_secs(30),
+        )
+        .await;
     assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
     fleet.wait_streaming("backup", &["lead"], T).await;
     for node in &fleet.nodes {

@@ -224,23 +224,16 @@ async fn fleet_streams_answers_health_checks_and_switches_over_without_loss() {
     // The lead may still be restarting its server after the crash (a
     // setting that needs a restart, seen in CI): it refuses with 409 and
     // does nothing, and the operator asks again.
-    let deadline = std::time::Instant::now() + T;
-    let resp = loop {
-        let resp = fleet
-            .post(
-                "lead",
-                "/switchover",
-                json!({ "to": "backup" }),
-                Some(TOKEN),
-            )
-            .await;
-        let restarting = resp.status == StatusCode::CONFLICT
-            && resp.text().contains("the local PostgreSQL does not answer");
-        if !restarting || std::time::Instant::now() > deadline {
-            break resp;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let resp = fleet
+        .post_until_settled(
+            "lead",
+            "/switchover",
+            json!({ "to": "backup" }),
+            TOKEN,
+            "the local PostgreSQL does not answer",
+            T,
+        )
+        .await;
     assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
     let report: OpReport = testbed::contract::read(&resp, "POST /switchover");
     assert_eq!((report.to.as_str(), report.epoch), ("backup", 2));

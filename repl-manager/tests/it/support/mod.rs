@@ -318,6 +318,30 @@ pub trait Members {
             .unwrap()
     }
 
+    /// `POST path`, asked again every 500 ms for up to `within` while the
+    /// answer is a 409 whose reason contains `transient` (a moment that
+    /// passes by itself, as an operator who reads the reason asks again).
+    async fn post_until_settled(
+        &self,
+        name: &str,
+        path: &str,
+        body: Value,
+        token: &str,
+        transient: &str,
+        within: Duration,
+    ) -> HttpResponse {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let resp = self.post(name, path, body.clone(), Some(token)).await;
+            let passing =
+                resp.status == hyper::StatusCode::CONFLICT && resp.text().contains(transient);
+            if !passing || std::time::Instant::now() >= deadline {
+                return resp;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
     /// Waits until `check` holds for the named node's status.
     async fn wait_status(
         &self,
