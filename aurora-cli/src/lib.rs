@@ -305,6 +305,10 @@ pub enum Command {
         /// Where to write what the fleet answered.
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
+        /// Keep asking this long while the fleet answers "not yet" (its
+        /// node still starting, its primary away for a moment).
+        #[arg(long, value_name = "SECS", default_value_t = 60)]
+        wait: u64,
         #[arg(long)]
         json: bool,
     },
@@ -482,6 +486,7 @@ async fn dispatch(cli: Cli) -> CliResult {
             wg_endpoint,
             vpn_ip,
             out,
+            wait,
             json,
         } => {
             let key = match (wg_public_key, wg_public_key_file) {
@@ -506,6 +511,7 @@ async fn dispatch(cli: Cli) -> CliResult {
                     vpn_ip,
                     out: &out,
                     timeout: std::time::Duration::from_secs(30),
+                    wait: std::time::Duration::from_secs(wait),
                 },
                 json,
             )

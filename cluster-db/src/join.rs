@@ -249,14 +249,24 @@ pub struct Claim {
     pub from: String,
 }
 
+/// A node let in: its registry row, and whether this was the same node
+/// asking again (its first answer lost) rather than a new admission.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    pub node: Node,
+    pub again: bool,
+}
+
 /// Admits a node: checks the token, picks its address, registers it and
 /// uses the token up, all in one transaction on the primary. A refusal
-/// changes nothing (the token stays usable).
+/// changes nothing (the token stays usable). The node a token admitted
+/// may ask again with the same name, role and key until the token
+/// expires, and gets the same row: a join is safe to retry.
 pub async fn admit(
     client: &mut Client,
     network: &IpNet,
     claim: &Claim,
-) -> Result<Result<Node, Refusal>, DbError> {
+) -> Result<Result<Admission, Refusal>, DbError> {
     let tx = client.transaction().await?;
     let token = tx
         .query_opt(
@@ -272,10 +282,26 @@ pub async fn admit(
     if stored != claim.secret_sha256 {
         return Ok(Err(Refusal::TokenInvalid));
     }
+    let expired: bool = token.get(2);
     if let Some(by) = token.get::<_, Option<String>>(3) {
+        // The node this token admitted, asking again with the same key
+        // before the token expires: its answer was lost on the way (the
+        // connection dropped after the commit). Answer again, change
+        // nothing; anyone else is refused.
+        if by == claim.name.as_str() && !expired {
+            let again = queries::list_nodes(&tx).await?.nodes.into_iter().find(|n| {
+                n.name == claim.name
+                    && n.role == claim.role
+                    && n.wg_public_key.as_deref() == Some(claim.wg_public_key.as_str())
+            });
+            if let Some(node) = again {
+                tx.commit().await?;
+                return Ok(Ok(Admission { node, again: true }));
+            }
+        }
         return Ok(Err(Refusal::TokenUsed { by }));
     }
-    if token.get::<_, bool>(2) {
+    if expired {
         return Ok(Err(Refusal::TokenExpired));
     }
     if claim.role == Role::Lead {
@@ -349,7 +375,7 @@ pub async fn admit(
     )
     .await?;
     tx.commit().await?;
-    Ok(Ok(node))
+    Ok(Ok(Admission { node, again: false }))
 }
 
 #[cfg(test)]

@@ -251,6 +251,22 @@ pub struct Node {
     pub updated_at: DateTime<Utc>,
 }
 
+impl From<Node> for NodeRegistration {
+    /// What registering this node again would write (its row as it is).
+    fn from(n: Node) -> Self {
+        NodeRegistration {
+            name: n.name,
+            role: n.role,
+            vpn_ip: n.vpn_ip,
+            wg_public_key: n.wg_public_key,
+            wg_endpoint: n.wg_endpoint,
+            labels: n.labels,
+            gpus: n.gpus,
+            versions: n.versions,
+        }
+    }
+}
+
 /// A registry row that failed validation on read: reported, never served.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RejectedRow {

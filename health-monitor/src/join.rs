@@ -225,6 +225,7 @@ pub struct JoinService {
 /// Every outcome label, registered up front so dashboards see zeros.
 pub const OUTCOMES: &[&str] = &[
     "joined",
+    "answered_again",
     "rate_limited",
     "bad_request",
     "token_missing",
@@ -263,7 +264,12 @@ impl JoinService {
 
     async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
         let (outcome, status, body, retry) = match self.admit(req, peer).await {
-            Ok(answer) => ("joined", StatusCode::OK, serde_json::to_vec(&answer), None),
+            Ok((answer, again)) => (
+                if again { "answered_again" } else { "joined" },
+                StatusCode::OK,
+                serde_json::to_vec(&answer),
+                None,
+            ),
             Err(r) => (
                 r.outcome,
                 r.status,
@@ -291,7 +297,7 @@ impl JoinService {
         &self,
         req: Request<Incoming>,
         peer: SocketAddr,
-    ) -> Result<JoinAnswer, Rejected> {
+    ) -> Result<(JoinAnswer, bool), Rejected> {
         if req.uri().path() != JOIN_PATH {
             return Err(Rejected::new(
                 "bad_request",
@@ -371,15 +377,30 @@ impl JoinService {
                 Duration::from_secs(self.config.database.connect_timeout_secs.max(1)),
             )
             .await?;
+            // The answer's mesh must hold this node: a join served before
+            // its own first registration would leave the new node without
+            // a peer to reach the fleet through. Ask again shortly.
+            let own = &self.config.node;
+            let registered = cluster_db::queries::list_nodes(&client)
+                .await?
+                .nodes
+                .iter()
+                .any(|n| {
+                    n.name.as_str() == own.name
+                        && (own.wg_public_key.is_none() || n.wg_public_key == own.wg_public_key)
+                });
+            if !registered {
+                return Ok(None);
+            }
             let outcome = cluster_db::join::admit(&mut client, &network, &claim).await?;
             let members = match &outcome {
                 Ok(_) => cluster_db::queries::list_nodes(&client).await?.nodes,
                 Err(_) => Vec::new(),
             };
-            Ok::<_, cluster_db::DbError>((outcome, members))
+            Ok::<_, cluster_db::DbError>(Some((outcome, members)))
         })
         .await;
-        let (node, members) = match admitted {
+        let (admission, members) = match admitted {
             Err(_) => {
                 return Err(Rejected::unavailable(format!(
                     "the primary did not admit the node within {} s",
@@ -391,14 +412,25 @@ impl JoinService {
                     "cannot reach the primary: {e}"
                 )))
             }
-            Ok(Ok((Err(refusal), _))) => {
+            Ok(Ok(None)) => {
+                return Err(Rejected::unavailable(format!(
+                    "{} has not registered itself in the fleet yet; retry in a few seconds",
+                    self.config.node.name
+                )))
+            }
+            Ok(Ok(Some((Err(refusal), _)))) => {
                 tracing::warn!(from = %peer.ip(), node = %claim.name, reason = refusal.kind(), "join refused");
                 return Err(Rejected::refused(&refusal));
             }
-            Ok(Ok((Ok(node), members))) => (node, members),
+            Ok(Ok(Some((Ok(admission), members)))) => (admission, members),
         };
-        tracing::info!(from = %peer.ip(), node = %node.name, role = %node.role, vpn_ip = %node.vpn_ip, "node joined");
-        self.answer(node, members)
+        let node = admission.node;
+        if admission.again {
+            tracing::info!(from = %peer.ip(), node = %node.name, "join answered again (same node, same key)");
+        } else {
+            tracing::info!(from = %peer.ip(), node = %node.name, role = %node.role, vpn_ip = %node.vpn_ip, "node joined");
+        }
+        Ok((self.answer(node, members)?, admission.again))
     }
 
     fn answer(

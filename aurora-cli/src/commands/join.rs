@@ -114,6 +114,11 @@ pub struct JoinArgs<'a> {
     pub vpn_ip: Option<IpAddr>,
     pub out: &'a Path,
     pub timeout: Duration,
+    /// How long to keep asking while the fleet answers "not yet" (503 or
+    /// 429 with Retry-After): its node still starting, its primary away
+    /// for a moment. A join is safe to repeat: the same node asking again
+    /// with the same key gets the same answer.
+    pub wait: Duration,
 }
 
 /// `aurora-cli join`.
@@ -136,24 +141,42 @@ pub async fn join(args: JoinArgs<'_>, json: bool) -> CliResult {
         .map_err(|e| CliError::failed(format!("TLS setup: {e}")))?;
     let url = format!("{base}{JOIN_PATH}");
     let bearer = sidecar_kit::Secret::new(token.bearer());
-    let resp = client
-        .send(Method::POST, &url, Some(&bearer), Some(&body))
-        .await
-        .map_err(|e| {
-            CliError::failed(format!(
-                "join failed before the fleet answered: {e} (a certificate error means the server is not the fleet's join endpoint; nothing was sent)"
-            ))
-        })?;
-    let parsed = serde_json::from_slice::<serde_json::Value>(&resp.body)
-        .unwrap_or_else(|_| serde_json::Value::String(resp.text()));
-    if resp.status != StatusCode::OK {
+    let deadline = tokio::time::Instant::now() + args.wait;
+    let mut progress = output::Progress::new(json);
+    let resp = loop {
+        let resp = client
+            .send(Method::POST, &url, Some(&bearer), Some(&body))
+            .await
+            .map_err(|e| {
+                CliError::failed(format!(
+                    "join failed before the fleet answered: {e} (a certificate error means the server is not the fleet's join endpoint; nothing was sent)"
+                ))
+            })?;
+        if resp.status == StatusCode::OK {
+            break resp;
+        }
+        let parsed = serde_json::from_slice::<serde_json::Value>(&resp.body)
+            .unwrap_or_else(|_| serde_json::Value::String(resp.text()));
         let why = reason(&parsed);
-        let msg = format!(
-            "the fleet refused the join ({}): {why}",
-            resp.status.as_u16()
-        );
-        return Err(refused(resp.status, msg));
-    }
+        let pause = retry_after(&resp).filter(|p| tokio::time::Instant::now() + *p <= deadline);
+        match pause {
+            Some(pause) => {
+                progress.show(&format!(
+                    "the fleet says not yet: {why}; asking again in {} s",
+                    pause.as_secs()
+                ));
+                tokio::time::sleep(pause).await;
+            }
+            None => {
+                let msg = format!(
+                    "the fleet refused the join ({}): {why}",
+                    resp.status.as_u16()
+                );
+                return Err(refused(resp.status, msg));
+            }
+        }
+    };
+    drop(progress);
     let answer: JoinAnswer = resp
         .json(&url)
         .map_err(|e| CliError::failed(format!("the join answer: {e}")))?;
@@ -178,6 +201,23 @@ pub async fn join(args: JoinArgs<'_>, json: bool) -> CliResult {
         outln!("{answer}; files in {}", args.out.display());
     }
     Ok(())
+}
+
+/// The pause a "not yet" answer (503, 429) asks for; `None` for an answer
+/// that asking again cannot change.
+fn retry_after(resp: &sidecar_kit::http_client::HttpResponse) -> Option<Duration> {
+    if resp.status != StatusCode::SERVICE_UNAVAILABLE
+        && resp.status != StatusCode::TOO_MANY_REQUESTS
+    {
+        return None;
+    }
+    let secs = resp
+        .headers
+        .get(hyper::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(5);
+    Some(Duration::from_secs(secs.clamp(1, 60)))
 }
 
 /// A refusal from a sidecar: the operator's to fix (exit 2) for a 4xx,

@@ -80,6 +80,15 @@ async fn fleet(attempts: u32) -> Fleet {
         attempts,
     );
     let lead = start(c).await;
+    // Joins wait for the serving node's own registration (503 until then),
+    // as `aurora-cli join` does by asking again.
+    assert!(
+        testbed::postgres::wait_until(Duration::from_secs(10), || async {
+            registry(&pg).await.iter().any(|r| r.0 == "aurora")
+        })
+        .await,
+        "the lead never registered itself"
+    );
     Fleet { _pg: pg, lead, dir }
 }
 
@@ -346,7 +355,7 @@ async fn bad_tokens_and_bad_claims_are_refused_with_the_reason_and_counted() {
     let (s, _) = join(&t, &request("star", "backup", 2)).await;
     assert_eq!(s, StatusCode::OK, "refusals did not use the token up");
 
-    // The token is spent.
+    // The token is spent...
     refused(
         &t,
         &request("c2", "compute", 3),
@@ -354,6 +363,21 @@ async fn bad_tokens_and_bad_claims_are_refused_with_the_reason_and_counted() {
         "already used (by star)",
     )
     .await;
+    // ...but the node it admitted may ask again (its answer lost on the
+    // way) and gets the same answer, changing nothing; not with another
+    // key, nor as another role.
+    let (s, first) = join(&t, &request("star", "backup", 2)).await;
+    assert_eq!(s, StatusCode::OK, "{first}");
+    assert_eq!(first["vpn_ip"], "10.0.0.2");
+    for (role, key) in [("backup", 9), ("compute", 2)] {
+        refused(
+            &t,
+            &request("star", role, key),
+            StatusCode::UNAUTHORIZED,
+            "already used (by star)",
+        )
+        .await;
+    }
 
     let t2 = token(&f.lead, json!({})).await;
     refused(
@@ -402,7 +426,8 @@ async fn bad_tokens_and_bad_claims_are_refused_with_the_reason_and_counted() {
     for (outcome, n) in [
         ("token_invalid", 2.0),
         ("token_missing", 2.0),
-        ("token_used", 1.0),
+        ("token_used", 3.0),
+        ("answered_again", 1.0),
         ("token_expired", 1.0),
         ("lead_role", 1.0),
         ("backup_exists", 1.0),
@@ -417,6 +442,57 @@ async fn bad_tokens_and_bad_claims_are_refused_with_the_reason_and_counted() {
     }
     // Only the lead and star joined.
     assert_eq!(registry(&f._pg).await.len(), 2);
+    f.lead.stop().await;
+}
+
+/// A join served before the serving node's own registration would answer
+/// a mesh without the node the new one must reach the fleet through: it
+/// is "not yet" (503, Retry-After), counted, and the token stays usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_waits_until_the_serving_node_is_registered() {
+    let f = fleet(100).await;
+    let t = token(&f.lead, json!({})).await;
+    let c = f._pg.connect("postgres").await.unwrap();
+    let own = cluster_db::queries::list_nodes(&c)
+        .await
+        .unwrap()
+        .nodes
+        .into_iter()
+        .find(|n| n.name.as_str() == "aurora")
+        .unwrap();
+    c.execute("DELETE FROM aurora.nodes WHERE name = 'aurora'", &[])
+        .await
+        .unwrap();
+
+    let resp = send_raw(
+        &t,
+        &t.bearer(),
+        &serde_json::to_value(request("c1", "compute", 1)).unwrap(),
+    )
+    .await;
+    assert_eq!(
+        resp.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        resp.text()
+    );
+    assert!(
+        resp.text().contains("aurora has not registered itself"),
+        "{}",
+        resp.text()
+    );
+    assert!(resp.headers.contains_key(hyper::header::RETRY_AFTER));
+    assert_eq!(metric(&f.lead, "unavailable").await, 1.0);
+    assert_eq!(registry(&f._pg).await.len(), 0, "nothing was admitted");
+
+    // Registered again: the same token admits the node, and the mesh it
+    // gets holds the lead.
+    let reg = cluster_db::NodeRegistration::from(own);
+    cluster_db::queries::upsert_node(&c, &reg).await.unwrap();
+    let (s, v) = join(&t, &request("c1", "compute", 1)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let a: JoinAnswer = serde_json::from_value(v).unwrap();
+    assert!(a.members.iter().any(|m| m.name == "aurora"));
     f.lead.stop().await;
 }
 

@@ -368,3 +368,72 @@ async fn nodes_join_with_a_token_through_the_installer() {
     server.lifecycle.shutdown();
     server.task.await.unwrap().unwrap();
 }
+
+/// `aurora-cli join` asks again while the fleet answers "not yet" (503: the
+/// serving node has not registered itself yet), and a node whose answer
+/// was lost asks again with the same token and gets the same answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aurora_cli_join_asks_again_while_the_fleet_says_not_yet() {
+    let server = join_server().await;
+    let c = server._pg.connect("postgres").await.unwrap();
+    let listed = || async {
+        cluster_db::queries::list_nodes(&c)
+            .await
+            .unwrap()
+            .nodes
+            .into_iter()
+            .find(|n| n.name.as_str() == "aurora")
+    };
+    assert!(
+        testbed::postgres::wait_until(std::time::Duration::from_secs(10), || async {
+            listed().await.is_some()
+        })
+        .await
+    );
+    let own = listed().await.unwrap();
+    c.execute("DELETE FROM aurora.nodes WHERE name = 'aurora'", &[])
+        .await
+        .unwrap();
+    let token = tokio::task::block_in_place(|| create_token(&server, &[]));
+    let out = tempfile::tempdir().unwrap();
+    let join = {
+        let (token, out) = (token.clone(), out.path().to_path_buf());
+        move || {
+            Command::new(testbed::tools::workspace_bin("aurora-cli").unwrap())
+                .args(["join", "--json", "--name", "c1", "--role", "compute"])
+                .args([
+                    "--wg-public-key",
+                    "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=",
+                ])
+                .args(["--wait", "30", "--token", &token, "--out"])
+                .arg(&out)
+                .env_remove("AURORA_CONFIG")
+                .output()
+                .unwrap()
+        }
+    };
+    let started = std::time::Instant::now();
+    let first = tokio::task::spawn_blocking(join.clone());
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(!first.is_finished(), "the join did not wait for the lead");
+    let reg = cluster_db::NodeRegistration::from(own);
+    cluster_db::queries::upsert_node(&c, &reg).await.unwrap();
+    let first = first.await.unwrap();
+    assert!(first.status.success(), "{}", text(&first));
+    assert!(started.elapsed() >= std::time::Duration::from_secs(2));
+    let answer: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!(answer["vpn_ip"], "10.0.0.3", "{answer}");
+    assert!(answer["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["name"] == "aurora"));
+
+    // The answer lost on the way: the same node asks again.
+    let again = tokio::task::spawn_blocking(join).await.unwrap();
+    assert!(again.status.success(), "{}", text(&again));
+    let answer: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(answer["vpn_ip"], "10.0.0.3", "{answer}");
+    server.lifecycle.shutdown();
+    let _ = server.task.await;
+}
