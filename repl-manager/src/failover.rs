@@ -472,6 +472,9 @@ impl Manager {
         }
         let sent = Instant::now();
         let hard_fenced = self.hard_fenced();
+        if hard_fenced {
+            self.hold_fence().await;
+        }
         // Renew only while our own server works (or is stopped on purpose):
         // a dead primary must let its lease lapse.
         let mut lsn = None;
@@ -600,15 +603,47 @@ impl Manager {
             f.hard_fenced = true;
         }
         tracing::error!(reason = why, "fencing: stopping PostgreSQL");
-        if let Err(e) = self.server.stop(crate::server::StopMode::Immediate).await {
-            tracing::error!(error = %e, "fencing stop failed");
+        let stopped = self.server.stop(crate::server::StopMode::Immediate).await;
+        self.drop_local().await;
+        let error = stopped.as_ref().err().map(ToString::to_string);
+        if let Some(e) = &error {
+            tracing::error!(error = %e, "fencing stop failed; it is tried again every round, and the server is kept read-only meanwhile");
         }
+        self.metrics
+            .operations
+            .with_label_values(&["fence", if error.is_none() { "ok" } else { "failed" }])
+            .inc();
+        self.event(
+            "fenced",
+            json!({ "reason": why, "stopped": error.is_none(), "error": error }),
+        )
+        .await;
+    }
+
+    /// A fence holds only once the server is down. A stop that failed (the
+    /// hold file's disk full, a supervisor that did not answer, `pg_ctl`
+    /// timing out) is tried again every round until it holds; meanwhile the
+    /// reconcile pass keeps the running server read-only with commits
+    /// waiting for a standby that does not exist. (It used to be tried
+    /// once: the fence flag stayed set and the server kept running.)
+    async fn hold_fence(&self) {
+        if self.paused() || !self.server.is_running().await {
+            return;
+        }
+        tracing::error!("fenced, but PostgreSQL still runs: stopping it again");
+        let stopped = self.server.stop(crate::server::StopMode::Immediate).await;
         self.drop_local().await;
         self.metrics
             .operations
-            .with_label_values(&["fence", "ok"])
+            .with_label_values(&["fence", if stopped.is_ok() { "ok" } else { "failed" }])
             .inc();
-        self.event("fenced", json!({ "reason": why })).await;
+        match stopped {
+            Ok(()) => {
+                tracing::warn!("the fence holds: PostgreSQL stopped");
+                self.event("fence_held", json!({})).await;
+            }
+            Err(e) => tracing::error!(error = %e, "fencing stop failed again"),
+        }
     }
 
     async fn member_round(&self, known: &EpochRecord) {
@@ -801,7 +836,8 @@ impl Manager {
         Ok(())
     }
 
-    /// Refuses a promotion that could lose an acknowledged write.
+    /// Refuses a promotion that could lose an acknowledged write (the
+    /// decision is [`data_safety`]).
     pub fn check_data_safety(
         &self,
         mine: Lsn,
@@ -814,54 +850,35 @@ impl Manager {
             .filter_map(|a| a.report.clone().map(|r| (a.voter.clone(), r)))
             .chain(own.map(|r| (self.name().to_string(), r)))
             .collect();
-        // 1. What the primary said last (the freshest report anyone has):
-        //    anything but "sync with this node as the standby" (or
-        //    "blocked", strict mode) means it may have acknowledged writes
-        //    this node lacks.
-        if !self.cfg.replication.synchronous_strict {
-            let freshest = reports
-                .iter()
-                .min_by(|a, b| a.1.age_secs.total_cmp(&b.1.age_secs));
-            if let Some((who, r)) = freshest {
-                let in_sync = r.sync_mode == "blocked"
-                    || (r.sync_mode == "sync" && r.sync_standby.as_deref() == Some(self.name()));
-                if !in_sync {
-                    return Err(Failure::Failed(format!(
-                        "the primary last reported (to {who}, {:.1} s ago) synchronous mode {:?} with standby {:?}: \
-                         it may have acknowledged writes this node lacks; promote by hand with force=true if you accept that",
-                        r.age_secs, r.sync_mode.as_str(), r.sync_standby
-                    )));
-                }
-            }
-            // 2. This node lost the primary long before the others did.
-            let last_seen_by_others = answers
-                .iter()
-                .filter_map(|a| a.primary_seen_ago_secs)
-                .fold(f64::INFINITY, f64::min);
-            let window = self.cfg.replication.sync_degrade_after_secs as f64
-                - 2.0 * self.cfg.failover.probe_interval_secs;
-            let gap = seen_ago.as_secs_f64() - last_seen_by_others;
-            if last_seen_by_others.is_finite() && gap > window.max(0.0) {
-                return Err(Failure::Failed(format!(
-                    "this node lost the primary {gap:.1} s before the last member to see it: \
-                     long enough for the primary to degrade to asynchronous replication and \
-                     acknowledge writes this node lacks; promote by hand with force=true if you accept that"
-                )));
-            }
-        }
-        // 3. Position.
-        let last_lsn = reports.iter().filter_map(|(_, r)| r.lsn).max();
-        if let Some(last) = last_lsn {
-            let behind = mine.bytes_until(last);
-            if behind > self.cfg.replication.max_lag_on_failover_bytes {
-                return Err(Failure::Failed(format!(
-                    "this node is {behind} bytes behind the primary's last reported position {last} \
-                     (max_lag_on_failover_bytes {})",
-                    self.cfg.replication.max_lag_on_failover_bytes
-                )));
-            }
-        }
-        Ok(())
+        let known = self.known();
+        // Who the primary could have made its synchronous standby: the
+        // backup and the lead, but never itself.
+        let candidates = self
+            .cfg
+            .members
+            .iter()
+            .filter(|m| {
+                m.name.as_str() != known.primary
+                    && matches!(m.role, cluster_db::Role::Backup | cluster_db::Role::Lead)
+            })
+            .count();
+        let others_seen: Vec<f64> = answers
+            .iter()
+            .filter_map(|a| a.primary_seen_ago_secs)
+            .collect();
+        data_safety(&SafetyInputs {
+            me: self.name(),
+            strict: self.cfg.replication.synchronous_strict,
+            candidates,
+            mine,
+            seen_ago,
+            reports: &reports,
+            others_seen: &others_seen,
+            window_secs: self.cfg.replication.sync_degrade_after_secs as f64
+                - 2.0 * self.cfg.failover.probe_interval_secs,
+            max_lag_bytes: self.cfg.replication.max_lag_on_failover_bytes,
+        })
+        .map_err(Failure::Failed)
     }
 
     /// What promoting this node now would lose, from the peers' reports.
@@ -901,5 +918,175 @@ impl Manager {
             },
             "primary_reported_async_to": degraded,
         })
+    }
+}
+
+/// What a candidate knows when it decides whether promoting itself could
+/// lose an acknowledged write.
+#[derive(Debug)]
+pub struct SafetyInputs<'a> {
+    /// The candidate.
+    pub me: &'a str,
+    /// `replication.synchronous_strict`: the primary never degrades.
+    pub strict: bool,
+    /// How many members the primary could make its synchronous standby.
+    pub candidates: usize,
+    /// The candidate's own WAL position.
+    pub mine: Lsn,
+    /// How long ago the candidate last heard the primary.
+    pub seen_ago: Duration,
+    /// The primary's last reports, each with the member that heard it.
+    pub reports: &'a [(String, ReportView)],
+    /// How long ago each voter last heard the primary, in seconds.
+    pub others_seen: &'a [f64],
+    /// `sync_degrade_after_secs - 2 × probe_interval`.
+    pub window_secs: f64,
+    /// `max_lag_on_failover_bytes`.
+    pub max_lag_bytes: u64,
+}
+
+/// Refuses (with the reason) a promotion that could lose an acknowledged
+/// write:
+/// 1. the freshest report anyone has of the primary says anything but
+///    "sync with this node as the standby" (or "blocked": nothing was
+///    acknowledged) — in strict mode too, where the primary cannot degrade
+///    but can name another candidate its standby (a compute node promoted
+///    by hand has the backup and the lead);
+/// 2. this node lost the primary long enough before the last member to see
+///    it for the primary to have degraded (or, strict with more than one
+///    candidate, moved its standby) unheard;
+/// 3. this node is further behind the primary's last reported position
+///    than `max_lag_bytes`.
+pub fn data_safety(i: &SafetyInputs<'_>) -> Result<(), String> {
+    let freshest = i
+        .reports
+        .iter()
+        .min_by(|a, b| a.1.age_secs.total_cmp(&b.1.age_secs));
+    if let Some((who, r)) = freshest {
+        let in_sync = r.sync_mode == SyncMode::Blocked
+            || (r.sync_mode == SyncMode::Sync && r.sync_standby.as_deref() == Some(i.me));
+        if !in_sync {
+            return Err(format!(
+                "the primary last reported (to {who}, {:.1} s ago) synchronous mode {:?} with standby {:?}: \
+                 it may have acknowledged writes this node lacks; promote by hand with force=true if you accept that",
+                r.age_secs,
+                r.sync_mode.as_str(),
+                r.sync_standby
+            ));
+        }
+    }
+    // In strict mode with one candidate the primary could acknowledge
+    // nothing without this node: losing sight of it early loses nothing.
+    if !i.strict || i.candidates > 1 {
+        let last_seen_by_others = i.others_seen.iter().copied().fold(f64::INFINITY, f64::min);
+        let gap = i.seen_ago.as_secs_f64() - last_seen_by_others;
+        if last_seen_by_others.is_finite() && gap > i.window_secs.max(0.0) {
+            return Err(format!(
+                "this node lost the primary {gap:.1} s before the last member to see it: \
+                 long enough for the primary to degrade to asynchronous replication (or name another \
+                 synchronous standby) and acknowledge writes this node lacks; promote by hand with \
+                 force=true if you accept that"
+            ));
+        }
+    }
+    let last_lsn = i.reports.iter().filter_map(|(_, r)| r.lsn).max();
+    if let Some(last) = last_lsn {
+        let behind = i.mine.bytes_until(last);
+        if behind > i.max_lag_bytes {
+            return Err(format!(
+                "this node is {behind} bytes behind the primary's last reported position {last} \
+                 (max_lag_on_failover_bytes {})",
+                i.max_lag_bytes
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(mode: SyncMode, standby: Option<&str>, age: f64) -> ReportView {
+        ReportView {
+            epoch: 1,
+            lsn: Some(Lsn(100)),
+            sync_mode: mode,
+            sync_standby: standby.map(str::to_string),
+            age_secs: age,
+        }
+    }
+
+    fn inputs<'a>(
+        strict: bool,
+        candidates: usize,
+        reports: &'a [(String, ReportView)],
+        others_seen: &'a [f64],
+        seen_ago: f64,
+    ) -> SafetyInputs<'a> {
+        SafetyInputs {
+            me: "backup",
+            strict,
+            candidates,
+            mine: Lsn(100),
+            seen_ago: Duration::from_secs_f64(seen_ago),
+            reports,
+            others_seen,
+            window_secs: 4.0,
+            max_lag_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn the_freshest_report_must_name_this_node_in_either_mode() {
+        let stale_mine = (
+            "backup".to_string(),
+            report(SyncMode::Sync, Some("backup"), 9.0),
+        );
+        // A compute primary (promoted by hand) made the lead its standby;
+        // c2 heard that last. Strict mode used to skip this check.
+        let fresher = ("c2".to_string(), report(SyncMode::Sync, Some("lead"), 1.0));
+        let reports = [stale_mine.clone(), fresher];
+        for strict in [false, true] {
+            let e = data_safety(&inputs(strict, 2, &reports, &[1.0], 1.5)).unwrap_err();
+            assert!(e.contains("standby Some(\"lead\")"), "{e}");
+        }
+        let degraded = [
+            stale_mine.clone(),
+            ("c2".into(), report(SyncMode::Async, None, 1.0)),
+        ];
+        assert!(data_safety(&inputs(false, 1, &degraded, &[1.0], 1.5)).is_err());
+        let blocked = [
+            stale_mine,
+            ("c2".into(), report(SyncMode::Blocked, None, 1.0)),
+        ];
+        assert!(data_safety(&inputs(true, 1, &blocked, &[1.0], 1.5)).is_ok());
+    }
+
+    #[test]
+    fn losing_sight_early_matters_unless_strict_with_one_candidate() {
+        let reports = [(
+            "backup".to_string(),
+            report(SyncMode::Sync, Some("backup"), 9.0),
+        )];
+        // This node lost the primary 9 s before the last voter did.
+        let e = data_safety(&inputs(false, 1, &reports, &[1.0], 10.0)).unwrap_err();
+        assert!(e.contains("lost the primary"), "{e}");
+        // Strict, with the backup the only candidate: the primary could
+        // acknowledge nothing without it.
+        assert!(data_safety(&inputs(true, 1, &reports, &[1.0], 10.0)).is_ok());
+        // Strict, with another candidate it could have moved to.
+        assert!(data_safety(&inputs(true, 2, &reports, &[1.0], 10.0)).is_err());
+        // Within the window, either way.
+        assert!(data_safety(&inputs(false, 1, &reports, &[7.0], 10.0)).is_ok());
+    }
+
+    #[test]
+    fn a_node_behind_the_last_reported_position_is_refused() {
+        let mut r = report(SyncMode::Sync, Some("backup"), 0.5);
+        r.lsn = Some(Lsn(200));
+        let reports = [("c1".to_string(), r)];
+        let e = data_safety(&inputs(false, 1, &reports, &[0.5], 0.5)).unwrap_err();
+        assert!(e.contains("100 bytes behind"), "{e}");
     }
 }

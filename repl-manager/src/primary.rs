@@ -100,7 +100,9 @@ impl Manager {
                 self.server.data_dir().display()
             )));
         }
-        if self.hard_fenced() && !self.writes_allowed() {
+        // A fence whose stop has not held yet (the failover round tries it
+        // again) goes on below: the running server is made read-only.
+        if self.hard_fenced() && !self.writes_allowed() && !self.server.is_running().await {
             return Err(Failure::Failed(
                 "fenced: this primary lost its majority and stopped its server; it starts again \
                  when a majority answers, or rejoins as a standby if another node was promoted"
@@ -108,6 +110,10 @@ impl Manager {
             ));
         }
         if !self.server.is_running().await {
+            if self.hard_fenced() && !self.writes_allowed() {
+                // The retried fence stop just held: it stays down.
+                return Err(Failure::Failed("fenced: the server was stopped".into()));
+            }
             self.set_activity(Some("starting PostgreSQL as primary"));
             settings::apply(&self.server, &self.cfg, &self.primary_desired())?;
             self.server.start().await?;
