@@ -241,27 +241,76 @@ impl Network {
         self.peer_rules(j, i, "-D")
     }
 
-    fn peer_rules(&self, i: usize, j: usize, op: &str) -> Result<(), Error> {
-        let other = self.nodes[j].ip.to_string();
-        for (chain, dir) in [("INPUT", "-s"), ("OUTPUT", "-d")] {
-            run(
-                "ip",
-                &[
-                    "netns",
-                    "exec",
-                    &self.nodes[i].ns,
-                    "iptables",
-                    "-w",
-                    op,
-                    chain,
-                    dir,
-                    &other,
-                    "-j",
-                    "DROP",
-                ],
-            )?;
+    /// Drops what node `i` sends to node `j`, and nothing else: `j`
+    /// still reaches `i`, but no answer comes back (one-way loss, as a
+    /// broken link or an asymmetric firewall gives). For TCP this blocks
+    /// new connections both ways (the handshake needs both); connections
+    /// already open carry data from `j` to `i` only.
+    pub fn cut_one_way(&self, i: usize, j: usize) -> Result<(), Error> {
+        self.rule(i, "-A", "OUTPUT", "-d", j)
+    }
+
+    /// Undoes [`Network::cut_one_way`].
+    pub fn heal_one_way(&self, i: usize, j: usize) -> Result<(), Error> {
+        self.rule(i, "-D", "OUTPUT", "-d", j)
+    }
+
+    /// Stops (SIGSTOP) every process in node `i`'s namespace, as a frozen
+    /// VM or a long stall would: no packet is answered, no RST is sent, no
+    /// timer fires there until [`Network::resume`].
+    pub fn pause(&self, i: usize) -> Result<(), Error> {
+        self.signal_all(i, nix::sys::signal::Signal::SIGSTOP)
+    }
+
+    /// Continues (SIGCONT) every process in node `i`'s namespace.
+    pub fn resume(&self, i: usize) -> Result<(), Error> {
+        self.signal_all(i, nix::sys::signal::Signal::SIGCONT)
+    }
+
+    fn signal_all(&self, i: usize, sig: nix::sys::signal::Signal) -> Result<(), Error> {
+        let out = Command::new("ip")
+            .args(["netns", "pids", &self.nodes[i].ns])
+            .output()
+            .map_err(|e| Error::io("running ip netns pids", e))?;
+        if !out.status.success() {
+            return Err(Error::Other(format!(
+                "ip netns pids {}: {}",
+                self.nodes[i].ns,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        for pid in String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+        {
+            // A process that exited since the listing is no error.
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
         }
         Ok(())
+    }
+
+    fn rule(&self, i: usize, op: &str, chain: &str, dir: &str, j: usize) -> Result<(), Error> {
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &self.nodes[i].ns,
+                "iptables",
+                "-w",
+                op,
+                chain,
+                dir,
+                &self.nodes[j].ip.to_string(),
+                "-j",
+                "DROP",
+            ],
+        )
+    }
+
+    fn peer_rules(&self, i: usize, j: usize, op: &str) -> Result<(), Error> {
+        self.rule(i, op, "INPUT", "-s", j)?;
+        self.rule(i, op, "OUTPUT", "-d", j)
     }
 
     /// Describes the network (it is still removed when this handle drops).

@@ -9,17 +9,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::support::{wait_row, Fleet, FleetSpec, Members, TOKEN};
+use crate::support::{supervisor, wait_row, Fleet, FleetSpec, Members, TOKEN};
 use cluster_db::Role;
 use hyper::StatusCode;
 use repl_manager::config::Supervision;
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(90);
-
-fn supervisor_script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("postgres-supervisor.sh")
-}
 
 fn hold_file(data_dir: &std::path::Path) -> PathBuf {
     data_dir.parent().unwrap().join("aurora.hold")
@@ -39,15 +35,7 @@ async fn external_supervision_clones_and_switches_over_through_the_hold_file() {
     for node in &fleet.nodes {
         let pg = &node.pg;
         let mut cmd = tokio::process::Command::new("sh");
-        cmd.arg(supervisor_script())
-            .env("PGDATA", pg.data_dir())
-            .env("AURORA_HOLD_FILE", hold_file(pg.data_dir()))
-            .env("POSTGRES_BIN", pg.bindir().join("postgres"))
-            .env("LC_ALL", "C")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true);
+        supervisor(&mut cmd, pg, &hold_file(pg.data_dir()));
         if let Some(owner) = pg.owner() {
             cmd.uid(owner.uid.as_raw()).gid(owner.gid.as_raw());
         }

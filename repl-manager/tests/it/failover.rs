@@ -558,3 +558,328 @@ async fn an_old_primary_that_learns_a_newer_epoch_stops_writing_without_reaching
     fleet.heal_between("lead", "backup");
     fleet.wait_healthy("backup", &["lead", "c1"], T).await;
 }
+
+/// #15 finding 6: a fence whose stop fails is tried again until it holds.
+/// The lead's hold file (`supervision = "external"`, as in the compose
+/// stack, with the postgres container's supervisor script) lives on a small
+/// filesystem that fills up. The lead is cut off, its lease ends, and the
+/// fence cannot write the hold file: the server runs on. Meanwhile it must
+/// take no write, and once the disk has room the fence must hold. (The
+/// stop used to be tried once: the fence flag stayed set and the server
+/// ran on, writable by default, for good.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fence_that_could_not_stop_the_server_is_tried_again_until_it_holds() {
+    let holds = tempfile::tempdir().unwrap();
+    // The supervisors run as the postgres user and must see the files.
+    std::fs::set_permissions(
+        holds.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let disk = testbed::tmpfs::Tmpfs::mount(&holds.path().join("lead-disk"), "64k").unwrap();
+    let hold = |name: &str| {
+        if name == "lead" {
+            disk.path().join("aurora.hold")
+        } else {
+            holds.path().join(format!("{name}.hold"))
+        }
+    };
+    let nodes = vec![
+        ("lead", Role::Lead),
+        ("backup", Role::Backup),
+        ("c1", Role::Compute),
+    ];
+    let mut fleet = NsFleet::start_each(&nodes, |name| {
+        format!(
+            "supervision = \"external\"\nhold_file = \"{}\"\n{SETTINGS}",
+            hold(name).display()
+        )
+    })
+    .await;
+    for (name, _) in &nodes {
+        fleet.supervise(name, &hold(name));
+    }
+    fleet.wait_healthy("lead", &["backup", "c1"], T).await;
+    fleet.start_writable_probes();
+    let ledger = Ledger::start(fleet.dsn(&["lead", "backup", "c1"])).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // The hold file's filesystem fills up, then the lead is cut off.
+    let filler = disk.path().join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        for chunk in [4096, 1] {
+            while f
+                .write_all(&vec![0u8; chunk])
+                .and_then(|()| f.sync_all())
+                .is_ok()
+            {}
+        }
+    }
+    let probe = disk.path().join("probe");
+    assert!(
+        std::fs::write(&probe, "x").is_err(),
+        "the hold file's filesystem is not full"
+    );
+    let _ = std::fs::remove_file(&probe);
+    fleet.cut("lead");
+    let cut = Instant::now();
+    let failed = testbed::postgres::wait_until(T, || async {
+        fleet
+            .log_tail("lead", 100_000)
+            .contains("fencing stop failed")
+    })
+    .await;
+    assert!(failed, "no failed fence: {}", fleet.log_tail("lead", 30));
+    let fence_failed_after = cut.elapsed();
+    assert!(
+        fleet.node("lead").pg.is_running(),
+        "the stop was to fail on the full disk"
+    );
+    // The server runs on, but takes no write.
+    let read_only = testbed::postgres::wait_until(Duration::from_secs(15), || async {
+        fleet.writable_now("lead") == Some(false)
+    })
+    .await;
+    assert!(
+        read_only,
+        "the lead's server, still running behind a failed fence, is writable: {}",
+        fleet.log_tail("lead", 30)
+    );
+    let read_only_after = cut.elapsed();
+    assert!(fleet.node("lead").pg.is_running());
+
+    // The disk has room again: the fence holds within a few rounds.
+    std::fs::remove_file(&filler).unwrap();
+    let freed = Instant::now();
+    let stopped = testbed::postgres::wait_until(Duration::from_secs(15), || async {
+        !fleet.node("lead").pg.is_running()
+    })
+    .await;
+    assert!(
+        stopped,
+        "the fence never held after the disk had room: {}",
+        fleet.log_tail("lead", 30)
+    );
+    let mut f = BTreeMap::new();
+    f.insert(
+        "fence_failed_after_cut_secs",
+        format!("{:.1}", fence_failed_after.as_secs_f64()),
+    );
+    f.insert(
+        "read_only_after_cut_secs",
+        format!("{:.1}", read_only_after.as_secs_f64()),
+    );
+    f.insert(
+        "stopped_after_room_secs",
+        format!("{:.1}", freed.elapsed().as_secs_f64()),
+    );
+    report("fence-retried-after-full-disk", &f);
+
+    // The backup took over meanwhile; healed, the old lead follows it and
+    // no acknowledged write is missing.
+    fleet.heal("lead");
+    fleet.wait_healthy("backup", &["lead", "c1"], T).await;
+    let (acked, _) = ledger.stop().await;
+    let bc = fleet.connect("backup").await;
+    assert_eq!(lost_writes(&bc, &acked).await, Vec::<i64>::new());
+    assert!(!acked.is_empty());
+}
+
+/// Sync mode on, and every commit counted as acknowledged only when the
+/// fleet's client got the answer.
+async fn in_sync(fleet: &NsFleet, primary: &str) {
+    fleet
+        .wait_status(primary, T, "sync", |s| {
+            s.sync.as_ref().is_some_and(|v| v.mode == "sync")
+        })
+        .await;
+}
+
+/// One-way loss between the lead and the backup, each way in turn: the
+/// backup's packets to the lead lost (the lead's WAL still arrives, no
+/// confirmation comes back), then the lead's packets to the backup lost.
+/// The lead keeps its majority through c1 and stays the only primary; the
+/// backup, which cannot reach the lead, must not be promoted (c1 still
+/// sees the lead and refuses its vote); commits wait until the lead gives
+/// up on the backup (`wal_sender_timeout`, then the degrade), then go on;
+/// after each heal the backup streams again and nothing acknowledged is
+/// missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_way_loss_between_lead_and_backup_never_promotes_and_loses_nothing() {
+    let nodes = vec![
+        ("lead", Role::Lead),
+        ("backup", Role::Backup),
+        ("c1", Role::Compute),
+    ];
+    let settings = format!("{SETTINGS}sync_degrade_after_secs = 6\n");
+    let mut fleet = NsFleet::start(&nodes, &settings).await;
+    fleet.wait_healthy("lead", &["backup", "c1"], T).await;
+    in_sync(&fleet, "lead").await;
+    fleet.start_writable_probes();
+    let ledger = Ledger::start(fleet.dsn(&["lead", "backup"])).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let lead_ip = fleet.node("lead").ip.to_string();
+    let mut f = BTreeMap::new();
+    for (from, to) in [("backup", "lead"), ("lead", "backup")] {
+        let cut_at = now();
+        fleet.cut_one_way(from, to);
+        // Long enough for the backup to have been promoted, were it going
+        // to be (failover timeout 5 s), and for the lead to degrade.
+        let until = Instant::now() + Duration::from_secs(25);
+        while Instant::now() < until {
+            let s = fleet.status("backup").await;
+            assert!(
+                !s.as_ref().is_some_and(|s| s.is_primary()),
+                "the backup was promoted behind a one-way loss ({from} → {to}): {}",
+                fleet.log_tail("backup", 20)
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let lead = fleet.status("lead").await.unwrap();
+        assert!(lead.is_primary() && lead.epoch == 1, "{lead:?}");
+        let resumed = ledger.first_ack_by(&lead_ip, cut_at + 0.5);
+        f.insert(
+            if from == "backup" {
+                "backup_to_lead_lost_commits_resumed_after_secs"
+            } else {
+                "lead_to_backup_lost_commits_resumed_after_secs"
+            },
+            resumed.map_or("never".into(), |t| format!("{:.1}", t - cut_at)),
+        );
+        assert!(
+            resumed.is_some(),
+            "the lead took no write in 25 s of one-way loss ({from} → {to})"
+        );
+        fleet.heal_one_way(from, to);
+        fleet.wait_healthy("lead", &["backup", "c1"], T).await;
+        in_sync(&fleet, "lead").await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (acked, attempts) = ledger.stop().await;
+    let lc = fleet.connect("lead").await;
+    let lost = lost_writes(&lc, &acked).await;
+    let bc = fleet.connect("backup").await;
+    let newest: i64 = acked.iter().map(|a| a.0).max().unwrap();
+    assert!(
+        crate::support::wait_row(&bc, &format!("SELECT 1 FROM ledger WHERE id = {newest}"), T)
+            .await,
+        "the backup never caught up"
+    );
+    let doubles = fleet.double_primary_moments();
+    f.insert("acked", acked.len().to_string());
+    f.insert("attempts", attempts.to_string());
+    f.insert("lost", lost.len().to_string());
+    f.insert("two_primary_moments", doubles.to_string());
+    report("one-way-loss", &f);
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    assert_eq!(doubles, 0, "two writable primaries at once");
+}
+
+/// The lead's whole host freezes (every process SIGSTOPped, as a paused VM
+/// or a stalled kernel: no RST, no answer, no timer) for longer than the
+/// failover timeout, with a client inside it in the middle of writing. The
+/// backup takes over; when the lead thaws, its lease is long over and it
+/// fences at once: nothing it or anyone acknowledged is lost, and it rejoins
+/// as a standby.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_frozen_lead_thaws_into_a_fence_and_loses_nothing() {
+    let nodes = vec![
+        ("lead", Role::Lead),
+        ("backup", Role::Backup),
+        ("c1", Role::Compute),
+    ];
+    let mut fleet = NsFleet::start(&nodes, SETTINGS).await;
+    fleet.wait_healthy("lead", &["backup", "c1"], T).await;
+    in_sync(&fleet, "lead").await;
+    let lc = fleet.connect("lead").await;
+    lc.batch_execute("CREATE TABLE inside (id bigint PRIMARY KEY)")
+        .await
+        .unwrap();
+    drop(lc);
+    fleet.start_writable_probes();
+    let ledger = Ledger::start(fleet.dsn(&["lead", "backup"])).await;
+    let inside_acks = fleet.dir().join("inside-acked");
+    let lead_ip = fleet.node("lead").ip;
+    let mut inside = fleet
+        .net
+        .command(fleet.index("lead"), "sh")
+        .arg("-c")
+        .arg(format!(
+            "i=0; while :; do i=$((i+1)); if psql -X -q -h {lead_ip} -U postgres -d postgres \
+             -c \"INSERT INTO inside VALUES ($i)\" 'connect_timeout=1' >/dev/null 2>&1; \
+             then echo $i >> {}; fi; sleep 0.05; done",
+            inside_acks.display()
+        ))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let frozen_at = now();
+    let started = Instant::now();
+    fleet.pause("lead");
+    fleet
+        .wait_status("backup", T, "promoted", |s| {
+            s.is_primary() && s.epoch == 2 && s.failover.as_ref().is_some_and(|f| !f.fenced)
+        })
+        .await;
+    let promoted_after = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    fleet.resume("lead");
+    fleet.wait_healthy("backup", &["lead", "c1"], T).await;
+    let _ = inside.kill().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (acked, attempts) = ledger.stop().await;
+    let bc = fleet.connect("backup").await;
+    let lost = lost_writes(&bc, &acked).await;
+    let inside_acked: Vec<i64> = std::fs::read_to_string(&inside_acks)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    let missing: i64 = bc
+        .query_one(
+            "SELECT count(*) FROM unnest($1::int8[]) a(id) WHERE NOT EXISTS (SELECT 1 FROM inside i WHERE i.id = a.id)",
+            &[&inside_acked],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let backup_ip = fleet.node("backup").ip.to_string();
+    let first_write = ledger_first(&acked, &backup_ip, frozen_at);
+    let doubles = fleet.double_primary_moments();
+    let mut f = BTreeMap::new();
+    f.insert("promoted_secs", format!("{promoted_after:.1}"));
+    f.insert(
+        "first_write_on_new_primary_secs",
+        first_write.map_or("none".into(), |t| format!("{:.1}", t - frozen_at)),
+    );
+    f.insert("inside_acked", inside_acked.len().to_string());
+    f.insert("inside_acked_then_lost", missing.to_string());
+    f.insert("acked", acked.len().to_string());
+    f.insert("attempts", attempts.to_string());
+    f.insert("lost", lost.len().to_string());
+    f.insert("two_primary_moments", doubles.to_string());
+    report("frozen-lead", &f);
+    assert_eq!(
+        missing, 0,
+        "the thawed lead acknowledged writes that were lost"
+    );
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    assert_eq!(doubles, 0, "two writable primaries at once");
+}
+
+/// The first write `server` acknowledged after `after` (unix seconds).
+fn ledger_first(acked: &[(i64, f64, String)], server: &str, after: f64) -> Option<f64> {
+    acked
+        .iter()
+        .filter(|(_, t, s)| s == server && *t >= after)
+        .map(|(_, t, _)| *t)
+        .next()
+}

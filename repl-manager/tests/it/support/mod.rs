@@ -18,6 +18,21 @@ use sidecar_kit::http_client::{HttpClient, HttpResponse};
 use sidecar_kit::{Lifecycle, Secret};
 use testbed::{PgCluster, PgOptions};
 
+/// Makes `cmd` (a shell, possibly behind a namespace or user switch) run
+/// the postgres container's supervisor (`postgres-supervisor.sh`) for `pg`,
+/// watching `hold`, as the container would; it ends with its handle.
+pub fn supervisor(cmd: &mut tokio::process::Command, pg: &PgCluster, hold: &std::path::Path) {
+    cmd.arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("postgres-supervisor.sh"))
+        .env("PGDATA", pg.data_dir())
+        .env("AURORA_HOLD_FILE", hold)
+        .env("POSTGRES_BIN", pg.bindir().join("postgres"))
+        .env("LC_ALL", "C")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+}
+
 pub const TOKEN: &str = "fleet-token-0123456789abcdef";
 /// A quote and a backslash: the password must survive every quoting layer.
 pub const REPL_PASSWORD: &str = "r3pl'pa\\ss";

@@ -49,6 +49,12 @@ impl NsFleet {
     /// Starts `nodes` (lead first), each in its own namespace; `extra` is
     /// appended to every repl-manager config.
     pub async fn start(nodes: &[(&str, Role)], extra: &str) -> NsFleet {
+        Self::start_each(nodes, |_| extra.to_string()).await
+    }
+
+    /// As `start`, with `extra(name)` appended to each node's config; lines
+    /// before its first `[table]` belong to `[postgres]`.
+    pub async fn start_each(nodes: &[(&str, Role)], extra: impl Fn(&str) -> String) -> NsFleet {
         let _ = tracing_subscriber::fmt().with_test_writer().try_init();
         let net = Network::create(nodes.len()).unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -78,6 +84,7 @@ impl NsFleet {
                 PgCluster::empty(opts).unwrap()
             };
             let config = dir.path().join(format!("{name}.toml"));
+            let extra = extra(name);
             std::fs::write(
                 &config,
                 format!(
@@ -148,6 +155,29 @@ impl NsFleet {
         self.nodes[i].child = Some(child);
     }
 
+    /// Runs the postgres container's supervisor (`postgres-supervisor.sh`)
+    /// for `name` inside its namespace, as the postgres user, watching
+    /// `hold_file` (the node's config must say `supervision = "external"`
+    /// with the same file). It ends with the fleet.
+    pub fn supervise(&mut self, name: &str, hold_file: &Path) {
+        let i = self.index(name);
+        let pg = &self.nodes[i].pg;
+        let mut cmd = self.net.command(i, "setpriv");
+        if let Some(owner) = pg.owner() {
+            cmd.arg(format!("--reuid={}", owner.uid.as_raw()))
+                .arg(format!("--regid={}", owner.gid.as_raw()))
+                .arg("--clear-groups");
+        }
+        cmd.arg("sh");
+        super::supervisor(&mut cmd, pg, hold_file);
+        // Its log and the server's (PostgreSQL logs to the supervisor's
+        // stderr here), kept with the others when a test fails.
+        let log =
+            std::fs::File::create(self.dir.path().join(format!("{name}-supervisor.log"))).unwrap();
+        cmd.stderr(log);
+        self.probes.push(cmd.spawn().unwrap());
+    }
+
     /// Starts a node's repl-manager again (after a kill).
     pub fn restart(&mut self, name: &str) {
         let i = self.index(name);
@@ -178,6 +208,28 @@ impl NsFleet {
 
     pub fn heal_between(&self, a: &str, b: &str) {
         self.net.heal_between(self.index(a), self.index(b)).unwrap();
+    }
+
+    /// Drops what `from` sends to `to`, nothing else (one-way loss).
+    pub fn cut_one_way(&self, from: &str, to: &str) {
+        self.net
+            .cut_one_way(self.index(from), self.index(to))
+            .unwrap();
+    }
+
+    pub fn heal_one_way(&self, from: &str, to: &str) {
+        self.net
+            .heal_one_way(self.index(from), self.index(to))
+            .unwrap();
+    }
+
+    /// Freezes every process of the node (SIGSTOP): a VM paused, a stall.
+    pub fn pause(&self, name: &str) {
+        self.net.pause(self.index(name)).unwrap();
+    }
+
+    pub fn resume(&self, name: &str) {
+        self.net.resume(self.index(name)).unwrap();
     }
 
     pub fn log_tail(&self, name: &str, n: usize) -> String {
@@ -251,6 +303,18 @@ impl NsFleet {
         }
     }
 
+    /// What `name`'s writable probe saw last: `Some(true)` writable,
+    /// `Some(false)` read-only, `None` down or no sample yet.
+    pub fn writable_now(&self, name: &str) -> Option<bool> {
+        let path = self.dir.path().join(format!("probe-{name}"));
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        match text.lines().last()?.split_once(' ')?.1.trim() {
+            "t" => Some(true),
+            "f" => Some(false),
+            _ => None,
+        }
+    }
+
     /// Moments (probe samples) at which two nodes were writable at once.
     pub fn double_primary_moments(&self) -> usize {
         let mut intervals: Vec<(String, f64, f64)> = Vec::new();
@@ -264,9 +328,13 @@ impl NsFleet {
                     Some((t.parse().ok()?, r.trim() == "t"))
                 })
                 .collect();
+            // A sample vouches for its node until the next one, but for
+            // 1.5 s at most (a probe takes up to ~1.1 s when the server is
+            // down): a probe frozen with its host says nothing about the
+            // time it was frozen.
             for w in samples.windows(2) {
                 if w[0].1 {
-                    intervals.push((node.name.clone(), w[0].0, w[1].0));
+                    intervals.push((node.name.clone(), w[0].0, w[1].0.min(w[0].0 + 1.5)));
                 }
             }
         }
@@ -295,6 +363,8 @@ impl Drop for NsFleet {
             let _ = std::fs::create_dir_all(&keep);
             for n in &self.nodes {
                 let _ = std::fs::copy(&n.log, keep.join(format!("{}.log", n.name)));
+                let supervisor = format!("{}-supervisor.log", n.name);
+                let _ = std::fs::copy(self.dir.path().join(&supervisor), keep.join(&supervisor));
                 let _ = std::fs::copy(
                     n.pg.log_path(),
                     keep.join(format!("{}-postgres.log", n.name)),
