@@ -135,8 +135,13 @@ async fn send_raw(t: &JoinToken, bearer: &str, body: &Value) -> HttpResponse {
         .unwrap()
 }
 
+/// A join with the token's own bearer, answered as it came.
+async fn send_join(t: &JoinToken, req: &JoinRequest) -> HttpResponse {
+    send_raw(t, &t.bearer(), &serde_json::to_value(req).unwrap()).await
+}
+
 async fn join(t: &JoinToken, req: &JoinRequest) -> (StatusCode, Value) {
-    let resp = send_raw(t, &t.bearer(), &serde_json::to_value(req).unwrap()).await;
+    let resp = send_join(t, req).await;
     (resp.status, serde_json::from_slice(&resp.body).unwrap())
 }
 
@@ -464,12 +469,7 @@ async fn a_join_waits_until_the_serving_node_is_registered() {
         .await
         .unwrap();
 
-    let resp = send_raw(
-        &t,
-        &t.bearer(),
-        &serde_json::to_value(request("c1", "compute", 1)).unwrap(),
-    )
-    .await;
+    let resp = send_join(&t, &request("c1", "compute", 1)).await;
     assert_eq!(
         resp.status,
         StatusCode::SERVICE_UNAVAILABLE,
@@ -547,12 +547,7 @@ async fn attempts_are_limited_per_source_address() {
         );
     }
     // Even the right token waits now: a guesser cannot go on.
-    let resp = send_raw(
-        &t,
-        &t.bearer(),
-        &serde_json::to_value(request("c1", "compute", 1)).unwrap(),
-    )
-    .await;
+    let resp = send_join(&t, &request("c1", "compute", 1)).await;
     assert_eq!(
         resp.status,
         StatusCode::TOO_MANY_REQUESTS,

@@ -150,6 +150,34 @@ async fn minority_and_backup_partitions_change_nothing_and_a_dead_lead_is_replac
     assert_eq!(events, 1);
 }
 
+/// Steady synchronous replication: `primary` in sync mode, and every other
+/// member's last word from it "sync, with `standby` as the standby". (Right
+/// after the mode turns sync the standby is not named yet, and that report
+/// alone rightly stops any promotion: a test that cuts a node off in that
+/// moment tests nothing. Seen under load.)
+async fn in_sync(fleet: &NsFleet, primary: &str, standby: &str) {
+    fleet
+        .wait_status(primary, T, "sync", |s| {
+            s.sync.as_ref().is_some_and(|v| v.mode == "sync")
+        })
+        .await;
+    for n in fleet.nodes.iter().map(|n| n.name.clone()) {
+        if n == primary {
+            continue;
+        }
+        fleet
+            .wait_status(&n, T, "heard the primary is in sync", |s| {
+                s.failover
+                    .as_ref()
+                    .and_then(|f| f.report.as_ref())
+                    .is_some_and(|r| {
+                        r.sync_mode == "sync" && r.sync_standby.as_deref() == Some(standby)
+                    })
+            })
+            .await;
+    }
+}
+
 /// Cases 2 and 4: the lead cut off from everyone (a write taken by the
 /// isolated lead is never acknowledged; the backup takes over; the lead
 /// rejoins after healing), then the new primary's link flaps.
@@ -162,33 +190,12 @@ async fn an_isolated_lead_acknowledges_nothing_and_flapping_never_makes_two_prim
     ];
     let mut fleet = NsFleet::start(&nodes, SETTINGS).await;
     fleet.wait_healthy("lead", &["backup", "c1"], T).await;
+    in_sync(&fleet, "lead", "backup").await;
     fleet.start_writable_probes();
     let ledger = Ledger::start(fleet.dsn(&["lead", "backup"])).await;
     // A second client inside the lead's host: it can still reach the lead
     // during the partition.
-    let lc = fleet.connect("lead").await;
-    lc.batch_execute("CREATE TABLE inside (id bigint PRIMARY KEY)")
-        .await
-        .unwrap();
-    drop(lc);
-    let inside_acks = fleet.dir().join("inside-acked");
-    let lead_ip = fleet.node("lead").ip;
-    let mut inside = fleet
-        .net
-        .command(fleet.index("lead"), "sh")
-        .arg("-c")
-        .arg(format!(
-            "i=0; while :; do i=$((i+1)); if psql -X -q -h {lead_ip} -U postgres -d postgres \
-             -c \"INSERT INTO inside VALUES ($i)\" 'connect_timeout=1' >/dev/null 2>&1; \
-             then echo $i >> {}; fi; sleep 0.05; done",
-            inside_acks.display()
-        ))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let inside = fleet.start_inside_writer("lead").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // Case 2.
@@ -204,21 +211,8 @@ async fn an_isolated_lead_acknowledges_nothing_and_flapping_never_makes_two_prim
     tokio::time::sleep(Duration::from_secs(3)).await;
     fleet.heal("lead");
     fleet.wait_healthy("backup", &["lead", "c1"], T).await;
-    let _ = inside.kill().await;
-    let inside_acked: Vec<i64> = std::fs::read_to_string(&inside_acks)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect();
     let bc = fleet.connect("backup").await;
-    let missing: i64 = bc
-        .query_one(
-            "SELECT count(*) FROM unnest($1::int8[]) a(id) WHERE NOT EXISTS (SELECT 1 FROM inside i WHERE i.id = a.id)",
-            &[&inside_acked],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let (_, missing) = inside.stop(&bc).await;
     let backup_ip = fleet.node("backup").ip.to_string();
     let first_write = ledger.first_ack_by(&backup_ip, cut_at);
 
@@ -294,11 +288,7 @@ async fn a_backup_that_missed_acknowledged_writes_is_not_promoted() {
     let settings = format!("{SETTINGS}sync_degrade_after_secs = 6\n");
     let mut fleet = NsFleet::start(&nodes, &settings).await;
     fleet.wait_healthy("lead", &["backup", "c1"], T).await;
-    fleet
-        .wait_status("lead", T, "sync", |s| {
-            s.sync.as_ref().is_some_and(|v| v.mode == "sync")
-        })
-        .await;
+    in_sync(&fleet, "lead", "backup").await;
     fleet.cut("backup");
     fleet
         .wait_status("lead", T, "degraded to async", |s| {
@@ -370,29 +360,7 @@ async fn a_restarted_witness_still_stops_a_backup_that_missed_acknowledged_write
     let settings = format!("{SETTINGS}sync_degrade_after_secs = 6\n");
     let mut fleet = NsFleet::start(&nodes, &settings).await;
     fleet.wait_healthy("lead", &["backup", "c1"], T).await;
-    fleet
-        .wait_status("lead", T, "sync", |s| {
-            s.sync.as_ref().is_some_and(|v| v.mode == "sync")
-        })
-        .await;
-    // Steady state: the backup's last word from the primary is "sync, with
-    // you as the standby" (right after the mode turns sync the standby is
-    // not named yet, and that report alone would stop the promotion).
-    fleet
-        .wait_status(
-            "backup",
-            T,
-            "the backup heard it is the sync standby",
-            |s| {
-                s.failover
-                    .as_ref()
-                    .and_then(|f| f.report.as_ref())
-                    .is_some_and(|r| {
-                        r.sync_mode == "sync" && r.sync_standby.as_deref() == Some("backup")
-                    })
-            },
-        )
-        .await;
+    in_sync(&fleet, "lead", "backup").await;
     fleet.cut("backup");
     fleet
         .wait_status("lead", T, "degraded to async", |s| {
@@ -600,6 +568,7 @@ async fn a_fence_that_could_not_stop_the_server_is_tried_again_until_it_holds() 
         fleet.supervise(name, &hold(name));
     }
     fleet.wait_healthy("lead", &["backup", "c1"], T).await;
+    in_sync(&fleet, "lead", "backup").await;
     fleet.start_writable_probes();
     let ledger = Ledger::start(fleet.dsn(&["lead", "backup", "c1"])).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -677,24 +646,18 @@ async fn a_fence_that_could_not_stop_the_server_is_tried_again_until_it_holds() 
     );
     report("fence-retried-after-full-disk", &f);
 
-    // The backup took over meanwhile; healed, the old lead follows it and
-    // no acknowledged write is missing.
+    // The backup takes over (the lead was gone for longer than the
+    // failover timeout); healed, the old lead follows it and no
+    // acknowledged write is missing.
+    fleet
+        .wait_status("backup", T, "promoted", |s| s.is_primary() && s.epoch == 2)
+        .await;
     fleet.heal("lead");
     fleet.wait_healthy("backup", &["lead", "c1"], T).await;
     let (acked, _) = ledger.stop().await;
     let bc = fleet.connect("backup").await;
     assert_eq!(lost_writes(&bc, &acked).await, Vec::<i64>::new());
     assert!(!acked.is_empty());
-}
-
-/// Sync mode on, and every commit counted as acknowledged only when the
-/// fleet's client got the answer.
-async fn in_sync(fleet: &NsFleet, primary: &str) {
-    fleet
-        .wait_status(primary, T, "sync", |s| {
-            s.sync.as_ref().is_some_and(|v| v.mode == "sync")
-        })
-        .await;
 }
 
 /// One-way loss between the lead and the backup, each way in turn: the
@@ -716,7 +679,7 @@ async fn one_way_loss_between_lead_and_backup_never_promotes_and_loses_nothing()
     let settings = format!("{SETTINGS}sync_degrade_after_secs = 6\n");
     let mut fleet = NsFleet::start(&nodes, &settings).await;
     fleet.wait_healthy("lead", &["backup", "c1"], T).await;
-    in_sync(&fleet, "lead").await;
+    in_sync(&fleet, "lead", "backup").await;
     fleet.start_writable_probes();
     let ledger = Ledger::start(fleet.dsn(&["lead", "backup"])).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -755,7 +718,7 @@ async fn one_way_loss_between_lead_and_backup_never_promotes_and_loses_nothing()
         );
         fleet.heal_one_way(from, to);
         fleet.wait_healthy("lead", &["backup", "c1"], T).await;
-        in_sync(&fleet, "lead").await;
+        in_sync(&fleet, "lead", "backup").await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (acked, attempts) = ledger.stop().await;
@@ -793,32 +756,10 @@ async fn a_frozen_lead_thaws_into_a_fence_and_loses_nothing() {
     ];
     let mut fleet = NsFleet::start(&nodes, SETTINGS).await;
     fleet.wait_healthy("lead", &["backup", "c1"], T).await;
-    in_sync(&fleet, "lead").await;
-    let lc = fleet.connect("lead").await;
-    lc.batch_execute("CREATE TABLE inside (id bigint PRIMARY KEY)")
-        .await
-        .unwrap();
-    drop(lc);
+    in_sync(&fleet, "lead", "backup").await;
     fleet.start_writable_probes();
     let ledger = Ledger::start(fleet.dsn(&["lead", "backup"])).await;
-    let inside_acks = fleet.dir().join("inside-acked");
-    let lead_ip = fleet.node("lead").ip;
-    let mut inside = fleet
-        .net
-        .command(fleet.index("lead"), "sh")
-        .arg("-c")
-        .arg(format!(
-            "i=0; while :; do i=$((i+1)); if psql -X -q -h {lead_ip} -U postgres -d postgres \
-             -c \"INSERT INTO inside VALUES ($i)\" 'connect_timeout=1' >/dev/null 2>&1; \
-             then echo $i >> {}; fi; sleep 0.05; done",
-            inside_acks.display()
-        ))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let inside = fleet.start_inside_writer("lead").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let frozen_at = now();
@@ -833,26 +774,13 @@ async fn a_frozen_lead_thaws_into_a_fence_and_loses_nothing() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     fleet.resume("lead");
     fleet.wait_healthy("backup", &["lead", "c1"], T).await;
-    let _ = inside.kill().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
+    let backup_ip = fleet.node("backup").ip.to_string();
+    let first_write = ledger.first_ack_by(&backup_ip, frozen_at);
     let (acked, attempts) = ledger.stop().await;
     let bc = fleet.connect("backup").await;
     let lost = lost_writes(&bc, &acked).await;
-    let inside_acked: Vec<i64> = std::fs::read_to_string(&inside_acks)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect();
-    let missing: i64 = bc
-        .query_one(
-            "SELECT count(*) FROM unnest($1::int8[]) a(id) WHERE NOT EXISTS (SELECT 1 FROM inside i WHERE i.id = a.id)",
-            &[&inside_acked],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let backup_ip = fleet.node("backup").ip.to_string();
-    let first_write = ledger_first(&acked, &backup_ip, frozen_at);
+    let (inside_acked, missing) = inside.stop(&bc).await;
     let doubles = fleet.double_primary_moments();
     let mut f = BTreeMap::new();
     f.insert("promoted_secs", format!("{promoted_after:.1}"));
@@ -860,7 +788,7 @@ async fn a_frozen_lead_thaws_into_a_fence_and_loses_nothing() {
         "first_write_on_new_primary_secs",
         first_write.map_or("none".into(), |t| format!("{:.1}", t - frozen_at)),
     );
-    f.insert("inside_acked", inside_acked.len().to_string());
+    f.insert("inside_acked", inside_acked.to_string());
     f.insert("inside_acked_then_lost", missing.to_string());
     f.insert("acked", acked.len().to_string());
     f.insert("attempts", attempts.to_string());
@@ -873,13 +801,4 @@ async fn a_frozen_lead_thaws_into_a_fence_and_loses_nothing() {
     );
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
     assert_eq!(doubles, 0, "two writable primaries at once");
-}
-
-/// The first write `server` acknowledged after `after` (unix seconds).
-fn ledger_first(acked: &[(i64, f64, String)], server: &str, after: f64) -> Option<f64> {
-    acked
-        .iter()
-        .filter(|(_, t, s)| s == server && *t >= after)
-        .map(|(_, t, _)| *t)
-        .next()
 }

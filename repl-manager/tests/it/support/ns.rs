@@ -303,6 +303,36 @@ impl NsFleet {
         }
     }
 
+    /// A client inside `name`'s host inserting 1, 2, 3… into a table
+    /// `inside` (created here) through its own server, twenty times a
+    /// second: it still reaches that server when the host is cut off, and
+    /// freezes with it. Every id it saw committed is recorded.
+    pub async fn start_inside_writer(&self, name: &str) -> InsideWriter {
+        let c = self.connect(name).await;
+        c.batch_execute("CREATE TABLE inside (id bigint PRIMARY KEY)")
+            .await
+            .unwrap();
+        let acks = self.dir.path().join(format!("inside-acked-{name}"));
+        let child = self
+            .net
+            .command(self.index(name), "sh")
+            .arg("-c")
+            .arg(format!(
+                "i=0; while :; do i=$((i+1)); if psql -X -q -h {ip} -U postgres -d postgres \
+                 -c \"INSERT INTO inside VALUES ($i)\" 'connect_timeout=1' >/dev/null 2>&1; \
+                 then echo $i >> {}; fi; sleep 0.05; done",
+                acks.display(),
+                ip = self.node(name).ip
+            ))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        InsideWriter { child, acks }
+    }
+
     /// What `name`'s writable probe saw last: `Some(true)` writable,
     /// `Some(false)` read-only, `None` down or no sample yet.
     pub fn writable_now(&self, name: &str) -> Option<bool> {
@@ -380,6 +410,34 @@ impl Drop for NsFleet {
                 let _ = c.start_kill();
             }
         }
+    }
+}
+
+/// See [`NsFleet::start_inside_writer`].
+pub struct InsideWriter {
+    child: tokio::process::Child,
+    acks: PathBuf,
+}
+
+impl InsideWriter {
+    /// Stops writing; returns how many commits it saw acknowledged and how
+    /// many of those `client`'s server lacks.
+    pub async fn stop(mut self, client: &tokio_postgres::Client) -> (usize, i64) {
+        let _ = self.child.kill().await;
+        let acked: Vec<i64> = std::fs::read_to_string(&self.acks)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect();
+        let missing: i64 = client
+            .query_one(
+                "SELECT count(*) FROM unnest($1::int8[]) a(id) WHERE NOT EXISTS (SELECT 1 FROM inside i WHERE i.id = a.id)",
+                &[&acked],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        (acked.len(), missing)
     }
 }
 
