@@ -317,6 +317,17 @@ impl LocalServer {
             if running == up {
                 return Ok(());
             }
+            // A start whose hold file came back meanwhile will not happen:
+            // another step (a fence, in the failover loop) stopped the
+            // server again. Waiting out the timeout for it left a rejoining
+            // old primary down for 120 s at a time (seen in CI: a fence
+            // racing a standby start). Say so; the next pass starts it.
+            if up && self.cfg.supervision == Supervision::External && self.cfg.hold_file.exists() {
+                return Err(ServerError::Other(format!(
+                    "the start was called off: {} is back (another step stopped the server meanwhile)",
+                    self.cfg.hold_file.display()
+                )));
+            }
             if tokio::time::Instant::now() >= deadline {
                 return Err(ServerError::Other(format!(
                     "PostgreSQL did not {} within {} s (supervision external)",
@@ -498,6 +509,38 @@ pub fn parse_control_data(out: &str) -> Result<ControlData, ServerError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Under external supervision a start removes the hold file and waits
+    /// for the server; when another step (a fence) writes the hold file
+    /// back meanwhile, the supervisor will not start it, and the start must
+    /// say so at once instead of waiting out `start_timeout_secs` (which
+    /// left a rejoining old primary down for two minutes in CI). No
+    /// supervisor runs here: nothing starts, as with the hold file back.
+    #[tokio::test]
+    async fn an_external_start_whose_hold_file_comes_back_is_called_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = crate::config::Config::default().postgres;
+        cfg.supervision = Supervision::External;
+        cfg.hold_file = dir.path().join("aurora.hold");
+        cfg.data_dir = dir.path().join("data");
+        cfg.bin_dir = Some(testbed::tools::pg_bindir().unwrap());
+        cfg.host = "127.0.0.1".into();
+        cfg.port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        cfg.start_timeout_secs = 30;
+        let server = LocalServer::new(&cfg).unwrap();
+        std::fs::write(&cfg.hold_file, "fast").unwrap();
+        let hold = cfg.hold_file.clone();
+        let fence = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            std::fs::write(hold, "immediate").unwrap();
+        });
+        let e = server.start().await.unwrap_err().to_string();
+        fence.await.unwrap();
+        assert!(e.contains("called off"), "{e}");
+    }
 
     #[test]
     fn reads_pg_controldata() {
