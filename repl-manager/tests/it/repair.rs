@@ -13,12 +13,36 @@ use serde_json::json;
 
 const T: Duration = Duration::from_secs(90);
 
-/// Waits for `query` to return a row on `client`; on timeout, panics with
-/// `what` and every node's replication state, so a failure in CI says
-/// which node was where.
-async fn expect_row(fleet: &Fleet, client: &tokio_postgres::Client, query: &str, what: &str) {
-    if !wait_row(client, query, T).await {
-        panic!("{what}: not within {T:?}\n{}", fleet.describe().await);
+/// Waits for `query` to return a row on `node`'s server, connecting again
+/// after any error: a standby may restart once more after it rejoined (a
+/// restart-only setting, a second repair), and a session opened before
+/// that stays broken (a CI run waited 90 s on one, with the row long
+/// there). On timeout, panics with `what`, the last error and every
+/// node's replication state, so a failure in CI says which node was where.
+async fn expect_row(fleet: &Fleet, node: &str, query: &str, what: &str) {
+    let last = std::sync::Mutex::new(String::from("no attempt"));
+    let found = testbed::postgres::wait_until(T, || async {
+        match fleet.node(node).pg.connect("postgres").await {
+            Ok(c) => match c.query(query, &[]).await {
+                Ok(rows) => !rows.is_empty(),
+                Err(e) => {
+                    *last.lock().unwrap() = e.to_string();
+                    false
+                }
+            },
+            Err(e) => {
+                *last.lock().unwrap() = e.to_string();
+                false
+            }
+        }
+    })
+    .await;
+    if !found {
+        let last = last.lock().unwrap().clone();
+        panic!(
+            "{what}: not within {T:?} (last error: {last})\n{}",
+            fleet.describe().await
+        );
     }
 }
 
@@ -63,10 +87,9 @@ async fn replicas_reclone_recover_lost_slots_and_rewind_diverged_primaries() {
         .await
         .unwrap();
     fleet.wait_streaming("lead", &["c1"], T).await;
-    let c1 = fleet.connect("c1").await;
     expect_row(
         &fleet,
-        &c1,
+        "c1",
         "SELECT 1 FROM t WHERE id = 2",
         "c1 re-cloned has row 2",
     )
@@ -120,10 +143,9 @@ async fn replicas_reclone_recover_lost_slots_and_rewind_diverged_primaries() {
         .unwrap();
     fleet.start_node("c2").await;
     fleet.wait_streaming("lead", &["c2"], T).await;
-    let c2 = fleet.connect("c2").await;
     expect_row(
         &fleet,
-        &c2,
+        "c2",
         "SELECT 1 FROM t WHERE id = 3",
         "c2 back has row 3",
     )
@@ -180,14 +202,14 @@ async fn replicas_reclone_recover_lost_slots_and_rewind_diverged_primaries() {
         })
         .await;
     assert_eq!(s.epoch, 2);
-    let lc = fleet.connect("lead").await;
     expect_row(
         &fleet,
-        &lc,
+        "lead",
         "SELECT 1 FROM t WHERE id = 4",
         "the rejoined lead has row 4",
     )
     .await;
+    let lc = fleet.connect("lead").await;
     let diverged = lc
         .query("SELECT 1 FROM t WHERE id = 99", &[])
         .await
@@ -201,14 +223,14 @@ async fn replicas_reclone_recover_lost_slots_and_rewind_diverged_primaries() {
         .wait_streaming("backup", &["lead", "c1", "c2"], T)
         .await;
     for n in ["c1", "c2"] {
-        let c = fleet.connect(n).await;
         expect_row(
             &fleet,
-            &c,
+            n,
             "SELECT 1 FROM t WHERE id = 4",
             &format!("{n} has row 4"),
         )
         .await;
+        let c = fleet.connect(n).await;
         assert!(c
             .query("SELECT 1 FROM t WHERE id = 99", &[])
             .await
