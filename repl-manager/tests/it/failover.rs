@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::support::ns::{lost_writes, now, report, Ledger, NsFleet, TOKEN};
+use crate::support::ns::{lost_writes, now, report, InsideWriter, Ledger, NsFleet, TOKEN};
 use crate::support::Members;
 use cluster_db::Role;
 use hyper::StatusCode;
@@ -97,11 +97,7 @@ async fn minority_and_backup_partitions_change_nothing_and_a_dead_lead_is_replac
     let killed = now();
     let started = Instant::now();
     fleet.kill("lead").await;
-    fleet
-        .wait_status("backup", T, "promoted", |s| {
-            s.is_primary() && s.epoch == 2 && s.failover.as_ref().is_some_and(|f| !f.fenced)
-        })
-        .await;
+    backup_promoted(&fleet).await;
     let promoted_after = started.elapsed().as_secs_f64();
     // Compute nodes follow the new primary.
     fleet.wait_healthy("backup", &["c1", "c2"], T).await;
@@ -178,35 +174,54 @@ async fn in_sync(fleet: &NsFleet, primary: &str, standby: &str) {
     }
 }
 
-/// Cases 2 and 4: the lead cut off from everyone (a write taken by the
-/// isolated lead is never acknowledged; the backup takes over; the lead
-/// rejoins after healing), then the new primary's link flaps.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_isolated_lead_acknowledges_nothing_and_flapping_never_makes_two_primaries() {
+/// A lead, a backup and c1 with `settings`, the backup streaming in
+/// steady sync.
+async fn three_in_sync(settings: &str) -> NsFleet {
     let nodes = vec![
         ("lead", Role::Lead),
         ("backup", Role::Backup),
         ("c1", Role::Compute),
     ];
-    let mut fleet = NsFleet::start(&nodes, SETTINGS).await;
+    let fleet = NsFleet::start(&nodes, settings).await;
     fleet.wait_healthy("lead", &["backup", "c1"], T).await;
     in_sync(&fleet, "lead", "backup").await;
+    fleet
+}
+
+/// Three nodes in steady sync, writable probes on, a client writing from
+/// outside (to the lead, then the backup) and one writing from inside the
+/// lead's host, which still reaches the lead when the host is cut off and
+/// freezes with it.
+async fn lead_under_writes() -> (NsFleet, Ledger, InsideWriter) {
+    let mut fleet = three_in_sync(SETTINGS).await;
     fleet.start_writable_probes();
     let ledger = Ledger::start(fleet.dsn(&["lead", "backup"])).await;
-    // A second client inside the lead's host: it can still reach the lead
-    // during the partition.
     let inside = fleet.start_inside_writer("lead").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
+    (fleet, ledger, inside)
+}
 
-    // Case 2.
-    let cut_at = now();
-    let started = Instant::now();
-    fleet.cut("lead");
+/// The backup is primary at epoch 2 and holds its lease.
+async fn backup_promoted(fleet: &NsFleet) {
     fleet
         .wait_status("backup", T, "promoted", |s| {
             s.is_primary() && s.epoch == 2 && s.failover.as_ref().is_some_and(|f| !f.fenced)
         })
         .await;
+}
+
+/// Cases 2 and 4: the lead cut off from everyone (a write taken by the
+/// isolated lead is never acknowledged; the backup takes over; the lead
+/// rejoins after healing), then the new primary's link flaps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_isolated_lead_acknowledges_nothing_and_flapping_never_makes_two_primaries() {
+    let (fleet, ledger, inside) = lead_under_writes().await;
+
+    // Case 2.
+    let cut_at = now();
+    let started = Instant::now();
+    fleet.cut("lead");
+    backup_promoted(&fleet).await;
     let promoted_after = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(3)).await;
     fleet.heal("lead");
@@ -280,15 +295,7 @@ async fn an_isolated_lead_acknowledges_nothing_and_flapping_never_makes_two_prim
 /// promote says what it would lose, then does it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_backup_that_missed_acknowledged_writes_is_not_promoted() {
-    let nodes = vec![
-        ("lead", Role::Lead),
-        ("backup", Role::Backup),
-        ("c1", Role::Compute),
-    ];
-    let settings = format!("{SETTINGS}sync_degrade_after_secs = 6\n");
-    let mut fleet = NsFleet::start(&nodes, &settings).await;
-    fleet.wait_healthy("lead", &["backup", "c1"], T).await;
-    in_sync(&fleet, "lead", "backup").await;
+    let mut fleet = three_in_sync(&format!("{SETTINGS}sync_degrade_after_secs = 6\n")).await;
     fleet.cut("backup");
     fleet
         .wait_status("lead", T, "degraded to async", |s| {
@@ -352,15 +359,7 @@ async fn a_backup_that_missed_acknowledged_writes_is_not_promoted() {
 /// promote: every write the lead acknowledged after degrading was lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_restarted_witness_still_stops_a_backup_that_missed_acknowledged_writes() {
-    let nodes = vec![
-        ("lead", Role::Lead),
-        ("backup", Role::Backup),
-        ("c1", Role::Compute),
-    ];
-    let settings = format!("{SETTINGS}sync_degrade_after_secs = 6\n");
-    let mut fleet = NsFleet::start(&nodes, &settings).await;
-    fleet.wait_healthy("lead", &["backup", "c1"], T).await;
-    in_sync(&fleet, "lead", "backup").await;
+    let mut fleet = three_in_sync(&format!("{SETTINGS}sync_degrade_after_secs = 6\n")).await;
     fleet.cut("backup");
     fleet
         .wait_status("lead", T, "degraded to async", |s| {
@@ -649,9 +648,7 @@ async fn a_fence_that_could_not_stop_the_server_is_tried_again_until_it_holds() 
     // The backup takes over (the lead was gone for longer than the
     // failover timeout); healed, the old lead follows it and no
     // acknowledged write is missing.
-    fleet
-        .wait_status("backup", T, "promoted", |s| s.is_primary() && s.epoch == 2)
-        .await;
+    backup_promoted(&fleet).await;
     fleet.heal("lead");
     fleet.wait_healthy("backup", &["lead", "c1"], T).await;
     let (acked, _) = ledger.stop().await;
@@ -671,15 +668,7 @@ async fn a_fence_that_could_not_stop_the_server_is_tried_again_until_it_holds() 
 /// missing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_way_loss_between_lead_and_backup_never_promotes_and_loses_nothing() {
-    let nodes = vec![
-        ("lead", Role::Lead),
-        ("backup", Role::Backup),
-        ("c1", Role::Compute),
-    ];
-    let settings = format!("{SETTINGS}sync_degrade_after_secs = 6\n");
-    let mut fleet = NsFleet::start(&nodes, &settings).await;
-    fleet.wait_healthy("lead", &["backup", "c1"], T).await;
-    in_sync(&fleet, "lead", "backup").await;
+    let mut fleet = three_in_sync(&format!("{SETTINGS}sync_degrade_after_secs = 6\n")).await;
     fleet.start_writable_probes();
     let ledger = Ledger::start(fleet.dsn(&["lead", "backup"])).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -692,6 +681,9 @@ async fn one_way_loss_between_lead_and_backup_never_promotes_and_loses_nothing()
         // Long enough for the backup to have been promoted, were it going
         // to be (failover timeout 5 s), and for the lead to degrade.
         let until = Instant::now() + Duration::from_secs(25);
+        // The loss is real: the lead loses its synchronous standby (no
+        // confirmation, or no WAL, gets through) and degrades.
+        let mut degraded = false;
         while Instant::now() < until {
             let s = fleet.status("backup").await;
             assert!(
@@ -699,8 +691,16 @@ async fn one_way_loss_between_lead_and_backup_never_promotes_and_loses_nothing()
                 "the backup was promoted behind a one-way loss ({from} → {to}): {}",
                 fleet.log_tail("backup", 20)
             );
+            degraded |= fleet
+                .status("lead")
+                .await
+                .is_some_and(|s| s.sync.as_ref().is_some_and(|v| v.mode == "async"));
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+        assert!(
+            degraded,
+            "the lead never lost its synchronous standby: was anything cut ({from} → {to})?"
+        );
         let lead = fleet.status("lead").await.unwrap();
         assert!(lead.is_primary() && lead.epoch == 1, "{lead:?}");
         let resumed = ledger.first_ack_by(&lead_ip, cut_at + 0.5);
@@ -749,27 +749,12 @@ async fn one_way_loss_between_lead_and_backup_never_promotes_and_loses_nothing()
 /// as a standby.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_frozen_lead_thaws_into_a_fence_and_loses_nothing() {
-    let nodes = vec![
-        ("lead", Role::Lead),
-        ("backup", Role::Backup),
-        ("c1", Role::Compute),
-    ];
-    let mut fleet = NsFleet::start(&nodes, SETTINGS).await;
-    fleet.wait_healthy("lead", &["backup", "c1"], T).await;
-    in_sync(&fleet, "lead", "backup").await;
-    fleet.start_writable_probes();
-    let ledger = Ledger::start(fleet.dsn(&["lead", "backup"])).await;
-    let inside = fleet.start_inside_writer("lead").await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (fleet, ledger, inside) = lead_under_writes().await;
 
     let frozen_at = now();
     let started = Instant::now();
     fleet.pause("lead");
-    fleet
-        .wait_status("backup", T, "promoted", |s| {
-            s.is_primary() && s.epoch == 2 && s.failover.as_ref().is_some_and(|f| !f.fenced)
-        })
-        .await;
+    backup_promoted(&fleet).await;
     let promoted_after = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(5)).await;
     fleet.resume("lead");
