@@ -32,8 +32,14 @@ pub enum Command {
     /// Take the leader key: applies only when the key's revision is still
     /// `seen` (`None`: the key is empty). Taking it from another member
     /// starts a new epoch; the sync key is cleared (the new primary names
-    /// its own standby).
-    Acquire { member: String, seen: Option<u64> },
+    /// its own standby). The new epoch is at least `at_least`: a fleet
+    /// that counted epochs before it had a leader key keeps counting up.
+    Acquire {
+        member: String,
+        seen: Option<u64>,
+        #[serde(default)]
+        at_least: u64,
+    },
     /// The holder keeps the key: applies only when `member` holds it at
     /// `revision`.
     Renew { member: String, revision: u64 },
@@ -116,14 +122,18 @@ impl FleetView {
     pub fn apply(&mut self, index: u64, cmd: &Command) -> Outcome {
         self.applied = index;
         let ok = match cmd {
-            Command::Acquire { member, seen } => {
+            Command::Acquire {
+                member,
+                seen,
+                at_least,
+            } => {
                 let current = self.leader.as_ref().map(|k| k.revision);
                 if current != *seen {
                     false
                 } else {
                     let same = self.leader.as_ref().is_some_and(|k| &k.member == member);
-                    if !same {
-                        self.epoch += 1;
+                    if !same || *at_least > self.epoch {
+                        self.epoch = (self.epoch + 1).max(*at_least);
                         self.sync_standby = None;
                         self.sync_epoch = self.epoch;
                     }
@@ -212,6 +222,7 @@ mod tests {
         Command::Acquire {
             member: m.into(),
             seen,
+            at_least: 0,
         }
     }
 
@@ -303,6 +314,25 @@ mod tests {
         assert_eq!(v.current_sync_standby(), Some("backup"));
     }
 
+    #[test]
+    fn a_fleet_that_counted_epochs_before_the_key_keeps_counting_up() {
+        let mut v = FleetView::default();
+        let at = |m: &str, seen: Option<u64>, at_least: u64| Command::Acquire {
+            member: m.into(),
+            seen,
+            at_least,
+        };
+        // The primary of epoch 7 claims the empty key: epoch 7, not 1.
+        assert!(v.apply(1, &at("lead", None, 7)).applied());
+        assert_eq!(v.leader.clone().unwrap().epoch, 7);
+        // A candidate that knew only epoch 3 still gets the next one.
+        assert!(v.apply(2, &at("backup", Some(1), 4)).applied());
+        assert_eq!(v.leader.clone().unwrap().epoch, 8);
+        // The holder re-claiming at a higher count moves the epoch on.
+        assert!(v.apply(3, &at("backup", Some(2), 10)).applied());
+        assert_eq!(v.leader.clone().unwrap().epoch, 10);
+    }
+
     proptest::proptest! {
         /// Whatever is proposed, in whatever order: the epoch never goes
         /// down, each epoch has one holder, and a conflict changes nothing
@@ -317,7 +347,7 @@ mod tests {
             for (i, (op, m, rev, to)) in ops.into_iter().enumerate() {
                 let member = names[m].to_string();
                 let cmd = match op {
-                    0 => Command::Acquire { member, seen: (rev > 0).then_some(rev) },
+                    0 => Command::Acquire { member, seen: (rev > 0).then_some(rev), at_least: to as u64 * 3 },
                     1 => Command::Renew { member, revision: rev },
                     2 => Command::Handover { member, revision: rev, to: names[to].into() },
                     3 => Command::Release { member, revision: rev },

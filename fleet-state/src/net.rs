@@ -69,13 +69,13 @@ pub trait Transport: Send + Sync + 'static {
 /// repl-manager hands the body to its [`crate::FleetState::serve`].
 pub struct HttpTransport {
     http: HttpClient,
-    token: Secret,
+    token: Option<Secret>,
 }
 
 impl HttpTransport {
     pub const PATH: &'static str = "/fleet/raft";
 
-    pub fn new(token: Secret, timeout: Duration) -> HttpTransport {
+    pub fn new(token: Option<Secret>, timeout: Duration) -> HttpTransport {
         HttpTransport {
             http: HttpClient::new(timeout),
             token,
@@ -90,7 +90,7 @@ impl Transport for HttpTransport {
         let body = serde_json::to_value(&msg).map_err(|e| TransportError::Failed(e.to_string()))?;
         let resp = self
             .http
-            .send(hyper::Method::POST, &url, Some(&self.token), Some(&body))
+            .send(hyper::Method::POST, &url, self.token.as_ref(), Some(&body))
             .await
             .map_err(|e| match e {
                 sidecar_kit::http_client::HttpError::Transport { ref reason, .. }

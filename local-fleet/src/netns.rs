@@ -255,6 +255,38 @@ impl Network {
         self.rule(i, "-D", "OUTPUT", "-d", j)
     }
 
+    /// Drops the packets node `i` sends to node `j` that carry `needle`
+    /// (iptables' string match): a message-level fault, e.g. one kind of
+    /// HTTP request lost while everything else between the two gets
+    /// through. A TCP segment dropped this way is retransmitted and
+    /// dropped again, so the request stalls until its sender gives up.
+    pub fn drop_messages(&self, i: usize, j: usize, needle: &str) -> Result<(), Error> {
+        self.string_rule(i, "-A", j, needle)
+    }
+
+    /// Undoes [`Network::drop_messages`].
+    pub fn pass_messages(&self, i: usize, j: usize, needle: &str) -> Result<(), Error> {
+        self.string_rule(i, "-D", j, needle)
+    }
+
+    fn string_rule(&self, i: usize, op: &str, j: usize, needle: &str) -> Result<(), Error> {
+        let to = self.nodes[j].ip.to_string();
+        self.iptables(
+            i,
+            &[
+                op, "OUTPUT", "-d", &to, "-p", "tcp", "-m", "string", "--algo", "bm", "--string",
+                needle, "-j", "DROP",
+            ],
+        )
+    }
+
+    /// `iptables -w ARGS` inside node `i`'s namespace.
+    fn iptables(&self, i: usize, args: &[&str]) -> Result<(), Error> {
+        let mut all = vec!["netns", "exec", &self.nodes[i].ns, "iptables", "-w"];
+        all.extend_from_slice(args);
+        run("ip", &all)
+    }
+
     /// Stops (SIGSTOP) every process in node `i`'s namespace, as a frozen
     /// VM or a long stall would: no packet is answered, no RST is sent, no
     /// timer fires there until [`Network::resume`].
@@ -290,22 +322,8 @@ impl Network {
     }
 
     fn rule(&self, i: usize, op: &str, chain: &str, dir: &str, j: usize) -> Result<(), Error> {
-        run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &self.nodes[i].ns,
-                "iptables",
-                "-w",
-                op,
-                chain,
-                dir,
-                &self.nodes[j].ip.to_string(),
-                "-j",
-                "DROP",
-            ],
-        )
+        let other = self.nodes[j].ip.to_string();
+        self.iptables(i, &[op, chain, dir, &other, "-j", "DROP"])
     }
 
     fn peer_rules(&self, i: usize, j: usize, op: &str) -> Result<(), Error> {

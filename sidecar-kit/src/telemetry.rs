@@ -46,6 +46,20 @@ pub fn long_version() -> &'static str {
     concat!(env!("CARGO_PKG_VERSION"), " (", env!("AURORA_COMMIT"), ")")
 }
 
+/// openraft logs a warning and an error for every heartbeat to a member
+/// that does not answer (several a second while a node is down), which
+/// buries everything else; what matters reaches our logs through the
+/// fleet-state calls that fail. Unless the filter names it, it is off.
+fn quiet_dependencies(filter: EnvFilter) -> EnvFilter {
+    if filter.to_string().contains("openraft") {
+        return filter;
+    }
+    match "openraft=off".parse() {
+        Ok(d) => filter.add_directive(d),
+        Err(_) => filter,
+    }
+}
+
 /// Installs the global tracing subscriber. `RUST_LOG`, when set, overrides
 /// `log.filter`. Logs go to stderr so stdout stays clean for command output
 /// (`--json`, `--check-config`). Calling it twice is harmless (tests do).
@@ -56,6 +70,7 @@ pub fn init_tracing(log: &LogConfig) {
         .and_then(|f| EnvFilter::try_new(f).ok())
         .or_else(|| EnvFilter::try_new(&log.filter).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
+    let filter = quiet_dependencies(filter);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

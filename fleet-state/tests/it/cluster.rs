@@ -32,6 +32,7 @@ fn acquire(member: &str, seen: Option<u64>) -> Command {
     Command::Acquire {
         member: member.into(),
         seen,
+        at_least: 0,
     }
 }
 

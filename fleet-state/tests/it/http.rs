@@ -89,7 +89,7 @@ async fn members_agree_over_the_admin_servers_and_refuse_what_is_not_theirs() {
         s.election_min = Duration::from_millis(500);
         s.election_max = Duration::from_millis(1000);
         let t: Arc<dyn Transport> = Arc::new(HttpTransport::new(
-            Secret::new(TOKEN),
+            Some(Secret::new(TOKEN)),
             Duration::from_secs(2),
         ));
         let state = FleetState::open(s, t).await.unwrap();
@@ -108,6 +108,7 @@ async fn members_agree_over_the_admin_servers_and_refuse_what_is_not_theirs() {
             .propose(Command::Acquire {
                 member: "lead".into(),
                 seen: None,
+                at_least: 0,
             })
             .await
         {
@@ -132,7 +133,7 @@ async fn members_agree_over_the_admin_servers_and_refuse_what_is_not_theirs() {
     }
 
     // A caller without the admin token changes nothing: 401 before routing.
-    let wrong = HttpTransport::new(Secret::new("not-the-token"), Duration::from_secs(2));
+    let wrong = HttpTransport::new(Some(Secret::new("not-the-token")), Duration::from_secs(2));
     let msg = Message::Propose(Command::Release {
         member: "lead".into(),
         revision: out.view().unwrap().leader.clone().unwrap().revision,
@@ -165,7 +166,7 @@ async fn members_agree_over_the_admin_servers_and_refuse_what_is_not_theirs() {
     let gone_peer = peers[&3].clone();
     st(2).shutdown().await;
     gone.server.stop(Duration::from_secs(1)).await;
-    let t = HttpTransport::new(Secret::new(TOKEN), Duration::from_secs(2));
+    let t = HttpTransport::new(Some(Secret::new(TOKEN)), Duration::from_secs(2));
     let r = t
         .call(
             3,

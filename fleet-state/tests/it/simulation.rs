@@ -33,10 +33,15 @@ impl Rng {
 fn proposal(rng: &mut Rng, me: &str, v: &FleetView) -> Command {
     let member = me.to_string();
     match (&v.leader, rng.below(4)) {
-        (None, _) => Command::Acquire { member, seen: None },
+        (None, _) => Command::Acquire {
+            member,
+            seen: None,
+            at_least: 0,
+        },
         (Some(k), 0) if k.member != me => Command::Acquire {
             member,
             seen: Some(k.revision),
+            at_least: 0,
         },
         (Some(k), 1) => Command::Handover {
             member,
