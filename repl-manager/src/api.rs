@@ -290,18 +290,26 @@ impl AdminApi for Api {
             }
             "/cluster" => Routed::Response(self.cluster().await),
             "/switchover" | "/promote" | "/demote" | "/lease" | "/vote" | "/pause"
+            | "/fleet/raft"
                 if req.method != Method::POST =>
             {
                 Routed::MethodNotAllowed("POST")
             }
             "/lease" => Routed::Response(match req.json() {
-                Ok(r) => match self.mgr.grant_lease(r) {
+                Ok(r) => match self.mgr.grant_lease(r).await {
                     Ok(a) => AdminResponse::ok(&a),
                     Err(e) => {
                         AdminResponse::error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
                     }
                 },
                 Err(resp) => resp,
+            }),
+            "/fleet/raft" => Routed::Response(match self.mgr.consensus() {
+                Some(c) => c.handle_http(&req).await,
+                None => AdminResponse::error(
+                    StatusCode::NOT_FOUND,
+                    "this node is in no Raft group (automatic failover is off)",
+                ),
             }),
             "/vote" => Routed::Response(match req.json() {
                 Ok(r) => AdminResponse::ok(&self.mgr.grant_vote(r)),

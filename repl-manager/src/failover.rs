@@ -50,6 +50,8 @@ use std::time::{Duration, Instant};
 use hyper::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+
+use crate::consensus::Claim;
 use sidecar_kit::telemetry::unix_now;
 
 pub use aurora_api::repl::{FailoverView, ReportView, SyncMode};
@@ -138,6 +140,8 @@ pub struct FailoverState {
     pub hard_fenced: bool,
     /// Why the last failover attempt did not promote (candidates).
     pub last_attempt: Option<String>,
+    /// Why the last renewal of the leader key did not commit, if it did not.
+    pub key_trouble: Option<String>,
     /// Reported once per distinct reason, not every round.
     last_event_reason: Option<String>,
 }
@@ -154,6 +158,7 @@ impl Default for FailoverState {
             lease_until: None,
             hard_fenced: false,
             last_attempt: None,
+            key_trouble: None,
             last_event_reason: None,
         }
     }
@@ -293,7 +298,7 @@ impl Manager {
     // ---- the member side -------------------------------------------------
 
     /// `POST /lease`: the primary asks for a lease.
-    pub fn grant_lease(&self, req: LeaseRequest) -> Result<LeaseAnswer, Failure> {
+    pub async fn grant_lease(&self, req: LeaseRequest) -> Result<LeaseAnswer, Failure> {
         let known = self.known();
         let answer = |granted: bool, reason: Option<String>| {
             let k = self.known();
@@ -310,6 +315,29 @@ impl Manager {
                 false,
                 Some(format!("{} is not a member", req.primary)),
             ));
+        }
+        // With the leader key on the Raft group, a lease goes only to the
+        // key's committed holder at the key's epoch: a primary the fleet
+        // has replaced (its promotion stored by a majority, whether or not
+        // this member heard of it from the new primary) gets none. A
+        // holder just announced may be a few heartbeats ahead of this
+        // member's log: wait for it briefly.
+        if let Some(c) = self.consensus() {
+            let within = self.cfg.failover.probe_interval() / 2;
+            if !c.wait_for_key(&req.primary, req.epoch, within).await {
+                let holder = c
+                    .view()
+                    .leader
+                    .map(|k| format!("{} at epoch {}", k.member, k.epoch))
+                    .unwrap_or_else(|| "nobody".into());
+                return Ok(answer(
+                    false,
+                    Some(format!(
+                        "the leader key committed here names {holder}, not {} at epoch {}",
+                        req.primary, req.epoch
+                    )),
+                ));
+            }
         }
         if req.epoch < known.epoch {
             return Ok(answer(
@@ -450,6 +478,10 @@ impl Manager {
     /// One round; returns how long to sleep before the next.
     pub async fn failover_round(&self) -> Duration {
         let interval = self.cfg.failover.probe_interval();
+        self.follow_key().await;
+        if let Some(c) = self.consensus() {
+            c.keep_members(&self.cfg).await;
+        }
         let known = self.known();
         if known.primary == self.name() {
             self.primary_round(&known).await;
@@ -493,6 +525,42 @@ impl Manager {
                 }
             }
         }
+        // The leader key first: a lease is extended only by a renewal that
+        // committed (counted from `sent`, before it was proposed).
+        if let Some(c) = self.consensus() {
+            match c.renew(known.epoch).await {
+                Claim::Held { epoch } => {
+                    self.key_trouble(None);
+                    if epoch > known.epoch {
+                        let _ = self.adopt(&EpochRecord {
+                            epoch,
+                            primary: self.name().to_string(),
+                            changed_at: unix_now(),
+                        });
+                    }
+                }
+                Claim::Lost { holder, epoch } => {
+                    tracing::warn!(%holder, epoch, "the leader key is held by another member");
+                    if self.cfg.member(&holder).is_some() {
+                        let _ = self.adopt(&EpochRecord {
+                            epoch,
+                            primary: holder.clone(),
+                            changed_at: unix_now(),
+                        });
+                    }
+                    lock(&self.failover).lease_until = None;
+                    self.fence_now(&format!("{holder} holds the leader key at epoch {epoch}"))
+                        .await;
+                    return;
+                }
+                Claim::Unknown(why) => {
+                    self.key_trouble(Some(why));
+                    self.fence_if_expired().await;
+                    return;
+                }
+            }
+        }
+        let known = &self.known();
         let sync = lock(&self.sync).view();
         let req = LeaseRequest {
             epoch: known.epoch,
@@ -646,7 +714,63 @@ impl Manager {
         }
     }
 
+    /// Committed state outranks anything a peer says: a newer epoch in the
+    /// leader key is adopted at once, and a primary that does not hold the
+    /// key stops being writable at once, whether or not the new primary is
+    /// reachable (#15 finding 2).
+    async fn follow_key(&self) {
+        let Some(c) = self.consensus() else { return };
+        let Some(k) = c.view().leader else { return };
+        let known = self.known();
+        let epoch = i64::try_from(k.epoch).unwrap_or(i64::MAX);
+        if k.member == self.name() || epoch <= known.epoch || self.cfg.member(&k.member).is_none() {
+            return;
+        }
+        let was_primary = known.primary == self.name();
+        if let Err(e) = self.adopt(&EpochRecord {
+            epoch,
+            primary: k.member.clone(),
+            changed_at: unix_now(),
+        }) {
+            tracing::error!(error = %e, "cannot adopt the committed leader key");
+            return;
+        }
+        if was_primary {
+            lock(&self.failover).lease_until = None;
+            // Not in the middle of an operation of this node's own (a
+            // switchover away from it has stopped the server already and
+            // is starting it as a standby); otherwise the reconcile pass
+            // rejoins a superseded server that still runs.
+            let Ok(_idle) = self.op_lock.try_lock() else {
+                return;
+            };
+            self.fence_now(&format!(
+                "{} holds the leader key at epoch {epoch}",
+                k.member
+            ))
+            .await;
+        }
+    }
+
+    /// Logs why the leader key could not be renewed, once per reason.
+    fn key_trouble(&self, why: Option<String>) {
+        let mut f = lock(&self.failover);
+        if f.key_trouble != why {
+            match &why {
+                Some(w) => tracing::warn!(reason = %w, "the leader key was not renewed"),
+                None if f.key_trouble.is_some() => {
+                    tracing::info!("the leader key is renewed again")
+                }
+                None => {}
+            }
+            f.key_trouble = why;
+        }
+    }
+
     async fn member_round(&self, known: &EpochRecord) {
+        if let Some(c) = self.consensus() {
+            c.observe();
+        }
         let Some(primary) = self.cfg.member(&known.primary).cloned() else {
             return;
         };
@@ -798,6 +922,17 @@ impl Manager {
             )));
         }
         self.check_data_safety(mine, seen_ago, &answers)?;
+
+        // The leader key, by compare-and-set on a revision that stood for
+        // the whole failover timeout: committed by a majority before
+        // anything is promoted, so no later majority can forget it.
+        let epoch = match self.consensus() {
+            Some(c) => c
+                .acquire(epoch, self.cfg.failover.timeout())
+                .await
+                .map_err(|e| Failure::Failed(format!("the leader key: {e}")))?,
+            None => epoch,
+        };
 
         // Promote: durable epoch first, then the server.
         self.set_activity(Some("failover: promoting"));

@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod config;
+pub mod consensus;
 pub mod failover;
 pub mod lsn;
 pub mod manager;
@@ -43,6 +44,12 @@ pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
     let admin = config.admin.clone();
     let mgr = Arc::new(Manager::new(config, repl_metrics)?);
     mgr.load_witness()?;
+    if mgr.cfg.automatic_failover() && !mgr.cfg.failover.allow_two_node {
+        let c = consensus::Consensus::open(&mgr.cfg)
+            .await
+            .map_err(|e| anyhow::anyhow!("the fleet's Raft group: {e}"))?;
+        let _ = mgr.consensus.set(c);
+    }
     let api = Arc::new(api::Api { mgr: mgr.clone() });
     let work = {
         let lifecycle = lifecycle.clone();
@@ -70,7 +77,11 @@ pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
             Ok(())
         }
     };
-    sidecar_kit::sidecar::serve(&admin, api, metrics, lifecycle, work).await
+    let served = sidecar_kit::sidecar::serve(&admin, api, metrics, lifecycle, work).await;
+    if let Some(c) = mgr.consensus() {
+        c.shutdown().await;
+    }
+    served
 }
 
 async fn reconcile_loop(mgr: &Manager, lifecycle: &Lifecycle) {

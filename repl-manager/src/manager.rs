@@ -51,6 +51,9 @@ pub struct Manager {
     pub last_tick: Mutex<f64>,
     /// The last observation, for the synchronous `/health`.
     pub last_state: Mutex<NodeState>,
+    /// The leader key on the fleet's Raft group: set at start in a fleet
+    /// with automatic failover.
+    pub consensus: std::sync::OnceLock<crate::consensus::Consensus>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,8 +130,14 @@ impl Manager {
             activity: Mutex::new(None),
             last_tick: Mutex::new(unix_now()),
             last_state: Mutex::new(NodeState::Starting),
+            consensus: std::sync::OnceLock::new(),
             cfg,
         })
+    }
+
+    /// The leader key's Raft group, in a fleet with automatic failover.
+    pub fn consensus(&self) -> Option<&crate::consensus::Consensus> {
+        self.consensus.get()
     }
 
     pub fn me(&self) -> &Member {

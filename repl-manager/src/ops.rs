@@ -189,8 +189,23 @@ impl Manager {
             .steps
             .push(format!("{} replayed past the checkpoint", target.name));
 
-        // Promote the target at the next epoch.
-        let epoch = self.epoch() + 1;
+        // Promote the target at the next epoch: with the leader key on the
+        // Raft group, the key is handed to the target first (committed by a
+        // majority), and the target promotes only once it sees that.
+        let (epoch, handed_at) = match self.consensus() {
+            Some(c) => match c.handover(target.name.as_str()).await {
+                Ok((epoch, revision)) => (epoch, Some(revision)),
+                Err(e) => {
+                    self.restart_as_primary().await?;
+                    return Err(OpError::Failed(format!(
+                        "the leader key could not be handed to {}: {e}; {} is primary again, nothing changed",
+                        target.name,
+                        self.name()
+                    )));
+                }
+            },
+            None => (self.epoch() + 1, None),
+        };
         self.set_activity(Some("switchover: promoting the target"));
         let body = serde_json::to_value(PromoteRequest {
             epoch: Some(epoch),
@@ -212,6 +227,23 @@ impl Manager {
                     .err()
                     .map(|e| e.to_string())
                     .unwrap_or_default();
+                if let (Some(c), Some(revision)) = (self.consensus(), handed_at) {
+                    // Take the key back, unless the target renewed it.
+                    if let Err(e) = c.take_back(revision, epoch + 1).await {
+                        return Err(OpError::Failed(format!(
+                            "{} refused to promote ({reason}), and the leader key could not be taken back ({e}); \
+                             {} stays stopped until the key settles",
+                            target.name,
+                            self.name()
+                        )));
+                    }
+                    let taken = c.view().leader.map(|k| k.epoch).unwrap_or_default();
+                    self.adopt(&EpochRecord {
+                        epoch: i64::try_from(taken).unwrap_or(i64::MAX),
+                        primary: self.name().to_string(),
+                        changed_at: sidecar_kit::telemetry::unix_now(),
+                    })?;
+                }
                 self.restart_as_primary().await?;
                 return Err(OpError::Failed(format!(
                     "{} refused to promote ({reason}); {} is primary again, nothing changed",
@@ -395,7 +427,22 @@ impl Manager {
                 }
                 let _guard = self.busy_lock().await?;
                 let started = Instant::now();
-                let record = self.bump_epoch(self.name())?;
+                let record = match self.consensus() {
+                    Some(c) => {
+                        let epoch = c.take_now(self.epoch() + 1).await.map_err(|e| {
+                            OpError::Failed(format!(
+                                "the leader key: {e} (a forced promotion still needs a majority of members)"
+                            ))
+                        })?;
+                        self.adopt(&EpochRecord {
+                            epoch,
+                            primary: self.name().to_string(),
+                            changed_at: sidecar_kit::telemetry::unix_now(),
+                        })?;
+                        self.known()
+                    }
+                    None => self.bump_epoch(self.name())?,
+                };
                 self.promote_server().await?;
                 self.primary_round(&self.known()).await;
                 self.act_primary().await?;
@@ -475,6 +522,18 @@ impl Manager {
             if replayed <= ckpt && !req.force {
                 return Err(OpError::Refused(format!(
                     "replayed only up to {replayed}, not past the old primary's checkpoint {ckpt}"
+                )));
+            }
+        }
+        if let Some(c) = self.consensus() {
+            // The key was handed to this node first, at this epoch.
+            if !c
+                .wait_for_key(self.name(), epoch, self.cfg.failover.probe_interval() * 3)
+                .await
+            {
+                return Err(OpError::Refused(format!(
+                    "the leader key committed here does not name {} at epoch {epoch}",
+                    self.name()
                 )));
             }
         }
@@ -567,7 +626,23 @@ impl Manager {
             )));
         }
         let epoch = ts.epoch.max(self.epoch());
-        if ts.epoch > self.epoch() {
+        let holds_key = self
+            .consensus()
+            .is_some_and(|c| c.view().leader_member() == Some(self.name()));
+        if let (true, Some(c)) = (holds_key, self.consensus()) {
+            // The operator picked the survivor: the key goes with it.
+            let (epoch, _) = c.handover(target.name.as_str()).await.map_err(|e| {
+                OpError::Failed(format!(
+                    "the leader key could not be handed to {}: {e}",
+                    target.name
+                ))
+            })?;
+            self.adopt(&EpochRecord {
+                epoch,
+                primary: target.name.to_string(),
+                changed_at: sidecar_kit::telemetry::unix_now(),
+            })?;
+        } else if ts.epoch > self.epoch() {
             self.adopt(&EpochRecord {
                 epoch,
                 primary: target.name.to_string(),

@@ -224,6 +224,19 @@ impl NsFleet {
     }
 
     /// Freezes every process of the node (SIGSTOP): a VM paused, a stall.
+    /// Drops what `from` sends to `to` that carries `needle`, nothing else.
+    pub fn drop_messages(&self, from: &str, to: &str, needle: &str) {
+        self.net
+            .drop_messages(self.index(from), self.index(to), needle)
+            .unwrap();
+    }
+
+    pub fn pass_messages(&self, from: &str, to: &str, needle: &str) {
+        self.net
+            .pass_messages(self.index(from), self.index(to), needle)
+            .unwrap();
+    }
+
     pub fn pause(&self, name: &str) {
         self.net.pause(self.index(name)).unwrap();
     }

@@ -1,0 +1,445 @@
+//! The leader key, on the fleet's Raft group.
+//!
+//! Every repl-manager of a fleet with automatic failover is a member of one
+//! embedded Raft group ([`fleet_state`]: openraft, its vote and log fsynced
+//! under the node's state directory, its messages on the admin HTTP at
+//! `POST /fleet/raft`). What the group agrees on is Patroni's leader key
+//! `{member, epoch}`, and every epoch change goes through it:
+//!
+//! - the primary renews the key by compare-and-set every failover round,
+//!   and its lease (the window in which it acknowledges writes) is extended
+//!   only by a renewal that **committed**, counted from before it was sent;
+//! - a candidate takes the key only by compare-and-set against a revision
+//!   it has watched stand unchanged for the failover timeout on its own
+//!   monotonic clock, which is longer than any lease the old primary can
+//!   still hold (no two machines' clocks are compared);
+//! - a switchover hands the key to the target before the target promotes;
+//! - a member that learns from committed state that another member holds
+//!   the key at a newer epoch adopts it at once, and a primary among them
+//!   fences itself.
+//!
+//! A promotion that is forgotten by the members that saw it (#15's first
+//! finding) cannot happen: the key changed hands only if a majority stored it,
+//! and any later majority includes one of them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fleet_state::{
+    Command, FleetState, FleetView, HttpTransport, LeaderKey, NodeId, Outcome, Peer, Settings,
+};
+use sidecar_kit::admin::{AdminRequest, AdminResponse};
+
+use cluster_db::Role;
+
+use crate::config::Config;
+
+/// At most this many members vote (lead, backup, then compute nodes in
+/// the order configured); the others follow the log as learners.
+pub const MAX_VOTERS: usize = 5;
+
+/// What renewing the key found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// This node holds the key at `epoch`; the renewal committed.
+    Held { epoch: i64 },
+    /// The committed state names another member at a newer epoch: this
+    /// node is not the primary any more.
+    Lost { holder: String, epoch: i64 },
+    /// Nothing committed (no quorum, no Raft leader yet, a timeout, or a
+    /// key this node cannot claim): the lease must not be extended.
+    Unknown(String),
+}
+
+/// A member's Raft identity: a hash of its name (stable, the same on
+/// every member, and needing nothing but the configured member list).
+pub fn member_id(name: &str) -> NodeId {
+    // FNV-1a, 64 bits.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// The voters: the lead, the backup, then compute nodes in the order
+/// configured, up to [`MAX_VOTERS`].
+pub fn voters(cfg: &Config) -> BTreeMap<NodeId, Peer> {
+    let mut ordered: Vec<_> = cfg.members.iter().collect();
+    ordered.sort_by_key(|m| match m.role {
+        Role::Lead => 0,
+        Role::Backup => 1,
+        Role::Compute => 2,
+    });
+    ordered
+        .into_iter()
+        .take(MAX_VOTERS)
+        .map(|m| {
+            (
+                member_id(m.name.as_str()),
+                peer(m.name.as_str(), &m.api_url),
+            )
+        })
+        .collect()
+}
+
+fn peer(name: &str, url: &str) -> Peer {
+    Peer {
+        name: name.to_string(),
+        addr: url.trim_end_matches('/').to_string(),
+    }
+}
+
+/// Raft's timing, derived from the failover timing: a Raft leader lost
+/// is replaced well within one lease, so a standby's death never costs the
+/// primary its lease.
+pub fn settings(cfg: &Config, dir: std::path::PathBuf) -> Settings {
+    let mut s = Settings::new(member_id(&cfg.node.name), dir);
+    let timeout = cfg.failover.timeout();
+    s.election_min = (timeout / 8).clamp(Duration::from_millis(300), Duration::from_secs(2));
+    s.election_max = s.election_min * 2;
+    s.heartbeat = s.election_min / 4;
+    s
+}
+
+/// How long the key's revision has stood unchanged, as this member saw it.
+#[derive(Debug, Default)]
+struct Watch {
+    revision: Option<Option<u64>>,
+    since: Option<Instant>,
+}
+
+pub struct Consensus {
+    fs: FleetState,
+    me: String,
+    /// A proposal's bound.
+    patience: Duration,
+    watch: Mutex<Watch>,
+    /// The revision of this node's last committed claim.
+    held: Mutex<Option<u64>>,
+}
+
+impl Consensus {
+    /// Opens this member's store (`<state file>.raft/`) and starts its Raft
+    /// node, then offers the configured voters as the group's first
+    /// configuration (a no-op on a group that has one).
+    pub async fn open(cfg: &Config) -> Result<Consensus, fleet_state::FleetStateError> {
+        let dir = cfg.node.state_file.with_extension("raft");
+        let transport = Arc::new(HttpTransport::new(
+            cfg.admin.token.clone(),
+            cfg.failover.probe_interval(),
+        ));
+        let fs = FleetState::open(settings(cfg, dir), transport).await?;
+        fs.initialize(voters(cfg)).await?;
+        Ok(Consensus {
+            fs,
+            me: cfg.node.name.to_string(),
+            patience: cfg.failover.probe_interval(),
+            watch: Mutex::new(Watch::default()),
+            held: Mutex::new(None),
+        })
+    }
+
+    pub fn view(&self) -> FleetView {
+        self.fs.view()
+    }
+
+    /// The Raft leader's name, if one is known.
+    pub fn raft_leader(&self) -> Option<String> {
+        let id = self.fs.raft_leader()?;
+        let (_, nodes) = self.fs.members();
+        nodes.get(&id).map(|p| p.name.clone())
+    }
+
+    /// `POST /fleet/raft`.
+    pub async fn handle_http(&self, req: &AdminRequest) -> AdminResponse {
+        self.fs.handle_http(req).await
+    }
+
+    /// Commits `cmd`, trying again while no Raft leader is known (an
+    /// election under way), within the proposal bound.
+    async fn propose(&self, cmd: Command) -> Result<Outcome, String> {
+        let deadline = Instant::now() + self.patience;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.fs.propose(cmd.clone())).await {
+                Ok(Ok(o)) => return Ok(o),
+                Ok(Err(e)) => {
+                    if Instant::now() + Duration::from_millis(50) >= deadline {
+                        return Err(e.to_string());
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(_) => {
+                    return Err(format!(
+                        "nothing committed within {:.1} s (no quorum?)",
+                        self.patience.as_secs_f64()
+                    ))
+                }
+            }
+        }
+    }
+
+    fn remember(&self, view: &FleetView) {
+        if let Some(k) = &view.leader {
+            if k.member == self.me {
+                *self.held.lock().unwrap_or_else(|e| e.into_inner()) = Some(k.revision);
+            }
+        }
+    }
+
+    /// The revision this node holds the key at, as far as it knows.
+    fn my_revision(&self, k: &LeaderKey) -> u64 {
+        let held = *self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.unwrap_or(k.revision).max(k.revision)
+    }
+
+    /// The primary's renewal, at the epoch it believes it holds.
+    pub async fn renew(&self, epoch: i64) -> Claim {
+        let view = self.fs.view();
+        let at_least = u64::try_from(epoch).unwrap_or(0);
+        let cmd = match &view.leader {
+            None => Command::Acquire {
+                member: self.me.clone(),
+                seen: None,
+                at_least,
+            },
+            Some(k) if k.member == self.me => Command::Renew {
+                member: self.me.clone(),
+                revision: self.my_revision(k),
+            },
+            Some(k) => return judge_other(k, epoch),
+        };
+        match self.propose(cmd).await {
+            Ok(Outcome::Applied { view }) => {
+                self.remember(&view);
+                match view.leader {
+                    Some(k) => Claim::Held {
+                        epoch: i64::try_from(k.epoch).unwrap_or(i64::MAX),
+                    },
+                    None => Claim::Unknown("the key is empty after a claim".into()),
+                }
+            }
+            Ok(Outcome::Conflict { view }) => match &view.leader {
+                Some(k) if k.member == self.me => {
+                    // Our own later renewal moved the revision on: keep it.
+                    self.remember(&view);
+                    Claim::Unknown(format!(
+                        "renewal raced at revision {}; renewing again",
+                        k.revision
+                    ))
+                }
+                Some(k) => judge_other(k, epoch),
+                None => Claim::Unknown("the key was released; claiming it again".into()),
+            },
+            Ok(Outcome::None) => Claim::Unknown("the claim carried no command".into()),
+            Err(e) => Claim::Unknown(e),
+        }
+    }
+
+    /// Called every round on a member that is not the primary: notes when
+    /// the key's revision last moved, and returns the key and how long it
+    /// has stood unchanged since (this member's own monotonic clock).
+    pub fn observe(&self) -> (Option<LeaderKey>, Duration) {
+        let view = self.fs.view();
+        let rev = view.leader.as_ref().map(|k| k.revision);
+        let mut w = self.watch.lock().unwrap_or_else(|e| e.into_inner());
+        if w.revision != Some(rev) || w.since.is_none() {
+            w.revision = Some(rev);
+            w.since = Some(Instant::now());
+        }
+        let stood = w.since.map(|s| s.elapsed()).unwrap_or_default();
+        (view.leader, stood)
+    }
+
+    /// A candidate takes the key: only once the revision it watched has
+    /// stood for `stand` (longer than any lease its holder can still
+    /// have), and only if it is still that revision when committed.
+    /// Returns the new epoch.
+    pub async fn acquire(&self, at_least: i64, stand: Duration) -> Result<i64, String> {
+        let (key, stood) = self.observe();
+        if stood < stand {
+            return Err(format!(
+                "the leader key ({}) was renewed {:.1} s ago; it must stand {:.1} s",
+                key.as_ref()
+                    .map(|k| format!("{} at epoch {}", k.member, k.epoch))
+                    .unwrap_or_else(|| "empty".into()),
+                stood.as_secs_f64(),
+                stand.as_secs_f64()
+            ));
+        }
+        self.take(key.map(|k| k.revision), at_least).await
+    }
+
+    /// An operator's forced promotion: the key is taken against the
+    /// revision this member knows, without waiting for it to stand (the
+    /// operator has judged the primary gone). Still a compare-and-set: a
+    /// key that moved meanwhile is not taken.
+    pub async fn take_now(&self, at_least: i64) -> Result<i64, String> {
+        let seen = self.fs.view().leader.map(|k| k.revision);
+        self.take(seen, at_least).await
+    }
+
+    async fn take(&self, seen: Option<u64>, at_least: i64) -> Result<i64, String> {
+        let cmd = Command::Acquire {
+            member: self.me.clone(),
+            seen,
+            at_least: u64::try_from(at_least).unwrap_or(0),
+        };
+        match self.propose(cmd).await? {
+            Outcome::Applied { view } => {
+                self.remember(&view);
+                let k = view.leader.ok_or("the key is empty after taking it")?;
+                Ok(i64::try_from(k.epoch).unwrap_or(i64::MAX))
+            }
+            Outcome::Conflict { view } => Err(match view.leader {
+                Some(k) => format!(
+                    "the leader key moved meanwhile: {} holds it at epoch {}",
+                    k.member, k.epoch
+                ),
+                None => "the leader key moved meanwhile".into(),
+            }),
+            Outcome::None => Err("the claim carried no command".into()),
+        }
+    }
+
+    /// A switchover: the holder hands the key to `to`. Returns the new
+    /// epoch and the revision it was handed over at (to take it back by
+    /// compare-and-set if the target refuses).
+    pub async fn handover(&self, to: &str) -> Result<(i64, u64), String> {
+        let view = self.fs.view();
+        let k = match &view.leader {
+            Some(k) if k.member == self.me => k.clone(),
+            Some(k) => {
+                return Err(format!(
+                    "{} holds the leader key at epoch {}, not this node",
+                    k.member, k.epoch
+                ))
+            }
+            None => return Err("nobody holds the leader key".into()),
+        };
+        let cmd = Command::Handover {
+            member: self.me.clone(),
+            revision: self.my_revision(&k),
+            to: to.to_string(),
+        };
+        match self.propose(cmd).await? {
+            Outcome::Applied { view } => {
+                let k = view.leader.ok_or("the key is empty after the handover")?;
+                Ok((i64::try_from(k.epoch).unwrap_or(i64::MAX), k.revision))
+            }
+            Outcome::Conflict { view } => Err(format!(
+                "the leader key moved meanwhile ({:?})",
+                view.leader
+            )),
+            Outcome::None => Err("the handover carried no command".into()),
+        }
+    }
+
+    /// Takes the key back from a switchover target that refused, by
+    /// compare-and-set on the handover's revision (so not if the target
+    /// already renewed it).
+    pub async fn take_back(&self, revision: u64, at_least: i64) -> Result<i64, String> {
+        self.take(Some(revision), at_least).await
+    }
+
+    /// Waits (bounded) until this member has applied a key naming
+    /// `member` at `epoch`.
+    pub async fn wait_for_key(&self, member: &str, epoch: i64, within: Duration) -> bool {
+        let mut rx = self.fs.subscribe();
+        let want = |v: &FleetView| {
+            v.leader
+                .as_ref()
+                .is_some_and(|k| k.member == member && i64::try_from(k.epoch) == Ok(epoch))
+        };
+        let waited = tokio::time::timeout(within, async {
+            loop {
+                if want(&rx.borrow_and_update()) {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        })
+        .await;
+        waited.is_ok() || want(&self.fs.view())
+    }
+
+    /// On the Raft leader: members configured but not in the group join it
+    /// as learners (the voters were fixed at initialization).
+    pub async fn keep_members(&self, cfg: &Config) {
+        if self.fs.raft_leader() != Some(self.fs.id()) {
+            return;
+        }
+        let (_, nodes) = self.fs.members();
+        let known: BTreeSet<NodeId> = nodes.keys().copied().collect();
+        for m in &cfg.members {
+            let id = member_id(m.name.as_str());
+            if !known.contains(&id) {
+                if let Err(e) = self
+                    .fs
+                    .add_learner(id, peer(m.name.as_str(), &m.api_url))
+                    .await
+                {
+                    tracing::warn!(member = %m.name, error = %e, "cannot add the member to the fleet's Raft group");
+                }
+            }
+        }
+    }
+
+    pub async fn shutdown(&self) {
+        self.fs.shutdown().await;
+    }
+}
+
+/// Another member holds the key: lost if at a newer epoch than ours; at an
+/// older or equal one, this node's epoch did not come through the key
+/// (a fleet upgraded from before it) and it may not claim it: no lease.
+fn judge_other(k: &LeaderKey, epoch: i64) -> Claim {
+    let theirs = i64::try_from(k.epoch).unwrap_or(i64::MAX);
+    if theirs > epoch {
+        Claim::Lost {
+            holder: k.member.clone(),
+            epoch: theirs,
+        }
+    } else {
+        Claim::Unknown(format!(
+            "{} holds the leader key at epoch {theirs}, not this node (at epoch {epoch})",
+            k.member
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_ids_are_stable_and_distinct() {
+        assert_eq!(member_id("lead"), member_id("lead"));
+        assert_ne!(member_id("lead"), member_id("backup"));
+        // FNV-1a of the empty string is its offset basis.
+        assert_eq!(member_id(""), 0xcbf2_9ce4_8422_2325);
+    }
+
+    #[test]
+    fn another_holder_at_a_newer_epoch_means_the_key_is_lost() {
+        let k = LeaderKey {
+            member: "backup".into(),
+            epoch: 2,
+            revision: 9,
+        };
+        assert_eq!(
+            judge_other(&k, 1),
+            Claim::Lost {
+                holder: "backup".into(),
+                epoch: 2
+            }
+        );
+        assert!(matches!(judge_other(&k, 2), Claim::Unknown(_)));
+        assert!(matches!(judge_other(&k, 3), Claim::Unknown(_)));
+    }
+}
