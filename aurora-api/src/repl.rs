@@ -122,6 +122,23 @@ pub struct FailoverView {
     pub primary_seen_ago_secs: Option<f64>,
     pub report: Option<ReportView>,
     pub last_attempt: Option<String>,
+    /// The leader key as this member has applied it (a fleet with
+    /// automatic failover keeps it on the repl-managers' Raft group).
+    pub leader_key: Option<LeaderKeyView>,
+    /// The Raft leader this member knows of.
+    pub raft_leader: Option<String>,
+    /// Primary: why the last renewal of the leader key did not commit.
+    pub key_trouble: Option<String>,
+}
+
+/// The leader key: who may be primary, at which epoch, and the log index
+/// of its last renewal.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LeaderKeyView {
+    pub member: String,
+    pub epoch: i64,
+    pub revision: u64,
 }
 
 /// The primary's last lease request as a member remembers it.

@@ -241,6 +241,15 @@ impl Manager {
             primary_seen_ago_secs: secs_since(f.primary_seen),
             report: f.report_view(),
             last_attempt: f.last_attempt.clone(),
+            leader_key: self.consensus().and_then(|c| {
+                c.view().leader.map(|k| aurora_api::repl::LeaderKeyView {
+                    member: k.member,
+                    epoch: i64::try_from(k.epoch).unwrap_or(i64::MAX),
+                    revision: k.revision,
+                })
+            }),
+            raft_leader: self.consensus().and_then(|c| c.raft_leader()),
+            key_trouble: f.key_trouble.clone(),
         }
     }
 
@@ -541,16 +550,7 @@ impl Manager {
                 }
                 Claim::Lost { holder, epoch } => {
                     tracing::warn!(%holder, epoch, "the leader key is held by another member");
-                    if self.cfg.member(&holder).is_some() {
-                        let _ = self.adopt(&EpochRecord {
-                            epoch,
-                            primary: holder.clone(),
-                            changed_at: unix_now(),
-                        });
-                    }
-                    lock(&self.failover).lease_until = None;
-                    self.fence_now(&format!("{holder} holds the leader key at epoch {epoch}"))
-                        .await;
+                    self.step_down(&holder, epoch).await;
                     return;
                 }
                 Claim::Unknown(why) => {
@@ -726,30 +726,36 @@ impl Manager {
         if k.member == self.name() || epoch <= known.epoch || self.cfg.member(&k.member).is_none() {
             return;
         }
-        let was_primary = known.primary == self.name();
-        if let Err(e) = self.adopt(&EpochRecord {
-            epoch,
-            primary: k.member.clone(),
-            changed_at: unix_now(),
-        }) {
-            tracing::error!(error = %e, "cannot adopt the committed leader key");
+        self.step_down(&k.member, epoch).await;
+    }
+
+    /// `holder` was made primary at `epoch` (committed): adopt it, and if
+    /// this node is still the primary, stop being writable at once. The
+    /// stop is left to the reconcile pass when an operation of this node's
+    /// own holds the server (a switchover away from it has stopped the
+    /// server already; a reconcile pass that started it as a standby must
+    /// not see it stopped again): the lease is gone meanwhile, so the
+    /// server is read-only, and the pass rejoins a superseded server.
+    async fn step_down(&self, holder: &str, epoch: i64) {
+        let was_primary = self.known().primary == self.name();
+        if self.cfg.member(holder).is_some() {
+            if let Err(e) = self.adopt(&EpochRecord {
+                epoch,
+                primary: holder.to_string(),
+                changed_at: unix_now(),
+            }) {
+                tracing::error!(error = %e, "cannot adopt the committed leader key");
+            }
+        }
+        if !was_primary {
             return;
         }
-        if was_primary {
-            lock(&self.failover).lease_until = None;
-            // Not in the middle of an operation of this node's own (a
-            // switchover away from it has stopped the server already and
-            // is starting it as a standby); otherwise the reconcile pass
-            // rejoins a superseded server that still runs.
-            let Ok(_idle) = self.op_lock.try_lock() else {
-                return;
-            };
-            self.fence_now(&format!(
-                "{} holds the leader key at epoch {epoch}",
-                k.member
-            ))
+        lock(&self.failover).lease_until = None;
+        let Ok(_idle) = self.op_lock.try_lock() else {
+            return;
+        };
+        self.fence_now(&format!("{holder} holds the leader key at epoch {epoch}"))
             .await;
-        }
     }
 
     /// Logs why the leader key could not be renewed, once per reason.

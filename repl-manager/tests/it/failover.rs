@@ -916,4 +916,11 @@ async fn a_promotion_the_fleet_did_not_hear_of_is_never_overridden() {
         acked_by_lead
     );
     assert_eq!(doubles, 0, "two writable primaries at once");
+    // And it was the committed key that told the lead, with the backup
+    // frozen: c1 carried the backup's promotion in its log.
+    let key = lead_after
+        .and_then(|s| s.failover)
+        .and_then(|f| f.leader_key)
+        .expect("the lead reports the leader key");
+    assert_eq!((key.member.as_str(), key.epoch), ("backup", 2), "{key:?}");
 }
