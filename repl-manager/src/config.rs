@@ -156,6 +156,13 @@ pub struct FailoverConfig {
     /// promotes when it loses the lead, and the lead does not fence itself:
     /// a network partition between the two then makes two primaries.
     pub allow_two_node: bool,
+    /// Every epoch change through a leader key on the repl-managers' Raft
+    /// group (docs/repl-manager.md, "The leader key"): closes #15's
+    /// forgotten-promotion finding, but a member that rejoins after a
+    /// partition can still cost the primary its lease, so it is opt-in.
+    /// Ignored in a two-node fleet. All members must agree on it.
+    #[serde(default)]
+    pub leader_key_on_raft: bool,
 }
 
 impl FailoverConfig {
@@ -219,6 +226,7 @@ impl Default for Config {
                 timeout_secs: 5.0,
                 candidates: Vec::new(),
                 allow_two_node: false,
+                leader_key_on_raft: false,
             },
             members: Vec::new(),
         }

@@ -44,7 +44,10 @@ pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
     let admin = config.admin.clone();
     let mgr = Arc::new(Manager::new(config, repl_metrics)?);
     mgr.load_witness()?;
-    if mgr.cfg.automatic_failover() && !mgr.cfg.failover.allow_two_node {
+    if mgr.cfg.automatic_failover()
+        && mgr.cfg.failover.leader_key_on_raft
+        && !mgr.cfg.failover.allow_two_node
+    {
         let c = consensus::Consensus::open(&mgr.cfg)
             .await
             .map_err(|e| anyhow::anyhow!("the fleet's Raft group: {e}"))?;

@@ -30,6 +30,10 @@ fn four() -> Vec<(&'static str, Role)> {
 
 const SETTINGS: &str = "[replication]\nrepair_after_secs = 5\n";
 
+/// The leader key on the fleet's Raft group (opt-in until its liveness
+/// under rejoining members is fixed; docs/repl-manager.md).
+const RAFT: &str = "[failover]\nleader_key_on_raft = true\n";
+
 /// Cases 5, 3 and 1: a minority of compute nodes cut off (nothing
 /// changes), the backup cut off (no failover; the lead keeps serving), then
 /// the lead killed (the backup takes over; the old lead rejoins by itself).
@@ -657,8 +661,92 @@ async fn a_fence_that_could_not_stop_the_server_is_tried_again_until_it_holds() 
     assert!(!acked.is_empty());
 }
 
-/// One-way loss between the primary and its synchronous standby, each way
-/// in turn: the standby's packets to the primary lost (the WAL still
+/// One-way loss between the lead and the backup, each way in turn: the
+/// backup's packets to the lead lost (the lead's WAL still arrives, no
+/// confirmation comes back), then the lead's packets to the backup lost.
+/// The lead keeps its majority through c1 and stays the only primary; the
+/// backup, which cannot reach the lead, must not be promoted (c1 still
+/// sees the lead and refuses its vote); commits wait until the lead gives
+/// up on the backup (`wal_sender_timeout`, then the degrade), then go on;
+/// after each heal the backup streams again and nothing acknowledged is
+/// missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_way_loss_between_lead_and_backup_never_promotes_and_loses_nothing() {
+    let mut fleet = three_in_sync(&format!("{SETTINGS}sync_degrade_after_secs = 6\n")).await;
+    fleet.start_writable_probes();
+    let ledger = Ledger::start(fleet.dsn(&["lead", "backup"])).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let lead_ip = fleet.node("lead").ip.to_string();
+    let mut f = BTreeMap::new();
+    for (from, to) in [("backup", "lead"), ("lead", "backup")] {
+        let cut_at = now();
+        fleet.cut_one_way(from, to);
+        // Long enough for the backup to have been promoted, were it going
+        // to be (failover timeout 5 s), and for the lead to degrade.
+        let until = Instant::now() + Duration::from_secs(25);
+        // The loss is real: the lead loses its synchronous standby (no
+        // confirmation, or no WAL, gets through) and degrades.
+        let mut degraded = false;
+        while Instant::now() < until {
+            let s = fleet.status("backup").await;
+            assert!(
+                !s.as_ref().is_some_and(|s| s.is_primary()),
+                "the backup was promoted behind a one-way loss ({from} → {to}): {}",
+                fleet.log_tail("backup", 20)
+            );
+            degraded |= fleet
+                .status("lead")
+                .await
+                .is_some_and(|s| s.sync.as_ref().is_some_and(|v| v.mode == "async"));
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        assert!(
+            degraded,
+            "the lead never lost its synchronous standby: was anything cut ({from} → {to})?"
+        );
+        let lead = fleet.status("lead").await.unwrap();
+        assert!(lead.is_primary() && lead.epoch == 1, "{lead:?}");
+        let resumed = ledger.first_ack_by(&lead_ip, cut_at + 0.5);
+        f.insert(
+            if from == "backup" {
+                "backup_to_lead_lost_commits_resumed_after_secs"
+            } else {
+                "lead_to_backup_lost_commits_resumed_after_secs"
+            },
+            resumed.map_or("never".into(), |t| format!("{:.1}", t - cut_at)),
+        );
+        assert!(
+            resumed.is_some(),
+            "the lead took no write in 25 s of one-way loss ({from} → {to})"
+        );
+        fleet.heal_one_way(from, to);
+        fleet.wait_healthy("lead", &["backup", "c1"], T).await;
+        in_sync(&fleet, "lead", "backup").await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (acked, attempts) = ledger.stop().await;
+    let lc = fleet.connect("lead").await;
+    let lost = lost_writes(&lc, &acked).await;
+    let bc = fleet.connect("backup").await;
+    let newest: i64 = acked.iter().map(|a| a.0).max().unwrap();
+    assert!(
+        crate::support::wait_row(&bc, &format!("SELECT 1 FROM ledger WHERE id = {newest}"), T)
+            .await,
+        "the backup never caught up"
+    );
+    let doubles = fleet.double_primary_moments();
+    f.insert("acked", acked.len().to_string());
+    f.insert("attempts", attempts.to_string());
+    f.insert("lost", lost.len().to_string());
+    f.insert("two_primary_moments", doubles.to_string());
+    report("one-way-loss", &f);
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    assert_eq!(doubles, 0, "two writable primaries at once");
+}
+
+/// With the leader key on the Raft group: one-way loss between the primary
+/// and its synchronous standby, each way in turn: the standby's packets to the primary lost (the WAL still
 /// arrives, no confirmation comes back), then the primary's packets to the
 /// standby lost. Two outcomes are right, and which one comes depends on
 /// where the fleet's Raft leader sits:
@@ -675,8 +763,8 @@ async fn a_fence_that_could_not_stop_the_server_is_tried_again_until_it_holds() 
 /// Either way: writes resume, never two writable primaries, and after each
 /// heal nothing acknowledged is missing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn one_way_loss_between_lead_and_backup_never_makes_two_primaries_and_loses_nothing() {
-    let mut fleet = three_in_sync(&format!("{SETTINGS}sync_degrade_after_secs = 6\n")).await;
+async fn with_the_leader_key_on_raft_one_way_loss_never_makes_two_primaries_long_tier() {
+    let mut fleet = three_in_sync(&format!("{SETTINGS}sync_degrade_after_secs = 6\n{RAFT}")).await;
     fleet.start_writable_probes();
     let ledger = Ledger::start(fleet.dsn(&["lead", "backup"])).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -845,7 +933,7 @@ async fn a_frozen_lead_thaws_into_a_fence_and_loses_nothing() {
 /// learns from c1 that it lost the key, and acknowledges nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_promotion_the_fleet_did_not_hear_of_is_never_overridden() {
-    let mut fleet = three_in_sync(&format!("{SETTINGS}sync_degrade_after_secs = 6\n")).await;
+    let mut fleet = three_in_sync(&format!("{SETTINGS}sync_degrade_after_secs = 6\n{RAFT}")).await;
     fleet.start_writable_probes();
     let ledger = Ledger::start(fleet.dsn(&["lead", "backup"])).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
