@@ -24,6 +24,7 @@
 
 pub mod model;
 pub mod net;
+mod prevote;
 pub mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -81,6 +82,10 @@ pub struct Settings {
     pub election_max: Duration,
     /// Entries between snapshots (the log is purged behind them).
     pub snapshot_every: u64,
+    /// Hold elections back unless a majority of the voters hears no
+    /// leader either (Pre-Vote: the `prevote` module). On by default; off only to show what
+    /// it prevents.
+    pub pre_vote: bool,
 }
 
 impl Settings {
@@ -92,6 +97,7 @@ impl Settings {
             election_min: Duration::from_millis(1000),
             election_max: Duration::from_millis(2000),
             snapshot_every: 1000,
+            pre_vote: true,
         }
     }
 }
@@ -110,6 +116,88 @@ pub enum FleetStateError {
     Raft(String),
 }
 
+/// What a member's store holds, read without starting the member.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stored {
+    /// The voters of the group's last configuration.
+    pub voters: BTreeMap<NodeId, Peer>,
+    /// Its learners.
+    pub learners: BTreeMap<NodeId, Peer>,
+    /// The member's term.
+    pub term: u64,
+    /// The state as far as this member applied it.
+    pub view: FleetView,
+}
+
+/// Reads the store under `dir` without starting the member (no timers, no
+/// elections, no messages sent): what an operator's recovery needs to see.
+/// `None` when there is no store. Fails like [`FleetState::open`] when the
+/// store is in use (its member is running).
+pub async fn inspect(dir: &std::path::Path) -> Result<Option<Stored>, FleetStateError> {
+    let path = dir.join("raft.redb");
+    if !path.exists() {
+        return Ok(None);
+    }
+    let config = openraft::Config {
+        cluster_name: "aurora".into(),
+        enable_tick: false,
+        enable_heartbeat: false,
+        enable_elect: false,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| FleetStateError::Settings(e.to_string()))?;
+    let (log, sm) = store::open(&path).map_err(|e| FleetStateError::Store {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let network = net::Network {
+        transport: Arc::new(net::Nowhere),
+    };
+    let raft = Raft::new(0, Arc::new(config), network, log, sm.clone())
+        .await
+        .map_err(|e| FleetStateError::Raft(e.to_string()))?;
+    let read = raft
+        .with_raft_state(|st| {
+            let m = st.membership_state.effective().membership().clone();
+            let voters: BTreeSet<NodeId> = m.voter_ids().collect();
+            let (mut v, mut l) = (BTreeMap::new(), BTreeMap::new());
+            for (id, p) in m.nodes() {
+                if voters.contains(id) {
+                    v.insert(*id, p.clone());
+                } else {
+                    l.insert(*id, p.clone());
+                }
+            }
+            (
+                v,
+                l,
+                st.vote_ref().leader_id().term,
+                st.committed.map(|c| c.index),
+            )
+        })
+        .await
+        .map_err(|e| FleetStateError::Raft(e.to_string()));
+    let out = match read {
+        Ok((voters, learners, term, committed)) => {
+            // Entries committed before the restart are applied again at start.
+            let _ = raft
+                .wait(Some(Duration::from_secs(5)))
+                .applied_index_at_least(committed, "the committed state applied")
+                .await;
+            Ok(Some(Stored {
+                voters,
+                learners,
+                term,
+                view: sm.view(),
+            }))
+        }
+        Err(e) => Err(e),
+    };
+    let _ = raft.shutdown().await;
+    out
+}
+
 /// One member's handle on the replicated state.
 #[derive(Clone)]
 pub struct FleetState {
@@ -117,6 +205,21 @@ pub struct FleetState {
     raft: Raft<TypeConfig>,
     sm: store::StateMachine,
     transport: Arc<dyn Transport>,
+    heard: prevote::Heard,
+    timing: prevote::Timing,
+    gate: Arc<Gate>,
+}
+
+/// The pre-vote gate's task, stopped with the member (or when the last
+/// handle on it is dropped).
+struct Gate(Option<tokio::task::AbortHandle>);
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        if let Some(h) = &self.0 {
+            h.abort();
+        }
+    }
 }
 
 impl FleetState {
@@ -135,6 +238,9 @@ impl FleetState {
             election_timeout_max: ms(settings.election_max),
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(settings.snapshot_every),
             max_in_snapshot_log_to_keep: settings.snapshot_every / 2,
+            // With the pre-vote gate, a follower stands only once the gate
+            // lets it.
+            enable_elect: !settings.pre_vote,
             ..Default::default()
         }
         .validate()
@@ -154,11 +260,30 @@ impl FleetState {
         let raft = Raft::new(settings.id, Arc::new(config), network, log, sm.clone())
             .await
             .map_err(|e| FleetStateError::Raft(e.to_string()))?;
+        let heard = prevote::Heard::default();
+        let timing = prevote::Timing {
+            quiet: settings.election_min,
+            lease: settings.election_max,
+        };
+        let gate = settings.pre_vote.then(|| {
+            tokio::spawn(prevote::run(
+                settings.id,
+                raft.clone(),
+                transport.clone(),
+                heard.clone(),
+                timing,
+                settings.heartbeat,
+            ))
+            .abort_handle()
+        });
         Ok(FleetState {
             id: settings.id,
             raft,
             sm,
             transport,
+            heard,
+            timing,
+            gate: Arc::new(Gate(gate)),
         })
     }
 
@@ -221,9 +346,31 @@ impl FleetState {
         Ok(self.view())
     }
 
+    /// This member's current Raft term.
+    pub fn term(&self) -> u64 {
+        self.raft.metrics().borrow().current_term
+    }
+
     /// The Raft leader this member knows of.
     pub fn raft_leader(&self) -> Option<NodeId> {
         self.raft.metrics().borrow().current_leader
+    }
+
+    /// The voters of the configuration this member has, read through its
+    /// Raft core (so loaded from the store, unlike [`FleetState::members`]
+    /// right after [`FleetState::open`]).
+    pub async fn voters_now(&self) -> Result<BTreeMap<NodeId, Peer>, FleetStateError> {
+        self.raft
+            .with_raft_state(|st| {
+                let m = st.membership_state.effective().membership().clone();
+                let voters: BTreeSet<NodeId> = m.voter_ids().collect();
+                m.nodes()
+                    .filter(|(id, _)| voters.contains(id))
+                    .map(|(id, p)| (*id, p.clone()))
+                    .collect()
+            })
+            .await
+            .map_err(|e| FleetStateError::Raft(e.to_string()))
     }
 
     /// The voters and learners of the current configuration.
@@ -277,7 +424,26 @@ impl FleetState {
     /// `POST /fleet/raft` calls).
     pub async fn serve(&self, msg: Message) -> Reply {
         match msg {
-            Message::Append(r) => Reply::Append(self.raft.append_entries(r).await),
+            Message::Append(r) => {
+                let answer = self.raft.append_entries(r).await;
+                // A leader this member accepts (one refused for its term
+                // answers HigherVote): elections are not needed.
+                if matches!(
+                    answer,
+                    Ok(openraft::raft::AppendEntriesResponse::Success
+                        | openraft::raft::AppendEntriesResponse::PartialSuccess(_)
+                        | openraft::raft::AppendEntriesResponse::Conflict)
+                ) {
+                    self.heard.now();
+                }
+                Reply::Append(answer)
+            }
+            Message::PreVote { from } => {
+                let granted =
+                    prevote::grants(prevote::standing(&self.raft, &self.heard), self.timing);
+                tracing::debug!(from, granted, "pre-vote asked");
+                Reply::PreVote { granted }
+            }
             Message::Vote(r) => Reply::Vote(self.raft.vote(r).await),
             Message::Snapshot(r) => Reply::Snapshot(self.raft.install_snapshot(r).await),
             Message::Propose(cmd) => Reply::Propose(match self.raft.client_write(cmd).await {
@@ -306,6 +472,9 @@ impl FleetState {
 
     /// Stops the Raft node (its store stays for the next open).
     pub async fn shutdown(&self) {
+        if let Some(h) = &self.gate.0 {
+            h.abort();
+        }
         let _ = self.raft.shutdown().await;
     }
 }

@@ -35,6 +35,11 @@ pub enum Message {
     Snapshot(InstallSnapshotRequest<TypeConfig>),
     /// A command sent to the Raft leader by a member that is not it.
     Propose(Command),
+    /// Would the receiver take part in an election now? (Pre-Vote: the
+    /// `prevote` module.)
+    PreVote {
+        from: NodeId,
+    },
 }
 
 /// The answer to a [`Message`].
@@ -45,6 +50,7 @@ pub enum Reply {
     Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
     Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
     Propose(Result<Outcome, String>),
+    PreVote { granted: bool },
 }
 
 /// Why a message got no answer.
@@ -109,6 +115,18 @@ impl Transport for HttpTransport {
         }
         resp.json(&url)
             .map_err(|e| TransportError::Failed(e.to_string()))
+    }
+}
+
+/// A transport that reaches no one (for reading a store offline).
+pub(crate) struct Nowhere;
+
+#[async_trait]
+impl Transport for Nowhere {
+    async fn call(&self, _to: NodeId, peer: &Peer, _msg: Message) -> Result<Reply, TransportError> {
+        Err(TransportError::Unreachable(format!(
+            "{peer}: not sent (store read offline)"
+        )))
     }
 }
 

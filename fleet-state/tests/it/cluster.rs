@@ -229,3 +229,58 @@ async fn learners_follow_and_members_are_added_promoted_and_removed() {
     assert!(out.applied());
     g.shutdown().await;
 }
+
+/// Cuts `away` off for many election timeouts, heals, and returns the
+/// leader's term before, `away`'s term when healed, and the agreed leader
+/// and its term after.
+async fn away_and_back(g: &Group, away: u64, leader: u64, partial: bool) -> (u64, u64, u64, u64) {
+    let term = g.node(leader).term();
+    if partial {
+        // Only the link to the leader, silently (no RST): `away` still
+        // reaches the other member, which hears the leader.
+        g.black_hole(away, leader);
+        g.black_hole(leader, away);
+    } else {
+        g.isolate(away);
+    }
+    // About eight election timeouts: long enough to stand again and again.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let away_term = g.node(away).term();
+    g.heal();
+    // Long enough for the leader's heartbeats to meet `away`'s term.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let now = g.wait_leader(T).await;
+    (term, away_term, now, g.node(now).term())
+}
+
+/// #15: openraft 0.9 has no Pre-Vote. A member away from the group stands
+/// for election again and again, each time at a higher term, and back, it
+/// deposes a working leader (asserted below with the gate off, to show
+/// what it prevents). With the gate, neither a member cut off from all nor
+/// one that lost only the leader (black-holed, no RST) moves the term.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_back_from_a_partition_does_not_depose_the_leader() {
+    let g = Group::start_with(3, true).await;
+    let leader = g.wait_leader(T).await;
+    let away = (1..=3).find(|id| *id != leader).unwrap();
+    for partial in [false, true] {
+        let (term, away_term, now, now_term) = away_and_back(&g, away, leader, partial).await;
+        assert_eq!(
+            (away_term, now, now_term),
+            (term, leader, term),
+            "partial: {partial}: the member away stood for election, or the leader was deposed"
+        );
+    }
+    g.shutdown().await;
+
+    let g = Group::start_with(3, false).await;
+    let leader = g.wait_leader(T).await;
+    let away = (1..=3).find(|id| *id != leader).unwrap();
+    let (term, away_term, _, now_term) = away_and_back(&g, away, leader, false).await;
+    assert!(
+        away_term > term + 1 && now_term > away_term,
+        "without the gate, expected the member away to raise its term and depose the leader: \
+         term {term}, away at {away_term}, after {now_term}"
+    );
+    g.shutdown().await;
+}

@@ -59,6 +59,7 @@ pub struct Group {
     pub router: Arc<Router>,
     pub dirs: BTreeMap<NodeId, tempfile::TempDir>,
     pub names: BTreeMap<NodeId, String>,
+    pub pre_vote: bool,
 }
 
 pub fn name(id: NodeId) -> String {
@@ -79,10 +80,16 @@ pub fn peer(id: NodeId) -> Peer {
 impl Group {
     /// `n` members, 1..=n, the first three voters, initialized by member 1.
     pub async fn start(n: u64) -> Group {
+        Group::start_with(n, true).await
+    }
+
+    /// As [`Group::start`], with the pre-vote gate on or off.
+    pub async fn start_with(n: u64, pre_vote: bool) -> Group {
         let mut g = Group {
             router: Arc::new(Router::default()),
             dirs: BTreeMap::new(),
             names: BTreeMap::new(),
+            pre_vote,
         };
         for id in 1..=n {
             g.dirs.insert(id, tempfile::tempdir().unwrap());
@@ -107,6 +114,7 @@ impl Group {
         s.election_min = Duration::from_millis(300);
         s.election_max = Duration::from_millis(600);
         s.snapshot_every = 20;
+        s.pre_vote = self.pre_vote;
         s
     }
 
