@@ -158,11 +158,15 @@ pub struct FailoverConfig {
     pub allow_two_node: bool,
     /// Every epoch change through a leader key on the repl-managers' Raft
     /// group (docs/repl-manager.md, "The leader key"): closes #15's
-    /// forgotten-promotion finding, but a member that rejoins after a
-    /// partition can still cost the primary its lease, so it is opt-in.
-    /// Ignored in a two-node fleet. All members must agree on it.
-    #[serde(default)]
+    /// forgotten-promotion finding. On by default; off, the lease/vote
+    /// protocol alone decides (as before the key). Ignored in a two-node
+    /// fleet. All members must agree on it.
+    #[serde(default = "default_leader_key_on_raft")]
     pub leader_key_on_raft: bool,
+}
+
+fn default_leader_key_on_raft() -> bool {
+    true
 }
 
 impl FailoverConfig {
@@ -226,7 +230,7 @@ impl Default for Config {
                 timeout_secs: 5.0,
                 candidates: Vec::new(),
                 allow_two_node: false,
-                leader_key_on_raft: false,
+                leader_key_on_raft: default_leader_key_on_raft(),
             },
             members: Vec::new(),
         }

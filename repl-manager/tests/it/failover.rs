@@ -30,9 +30,9 @@ fn four() -> Vec<(&'static str, Role)> {
 
 const SETTINGS: &str = "[replication]\nrepair_after_secs = 5\n";
 
-/// The leader key on the fleet's Raft group (opt-in until its liveness
-/// under rejoining members is fixed; docs/repl-manager.md).
-const RAFT: &str = "[failover]\nleader_key_on_raft = true\n";
+/// The lease/vote protocol alone, without the leader key on the fleet's
+/// Raft group (which is on by default; docs/repl-manager.md).
+const NO_RAFT: &str = "[failover]\nleader_key_on_raft = false\n";
 
 /// Cases 5, 3 and 1: a minority of compute nodes cut off (nothing
 /// changes), the backup cut off (no failover; the lead keeps serving), then
@@ -661,7 +661,8 @@ async fn a_fence_that_could_not_stop_the_server_is_tried_again_until_it_holds() 
     assert!(!acked.is_empty());
 }
 
-/// One-way loss between the lead and the backup, each way in turn: the
+/// Without the leader key (`leader_key_on_raft = false`): one-way loss
+/// between the lead and the backup, each way in turn: the
 /// backup's packets to the lead lost (the lead's WAL still arrives, no
 /// confirmation comes back), then the lead's packets to the backup lost.
 /// The lead keeps its majority through c1 and stays the only primary; the
@@ -671,8 +672,9 @@ async fn a_fence_that_could_not_stop_the_server_is_tried_again_until_it_holds() 
 /// after each heal the backup streams again and nothing acknowledged is
 /// missing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn one_way_loss_between_lead_and_backup_never_promotes_and_loses_nothing() {
-    let mut fleet = three_in_sync(&format!("{SETTINGS}sync_degrade_after_secs = 6\n")).await;
+async fn without_the_leader_key_one_way_loss_never_promotes_and_loses_nothing_long_tier() {
+    let mut fleet =
+        three_in_sync(&format!("{SETTINGS}sync_degrade_after_secs = 6\n{NO_RAFT}")).await;
     fleet.start_writable_probes();
     let ledger = Ledger::start(fleet.dsn(&["lead", "backup"])).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -745,7 +747,7 @@ async fn one_way_loss_between_lead_and_backup_never_promotes_and_loses_nothing()
     assert_eq!(doubles, 0, "two writable primaries at once");
 }
 
-/// With the leader key on the Raft group: one-way loss between the primary
+/// With the leader key on the Raft group (the default): one-way loss between the primary
 /// and its synchronous standby, each way in turn: the standby's packets to the primary lost (the WAL still
 /// arrives, no confirmation comes back), then the primary's packets to the
 /// standby lost. Two outcomes are right, and which one comes depends on
@@ -763,8 +765,8 @@ async fn one_way_loss_between_lead_and_backup_never_promotes_and_loses_nothing()
 /// Either way: writes resume, never two writable primaries, and after each
 /// heal nothing acknowledged is missing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn with_the_leader_key_on_raft_one_way_loss_never_makes_two_primaries_long_tier() {
-    let mut fleet = three_in_sync(&format!("{SETTINGS}sync_degrade_after_secs = 6\n{RAFT}")).await;
+async fn one_way_loss_between_lead_and_backup_never_makes_two_primaries() {
+    let mut fleet = three_in_sync(&format!("{SETTINGS}sync_degrade_after_secs = 6\n")).await;
     fleet.start_writable_probes();
     let ledger = Ledger::start(fleet.dsn(&["lead", "backup"])).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -933,7 +935,7 @@ async fn a_frozen_lead_thaws_into_a_fence_and_loses_nothing() {
 /// learns from c1 that it lost the key, and acknowledges nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_promotion_the_fleet_did_not_hear_of_is_never_overridden() {
-    let mut fleet = three_in_sync(&format!("{SETTINGS}sync_degrade_after_secs = 6\n{RAFT}")).await;
+    let mut fleet = three_in_sync(&format!("{SETTINGS}sync_degrade_after_secs = 6\n")).await;
     fleet.start_writable_probes();
     let ledger = Ledger::start(fleet.dsn(&["lead", "backup"])).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
