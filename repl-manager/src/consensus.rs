@@ -23,6 +23,7 @@
 //! and any later majority includes one of them.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -121,17 +122,121 @@ pub struct Consensus {
     held: Mutex<Option<u64>>,
 }
 
+/// Where a member keeps its Raft store.
+pub fn store_dir(cfg: &Config) -> PathBuf {
+    cfg.node.state_file.with_extension("raft")
+}
+
+/// Do the configured members still include a majority of the group's
+/// voters? If not, no election can ever succeed: the group lost its
+/// majority (or the configuration is wrong).
+pub fn majority_kept(voters: &BTreeSet<NodeId>, configured: &BTreeSet<NodeId>) -> bool {
+    voters.is_empty() || voters.intersection(configured).count() > voters.len() / 2
+}
+
+fn configured_ids(cfg: &Config) -> BTreeSet<NodeId> {
+    cfg.members
+        .iter()
+        .map(|m| member_id(m.name.as_str()))
+        .collect()
+}
+
+fn names(peers: &BTreeMap<NodeId, Peer>) -> String {
+    let v: Vec<&str> = peers.values().map(|p| p.name.as_str()).collect();
+    v.join(", ")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsensusError {
+    #[error(transparent)]
+    FleetState(#[from] fleet_state::FleetStateError),
+    #[error(
+        "the fleet's Raft group has the voters {voters}, and the configured members include only \
+         {kept} of them: the group's majority is lost and it can never elect a leader. If those \
+         members are gone for good, follow docs/runbooks/lost-majority.md (`repl-manager \
+         reset-fleet-state` on every surviving member); if not, fix `members`"
+    )]
+    MajorityLost { voters: String, kept: usize },
+    #[error(
+        "the fleet's Raft group still has a majority among the configured members ({kept} of \
+         its voters {voters}): it recovers by itself once they answer. Nothing was reset"
+    )]
+    MajorityKept { voters: String, kept: usize },
+    #[error("cannot move {from} aside: {reason}")]
+    Move { from: String, reason: String },
+}
+
+/// What `reset-fleet-state` did.
+#[derive(Debug)]
+pub struct Reset {
+    /// The group's voters as this member had them.
+    pub voters: String,
+    /// Where the old store is kept.
+    pub moved_to: PathBuf,
+    /// The leader key as this member had applied it.
+    pub last_key: Option<LeaderKey>,
+}
+
+/// After the members that held the group's majority are gone for good:
+/// moves this member's Raft store aside (kept, renamed), so that the next
+/// start forms a new group of the configured members. Refused while the
+/// configured members still include a majority of the old group's voters
+/// (nothing needs resetting), and while the member runs (its store is
+/// locked). `None`: there was no store.
+pub async fn reset(cfg: &Config) -> Result<Option<Reset>, ConsensusError> {
+    let dir = store_dir(cfg);
+    let Some(stored) = fleet_state::inspect(&dir).await? else {
+        return Ok(None);
+    };
+    let ids: BTreeSet<NodeId> = stored.voters.keys().copied().collect();
+    let configured = configured_ids(cfg);
+    let kept = ids.intersection(&configured).count();
+    if majority_kept(&ids, &configured) {
+        return Err(ConsensusError::MajorityKept {
+            voters: names(&stored.voters),
+            kept,
+        });
+    }
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let mut to = dir.clone().into_os_string();
+    to.push(format!(".lost-{stamp}"));
+    let to = PathBuf::from(to);
+    std::fs::rename(&dir, &to).map_err(|e| ConsensusError::Move {
+        from: dir.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok(Some(Reset {
+        voters: names(&stored.voters),
+        moved_to: to,
+        last_key: stored.view.leader,
+    }))
+}
+
 impl Consensus {
     /// Opens this member's store (`<state file>.raft/`) and starts its Raft
     /// node, then offers the configured voters as the group's first
-    /// configuration (a no-op on a group that has one).
-    pub async fn open(cfg: &Config) -> Result<Consensus, fleet_state::FleetStateError> {
-        let dir = cfg.node.state_file.with_extension("raft");
+    /// configuration (a no-op on a group that has one). Refuses a group
+    /// whose voters are mostly not configured any more: it could never
+    /// elect a leader, and the primary would fence for good.
+    pub async fn open(cfg: &Config) -> Result<Consensus, ConsensusError> {
         let transport = Arc::new(HttpTransport::new(
             cfg.admin.token.clone(),
             cfg.failover.probe_interval(),
         ));
-        let fs = FleetState::open(settings(cfg, dir), transport).await?;
+        let fs = FleetState::open(settings(cfg, store_dir(cfg)), transport).await?;
+        let stored = fs.voters_now().await?;
+        let ids: BTreeSet<NodeId> = stored.keys().copied().collect();
+        let configured = configured_ids(cfg);
+        if !majority_kept(&ids, &configured) {
+            fs.shutdown().await;
+            return Err(ConsensusError::MajorityLost {
+                voters: names(&stored),
+                kept: ids.intersection(&configured).count(),
+            });
+        }
         fs.initialize(voters(cfg)).await?;
         Ok(Consensus {
             fs,
@@ -423,6 +528,19 @@ mod tests {
         assert_ne!(member_id("lead"), member_id("backup"));
         // FNV-1a of the empty string is its offset basis.
         assert_eq!(member_id(""), 0xcbf2_9ce4_8422_2325);
+    }
+
+    #[test]
+    fn a_group_is_lost_when_the_configured_members_hold_no_majority_of_its_voters() {
+        let set = |v: &[u64]| v.iter().copied().collect::<BTreeSet<_>>();
+        assert!(majority_kept(&set(&[1, 2, 3]), &set(&[1, 2, 3, 4])));
+        assert!(majority_kept(&set(&[1, 2, 3]), &set(&[2, 3])));
+        assert!(!majority_kept(&set(&[1, 2, 3]), &set(&[3])));
+        assert!(!majority_kept(&set(&[1, 2, 3]), &set(&[3, 4, 5])));
+        assert!(!majority_kept(&set(&[1, 2, 3, 4]), &set(&[1, 2])));
+        assert!(majority_kept(&set(&[1, 2, 3, 4, 5]), &set(&[3, 4, 5])));
+        // No group yet: nothing to lose.
+        assert!(majority_kept(&set(&[]), &set(&[1])));
     }
 
     #[test]

@@ -37,6 +37,61 @@ pub use manager::Manager;
 
 use manager::lock;
 
+/// `repl-manager reset-fleet-state`: the recovery step of
+/// docs/runbooks/lost-majority.md. Exit 0 when the store was moved aside
+/// (or there was none), 1 when refused or failed, 2 on a bad config.
+pub fn reset_fleet_state(args: &sidecar_kit::cli::ConfigArgs) -> std::process::ExitCode {
+    use sidecar_kit::cli::EXIT_FAILURE;
+    use std::process::ExitCode;
+    let cfg: Config = match sidecar_kit::cli::load_config("repl-manager", args) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("repl-manager: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let dir = consensus::store_dir(&cfg);
+    match runtime.block_on(consensus::reset(&cfg)) {
+        Ok(None) => {
+            println!("no Raft store at {}: nothing to reset", dir.display());
+            ExitCode::SUCCESS
+        }
+        Ok(Some(r)) => {
+            println!(
+                "the fleet's Raft group (voters {}) is left behind; its store is kept at {}",
+                r.voters,
+                r.moved_to.display()
+            );
+            if let Some(k) = r.last_key {
+                println!(
+                    "its leader key, as this member last applied it: {} at epoch {}",
+                    k.member, k.epoch
+                );
+            }
+            println!(
+                "start repl-manager on every surviving member: they form a new group of the \
+                 configured members (epochs go on from each member's own)"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(consensus::ConsensusError::FleetState(e)) if e.to_string().contains("already open") => {
+            eprintln!("repl-manager: {e}: repl-manager is running on this node; stop it first");
+            ExitCode::from(EXIT_FAILURE)
+        }
+        Err(e) => {
+            eprintln!("repl-manager: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
 /// Runs `repl-manager` until `lifecycle` is shut down.
 pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
     let metrics = Metrics::new("repl-manager")?;

@@ -7,6 +7,7 @@
 mod external;
 mod failover;
 mod fleet;
+mod recovery;
 mod refusals;
 mod repair;
 mod support;
