@@ -370,9 +370,18 @@ impl Manager {
             )));
         }
         let known = self.known();
-        let primary = self.member_or_refuse(&known.primary)?;
-        match self.peer_status(&primary).await {
-            Ok(s) if s.is_primary() => {
+        // A primary no longer in `members` was taken out by the operator
+        // (a lost majority's runbook shrinks `members` before this forced
+        // promotion): it is not available, whatever it may be.
+        let answer = match self.cfg.member(&known.primary) {
+            Some(p) => self.peer_status(p).await.map(|s| (p.clone(), s)),
+            None => Err(OpError::Failed(format!(
+                "{} is not in members any more",
+                known.primary
+            ))),
+        };
+        match answer {
+            Ok((primary, s)) if s.is_primary() => {
                 let url = primary.url("/switchover");
                 let body = serde_json::to_value(SwitchoverRequest {
                     to: Some(self.name().to_string()),
@@ -400,7 +409,7 @@ impl Manager {
             }
             other => {
                 let why = match other {
-                    Ok(s) => format!("{} answers but is {}", primary.name, s.state),
+                    Ok((p, s)) => format!("{} answers but is {}", p.name, s.state),
                     Err(e) => e.to_string(),
                 };
                 let estimate = self.loss_estimate().await;
@@ -422,7 +431,7 @@ impl Manager {
                 if !req.force {
                     return Err(OpError::Refused(format!(
                         "the primary {} is not available ({why}); {loss}; pass force=true to promote anyway",
-                        primary.name
+                        known.primary
                     )));
                 }
                 let _guard = self.busy_lock().await?;
@@ -453,7 +462,7 @@ impl Manager {
                     .inc();
                 let report = OpReport {
                     operation: "promote".into(),
-                    from: primary.name.to_string(),
+                    from: known.primary.clone(),
                     to: self.name().to_string(),
                     epoch: record.epoch,
                     seconds_to_writable: Some(started.elapsed().as_secs_f64()),

@@ -9,7 +9,13 @@
 use std::path::Path;
 use std::time::Duration;
 
+const T: Duration = Duration::from_secs(120);
+
 use cluster_db::{NodeName, Role};
+use serde_json::json;
+
+use crate::support::ns::{NsFleet, TOKEN};
+use crate::support::{wait_row, Members};
 use repl_manager::consensus::{self, Consensus, ConsensusError};
 use repl_manager::member::Member;
 use repl_manager::Config;
@@ -148,4 +154,100 @@ async fn a_group_that_lost_its_majority_is_reset_by_the_survivor_and_not_otherwi
         reset(&after).await,
         Err(ConsensusError::MajorityKept { .. })
     ));
+}
+
+/// The runbook end to end, as an operator runs it, on a fleet of three that
+/// lost the lead and the backup for good: the forced promotion of the
+/// survivor is refused (the leader key needs a commit the group cannot
+/// make), the reset is refused while repl-manager runs and while `members`
+/// still names the lost nodes, and after shrinking `members`, resetting and
+/// starting again, the forced promotion makes the survivor a writable
+/// primary with the data it had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_lost_majority_runbook_brings_back_a_writable_primary() {
+    let nodes = [
+        ("lead", Role::Lead),
+        ("backup", Role::Backup),
+        ("c1", Role::Compute),
+    ];
+    let mut fleet = NsFleet::start(&nodes, "").await;
+    fleet.wait_healthy("lead", &["backup", "c1"], T).await;
+    let lead = fleet.connect("lead").await;
+    lead.batch_execute("CREATE TABLE kept (id int); INSERT INTO kept VALUES (1)")
+        .await
+        .unwrap();
+    let c1 = fleet.connect("c1").await;
+    assert!(wait_row(&c1, "SELECT 1 FROM kept WHERE id = 1", T).await);
+    drop((lead, c1));
+
+    fleet.kill("lead").await;
+    fleet.kill("backup").await;
+    let r = fleet
+        .post("c1", "/promote", json!({ "force": true }), Some(TOKEN))
+        .await;
+    assert!(!r.status.is_success(), "{}", r.text());
+    assert!(r.text().contains("leader key"), "{}", r.text());
+
+    let config = fleet.node("c1").config.clone();
+    let reset = |config: &Path| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_repl-manager"))
+            .arg("--config")
+            .arg(config)
+            .arg("reset-fleet-state")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, _, err) = reset(&config);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("stop it first"), "{err}");
+
+    // repl-manager stopped (the host's PostgreSQL with it, as a container
+    // restart would); `members` still lists the lost nodes: refused.
+    fleet.kill("c1").await;
+    let (code, _, err) = reset(&config);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("still has a majority"), "{err}");
+
+    // Step 2: only the survivor is left in `members`, as the lead.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let (head, members) = text.split_at(text.find("[[members]]").unwrap());
+    let mine = members
+        .split("[[members]]")
+        .find(|m| m.contains("name = \"c1\""))
+        .unwrap()
+        .replace("role = \"compute\"", "role = \"lead\"");
+    std::fs::write(&config, format!("{head}[[members]]{mine}")).unwrap();
+    // Step 3.
+    let (code, out, err) = reset(&config);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("lead") && out.contains("kept at"), "{out}");
+    fleet.restart("c1");
+    fleet
+        .wait_status("c1", T, "answering as a standby", |s| {
+            s.state.as_str() == "replica"
+        })
+        .await;
+    // Step 4.
+    let r = fleet
+        .post("c1", "/promote", json!({ "force": true }), Some(TOKEN))
+        .await;
+    assert!(r.status.is_success(), "{}", r.text());
+    fleet
+        .wait_status("c1", T, "primary", |s| s.is_primary())
+        .await;
+    let c1 = fleet.connect("c1").await;
+    c1.batch_execute("INSERT INTO kept VALUES (2)")
+        .await
+        .unwrap();
+    let n: i64 = c1
+        .query_one("SELECT count(*) FROM kept", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
 }

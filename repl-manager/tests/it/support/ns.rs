@@ -25,7 +25,8 @@ pub struct NsNode {
     pub role: Role,
     pub pg: PgCluster,
     pub ip: std::net::Ipv4Addr,
-    config: PathBuf,
+    /// Its repl-manager config file (a test may rewrite it before a restart).
+    pub config: PathBuf,
     log: PathBuf,
     child: Option<tokio::process::Child>,
 }
