@@ -473,24 +473,28 @@ impl Consensus {
         waited.is_ok() || want(&self.fs.view())
     }
 
-    /// On the Raft leader: members configured but not in the group join it
-    /// as learners (the voters were fixed at initialization).
+    /// On the Raft leader: one step towards a group that matches
+    /// `members` ([`next_change`]). Each step commits (joint consensus for
+    /// the voters) before the next round plans another.
     pub async fn keep_members(&self, cfg: &Config) {
         if self.fs.raft_leader() != Some(self.fs.id()) {
             return;
         }
-        let (_, nodes) = self.fs.members();
-        let known: BTreeSet<NodeId> = nodes.keys().copied().collect();
-        for m in &cfg.members {
-            let id = member_id(m.name.as_str());
-            if !known.contains(&id) {
-                if let Err(e) = self
-                    .fs
-                    .add_learner(id, peer(m.name.as_str(), &m.api_url))
-                    .await
-                {
-                    tracing::warn!(member = %m.name, error = %e, "cannot add the member to the fleet's Raft group");
-                }
+        let (voters, nodes) = self.fs.members();
+        let Some(change) = next_change(&voters, &nodes, cfg) else {
+            return;
+        };
+        let done = match &change {
+            Change::AddLearner(id, p) => self.fs.add_learner(*id, p.clone()).await,
+            Change::SetVoters(v) => self.fs.set_voters(v.clone()).await,
+            Change::Remove(id) => self.fs.remove(*id).await,
+        };
+        match done {
+            Ok(()) => {
+                tracing::info!(change = %change.describe(&nodes, cfg), "the fleet's Raft group follows members")
+            }
+            Err(e) => {
+                tracing::warn!(change = %change.describe(&nodes, cfg), error = %e, "cannot change the fleet's Raft group")
             }
         }
     }
@@ -498,6 +502,79 @@ impl Consensus {
     pub async fn shutdown(&self) {
         self.fs.shutdown().await;
     }
+}
+
+/// A change of the Raft group's membership.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// A configured member joins as a learner (it follows the log).
+    AddLearner(NodeId, Peer),
+    /// The voters become these (all already in the group).
+    SetVoters(BTreeSet<NodeId>),
+    /// A member no longer configured leaves the group.
+    Remove(NodeId),
+}
+
+impl Change {
+    fn describe(&self, nodes: &BTreeMap<NodeId, Peer>, cfg: &Config) -> String {
+        let name = |id: &NodeId| {
+            nodes
+                .get(id)
+                .map(|p| p.name.clone())
+                .or_else(|| {
+                    cfg.members
+                        .iter()
+                        .find(|m| member_id(m.name.as_str()) == *id)
+                        .map(|m| m.name.to_string())
+                })
+                .unwrap_or_else(|| id.to_string())
+        };
+        match self {
+            Change::AddLearner(id, _) => format!("{} joins as a learner", name(id)),
+            Change::SetVoters(v) => {
+                let v: Vec<String> = v.iter().map(name).collect();
+                format!("the voters become {}", v.join(", "))
+            }
+            Change::Remove(id) => format!("{} leaves the group", name(id)),
+        }
+    }
+}
+
+/// The next step that brings the group (`voters`, and every member in
+/// `nodes`) in line with `members`, or `None` when it is:
+///
+/// 1. a configured member not in the group joins as a learner;
+/// 2. the voters become [`voters`] of the config (lead, backup, the first
+///    compute nodes) once all of those are in the group: one joint-consensus
+///    change, so a majority of the old voters and of the new agree;
+/// 3. a member in the group but no longer configured leaves it.
+///
+/// Nothing changes the voters while the configured members hold no majority
+/// of the current ones: that group lost its majority (the lost-majority
+/// runbook), and no change could commit anyway.
+pub fn next_change(
+    voters: &BTreeSet<NodeId>,
+    nodes: &BTreeMap<NodeId, Peer>,
+    cfg: &Config,
+) -> Option<Change> {
+    for m in &cfg.members {
+        let id = member_id(m.name.as_str());
+        if !nodes.contains_key(&id) {
+            return Some(Change::AddLearner(id, peer(m.name.as_str(), &m.api_url)));
+        }
+    }
+    let configured = configured_ids(cfg);
+    if !majority_kept(voters, &configured) {
+        return None;
+    }
+    let want: BTreeSet<NodeId> = self::voters(cfg).into_keys().collect();
+    if &want != voters {
+        return Some(Change::SetVoters(want));
+    }
+    nodes
+        .keys()
+        .find(|id| !configured.contains(id))
+        .map(|id| Change::Remove(*id))
 }
 
 /// Another member holds the key: lost if at a newer epoch than ours; at an
@@ -528,6 +605,148 @@ mod tests {
         assert_ne!(member_id("lead"), member_id("backup"));
         // FNV-1a of the empty string is its offset basis.
         assert_eq!(member_id(""), 0xcbf2_9ce4_8422_2325);
+    }
+
+    fn cfg(members: &[(&str, Role)]) -> Config {
+        let mut c = Config::default();
+        c.node.name = members[0].0.to_string();
+        c.members = members
+            .iter()
+            .map(|(n, r)| crate::member::Member {
+                name: cluster_db::NodeName::parse(n).unwrap(),
+                role: *r,
+                host: "10.0.0.9".into(),
+                port: 5432,
+                api_url: format!("http://{n}:8008"),
+                nofailover: false,
+            })
+            .collect();
+        c
+    }
+
+    fn group(voters: &[&str], learners: &[&str]) -> (BTreeSet<NodeId>, BTreeMap<NodeId, Peer>) {
+        let v = voters.iter().map(|n| member_id(n)).collect();
+        let nodes = voters
+            .iter()
+            .chain(learners)
+            .map(|n| (member_id(n), peer(n, &format!("http://{n}:8008"))))
+            .collect();
+        (v, nodes)
+    }
+
+    /// Applies `next_change` until there is none (at most 10 steps).
+    fn converge(cfg: &Config, voters: &[&str], learners: &[&str]) -> (Vec<String>, Vec<String>) {
+        let (mut v, mut nodes) = group(voters, learners);
+        for _ in 0..10 {
+            match next_change(&v, &nodes, cfg) {
+                None => break,
+                Some(Change::AddLearner(id, p)) => {
+                    nodes.insert(id, p);
+                }
+                Some(Change::SetVoters(want)) => {
+                    assert!(want.iter().all(|id| nodes.contains_key(id)));
+                    v = want;
+                }
+                Some(Change::Remove(id)) => {
+                    assert!(!v.contains(&id), "a voter removed without a voter change");
+                    nodes.remove(&id);
+                }
+            }
+        }
+        assert_eq!(next_change(&v, &nodes, cfg), None, "did not converge");
+        let mut vn: Vec<String> = v.iter().map(|id| nodes[id].name.clone()).collect();
+        let mut ln: Vec<String> = nodes
+            .iter()
+            .filter(|(id, _)| !v.contains(id))
+            .map(|(_, p)| p.name.clone())
+            .collect();
+        vn.sort();
+        ln.sort();
+        (vn, ln)
+    }
+
+    #[test]
+    fn a_group_that_matches_members_is_left_alone() {
+        let c = cfg(&[
+            ("lead", Role::Lead),
+            ("backup", Role::Backup),
+            ("c1", Role::Compute),
+        ]);
+        let (v, nodes) = group(&["lead", "backup", "c1"], &[]);
+        assert_eq!(next_change(&v, &nodes, &c), None);
+    }
+
+    #[test]
+    fn a_joined_node_becomes_a_learner_or_a_voter_by_its_place() {
+        // Four members: all vote.
+        let c = cfg(&[
+            ("lead", Role::Lead),
+            ("backup", Role::Backup),
+            ("c1", Role::Compute),
+            ("c2", Role::Compute),
+        ]);
+        let (v, nodes) = group(&["lead", "backup", "c1"], &[]);
+        assert_eq!(
+            next_change(&v, &nodes, &c),
+            Some(Change::AddLearner(
+                member_id("c2"),
+                peer("c2", "http://c2:8008")
+            ))
+        );
+        assert_eq!(
+            converge(&c, &["lead", "backup", "c1"], &[]),
+            (
+                vec!["backup".into(), "c1".into(), "c2".into(), "lead".into()],
+                vec![]
+            )
+        );
+        // A sixth member only learns.
+        let c = cfg(&[
+            ("lead", Role::Lead),
+            ("backup", Role::Backup),
+            ("c1", Role::Compute),
+            ("c2", Role::Compute),
+            ("c3", Role::Compute),
+            ("c4", Role::Compute),
+        ]);
+        let (voters, learners) = converge(&c, &["lead", "backup", "c1", "c2", "c3"], &[]);
+        assert_eq!(voters.len(), 5);
+        assert_eq!(learners, ["c4"]);
+    }
+
+    #[test]
+    fn a_removed_voter_is_replaced_then_leaves() {
+        let c = cfg(&[
+            ("lead", Role::Lead),
+            ("backup", Role::Backup),
+            ("c2", Role::Compute),
+            ("c3", Role::Compute),
+            ("c4", Role::Compute),
+            ("c5", Role::Compute),
+        ]);
+        // c1 was a voter and is gone from members; c5 learned.
+        let (v, nodes) = group(&["lead", "backup", "c1", "c2", "c3"], &["c4", "c5"]);
+        match next_change(&v, &nodes, &c) {
+            Some(Change::SetVoters(want)) => {
+                assert!(!want.contains(&member_id("c1")));
+                assert_eq!(want.len(), 5);
+            }
+            other => panic!("expected a voter change first, got {other:?}"),
+        }
+        let (voters, learners) = converge(&c, &["lead", "backup", "c1", "c2", "c3"], &["c4", "c5"]);
+        assert!(!voters.contains(&"c1".to_string()) && !learners.contains(&"c1".to_string()));
+        assert_eq!(voters.len() + learners.len(), 6);
+    }
+
+    #[test]
+    fn a_group_whose_majority_is_not_configured_is_not_changed() {
+        let c = cfg(&[
+            ("c1", Role::Lead),
+            ("c2", Role::Backup),
+            ("c3", Role::Compute),
+        ]);
+        let (v, nodes) = group(&["lead", "backup", "c1"], &["c2", "c3"]);
+        assert_eq!(next_change(&v, &nodes, &c), None);
     }
 
     #[test]
