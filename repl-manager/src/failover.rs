@@ -550,7 +550,8 @@ impl Manager {
                 }
                 Claim::Lost { holder, epoch } => {
                     tracing::warn!(%holder, epoch, "the leader key is held by another member");
-                    self.step_down(&holder, epoch).await;
+                    self.step_down(&holder, epoch, "the committed leader key")
+                        .await;
                     return;
                 }
                 Claim::Unknown(why) => {
@@ -618,13 +619,15 @@ impl Manager {
             .max_by_key(|a| a.epoch)
         {
             tracing::warn!(epoch = newer.epoch, primary = %newer.primary, "a member knows a newer primary");
-            let _ = self.adopt(&EpochRecord {
-                epoch: newer.epoch,
-                primary: newer.primary.clone(),
-                changed_at: unix_now(),
-            });
-            lock(&self.failover).lease_until = None;
-            self.fence_now("a newer primary exists").await;
+            // The same step down as for the committed key: not while an
+            // operation of this node's own (a switchover away from it)
+            // holds the server.
+            self.step_down(
+                &newer.primary,
+                newer.epoch,
+                "a member knows a newer primary",
+            )
+            .await;
             return;
         }
         if !renewed {
@@ -726,7 +729,8 @@ impl Manager {
         if k.member == self.name() || epoch <= known.epoch || self.cfg.member(&k.member).is_none() {
             return;
         }
-        self.step_down(&k.member, epoch).await;
+        self.step_down(&k.member, epoch, "the committed leader key")
+            .await;
     }
 
     /// `holder` was made primary at `epoch` (committed): adopt it, and if
@@ -736,7 +740,7 @@ impl Manager {
     /// server already; a reconcile pass that started it as a standby must
     /// not see it stopped again): the lease is gone meanwhile, so the
     /// server is read-only, and the pass rejoins a superseded server.
-    async fn step_down(&self, holder: &str, epoch: i64) {
+    async fn step_down(&self, holder: &str, epoch: i64, source: &str) {
         let was_primary = self.known().primary == self.name();
         if self.cfg.member(holder).is_some() {
             if let Err(e) = self.adopt(&EpochRecord {
@@ -754,7 +758,7 @@ impl Manager {
         let Ok(_idle) = self.op_lock.try_lock() else {
             return;
         };
-        self.fence_now(&format!("{holder} holds the leader key at epoch {epoch}"))
+        self.fence_now(&format!("{holder} is primary at epoch {epoch} ({source})"))
             .await;
     }
 
