@@ -1,12 +1,17 @@
 //! The measurement behind `bench/failover`: a program, not a test (it
-//! prints figures; it asserts nothing about speed). Each round kills the
-//! current primary's host (PostgreSQL and repl-manager, SIGKILL) under a
-//! write load and measures the time from the kill to the first write
-//! acknowledged by the new primary; then the killed node is restarted and
-//! rejoins before the next round.
+//! prints figures; it asserts nothing about speed). Each round takes the
+//! current primary's host away under a write load and measures the time
+//! from the fault to the first write acknowledged by the new primary; then
+//! the host comes back and rejoins before the next round. `FAULT=kill`:
+//! SIGKILL of PostgreSQL and repl-manager (the host died). `FAULT=blackhole`:
+//! the host's link goes down, packets vanish with no RST (the host is
+//! alive and cut off, and must fence itself).
 //!
-//!   ROUNDS=5 PROBE=1 TIMEOUT=5 cargo run --release -p repl-manager \
-//!     --example failover_bench
+//!   ROUNDS=5 PROBE=1 TIMEOUT=5 KEY=1 FAULT=kill cargo run --release \
+//!     -p repl-manager --example failover_bench
+//!
+//! `KEY=0` runs without the leader key on the Raft group (the lease/vote
+//! protocol alone), to measure what the key costs.
 
 #![allow(clippy::unwrap_used)]
 
@@ -33,6 +38,8 @@ async fn main() {
     let rounds = env_f64("ROUNDS", 5.0) as usize;
     let probe = env_f64("PROBE", 1.0);
     let timeout = env_f64("TIMEOUT", 5.0);
+    let key = env_f64("KEY", 1.0) != 0.0;
+    let blackhole = std::env::var("FAULT").is_ok_and(|f| f == "blackhole");
     let nodes = vec![
         ("lead", Role::Lead),
         ("backup", Role::Backup),
@@ -41,7 +48,8 @@ async fn main() {
     // The lead may take over back, so every round kills the current primary.
     let settings = format!(
         "[replication]\nrepair_after_secs = 5\n\
-         [failover]\nprobe_interval_secs = {probe}\ntimeout_secs = {timeout}\ncandidates = [\"lead\"]\n"
+         [failover]\nprobe_interval_secs = {probe}\ntimeout_secs = {timeout}\ncandidates = [\"lead\"]\n\
+         leader_key_on_raft = {key}\n"
     );
     let mut fleet = NsFleet::start(&nodes, &settings).await;
     fleet.wait_healthy("lead", &["backup", "c1"], T).await;
@@ -60,7 +68,11 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis((probe * 2500.0) as u64)).await;
         let killed = now();
         let started = Instant::now();
-        fleet.kill(primary).await;
+        if blackhole {
+            fleet.cut(primary);
+        } else {
+            fleet.kill(primary).await;
+        }
         let other_ip = fleet.node(other).ip.to_string();
         let first = loop {
             if let Some(t) = ledger.first_ack_by(&other_ip, killed) {
@@ -74,8 +86,15 @@ async fn main() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         times.push(first);
-        eprintln!("round {round}: {primary} killed, {other} took writes after {first:.2} s");
-        fleet.restart(primary);
+        eprintln!(
+            "round {round}: {primary} {}, {other} took writes after {first:.2} s",
+            if blackhole { "black-holed" } else { "killed" }
+        );
+        if blackhole {
+            fleet.heal(primary);
+        } else {
+            fleet.restart(primary);
+        }
         fleet.wait_healthy(other, &[primary, "c1"], T).await;
         primary = other;
     }
@@ -87,9 +106,11 @@ async fn main() {
     sorted.sort_by(f64::total_cmp);
     let median = sorted[sorted.len() / 2];
     println!(
-        "failover (probe {probe} s, timeout {timeout} s), {rounds} kills under write load: \
-         kill -> first acknowledged write on the new primary min {:.2} s, median {median:.2} s, max {:.2} s; \
+        "failover (probe {probe} s, timeout {timeout} s, leader key {}), {rounds} {} under write load: \
+         fault -> first acknowledged write on the new primary min {:.2} s, median {median:.2} s, max {:.2} s; \
          {} writes acknowledged, {} lost",
+        if key { "on" } else { "off" },
+        if blackhole { "black-holed primaries" } else { "killed primaries" },
         sorted[0],
         sorted[sorted.len() - 1],
         acked.len(),
