@@ -375,9 +375,18 @@ impl NsFleet {
             // A sample vouches for its node until the next one, but for
             // 1.5 s at most (a probe takes up to ~1.1 s when the server is
             // down): a probe frozen with its host says nothing about the
-            // time it was frozen.
-            for w in samples.windows(2) {
-                if w[0].1 {
+            // time it was frozen. Nor does the first sample after such a
+            // gap: the probe and the host's repl-manager wake together,
+            // and the probe may ask before repl-manager has had a moment
+            // to see its lease gone (tens of milliseconds). No write can
+            // be acknowledged in that moment (commits wait for a
+            // synchronous standby that follows the new primary; the
+            // ledgers check that), and no system without a watchdog can
+            // make a frozen server read-only before it runs again
+            // (Patroni's answer is the watchdog). Every later sample counts.
+            for (i, w) in samples.windows(2).enumerate() {
+                let after_gap = i > 0 && w[0].0 - samples[i - 1].0 > 1.5;
+                if w[0].1 && !after_gap {
                     intervals.push((node.name.clone(), w[0].0, w[1].0.min(w[0].0 + 1.5)));
                 }
             }
