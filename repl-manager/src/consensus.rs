@@ -128,8 +128,14 @@ struct Watch {
 pub struct Consensus {
     fs: FleetState,
     me: String,
-    /// A proposal's bound.
+    /// A proposal's bound in the failover loop (one probe interval: the
+    /// next round tries again).
     patience: Duration,
+    /// An operator's operation's bound (the failover timeout): long enough
+    /// for a Raft leader that just went away to be replaced, as when the
+    /// lead's host, which led the group, is what the operator promotes
+    /// away from.
+    op_patience: Duration,
     watch: Mutex<Watch>,
     /// The revision of this node's last committed claim.
     held: Mutex<Option<u64>>,
@@ -255,6 +261,7 @@ impl Consensus {
             fs,
             me: cfg.node.name.to_string(),
             patience: cfg.failover.probe_interval(),
+            op_patience: cfg.failover.timeout(),
             watch: Mutex::new(Watch::default()),
             held: Mutex::new(None),
         })
@@ -276,10 +283,10 @@ impl Consensus {
         self.fs.handle_http(req).await
     }
 
-    /// Commits `cmd`, trying again while no Raft leader is known (an
-    /// election under way), within the proposal bound.
-    async fn propose(&self, cmd: Command) -> Result<Outcome, String> {
-        let deadline = Instant::now() + self.patience;
+    /// Commits `cmd`, trying again while no Raft leader is known or the
+    /// one known does not answer (an election under way), for `within`.
+    async fn propose(&self, cmd: Command, within: Duration) -> Result<Outcome, String> {
+        let deadline = Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match tokio::time::timeout(left, self.fs.propose(cmd.clone())).await {
@@ -293,7 +300,7 @@ impl Consensus {
                 Err(_) => {
                     return Err(format!(
                         "nothing committed within {:.1} s (no quorum?)",
-                        self.patience.as_secs_f64()
+                        within.as_secs_f64()
                     ))
                 }
             }
@@ -330,7 +337,7 @@ impl Consensus {
             },
             Some(k) => return judge_other(k, epoch),
         };
-        match self.propose(cmd).await {
+        match self.propose(cmd, self.patience).await {
             Ok(Outcome::Applied { view }) => {
                 self.remember(&view);
                 match view.leader {
@@ -388,7 +395,8 @@ impl Consensus {
                 stand.as_secs_f64()
             ));
         }
-        self.take(key.map(|k| k.revision), at_least).await
+        self.take(key.map(|k| k.revision), at_least, self.patience)
+            .await
     }
 
     /// An operator's forced promotion: the key is taken against the
@@ -397,16 +405,21 @@ impl Consensus {
     /// key that moved meanwhile is not taken.
     pub async fn take_now(&self, at_least: i64) -> Result<i64, String> {
         let seen = self.fs.view().leader.map(|k| k.revision);
-        self.take(seen, at_least).await
+        self.take(seen, at_least, self.op_patience).await
     }
 
-    async fn take(&self, seen: Option<u64>, at_least: i64) -> Result<i64, String> {
+    async fn take(
+        &self,
+        seen: Option<u64>,
+        at_least: i64,
+        within: Duration,
+    ) -> Result<i64, String> {
         let cmd = Command::Acquire {
             member: self.me.clone(),
             seen,
             at_least: u64::try_from(at_least).unwrap_or(0),
         };
-        match self.propose(cmd).await? {
+        match self.propose(cmd, within).await? {
             Outcome::Applied { view } => {
                 self.remember(&view);
                 let k = view.leader.ok_or("the key is empty after taking it")?;
@@ -443,7 +456,7 @@ impl Consensus {
             revision: self.my_revision(&k),
             to: to.to_string(),
         };
-        match self.propose(cmd).await? {
+        match self.propose(cmd, self.op_patience).await? {
             Outcome::Applied { view } => {
                 let k = view.leader.ok_or("the key is empty after the handover")?;
                 Ok((i64::try_from(k.epoch).unwrap_or(i64::MAX), k.revision))
@@ -460,7 +473,7 @@ impl Consensus {
     /// compare-and-set on the handover's revision (so not if the target
     /// already renewed it).
     pub async fn take_back(&self, revision: u64, at_least: i64) -> Result<i64, String> {
-        self.take(Some(revision), at_least).await
+        self.take(Some(revision), at_least, self.op_patience).await
     }
 
     /// Waits (bounded) until this member has applied a key naming
