@@ -106,6 +106,9 @@ impl Settings {
 pub enum FleetStateError {
     #[error("fleet state store {path}: {reason}")]
     Store { path: String, reason: String },
+    /// Another process (or handle) has the store open: its member runs.
+    #[error("fleet state store {path} is in use (already open by a running member)")]
+    InUse { path: String },
     #[error("fleet state settings: {0}")]
     Settings(String),
     #[error("no Raft leader is known yet (an election may be under way)")]
@@ -114,6 +117,17 @@ pub enum FleetStateError {
     Forward { leader: String, reason: String },
     #[error("fleet state: {0}")]
     Raft(String),
+}
+
+fn store_error(path: &std::path::Path, e: redb::Error) -> FleetStateError {
+    let path = path.display().to_string();
+    match e {
+        redb::Error::DatabaseAlreadyOpen => FleetStateError::InUse { path },
+        e => FleetStateError::Store {
+            path,
+            reason: e.to_string(),
+        },
+    }
 }
 
 /// What a member's store holds, read without starting the member.
@@ -147,10 +161,7 @@ pub async fn inspect(dir: &std::path::Path) -> Result<Option<Stored>, FleetState
     }
     .validate()
     .map_err(|e| FleetStateError::Settings(e.to_string()))?;
-    let (log, sm) = store::open(&path).map_err(|e| FleetStateError::Store {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    let (log, sm) = store::open(&path).map_err(|e| store_error(&path, e))?;
     let network = net::Network {
         transport: Arc::new(net::Nowhere),
     };
@@ -250,10 +261,7 @@ impl FleetState {
             reason: e.to_string(),
         })?;
         let path = settings.dir.join("raft.redb");
-        let (log, sm) = store::open(&path).map_err(|e| FleetStateError::Store {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        let (log, sm) = store::open(&path).map_err(|e| store_error(&path, e))?;
         let network = net::Network {
             transport: transport.clone(),
         };

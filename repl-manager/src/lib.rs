@@ -81,7 +81,9 @@ pub fn reset_fleet_state(args: &sidecar_kit::cli::ConfigArgs) -> std::process::E
             );
             ExitCode::SUCCESS
         }
-        Err(consensus::ConsensusError::FleetState(e)) if e.to_string().contains("already open") => {
+        Err(consensus::ConsensusError::FleetState(
+            e @ fleet_state::FleetStateError::InUse { .. },
+        )) => {
             eprintln!("repl-manager: {e}: repl-manager is running on this node; stop it first");
             ExitCode::from(EXIT_FAILURE)
         }

@@ -92,9 +92,12 @@ async fn a_group_that_lost_its_majority_is_reset_by_the_survivor_and_not_otherwi
     // While the member runs, its store is locked: refused, nothing moved.
     let running = consensus::reset(&config(dir.path(), "c1", &[("c1", Role::Compute)])).await;
     assert!(
-        running
-            .as_ref()
-            .is_err_and(|e| e.to_string().contains("already open")),
+        matches!(
+            running,
+            Err(ConsensusError::FleetState(
+                fleet_state::FleetStateError::InUse { .. }
+            ))
+        ),
         "{running:?}"
     );
     c.shutdown().await;
