@@ -10,6 +10,9 @@
 //!   ROUNDS=5 PROBE=1 TIMEOUT=5 KEY=1 FAULT=kill cargo run --release \
 //!     -p repl-manager --example failover_bench
 //!
+//! The client gives up on a write after `WRITE_TIMEOUT` seconds (1) and
+//! reconnects (`connect_timeout=1` per host).
+//!
 //! `KEY=0` runs without the leader key on the Raft group (the lease/vote
 //! protocol alone), to measure what the key costs.
 
@@ -53,7 +56,12 @@ async fn main() {
     );
     let mut fleet = NsFleet::start(&nodes, &settings).await;
     fleet.wait_healthy("lead", &["backup", "c1"], T).await;
-    let ledger = Ledger::start(fleet.dsn(&["lead", "backup"])).await;
+    // The client gives up on a write after WRITE_TIMEOUT seconds (1) and
+    // reconnects, as a client with a statement or TCP user timeout does:
+    // under a black hole (no RST) its wait, not the failover, would
+    // otherwise be what is measured.
+    let write_timeout = Duration::from_secs_f64(env_f64("WRITE_TIMEOUT", 1.0));
+    let ledger = Ledger::start_with(fleet.dsn(&["lead", "backup"]), write_timeout).await;
     let mut primary = "lead";
     let mut times = Vec::new();
     for round in 1..=rounds {

@@ -475,6 +475,13 @@ pub struct Ledger {
 
 impl Ledger {
     pub async fn start(dsn: String) -> Ledger {
+        Self::start_with(dsn, Duration::from_secs(5)).await
+    }
+
+    /// As [`Ledger::start`], giving up on a write after `write_timeout`
+    /// (then reconnecting): how long a client waits on a primary that went
+    /// silent (no RST) bounds what a benchmark of that fault can measure.
+    pub async fn start_with(dsn: String, write_timeout: Duration) -> Ledger {
         let acked = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let task = {
@@ -511,7 +518,7 @@ impl Ledger {
                     id += 1;
                     attempts += 1;
                     let result = tokio::time::timeout(
-                        Duration::from_secs(5),
+                        write_timeout,
                         c.query_one(
                             "INSERT INTO ledger (id) VALUES ($1) RETURNING host(inet_server_addr())",
                             &[&id],
