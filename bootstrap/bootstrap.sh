@@ -366,6 +366,16 @@ aurora_bootstrap() {
         step "downloading $bundle"
         curl -fsSL "$bundle" -o "$tmp/bundle.tar.gz" \
           || die "cannot download the release $bundle: check the network, or pass --bundle with a downloaded copy"
+        # Checked before anything in it runs: a truncated or altered
+        # download is refused (as k3s checks its binary's sha256).
+        curl -fsSL "$bundle.sha256" -o "$tmp/bundle.sha256" \
+          || die "cannot download the release's checksum $bundle.sha256: nothing was installed; check the network, or pass --bundle with a copy you verified"
+        local want got
+        want=$(awk 'NR == 1 {print $1}' "$tmp/bundle.sha256")
+        [[ "$want" =~ ^[0-9a-f]{64}$ ]] || die "the release's checksum file $bundle.sha256 holds no sha256: nothing was installed"
+        got=$(sha256sum "$tmp/bundle.tar.gz" | cut -d' ' -f1)
+        [ "$got" = "$want" ] \
+          || die "the release $bundle does not match its checksum (sha256 $got, expected $want): nothing was installed; download it again"
         tar -xzf "$tmp/bundle.tar.gz" -C "$tmp" || die "the release archive $bundle is damaged: download it again"
         src=$tmp/aurora-node-$version
       fi ;;
@@ -381,6 +391,13 @@ aurora_bootstrap() {
   if [ -n "$src" ]; then
     [ -f "$src/compose/compose.yaml" ] || die "the release at $bundle has no compose/compose.yaml"
     [ -x "$src/compose/node-init.sh" ] || die "the release at $bundle has no compose/node-init.sh"
+  fi
+  # A release names its own images (images.env); --image-env overrides it.
+  local bundle_images=""
+  if [ -z "$image_env" ] && [ -n "$src" ] && [ -f "$src/images.env" ]; then
+    image_env=$src/images.env bundle_images=1
+    ! grep -qvE '^(#.*|AURORA_IMAGE_[A-Z0-9_]+=[^[:space:]]+|)$' "$image_env" \
+      || die "the release at $bundle has an images.env with lines that are not AURORA_IMAGE_NAME=image:tag"
   fi
   local cli_src=""
   if [ -n "$src" ]; then
@@ -404,6 +421,7 @@ aurora_bootstrap() {
     act mkdir -p "$prefix/compose" "$prefix/bin"
     act cp -R "$src/compose/." "$prefix/compose/"
     act install -m 0755 "$cli_src" "$prefix/bin/aurora-cli"
+    [ -z "$bundle_images" ] || act install -m 0644 "$src/images.env" "$prefix/images.env"
     # The installer and uninstaller themselves, for reruns (--rotate-credentials,
     # new --members) and removal.
     if [ -f "$src/bootstrap/bootstrap.sh" ]; then
@@ -448,17 +466,23 @@ aurora_bootstrap() {
   fi
   local init=(--state-dir "$state" --name "$name" --role "$role" --vpn-ip "$vpn_ip"
     --members "$members" --zone "$zone" --vpn-network "$vpn_network")
+  # The node's settings: a rerun without --set keeps the last install's;
+  # the images come from --image-env or the release when either names
+  # them, else stay as they were.
   local node_sets=()
-  if [ ${#sets[@]} -eq 0 ] && [ -z "$image_env" ] && [ ${#previous_sets[@]} -gt 0 ]; then
-    node_sets=("${previous_sets[@]}")
+  if [ ${#sets[@]} -eq 0 ] && [ ${#previous_sets[@]} -gt 0 ]; then
+    for kv in "${previous_sets[@]}"; do
+      if [ -n "$image_env" ]; then case "$kv" in AURORA_IMAGE_*=*) continue ;; esac; fi
+      node_sets+=("$kv")
+    done
   else
     [ -n "$compose_file_set" ] || node_sets+=("COMPOSE_FILE=$prefix/compose/compose.yaml")
     node_sets+=("${sets[@]+"${sets[@]}"}")
-    if [ -n "$image_env" ]; then
-      while IFS= read -r line; do
-        case "$line" in AURORA_IMAGE_*=*) node_sets+=("$line") ;; esac
-      done < "$image_env"
-    fi
+  fi
+  if [ -n "$image_env" ]; then
+    while IFS= read -r line; do
+      case "$line" in AURORA_IMAGE_*=*) node_sets+=("$line") ;; esac
+    done < "$image_env"
   fi
   for kv in "${node_sets[@]}"; do init+=(--set "$kv"); done
   [ -z "$fleet_env" ] || init+=(--fleet-env "$fleet_env")

@@ -84,7 +84,7 @@ aurora_uninstall() {
       esac
     done < "$prefix/.installed"
   fi
-  act rm -rf "$prefix/compose" "$prefix/bin" "$prefix/bootstrap" "$prefix/.installed"
+  act rm -rf "$prefix/compose" "$prefix/bin" "$prefix/bootstrap" "$prefix/images.env" "$prefix/.installed"
   if [ -n "$purge" ]; then
     local assets
     assets=$(sed -n 's/^AURORA_ASSETS_DIR=//p' "$state/node.env" 2>/dev/null | tail -n 1)

@@ -41,6 +41,11 @@ STUB
   export INSTALL_AURORA_TOKEN_WAIT_SECS=0
 }
 
+teardown() {
+  # A test's background server (the release over HTTP), if it started one.
+  if [ -s "$T/http.pid" ]; then kill "$(cat "$T/http.pid")" 2>/dev/null || true; fi
+}
+
 # The common flags: everything under $T.
 install_args() {
   echo --non-interactive --prefix "$PREFIX" --etc-dir "$ETC" --bin-dir "$BIN" --bundle "$T/bundle"
@@ -307,6 +312,69 @@ value() { sed -n "s/^$1=//p" "$2"; }
   [ "$status" -eq 1 ]
   [[ "$output" == *"the release archive $T/broken.tar.gz is damaged"* ]]
   [ ! -e "$T/opt" ]
+}
+
+# The release archive as the pipeline makes it, served over HTTP on
+# loopback, installed the way the README says: the script piped into bash.
+@test "curl | bash installs the release archive the pipeline makes, checked against its sha256, with its images" {
+  run "$REPO/scripts/release-archive.sh" --cli "$BATS_AURORA_CLI" --image-prefix example.invalid/aurora-node \
+    --tag 0123abc --out "$T/www/v0.1.0"
+  [ "$status" -eq 0 ] || { echo "$output"; false; }
+  local archive=${lines[-1]}
+  [ -s "$archive" ] && [ -s "$archive.sha256" ]
+  # What is in it: one directory, the stack, the installer, the tool, the images.
+  tar -tzf "$archive" | grep -qx 'aurora-node-0.1.0/compose/compose.yaml'
+  tar -tzf "$archive" | grep -qx 'aurora-node-0.1.0/bootstrap/uninstall.sh'
+  tar -tzf "$archive" | grep -qx 'aurora-node-0.1.0/bin/aurora-cli'
+  ! tar -tzf "$archive" | grep -v '^aurora-node-0.1.0/'
+  # Made twice from the same inputs, it is the same archive.
+  "$REPO/scripts/release-archive.sh" --cli "$BATS_AURORA_CLI" --image-prefix example.invalid/aurora-node \
+    --tag 0123abc --out "$T/again" >/dev/null
+  cmp "$archive" "$T/again/$(basename "$archive")"
+
+  # Its own output only: bats waits for every holder of its file
+  # descriptors, and teardown stops it whatever the test's end.
+  python3 -u -m http.server 0 --bind 127.0.0.1 --directory "$T/www" > "$T/http.log" 2>&1 3>&- &
+  local server=$! port=""
+  echo "$server" > "$T/http.pid"
+  for _ in $(seq 50); do
+    port=$(sed -n 's/.* port \([0-9]*\).*/\1/p' "$T/http.log" | head -n 1)
+    [ -n "$port" ] && break
+    sleep 0.1
+  done
+  [ -n "$port" ] || { cat "$T/http.log"; false; }
+  export INSTALL_AURORA_RELEASE_BASE=http://127.0.0.1:$port
+  local args=(--non-interactive --prefix "$PREFIX" --etc-dir "$ETC" --bin-dir "$BIN" --name aurora --role lead)
+
+  # A download that does not match its checksum installs nothing.
+  cp "$archive.sha256" "$T/good.sha256"
+  printf '%064d  %s\n' 0 "$(basename "$archive")" > "$archive.sha256"
+  run bash -s -- "${args[@]}" < "$REPO/bootstrap/bootstrap.sh"
+  [ "$status" -eq 1 ] || { echo "$output"; false; }
+  [[ "$output" == *"does not match its checksum"*"nothing was installed"* ]]
+  [ ! -e "$T/opt" ]
+  ! grep -q ' up -d' "$DOCKER_LOG"
+  # Nor does one whose checksum cannot be had.
+  rm "$archive.sha256"
+  run bash -s -- "${args[@]}" < "$REPO/bootstrap/bootstrap.sh"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"cannot download the release's checksum"* ]]
+  [ ! -e "$T/opt" ]
+
+  cp "$T/good.sha256" "$archive.sha256"
+  run bash -s -- "${args[@]}" < "$REPO/bootstrap/bootstrap.sh"
+  [ "$status" -eq 0 ] || { echo "$output"; false; }
+  [ -x "$PREFIX/bin/aurora-cli" ] && [ -x "$PREFIX/bootstrap/bootstrap.sh" ]
+  # The node runs the release's own images, and a rerun keeps them.
+  grep -qx 'AURORA_IMAGE_REPL_MANAGER=example.invalid/aurora-node/repl-manager:0123abc' "$PREFIX/state/node.env"
+  grep -qx 'AURORA_IMAGE_WIREGUARD=example.invalid/aurora-node/wireguard:0123abc' "$PREFIX/state/node.env"
+  local before; before=$(snapshot)
+  run bash "$PREFIX/bootstrap/bootstrap.sh" --non-interactive --prefix "$PREFIX" --etc-dir "$ETC" --bin-dir "$BIN"
+  [ "$status" -eq 0 ] || { echo "$output"; false; }
+  [ "$(snapshot)" = "$before" ]
+  run bash "$REPO/bootstrap/uninstall.sh" --prefix "$PREFIX" --yes
+  [ "$status" -eq 0 ] || { echo "$output"; false; }
+  [ ! -e "$PREFIX/images.env" ]
 }
 
 @test "a rerun with no answers keeps the install's: members, ports and images survive a bare --rotate-credentials" {

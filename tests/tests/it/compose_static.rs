@@ -214,7 +214,7 @@ fn compose_files_match_the_compose_specification_schema() {
 #[test]
 fn the_pipeline_workflows_are_valid_and_take_secrets_from_the_repository() {
     let dir = repo().join(".github/workflows");
-    let files: Vec<PathBuf> = ["ci.yml", "deploy-standard-node.yml"]
+    let files: Vec<PathBuf> = ["ci.yml", "deploy-standard-node.yml", "release.yml"]
         .iter()
         .map(|f| dir.join(f))
         .collect();
@@ -240,6 +240,19 @@ fn the_pipeline_workflows_are_valid_and_take_secrets_from_the_repository() {
             "deploy-standard-node.yml lacks {want}"
         );
     }
+    // A version tag publishes the archive the installer downloads, after the
+    // suite and on images of the same tag.
+    let release = std::fs::read_to_string(&files[2]).unwrap();
+    for want in [
+        "tags: [\"v*\"]",
+        "needs: test",
+        "needs: repl-manager-image",
+        "scripts/release-archive.sh",
+        "--image-prefix \"$REGISTRY/aurora-node\" --tag \"$GITHUB_REF_NAME\"",
+        "gh release create",
+    ] {
+        assert!(release.contains(want), "release.yml lacks {want}");
+    }
     let ci = std::fs::read_to_string(&files[0]).unwrap();
     assert!(
         ci.contains("pull_request:") && ci.contains(".ci/run"),
@@ -248,7 +261,7 @@ fn the_pipeline_workflows_are_valid_and_take_secrets_from_the_repository() {
     // No credential or registry is written into a workflow: every
     // environment entry that holds one comes from the repository's secrets
     // or variables.
-    for (file, text) in files.iter().zip([&ci, &deploy]) {
+    for (file, text) in files.iter().zip([&ci, &deploy, &release]) {
         for line in text.lines() {
             let Some((key, value)) = line.trim().split_once(": ") else {
                 continue;
