@@ -51,6 +51,7 @@ use hyper::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::commit::Commits;
 use crate::consensus::Claim;
 use sidecar_kit::telemetry::unix_now;
 
@@ -142,6 +143,9 @@ pub struct FailoverState {
     pub last_attempt: Option<String>,
     /// Why the last renewal of the leader key did not commit, if it did not.
     pub key_trouble: Option<String>,
+    /// Primary: the commit probe's last finding (None: commits work;
+    /// Some(false): stalling; Some(true): hung past the failover timeout).
+    pub commits_hung: Option<bool>,
     /// Reported once per distinct reason, not every round.
     last_event_reason: Option<String>,
 }
@@ -159,6 +163,7 @@ impl Default for FailoverState {
             hard_fenced: false,
             last_attempt: None,
             key_trouble: None,
+            commits_hung: None,
             last_event_reason: None,
         }
     }
@@ -533,6 +538,20 @@ impl Manager {
                     return;
                 }
             }
+            // Reads answer; can it also commit? A stalled disk answers
+            // reads from the cache and would keep the lease for good.
+            let commits = self
+                .check_commits(
+                    self.cfg.failover.probe_interval(),
+                    self.cfg.failover.timeout(),
+                )
+                .await;
+            let hung = matches!(commits, Commits::Hung { .. });
+            self.commit_trouble(commits).await;
+            if hung {
+                self.fence_if_expired().await;
+                return;
+            }
         }
         // The leader key first: a lease is extended only by a renewal that
         // committed (counted from `sent`, before it was proposed).
@@ -760,6 +779,41 @@ impl Manager {
         };
         self.fence_now(&format!("{holder} is primary at epoch {epoch} ({source})"))
             .await;
+    }
+
+    /// Logs (and, when they hang, records as an event) what the commit
+    /// probe found, once per change.
+    async fn commit_trouble(&self, commits: Commits) {
+        let changed = {
+            let mut f = lock(&self.failover);
+            let now = match &commits {
+                Commits::Work => None,
+                Commits::Stalled { .. } => Some(false),
+                Commits::Hung { .. } => Some(true),
+            };
+            std::mem::replace(&mut f.commits_hung, now) != now
+        };
+        if !changed {
+            return;
+        }
+        match commits {
+            Commits::Work => tracing::info!("the local server commits again"),
+            Commits::Stalled { for_secs, why } => {
+                tracing::warn!(for_secs, reason = %why, "the local server's commits stall")
+            }
+            Commits::Hung { for_secs, why } => {
+                tracing::error!(
+                    for_secs,
+                    reason = %why,
+                    "the local server cannot commit: the lease is no longer renewed"
+                );
+                self.event(
+                    "commits_hung",
+                    json!({ "for_secs": for_secs, "reason": why }),
+                )
+                .await;
+            }
+        }
     }
 
     /// Logs why the leader key could not be renewed, once per reason.

@@ -10,6 +10,7 @@
 //! server. See docs/repl-manager.md.
 
 pub mod api;
+pub mod commit;
 pub mod config;
 pub mod consensus;
 pub mod failover;

@@ -34,6 +34,8 @@ pub struct Manager {
     /// at a time touches the server.
     pub op_lock: tokio::sync::Mutex<()>,
     local: tokio::sync::Mutex<Option<Arc<Client>>>,
+    /// The primary's commit probe (its own session, one commit in flight).
+    pub(crate) commit_probe: tokio::sync::Mutex<crate::commit::CommitProbe>,
     upstream: tokio::sync::Mutex<Option<Arc<Client>>>,
     known: Mutex<EpochRecord>,
     epoch: AtomicI64,
@@ -120,6 +122,7 @@ impl Manager {
             metrics,
             op_lock: tokio::sync::Mutex::new(()),
             local: tokio::sync::Mutex::new(None),
+            commit_probe: tokio::sync::Mutex::new(Default::default()),
             upstream: tokio::sync::Mutex::new(None),
             sync: Mutex::new(SyncTracker::new(strict)),
             failover: Mutex::new(Default::default()),

@@ -1014,3 +1014,105 @@ async fn a_promotion_the_fleet_did_not_hear_of_is_never_overridden() {
         .expect("the lead reports the leader key");
     assert_eq!((key.member.as_str(), key.epoch), ("backup", 2), "{key:?}");
 }
+
+/// #15 finding 6: a primary whose storage stalls. The lead's WAL lives on
+/// a filesystem of its own, which the test freezes (`fsfreeze`): every
+/// commit blocks, while reads still answer from the cache, so the lead's
+/// round saw a working server and renewed its lease for good, and no
+/// client's commit ever returned. Its commit probe now stops the renewals
+/// once a commit has hung for the failover timeout: the backup takes over
+/// and takes the writes. When the disk thaws, the old lead is fenced and
+/// rejoins as a standby; nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lead_whose_disk_stalls_is_replaced_and_loses_nothing() {
+    let scratch = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        scratch.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let disk = testbed::LoopFs::mount(&scratch.path().join("lead-wal"), 256).unwrap();
+    let nodes = vec![
+        ("lead", Role::Lead),
+        ("backup", Role::Backup),
+        ("c1", Role::Compute),
+    ];
+    let fleet = NsFleet::start_prepared(
+        &nodes,
+        |_| SETTINGS.to_string(),
+        |name, pg| {
+            if name == "lead" {
+                wal_onto(pg.data_dir(), &disk.path().join("wal"));
+            }
+        },
+    )
+    .await;
+    /// Thaws the disk however the test ends: the fleet's processes would
+    /// otherwise never finish stopping.
+    struct Thaw<'a>(&'a testbed::LoopFs);
+    impl Drop for Thaw<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.thaw();
+        }
+    }
+    fleet.wait_healthy("lead", &["backup", "c1"], T).await;
+    in_sync(&fleet, "lead", "backup").await;
+    let ledger = Ledger::start_with(fleet.dsn(&["lead", "backup"]), Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let thaw = Thaw(&disk);
+    let frozen_at = now();
+    let started = Instant::now();
+    disk.freeze().unwrap();
+    backup_promoted(&fleet).await;
+    let promoted_after = started.elapsed().as_secs_f64();
+    let backup_ip = fleet.node("backup").ip.to_string();
+    let took_writes = testbed::postgres::wait_until(Duration::from_secs(30), || async {
+        ledger.first_ack_by(&backup_ip, frozen_at).is_some()
+    })
+    .await;
+    assert!(took_writes, "the new primary took no write");
+    assert!(
+        fleet
+            .log_tail("lead", 100_000)
+            .contains("the local server cannot commit"),
+        "the lead did not say why it let its lease go: {}",
+        fleet.log_tail("lead", 30)
+    );
+
+    drop(thaw);
+    fleet.wait_healthy("backup", &["lead", "c1"], T).await;
+    let first_write = ledger.first_ack_by(&backup_ip, frozen_at);
+    let (acked, attempts) = ledger.stop().await;
+    let bc = fleet.connect("backup").await;
+    let lost = lost_writes(&bc, &acked).await;
+    let mut f = BTreeMap::new();
+    f.insert("promoted_secs", format!("{promoted_after:.1}"));
+    f.insert(
+        "first_write_on_new_primary_secs",
+        first_write.map_or("none".into(), |t| format!("{:.1}", t - frozen_at)),
+    );
+    f.insert("acked", acked.len().to_string());
+    f.insert("attempts", attempts.to_string());
+    f.insert("lost", lost.len().to_string());
+    report("stalled-disk", &f);
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+}
+
+/// Moves a stopped cluster's WAL to `to` and links it back, as
+/// `initdb --waldir` does.
+fn wal_onto(data_dir: &std::path::Path, to: &std::path::Path) {
+    use std::os::unix::fs::MetadataExt;
+    let owner = std::fs::metadata(data_dir).unwrap();
+    let wal = data_dir.join("pg_wal");
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&wal)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(copied.success(), "copying pg_wal");
+    std::os::unix::fs::chown(to, Some(owner.uid()), Some(owner.gid())).unwrap();
+    std::fs::remove_dir_all(&wal).unwrap();
+    std::os::unix::fs::symlink(to, &wal).unwrap();
+}

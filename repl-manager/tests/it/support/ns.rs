@@ -56,6 +56,17 @@ impl NsFleet {
     /// As `start`, with `extra(name)` appended to each node's config; lines
     /// before its first `[table]` belong to `[postgres]`.
     pub async fn start_each(nodes: &[(&str, Role)], extra: impl Fn(&str) -> String) -> NsFleet {
+        Self::start_prepared(nodes, extra, |_, _| {}).await
+    }
+
+    /// As `start_each`, with `prepare(name, cluster)` run on each node's
+    /// cluster directory before its repl-manager starts (the lead's is
+    /// initialised then, the others' empty).
+    pub async fn start_prepared(
+        nodes: &[(&str, Role)],
+        extra: impl Fn(&str) -> String,
+        prepare: impl Fn(&str, &PgCluster),
+    ) -> NsFleet {
         let _ = tracing_subscriber::fmt().with_test_writer().try_init();
         let net = Network::create(nodes.len()).unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -84,6 +95,7 @@ impl NsFleet {
             } else {
                 PgCluster::empty(opts).unwrap()
             };
+            prepare(name, &pg);
             let config = dir.path().join(format!("{name}.toml"));
             let extra = extra(name);
             std::fs::write(
