@@ -268,6 +268,33 @@ impl ClusterView {
     }
 }
 
+/// `GET /history`: every change of hands of the leader key, as committed
+/// on the fleet's Raft group and applied by the answering member, oldest
+/// first (the last 100). Added in version 1; empty with `kept: false` where
+/// the key is not kept on Raft (`failover.leader_key_on_raft = false`, or no
+/// automatic failover).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct History {
+    pub kept: bool,
+    pub entries: Vec<HistoryEntry>,
+}
+
+/// One change of hands: from this epoch on, `primary` holds the key.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HistoryEntry {
+    pub epoch: i64,
+    pub primary: String,
+    /// The holder before (none: an empty key, or the fleet's first).
+    pub from: Option<String>,
+    /// `acquired` (a failover, or the first key) or `handover` (a
+    /// switchover); a value this build does not know is kept as it came.
+    pub how: String,
+    /// The Raft log index of the change.
+    pub index: u64,
+}
+
 /// One member of [`ClusterView`]: its status, or why it did not answer
 /// (`state` is then `unreachable` and `error` says why), and its admin
 /// URL, so a client can reach the primary without a member list.

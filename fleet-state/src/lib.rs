@@ -39,7 +39,7 @@ use openraft::{ChangeMembers, Raft};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-pub use model::{Command, FleetView, LeaderKey, Outcome};
+pub use model::{Command, FleetView, LeaderKey, Outcome, Succession, HISTORY_LEN};
 pub use net::{HttpTransport, Message, Reply, Transport, TransportError};
 
 /// A member's Raft identity. Aurora uses the member's VPN address as a

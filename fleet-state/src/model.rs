@@ -114,6 +114,29 @@ pub struct FleetView {
     pub sync_epoch: u64,
     /// The index of the last entry applied.
     pub applied: u64,
+    /// Every change of hands of the key, oldest first, the last
+    /// [`HISTORY_LEN`] of them (`/history`). Absent in state written
+    /// before it was kept.
+    #[serde(default)]
+    pub history: Vec<Succession>,
+}
+
+/// How many changes of hands [`FleetView::history`] keeps.
+pub const HISTORY_LEN: usize = 100;
+
+/// One change of hands of the leader key, as committed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Succession {
+    pub epoch: u64,
+    /// Who holds the key from this epoch on.
+    pub member: String,
+    /// Who held it before (`None`: nobody, or a fleet's first key).
+    pub from: Option<String>,
+    /// `acquired` (taken after the holder's revision stood still, or an
+    /// empty key) or `handover` (given by the holder: a switchover).
+    pub how: String,
+    /// The log index of the change.
+    pub index: u64,
 }
 
 impl FleetView {
@@ -136,6 +159,8 @@ impl FleetView {
                         self.epoch = (self.epoch + 1).max(*at_least);
                         self.sync_standby = None;
                         self.sync_epoch = self.epoch;
+                        let from = self.leader.as_ref().map(|k| k.member.clone());
+                        self.record(member, from, "acquired", index);
                     }
                     self.leader = Some(LeaderKey {
                         member: member.clone(),
@@ -161,6 +186,7 @@ impl FleetView {
                     self.epoch += 1;
                     self.sync_standby = None;
                     self.sync_epoch = self.epoch;
+                    self.record(to, Some(member.clone()), "handover", index);
                     self.leader = Some(LeaderKey {
                         member: to.clone(),
                         epoch: self.epoch,
@@ -198,6 +224,22 @@ impl FleetView {
         }
     }
 
+    /// Appends a change of hands at the current epoch, keeping the last
+    /// [`HISTORY_LEN`].
+    fn record(&mut self, member: &str, from: Option<String>, how: &str, index: u64) {
+        self.history.push(Succession {
+            epoch: self.epoch,
+            member: member.to_string(),
+            from,
+            how: how.to_string(),
+            index,
+        });
+        if self.history.len() > HISTORY_LEN {
+            let extra = self.history.len() - HISTORY_LEN;
+            self.history.drain(..extra);
+        }
+    }
+
     /// The holder of the leader key, if any.
     pub fn leader_member(&self) -> Option<&str> {
         self.leader.as_ref().map(|k| k.member.as_str())
@@ -224,6 +266,75 @@ mod tests {
             seen,
             at_least: 0,
         }
+    }
+
+    #[test]
+    fn every_change_of_hands_is_in_the_history_and_renewals_are_not() {
+        let mut v = FleetView::default();
+        assert!(v.apply(1, &acquire("lead", None)).applied());
+        let renew = |revision| Command::Renew {
+            member: "lead".into(),
+            revision,
+        };
+        assert!(v.apply(2, &renew(1)).applied());
+        assert!(v.apply(3, &acquire("backup", Some(2))).applied());
+        assert!(v
+            .apply(
+                4,
+                &Command::Handover {
+                    member: "backup".into(),
+                    revision: 3,
+                    to: "lead".into()
+                }
+            )
+            .applied());
+        // Refused commands leave no trace.
+        assert!(!v.apply(5, &acquire("c1", Some(3))).applied());
+        let got: Vec<_> = v
+            .history
+            .iter()
+            .map(|h| {
+                (
+                    h.epoch,
+                    h.member.as_str(),
+                    h.from.as_deref(),
+                    h.how.as_str(),
+                    h.index,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (1, "lead", None, "acquired", 1),
+                (2, "backup", Some("lead"), "acquired", 3),
+                (3, "lead", Some("backup"), "handover", 4),
+            ]
+        );
+        // Bounded: the oldest go first.
+        for i in 0..(HISTORY_LEN as u64 + 10) {
+            let rev = v.leader.clone().unwrap().revision;
+            let to = if i % 2 == 0 { "backup" } else { "lead" };
+            let from = if i % 2 == 0 { "lead" } else { "backup" };
+            assert!(v
+                .apply(
+                    10 + i,
+                    &Command::Handover {
+                        member: from.into(),
+                        revision: rev,
+                        to: to.into()
+                    }
+                )
+                .applied());
+        }
+        assert_eq!(v.history.len(), HISTORY_LEN);
+        assert_eq!(v.history.last().unwrap().epoch, v.epoch);
+        // State written before the history was kept still reads.
+        let old: FleetView = serde_json::from_str(
+            r#"{"leader":null,"epoch":4,"sync_standby":null,"sync_epoch":4,"applied":9}"#,
+        )
+        .unwrap();
+        assert!(old.history.is_empty());
     }
 
     #[test]

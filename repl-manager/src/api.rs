@@ -227,7 +227,7 @@ impl AdminApi for Api {
         match path {
             "/" | "/status" | "/primary" | "/read-write" | "/leader" | "/master" | "/replica"
             | "/read-only" | "/sync" | "/synchronous" | "/async" | "/asynchronous"
-            | "/liveness" | "/readiness" | "/cluster"
+            | "/liveness" | "/readiness" | "/cluster" | "/history"
                 if req.method != Method::GET =>
             {
                 Routed::MethodNotAllowed("GET, HEAD, OPTIONS")
@@ -289,6 +289,7 @@ impl AdminApi for Api {
                 Routed::Response(check(ok, st, Some(why)))
             }
             "/cluster" => Routed::Response(self.cluster().await),
+            "/history" => Routed::Response(AdminResponse::ok(&self.mgr.history())),
             "/switchover" | "/promote" | "/demote" | "/lease" | "/vote" | "/pause"
             | "/fleet/raft"
                 if req.method != Method::POST =>

@@ -27,6 +27,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use aurora_api::repl::{History, HistoryEntry};
 use fleet_state::{
     Command, FleetState, FleetView, HttpTransport, LeaderKey, NodeId, Outcome, Peer, Settings,
 };
@@ -269,6 +270,27 @@ impl Consensus {
 
     pub fn view(&self) -> FleetView {
         self.fs.view()
+    }
+
+    /// `GET /history`: the key's changes of hands as this member applied
+    /// them.
+    pub fn history(&self) -> History {
+        History {
+            kept: true,
+            entries: self
+                .fs
+                .view()
+                .history
+                .into_iter()
+                .map(|h| HistoryEntry {
+                    epoch: i64::try_from(h.epoch).unwrap_or(i64::MAX),
+                    primary: h.member,
+                    from: h.from,
+                    how: h.how,
+                    index: h.index,
+                })
+                .collect(),
+        }
     }
 
     /// The Raft leader's name, if one is known.

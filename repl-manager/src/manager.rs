@@ -138,6 +138,13 @@ impl Manager {
         })
     }
 
+    /// `GET /history`: from the fleet's Raft group, where the key is kept.
+    pub fn history(&self) -> aurora_api::repl::History {
+        self.consensus()
+            .map(crate::consensus::Consensus::history)
+            .unwrap_or_default()
+    }
+
     /// The leader key's Raft group, in a fleet with automatic failover.
     pub fn consensus(&self) -> Option<&crate::consensus::Consensus> {
         self.consensus.get()

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::support::{wait_row, Fleet, FleetSpec, Members, TOKEN};
 use aurora_api::repl::{
-    ClusterView, Liveness, NodeState, NodeStatus, OpReport, PauseReport, SyncMode,
+    ClusterView, History, Liveness, NodeState, NodeStatus, OpReport, PauseReport, SyncMode,
 };
 use cluster_db::Role;
 use hyper::StatusCode;
@@ -237,6 +237,19 @@ async fn fleet_streams_answers_health_checks_and_switches_over_without_loss() {
     assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
     let report: OpReport = testbed::contract::read(&resp, "POST /switchover");
     assert_eq!((report.to.as_str(), report.epoch), ("backup", 2));
+    // The switchover is in the committed history as a handover.
+    let (_, h): (_, History) = fleet.conform("backup", "/history").await;
+    let last = h.entries.last().cloned().unwrap_or_default();
+    assert_eq!(
+        (
+            last.epoch,
+            last.primary.as_str(),
+            last.from.as_deref(),
+            last.how.as_str()
+        ),
+        (2, "backup", Some("lead"), "handover"),
+        "{h:?}"
+    );
     assert!(report.seconds_to_writable.unwrap() < 30.0);
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::SeqCst);
@@ -356,6 +369,24 @@ async fn every_read_is_the_contract(fleet: &Fleet) {
         }
         let (_, live): (_, Liveness) = fleet.conform(n, "/liveness").await;
         assert!(live.alive);
+    }
+    // The leader key's history, from the committed state: the lead took
+    // the first key, and every member applied the same.
+    let (_, first): (_, History) = fleet.conform("lead", "/history").await;
+    assert!(first.kept, "{first:?}");
+    let last = first.entries.last().cloned().unwrap_or_default();
+    assert_eq!(
+        (
+            last.primary.as_str(),
+            last.how.as_str(),
+            last.from.as_deref()
+        ),
+        ("lead", "acquired", None),
+        "{first:?}"
+    );
+    for n in ["backup", "c1", "c2"] {
+        let (_, h): (_, History) = fleet.conform(n, "/history").await;
+        assert_eq!(h, first, "{n} applied another history");
     }
     let (_, cluster): (_, ClusterView) = fleet.conform("c1", "/cluster").await;
     assert_eq!(cluster.primary, "lead");
