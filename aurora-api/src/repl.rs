@@ -278,6 +278,19 @@ impl ClusterView {
 pub struct History {
     pub kept: bool,
     pub entries: Vec<HistoryEntry>,
+    /// The answering node's PostgreSQL timeline history, oldest first:
+    /// where each timeline ended (a promotion), from its `.history` file.
+    pub timelines: Vec<TimelineSwitch>,
+}
+
+/// Timeline `timeline` ended at `switch_lsn`; the next one began there.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TimelineSwitch {
+    pub timeline: u32,
+    pub switch_lsn: Lsn,
+    /// PostgreSQL's words (`no recovery target specified` for a promotion).
+    pub reason: String,
 }
 
 /// One change of hands: from this epoch on, `primary` holds the key.

@@ -100,6 +100,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Every change of primary the fleet committed (failovers, switchovers)
+    /// and where each PostgreSQL timeline ended, as Patroni's history.
+    ///
+    /// Example: aurora-cli history
+    History {
+        #[arg(long)]
+        json: bool,
+    },
     /// Promote this node to primary (on the backup: a switchover to it).
     ///
     /// Example: aurora-cli promote --yes
@@ -544,6 +552,7 @@ async fn dispatch(cli: Cli) -> CliResult {
         }
         Command::Health { json } => status::health(&load()?, json).await,
         Command::SyncDb { json } => replication::sync_db(&load()?, json).await,
+        Command::History { json } => replication::history(&load()?, json).await,
         Command::Promote { yes, force, json } => {
             replication::promote(&load()?, yes, force, json).await
         }

@@ -289,7 +289,7 @@ impl AdminApi for Api {
                 Routed::Response(check(ok, st, Some(why)))
             }
             "/cluster" => Routed::Response(self.cluster().await),
-            "/history" => Routed::Response(AdminResponse::ok(&self.mgr.history())),
+            "/history" => Routed::Response(AdminResponse::ok(&self.mgr.history().await)),
             "/switchover" | "/promote" | "/demote" | "/lease" | "/vote" | "/pause"
             | "/fleet/raft"
                 if req.method != Method::POST =>

@@ -290,6 +290,7 @@ impl Consensus {
                     index: h.index,
                 })
                 .collect(),
+            timelines: Vec::new(),
         }
     }
 

@@ -138,11 +138,26 @@ impl Manager {
         })
     }
 
-    /// `GET /history`: from the fleet's Raft group, where the key is kept.
-    pub fn history(&self) -> aurora_api::repl::History {
-        self.consensus()
+    /// `GET /history`: the key's changes of hands from the fleet's Raft
+    /// group (where the key is kept), and the local server's timelines.
+    pub async fn history(&self) -> aurora_api::repl::History {
+        let mut h = self
+            .consensus()
             .map(crate::consensus::Consensus::history)
-            .unwrap_or_default()
+            .unwrap_or_default();
+        let timelines = tokio::time::timeout(Duration::from_secs(5), async {
+            let c = self.local().await?;
+            Ok::<_, Failure>(probe::timeline_history(&c).await?)
+        })
+        .await;
+        match timelines {
+            Ok(Ok(t)) => h.timelines = t,
+            Ok(Err(e)) => tracing::debug!(error = %e, "no timeline history for /history"),
+            Err(_) => tracing::debug!(
+                "no timeline history for /history: the server did not answer in 5 s"
+            ),
+        }
+        h
     }
 
     /// The leader key's Raft group, in a fleet with automatic failover.

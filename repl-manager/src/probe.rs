@@ -1,7 +1,7 @@
 //! What the local server says about itself: role, positions, its standbys,
 //! its slots. One function per question, each a single round trip.
 
-pub use aurora_api::repl::{Receiver, ServerState, Slot, StandbyConn};
+pub use aurora_api::repl::{Receiver, ServerState, Slot, StandbyConn, TimelineSwitch};
 use tokio_postgres::Client;
 
 use crate::lsn::Lsn;
@@ -55,6 +55,51 @@ pub async fn server_state(client: &Client) -> Result<ServerState, ProbeError> {
         synchronous_standby_names: row.get(8),
         pending_restart: row.get(9),
     })
+}
+
+/// The server's timeline history: the newest `.history` file in `pg_wal`
+/// (each holds every switch before it). Empty on timeline 1.
+pub async fn timeline_history(client: &Client) -> Result<Vec<TimelineSwitch>, ProbeError> {
+    let row = client
+        .query_opt(
+            "SELECT pg_read_file('pg_wal/' || name)
+               FROM pg_ls_waldir()
+              WHERE name ~ '^[0-9A-F]{8}\\.history$'
+              ORDER BY name DESC
+              LIMIT 1",
+            &[],
+        )
+        .await?;
+    match row {
+        None => Ok(Vec::new()),
+        Some(r) => parse_timeline_history(&r.get::<_, String>(0)).map_err(ProbeError::Parse),
+    }
+}
+
+/// A timeline history file: `parent-timeline <TAB> switch-LSN <TAB>
+/// reason` per line; comments (`#`) and blank lines skipped.
+pub fn parse_timeline_history(text: &str) -> Result<Vec<TimelineSwitch>, String> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut fields = line.splitn(3, char::is_whitespace);
+        let bad = || format!("timeline history line {}: {line:?}", n + 1);
+        let timeline = fields.next().and_then(|t| t.parse().ok()).ok_or_else(bad)?;
+        let switch_lsn = fields
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .ok_or_else(bad)?;
+        let reason = fields.next().unwrap_or("").trim().to_string();
+        out.push(TimelineSwitch {
+            timeline,
+            switch_lsn,
+            reason,
+        });
+    }
+    Ok(out)
 }
 
 pub async fn receiver(client: &Client) -> Result<Option<Receiver>, ProbeError> {
@@ -140,4 +185,27 @@ pub async fn current_lsn(client: &Client) -> Result<Lsn, ProbeError> {
         .await?;
     let s: String = row.get(0);
     s.parse().map_err(ProbeError::Parse)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_timeline_history_file_reads_as_its_switches() {
+        let text = "1\t0/3000060\tno recovery target specified\n\n\
+                    # a comment\n2\t0/5A0001F8\tno recovery target specified\n";
+        let got = parse_timeline_history(text).unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].timeline, 1);
+        assert_eq!(got[0].switch_lsn, "0/3000060".parse().unwrap());
+        assert_eq!(got[1].timeline, 2);
+        assert_eq!(got[1].reason, "no recovery target specified");
+        assert!(parse_timeline_history("1\tnot-an-lsn\tx\n")
+            .unwrap_err()
+            .contains("line 1"));
+        assert!(parse_timeline_history("").unwrap().is_empty());
+    }
 }

@@ -5,8 +5,8 @@ use std::io::{BufRead, IsTerminal};
 use std::time::{Duration, Instant};
 
 use aurora_api::repl::{
-    ClusterMember, ClusterView, DemoteRequest, FailoverView, NodeState, NodeStatus, OpReport,
-    PauseReport, PauseRequest, PromoteRequest, SwitchoverRequest, SyncMode,
+    ClusterMember, ClusterView, DemoteRequest, FailoverView, History, NodeState, NodeStatus,
+    OpReport, PauseReport, PauseRequest, PromoteRequest, SwitchoverRequest, SyncMode,
 };
 use hyper::StatusCode;
 
@@ -71,6 +71,59 @@ fn failover_mode(members: &[ClusterMember]) -> String {
 
 fn or_dash<T: ToString>(v: Option<T>) -> String {
     v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
+}
+
+/// `aurora-cli history`: repl-manager's `/history` on this node.
+pub async fn history(config: &NodeConfig, as_json: bool) -> CliResult {
+    let api = Api::new(config);
+    let answer = api.get_any(Sidecar::ReplManager, "/history").await?;
+    if answer.status == StatusCode::NOT_FOUND {
+        return Err(CliError::failed(format!(
+            "repl-manager at {} has no /history: it is older than this aurora-cli (upgrade it)",
+            answer.url
+        )));
+    }
+    if !answer.status.is_success() {
+        return Err(CliError::failed(format!(
+            "repl-manager at {} answered {}: {}",
+            answer.url,
+            answer.status,
+            reason(&answer.body)
+        )));
+    }
+    let h: History = answer.read("/history")?;
+    if as_json {
+        output::print_json(&h);
+        return Ok(());
+    }
+    if h.kept {
+        let mut t = Table::new(&["EPOCH", "PRIMARY", "BEFORE", "HOW", "LOG INDEX"]);
+        for e in &h.entries {
+            t.row(vec![
+                e.epoch.to_string(),
+                e.primary.clone(),
+                or_dash(e.from.as_deref()),
+                e.how.clone(),
+                e.index.to_string(),
+            ]);
+        }
+        out!("{}", t.render());
+    } else {
+        outln!("the leader key is not kept on the fleet's Raft group here: no committed history");
+    }
+    if !h.timelines.is_empty() {
+        outln!();
+        let mut t = Table::new(&["TIMELINE", "ENDED AT", "REASON"]);
+        for s in &h.timelines {
+            t.row(vec![
+                s.timeline.to_string(),
+                s.switch_lsn.to_string(),
+                s.reason.clone(),
+            ]);
+        }
+        out!("{}", t.render());
+    }
+    Ok(())
 }
 
 pub async fn sync_db(config: &NodeConfig, as_json: bool) -> CliResult {

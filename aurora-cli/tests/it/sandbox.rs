@@ -609,6 +609,45 @@ async fn the_cli_runs_a_sandbox_fleet() {
         on(&sb, "aurora", &["switchover", "--to", "aurora", "--yes"]).pipe_ok_or_already(),
         "back to aurora",
     );
+    // The history the fleet committed: the first key, then a handover per
+    // switchover, epochs rising, aurora last; and the timelines they made.
+    let h = sb.wait_json(
+        "vengeance",
+        &["history"],
+        "the last switchover in the history",
+        |v| {
+            v["entries"]
+                .as_array()
+                .and_then(|e| e.last())
+                .is_some_and(|e| e["primary"] == "aurora" && e["how"] == "handover")
+        },
+    );
+    let entries = h["entries"].as_array().unwrap();
+    let epochs: Vec<i64> = entries
+        .iter()
+        .map(|e| e["epoch"].as_i64().unwrap())
+        .collect();
+    assert!(epochs.windows(2).all(|w| w[0] < w[1]), "{h}");
+    assert!(
+        entries.iter().filter(|e| e["how"] == "handover").count() >= 3,
+        "{h}"
+    );
+    assert_eq!(entries[0]["how"], "acquired", "{h}");
+    let timelines = sb.wait_json("aurora", &["history"], "aurora's timelines", |v| {
+        v["timelines"].as_array().is_some_and(|t| t.len() >= 3)
+    });
+    assert_eq!(
+        timelines["entries"], h["entries"],
+        "aurora and vengeance disagree"
+    );
+    let r = ok(on(&sb, "aurora", &["history"]), "history");
+    assert!(
+        r.stdout.contains("EPOCH")
+            && r.stdout.contains("handover")
+            && r.stdout.contains("ENDED AT"),
+        "{}",
+        r.stdout
+    );
     // pause / resume from any node: every member is told, and says so.
     let paused = |v: &Value| -> Vec<bool> {
         v["members"]

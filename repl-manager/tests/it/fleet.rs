@@ -250,6 +250,13 @@ async fn fleet_streams_answers_health_checks_and_switches_over_without_loss() {
         (2, "backup", Some("lead"), "handover"),
         "{h:?}"
     );
+    // And the new primary's PostgreSQL says where timeline 1 ended.
+    assert_eq!(
+        h.timelines.iter().map(|t| t.timeline).collect::<Vec<_>>(),
+        vec![1],
+        "{h:?}"
+    );
+    assert!(h.timelines[0].switch_lsn.0 > 0, "{h:?}");
     assert!(report.seconds_to_writable.unwrap() < 30.0);
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::SeqCst);
