@@ -387,6 +387,22 @@ impl Consensus {
         }
     }
 
+    /// The leader key as committed now, confirmed through the Raft log
+    /// (not this member's possibly lagging copy): a renewal in this node's
+    /// name at a revision nobody holds, which always conflicts and answers
+    /// with the state it met. Costs one log entry; for the rare check of a
+    /// record the local copy contradicts.
+    pub async fn committed_key(&self, within: Duration) -> Result<Option<LeaderKey>, String> {
+        let probe = Command::Renew {
+            member: self.me.clone(),
+            revision: u64::MAX,
+        };
+        match self.propose(probe, within).await? {
+            Outcome::Applied { view } | Outcome::Conflict { view } => Ok(view.leader),
+            Outcome::None => Err("the check carried no command".into()),
+        }
+    }
+
     /// Called every round on a member that is not the primary: notes when
     /// the key's revision last moved, and returns the key and how long it
     /// has stood unchanged since (this member's own monotonic clock).

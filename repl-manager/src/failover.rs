@@ -632,7 +632,17 @@ impl Manager {
             }
         }
         // A member that knows a newer epoch: this node is no longer primary.
-        if let Some(newer) = answers
+        // Where the key is on Raft, this round's renewal committed: a
+        // member's word to the contrary is not backed, and is ignored.
+        if self.consensus().is_some() {
+            if answers.iter().any(|a| a.epoch > known.epoch) {
+                self.metrics
+                    .uncommitted_epochs
+                    .with_label_values(&["lease_answer"])
+                    .inc();
+                tracing::warn!("a member answers with an epoch the committed leader key does not back: ignored");
+            }
+        } else if let Some(newer) = answers
             .iter()
             .filter(|a| a.epoch > known.epoch && self.cfg.member(&a.primary).is_some())
             .max_by_key(|a| a.epoch)
@@ -745,11 +755,76 @@ impl Manager {
         let Some(k) = c.view().leader else { return };
         let known = self.known();
         let epoch = i64::try_from(k.epoch).unwrap_or(i64::MAX);
-        if k.member == self.name() || epoch <= known.epoch || self.cfg.member(&k.member).is_none() {
+        if k.member == self.name() || self.cfg.member(&k.member).is_none() {
             return;
         }
-        self.step_down(&k.member, epoch, "the committed leader key")
-            .await;
+        if epoch > known.epoch {
+            self.step_down(&k.member, epoch, "the committed leader key")
+                .await;
+            return;
+        }
+        // This node's record names it primary at an epoch the committed
+        // key does not back (another member holds the key at the same or
+        // an older epoch): a restored or edited state file, never an
+        // epoch a majority chose. Confirmed through the log first (this
+        // member's copy may lag), then replaced by the committed key.
+        if known.primary != self.name() {
+            return;
+        }
+        match c.committed_key(self.cfg.failover.probe_interval()).await {
+            Ok(Some(k)) if k.member != self.name() && self.cfg.member(&k.member).is_some() => {
+                let epoch = i64::try_from(k.epoch).unwrap_or(i64::MAX);
+                if epoch > known.epoch {
+                    self.step_down(&k.member, epoch, "the committed leader key")
+                        .await;
+                    return;
+                }
+                let record = EpochRecord {
+                    epoch,
+                    primary: k.member.clone(),
+                    changed_at: unix_now(),
+                };
+                if let Err(e) = self.replace_with_committed(&record) {
+                    tracing::error!(error = %e, "cannot replace this node's epoch record");
+                    return;
+                }
+                self.event(
+                    "record_replaced",
+                    json!({
+                        "record": { "epoch": known.epoch, "primary": known.primary },
+                        "committed": { "epoch": epoch, "primary": k.member },
+                    }),
+                )
+                .await;
+                // Still writable? Then it stops now, as for any primary the
+                // committed key has replaced.
+                lock(&self.failover).lease_until = None;
+                if let Ok(_idle) = self.op_lock.try_lock() {
+                    if self.local_writable().await {
+                        self.fence_now(&format!(
+                            "{} holds the committed leader key at epoch {epoch}",
+                            k.member
+                        ))
+                        .await;
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "could not confirm the committed leader key"),
+        }
+    }
+
+    /// Whether the local server answers as a writable primary now.
+    async fn local_writable(&self) -> bool {
+        let Ok(Ok(st)) = tokio::time::timeout(self.cfg.failover.probe_interval(), async {
+            let c = self.local().await?;
+            Ok::<_, Failure>(probe::server_state(&c).await?)
+        })
+        .await
+        else {
+            return false;
+        };
+        !st.in_recovery
     }
 
     /// `holder` was made primary at `epoch` (committed): adopt it, and if

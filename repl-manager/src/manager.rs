@@ -211,6 +211,30 @@ impl Manager {
         Ok(true)
     }
 
+    /// Replaces this node's epoch record with what the fleet committed,
+    /// even when that is an older epoch: the record named an epoch no
+    /// majority ever committed (a restored or edited state file).
+    pub fn replace_with_committed(&self, record: &EpochRecord) -> Result<(), Failure> {
+        let current = self.known();
+        tracing::error!(
+            record_epoch = current.epoch,
+            record_primary = %current.primary,
+            committed_epoch = record.epoch,
+            committed_primary = %record.primary,
+            "this node's epoch record is not what the fleet committed: following the committed leader key"
+        );
+        self.state_file.replace(record)?;
+        *lock(&self.known) = record.clone();
+        self.reset_failover_roles();
+        self.epoch.store(record.epoch, Ordering::SeqCst);
+        self.metrics.epoch.set(record.epoch);
+        self.metrics
+            .uncommitted_epochs
+            .with_label_values(&["own_record"])
+            .inc();
+        Ok(())
+    }
+
     /// A new epoch with this node or another as primary, stored durably
     /// before anything acts on it.
     pub fn bump_epoch(&self, primary: &str) -> Result<EpochRecord, Failure> {
@@ -378,8 +402,26 @@ impl Manager {
         futures::future::join_all(calls).await
     }
 
-    /// Learns the highest epoch among this node and its peers.
+    /// Learns the highest epoch among this node and its peers. Where the
+    /// leader key is kept on the fleet's Raft group, epochs come from the
+    /// committed key alone (the failover round follows it): a peer's word
+    /// is never adopted, and a claim ahead of the key is counted.
     pub fn learn(&self, peers: &[PeerView]) -> Result<EpochRecord, Failure> {
+        if let Some(c) = self.consensus() {
+            let committed = c.view().leader.map(|k| k.epoch).unwrap_or(0);
+            for (m, view) in peers {
+                let Ok(s) = view else { continue };
+                if s.epoch > self.epoch() && u64::try_from(s.epoch).unwrap_or(0) > committed {
+                    self.metrics
+                        .uncommitted_epochs
+                        .with_label_values(&["peer_status"])
+                        .inc();
+                    tracing::warn!(peer = %m.name, epoch = s.epoch, primary = %s.primary, committed,
+                        "a peer reports an epoch the committed leader key does not back: ignored");
+                }
+            }
+            return Ok(self.known());
+        }
         let mut best = self.known();
         for (m, view) in peers {
             let Ok(s) = view else { continue };

@@ -27,6 +27,9 @@ pub struct ReplMetrics {
     pub paused: IntGauge,
     /// 1 while this primary may not acknowledge writes (no lease).
     pub fenced: IntGauge,
+    /// Epochs a peer claimed that the committed leader key does not back
+    /// (`source`: a peer's status, a lease answer, this node's own record).
+    pub uncommitted_epochs: IntCounterVec,
 }
 
 impl ReplMetrics {
@@ -90,6 +93,11 @@ impl ReplMetrics {
             fenced: m.gauge(
                 "fenced",
                 "1 while this primary holds no lease from a majority and acknowledges no write.",
+            )?,
+            uncommitted_epochs: m.counter_vec(
+                "uncommitted_epochs_ignored_total",
+                "Epoch claims not backed by the committed leader key, ignored or replaced, by source.",
+                &["source"],
             )?,
         })
     }

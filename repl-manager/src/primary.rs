@@ -84,6 +84,20 @@ impl Manager {
     /// One pass as the primary.
     pub async fn act_primary(&self) -> Result<(), Failure> {
         let known = self.known();
+        // Where the key is on Raft, this node acts as primary only while no
+        // other member holds the committed key: a record naming it primary
+        // that the fleet never committed (a restored or edited state file)
+        // must not start, promote or open a server for writes. The failover
+        // round confirms and replaces such a record.
+        if let Some(k) = self.consensus().and_then(|c| c.view().leader) {
+            if k.member != self.name() && self.cfg.member(&k.member).is_some() {
+                return Err(Failure::Failed(format!(
+                    "the committed leader key names {} at epoch {}, not this node (its record: \
+                     epoch {}): not acting as primary; the failover round follows the key",
+                    k.member, k.epoch, known.epoch
+                )));
+            }
+        }
         if !self.server.has_data() && self.may_initdb(&known).await? {
             let pg = &self.cfg.postgres;
             if let Some(password) = &pg.superuser_password {

@@ -77,6 +77,13 @@ impl StateFile {
         }
         store_json(&self.path, record)
     }
+
+    /// Stores `record` even over a newer epoch: only for a record the
+    /// committed leader key shows was never the fleet's.
+    pub fn replace(&self, record: &EpochRecord) -> Result<(), StateError> {
+        let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        store_json(&self.path, record)
+    }
 }
 
 /// Loads a JSON file written by [`store_json`]; `None` when there is none.

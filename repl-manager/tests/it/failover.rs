@@ -1116,3 +1116,66 @@ fn wal_onto(data_dir: &std::path::Path, to: &std::path::Path) {
     std::fs::remove_dir_all(&wal).unwrap();
     std::os::unix::fs::symlink(to, &wal).unwrap();
 }
+
+/// #15: "a node never adopts an epoch because a peer says so". c1's
+/// state file is replaced, while it is down, by one that names c1 primary
+/// at epoch 99 (a bad restore of another node's backup, a bug, a hand
+/// edit). With the leader key committed on the Raft group naming the
+/// lead, c1 used to finish "its" promotion and every member adopted epoch
+/// 99 from c1's word: the lead demoted itself and was rewound, and the
+/// writes c1 had not replayed were gone. Now the committed key wins: c1
+/// comes back as a standby of the lead, nobody adopts epoch 99, nothing
+/// is lost and there is never a second writable primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_forged_epoch_on_one_member_is_never_adopted() {
+    let mut fleet = three_in_sync(SETTINGS).await;
+    fleet.start_writable_probes();
+    let ledger = Ledger::start(fleet.dsn(&["lead", "backup"])).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = fleet.status("lead").await.unwrap();
+
+    fleet.kill("c1").await;
+    let state = fleet.node("c1").pg.dir().join("repl-state.json");
+    std::fs::write(
+        &state,
+        json!({ "epoch": 99, "primary": "c1", "changed_at": now() }).to_string(),
+    )
+    .unwrap();
+    fleet.restart("c1");
+    // Long enough for c1 to have promoted and everyone to have followed it,
+    // were they going to.
+    fleet
+        .wait_status("c1", T, "c1 streams from the lead again", |s| {
+            s.is_replica() && s.streaming() && s.primary == "lead"
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    for n in ["lead", "backup", "c1"] {
+        let s = fleet.status(n).await.unwrap();
+        assert_eq!(
+            (s.primary.as_str(), s.epoch),
+            ("lead", before.epoch),
+            "{n} follows an epoch nobody committed: {}",
+            fleet.log_tail(n, 20)
+        );
+    }
+    assert!(
+        fleet
+            .log_tail("c1", 100_000)
+            .contains("this node's epoch record is not what the fleet committed"),
+        "c1 did not say why it dropped its record: {}",
+        fleet.log_tail("c1", 30)
+    );
+    let (acked, attempts) = ledger.stop().await;
+    let lc = fleet.connect("lead").await;
+    let lost = lost_writes(&lc, &acked).await;
+    let doubles = fleet.double_primary_moments();
+    let mut f = BTreeMap::new();
+    f.insert("acked", acked.len().to_string());
+    f.insert("attempts", attempts.to_string());
+    f.insert("lost", lost.len().to_string());
+    f.insert("two_primary_moments", doubles.to_string());
+    report("forged-epoch", &f);
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    assert_eq!(doubles, 0, "two writable primaries at once");
+}
