@@ -11,6 +11,7 @@ use crate::manager::{db_error_text, lock, Failure, Manager};
 use crate::member::Member;
 use crate::probe;
 use crate::settings::{self, Desired};
+use crate::state::EpochRecord;
 
 /// Start-time settings replication cannot work without.
 const RESTART_WORTHY: &[&str] = &[
@@ -82,6 +83,40 @@ impl Manager {
     }
 
     /// One pass as the primary.
+    /// Refuses to act as primary while the leader key names another
+    /// member.
+    fn not_replaced(&self, k: &fleet_state::LeaderKey, epoch: i64) -> Result<(), Failure> {
+        if k.member != self.name() && self.cfg.member(&k.member).is_some() {
+            return Err(Failure::Failed(format!(
+                "the committed leader key names {} at epoch {}, not this node (its record: \
+                 epoch {epoch}): not acting as primary; the failover round follows the key",
+                k.member, k.epoch
+            )));
+        }
+        Ok(())
+    }
+
+    /// Before a stopped server starts as primary, or a standby is promoted
+    /// to finish a stored promotion: this member's copy of the key may lag
+    /// (it was down while the fleet moved on), so the key is confirmed
+    /// through the log. A server that would open as a superseded primary
+    /// serves nothing, not even reads. Skipped before the fleet's first key.
+    async fn confirm_key_before_serving(&self, known: &EpochRecord) -> Result<(), Failure> {
+        let Some(c) = self.consensus() else {
+            return Ok(());
+        };
+        if c.view().leader.is_none() {
+            return Ok(());
+        }
+        match c.committed_key(self.cfg.failover.timeout()).await {
+            Ok(Some(k)) => self.not_replaced(&k, known.epoch),
+            Ok(None) => Ok(()),
+            Err(e) => Err(Failure::Failed(format!(
+                "cannot confirm the committed leader key ({e}): not starting as primary"
+            ))),
+        }
+    }
+
     pub async fn act_primary(&self) -> Result<(), Failure> {
         let known = self.known();
         // Where the key is on Raft, this node acts as primary only while no
@@ -90,13 +125,7 @@ impl Manager {
         // must not start, promote or open a server for writes. The failover
         // round confirms and replaces such a record.
         if let Some(k) = self.consensus().and_then(|c| c.view().leader) {
-            if k.member != self.name() && self.cfg.member(&k.member).is_some() {
-                return Err(Failure::Failed(format!(
-                    "the committed leader key names {} at epoch {}, not this node (its record: \
-                     epoch {}): not acting as primary; the failover round follows the key",
-                    k.member, k.epoch, known.epoch
-                )));
-            }
+            self.not_replaced(&k, known.epoch)?;
         }
         if !self.server.has_data() && self.may_initdb(&known).await? {
             let pg = &self.cfg.postgres;
@@ -128,6 +157,7 @@ impl Manager {
                 // The retried fence stop just held: it stays down.
                 return Err(Failure::Failed("fenced: the server was stopped".into()));
             }
+            self.confirm_key_before_serving(&known).await?;
             self.set_activity(Some("starting PostgreSQL as primary"));
             settings::apply(&self.server, &self.cfg, &self.primary_desired())?;
             self.server.start().await?;
@@ -136,6 +166,7 @@ impl Manager {
         let client = self.local().await?;
         let st = probe::server_state(&client).await?;
         if st.in_recovery {
+            self.confirm_key_before_serving(&known).await?;
             // The durable record says this node is primary at this epoch
             // (a promotion was decided and stored before it ran): finish it.
             self.set_activity(Some("promoting"));
