@@ -872,7 +872,8 @@ impl Manager {
             return;
         }
         match commits {
-            Commits::Work => tracing::info!("the local server commits again"),
+            // check_commits says so, with how long it took.
+            Commits::Work => {}
             Commits::Stalled { for_secs, why } => {
                 tracing::warn!(for_secs, reason = %why, "the local server's commits stall")
             }

@@ -405,19 +405,16 @@ impl Manager {
     /// Learns the highest epoch among this node and its peers. Where the
     /// leader key is kept on the fleet's Raft group, epochs come from the
     /// committed key alone (the failover round follows it): a peer's word
-    /// is never adopted, and a claim ahead of the key is counted.
+    /// is never adopted. (A peer ahead of this member's copy of the log is
+    /// normal for a heartbeat after every failover, so it is not counted.)
     pub fn learn(&self, peers: &[PeerView]) -> Result<EpochRecord, Failure> {
         if let Some(c) = self.consensus() {
             let committed = c.view().leader.map(|k| k.epoch).unwrap_or(0);
             for (m, view) in peers {
                 let Ok(s) = view else { continue };
                 if s.epoch > self.epoch() && u64::try_from(s.epoch).unwrap_or(0) > committed {
-                    self.metrics
-                        .uncommitted_epochs
-                        .with_label_values(&["peer_status"])
-                        .inc();
-                    tracing::warn!(peer = %m.name, epoch = s.epoch, primary = %s.primary, committed,
-                        "a peer reports an epoch the committed leader key does not back: ignored");
+                    tracing::debug!(peer = %m.name, epoch = s.epoch, primary = %s.primary, committed,
+                        "a peer reports an epoch this member's copy of the key does not show: not adopted");
                 }
             }
             return Ok(self.known());

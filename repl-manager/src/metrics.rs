@@ -27,8 +27,9 @@ pub struct ReplMetrics {
     pub paused: IntGauge,
     /// 1 while this primary may not acknowledge writes (no lease).
     pub fenced: IntGauge,
-    /// Epochs a peer claimed that the committed leader key does not back
-    /// (`source`: a peer's status, a lease answer, this node's own record).
+    /// Epochs the committed leader key does not back (`source`: a lease
+    /// answer to a primary whose renewal just committed, this node's own
+    /// record).
     pub uncommitted_epochs: IntCounterVec,
 }
 
