@@ -65,6 +65,21 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// The answer when its status is a success, else a failure naming the
+    /// URL, the status and the reason the sidecar gave.
+    pub fn success(self) -> CliResult<Answer> {
+        if self.status.is_success() {
+            return Ok(self);
+        }
+        Err(CliError::failed(format!(
+            "{} at {} answered {}: {}",
+            self.sidecar,
+            self.url,
+            self.status,
+            reason(&self.body)
+        )))
+    }
+
     /// The body as the contract type `T`; a body this build cannot read is
     /// a failure naming the field, not a silent default.
     pub fn read<T: DeserializeOwned>(&self, what: &str) -> CliResult<T> {
@@ -121,16 +136,10 @@ impl<'a> Api<'a> {
         base: &str,
         path: &str,
     ) -> CliResult<T> {
-        let answer = self.get_any_at(sidecar, base, path).await?;
-        if !answer.status.is_success() {
-            return Err(CliError::failed(format!(
-                "{sidecar} at {} answered {}: {}",
-                answer.url,
-                answer.status,
-                reason(&answer.body)
-            )));
-        }
-        answer.read(path)
+        self.get_any_at(sidecar, base, path)
+            .await?
+            .success()?
+            .read(path)
     }
 
     async fn get_any_at(&self, sidecar: Sidecar, base: &str, path: &str) -> CliResult<Answer> {

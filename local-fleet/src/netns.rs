@@ -104,7 +104,9 @@ fn ip(args: &[&str]) -> Result<(), Error> {
     run("ip", args)
 }
 
-fn run(program: &str, args: &[&str]) -> Result<(), Error> {
+/// Runs `program` with `args`; a failure names the command, its status
+/// and what it printed on stderr.
+pub fn run(program: &str, args: &[&str]) -> Result<(), Error> {
     let out = Command::new(program)
         .args(args)
         .output()

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use local_fleet::netns::run;
 use local_fleet::Error as TestbedError;
 
 /// An ext4 image mounted at `path` until dropped; thawed before unmounting.
@@ -14,25 +15,9 @@ pub struct LoopFs {
     image: PathBuf,
 }
 
-fn run(program: &str, args: &[&std::ffi::OsStr]) -> Result<(), TestbedError> {
-    let out = std::process::Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| TestbedError::io(format!("running {program}"), e))?;
-    if out.status.success() {
-        return Ok(());
-    }
-    Err(TestbedError::Command {
-        command: format!(
-            "{program} {} (needs root)",
-            args.iter()
-                .map(|a| a.to_string_lossy())
-                .collect::<Vec<_>>()
-                .join(" ")
-        ),
-        status: out.status.to_string(),
-        output: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-    })
+/// A path as a command argument (the test directories are UTF-8).
+fn arg(p: &Path) -> &str {
+    p.to_str().unwrap_or_default()
 }
 
 impl LoopFs {
@@ -45,19 +30,8 @@ impl LoopFs {
             .map_err(|e| TestbedError::io(format!("creating {}", image.display()), e))?;
         file.set_len(size_mb * 1024 * 1024)
             .map_err(|e| TestbedError::io(format!("sizing {}", image.display()), e))?;
-        run(
-            "mkfs.ext4",
-            &["-q".as_ref(), "-F".as_ref(), image.as_os_str()],
-        )?;
-        run(
-            "mount",
-            &[
-                "-o".as_ref(),
-                "loop".as_ref(),
-                image.as_os_str(),
-                path.as_os_str(),
-            ],
-        )?;
+        run("mkfs.ext4", &["-q", "-F", arg(&image)])?;
+        run("mount", &["-o", "loop", arg(&image), arg(path)])?;
         Ok(LoopFs {
             path: path.to_path_buf(),
             image,
@@ -70,11 +44,11 @@ impl LoopFs {
 
     /// Every write to the filesystem blocks from now until [`LoopFs::thaw`].
     pub fn freeze(&self) -> Result<(), TestbedError> {
-        run("fsfreeze", &["--freeze".as_ref(), self.path.as_os_str()])
+        run("fsfreeze", &["--freeze", arg(&self.path)])
     }
 
     pub fn thaw(&self) -> Result<(), TestbedError> {
-        run("fsfreeze", &["--unfreeze".as_ref(), self.path.as_os_str()])
+        run("fsfreeze", &["--unfreeze", arg(&self.path)])
     }
 }
 

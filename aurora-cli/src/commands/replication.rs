@@ -83,15 +83,7 @@ pub async fn history(config: &NodeConfig, as_json: bool) -> CliResult {
             answer.url
         )));
     }
-    if !answer.status.is_success() {
-        return Err(CliError::failed(format!(
-            "repl-manager at {} answered {}: {}",
-            answer.url,
-            answer.status,
-            reason(&answer.body)
-        )));
-    }
-    let h: History = answer.read("/history")?;
+    let h: History = answer.success()?.read("/history")?;
     if as_json {
         output::print_json(&h);
         return Ok(());
