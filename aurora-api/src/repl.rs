@@ -86,6 +86,20 @@ impl NodeStatus {
         self.postgres.as_ref().and_then(|p| p.replay_lsn)
     }
 
+    /// A primary's synchronous standby: `sync` mode with a standby and,
+    /// where the leader key is kept on Raft, the committed sync key names
+    /// it (from then on it may take over automatically).
+    pub fn synchronous_standby(&self) -> Option<&str> {
+        let sync = self.sync.as_ref().filter(|s| s.mode == SyncMode::Sync)?;
+        let standby = sync.standby.as_deref()?;
+        match self.failover.as_ref() {
+            Some(f) if f.leader_key.is_some() && f.automatic => {
+                (f.sync_key.as_deref() == Some(standby)).then_some(standby)
+            }
+            _ => Some(standby),
+        }
+    }
+
     /// A standby whose WAL receiver streams.
     pub fn streaming(&self) -> bool {
         self.receiver
@@ -129,6 +143,9 @@ pub struct FailoverView {
     pub raft_leader: Option<String>,
     /// Primary: why the last renewal of the leader key did not commit.
     pub key_trouble: Option<String>,
+    /// The standby the committed sync key names: the one member that may
+    /// take the leader key automatically.
+    pub sync_key: Option<String>,
 }
 
 /// The leader key: who may be primary, at which epoch, and the log index
@@ -169,6 +186,12 @@ pub struct ServerState {
     pub synchronous_standby_names: String,
     /// Settings changed in the files that need a restart to apply.
     pub pending_restart: Vec<String>,
+    /// Unix seconds the postmaster started.
+    pub postmaster_start_time: Option<f64>,
+    /// `server_version_num` (150004 for 15.4).
+    pub server_version_num: Option<i32>,
+    /// Standby: WAL replay paused (`pg_wal_replay_pause()`).
+    pub replay_paused: bool,
 }
 
 /// A standby's WAL receiver (`pg_stat_wal_receiver`; `status` is
@@ -371,6 +394,57 @@ pub struct OpReport {
     pub steps: Vec<String>,
     /// Each other standby and whether it streams from the new primary.
     pub followers: Vec<(String, bool)>,
+}
+
+/// `POST /failover` (Patroni's): make `candidate` the primary. While the
+/// primary answers it is a switchover run by the primary; without one, a
+/// promotion of the candidate, which needs `force` unless the candidate is
+/// the synchronous standby the fleet committed, and says what it loses.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailoverRequest {
+    pub candidate: String,
+    /// When given, the primary it must replace (Patroni's `leader`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// `POST /restart` (Patroni's): restart this node's PostgreSQL.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestartRequest {
+    /// Only when a changed setting waits for a restart.
+    #[serde(default)]
+    pub restart_pending: bool,
+    /// Only when this node is `primary` or `replica`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+}
+
+/// `POST /reinitialize` (Patroni's): a standby moves its data directory
+/// aside and clones a fresh one from the primary.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReinitializeRequest {
+    /// Also while the standby streams within the lag limit (a healthy
+    /// standby is refused without it: nothing to repair).
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// What `/restart`, `/reload` and `/reinitialize` answer.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MaintenanceReport {
+    pub operation: String,
+    pub node: String,
+    pub seconds: f64,
+    /// What was done, in order.
+    pub steps: Vec<String>,
+    /// Settings still waiting for a restart afterwards.
+    pub pending_restart: Vec<String>,
 }
 
 /// `POST /pause {"paused": true}`: maintenance mode, on every member

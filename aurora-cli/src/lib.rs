@@ -121,6 +121,21 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Re-clone this standby from the primary (Patroni's reinit): the data
+    /// directory is moved aside, never deleted. A primary is refused, and a
+    /// standby that streams without --force.
+    ///
+    /// Example: aurora-cli reinit --yes
+    Reinit {
+        /// Do not ask for confirmation.
+        #[arg(long, short)]
+        yes: bool,
+        /// Re-clone even though the standby streams.
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Make this primary follow another primary (after a split).
     ///
     /// Example: aurora-cli demote --to star --yes
@@ -555,6 +570,9 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::History { json } => replication::history(&load()?, json).await,
         Command::Promote { yes, force, json } => {
             replication::promote(&load()?, yes, force, json).await
+        }
+        Command::Reinit { yes, force, json } => {
+            replication::reinit(&load()?, yes, force, json).await
         }
         Command::Demote { to, yes, json } => {
             replication::demote(&load()?, to.as_deref(), yes, json).await

@@ -34,11 +34,18 @@ pub enum Command {
     /// starts a new epoch; the sync key is cleared (the new primary names
     /// its own standby). The new epoch is at least `at_least`: a fleet
     /// that counted epochs before it had a leader key keeps counting up.
+    /// With `require_sync` (an automatic failover), it applies only when
+    /// the sync key names `member` at the current epoch: only the standby
+    /// the primary could have acknowledged commits through may take over
+    /// without an operator. Checked here, in log order, so no write of the
+    /// sync key can slip between a candidate's check and its claim.
     Acquire {
         member: String,
         seen: Option<u64>,
         #[serde(default)]
         at_least: u64,
+        #[serde(default)]
+        require_sync: bool,
     },
     /// The holder keeps the key: applies only when `member` holds it at
     /// `revision`.
@@ -149,9 +156,10 @@ impl FleetView {
                 member,
                 seen,
                 at_least,
+                require_sync,
             } => {
                 let current = self.leader.as_ref().map(|k| k.revision);
-                if current != *seen {
+                if current != *seen || (*require_sync && !self.is_sync_standby(member)) {
                     false
                 } else {
                     let same = self.leader.as_ref().is_some_and(|k| &k.member == member);
@@ -245,6 +253,14 @@ impl FleetView {
         self.leader.as_ref().map(|k| k.member.as_str())
     }
 
+    /// Whether the sync key names `member` at the current epoch: the one
+    /// member that may take the key automatically. A released key keeps
+    /// its sync key (the holder that released it named that standby);
+    /// taking or handing over the key clears it.
+    pub fn is_sync_standby(&self, member: &str) -> bool {
+        self.sync_epoch == self.epoch && self.sync_standby.as_deref() == Some(member)
+    }
+
     /// The synchronous standby named at the current epoch.
     pub fn current_sync_standby(&self) -> Option<&str> {
         match &self.leader {
@@ -265,7 +281,70 @@ mod tests {
             member: m.into(),
             seen,
             at_least: 0,
+            require_sync: false,
         }
+    }
+
+    fn take_over(m: &str, seen: Option<u64>) -> Command {
+        Command::Acquire {
+            member: m.into(),
+            seen,
+            at_least: 0,
+            require_sync: true,
+        }
+    }
+
+    fn set_sync(m: &str, epoch: u64, standby: Option<&str>) -> Command {
+        Command::SetSync {
+            member: m.into(),
+            epoch,
+            standby: standby.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn only_the_member_in_the_sync_key_takes_over_automatically() {
+        let mut v = FleetView::default();
+        assert!(v.apply(1, &acquire("lead", None)).applied());
+        // No sync key yet (the primary runs asynchronously): nobody may
+        // take over without an operator, however long the key stood.
+        assert!(!v.apply(2, &take_over("backup", Some(1))).applied());
+        assert!(!v.apply(3, &take_over("c1", Some(1))).applied());
+        // The primary names the backup: the backup may, c1 still may not.
+        assert!(v.apply(4, &set_sync("lead", 1, Some("backup"))).applied());
+        assert!(!v.apply(5, &take_over("c1", Some(1))).applied());
+        // The primary degrades: the key leaves first, and with it the
+        // backup's right to take over.
+        assert!(v.apply(6, &set_sync("lead", 1, None)).applied());
+        assert!(!v.apply(7, &take_over("backup", Some(1))).applied());
+        assert!(v.apply(8, &set_sync("lead", 1, Some("backup"))).applied());
+        let out = v.apply(9, &take_over("backup", Some(1)));
+        assert!(out.applied());
+        assert_eq!(v.leader.clone().unwrap().member, "backup");
+        // The new primary has named nobody yet.
+        assert_eq!(v.current_sync_standby(), None);
+        assert!(!v.apply(10, &take_over("lead", Some(9))).applied());
+        // An operator's forced promotion does not need the sync key.
+        assert!(v.apply(11, &acquire("c1", Some(9))).applied());
+    }
+
+    #[test]
+    fn a_released_key_keeps_its_sync_standby() {
+        let mut v = FleetView::default();
+        assert!(v.apply(1, &acquire("lead", None)).applied());
+        assert!(v.apply(2, &set_sync("lead", 1, Some("backup"))).applied());
+        assert!(v
+            .apply(
+                3,
+                &Command::Release {
+                    member: "lead".into(),
+                    revision: 1
+                }
+            )
+            .applied());
+        assert!(!v.apply(4, &take_over("c1", None)).applied());
+        assert!(v.apply(5, &take_over("backup", None)).applied());
+        assert_eq!(v.leader.clone().unwrap().epoch, 2);
     }
 
     #[test]
@@ -432,6 +511,7 @@ mod tests {
             member: m.into(),
             seen,
             at_least,
+            require_sync: false,
         };
         // The primary of epoch 7 claims the empty key: epoch 7, not 1.
         assert!(v.apply(1, &at("lead", None, 7)).applied());
@@ -458,15 +538,19 @@ mod tests {
             for (i, (op, m, rev, to)) in ops.into_iter().enumerate() {
                 let member = names[m].to_string();
                 let cmd = match op {
-                    0 => Command::Acquire { member, seen: (rev > 0).then_some(rev), at_least: to as u64 * 3 },
+                    0 => Command::Acquire { member, seen: (rev > 0).then_some(rev), at_least: to as u64 * 3, require_sync: rev % 2 == 0 },
                     1 => Command::Renew { member, revision: rev },
                     2 => Command::Handover { member, revision: rev, to: names[to].into() },
                     3 => Command::Release { member, revision: rev },
-                    _ => Command::SetSync { member, epoch: rev, standby: Some(names[to].into()) },
+                    _ => Command::SetSync { member, epoch: rev, standby: (rev != 5).then(|| names[to].into()) },
                 };
                 let before = v.clone();
                 let out = v.apply(i as u64 + 1, &cmd);
                 proptest::prop_assert!(v.epoch >= before.epoch);
+                if let Command::Acquire { member, require_sync: true, .. } = &cmd {
+                    // An automatic takeover only by the standby the sync key named.
+                    proptest::prop_assert!(!out.applied() || before.is_sync_standby(member));
+                }
                 if !out.applied() {
                     let mut b = before;
                     b.applied = i as u64 + 1;

@@ -291,7 +291,7 @@ impl AdminApi for Api {
             "/cluster" => Routed::Response(self.cluster().await),
             "/history" => Routed::Response(AdminResponse::ok(&self.mgr.history().await)),
             "/switchover" | "/promote" | "/demote" | "/lease" | "/vote" | "/pause"
-            | "/fleet/raft"
+            | "/fleet/raft" | "/failover" | "/restart" | "/reload" | "/reinitialize"
                 if req.method != Method::POST =>
             {
                 Routed::MethodNotAllowed("POST")
@@ -330,6 +330,19 @@ impl AdminApi for Api {
             }),
             "/demote" => Routed::Response(match req.json() {
                 Ok(r) => op_answer(self.mgr.demote(r).await),
+                Err(resp) => resp,
+            }),
+            "/failover" => Routed::Response(match req.json() {
+                Ok(r) => op_answer(self.mgr.failover_to(r).await),
+                Err(resp) => resp,
+            }),
+            "/restart" => Routed::Response(match req.json() {
+                Ok(r) => op_answer(self.mgr.restart_postgres(r).await),
+                Err(resp) => resp,
+            }),
+            "/reload" => Routed::Response(op_answer(self.mgr.reload_postgres().await)),
+            "/reinitialize" => Routed::Response(match req.json() {
+                Ok(r) => op_answer(self.mgr.reinitialize(r).await),
                 Err(resp) => resp,
             }),
             _ => Routed::NotFound,

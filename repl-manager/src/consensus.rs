@@ -140,6 +140,26 @@ pub struct Consensus {
     watch: Mutex<Watch>,
     /// The revision of this node's last committed claim.
     held: Mutex<Option<u64>>,
+    /// The newest state a proposal of this node's answered with: ahead of
+    /// this member's applied copy when it is not the Raft leader.
+    answered: Mutex<FleetView>,
+    /// The applied index last seen and the Unix time it was last seen to
+    /// move, or a proposal of this node's last committed.
+    contact: Mutex<(u64, Option<f64>)>,
+}
+
+/// Why a member the sync key does not name may not take over.
+pub fn not_in_sync_key(view: &FleetView) -> String {
+    match view.current_sync_standby() {
+        Some(s) => format!(
+            "the committed sync key names {s}, not this node: only the synchronous standby \
+             takes over automatically; promote by hand with force=true if you accept the loss"
+        ),
+        None => "the committed sync key names no standby (the primary was not replicating \
+                 synchronously): no member takes over automatically; promote by hand with \
+                 force=true if you accept the loss"
+            .into(),
+    }
 }
 
 /// Where a member keeps its Raft store.
@@ -265,6 +285,8 @@ impl Consensus {
             op_patience: cfg.failover.timeout(),
             watch: Mutex::new(Watch::default()),
             held: Mutex::new(None),
+            answered: Mutex::new(FleetView::default()),
+            contact: Mutex::new((0, None)),
         })
     }
 
@@ -313,7 +335,17 @@ impl Consensus {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match tokio::time::timeout(left, self.fs.propose(cmd.clone())).await {
-                Ok(Ok(o)) => return Ok(o),
+                Ok(Ok(o)) => {
+                    self.contact.lock().unwrap_or_else(|e| e.into_inner()).1 =
+                        Some(sidecar_kit::telemetry::unix_now());
+                    if let Some(v) = o.view() {
+                        let mut a = self.answered.lock().unwrap_or_else(|e| e.into_inner());
+                        if v.applied > a.applied {
+                            *a = v.clone();
+                        }
+                    }
+                    return Ok(o);
+                }
                 Ok(Err(e)) => {
                     if Instant::now() + Duration::from_millis(50) >= deadline {
                         return Err(e.to_string());
@@ -344,6 +376,70 @@ impl Consensus {
         held.unwrap_or(k.revision).max(k.revision)
     }
 
+    /// The newest committed state this member knows: its applied copy, or
+    /// what its own last proposal answered with if that is newer.
+    fn newest_view(&self) -> FleetView {
+        let local = self.fs.view();
+        let a = self.answered.lock().unwrap_or_else(|e| e.into_inner());
+        if a.applied > local.applied {
+            a.clone()
+        } else {
+            local
+        }
+    }
+
+    /// Unix seconds this member last heard from the group: its own
+    /// proposal committed, or its applied log moved (the primary renews
+    /// every round). Patroni's `dcs_last_seen`.
+    pub fn last_contact(&self) -> Option<f64> {
+        let applied = self.fs.view().applied;
+        let mut c = self.contact.lock().unwrap_or_else(|e| e.into_inner());
+        if applied > c.0 {
+            *c = (applied, Some(sidecar_kit::telemetry::unix_now()));
+        }
+        c.1
+    }
+
+    /// The standby the committed sync key names at the current epoch (the
+    /// only member that may take the key automatically).
+    pub fn sync_key(&self) -> Option<String> {
+        self.newest_view()
+            .current_sync_standby()
+            .map(str::to_string)
+    }
+
+    /// The key in `view`, when this node holds it; else why not.
+    fn held_by_me(&self, view: &FleetView) -> Result<LeaderKey, String> {
+        match &view.leader {
+            Some(k) if k.member == self.me => Ok(k.clone()),
+            Some(k) => Err(format!(
+                "{} holds the leader key at epoch {}, not this node",
+                k.member, k.epoch
+            )),
+            None => Err("nobody holds the leader key".into()),
+        }
+    }
+
+    /// The holder writes the sync key (`None`: no synchronous standby).
+    /// Patroni's order is the caller's: a standby enters it only once it
+    /// is named and caught up, and leaves it before it stops being named.
+    pub async fn set_sync(&self, standby: Option<&str>) -> Result<(), String> {
+        let k = self.held_by_me(&self.newest_view())?;
+        let cmd = Command::SetSync {
+            member: self.me.clone(),
+            epoch: k.epoch,
+            standby: standby.map(str::to_string),
+        };
+        match self.propose(cmd, self.patience).await? {
+            Outcome::Applied { .. } => Ok(()),
+            Outcome::Conflict { view } => Err(format!(
+                "the leader key moved meanwhile ({:?})",
+                view.leader
+            )),
+            Outcome::None => Err("the sync key write carried no command".into()),
+        }
+    }
+
     /// The primary's renewal, at the epoch it believes it holds.
     pub async fn renew(&self, epoch: i64) -> Claim {
         let view = self.fs.view();
@@ -353,6 +449,7 @@ impl Consensus {
                 member: self.me.clone(),
                 seen: None,
                 at_least,
+                require_sync: false,
             },
             Some(k) if k.member == self.me => Command::Renew {
                 member: self.me.clone(),
@@ -434,35 +531,42 @@ impl Consensus {
                 stand.as_secs_f64()
             ));
         }
-        self.take(key.map(|k| k.revision), at_least, self.patience)
+        self.take(key.map(|k| k.revision), at_least, true, self.patience)
             .await
     }
 
-    /// An operator's forced promotion: the key is taken against the
-    /// revision this member knows, without waiting for it to stand (the
-    /// operator has judged the primary gone). Still a compare-and-set: a
-    /// key that moved meanwhile is not taken.
-    pub async fn take_now(&self, at_least: i64) -> Result<i64, String> {
+    /// An operator's promotion: the key is taken against the revision this
+    /// member knows, without waiting for it to stand (the operator has
+    /// judged the primary gone). Still a compare-and-set: a key that moved
+    /// meanwhile is not taken; with `require_sync` (no force), only while
+    /// the sync key names this member.
+    pub async fn take_now(&self, at_least: i64, require_sync: bool) -> Result<i64, String> {
         let seen = self.fs.view().leader.map(|k| k.revision);
-        self.take(seen, at_least, self.op_patience).await
+        self.take(seen, at_least, require_sync, self.op_patience)
+            .await
     }
 
     async fn take(
         &self,
         seen: Option<u64>,
         at_least: i64,
+        require_sync: bool,
         within: Duration,
     ) -> Result<i64, String> {
         let cmd = Command::Acquire {
             member: self.me.clone(),
             seen,
             at_least: u64::try_from(at_least).unwrap_or(0),
+            require_sync,
         };
         match self.propose(cmd, within).await? {
             Outcome::Applied { view } => {
                 self.remember(&view);
                 let k = view.leader.ok_or("the key is empty after taking it")?;
                 Ok(i64::try_from(k.epoch).unwrap_or(i64::MAX))
+            }
+            Outcome::Conflict { view } if require_sync && !view.is_sync_standby(&self.me) => {
+                Err(not_in_sync_key(&view))
             }
             Outcome::Conflict { view } => Err(match view.leader {
                 Some(k) => format!(
@@ -479,17 +583,7 @@ impl Consensus {
     /// epoch and the revision it was handed over at (to take it back by
     /// compare-and-set if the target refuses).
     pub async fn handover(&self, to: &str) -> Result<(i64, u64), String> {
-        let view = self.fs.view();
-        let k = match &view.leader {
-            Some(k) if k.member == self.me => k.clone(),
-            Some(k) => {
-                return Err(format!(
-                    "{} holds the leader key at epoch {}, not this node",
-                    k.member, k.epoch
-                ))
-            }
-            None => return Err("nobody holds the leader key".into()),
-        };
+        let k = self.held_by_me(&self.fs.view())?;
         let cmd = Command::Handover {
             member: self.me.clone(),
             revision: self.my_revision(&k),
@@ -512,7 +606,8 @@ impl Consensus {
     /// compare-and-set on the handover's revision (so not if the target
     /// already renewed it).
     pub async fn take_back(&self, revision: u64, at_least: i64) -> Result<i64, String> {
-        self.take(Some(revision), at_least, self.op_patience).await
+        self.take(Some(revision), at_least, false, self.op_patience)
+            .await
     }
 
     /// Waits (bounded) until this member has applied a key naming

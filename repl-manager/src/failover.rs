@@ -255,6 +255,7 @@ impl Manager {
             }),
             raft_leader: self.consensus().and_then(|c| c.raft_leader()),
             key_trouble: f.key_trouble.clone(),
+            sync_key: self.consensus().and_then(|c| c.sync_key()),
         }
     }
 
@@ -1021,6 +1022,14 @@ impl Manager {
             return Err(Failure::Failed("this node is not a standby".into()));
         }
         let mine = st.receive_lsn.or(st.replay_lsn).unwrap_or_default();
+        // Only the standby the committed sync key names takes over
+        // automatically (the key's compare-and-set checks it again, in
+        // log order): said here before any vote is asked.
+        if let Some(view) = self.consensus().map(|c| c.view()) {
+            if !view.is_sync_standby(self.name()) {
+                return Err(Failure::Failed(crate::consensus::not_in_sync_key(&view)));
+            }
+        }
 
         // Ask for votes.
         let body = serde_json::to_value(VoteRequest {

@@ -15,10 +15,12 @@ pub mod config;
 pub mod consensus;
 pub mod failover;
 pub mod lsn;
+pub mod maintenance;
 pub mod manager;
 pub mod member;
 pub mod metrics;
 pub mod ops;
+pub mod patroni;
 mod primary;
 pub mod probe;
 pub mod server;
@@ -98,7 +100,7 @@ pub fn reset_fleet_state(args: &sidecar_kit::cli::ConfigArgs) -> std::process::E
 /// Runs `repl-manager` until `lifecycle` is shut down.
 pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
     let metrics = Metrics::new("repl-manager")?;
-    let repl_metrics = metrics::ReplMetrics::new(&metrics)?;
+    let repl_metrics = metrics::ReplMetrics::new(&metrics, &config.node.name)?;
     let admin = config.admin.clone();
     let mgr = Arc::new(Manager::new(config, repl_metrics)?);
     mgr.load_witness()?;

@@ -545,6 +545,32 @@ impl Manager {
                 .with_label_values(&[s.name.as_str()])
                 .set(s.retained_bytes.unwrap_or(0));
         }
+        let consensus = self.consensus();
+        let fleet = crate::patroni::Fleet {
+            unlocked: match consensus {
+                Some(c) => c.view().leader.is_none(),
+                None => st.primary.is_empty(),
+            },
+            sync_standby: match consensus {
+                Some(c) => c.sync_key().as_deref() == Some(self.name()),
+                None => st
+                    .failover
+                    .as_ref()
+                    .and_then(|f| f.report.as_ref())
+                    .is_some_and(|r| {
+                        r.sync_mode == aurora_api::repl::SyncMode::Sync
+                            && r.sync_standby.as_deref() == Some(self.name())
+                    }),
+            },
+            failsafe: !self.cfg.automatic_failover()
+                && st
+                    .failover
+                    .as_ref()
+                    .is_some_and(|f| f.key_trouble.is_some()),
+            last_contact: consensus.and_then(|c| c.last_contact()),
+            paused: self.paused(),
+        };
+        m.patroni.set(crate::patroni::Snapshot::of(&st, fleet));
         *lock(&self.last_state) = st.state.clone();
         st
     }

@@ -31,11 +31,20 @@ pub struct ReplMetrics {
     /// answer to a primary whose renewal just committed, this node's own
     /// record).
     pub uncommitted_epochs: IntCounterVec,
+    /// Patroni's own series (`patroni_*`), for its dashboards and alerts.
+    pub patroni: crate::patroni::PatroniMetrics,
 }
 
+/// The `scope` label of the `patroni_*` series (Patroni's cluster name):
+/// one fleet per Prometheus job, told apart by `job` and `instance`.
+pub const PATRONI_SCOPE: &str = "aurora";
+
 impl ReplMetrics {
-    pub fn new(m: &Metrics) -> Result<Self, prometheus::Error> {
+    /// `member`: this node's name, the `name` label of the `patroni_*`
+    /// series.
+    pub fn new(m: &Metrics, member: &str) -> Result<Self, prometheus::Error> {
         Ok(Self {
+            patroni: crate::patroni::PatroniMetrics::register(m.registry(), PATRONI_SCOPE, member)?,
             is_primary: m.gauge("is_primary", "1 when this node is the writable primary.")?,
             postgres_up: m.gauge("postgres_up", "1 when the local PostgreSQL answers.")?,
             timeline: m.gauge("timeline", "The local server's timeline.")?,

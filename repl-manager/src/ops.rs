@@ -51,7 +51,7 @@ impl From<Failure> for OpError {
 }
 
 impl Manager {
-    async fn busy_lock(&self) -> Result<tokio::sync::MutexGuard<'_, ()>, OpError> {
+    pub(crate) async fn busy_lock(&self) -> Result<tokio::sync::MutexGuard<'_, ()>, OpError> {
         match tokio::time::timeout(Duration::from_secs(10), self.op_lock.lock()).await {
             Ok(g) => Ok(g),
             Err(_) => Err(OpError::Refused(format!(
@@ -63,7 +63,7 @@ impl Manager {
         }
     }
 
-    async fn local_is_primary(&self) -> Result<bool, OpError> {
+    pub(crate) async fn local_is_primary(&self) -> Result<bool, OpError> {
         let client = self
             .local()
             .await
@@ -81,7 +81,7 @@ impl Manager {
             .map_err(|e| OpError::Refused(format!("{} does not answer: {e}", m.name)))
     }
 
-    fn member_or_refuse(&self, name: &str) -> Result<Member, OpError> {
+    pub(crate) fn member_or_refuse(&self, name: &str) -> Result<Member, OpError> {
         self.cfg
             .member(name)
             .cloned()
@@ -333,6 +333,35 @@ impl Manager {
         sidecar_kit::http_client::HttpClient::new(timeout)
     }
 
+    /// An operation run by another member: its report, or its refusal
+    /// (4xx: 409 here) or failure with its reason.
+    pub(crate) async fn forward_op(
+        &self,
+        m: &Member,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<OpReport, OpError> {
+        let url = m.url(path);
+        let timeout = Duration::from_secs(self.cfg.replication.switchover_timeout_secs * 3);
+        let resp = self
+            .http_long(timeout)
+            .send(Method::POST, &url, self.token(), Some(body))
+            .await
+            .map_err(|e| OpError::Failed(format!("{} does not answer: {e}", m.name)))?;
+        if resp.status.is_success() {
+            return resp.json(&url).map_err(|e| OpError::Failed(e.to_string()));
+        }
+        let reason = ok_or_status(&url, &resp)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        if resp.status.is_client_error() {
+            Err(OpError::Refused(reason))
+        } else {
+            Err(OpError::Failed(reason))
+        }
+    }
+
     /// Undo of a switchover that did not happen: start again as primary.
     async fn restart_as_primary(&self) -> Result<(), OpError> {
         settings::apply(&self.server, &self.cfg, &self.primary_desired())?;
@@ -382,30 +411,12 @@ impl Manager {
         };
         match answer {
             Ok((primary, s)) if s.is_primary() => {
-                let url = primary.url("/switchover");
                 let body = serde_json::to_value(SwitchoverRequest {
                     to: Some(self.name().to_string()),
                     force: req.force,
                 })
                 .unwrap_or_default();
-                let timeout = Duration::from_secs(self.cfg.replication.switchover_timeout_secs * 3);
-                let resp = self
-                    .http_long(timeout)
-                    .send(Method::POST, &url, self.token(), Some(&body))
-                    .await
-                    .map_err(|e| OpError::Failed(e.to_string()))?;
-                if resp.status.is_success() {
-                    return resp.json(&url).map_err(|e| OpError::Failed(e.to_string()));
-                }
-                let reason = ok_or_status(&url, &resp)
-                    .err()
-                    .map(|e| e.to_string())
-                    .unwrap_or_default();
-                if resp.status.is_client_error() {
-                    Err(OpError::Refused(reason))
-                } else {
-                    Err(OpError::Failed(reason))
-                }
+                self.forward_op(&primary, "/switchover", &body).await
             }
             other => {
                 let why = match other {
@@ -428,7 +439,19 @@ impl Manager {
                     ),
                     None => "how much would be lost is unknown (no member has a report from the primary)".into(),
                 };
-                if !req.force {
+                // The standby the committed sync key names has every write
+                // the primary acknowledged (Patroni's manual failover to the
+                // sync standby): no force needed, and the claim is checked
+                // against the sync key again when it commits.
+                let as_sync_standby = self
+                    .consensus()
+                    .is_some_and(|c| c.view().is_sync_standby(self.name()));
+                let loss = if as_sync_standby {
+                    "the committed sync key names this node: it has every write the primary acknowledged".to_string()
+                } else {
+                    loss
+                };
+                if !req.force && !as_sync_standby {
                     return Err(OpError::Refused(format!(
                         "the primary {} is not available ({why}); {loss}; pass force=true to promote anyway",
                         known.primary
@@ -438,7 +461,7 @@ impl Manager {
                 let started = Instant::now();
                 let record = match self.consensus() {
                     Some(c) => {
-                        let epoch = c.take_now(self.epoch() + 1).await.map_err(|e| {
+                        let epoch = c.take_now(self.epoch() + 1, as_sync_standby && !req.force).await.map_err(|e| {
                             OpError::Failed(format!(
                                 "the leader key: {e} (a forced promotion still needs a majority of members)"
                             ))
@@ -458,7 +481,7 @@ impl Manager {
                 self.set_activity(None);
                 self.metrics
                     .operations
-                    .with_label_values(&["promote", "forced"])
+                    .with_label_values(&["promote", if req.force { "forced" } else { "ok" }])
                     .inc();
                 let report = OpReport {
                     operation: "promote".into(),
@@ -467,7 +490,10 @@ impl Manager {
                     epoch: record.epoch,
                     seconds_to_writable: Some(started.elapsed().as_secs_f64()),
                     seconds_total: started.elapsed().as_secs_f64(),
-                    steps: vec![format!("forced promotion: {why}; {loss}")],
+                    steps: vec![format!(
+                        "{} promotion: {why}; {loss}",
+                        if req.force { "forced" } else { "manual" }
+                    )],
                     ..Default::default()
                 };
                 self.event(

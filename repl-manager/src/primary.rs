@@ -40,18 +40,12 @@ impl Manager {
 
     /// The settings a primary runs with right now.
     pub fn primary_desired(&self) -> Desired {
-        let sync = lock(&self.sync);
-        let names = match sync.mode {
-            cluster_db::SyncMode::Async => String::new(),
-            _ => {
-                let c: Vec<&str> = self
-                    .sync_candidates()
-                    .iter()
-                    .map(|m| m.name.as_str())
-                    .collect();
-                settings::sync_names(&c)
-            }
-        };
+        let c: Vec<&str> = self
+            .sync_candidates()
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect();
+        let names = lock(&self.sync).names(&c);
         Desired::Primary {
             synchronous_standby_names: names,
             fenced: !self.writes_allowed(),
@@ -185,11 +179,19 @@ impl Manager {
             .iter()
             .map(|m| m.name.as_str())
             .collect();
-        let decision = lock(&self.sync).decide(
+        let before = lock(&self.sync).clone();
+        let mut decision = lock(&self.sync).decide(
             &candidates,
             &standbys,
             Duration::from_secs(self.cfg.replication.sync_degrade_after_secs),
         );
+        if let Err(why) = self.sync_key_leaves_first(&decision).await {
+            // The names keep the standby the key names, and commits keep
+            // waiting for it, until the key has let it go.
+            tracing::warn!(reason = %why, "the synchronous standby names stay as they are");
+            *lock(&self.sync) = before;
+            decision = lock(&self.sync).hold(&candidates);
+        }
         self.metrics.sync_mode.set(match decision.mode {
             cluster_db::SyncMode::Async => 0,
             cluster_db::SyncMode::Sync => 1,
@@ -224,8 +226,104 @@ impl Manager {
             .await;
         }
         self.publish_replication(&decision).await;
+        self.sync_key_enters(&client, &standbys).await;
         self.reconcile_slots().await?;
         self.restart_if_pending().await
+    }
+
+    /// Who keeps the sync key: the Raft group, where failover is
+    /// automatic (nothing takes over automatically otherwise).
+    fn sync_key_keeper(&self) -> Option<&crate::consensus::Consensus> {
+        self.consensus().filter(|_| self.cfg.automatic_failover())
+    }
+
+    /// Patroni's order, first half: a standby leaves the committed sync
+    /// key *before* the names stop naming it (a degrade, a change of
+    /// standby), so no member the key names can lack a write the primary
+    /// acknowledged without it. If the key cannot be written, the caller
+    /// keeps the names. Paused, nobody takes over automatically: the names
+    /// follow the policy even if the key cannot be written, so writes keep
+    /// flowing (as the lease rule in pause).
+    async fn sync_key_leaves_first(&self, d: &crate::sync::SyncDecision) -> Result<(), String> {
+        let Some(c) = self.sync_key_keeper() else {
+            return Ok(());
+        };
+        let Some(held) = c.sync_key() else {
+            return Ok(());
+        };
+        if d.named.as_deref() == Some(held.as_str()) {
+            return Ok(());
+        }
+        match c.set_sync(None).await {
+            Ok(()) => {
+                self.event(
+                    "sync_key_left",
+                    json!({ "standby": held, "named": d.named }),
+                )
+                .await;
+                Ok(())
+            }
+            Err(e) if self.paused() => {
+                tracing::warn!(error = %e, standby = %held, "paused: the names change without the sync key");
+                Ok(())
+            }
+            Err(e) => Err(format!(
+                "the sync key still names {held} and could not be cleared: {e}"
+            )),
+        }
+    }
+
+    /// Patroni's order, second half: the named standby enters the sync
+    /// key only once it reports `sync` and has flushed what the primary
+    /// had written when it first reported `sync` (a round after the names
+    /// named it, so every backend commits synchronously by then). From
+    /// then on it is the one member that may take over automatically.
+    async fn sync_key_enters(
+        &self,
+        client: &tokio_postgres::Client,
+        standbys: &[probe::StandbyConn],
+    ) {
+        let Some(c) = self.sync_key_keeper() else {
+            return;
+        };
+        let (named, entering) = {
+            let t = lock(&self.sync);
+            (t.named.clone(), t.entering.clone())
+        };
+        let Some(named) = named else {
+            return;
+        };
+        if c.sync_key().as_deref() == Some(named.as_str()) {
+            return;
+        }
+        let Some(conn) = standbys
+            .iter()
+            .find(|s| s.name == named && s.sync_state == "sync")
+        else {
+            return;
+        };
+        match entering {
+            Some((who, at)) if who == named => {
+                if conn.flush_lsn.is_some_and(|f| f >= at) {
+                    match c.set_sync(Some(&named)).await {
+                        Ok(()) => {
+                            self.event(
+                                "sync_key_entered",
+                                json!({ "standby": named, "position": at }),
+                            )
+                            .await
+                        }
+                        Err(e) => {
+                            tracing::info!(error = %e, standby = %named, "the sync key was not written; next round")
+                        }
+                    }
+                }
+            }
+            _ => match probe::current_lsn(client).await {
+                Ok(at) => lock(&self.sync).entering = Some((named, at)),
+                Err(e) => tracing::debug!(error = %e, "position for the sync key"),
+            },
+        }
     }
 
     /// `pg_promote()` and wait for it.

@@ -32,7 +32,10 @@ pub async fn server_state(client: &Client) -> Result<ServerState, ProbeError> {
                     pg_last_wal_replay_lsn()::text,
                     extract(epoch FROM pg_last_xact_replay_timestamp())::float8,
                     current_setting('synchronous_standby_names'),
-                    ARRAY(SELECT name FROM pg_settings WHERE pending_restart ORDER BY name)",
+                    ARRAY(SELECT name FROM pg_settings WHERE pending_restart ORDER BY name),
+                    extract(epoch FROM pg_postmaster_start_time())::float8,
+                    current_setting('server_version_num')::int4,
+                    CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END",
             &[],
         )
         .await?;
@@ -54,6 +57,9 @@ pub async fn server_state(client: &Client) -> Result<ServerState, ProbeError> {
         last_replay_at: row.get(7),
         synchronous_standby_names: row.get(8),
         pending_restart: row.get(9),
+        postmaster_start_time: row.get(10),
+        server_version_num: row.get(11),
+        replay_paused: row.get(12),
     })
 }
 

@@ -398,7 +398,7 @@ impl Manager {
     }
 
     /// Moves the data directory aside and clones a fresh one.
-    async fn reclone(&self, reason: &str) -> Result<(), Failure> {
+    pub(crate) async fn reclone(&self, reason: &str) -> Result<(), Failure> {
         self.set_activity(Some("re-cloning"));
         self.server.hold_if_external()?;
         if self.server.is_running().await {

@@ -3,8 +3,8 @@
 //! Candidates are the lead and the backup other than the primary itself:
 //! normally the backup; after a switchover, the former lead.
 //!
-//! - `sync`: `synchronous_standby_names = FIRST 1 (candidates)`; a commit
-//!   is acknowledged only once a candidate has flushed it.
+//! - `sync`: `synchronous_standby_names = FIRST 1 ("one candidate")`; a
+//!   commit is acknowledged only once that candidate has flushed it.
 //! - Non-strict (default, as Patroni's non-strict synchronous mode): when
 //!   no candidate has streamed for `sync_degrade_after_secs`, the primary
 //!   degrades to `async` (empty names) so writes keep flowing. From then on
@@ -19,14 +19,12 @@
 //! has no synchronous standby yet, and blocking every write until one
 //! connects would make a switchover stall.
 //!
-//! A degrade takes effect at once and reaches the members with the next
-//! lease request (within a probe interval). A promotion in that window is
-//! refused by the candidate's lost-sight rule (see `failover.rs`: it lost
-//! the primary `sync_degrade_after_secs` before the voters did), and the
-//! voters' witness files keep what they heard across a restart. Patroni
-//! orders it the other way (the `/sync` key is updated before
-//! `synchronous_standby_names` is emptied); with the Raft-backed sync key of
-//! #15 this will too.
+//! Where failover is automatic, the sync key on the fleet's Raft group
+//! follows the names in Patroni's order (`primary.rs`): a standby leaves
+//! the key before the names stop naming it and enters it only once it is
+//! named, reports `sync` and has caught up. Only the member the key names
+//! takes over automatically. The names name one standby so the key can say
+//! exactly who that is.
 
 use std::time::{Duration, Instant};
 
@@ -37,11 +35,17 @@ use crate::manager::SyncView;
 use crate::probe::StandbyConn;
 use crate::settings::sync_names;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct SyncTracker {
     strict: bool,
     pub mode: SyncMode,
     pub standby: Option<String>,
+    /// The one standby `synchronous_standby_names` names (`None`: empty).
+    pub named: Option<String>,
+    /// The standby entering the sync key, and the primary's position once
+    /// the names named it and it reported `sync`: it enters when it has
+    /// flushed that far.
+    pub entering: Option<(String, crate::lsn::Lsn)>,
     missing_since: Option<Instant>,
     degraded_since: Option<f64>,
 }
@@ -52,6 +56,8 @@ pub struct SyncDecision {
     pub names: String,
     pub mode: SyncMode,
     pub standby: Option<String>,
+    /// The standby the names name.
+    pub named: Option<String>,
     /// `Some(event kind)` when the mode changed.
     pub transition: Option<&'static str>,
 }
@@ -66,6 +72,8 @@ impl SyncTracker {
                 SyncMode::Async
             },
             standby: None,
+            named: None,
+            entering: None,
             missing_since: None,
             degraded_since: Some(unix_now()),
         }
@@ -76,7 +84,8 @@ impl SyncTracker {
     pub fn reset(&mut self, current_names: &str) {
         let fresh = Self::new(self.strict);
         *self = fresh;
-        if !current_names.trim().is_empty() && !self.strict {
+        self.named = first_named(current_names);
+        if self.named.is_some() && !self.strict {
             self.mode = SyncMode::Sync;
             self.degraded_since = None;
         }
@@ -91,50 +100,86 @@ impl SyncTracker {
         }
     }
 
+    /// The names for the standby named now; before any decision, every
+    /// candidate in strict mode (a strict primary never starts
+    /// acknowledging alone).
+    pub fn names(&self, candidates: &[&str]) -> String {
+        match (&self.named, self.mode) {
+            (_, SyncMode::Async) => String::new(),
+            (Some(n), _) => sync_names(&[n.as_str()]),
+            (None, _) => sync_names(candidates),
+        }
+    }
+
+    /// What is set now, unchanged (a round that keeps the names).
+    pub fn hold(&self, candidates: &[&str]) -> SyncDecision {
+        SyncDecision {
+            names: self.names(candidates),
+            mode: self.mode,
+            standby: self.standby.clone(),
+            named: self.named.clone(),
+            transition: None,
+        }
+    }
+
+    /// The names name one standby, so the sync key (see `primary.rs`) can
+    /// say exactly who could have acknowledged a commit: the one already
+    /// named while it streams, else the first candidate that streams.
     pub fn decide(
         &mut self,
         candidates: &[&str],
         standbys: &[StandbyConn],
         degrade_after: Duration,
     ) -> SyncDecision {
-        let streaming = candidates
-            .iter()
-            .find(|c| standbys.iter().any(|s| s.name == **c && s.is_live()))
-            .map(|c| c.to_string());
-        let full = sync_names(candidates);
+        let live = |c: &str| standbys.iter().any(|s| s.name == c && s.is_live());
+        let named_now = self
+            .named
+            .clone()
+            .filter(|n| candidates.contains(&n.as_str()));
+        let streaming = named_now
+            .clone()
+            .filter(|n| live(n))
+            .or_else(|| candidates.iter().find(|c| live(c)).map(|c| c.to_string()));
+        let waiting_for = named_now
+            .clone()
+            .or_else(|| candidates.first().map(|c| c.to_string()));
         let before = self.mode;
-        let names = if self.strict {
+        let named = if self.strict {
             self.mode = if streaming.is_some() {
                 SyncMode::Sync
             } else {
                 SyncMode::Blocked
             };
-            full
+            streaming.clone().or(waiting_for)
         } else {
             match (self.mode, &streaming) {
-                (_, Some(_)) => {
+                (_, Some(s)) => {
                     self.missing_since = None;
                     self.mode = SyncMode::Sync;
-                    full
+                    Some(s.clone())
                 }
                 (SyncMode::Sync, None) => {
                     let since = *self.missing_since.get_or_insert_with(Instant::now);
                     if since.elapsed() >= degrade_after {
                         self.mode = SyncMode::Async;
-                        String::new()
+                        None
                     } else {
                         // Commits wait for the standby a little longer.
-                        full
+                        waiting_for
                     }
                 }
                 (_, None) => {
                     self.mode = SyncMode::Async;
-                    String::new()
+                    None
                 }
             }
         };
         if candidates.is_empty() && !self.strict {
             self.mode = SyncMode::Async;
+        }
+        self.named = if candidates.is_empty() { None } else { named };
+        if self.entering.as_ref().map(|(n, _)| n) != self.named.as_ref() {
+            self.entering = None;
         }
         self.standby = match self.mode {
             SyncMode::Sync => streaming,
@@ -159,16 +204,27 @@ impl SyncTracker {
             })
         };
         SyncDecision {
-            names: if candidates.is_empty() {
-                String::new()
-            } else {
-                names
-            },
+            names: self.names(candidates),
             mode: self.mode,
             standby: self.standby.clone(),
+            named: self.named.clone(),
             transition,
         }
     }
+}
+
+/// The first standby a `synchronous_standby_names` value names (ours are
+/// `FIRST 1 ("name", ...)`; a bare list or `ANY` reads the same way).
+pub fn first_named(names: &str) -> Option<String> {
+    let inner = match (names.find('('), names.rfind(')')) {
+        (Some(a), Some(b)) if a < b => &names[a + 1..b],
+        _ => names,
+    };
+    inner
+        .split(',')
+        .map(|n| n.trim().trim_matches('"').trim())
+        .find(|n| !n.is_empty() && *n != "*")
+        .map(str::to_string)
 }
 
 #[cfg(test)]
@@ -225,6 +281,44 @@ mod tests {
         assert_eq!(d.names, "FIRST 1 (\"backup\")");
         let d = t.decide(&["backup"], &[conn("backup", "streaming")], Duration::ZERO);
         assert_eq!(d.mode, SyncMode::Sync);
+    }
+
+    #[test]
+    fn the_names_name_one_standby_and_keep_it_while_it_streams() {
+        let mut t = SyncTracker::new(false);
+        let cands = ["backup", "lead"];
+        let long = Duration::from_secs(3600);
+        let d = t.decide(&cands, &[conn("lead", "streaming")], long);
+        assert_eq!(d.names, "FIRST 1 (\"lead\")");
+        // The backup streams too: the lead stays named (no churn).
+        let both = [conn("backup", "streaming"), conn("lead", "streaming")];
+        let d = t.decide(&cands, &both, long);
+        assert_eq!(d.named.as_deref(), Some("lead"));
+        // The lead goes: the backup, which streams, is named at once.
+        let d = t.decide(&cands, &[conn("backup", "streaming")], long);
+        assert_eq!(d.names, "FIRST 1 (\"backup\")");
+        assert_eq!((d.mode, d.transition), (SyncMode::Sync, None));
+        // Strict, nobody streams: the names keep the last one named.
+        let mut s = SyncTracker::new(true);
+        let d = s.decide(&cands, &[conn("lead", "streaming")], long);
+        assert_eq!(d.names, "FIRST 1 (\"lead\")");
+        let d = s.decide(&cands, &[], Duration::ZERO);
+        assert_eq!(
+            (d.mode, d.names.as_str()),
+            (SyncMode::Blocked, "FIRST 1 (\"lead\")")
+        );
+    }
+
+    #[test]
+    fn the_first_named_standby_is_read_back_from_the_setting() {
+        assert_eq!(
+            first_named("FIRST 1 (\"backup\", \"lead\")").as_deref(),
+            Some("backup")
+        );
+        assert_eq!(first_named("\"c1\"").as_deref(), Some("c1"));
+        assert_eq!(first_named("ANY 1 (a, b)").as_deref(), Some("a"));
+        assert_eq!(first_named(""), None);
+        assert_eq!(first_named("*"), None);
     }
 
     #[test]

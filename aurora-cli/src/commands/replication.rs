@@ -5,8 +5,9 @@ use std::io::{BufRead, IsTerminal};
 use std::time::{Duration, Instant};
 
 use aurora_api::repl::{
-    ClusterMember, ClusterView, DemoteRequest, FailoverView, History, NodeState, NodeStatus,
-    OpReport, PauseReport, PauseRequest, PromoteRequest, SwitchoverRequest, SyncMode,
+    ClusterMember, ClusterView, DemoteRequest, FailoverView, History, MaintenanceReport, NodeState,
+    NodeStatus, OpReport, PauseReport, PauseRequest, PromoteRequest, ReinitializeRequest,
+    SwitchoverRequest, SyncMode,
 };
 use hyper::StatusCode;
 
@@ -321,8 +322,7 @@ fn synchronous_standby(members: &[ClusterMember], primary: &str) -> Option<Strin
         .iter()
         .map(|m| &m.status)
         .find(|m| m.node == primary && m.is_primary())?;
-    let sync = p.sync.as_ref().filter(|s| s.mode == SyncMode::Sync)?;
-    let standby = sync.standby.as_deref()?;
+    let standby = p.synchronous_standby()?;
     let streams = p
         .replicas
         .iter()
@@ -449,6 +449,46 @@ pub async fn promote(config: &NodeConfig, yes: bool, force: bool, as_json: bool)
     .await?;
     drop(progress);
     report("promote", answer, started.elapsed(), as_json)
+}
+
+/// `reinit`: this standby moves its data directory aside and clones a
+/// fresh one from the primary (`POST /reinitialize`).
+pub async fn reinit(config: &NodeConfig, yes: bool, force: bool, as_json: bool) -> CliResult {
+    let api = Api::new(config);
+    let me = &config.node.name;
+    confirm(
+        &format!("Re-clone {me} from the primary (its data directory is moved aside)?"),
+        yes,
+    )?;
+    let answer = api
+        .post(
+            Sidecar::ReplManager,
+            "/reinitialize",
+            &ReinitializeRequest { force },
+            OP_TIMEOUT,
+        )
+        .await?;
+    if !answer.status.is_success() {
+        return Err(CliError::failed(format!(
+            "reinit refused ({}): {}",
+            answer.status,
+            reason(&answer.body)
+        )));
+    }
+    let r: MaintenanceReport = answer.read("/reinitialize")?;
+    if as_json {
+        output::print_json(&r);
+    } else {
+        for step in &r.steps {
+            outln!("{step}");
+        }
+        outln!(
+            "{} re-cloned in {}",
+            r.node,
+            output::duration_secs(r.seconds)
+        );
+    }
+    Ok(())
 }
 
 /// `pause` / `resume`: maintenance mode on every member (or this one with

@@ -33,6 +33,7 @@ fn acquire(member: &str, seen: Option<u64>) -> Command {
         member: member.into(),
         seen,
         at_least: 0,
+        require_sync: false,
     }
 }
 

@@ -54,7 +54,7 @@ async fn external_supervision_clones_and_switches_over_through_the_hold_file() {
 
     fleet
         .wait_status("lead", T, "sync mode", |s| {
-            s.sync.as_ref().is_some_and(|v| v.mode == "sync")
+            s.synchronous_standby().is_some()
         })
         .await;
     // Sync can be reached just before the primary restarts once to apply a

@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::support::ns::{lost_writes, now, report, InsideWriter, Ledger, NsFleet, TOKEN};
-use crate::support::Members;
+use crate::support::{wait_row, Members};
+use aurora_api::repl::NodeStatus;
 use cluster_db::Role;
 use hyper::StatusCode;
 use serde_json::json;
@@ -86,7 +87,7 @@ async fn minority_and_backup_partitions_change_nothing_and_a_dead_lead_is_replac
     fleet.heal("backup");
     fleet
         .wait_status("lead", T, "the backup in sync again", |s| {
-            s.sync.as_ref().is_some_and(|v| v.mode == "sync")
+            s.synchronous_standby().is_some()
         })
         .await;
     let b = fleet.status("backup").await.unwrap();
@@ -157,9 +158,7 @@ async fn minority_and_backup_partitions_change_nothing_and_a_dead_lead_is_replac
 /// moment tests nothing. Seen under load.)
 async fn in_sync(fleet: &NsFleet, primary: &str, standby: &str) {
     fleet
-        .wait_status(primary, T, "sync", |s| {
-            s.sync.as_ref().is_some_and(|v| v.mode == "sync")
-        })
+        .wait_status(primary, T, "sync", |s| s.synchronous_standby().is_some())
         .await;
     for n in fleet.nodes.iter().map(|n| n.name.clone()) {
         if n == primary {
@@ -331,7 +330,9 @@ async fn a_backup_that_missed_acknowledged_writes_is_not_promoted() {
     report("stale-backup", &f);
     assert_eq!((b.state.as_str(), b.epoch), ("replica", 1), "{b:?}");
     assert!(
-        attempt.contains("async") || attempt.contains("lost the primary"),
+        attempt.contains("sync key")
+            || attempt.contains("async")
+            || attempt.contains("lost the primary"),
         "the refusal should say why: {attempt:?}"
     );
     // The operator is told what a forced promotion loses.
@@ -363,6 +364,22 @@ async fn a_backup_that_missed_acknowledged_writes_is_not_promoted() {
 /// promote: every write the lead acknowledged after degrading was lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_restarted_witness_still_stops_a_backup_that_missed_acknowledged_writes() {
+    stale_backup_after_power_loss(false).await;
+}
+
+/// The same, but the compute node comes back without any memory of what
+/// the primary told it (its witness file gone, as after a reinstall of
+/// the sidecar or a state directory on a lost volume): the reports are no
+/// evidence at all then, and the backup's own last report still says it
+/// was the synchronous standby. The sync key, committed on the Raft group
+/// before the lead emptied its synchronous standby names (Patroni's
+/// order), is what refuses: it names nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_sync_key_stops_a_stale_backup_even_when_every_report_is_forgotten() {
+    stale_backup_after_power_loss(true).await;
+}
+
+async fn stale_backup_after_power_loss(forget_reports: bool) {
     let mut fleet = three_in_sync(&format!("{SETTINGS}sync_degrade_after_secs = 6\n")).await;
     fleet.cut("backup");
     fleet
@@ -387,6 +404,10 @@ async fn a_restarted_witness_still_stops_a_backup_that_missed_acknowledged_write
     // Power loss on the lead and the compute node at once.
     fleet.kill("lead").await;
     fleet.kill("c1").await;
+    if forget_reports {
+        let witness = fleet.node("c1").pg.dir().join("repl-state.witness");
+        std::fs::remove_file(&witness).unwrap();
+    }
     fleet.restart("c1");
     fleet.heal("backup");
     // Long past the failover timeout and c1's "started too recently".
@@ -400,14 +421,23 @@ async fn a_restarted_witness_still_stops_a_backup_that_missed_acknowledged_write
     let mut f = BTreeMap::new();
     f.insert("backup_state", b.state.to_string());
     f.insert("refusal", format!("{attempt:?}"));
-    report("stale-backup-witness-restarted", &f);
+    report(
+        if forget_reports {
+            "stale-backup-reports-forgotten"
+        } else {
+            "stale-backup-witness-restarted"
+        },
+        &f,
+    );
     assert_eq!(
         (b.state.as_str(), b.epoch),
         ("replica", 1),
         "the backup promoted on a restarted witness's vote: {attempt:?}"
     );
     assert!(
-        attempt.contains("async") || attempt.contains("lost the primary"),
+        attempt.contains("sync key")
+            || attempt.contains("async")
+            || attempt.contains("lost the primary"),
         "the refusal should say why: {attempt:?}"
     );
     // The lead comes back: nothing it acknowledged is lost.
@@ -456,9 +486,7 @@ async fn an_old_primary_that_learns_a_newer_epoch_stops_writing_without_reaching
     let fleet = NsFleet::start(&nodes, &settings).await;
     fleet.wait_healthy("lead", &["backup", "c1"], T).await;
     fleet
-        .wait_status("lead", T, "sync", |s| {
-            s.sync.as_ref().is_some_and(|v| v.mode == "sync")
-        })
+        .wait_status("lead", T, "sync", |s| s.synchronous_standby().is_some())
         .await;
     fleet.cut_between("lead", "backup");
     fleet
@@ -851,11 +879,7 @@ async fn one_way_loss_between_lead_and_backup_never_makes_two_primaries() {
             .collect();
         fleet.wait_healthy(&primary, &others, T).await;
         let now_sync = fleet
-            .wait_status(&primary, T, "sync", |s| {
-                s.sync
-                    .as_ref()
-                    .is_some_and(|v| v.mode == "sync" && v.standby.is_some())
-            })
+            .wait_status(&primary, T, "sync", |s| s.synchronous_standby().is_some())
             .await;
         let next_standby = now_sync.sync.and_then(|v| v.standby).unwrap();
         in_sync(&fleet, &primary, &next_standby).await;
@@ -1178,4 +1202,156 @@ async fn a_forged_epoch_on_one_member_is_never_adopted() {
     report("forged-epoch", &f);
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
     assert_eq!(doubles, 0, "two writable primaries at once");
+}
+
+/// Patroni's operator endpoints on a live fleet: `/reload`, `/restart`
+/// (with its `role` and `restart_pending` filters), `/reinitialize` (a
+/// primary and a healthy standby refused; forced, a re-clone that keeps the
+/// old directory aside) and `/failover` while paused: the lead dies, a
+/// candidate that is not the synchronous standby is refused with what it
+/// would lose, and the one the sync key names is promoted without `force`,
+/// with every row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn patroni_operator_endpoints_restart_reload_reinitialize_and_fail_over() {
+    let mut fleet = three_in_sync(SETTINGS).await;
+    let lc = fleet.connect("lead").await;
+    lc.batch_execute("CREATE TABLE ops AS SELECT g AS id FROM generate_series(1, 100) g")
+        .await
+        .unwrap();
+    drop(lc);
+
+    let r = fleet.post("c1", "/reload", json!({}), Some(TOKEN)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(
+        r.text().contains("\"operation\":\"reload\""),
+        "{}",
+        r.text()
+    );
+
+    // Filters that do not match restart nothing; unknown fields are a 400.
+    let r = fleet
+        .post("c1", "/restart", json!({ "role": "primary" }), Some(TOKEN))
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
+    let r = fleet
+        .post(
+            "c1",
+            "/restart",
+            json!({ "restart_pending": true }),
+            Some(TOKEN),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
+    assert!(r.text().contains("restart_pending"), "{}", r.text());
+    let r = fleet
+        .post("c1", "/restart", json!({ "schedule": "now" }), Some(TOKEN))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    let r = fleet.post("c1", "/restart", json!({}), None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text());
+    let before = fleet.status("c1").await.unwrap();
+    let r = fleet.post("c1", "/restart", json!({}), Some(TOKEN)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    fleet.wait_healthy("lead", &["backup", "c1"], T).await;
+    let after = fleet.status("c1").await.unwrap();
+    let started = |s: &NodeStatus| s.postgres.as_ref().and_then(|p| p.postmaster_start_time);
+    assert!(
+        started(&after) > started(&before),
+        "c1's postmaster did not restart: {:?} then {:?}",
+        started(&before),
+        started(&after)
+    );
+    // The primary restarts too, and keeps its role and epoch.
+    let r = fleet
+        .post(
+            "lead",
+            "/restart",
+            json!({ "role": "primary" }),
+            Some(TOKEN),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let lead = fleet.status("lead").await.unwrap();
+    assert!(lead.is_primary() && lead.epoch == 1, "{lead:?}");
+    fleet.wait_healthy("lead", &["backup", "c1"], T).await;
+
+    // Reinitialize: refused on the primary and on a healthy standby.
+    let r = fleet
+        .post("lead", "/reinitialize", json!({}), Some(TOKEN))
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
+    let r = fleet
+        .post("c1", "/reinitialize", json!({}), Some(TOKEN))
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
+    assert!(r.text().contains("force"), "{}", r.text());
+    let r = fleet
+        .post("c1", "/reinitialize", json!({ "force": true }), Some(TOKEN))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    fleet.wait_healthy("lead", &["backup", "c1"], T).await;
+    let c1 = fleet.status("c1").await.unwrap();
+    assert_eq!(c1.aside_dirs.len(), 1, "the old directory is kept: {c1:?}");
+    let cc = fleet.connect("c1").await;
+    assert!(wait_row(&cc, "SELECT 1 FROM ops WHERE id = 100", T).await);
+    drop(cc);
+
+    // /failover while paused (nothing takes over by itself).
+    in_sync(&fleet, "lead", "backup").await;
+    let r = fleet
+        .post("lead", "/pause", json!({ "paused": true }), Some(TOKEN))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let lc = fleet.connect("lead").await;
+    lc.batch_execute("INSERT INTO ops SELECT g FROM generate_series(101, 200) g")
+        .await
+        .unwrap();
+    drop(lc);
+    fleet.kill("lead").await;
+    let r = fleet
+        .post(
+            "backup",
+            "/failover",
+            json!({ "candidate": "backup", "leader": "c1" }),
+            Some(TOKEN),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
+    assert!(r.text().contains("not the primary"), "{}", r.text());
+    let r = fleet
+        .post(
+            "backup",
+            "/failover",
+            json!({ "candidate": "c1" }),
+            Some(TOKEN),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
+    assert!(r.text().contains("force=true"), "{}", r.text());
+    let r = fleet
+        .post(
+            "c1",
+            "/failover",
+            json!({ "candidate": "backup", "leader": "lead" }),
+            Some(TOKEN),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(
+        r.text().contains("sync key names this node"),
+        "{}",
+        r.text()
+    );
+    fleet
+        .wait_status("backup", T, "primary at epoch 2", |s| {
+            s.is_primary() && s.epoch == 2
+        })
+        .await;
+    let bc = fleet.connect("backup").await;
+    let n: i64 = bc
+        .query_one("SELECT count(*) FROM ops", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 200, "every acknowledged row is on the new primary");
 }

@@ -6,7 +6,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::support::{wait_row, Fleet, FleetSpec, Members, TOKEN};
 use aurora_api::repl::{
@@ -38,7 +38,7 @@ async fn fleet_streams_answers_health_checks_and_switches_over_without_loss() {
     // backup as "sync" (seen in CI): wait for both.
     let lead = fleet
         .wait_status("lead", T, "sync mode, the backup's walsender sync", |s| {
-            s.sync.as_ref().is_some_and(|v| v.mode == "sync")
+            s.synchronous_standby().is_some()
                 && s.replicas
                     .iter()
                     .any(|r| r.name == "backup" && r.sync_state == "sync")
@@ -123,6 +123,34 @@ async fn fleet_streams_answers_health_checks_and_switches_over_without_loss() {
         fleet.get("c1", "/sync").await.status,
         StatusCode::SERVICE_UNAVAILABLE
     );
+    // Patroni's own series, same names and meanings, for the dashboards
+    // and alerts people already run. The backup is the sync standby once
+    // its copy of the sync key says so (its next status refresh).
+    let deadline = Instant::now() + T;
+    loop {
+        let lead_m = fleet.get("lead", "/metrics").await.text();
+        let backup_m = fleet.get("backup", "/metrics").await.text();
+        let c1_m = fleet.get("c1", "/metrics").await.text();
+        let ok = patroni(&lead_m, "patroni_primary") == Some(1.0)
+            && patroni(&lead_m, "patroni_xlog_location").is_some_and(|v| v > 0.0)
+            && patroni(&lead_m, "patroni_cluster_unlocked") == Some(0.0)
+            && patroni(&lead_m, "patroni_postgres_timeline") == Some(1.0)
+            && patroni(&backup_m, "patroni_replica") == Some(1.0)
+            && patroni(&backup_m, "patroni_sync_standby") == Some(1.0)
+            && patroni(&backup_m, "patroni_postgres_streaming") == Some(1.0)
+            && patroni(&backup_m, "patroni_xlog_received_location").is_some_and(|v| v > 0.0)
+            && patroni(&backup_m, "patroni_dcs_last_seen").is_some_and(|v| v > 0.0)
+            && patroni(&c1_m, "patroni_sync_standby") == Some(0.0)
+            && patroni(&c1_m, "patroni_postgres_state") == Some(5.0);
+        if ok {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "patroni_* series:\nlead:\n{lead_m}\nbackup:\n{backup_m}\nc1:\n{c1_m}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let bad = fleet.get("c1", "/replica?lag=lots").await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.text());
     assert_eq!(fleet.get("lead", "/liveness").await.status, StatusCode::OK);
@@ -318,7 +346,7 @@ async fn fleet_streams_answers_health_checks_and_switches_over_without_loss() {
     // And back: the former lead is primary again at epoch 3.
     fleet
         .wait_status("backup", T, "sync with the old lead", |s| {
-            s.sync.as_ref().is_some_and(|v| v.mode == "sync")
+            s.synchronous_standby().is_some()
         })
         .await;
     let resp = fleet
@@ -458,4 +486,13 @@ async fn write_load(dsn: String, acked: Arc<Mutex<Vec<i64>>>, stop: Arc<AtomicBo
         }
     }
     (attempted, after_failure)
+}
+
+/// The value of a `patroni_*` series (labelled `scope`, `name`) in a
+/// Prometheus exposition.
+fn patroni(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(&format!("{series}{{scope=")))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
 }
