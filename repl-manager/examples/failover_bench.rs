@@ -15,6 +15,11 @@
 //!
 //! `KEY=0` runs without the leader key on the Raft group (the lease/vote
 //! protocol alone), to measure what the key costs.
+//!
+//! `FAULT=switchover`: no fault; `POST /switchover` to the other node. It
+//! measures the client-visible write gap: the longest time between two
+//! consecutive acknowledged writes around the switchover, reconnects
+//! included.
 
 #![allow(clippy::unwrap_used)]
 
@@ -43,6 +48,8 @@ async fn main() {
     let timeout = env_f64("TIMEOUT", 5.0);
     let key = env_f64("KEY", 1.0) != 0.0;
     let blackhole = std::env::var("FAULT").is_ok_and(|f| f == "blackhole");
+    let switchover = std::env::var("FAULT").is_ok_and(|f| f == "switchover");
+    let mut gaps = Vec::new();
     let nodes = vec![
         ("lead", Role::Lead),
         ("backup", Role::Backup),
@@ -68,15 +75,20 @@ async fn main() {
         let other = if primary == "lead" { "backup" } else { "lead" };
         fleet
             .wait_status(primary, T, "in sync", |s| {
-                s.sync.as_ref().is_some_and(|v| v.mode == "sync")
-                    && s.failover.as_ref().is_some_and(|f| !f.fenced)
+                s.synchronous_standby().is_some() && s.failover.as_ref().is_some_and(|f| !f.fenced)
             })
             .await;
         // Every member must have heard the primary's sync report.
         tokio::time::sleep(Duration::from_millis((probe * 2500.0) as u64)).await;
         let killed = now();
         let started = Instant::now();
-        if blackhole {
+        if switchover {
+            let body = serde_json::json!({ "to": other });
+            let r = fleet
+                .post(primary, "/switchover", body, Some(support::ns::TOKEN))
+                .await;
+            assert!(r.status.is_success(), "round {round}: {}", r.text());
+        } else if blackhole {
             fleet.cut(primary);
         } else {
             fleet.kill(primary).await;
@@ -98,7 +110,23 @@ async fn main() {
             "round {round}: {primary} {}, {other} took writes after {first:.2} s",
             if blackhole { "black-holed" } else { "killed" }
         );
-        if blackhole {
+        if switchover {
+            // Writes settle on the new primary; the longest wait between
+            // two acknowledgements from just before the request on.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let mut ts: Vec<f64> = ledger
+                .acked
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(_, t, _)| *t)
+                .filter(|t| *t >= killed - 0.5)
+                .collect();
+            ts.sort_by(f64::total_cmp);
+            let gap = ts.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+            eprintln!("round {round}: longest write gap {gap:.3} s");
+            gaps.push(gap);
+        } else if blackhole {
             fleet.heal(primary);
         } else {
             fleet.restart(primary);
@@ -113,6 +141,22 @@ async fn main() {
     let mut sorted = times.clone();
     sorted.sort_by(f64::total_cmp);
     let median = sorted[sorted.len() / 2];
+    if switchover {
+        gaps.sort_by(f64::total_cmp);
+        println!(
+            "switchover (probe {probe} s, timeout {timeout} s, leader key {}), {rounds} under write load: \
+             client-visible write gap min {:.3} s, median {:.3} s, max {:.3} s; request -> first write on the \
+             new primary median {median:.2} s; {} writes acknowledged, {} lost",
+            if key { "on" } else { "off" },
+            gaps[0],
+            gaps[gaps.len() / 2],
+            gaps[gaps.len() - 1],
+            acked.len(),
+            lost.len()
+        );
+        assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+        return;
+    }
     println!(
         "failover (probe {probe} s, timeout {timeout} s, leader key {}), {rounds} {} under write load: \
          fault -> first acknowledged write on the new primary min {:.2} s, median {median:.2} s, max {:.2} s; \
