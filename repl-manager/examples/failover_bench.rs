@@ -108,7 +108,13 @@ async fn main() {
         times.push(first);
         eprintln!(
             "round {round}: {primary} {}, {other} took writes after {first:.2} s",
-            if blackhole { "black-holed" } else { "killed" }
+            if switchover {
+                "switched over"
+            } else if blackhole {
+                "black-holed"
+            } else {
+                "killed"
+            }
         );
         if switchover {
             // Writes settle on the new primary; the longest wait between

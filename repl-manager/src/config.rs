@@ -163,6 +163,37 @@ pub struct FailoverConfig {
     /// fleet. All members must agree on it.
     #[serde(default = "default_leader_key_on_raft")]
     pub leader_key_on_raft: bool,
+    /// Fault injection for the test suite: the process aborts at this step
+    /// of a failover it runs as the candidate, once (a marker file beside
+    /// `node.state_file` keeps it from aborting again after its restart).
+    /// Never set in production.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crash_at: Option<CrashPoint>,
+}
+
+/// A step of a candidate's promotion where `failover.crash_at` aborts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CrashPoint {
+    /// A majority voted; the leader key is not claimed yet.
+    VotesGranted,
+    /// The leader key is committed to this node; its epoch is not stored.
+    KeyTaken,
+    /// The epoch is stored; the server is not promoted yet.
+    EpochStored,
+    /// The server is promoted; no lease round or primary duty has run.
+    Promoted,
+}
+
+impl CrashPoint {
+    pub fn name(self) -> &'static str {
+        match self {
+            CrashPoint::VotesGranted => "votes_granted",
+            CrashPoint::KeyTaken => "key_taken",
+            CrashPoint::EpochStored => "epoch_stored",
+            CrashPoint::Promoted => "promoted",
+        }
+    }
 }
 
 fn default_leader_key_on_raft() -> bool {
@@ -231,6 +262,7 @@ impl Default for Config {
                 candidates: Vec::new(),
                 allow_two_node: false,
                 leader_key_on_raft: default_leader_key_on_raft(),
+                crash_at: None,
             },
             members: Vec::new(),
         }

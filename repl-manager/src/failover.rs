@@ -52,6 +52,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::commit::Commits;
+use crate::config::CrashPoint;
 use crate::consensus::Claim;
 use sidecar_kit::telemetry::unix_now;
 
@@ -756,7 +757,11 @@ impl Manager {
         let Some(k) = c.view().leader else { return };
         let known = self.known();
         let epoch = i64::try_from(k.epoch).unwrap_or(i64::MAX);
-        if k.member == self.name() || self.cfg.member(&k.member).is_none() {
+        if k.member == self.name() {
+            self.resume_promotion(epoch, &known).await;
+            return;
+        }
+        if self.cfg.member(&k.member).is_none() {
             return;
         }
         if epoch > known.epoch {
@@ -813,6 +818,44 @@ impl Manager {
             Ok(_) => {}
             Err(e) => tracing::debug!(error = %e, "could not confirm the committed leader key"),
         }
+    }
+
+    /// The committed key names this node at an epoch its record does not
+    /// show: it won a promotion (or was handed the key) and stopped before
+    /// storing the epoch, a crash between the two. The fleet chose it by a
+    /// committed write, and nobody else can take the key from a holder
+    /// that has not named a sync standby yet, so it finishes: the record
+    /// first, then the primary's duties promote the server (after
+    /// confirming the key through the log).
+    async fn resume_promotion(&self, epoch: i64, known: &EpochRecord) {
+        let behind = epoch > known.epoch || (epoch == known.epoch && known.primary != self.name());
+        if !behind {
+            return;
+        }
+        let record = EpochRecord {
+            epoch,
+            primary: self.name().to_string(),
+            changed_at: unix_now(),
+        };
+        let stored = if epoch > known.epoch {
+            self.adopt(&record).map(|_| ())
+        } else {
+            self.replace_with_committed(&record)
+        };
+        if let Err(e) = stored {
+            tracing::error!(error = %e, "cannot store the epoch of the key this node holds");
+            return;
+        }
+        tracing::warn!(
+            epoch,
+            record = known.epoch,
+            "the committed leader key names this node: finishing its promotion"
+        );
+        self.event(
+            "promotion_resumed",
+            json!({ "epoch": epoch, "record": { "epoch": known.epoch, "primary": known.primary } }),
+        )
+        .await;
     }
 
     /// Whether the local server answers as a writable primary now.
@@ -1071,6 +1114,7 @@ impl Manager {
             )));
         }
         self.check_data_safety(mine, seen_ago, &answers)?;
+        self.crash_point(CrashPoint::VotesGranted);
 
         // The leader key, by compare-and-set on a revision that stood for
         // the whole failover timeout: committed by a majority before
@@ -1082,6 +1126,7 @@ impl Manager {
                 .map_err(|e| Failure::Failed(format!("the leader key: {e}")))?,
             None => epoch,
         };
+        self.crash_point(CrashPoint::KeyTaken);
 
         // Promote: durable epoch first, then the server.
         self.set_activity(Some("failover: promoting"));
@@ -1090,8 +1135,10 @@ impl Manager {
             primary: self.name().to_string(),
             changed_at: unix_now(),
         })?;
+        self.crash_point(CrashPoint::EpochStored);
         self.reset_failover_roles();
         self.promote_server().await?;
+        self.crash_point(CrashPoint::Promoted);
         // A lease at once, then the primary's duties (slots for everyone).
         self.primary_round(&self.known()).await;
         if let Err(e) = self.act_primary().await {
@@ -1118,6 +1165,31 @@ impl Manager {
         .await;
         tracing::warn!(epoch, from = %primary.name, "failover: this node is the primary");
         Ok(())
+    }
+
+    /// `failover.crash_at`: aborts here, once, as a host that dies at this
+    /// step would stop (the test suite's crash-at-every-step faults).
+    fn crash_point(&self, at: CrashPoint) {
+        if self.cfg.failover.crash_at != Some(at) {
+            return;
+        }
+        let marker = self
+            .cfg
+            .node
+            .state_file
+            .with_extension(format!("crashed-{}", at.name()));
+        if marker.exists() {
+            return;
+        }
+        if let Err(e) = std::fs::write(&marker, b"") {
+            tracing::error!(error = %e, marker = %marker.display(), "failover.crash_at: no marker, not aborting");
+            return;
+        }
+        tracing::error!(
+            step = at.name(),
+            "failover.crash_at: aborting at this step (fault injection)"
+        );
+        std::process::abort();
     }
 
     /// Refuses a promotion that could lose an acknowledged write (the

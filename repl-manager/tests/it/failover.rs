@@ -1355,3 +1355,97 @@ async fn patroni_operator_endpoints_restart_reload_reinitialize_and_fail_over() 
         .get(0);
     assert_eq!(n, 200, "every acknowledged row is on the new primary");
 }
+
+/// Crashes at every step of a promotion (`failover.crash_at`): the lead's
+/// host dies under writes; the backup aborts at the step, its host goes
+/// down with it, and comes back. Whatever the step (votes granted, key
+/// committed but no epoch stored, epoch stored but server not promoted,
+/// promoted but no primary duty run), the fleet ends with one primary and
+/// every acknowledged write, and never two writable primaries, also once
+/// the old lead returns. The default tier tries the step that found a
+/// deadlock (key committed, epoch not stored: the holder came back a
+/// standby and nobody could take the key, no primary until an operator
+/// forced one) and the step of sequence 1 (epoch stored, not promoted);
+/// the long tier tries them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_candidate_that_crashes_at_any_step_of_its_promotion_loses_nothing() {
+    let steps: &[&str] = if std::env::var("TEST_TIER").is_ok_and(|t| t == "long") {
+        &["votes_granted", "key_taken", "epoch_stored", "promoted"]
+    } else {
+        &["key_taken", "epoch_stored"]
+    };
+    for step in steps {
+        crash_during_promotion(step).await;
+    }
+}
+
+async fn crash_during_promotion(step: &str) {
+    let nodes = vec![
+        ("lead", Role::Lead),
+        ("backup", Role::Backup),
+        ("c1", Role::Compute),
+    ];
+    let mut fleet = NsFleet::start_each(&nodes, |n| {
+        if n == "backup" {
+            format!("{SETTINGS}[failover]\ncrash_at = \"{step}\"\n")
+        } else {
+            SETTINGS.to_string()
+        }
+    })
+    .await;
+    fleet.wait_healthy("lead", &["backup", "c1"], T).await;
+    in_sync(&fleet, "lead", "backup").await;
+    fleet.start_writable_probes();
+    let ledger = Ledger::start(fleet.dsn(&["lead", "backup"])).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let killed = Instant::now();
+    fleet.kill("lead").await;
+    let deadline = Instant::now() + T;
+    while !fleet.exited("backup") {
+        assert!(
+            Instant::now() < deadline,
+            "{step}: the backup never reached the step:\n{}",
+            fleet.log_tail("backup", 30)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let crashed_after = killed.elapsed().as_secs_f64();
+    let marker = fleet
+        .node("backup")
+        .pg
+        .dir()
+        .join(format!("repl-state.crashed-{step}"));
+    assert!(marker.exists(), "{step}: no marker {}", marker.display());
+    // The host went down with it, and comes back.
+    fleet.kill("backup").await;
+    fleet.restart("backup");
+    let b = fleet
+        .wait_status("backup", T, "the backup primary after its restart", |s| {
+            s.is_primary() && s.epoch >= 2 && s.failover.as_ref().is_some_and(|f| !f.fenced)
+        })
+        .await;
+    let writable_after = killed.elapsed().as_secs_f64();
+    // The old lead returns and follows.
+    fleet.restart("lead");
+    fleet.wait_healthy("backup", &["lead", "c1"], T).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (acked, attempts) = ledger.stop().await;
+    let bc = fleet.connect("backup").await;
+    let lost = lost_writes(&bc, &acked).await;
+    let doubles = fleet.double_primary_moments();
+    let mut f = BTreeMap::new();
+    f.insert("step", step.to_string());
+    f.insert("crashed_after_secs", format!("{crashed_after:.1}"));
+    f.insert("writable_after_secs", format!("{writable_after:.1}"));
+    f.insert("epoch", b.epoch.to_string());
+    f.insert("acked", acked.len().to_string());
+    f.insert("attempts", attempts.to_string());
+    f.insert("lost", lost.len().to_string());
+    f.insert("two_primary_moments", doubles.to_string());
+    report("crash-during-promotion", &f);
+    assert!(
+        lost.is_empty(),
+        "{step}: acknowledged writes lost: {lost:?}"
+    );
+    assert_eq!(doubles, 0, "{step}: two writable primaries at once");
+}

@@ -197,6 +197,15 @@ impl NsFleet {
         self.spawn(i);
     }
 
+    /// Whether the node's repl-manager process has exited (by itself).
+    pub fn exited(&mut self, name: &str) -> bool {
+        let i = self.index(name);
+        match self.nodes[i].child.as_mut() {
+            Some(c) => c.try_wait().ok().flatten().is_some(),
+            None => true,
+        }
+    }
+
     /// SIGKILL to the node's repl-manager and its PostgreSQL: the host died.
     pub async fn kill(&mut self, name: &str) {
         let i = self.index(name);
