@@ -443,9 +443,22 @@ impl Manager {
                 // the primary acknowledged (Patroni's manual failover to the
                 // sync standby): no force needed, and the claim is checked
                 // against the sync key again when it commits.
-                let as_sync_standby = self
-                    .consensus()
-                    .is_some_and(|c| c.view().is_sync_standby(self.name()));
+                // Only if the primary's server is gone too: one that still
+                // answers as a primary (its repl-manager down) is still
+                // writable, and nobody fences it; that takes force.
+                let server_up = match self.cfg.member(&known.primary) {
+                    Some(p) => self.primary_answer(p).await == Some(true),
+                    None => false,
+                };
+                let why = if server_up {
+                    format!("{why}, but its PostgreSQL still answers as a primary")
+                } else {
+                    why
+                };
+                let as_sync_standby = !server_up
+                    && self
+                        .consensus()
+                        .is_some_and(|c| c.view().is_sync_standby(self.name()));
                 let loss = if as_sync_standby {
                     "the committed sync key names this node: it has every write the primary acknowledged".to_string()
                 } else {
