@@ -67,10 +67,6 @@ impl Manager {
     ) -> Result<MaintenanceReport, OpError> {
         let started = Instant::now();
         let _guard = self.busy_lock().await?;
-        if self.paused() {
-            // Paused means the operator runs things: allowed.
-            tracing::info!("restart requested while paused");
-        }
         let client = self.local().await.map_err(|e| {
             OpError::Refused(format!(
                 "PostgreSQL is not running here ({e}); repl-manager starts it by itself"

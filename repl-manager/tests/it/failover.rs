@@ -1249,31 +1249,11 @@ async fn patroni_operator_endpoints_restart_reload_reinitialize_and_fail_over() 
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
     let r = fleet.post("c1", "/restart", json!({}), None).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text());
-    let before = fleet.status("c1").await.unwrap();
-    let r = fleet.post("c1", "/restart", json!({}), Some(TOKEN)).await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    fleet.wait_healthy("lead", &["backup", "c1"], T).await;
-    let after = fleet.status("c1").await.unwrap();
-    let started = |s: &NodeStatus| s.postgres.as_ref().and_then(|p| p.postmaster_start_time);
-    assert!(
-        started(&after) > started(&before),
-        "c1's postmaster did not restart: {:?} then {:?}",
-        started(&before),
-        started(&after)
-    );
+    restarts(&fleet, "c1", json!({})).await;
     // The primary restarts too, and keeps its role and epoch.
-    let r = fleet
-        .post(
-            "lead",
-            "/restart",
-            json!({ "role": "primary" }),
-            Some(TOKEN),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    restarts(&fleet, "lead", json!({ "role": "primary" })).await;
     let lead = fleet.status("lead").await.unwrap();
     assert!(lead.is_primary() && lead.epoch == 1, "{lead:?}");
-    fleet.wait_healthy("lead", &["backup", "c1"], T).await;
 
     // Reinitialize: refused on the primary and on a healthy standby.
     let r = fleet
@@ -1377,6 +1357,23 @@ async fn a_candidate_that_crashes_at_any_step_of_its_promotion_loses_nothing() {
     for step in steps {
         crash_during_promotion(step).await;
     }
+}
+
+/// `POST /restart` on `node` answers 200 and its postmaster really
+/// started again (a later start time), the fleet healthy after it.
+async fn restarts(fleet: &NsFleet, node: &str, body: serde_json::Value) {
+    let started = |s: &NodeStatus| s.postgres.as_ref().and_then(|p| p.postmaster_start_time);
+    let before = fleet.status(node).await.unwrap();
+    let r = fleet.post(node, "/restart", body, Some(TOKEN)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    fleet.wait_healthy("lead", &["backup", "c1"], T).await;
+    let after = fleet.status(node).await.unwrap();
+    assert!(
+        started(&after) > started(&before),
+        "{node}'s postmaster did not restart: {:?} then {:?}",
+        started(&before),
+        started(&after)
+    );
 }
 
 async fn crash_during_promotion(step: &str) {
