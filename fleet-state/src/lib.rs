@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::{ChangeMembers, Raft};
+use openraft::{ChangeMembers, Raft, RaftMetrics};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -117,6 +117,20 @@ pub enum FleetStateError {
     Forward { leader: String, reason: String },
     #[error("fleet state: {0}")]
     Raft(String),
+}
+
+/// Resolves once `metrics` name a leader other than `id` (or none, as an
+/// election starts); never while `id` leads.
+async fn leader_replaced(mut metrics: watch::Receiver<RaftMetrics<NodeId, Peer>>, id: NodeId) {
+    loop {
+        if metrics.borrow_and_update().current_leader != Some(id) {
+            return;
+        }
+        if metrics.changed().await.is_err() {
+            // The Raft node stopped: nothing will change any more.
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 fn store_error(path: &std::path::Path, e: redb::Error) -> FleetStateError {
@@ -272,6 +286,9 @@ impl FleetState {
         let timing = prevote::Timing {
             quiet: settings.election_min,
             lease: settings.election_max,
+            // openraft's timer: its leader lease (election_max) and then an
+            // election timeout of at most election_max.
+            defer: settings.election_max * 2,
         };
         let gate = settings.pre_vote.then(|| {
             tokio::spawn(prevote::run(
@@ -279,6 +296,7 @@ impl FleetState {
                 raft.clone(),
                 transport.clone(),
                 heard.clone(),
+                sm.clone(),
                 timing,
                 settings.heartbeat,
             ))
@@ -323,7 +341,20 @@ impl FleetState {
                     leader: node.to_string(),
                     reason,
                 };
-                match self.transport.call(id, &node, Message::Propose(cmd)).await {
+                // A leader that went away without a word (no RST) would hold
+                // the caller for the whole transport timeout, past the
+                // election that replaces it: give up on it as soon as this
+                // member knows another leader, or none, and let the caller
+                // try the new one.
+                let call = self.transport.call(id, &node, Message::Propose(cmd));
+                let replaced = leader_replaced(self.raft.metrics(), id);
+                let answer = tokio::select! {
+                    a = call => a,
+                    () = replaced => {
+                        return Err(fail("the group elected another leader meanwhile".into()))
+                    }
+                };
+                match answer {
                     Ok(Reply::Propose(Ok(o))) => Ok(o),
                     Ok(Reply::Propose(Err(e))) => Err(fail(e)),
                     Ok(other) => Err(fail(format!("an answer of the wrong kind: {other:?}"))),

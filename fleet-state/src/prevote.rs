@@ -23,6 +23,13 @@
 //! only `election_max` plus a random election timeout after it last heard
 //! one), so a failover is not slower for it.
 //!
+//! The voter that holds the leader key (the primary's repl-manager) may
+//! stand as soon as the group is quiet; the others wait until openraft's
+//! own timer would have let it stand (`quiet_for`). A Raft leader on the
+//! primary's node commits the renewals in one round trip and loses
+//! nothing when a standby dies; a Raft leader on a standby that dies costs
+//! the primary an election inside its lease.
+//!
 //! Not covered: the log comparison of a real Pre-Vote (a member whose log
 //! is behind is still let stand and loses the vote, at a term one higher);
 //! members of an older version answer the question with an error, which
@@ -35,6 +42,7 @@ use std::time::{Duration, Instant};
 use openraft::{Raft, ServerState};
 
 use crate::net::{Message, Reply, Transport};
+use crate::store::StateMachine;
 use crate::{NodeId, Peer, TypeConfig};
 
 /// When this member last heard a leader it accepted (an append that was
@@ -65,12 +73,33 @@ pub(crate) enum Standing {
 }
 
 /// The gate's timing: `quiet` (no leader heard for this long: an election
-/// may be needed) and `lease` (a leader acknowledged this recently is
-/// alive).
+/// may be needed), `lease` (a leader acknowledged this recently is alive)
+/// and `defer` (how long a voter that does not hold the leader key waits,
+/// when a voter that does might stand: openraft's own timer lets any
+/// follower stand by then).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Timing {
     pub quiet: Duration,
     pub lease: Duration,
+    pub defer: Duration,
+}
+
+/// How long without a leader before member `id` asks to stand.
+///
+/// The primary's repl-manager (the holder of the leader key) stands first:
+/// a Raft group led from the primary's node commits the primary's renewals
+/// in one round trip, and loses nothing when any standby dies. The other
+/// voters wait `defer` more, each a different fraction of `quiet` longer
+/// (from its id), so that they do not all stand at once when the holder is
+/// the one that died.
+pub(crate) fn quiet_for(id: NodeId, holder: Option<NodeId>, t: Timing) -> Duration {
+    match holder {
+        Some(h) if h != id => {
+            let spread = t.quiet.mul_f64((id % 1000) as f64 / 1000.0);
+            t.defer + spread
+        }
+        _ => t.quiet,
+    }
 }
 
 /// Would a member in `standing` take part in an election now?
@@ -103,6 +132,7 @@ pub(crate) async fn run(
     raft: Raft<TypeConfig>,
     transport: Arc<dyn Transport>,
     heard: Heard,
+    holder_of: StateMachine,
     timing: Timing,
     every: Duration,
 ) {
@@ -124,10 +154,20 @@ pub(crate) async fn run(
             continue;
         }
         let me = standing(&raft, &heard);
+        let holder = holder_of.view().leader.and_then(|k| {
+            voters
+                .iter()
+                .find(|(_, p)| p.name == k.member)
+                .map(|(n, _)| *n)
+        });
+        let mine = Timing {
+            quiet: quiet_for(id, holder, timing),
+            ..timing
+        };
         let want = match me {
             // A leader does not stand; its switch is left as it is.
             Standing::Leader { .. } => continue,
-            Standing::Other { .. } if !grants(me, timing) => false,
+            Standing::Other { .. } if !grants(me, mine) => false,
             Standing::Other { .. } => {
                 let yes = 1 + ask(id, &voters, &transport, timing.quiet / 2).await;
                 may_stand(yes, voters.len())
@@ -184,7 +224,22 @@ mod tests {
     const T: Timing = Timing {
         quiet: Duration::from_millis(300),
         lease: Duration::from_millis(600),
+        defer: Duration::from_millis(1200),
     };
+
+    #[test]
+    fn the_key_holder_stands_first_and_the_others_one_after_another() {
+        // Nobody holds the key, or this member does: the usual quiet.
+        assert_eq!(quiet_for(7, None, T), T.quiet);
+        assert_eq!(quiet_for(7, Some(7), T), T.quiet);
+        // Another voter holds it: past openraft's own timer (by when the
+        // holder has stood), each member a different while longer.
+        let a = quiet_for(1_234, Some(7), T);
+        let b = quiet_for(1_789, Some(7), T);
+        assert!(a >= T.defer && b >= T.defer);
+        assert!(a < T.defer + T.quiet && b < T.defer + T.quiet);
+        assert_ne!(a, b);
+    }
 
     fn ms(n: u64) -> Option<Duration> {
         Some(Duration::from_millis(n))

@@ -285,3 +285,70 @@ async fn a_member_back_from_a_partition_does_not_depose_the_leader() {
     );
     g.shutdown().await;
 }
+
+/// Proposes `cmd` through `via` until it commits, as repl-manager does
+/// (a forward that fails is tried again at the leader known then).
+async fn propose_until_applied(g: &Group, via: u64, cmd: Command, within: Duration) -> Outcome {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, g.node(via).propose(cmd.clone())).await {
+            Ok(Ok(o)) => return o,
+            Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(_) => panic!("nothing committed through {via} within {within:?}"),
+        }
+    }
+}
+
+/// CI saw the primary fence itself with one compute node cut off: that node
+/// led the Raft group, the primary's renewal waited on it until the round
+/// was over, and the election took longer than the lease. Now the holder of
+/// the leader key stands first when a leader goes silent (no RST), so the
+/// group ends up led from the primary's node; and a proposal forwarded to
+/// the silent leader is given up as soon as another is known, instead of
+/// waiting for an answer that never comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_silent_raft_leader_is_replaced_by_the_key_holder_and_proposals_follow() {
+    let g = Group::start(3).await;
+    let mut leader = g.wait_leader(T).await;
+    let mut holder_rev: Option<u64> = None;
+    // Three rounds, the key moved each time to a member that does not lead:
+    // without the preference, each round's winner is one of two at random.
+    for round in 0..3 {
+        let holder = (1..=3u64)
+            .filter(|id| *id != leader)
+            .nth(round % 2)
+            .unwrap();
+        let out = propose_until_applied(&g, leader, acquire(&name_of(holder), holder_rev), T).await;
+        assert!(out.applied(), "round {round}: {out:?}");
+        let rev = out.view().unwrap().leader.clone().unwrap().revision;
+        g.wait_converged(T).await;
+
+        for other in (1..=3u64).filter(|id| *id != leader) {
+            g.black_hole(leader, other);
+            g.black_hole(other, leader);
+        }
+        // The holder's renewal, proposed while it still takes the silent
+        // member for its leader: it commits through the new leader.
+        let renewed = propose_until_applied(&g, holder, renew(&name_of(holder), rev), T).await;
+        assert!(renewed.applied(), "round {round}: {renewed:?}");
+        holder_rev = renewed.view().unwrap().leader.clone().map(|k| k.revision);
+        let others: Vec<u64> = (1..=3u64).filter(|id| *id != leader).collect();
+        let now = g.wait_leader_among(&others, T).await;
+        assert_eq!(
+            now, holder,
+            "round {round}: the silent leader {leader} was replaced by {now}, not by the key's holder"
+        );
+        g.heal();
+        leader = g.wait_leader(T).await;
+        assert_eq!(
+            leader, holder,
+            "round {round}: the old leader deposed the new one"
+        );
+    }
+    g.shutdown().await;
+}
+
+fn name_of(id: u64) -> String {
+    peer(id).name
+}
