@@ -706,10 +706,10 @@ async fn wait_streaming(sb: &Sandbox, timeout: Duration) -> CliResult {
             .collect();
         // With a backup, ready also means it is the synchronous standby:
         // until then the fleet cannot fail over safely.
+        // Where the leader key is on Raft, that is when the committed sync
+        // key names it.
         let sync_ok = match sb.nodes.get(1) {
-            Some(backup) => {
-                st.sync.as_ref().and_then(|s| s.standby.as_deref()) == Some(backup.name.as_str())
-            }
+            Some(backup) => st.synchronous_standby() == Some(backup.name.as_str()),
             None => true,
         };
         want.iter().all(|w| streaming.contains(w)) && sync_ok

@@ -919,8 +919,19 @@ async fn a_netns_sandbox_partitions_and_heals_a_node() {
     let ip = aurora["host"].as_str().unwrap().to_string();
     assert!(!ip.starts_with("127."), "{aurora}");
     assert!(aurora["dns"].as_str().unwrap().starts_with(&ip));
-    // The standbys know the lead's synchronous standby (what failover
-    // needs to promote without losing a write).
+    // `sandbox up` returned once the fleet can fail over: the committed
+    // sync key names the backup (only the member it names may take over
+    // automatically). CI once partitioned the lead before it did, and
+    // nobody took over.
+    let v = on(&sb, "aurora", &["sync-db", "--json"]).json();
+    let lead = v["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["node"] == "aurora")
+        .unwrap();
+    assert_eq!(lead["failover"]["sync_key"], "star", "{v}");
+    // And the standbys know the lead's reports (the second line).
     sb.wait_json(
         "star",
         &["sync-db"],
