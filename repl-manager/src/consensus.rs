@@ -67,7 +67,15 @@ pub fn member_id(name: &str) -> NodeId {
 }
 
 /// The voters: the lead, the backup, then compute nodes in the order
-/// configured, up to [`MAX_VOTERS`].
+/// configured, up to [`MAX_VOTERS`] and an odd number of them from three
+/// members on (four members give three voters and a learner).
+///
+/// A fourth voter adds no fault tolerance (four, like three, survive one
+/// loss) and makes every commit and every election wait for three of them:
+/// with one member cut off, a renewal needed all three others, and an
+/// election needed all three to agree on one candidate, which under load
+/// took longer than the primary's lease (seen in CI). Two members keep two
+/// voters: one would leave the backup no way to take the key.
 pub fn voters(cfg: &Config) -> BTreeMap<NodeId, Peer> {
     let mut ordered: Vec<_> = cfg.members.iter().collect();
     ordered.sort_by_key(|m| match m.role {
@@ -75,9 +83,13 @@ pub fn voters(cfg: &Config) -> BTreeMap<NodeId, Peer> {
         Role::Backup => 1,
         Role::Compute => 2,
     });
+    let mut n = ordered.len().min(MAX_VOTERS);
+    if n > 2 && n % 2 == 0 {
+        n -= 1;
+    }
     ordered
         .into_iter()
-        .take(MAX_VOTERS)
+        .take(n)
         .map(|m| {
             (
                 member_id(m.name.as_str()),
@@ -257,8 +269,8 @@ pub async fn reset(cfg: &Config) -> Result<Option<Reset>, ConsensusError> {
 
 impl Consensus {
     /// Opens this member's store (`<state file>.raft/`) and starts its Raft
-    /// node, then offers the configured voters as the group's first
-    /// configuration (a no-op on a group that has one). Refuses a group
+    /// node, then, on a voter, offers the configured voters as the group's
+    /// first configuration (a no-op on a group that has one). Refuses a group
     /// whose voters are mostly not configured any more: it could never
     /// elect a leader, and the primary would fence for good.
     pub async fn open(cfg: &Config) -> Result<Consensus, ConsensusError> {
@@ -277,7 +289,14 @@ impl Consensus {
                 kept: ids.intersection(&configured).count(),
             });
         }
-        fs.initialize(voters(cfg)).await?;
+        // Only a voter offers the first configuration (openraft refuses one
+        // that leaves out the member offering it); a learner waits for the
+        // Raft leader to add it (`keep_members`). Before, the fourth
+        // member (now a learner) and any sixth one failed to start.
+        let first = voters(cfg);
+        if first.contains_key(&member_id(&cfg.node.name)) {
+            fs.initialize(first).await?;
+        }
         Ok(Consensus {
             fs,
             me: cfg.node.name.to_string(),
@@ -440,47 +459,61 @@ impl Consensus {
         }
     }
 
-    /// The primary's renewal, at the epoch it believes it holds.
-    pub async fn renew(&self, epoch: i64) -> Claim {
-        let view = self.fs.view();
+    /// The primary's renewal, at the epoch it believes it holds, tried
+    /// until it commits or `within` (at least one probe interval) has
+    /// passed: the caller passes what is left of its lease, so that an
+    /// election that replaces a lost Raft leader inside the lease costs the
+    /// primary nothing. A renewal that raced an earlier one of this node's
+    /// (which committed after all) is proposed again at the new revision:
+    /// only a commit made in this call extends the lease.
+    pub async fn renew(&self, epoch: i64, within: Duration) -> Claim {
+        let deadline = Instant::now() + within.max(self.patience);
         let at_least = u64::try_from(epoch).unwrap_or(0);
-        let cmd = match &view.leader {
-            None => Command::Acquire {
-                member: self.me.clone(),
-                seen: None,
-                at_least,
-                require_sync: false,
-            },
-            Some(k) if k.member == self.me => Command::Renew {
-                member: self.me.clone(),
-                revision: self.my_revision(k),
-            },
-            Some(k) => return judge_other(k, epoch),
-        };
-        match self.propose(cmd, self.patience).await {
-            Ok(Outcome::Applied { view }) => {
-                self.remember(&view);
-                match view.leader {
-                    Some(k) => Claim::Held {
-                        epoch: i64::try_from(k.epoch).unwrap_or(i64::MAX),
-                    },
-                    None => Claim::Unknown("the key is empty after a claim".into()),
-                }
-            }
-            Ok(Outcome::Conflict { view }) => match &view.leader {
-                Some(k) if k.member == self.me => {
-                    // Our own later renewal moved the revision on: keep it.
+        let mut view = self.fs.view();
+        loop {
+            let cmd = match &view.leader {
+                None => Command::Acquire {
+                    member: self.me.clone(),
+                    seen: None,
+                    at_least,
+                    require_sync: false,
+                },
+                Some(k) if k.member == self.me => Command::Renew {
+                    member: self.me.clone(),
+                    revision: self.my_revision(k),
+                },
+                Some(k) => return judge_other(k, epoch),
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            let why = match self.propose(cmd, left).await {
+                Ok(Outcome::Applied { view }) => {
                     self.remember(&view);
-                    Claim::Unknown(format!(
-                        "renewal raced at revision {}; renewing again",
-                        k.revision
-                    ))
+                    return match view.leader {
+                        Some(k) => Claim::Held {
+                            epoch: i64::try_from(k.epoch).unwrap_or(i64::MAX),
+                        },
+                        None => Claim::Unknown("the key is empty after a claim".into()),
+                    };
                 }
-                Some(k) => judge_other(k, epoch),
-                None => Claim::Unknown("the key was released; claiming it again".into()),
-            },
-            Ok(Outcome::None) => Claim::Unknown("the claim carried no command".into()),
-            Err(e) => Claim::Unknown(e),
+                Ok(Outcome::Conflict { view: met }) => {
+                    let why = match &met.leader {
+                        Some(k) if k.member == self.me => {
+                            // Our own earlier renewal moved the revision on.
+                            self.remember(&met);
+                            format!("renewal raced at revision {}; renewing again", k.revision)
+                        }
+                        Some(k) => return judge_other(k, epoch),
+                        None => "the key was released; claiming it again".into(),
+                    };
+                    view = met;
+                    why
+                }
+                Ok(Outcome::None) => return Claim::Unknown("the claim carried no command".into()),
+                Err(e) => return Claim::Unknown(e),
+            };
+            if Instant::now() + Duration::from_millis(50) >= deadline {
+                return Claim::Unknown(why);
+            }
         }
     }
 
@@ -858,13 +891,15 @@ mod tests {
 
     #[test]
     fn a_joined_node_becomes_a_learner_or_a_voter_by_its_place() {
-        // Four members: all vote.
-        let c = cfg(&[
+        // Four members: three vote (an even count adds no fault
+        // tolerance), the last compute node learns.
+        let four = [
             ("lead", Role::Lead),
             ("backup", Role::Backup),
             ("c1", Role::Compute),
             ("c2", Role::Compute),
-        ]);
+        ];
+        let c = cfg(&four);
         let (v, nodes) = group(&["lead", "backup", "c1"], &[]);
         assert_eq!(
             next_change(&v, &nodes, &c),
@@ -876,10 +911,29 @@ mod tests {
         assert_eq!(
             converge(&c, &["lead", "backup", "c1"], &[]),
             (
-                vec!["backup".into(), "c1".into(), "c2".into(), "lead".into()],
-                vec![]
+                vec!["backup".into(), "c1".into(), "lead".into()],
+                vec!["c2".into()]
             )
         );
+        // A group that had four voters (an older version) gives one up.
+        assert_eq!(
+            converge(&c, &["lead", "backup", "c1", "c2"], &[]),
+            (
+                vec!["backup".into(), "c1".into(), "lead".into()],
+                vec!["c2".into()]
+            )
+        );
+        // A fifth member: five vote.
+        let mut five = four.to_vec();
+        five.push(("c3", Role::Compute));
+        let (voters, learners) = converge(&cfg(&five), &["lead", "backup", "c1"], &["c2"]);
+        assert_eq!(voters.len(), 5);
+        assert!(learners.is_empty());
+        // Two members: both vote; one: it alone.
+        let (voters, _) = converge(&cfg(&four[..2]), &["lead"], &[]);
+        assert_eq!(voters, ["backup", "lead"]);
+        let (voters, _) = converge(&cfg(&four[..1]), &["lead"], &[]);
+        assert_eq!(voters, ["lead"]);
         // A sixth member only learns.
         let c = cfg(&[
             ("lead", Role::Lead),

@@ -558,7 +558,14 @@ impl Manager {
         // The leader key first: a lease is extended only by a renewal that
         // committed (counted from `sent`, before it was proposed).
         if let Some(c) = self.consensus() {
-            match c.renew(known.epoch).await {
+            // Tried until the lease runs out: a Raft leader lost meanwhile is
+            // replaced inside it (consensus::settings), and the renewal then
+            // commits through the new one instead of a round later.
+            let left = lock(&self.failover)
+                .lease_until
+                .map(|u| u.saturating_duration_since(Instant::now()))
+                .unwrap_or_default();
+            match c.renew(known.epoch, left).await {
                 Claim::Held { epoch } => {
                     self.key_trouble(None);
                     if epoch > known.epoch {

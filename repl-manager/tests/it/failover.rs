@@ -49,6 +49,13 @@ async fn minority_and_backup_partitions_change_nothing_and_a_dead_lead_is_replac
     // Case 5: a minority (one compute node) cut off for twice the timeout.
     // The lead must hold its lease the whole time, not lapse for a moment
     // each round while it waits for c1's timeout: watch it, don't sample it.
+    // (Which case this run exercised: c1 may lead the Raft group, and then
+    // its loss costs an election that must end inside the lead's lease.)
+    let raft_leader = fleet
+        .status("lead")
+        .await
+        .and_then(|s| s.failover.and_then(|f| f.raft_leader));
+    println!("[cut-c1] raft_leader={raft_leader:?}");
     fleet.cut("c1");
     let watch = Instant::now();
     let mut lapses = 0;
