@@ -38,7 +38,8 @@ pub enum Command {
     /// the sync key names `member` at the current epoch: only the standby
     /// the primary could have acknowledged commits through may take over
     /// without an operator. Checked here, in log order, so no write of the
-    /// sync key can slip between a candidate's check and its claim.
+    /// sync key can slip between a candidate's check and its claim. An
+    /// `automatic` claim also needs the fleet not paused.
     Acquire {
         member: String,
         seen: Option<u64>,
@@ -46,6 +47,10 @@ pub enum Command {
         at_least: u64,
         #[serde(default)]
         require_sync: bool,
+        /// A member's own takeover (not an operator's promotion): refused
+        /// while the fleet is paused.
+        #[serde(default)]
+        automatic: bool,
     },
     /// The holder keeps the key: applies only when `member` holds it at
     /// `revision`.
@@ -65,6 +70,12 @@ pub enum Command {
         epoch: u64,
         standby: Option<String>,
     },
+    /// Maintenance mode for the whole fleet (Patroni's `pause`), set by
+    /// any member on an operator's word. While it is on, no automatic
+    /// claim (`Acquire` with `automatic`) applies: a member that missed
+    /// the operator's request, or believes it is not paused, still cannot
+    /// take over by itself.
+    SetPause { member: String, paused: bool },
 }
 
 impl Command {
@@ -75,7 +86,8 @@ impl Command {
             | Command::Renew { member, .. }
             | Command::Handover { member, .. }
             | Command::Release { member, .. }
-            | Command::SetSync { member, .. } => member,
+            | Command::SetSync { member, .. }
+            | Command::SetPause { member, .. } => member,
         }
     }
 }
@@ -126,6 +138,10 @@ pub struct FleetView {
     /// before it was kept.
     #[serde(default)]
     pub history: Vec<Succession>,
+    /// The fleet is paused (maintenance mode): no automatic takeover
+    /// applies. Absent in state written before it was kept.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// How many changes of hands [`FleetView::history`] keeps.
@@ -157,9 +173,12 @@ impl FleetView {
                 seen,
                 at_least,
                 require_sync,
+                automatic,
             } => {
                 let current = self.leader.as_ref().map(|k| k.revision);
-                if current != *seen || (*require_sync && !self.is_sync_standby(member)) {
+                let refused =
+                    (*require_sync && !self.is_sync_standby(member)) || (*automatic && self.paused);
+                if current != *seen || refused {
                     false
                 } else {
                     let same = self.leader.as_ref().is_some_and(|k| &k.member == member);
@@ -223,6 +242,10 @@ impl FleetView {
                 }
                 _ => false,
             },
+            Command::SetPause { paused, .. } => {
+                self.paused = *paused;
+                true
+            }
         };
         let view = self.clone();
         if ok {
@@ -282,6 +305,7 @@ mod tests {
             seen,
             at_least: 0,
             require_sync: false,
+            automatic: false,
         }
     }
 
@@ -291,6 +315,14 @@ mod tests {
             seen,
             at_least: 0,
             require_sync: true,
+            automatic: true,
+        }
+    }
+
+    fn renew(m: &str, revision: u64) -> Command {
+        Command::Renew {
+            member: m.into(),
+            revision,
         }
     }
 
@@ -326,6 +358,42 @@ mod tests {
         assert!(!v.apply(10, &take_over("lead", Some(9))).applied());
         // An operator's forced promotion does not need the sync key.
         assert!(v.apply(11, &acquire("c1", Some(9))).applied());
+    }
+
+    #[test]
+    fn a_paused_fleet_takes_no_automatic_claim_and_an_operator_still_may() {
+        let pause = |paused| Command::SetPause {
+            member: "c1".into(),
+            paused,
+        };
+        let mut v = FleetView::default();
+        assert!(v.apply(1, &acquire("lead", None)).applied());
+        assert!(v.apply(2, &set_sync("lead", 1, Some("backup"))).applied());
+        // Any member records the operator's pause; it is in every copy.
+        assert!(v.apply(3, &pause(true)).applied());
+        assert!(v.paused);
+        // The sync standby may not take over by itself while paused...
+        assert!(!v.apply(4, &take_over("backup", Some(1))).applied());
+        // ...nor after a restart that lost its own idea of the pause: the
+        // check is here, in log order. The primary still renews.
+        assert!(v.apply(5, &renew("lead", 1)).applied());
+        // Unpaused, it may.
+        assert!(v.apply(6, &pause(false)).applied());
+        assert!(v.apply(7, &take_over("backup", Some(5))).applied());
+        // An operator's promotion is not paused: of the sync standby
+        // without force (the sync key still required), or forced.
+        assert!(v.apply(8, &set_sync("backup", 2, Some("lead"))).applied());
+        assert!(v.apply(9, &pause(true)).applied());
+        let manual = Command::Acquire {
+            member: "lead".into(),
+            seen: Some(7),
+            at_least: 0,
+            require_sync: true,
+            automatic: false,
+        };
+        assert!(v.apply(10, &manual).applied());
+        assert!(v.apply(11, &acquire("c1", Some(10))).applied());
+        assert_eq!(v.leader_member(), Some("c1"));
     }
 
     #[test]
@@ -512,6 +580,7 @@ mod tests {
             seen,
             at_least,
             require_sync: false,
+            automatic: false,
         };
         // The primary of epoch 7 claims the empty key: epoch 7, not 1.
         assert!(v.apply(1, &at("lead", None, 7)).applied());
@@ -526,11 +595,12 @@ mod tests {
 
     proptest::proptest! {
         /// Whatever is proposed, in whatever order: the epoch never goes
-        /// down, each epoch has one holder, and a conflict changes nothing
-        /// but the applied index.
+        /// down, each epoch has one holder, a conflict changes nothing but
+        /// the applied index, an automatic takeover needs the sync key and
+        /// a fleet that is not paused.
         #[test]
         fn epochs_only_grow_and_each_has_one_holder(
-            ops in proptest::collection::vec((0u8..5, 0usize..3, 0u64..12, 0usize..3), 1..60)
+            ops in proptest::collection::vec((0u8..6, 0usize..3, 0u64..12, 0usize..3), 1..60)
         ) {
             let names = ["lead", "backup", "c1"];
             let mut v = FleetView::default();
@@ -538,11 +608,12 @@ mod tests {
             for (i, (op, m, rev, to)) in ops.into_iter().enumerate() {
                 let member = names[m].to_string();
                 let cmd = match op {
-                    0 => Command::Acquire { member, seen: (rev > 0).then_some(rev), at_least: to as u64 * 3, require_sync: rev % 2 == 0 },
+                    0 => Command::Acquire { member, seen: (rev > 0).then_some(rev), at_least: to as u64 * 3, require_sync: rev % 2 == 0, automatic: rev % 4 == 0 },
                     1 => Command::Renew { member, revision: rev },
                     2 => Command::Handover { member, revision: rev, to: names[to].into() },
                     3 => Command::Release { member, revision: rev },
-                    _ => Command::SetSync { member, epoch: rev, standby: (rev != 5).then(|| names[to].into()) },
+                    4 => Command::SetSync { member, epoch: rev, standby: (rev != 5).then(|| names[to].into()) },
+                    _ => Command::SetPause { member, paused: rev % 2 == 0 },
                 };
                 let before = v.clone();
                 let out = v.apply(i as u64 + 1, &cmd);
@@ -550,6 +621,10 @@ mod tests {
                 if let Command::Acquire { member, require_sync: true, .. } = &cmd {
                     // An automatic takeover only by the standby the sync key named.
                     proptest::prop_assert!(!out.applied() || before.is_sync_standby(member));
+                }
+                if let Command::Acquire { automatic: true, .. } = &cmd {
+                    // No member takes over by itself while the fleet is paused.
+                    proptest::prop_assert!(!out.applied() || !before.paused);
                 }
                 if !out.applied() {
                     let mut b = before;

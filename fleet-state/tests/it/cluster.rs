@@ -34,6 +34,7 @@ fn acquire(member: &str, seen: Option<u64>) -> Command {
         seen,
         at_least: 0,
         require_sync: false,
+        automatic: false,
     }
 }
 

@@ -110,6 +110,7 @@ async fn members_agree_over_the_admin_servers_and_refuse_what_is_not_theirs() {
                 seen: None,
                 at_least: 0,
                 require_sync: false,
+                automatic: false,
             })
             .await
         {

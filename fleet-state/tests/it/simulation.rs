@@ -38,12 +38,14 @@ fn proposal(rng: &mut Rng, me: &str, v: &FleetView) -> Command {
             seen: None,
             at_least: 0,
             require_sync: false,
+            automatic: false,
         },
         (Some(k), 0) if k.member != me => Command::Acquire {
             member,
             seen: Some(k.revision),
             at_least: 0,
             require_sync: rng.below(2) == 0,
+            automatic: false,
         },
         (Some(k), 1) => Command::Handover {
             member,
