@@ -43,6 +43,24 @@ fn op_answer<T: serde::Serialize>(r: Result<T, OpError>) -> AdminResponse {
 
 impl Api {
     async fn pause(&self, r: PauseRequest) -> AdminResponse {
+        // The whole fleet: through the replicated state first, so that a
+        // member that is down now still finds it when it comes back, and
+        // no automatic takeover can commit meanwhile. Not committed:
+        // nothing changed (`local` pauses one node without the group).
+        if !r.local {
+            if let Some(c) = self.mgr.consensus() {
+                if let Err(e) = c.set_pause(r.paused).await {
+                    return AdminResponse::error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!(
+                            "the fleet's Raft group did not commit the {}: {e}; nothing changed \
+                             (`local: true` on each node pauses it alone)",
+                            if r.paused { "pause" } else { "resume" }
+                        ),
+                    );
+                }
+            }
+        }
         if let Err(e) = self.mgr.set_paused(r.paused) {
             return AdminResponse::error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
         }

@@ -164,14 +164,15 @@ pub struct FailoverConfig {
     #[serde(default = "default_leader_key_on_raft")]
     pub leader_key_on_raft: bool,
     /// Fault injection for the test suite: the process aborts at this step
-    /// of a failover it runs as the candidate, once (a marker file beside
+    /// of a failover it runs as the candidate, or of a switchover it runs
+    /// as the old primary or the target, once (a marker file beside
     /// `node.state_file` keeps it from aborting again after its restart).
     /// Never set in production.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crash_at: Option<CrashPoint>,
 }
 
-/// A step of a candidate's promotion where `failover.crash_at` aborts.
+/// A step of a promotion where `failover.crash_at` aborts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CrashPoint {
@@ -183,6 +184,15 @@ pub enum CrashPoint {
     EpochStored,
     /// The server is promoted; no lease round or primary duty has run.
     Promoted,
+    /// Switchover, on the old primary: its server stopped, the target
+    /// caught up, the key handed to the target; the target not yet asked to
+    /// promote.
+    HandedOver,
+    /// Switchover, on the target: the handed key seen; the epoch not stored.
+    TargetKeySeen,
+    /// Switchover, on the target: the server promoted; no lease round or
+    /// primary duty has run.
+    TargetPromoted,
 }
 
 impl CrashPoint {
@@ -192,6 +202,9 @@ impl CrashPoint {
             CrashPoint::KeyTaken => "key_taken",
             CrashPoint::EpochStored => "epoch_stored",
             CrashPoint::Promoted => "promoted",
+            CrashPoint::HandedOver => "handed_over",
+            CrashPoint::TargetKeySeen => "target_key_seen",
+            CrashPoint::TargetPromoted => "target_promoted",
         }
     }
 }

@@ -459,6 +459,28 @@ impl Consensus {
         }
     }
 
+    /// Pauses (or resumes) the whole fleet through the replicated state:
+    /// every member applies it, also one that was down when the operator
+    /// asked, and no automatic claim commits while it is on.
+    pub async fn set_pause(&self, paused: bool) -> Result<(), String> {
+        let cmd = Command::SetPause {
+            member: self.me.clone(),
+            paused,
+        };
+        match self.propose(cmd, self.op_patience).await? {
+            Outcome::Applied { .. } => Ok(()),
+            Outcome::Conflict { .. } | Outcome::None => {
+                Err("the pause was not applied (a member of an older version leads?)".into())
+            }
+        }
+    }
+
+    /// Whether the fleet is paused, as committed (this member's newest
+    /// copy).
+    pub fn fleet_paused(&self) -> bool {
+        self.newest_view().paused
+    }
+
     /// The primary's renewal, at the epoch it believes it holds, tried
     /// until it commits or `within` (at least one probe interval) has
     /// passed: the caller passes what is left of its lease, so that an
@@ -477,6 +499,7 @@ impl Consensus {
                     seen: None,
                     at_least,
                     require_sync: false,
+                    automatic: false,
                 },
                 Some(k) if k.member == self.me => Command::Renew {
                     member: self.me.clone(),
@@ -564,7 +587,7 @@ impl Consensus {
                 stand.as_secs_f64()
             ));
         }
-        self.take(key.map(|k| k.revision), at_least, true, self.patience)
+        self.take(key.map(|k| k.revision), at_least, true, true, self.patience)
             .await
     }
 
@@ -575,7 +598,7 @@ impl Consensus {
     /// the sync key names this member.
     pub async fn take_now(&self, at_least: i64, require_sync: bool) -> Result<i64, String> {
         let seen = self.fs.view().leader.map(|k| k.revision);
-        self.take(seen, at_least, require_sync, self.op_patience)
+        self.take(seen, at_least, require_sync, false, self.op_patience)
             .await
     }
 
@@ -584,6 +607,7 @@ impl Consensus {
         seen: Option<u64>,
         at_least: i64,
         require_sync: bool,
+        automatic: bool,
         within: Duration,
     ) -> Result<i64, String> {
         let cmd = Command::Acquire {
@@ -591,6 +615,7 @@ impl Consensus {
             seen,
             at_least: u64::try_from(at_least).unwrap_or(0),
             require_sync,
+            automatic,
         };
         match self.propose(cmd, within).await? {
             Outcome::Applied { view } => {
@@ -600,6 +625,9 @@ impl Consensus {
             }
             Outcome::Conflict { view } if require_sync && !view.is_sync_standby(&self.me) => {
                 Err(not_in_sync_key(&view))
+            }
+            Outcome::Conflict { view } if automatic && view.paused => {
+                Err("the fleet is paused (maintenance mode): no member takes over by itself".into())
             }
             Outcome::Conflict { view } => Err(match view.leader {
                 Some(k) => format!(
@@ -639,7 +667,7 @@ impl Consensus {
     /// compare-and-set on the handover's revision (so not if the target
     /// already renewed it).
     pub async fn take_back(&self, revision: u64, at_least: i64) -> Result<i64, String> {
-        self.take(Some(revision), at_least, false, self.op_patience)
+        self.take(Some(revision), at_least, false, false, self.op_patience)
             .await
     }
 

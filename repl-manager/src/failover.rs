@@ -210,8 +210,13 @@ fn secs_since(t: Option<Instant>) -> Option<f64> {
 }
 
 impl Manager {
+    /// Paused on this node (`/pause` with `local`), or the whole fleet
+    /// paused in the replicated state (which a member that was down when
+    /// the operator paused learns from the log).
     pub fn paused(&self) -> bool {
-        self.pause_file().exists()
+        let p = self.pause_file().exists() || self.consensus().is_some_and(|c| c.fleet_paused());
+        self.metrics.paused.set(i64::from(p));
+        p
     }
 
     fn pause_file(&self) -> std::path::PathBuf {
@@ -1176,7 +1181,7 @@ impl Manager {
 
     /// `failover.crash_at`: aborts here, once, as a host that dies at this
     /// step would stop (the test suite's crash-at-every-step faults).
-    fn crash_point(&self, at: CrashPoint) {
+    pub(crate) fn crash_point(&self, at: CrashPoint) {
         if self.cfg.failover.crash_at != Some(at) {
             return;
         }

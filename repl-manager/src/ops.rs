@@ -22,6 +22,7 @@ pub use aurora_api::repl::{DemoteRequest, OpReport, PromoteRequest, SwitchoverRe
 use hyper::Method;
 use sidecar_kit::http_client::ok_or_status;
 
+use crate::config::CrashPoint;
 use crate::manager::{Failure, Manager, NodeStatus};
 use crate::member::Member;
 use crate::probe;
@@ -206,6 +207,9 @@ impl Manager {
             },
             None => (self.epoch() + 1, None),
         };
+        if handed_at.is_some() {
+            self.crash_point(CrashPoint::HandedOver);
+        }
         self.set_activity(Some("switchover: promoting the target"));
         let body = serde_json::to_value(PromoteRequest {
             epoch: Some(epoch),
@@ -584,6 +588,7 @@ impl Manager {
                     self.name()
                 )));
             }
+            self.crash_point(CrashPoint::TargetKeySeen);
         }
         // Durable first: if this node dies mid-way it still knows, on
         // restart, that it was made primary at this epoch.
@@ -594,6 +599,7 @@ impl Manager {
         })?;
         self.set_activity(Some("promoting"));
         self.promote_server().await?;
+        self.crash_point(CrashPoint::TargetPromoted);
         // A lease at once (writes are acknowledged only under one), then
         // slots for every other member before they reconnect, the cluster
         // record, the synchronous standby policy.

@@ -215,6 +215,15 @@ impl NsFleet {
         let _ = self.nodes[i].pg.kill();
     }
 
+    /// SIGKILL to the node's repl-manager alone: the sidecar crashed, its
+    /// PostgreSQL runs on.
+    pub async fn kill_manager(&mut self, name: &str) {
+        let i = self.index(name);
+        if let Some(mut c) = self.nodes[i].child.take() {
+            let _ = c.kill().await;
+        }
+    }
+
     pub fn cut(&self, name: &str) {
         self.net.cut(self.index(name)).unwrap();
     }
