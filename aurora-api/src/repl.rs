@@ -462,6 +462,9 @@ pub struct PauseRequest {
 #[serde(default)]
 pub struct PauseReport {
     pub paused: bool,
+    /// The fleet's pause (or resume) committed to the Raft group: every
+    /// member applies it, also one the request could not reach.
+    pub committed: bool,
     pub members: Vec<PauseMember>,
 }
 

@@ -47,6 +47,7 @@ impl Api {
         // member that is down now still finds it when it comes back, and
         // no automatic takeover can commit meanwhile. Not committed:
         // nothing changed (`local` pauses one node without the group).
+        let mut committed = false;
         if !r.local {
             if let Some(c) = self.mgr.consensus() {
                 if let Err(e) = c.set_pause(r.paused).await {
@@ -59,6 +60,7 @@ impl Api {
                         ),
                     );
                 }
+                committed = true;
             }
         }
         if let Err(e) = self.mgr.set_paused(r.paused) {
@@ -96,6 +98,7 @@ impl Api {
         }
         AdminResponse::ok(&PauseReport {
             paused: r.paused,
+            committed,
             members,
         })
     }

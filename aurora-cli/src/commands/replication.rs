@@ -515,10 +515,13 @@ pub async fn pause(config: &NodeConfig, paused: bool, local: bool, as_json: bool
         )));
     }
     let r: PauseReport = answer.read("/pause")?;
+    // A committed pause reaches a member the request missed through the
+    // fleet's log; a resume does not clear a member's own pause file.
+    let reaches_all = r.committed && paused;
     let missed: Vec<String> = r
         .members
         .iter()
-        .filter(|m| m.paused != Some(paused))
+        .filter(|m| m.paused != Some(paused) && !reaches_all)
         .map(|m| match &m.error {
             Some(e) => format!("{} ({e})", m.node),
             None => m.node.clone(),
@@ -530,6 +533,9 @@ pub async fn pause(config: &NodeConfig, paused: bool, local: bool, as_json: bool
         for m in &r.members {
             match (m.paused, &m.error) {
                 (Some(p), _) => outln!("{}: {}", m.node, if p { "paused" } else { "running" }),
+                (None, Some(e)) if reaches_all => {
+                    outln!("{}: not told ({e}); paused through the fleet's log", m.node)
+                }
                 (None, Some(e)) => outln!("{}: not told: {e}", m.node),
                 (None, None) => outln!("{}: no answer", m.node),
             }

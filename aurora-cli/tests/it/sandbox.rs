@@ -666,6 +666,8 @@ async fn the_cli_runs_a_sandbox_fleet() {
         .collect();
     assert_eq!(told.len(), 3, "{r}");
     assert!(told.iter().all(|(_, p)| *p), "{r}");
+    // Three members: the pause went through the fleet's Raft group.
+    assert_eq!(r["committed"], true, "{r}");
     let db = ok(on(&sb, "aurora", &["sync-db", "--json"]), "sync-db").json();
     assert_eq!(paused(&db), vec![true; 3], "{db}");
     let r = ok(on(&sb, "star", &["resume"]), "resume");

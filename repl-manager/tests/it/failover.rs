@@ -1623,6 +1623,7 @@ async fn a_member_that_missed_the_pause_is_paused_all_the_same() {
         backup["paused"].is_null() && backup["error"].is_string(),
         "{report}"
     );
+    assert_eq!(report["committed"], true, "{report}");
     fleet.restart("backup");
     fleet
         .wait_status("backup", T, "back, streaming and paused", |s| {
