@@ -22,6 +22,7 @@
 //! [`read`]: FleetState::read
 //! [`serve`]: FleetState::serve
 
+pub mod dynamic;
 pub mod model;
 pub mod net;
 mod prevote;
@@ -39,6 +40,7 @@ use openraft::{ChangeMembers, Raft, RaftMetrics};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+pub use dynamic::{DynamicConfig, Refusal};
 pub use model::{Command, FleetView, LeaderKey, Outcome, Succession, HISTORY_LEN};
 pub use net::{HttpTransport, Message, Reply, Transport, TransportError};
 
@@ -368,6 +370,12 @@ impl FleetState {
     /// The state as this member has applied it (may lag the leader's).
     pub fn view(&self) -> FleetView {
         self.sm.view()
+    }
+
+    /// Reads part of the applied state without copying the rest (the
+    /// callers that ask every round, for one field).
+    pub fn read_view<T>(&self, f: impl FnOnce(&FleetView) -> T) -> T {
+        self.sm.read_view(f)
     }
 
     /// Every applied change, as it happens.

@@ -14,6 +14,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::dynamic::DynamicConfig;
+
 /// The leader key as committed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaderKey {
@@ -22,6 +24,12 @@ pub struct LeaderKey {
     pub epoch: u64,
     /// The log index of the write that last set or renewed the key.
     pub revision: u64,
+    /// The TTL (ms) its holder counted its lease with at that write: a
+    /// candidate waits at least this long after seeing the revision, also
+    /// when the fleet's TTL was lowered meanwhile (Patroni's key carries its
+    /// TTL the same way). 0: written before it was kept.
+    #[serde(default)]
+    pub ttl_ms: u64,
 }
 
 /// A change to the fleet's state, proposed by a member and applied in log
@@ -51,15 +59,27 @@ pub enum Command {
         /// while the fleet is paused.
         #[serde(default)]
         automatic: bool,
+        /// The TTL (ms) the new holder counts its lease with.
+        #[serde(default)]
+        ttl_ms: u64,
     },
     /// The holder keeps the key: applies only when `member` holds it at
     /// `revision`.
-    Renew { member: String, revision: u64 },
+    Renew {
+        member: String,
+        revision: u64,
+        /// The TTL (ms) the holder counts this renewal's lease with.
+        #[serde(default)]
+        ttl_ms: u64,
+    },
     /// The holder hands the key to `to` (a switchover): a new epoch.
     Handover {
         member: String,
         revision: u64,
         to: String,
+        /// The TTL (ms) the handed key stands for.
+        #[serde(default)]
+        ttl_ms: u64,
     },
     /// The holder gives the key up (it stops being primary).
     Release { member: String, revision: u64 },
@@ -76,6 +96,15 @@ pub enum Command {
     /// the operator's request, or believes it is not paused, still cannot
     /// take over by itself.
     SetPause { member: String, paused: bool },
+    /// The fleet's dynamic config (Patroni's `PATCH /config`): applies only
+    /// when the config is still at revision `seen` (0: none committed yet,
+    /// so of two members seeding it only the first wins) and when `config`
+    /// keeps the timing argument ([`DynamicConfig::check`]).
+    SetConfig {
+        member: String,
+        seen: u64,
+        config: DynamicConfig,
+    },
 }
 
 impl Command {
@@ -87,7 +116,8 @@ impl Command {
             | Command::Handover { member, .. }
             | Command::Release { member, .. }
             | Command::SetSync { member, .. }
-            | Command::SetPause { member, .. } => member,
+            | Command::SetPause { member, .. }
+            | Command::SetConfig { member, .. } => member,
         }
     }
 }
@@ -142,6 +172,13 @@ pub struct FleetView {
     /// applies. Absent in state written before it was kept.
     #[serde(default)]
     pub paused: bool,
+    /// The fleet's dynamic config; `None` until a primary seeds it from its
+    /// config file. Absent in state written before it was kept.
+    #[serde(default)]
+    pub config: Option<DynamicConfig>,
+    /// The log index of the config's last change (0: none).
+    #[serde(default)]
+    pub config_revision: u64,
 }
 
 /// How many changes of hands [`FleetView::history`] keeps.
@@ -174,6 +211,7 @@ impl FleetView {
                 at_least,
                 require_sync,
                 automatic,
+                ttl_ms,
             } => {
                 let current = self.leader.as_ref().map(|k| k.revision);
                 let refused =
@@ -193,13 +231,19 @@ impl FleetView {
                         member: member.clone(),
                         epoch: self.epoch,
                         revision: index,
+                        ttl_ms: *ttl_ms,
                     });
                     true
                 }
             }
-            Command::Renew { member, revision } => match &mut self.leader {
+            Command::Renew {
+                member,
+                revision,
+                ttl_ms,
+            } => match &mut self.leader {
                 Some(k) if &k.member == member && k.revision == *revision => {
                     k.revision = index;
+                    k.ttl_ms = *ttl_ms;
                     true
                 }
                 _ => false,
@@ -208,6 +252,7 @@ impl FleetView {
                 member,
                 revision,
                 to,
+                ttl_ms,
             } => match &self.leader {
                 Some(k) if &k.member == member && k.revision == *revision && to != member => {
                     self.epoch += 1;
@@ -218,6 +263,7 @@ impl FleetView {
                         member: to.clone(),
                         epoch: self.epoch,
                         revision: index,
+                        ttl_ms: *ttl_ms,
                     });
                     true
                 }
@@ -245,6 +291,15 @@ impl FleetView {
             Command::SetPause { paused, .. } => {
                 self.paused = *paused;
                 true
+            }
+            Command::SetConfig { seen, config, .. } => {
+                if *seen != self.config_revision || config.check().is_err() {
+                    false
+                } else {
+                    self.config = Some(config.clone());
+                    self.config_revision = index;
+                    true
+                }
             }
         };
         let view = self.clone();
@@ -306,6 +361,7 @@ mod tests {
             at_least: 0,
             require_sync: false,
             automatic: false,
+            ttl_ms: 0,
         }
     }
 
@@ -316,6 +372,7 @@ mod tests {
             at_least: 0,
             require_sync: true,
             automatic: true,
+            ttl_ms: 0,
         }
     }
 
@@ -323,6 +380,7 @@ mod tests {
         Command::Renew {
             member: m.into(),
             revision,
+            ttl_ms: 0,
         }
     }
 
@@ -390,6 +448,7 @@ mod tests {
             at_least: 0,
             require_sync: true,
             automatic: false,
+            ttl_ms: 0,
         };
         assert!(v.apply(10, &manual).applied());
         assert!(v.apply(11, &acquire("c1", Some(10))).applied());
@@ -422,6 +481,7 @@ mod tests {
         let renew = |revision| Command::Renew {
             member: "lead".into(),
             revision,
+            ttl_ms: 0,
         };
         assert!(v.apply(2, &renew(1)).applied());
         assert!(v.apply(3, &acquire("backup", Some(2))).applied());
@@ -431,7 +491,8 @@ mod tests {
                 &Command::Handover {
                     member: "backup".into(),
                     revision: 3,
-                    to: "lead".into()
+                    to: "lead".into(),
+                    ttl_ms: 0,
                 }
             )
             .applied());
@@ -469,7 +530,8 @@ mod tests {
                     &Command::Handover {
                         member: from.into(),
                         revision: rev,
-                        to: to.into()
+                        to: to.into(),
+                        ttl_ms: 0,
                     }
                 )
                 .applied());
@@ -498,7 +560,8 @@ mod tests {
                 3,
                 &Command::Renew {
                     member: "lead".into(),
-                    revision: 1
+                    revision: 1,
+                    ttl_ms: 0,
                 }
             )
             .applied());
@@ -514,6 +577,7 @@ mod tests {
             &Command::Renew {
                 member: "lead".into(),
                 revision: 3,
+                ttl_ms: 0,
             },
         );
         assert!(!out.applied());
@@ -538,6 +602,7 @@ mod tests {
             member: "lead".into(),
             revision: 1,
             to: "backup".into(),
+            ttl_ms: 0,
         };
         assert!(v.apply(4, &h).applied());
         assert_eq!(v.leader.clone().unwrap().epoch, 2);
@@ -581,6 +646,7 @@ mod tests {
             at_least,
             require_sync: false,
             automatic: false,
+            ttl_ms: 0,
         };
         // The primary of epoch 7 claims the empty key: epoch 7, not 1.
         assert!(v.apply(1, &at("lead", None, 7)).applied());
@@ -593,6 +659,84 @@ mod tests {
         assert_eq!(v.leader.clone().unwrap().epoch, 10);
     }
 
+    fn config(ttl_ms: u64, degrade_secs: u64) -> DynamicConfig {
+        DynamicConfig {
+            ttl_ms,
+            probe_interval_ms: 1000,
+            loop_interval_secs: 5,
+            sync_degrade_after_secs: degrade_secs,
+            synchronous_strict: false,
+            max_lag_on_failover_bytes: 1 << 20,
+        }
+    }
+
+    #[test]
+    fn the_config_changes_only_from_the_revision_seen_and_only_to_a_safe_one() {
+        let mut v = FleetView::default();
+        let set = |seen, config| Command::SetConfig {
+            member: "lead".into(),
+            seen,
+            config,
+        };
+        // Two members seed it: only the first applies.
+        assert!(v.apply(1, &set(0, config(5000, 10))).applied());
+        assert!(!v.apply(2, &set(0, config(6000, 10))).applied());
+        assert_eq!(
+            (v.config.clone().unwrap().ttl_ms, v.config_revision),
+            (5000, 1)
+        );
+        // A change against the revision read applies; a stale one does not.
+        assert!(v.apply(3, &set(1, config(3000, 10))).applied());
+        assert!(!v.apply(4, &set(1, config(4000, 10))).applied());
+        assert_eq!(
+            (v.config.clone().unwrap().ttl_ms, v.config_revision),
+            (3000, 3)
+        );
+        // A degrade before the TTL would lose acknowledged writes: refused
+        // even at the right revision, and nothing changes.
+        let out = v.apply(5, &set(3, config(30_000, 10)));
+        assert!(!out.applied());
+        assert_eq!(
+            (v.config.clone().unwrap().ttl_ms, v.config_revision),
+            (3000, 3)
+        );
+    }
+
+    #[test]
+    fn the_key_carries_the_ttl_its_holder_counted_with() {
+        let mut v = FleetView::default();
+        let mut a = acquire("lead", None);
+        if let Command::Acquire { ttl_ms, .. } = &mut a {
+            *ttl_ms = 30_000;
+        }
+        assert!(v.apply(1, &a).applied());
+        assert_eq!(v.leader.clone().unwrap().ttl_ms, 30_000);
+        // The fleet's TTL lowered meanwhile: the key still says 30 s until
+        // the holder renews with the new one.
+        assert!(v
+            .apply(
+                2,
+                &Command::SetConfig {
+                    member: "c1".into(),
+                    seen: 0,
+                    config: config(5000, 10)
+                }
+            )
+            .applied());
+        assert_eq!(v.leader.clone().unwrap().ttl_ms, 30_000);
+        assert!(v
+            .apply(
+                3,
+                &Command::Renew {
+                    member: "lead".into(),
+                    revision: 1,
+                    ttl_ms: 5000
+                }
+            )
+            .applied());
+        assert_eq!(v.leader.clone().unwrap().ttl_ms, 5000);
+    }
+
     proptest::proptest! {
         /// Whatever is proposed, in whatever order: the epoch never goes
         /// down, each epoch has one holder, a conflict changes nothing but
@@ -600,7 +744,7 @@ mod tests {
         /// a fleet that is not paused.
         #[test]
         fn epochs_only_grow_and_each_has_one_holder(
-            ops in proptest::collection::vec((0u8..6, 0usize..3, 0u64..12, 0usize..3), 1..60)
+            ops in proptest::collection::vec((0u8..7, 0usize..3, 0u64..12, 0usize..3), 1..60)
         ) {
             let names = ["lead", "backup", "c1"];
             let mut v = FleetView::default();
@@ -608,12 +752,13 @@ mod tests {
             for (i, (op, m, rev, to)) in ops.into_iter().enumerate() {
                 let member = names[m].to_string();
                 let cmd = match op {
-                    0 => Command::Acquire { member, seen: (rev > 0).then_some(rev), at_least: to as u64 * 3, require_sync: rev % 2 == 0, automatic: rev % 4 == 0 },
-                    1 => Command::Renew { member, revision: rev },
-                    2 => Command::Handover { member, revision: rev, to: names[to].into() },
+                    0 => Command::Acquire { member, seen: (rev > 0).then_some(rev), at_least: to as u64 * 3, require_sync: rev % 2 == 0, automatic: rev % 4 == 0, ttl_ms: rev },
+                    1 => Command::Renew { member, revision: rev, ttl_ms: rev },
+                    2 => Command::Handover { member, revision: rev, to: names[to].into(), ttl_ms: 0 },
                     3 => Command::Release { member, revision: rev },
                     4 => Command::SetSync { member, epoch: rev, standby: (rev != 5).then(|| names[to].into()) },
-                    _ => Command::SetPause { member, paused: rev % 2 == 0 },
+                    5 => Command::SetPause { member, paused: rev % 2 == 0 },
+                    _ => Command::SetConfig { member, seen: rev, config: config(rev * 1000, 1 + to as u64) },
                 };
                 let before = v.clone();
                 let out = v.apply(i as u64 + 1, &cmd);
@@ -625,6 +770,13 @@ mod tests {
                 if let Command::Acquire { automatic: true, .. } = &cmd {
                     // No member takes over by itself while the fleet is paused.
                     proptest::prop_assert!(!out.applied() || !before.paused);
+                }
+                if let Command::SetConfig { config, .. } = &cmd {
+                    // No committed config breaks the timing argument.
+                    proptest::prop_assert!(!out.applied() || config.check().is_ok());
+                }
+                if let Some(c) = &v.config {
+                    proptest::prop_assert!(c.check().is_ok());
                 }
                 if !out.applied() {
                     let mut b = before;

@@ -272,6 +272,11 @@ impl StateMachine {
     pub fn view(&self) -> FleetView {
         self.tx.borrow().clone()
     }
+
+    /// Reads part of the applied state without copying the rest.
+    pub fn read_view<T>(&self, f: impl FnOnce(&FleetView) -> T) -> T {
+        f(&self.tx.borrow())
+    }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {

@@ -15,6 +15,7 @@ fn renew(member: &str, revision: u64) -> Command {
     Command::Renew {
         member: member.into(),
         revision,
+        ttl_ms: 0,
     }
 }
 
@@ -35,6 +36,7 @@ fn acquire(member: &str, seen: Option<u64>) -> Command {
         at_least: 0,
         require_sync: false,
         automatic: false,
+        ttl_ms: 0,
     }
 }
 

@@ -111,6 +111,7 @@ async fn members_agree_over_the_admin_servers_and_refuse_what_is_not_theirs() {
                 at_least: 0,
                 require_sync: false,
                 automatic: false,
+                ttl_ms: 0,
             })
             .await
         {
@@ -186,6 +187,7 @@ async fn members_agree_over_the_admin_servers_and_refuse_what_is_not_theirs() {
         let renew = Command::Renew {
             member: "lead".into(),
             revision: key.revision,
+            ttl_ms: 0,
         };
         match st(1).propose(renew).await {
             Ok(o) if o.applied() => break,

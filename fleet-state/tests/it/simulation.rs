@@ -39,6 +39,7 @@ fn proposal(rng: &mut Rng, me: &str, v: &FleetView) -> Command {
             at_least: 0,
             require_sync: false,
             automatic: false,
+            ttl_ms: 0,
         },
         (Some(k), 0) if k.member != me => Command::Acquire {
             member,
@@ -46,11 +47,13 @@ fn proposal(rng: &mut Rng, me: &str, v: &FleetView) -> Command {
             at_least: 0,
             require_sync: rng.below(2) == 0,
             automatic: false,
+            ttl_ms: 0,
         },
         (Some(k), 1) => Command::Handover {
             member,
             revision: k.revision,
             to: name(1 + rng.below(5)),
+            ttl_ms: 0,
         },
         (Some(k), 2) => Command::SetSync {
             member,
@@ -64,6 +67,7 @@ fn proposal(rng: &mut Rng, me: &str, v: &FleetView) -> Command {
         (Some(k), _) => Command::Renew {
             member,
             revision: k.revision,
+            ttl_ms: 0,
         },
     }
 }
