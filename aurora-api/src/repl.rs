@@ -150,12 +150,15 @@ pub struct FailoverView {
 
 /// The leader key: who may be primary, at which epoch, and the log index
 /// of its last renewal.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct LeaderKeyView {
     pub member: String,
     pub epoch: i64,
     pub revision: u64,
+    /// The TTL (s) its holder counts its lease with at that renewal; no
+    /// candidate takes the key sooner after it. 0: not recorded.
+    pub ttl_secs: f64,
 }
 
 /// The primary's last lease request as a member remembers it.
@@ -518,3 +521,149 @@ mod tests {
         assert!(e.to_string().contains("forse"), "{e}");
     }
 }
+
+/// `GET /config` (and the answer to `PATCH /config`): the timing and sync
+/// policy every member of the fleet uses, as Patroni's `/config`. Added in
+/// version 1.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FleetConfig {
+    /// `fleet`: committed in the fleet's Raft group, the same on every
+    /// member; `file`: this member's config file (a fleet without a Raft
+    /// group, or none committed yet).
+    pub source: String,
+    /// The log index of the config's last change (0: none committed): pass
+    /// it back in a `PATCH` to refuse a change made meanwhile.
+    pub revision: u64,
+    /// The fleet is paused (maintenance mode).
+    pub pause: bool,
+    pub failover: FailoverTiming,
+    pub replication: ReplicationPolicy,
+    /// Keys whose value in the answering member's config file differs
+    /// from the one in force (the file's value is only the seed).
+    pub file_differs: Vec<String>,
+}
+
+/// The failover timing in [`FleetConfig`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FailoverTiming {
+    pub timeout_secs: f64,
+    pub probe_interval_secs: f64,
+}
+
+/// The replication policy in [`FleetConfig`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReplicationPolicy {
+    pub loop_interval_secs: u64,
+    pub sync_degrade_after_secs: u64,
+    pub synchronous_strict: bool,
+    pub max_lag_on_failover_bytes: u64,
+}
+
+/// `PATCH /config`: the keys to change (a JSON merge patch of
+/// [`FleetConfig`]); the others keep their value. Unknown keys are refused.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigPatch {
+    /// Applies only if the config is still at this revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<FailoverTimingPatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<ReplicationPolicyPatch>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailoverTimingPatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_interval_secs: Option<f64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicationPolicyPatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loop_interval_secs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_degrade_after_secs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synchronous_strict: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_lag_on_failover_bytes: Option<u64>,
+}
+
+impl ConfigPatch {
+    /// Sets one key given as `section.key=value` (`aurora-cli config set`);
+    /// the error names the key and what was wrong.
+    pub fn set(&mut self, assignment: &str) -> Result<(), String> {
+        let (key, value) = assignment
+            .split_once('=')
+            .ok_or_else(|| format!("{assignment:?}: expected KEY=VALUE"))?;
+        let (key, value) = (key.trim(), value.trim());
+        fn num<T: std::str::FromStr>(key: &str, v: &str, what: &str) -> Result<T, String> {
+            v.parse().map_err(|_| format!("{key}: {v:?} is not {what}"))
+        }
+        let f = || FailoverTimingPatch::default();
+        let r = || ReplicationPolicyPatch::default();
+        match key {
+            "pause" => self.pause = Some(num(key, value, "true or false")?),
+            "failover.timeout_secs" => {
+                self.failover.get_or_insert_with(f).timeout_secs =
+                    Some(num(key, value, "a number of seconds")?)
+            }
+            "failover.probe_interval_secs" => {
+                self.failover.get_or_insert_with(f).probe_interval_secs =
+                    Some(num(key, value, "a number of seconds")?)
+            }
+            "replication.loop_interval_secs" => {
+                self.replication.get_or_insert_with(r).loop_interval_secs =
+                    Some(num(key, value, "a whole number of seconds")?)
+            }
+            "replication.sync_degrade_after_secs" => {
+                self.replication
+                    .get_or_insert_with(r)
+                    .sync_degrade_after_secs = Some(num(key, value, "a whole number of seconds")?)
+            }
+            "replication.synchronous_strict" => {
+                self.replication.get_or_insert_with(r).synchronous_strict =
+                    Some(num(key, value, "true or false")?)
+            }
+            "replication.max_lag_on_failover_bytes" => {
+                self.replication
+                    .get_or_insert_with(r)
+                    .max_lag_on_failover_bytes = Some(num(key, value, "a number of bytes")?)
+            }
+            other => {
+                return Err(format!(
+                    "{other:?} is not a fleet config key (one of: {})",
+                    CONFIG_KEYS.join(", ")
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// Nothing to change.
+    pub fn is_empty(&self) -> bool {
+        self.pause.is_none() && self.failover.is_none() && self.replication.is_none()
+    }
+}
+
+/// The keys `PATCH /config` and `aurora-cli config set` take.
+pub const CONFIG_KEYS: [&str; 7] = [
+    "pause",
+    "failover.timeout_secs",
+    "failover.probe_interval_secs",
+    "replication.loop_interval_secs",
+    "replication.sync_degrade_after_secs",
+    "replication.synchronous_strict",
+    "replication.max_lag_on_failover_bytes",
+];

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use aurora_api::repl::{
-    ClusterMember, ClusterView, Liveness, NodeState, PauseMember, PauseReport, PauseRequest,
+    ClusterMember, ClusterView, ConfigPatch, FleetConfig, Liveness, NodeState, PauseMember,
+    PauseReport, PauseRequest,
 };
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Method, StatusCode};
@@ -13,9 +14,11 @@ use sidecar_kit::admin::{
     AdminApi, AdminRequest, AdminResponse, HealthReport, HealthStatus, Routed,
 };
 
+use crate::consensus::ConfigWrite;
 use crate::lsn::LagLimit;
 use crate::manager::{lock, Manager, NodeStatus};
 use crate::ops::OpError;
+use crate::tuning::{self, Tuning};
 
 pub struct Api {
     pub mgr: Arc<Manager>,
@@ -42,6 +45,102 @@ fn op_answer<T: serde::Serialize>(r: Result<T, OpError>) -> AdminResponse {
 }
 
 impl Api {
+    fn config_answer(&self, t: &Tuning) -> FleetConfig {
+        t.describe(&tuning::from_file(&self.mgr.cfg), self.mgr.paused())
+    }
+
+    /// `PATCH /config`: the timing and sync policy through the fleet's
+    /// Raft group (every member applies the same values), checked against
+    /// the timing argument before anything is proposed; `pause` as
+    /// `POST /pause`.
+    async fn patch_config(&self, patch: ConfigPatch) -> AdminResponse {
+        if patch.is_empty() {
+            return AdminResponse::error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "the patch names no key to change (one of: {})",
+                    aurora_api::repl::CONFIG_KEYS.join(", ")
+                ),
+            );
+        }
+        let mut t = self.mgr.tuning();
+        let at = t.revision.unwrap_or(0);
+        if let Some(r) = patch.revision.filter(|r| *r != at) {
+            return AdminResponse::error(
+                StatusCode::CONFLICT,
+                format!(
+                    "the fleet's config is at revision {at}, not {r}: read it again (GET /config)"
+                ),
+            );
+        }
+        if patch.failover.is_some() || patch.replication.is_some() {
+            let Some(c) = self.mgr.consensus() else {
+                return AdminResponse::error(
+                    StatusCode::CONFLICT,
+                    "this fleet keeps no replicated config (no Raft group: two members, automatic \
+                     failover off, or failover.leader_key_on_raft = false): each member's timing \
+                     comes from its own config file",
+                );
+            };
+            let next = match tuning::patched(&t.values, &patch) {
+                Ok(next) => next,
+                Err(r) => return AdminResponse::error(StatusCode::BAD_REQUEST, r.to_string()),
+            };
+            if next != t.values || t.revision.is_none() {
+                match c.set_config(at, next.clone()).await {
+                    Ok(revision) => {
+                        let before = self.config_answer(&t);
+                        t = Tuning {
+                            values: next,
+                            revision: Some(revision),
+                        };
+                        let after = self.config_answer(&t);
+                        self.mgr
+                            .event(
+                                "config_changed",
+                                serde_json::json!({
+                                    "revision": revision,
+                                    "failover": [before.failover, after.failover],
+                                    "replication": [before.replication, after.replication],
+                                }),
+                            )
+                            .await;
+                    }
+                    Err(ConfigWrite::Moved(now)) => {
+                        return AdminResponse::error(
+                            StatusCode::CONFLICT,
+                            format!(
+                                "the fleet's config changed meanwhile (now revision {now}): read \
+                                 it again; nothing changed"
+                            ),
+                        )
+                    }
+                    Err(ConfigWrite::Refused(r)) => {
+                        return AdminResponse::error(StatusCode::BAD_REQUEST, r.to_string())
+                    }
+                    Err(ConfigWrite::Uncommitted(e)) => {
+                        return AdminResponse::error(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("the fleet's Raft group did not commit the change: {e}; nothing changed"),
+                        )
+                    }
+                }
+            }
+        }
+        if let Some(paused) = patch.pause.filter(|p| *p != self.mgr.paused()) {
+            let r = self
+                .pause(PauseRequest {
+                    paused,
+                    local: false,
+                })
+                .await;
+            if !r.status.is_success() {
+                return r;
+            }
+        }
+        AdminResponse::ok(&self.config_answer(&t))
+    }
+
     async fn pause(&self, r: PauseRequest) -> AdminResponse {
         // The whole fleet: through the replicated state first, so that a
         // member that is down now still finds it when it comes back, and
@@ -288,7 +387,7 @@ impl AdminApi for Api {
                 // A clone or rewind holds the loop for minutes; that is
                 // alive, not hung.
                 let busy = lock(&self.mgr.activity).is_some();
-                let limit = 10.0 * self.mgr.cfg.replication.loop_interval_secs as f64 + 30.0;
+                let limit = 10.0 * self.mgr.tuning().values.loop_interval_secs as f64 + 30.0;
                 let ok = busy || age < limit;
                 let code = if ok {
                     StatusCode::OK
@@ -311,6 +410,14 @@ impl AdminApi for Api {
             }
             "/cluster" => Routed::Response(self.cluster().await),
             "/history" => Routed::Response(AdminResponse::ok(&self.mgr.history().await)),
+            "/config" if req.method == Method::GET => {
+                Routed::Response(AdminResponse::ok(&self.config_answer(&self.mgr.tuning())))
+            }
+            "/config" if req.method == Method::PATCH => Routed::Response(match req.json() {
+                Ok(patch) => self.patch_config(patch).await,
+                Err(resp) => resp,
+            }),
+            "/config" => Routed::MethodNotAllowed("GET, PATCH, HEAD, OPTIONS"),
             "/switchover" | "/promote" | "/demote" | "/lease" | "/vote" | "/pause"
             | "/fleet/raft" | "/failover" | "/restart" | "/reload" | "/reinitialize"
                 if req.method != Method::POST =>

@@ -410,38 +410,22 @@ impl Validate for Config {
             }
         }
         let f = &self.failover;
-        if !(f.probe_interval_secs.is_finite() && f.probe_interval_secs >= 0.1) {
-            return Err(ConfigError::new(
-                "failover.probe_interval_secs",
-                "must be at least 0.1",
-            ));
+        for (key, v) in [
+            ("failover.probe_interval_secs", f.probe_interval_secs),
+            ("failover.timeout_secs", f.timeout_secs),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(ConfigError::new(key, "must be a number of seconds"));
+            }
         }
-        if !(f.timeout_secs.is_finite() && f.timeout_secs >= 3.0 * f.probe_interval_secs) {
-            return Err(ConfigError::new(
-                "failover.timeout_secs",
-                "must be at least 3 × failover.probe_interval_secs (the primary fences itself 2 probe intervals earlier)",
-            ));
-        }
-        // #15 finding 4: a primary cut off from every member holds its
-        // lease for up to F - 2P after its last grant, while its standby can
-        // vanish (a reset connection) at the same moment. If it degraded to
-        // asynchronous commits before the lease ran out, it would
-        // acknowledge writes the backup never got, and the backup promotes
-        // once F has passed. So the degrade must come after F. (Strict mode
-        // never degrades; without automatic failover nobody promotes.)
-        if self.automatic_failover()
-            && !r.synchronous_strict
-            && (r.sync_degrade_after_secs as f64) <= f.timeout_secs
-            && self.members.len() >= 3
-        {
-            return Err(ConfigError::new(
-                "replication.sync_degrade_after_secs",
-                format!(
-                    "must be longer than failover.timeout_secs ({} s): a primary cut off from every member must lose its lease and stop before it degrades to asynchronous commits, or the backup promotes without writes it acknowledged",
-                    f.timeout_secs
-                ),
-            ));
-        }
+        // The timing and sync policy: the same rules as a change to the
+        // fleet's committed config (tuning.rs), so a file that passes here
+        // is a valid seed. #15 finding 4 (the degrade must come after the
+        // TTL) matters only where a primary can be failed over
+        // automatically.
+        crate::tuning::from_file(self)
+            .check_rules(self.automatic_failover() && self.members.len() >= 3)
+            .map_err(|r| ConfigError::new(r.key, r.reason))?;
         for c in &f.candidates {
             if !self.members.iter().any(|m| m.name.as_str() == c) {
                 return Err(ConfigError::new(

@@ -24,18 +24,21 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aurora_api::repl::{History, HistoryEntry};
 use fleet_state::{
-    Command, FleetState, FleetView, HttpTransport, LeaderKey, NodeId, Outcome, Peer, Settings,
+    Command, DynamicConfig, FleetState, FleetView, HttpTransport, LeaderKey, NodeId, Outcome, Peer,
+    Settings,
 };
 use sidecar_kit::admin::{AdminRequest, AdminResponse};
 
 use cluster_db::Role;
 
 use crate::config::Config;
+use crate::tuning::Tuning;
 
 /// At most this many members vote (lead, backup, then compute nodes in
 /// the order configured); the others follow the log as learners.
@@ -120,15 +123,27 @@ fn peer(name: &str, url: &str) -> Peer {
 /// 0.3 s and 1.5 s, that is 1.2 s to replace a Raft leader against a
 /// lease of 0.9 s.)
 pub fn settings(cfg: &Config, dir: std::path::PathBuf) -> Settings {
+    settings_for(cfg, &Tuning::file(cfg), dir)
+}
+
+/// [`settings`] from `tuning`: at each start, the fleet's committed config
+/// as this member last applied it (Raft's timing cannot change while it
+/// runs, so a changed TTL reaches it at the member's next start).
+pub fn settings_for(cfg: &Config, tuning: &Tuning, dir: std::path::PathBuf) -> Settings {
     let mut s = Settings::new(member_id(&cfg.node.name), dir);
-    let budget = cfg
-        .failover
-        .lease()
-        .saturating_sub(cfg.failover.probe_interval());
+    let budget = tuning.lease().saturating_sub(tuning.probe_interval());
     s.election_min = (budget / 5).clamp(Duration::from_millis(100), Duration::from_secs(2));
     s.election_max = s.election_min * 2;
     s.heartbeat = s.election_min / 4;
     s
+}
+
+/// How long a candidate waits after it saw `key`'s revision: the TTL in
+/// force on it, and never less than the TTL the holder wrote into the key
+/// (the holder counts its lease with that one, also when the fleet's TTL
+/// was lowered since).
+pub fn must_stand(key: Option<&LeaderKey>, ttl: Duration) -> Duration {
+    ttl.max(Duration::from_millis(key.map(|k| k.ttl_ms).unwrap_or(0)))
 }
 
 /// How long the key's revision has stood unchanged, as this member saw it.
@@ -141,14 +156,11 @@ struct Watch {
 pub struct Consensus {
     fs: FleetState,
     me: String,
-    /// A proposal's bound in the failover loop (one probe interval: the
-    /// next round tries again).
-    patience: Duration,
-    /// An operator's operation's bound (the failover timeout): long enough
-    /// for a Raft leader that just went away to be replaced, as when the
-    /// lead's host, which led the group, is what the operator promotes
-    /// away from.
-    op_patience: Duration,
+    /// This member's file's timing: in force until the fleet's config is
+    /// committed.
+    file: Tuning,
+    /// The file's values were refused as the seed: not tried again.
+    seeded: AtomicBool,
     watch: Mutex<Watch>,
     /// The revision of this node's last committed claim.
     held: Mutex<Option<u64>>,
@@ -218,6 +230,17 @@ pub enum ConsensusError {
     Move { from: String, reason: String },
 }
 
+/// Why the fleet's config was not changed.
+#[derive(Debug)]
+pub enum ConfigWrite {
+    /// It changed meanwhile: now at this revision.
+    Moved(u64),
+    /// It breaks a rule.
+    Refused(fleet_state::Refusal),
+    /// Nothing committed (no quorum, an election).
+    Uncommitted(String),
+}
+
 /// What `reset-fleet-state` did.
 #[derive(Debug)]
 pub struct Reset {
@@ -278,7 +301,20 @@ impl Consensus {
             cfg.admin.token.clone(),
             cfg.failover.probe_interval(),
         ));
-        let fs = FleetState::open(settings(cfg, store_dir(cfg)), transport).await?;
+        // Raft's timing from the fleet's config as this member last
+        // applied it, else from its file.
+        let dir = store_dir(cfg);
+        let tuning = match fleet_state::inspect(&dir).await? {
+            Some(stored) => match (stored.view.config, stored.view.config_revision) {
+                (Some(values), revision) => Tuning {
+                    values,
+                    revision: Some(revision),
+                },
+                (None, _) => Tuning::file(cfg),
+            },
+            None => Tuning::file(cfg),
+        };
+        let fs = FleetState::open(settings_for(cfg, &tuning, dir), transport).await?;
         let stored = fs.voters_now().await?;
         let ids: BTreeSet<NodeId> = stored.keys().copied().collect();
         let configured = configured_ids(cfg);
@@ -300,8 +336,8 @@ impl Consensus {
         Ok(Consensus {
             fs,
             me: cfg.node.name.to_string(),
-            patience: cfg.failover.probe_interval(),
-            op_patience: cfg.failover.timeout(),
+            file: Tuning::file(cfg),
+            seeded: AtomicBool::new(false),
             watch: Mutex::new(Watch::default()),
             held: Mutex::new(None),
             answered: Mutex::new(FleetView::default()),
@@ -311,6 +347,90 @@ impl Consensus {
 
     pub fn view(&self) -> FleetView {
         self.fs.view()
+    }
+
+    /// The timing and sync policy in force: the fleet's committed config
+    /// as this member applied it, else its file's.
+    pub fn tuning(&self) -> Tuning {
+        self.fs.read_view(|v| match &v.config {
+            Some(values) => Tuning {
+                values: values.clone(),
+                revision: Some(v.config_revision),
+            },
+            None => self.file.clone(),
+        })
+    }
+
+    /// A proposal's bound in the failover loop (one probe interval: the
+    /// next round tries again).
+    fn patience(&self) -> Duration {
+        self.tuning().probe_interval()
+    }
+
+    /// An operator's operation's bound (the TTL): long enough for a Raft
+    /// leader that just went away to be replaced, as when the lead's host,
+    /// which led the group, is what the operator promotes away from.
+    fn op_patience(&self) -> Duration {
+        self.tuning().timeout()
+    }
+
+    /// The TTL a claim of this member's is written with.
+    fn ttl_ms(&self) -> u64 {
+        self.tuning().values.ttl_ms
+    }
+
+    /// On the primary, once it holds the key: commits its file's values as
+    /// the fleet's config when none is committed yet (Patroni's
+    /// `bootstrap.dcs`). Tried once per start when the values break a
+    /// rule (the file passed its own checks, which allow more where
+    /// nothing fails over automatically).
+    pub async fn seed_config(&self) {
+        if self.fs.read_view(|v| v.config.is_some()) || self.seeded.load(Ordering::Relaxed) {
+            return;
+        }
+        match self.set_config(0, self.file.values.clone()).await {
+            Ok(revision) => {
+                tracing::info!(
+                    revision,
+                    "the fleet's config is seeded from this member's file"
+                );
+            }
+            // Another member seeded it first.
+            Err(ConfigWrite::Moved(_)) => {}
+            Err(ConfigWrite::Refused(r)) => {
+                self.seeded.store(true, Ordering::Relaxed);
+                tracing::warn!(reason = %r, "this member's timing cannot seed the fleet's config; each member keeps its file's");
+            }
+            Err(ConfigWrite::Uncommitted(e)) => {
+                tracing::debug!(error = %e, "the fleet's config is not seeded yet");
+            }
+        }
+    }
+
+    /// Commits the fleet's config, against the revision `seen` (0: none
+    /// committed yet: seeding it).
+    pub async fn set_config(&self, seen: u64, config: DynamicConfig) -> Result<u64, ConfigWrite> {
+        let cmd = Command::SetConfig {
+            member: self.me.clone(),
+            seen,
+            config: config.clone(),
+        };
+        match self.propose(cmd, self.op_patience()).await {
+            Ok(Outcome::Applied { view }) => Ok(view.config_revision),
+            Ok(Outcome::Conflict { view }) if view.config_revision != seen => {
+                Err(ConfigWrite::Moved(view.config_revision))
+            }
+            Ok(Outcome::Conflict { .. }) => Err(match config.check() {
+                Err(r) => ConfigWrite::Refused(r),
+                Ok(()) => ConfigWrite::Uncommitted(
+                    "the group refused it (a member of an older version leads?)".into(),
+                ),
+            }),
+            Ok(Outcome::None) => Err(ConfigWrite::Uncommitted(
+                "the write carried no command".into(),
+            )),
+            Err(e) => Err(ConfigWrite::Uncommitted(e)),
+        }
     }
 
     /// `GET /history`: the key's changes of hands as this member applied
@@ -449,7 +569,7 @@ impl Consensus {
             epoch: k.epoch,
             standby: standby.map(str::to_string),
         };
-        match self.propose(cmd, self.patience).await? {
+        match self.propose(cmd, self.patience()).await? {
             Outcome::Applied { .. } => Ok(()),
             Outcome::Conflict { view } => Err(format!(
                 "the leader key moved meanwhile ({:?})",
@@ -467,7 +587,7 @@ impl Consensus {
             member: self.me.clone(),
             paused,
         };
-        match self.propose(cmd, self.op_patience).await? {
+        match self.propose(cmd, self.op_patience()).await? {
             Outcome::Applied { .. } => Ok(()),
             Outcome::Conflict { .. } | Outcome::None => {
                 Err("the pause was not applied (a member of an older version leads?)".into())
@@ -487,9 +607,12 @@ impl Consensus {
     /// election that replaces a lost Raft leader inside the lease costs the
     /// primary nothing. A renewal that raced an earlier one of this node's
     /// (which committed after all) is proposed again at the new revision:
-    /// only a commit made in this call extends the lease.
-    pub async fn renew(&self, epoch: i64, within: Duration) -> Claim {
-        let deadline = Instant::now() + within.max(self.patience);
+    /// only a commit made in this call extends the lease. `ttl`: what the
+    /// caller counts its lease with, written into the key so that no
+    /// candidate takes it sooner.
+    pub async fn renew(&self, epoch: i64, within: Duration, ttl: Duration) -> Claim {
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        let deadline = Instant::now() + within.max(self.patience());
         let at_least = u64::try_from(epoch).unwrap_or(0);
         let mut view = self.fs.view();
         loop {
@@ -500,10 +623,12 @@ impl Consensus {
                     at_least,
                     require_sync: false,
                     automatic: false,
+                    ttl_ms,
                 },
                 Some(k) if k.member == self.me => Command::Renew {
                     member: self.me.clone(),
                     revision: self.my_revision(k),
+                    ttl_ms,
                 },
                 Some(k) => return judge_other(k, epoch),
             };
@@ -549,6 +674,7 @@ impl Consensus {
         let probe = Command::Renew {
             member: self.me.clone(),
             revision: u64::MAX,
+            ttl_ms: 0,
         };
         match self.propose(probe, within).await? {
             Outcome::Applied { view } | Outcome::Conflict { view } => Ok(view.leader),
@@ -577,6 +703,7 @@ impl Consensus {
     /// Returns the new epoch.
     pub async fn acquire(&self, at_least: i64, stand: Duration) -> Result<i64, String> {
         let (key, stood) = self.observe();
+        let stand = must_stand(key.as_ref(), stand);
         if stood < stand {
             return Err(format!(
                 "the leader key ({}) was renewed {:.1} s ago; it must stand {:.1} s",
@@ -587,8 +714,14 @@ impl Consensus {
                 stand.as_secs_f64()
             ));
         }
-        self.take(key.map(|k| k.revision), at_least, true, true, self.patience)
-            .await
+        self.take(
+            key.map(|k| k.revision),
+            at_least,
+            true,
+            true,
+            self.patience(),
+        )
+        .await
     }
 
     /// An operator's promotion: the key is taken against the revision this
@@ -598,7 +731,7 @@ impl Consensus {
     /// the sync key names this member.
     pub async fn take_now(&self, at_least: i64, require_sync: bool) -> Result<i64, String> {
         let seen = self.fs.view().leader.map(|k| k.revision);
-        self.take(seen, at_least, require_sync, false, self.op_patience)
+        self.take(seen, at_least, require_sync, false, self.op_patience())
             .await
     }
 
@@ -616,6 +749,7 @@ impl Consensus {
             at_least: u64::try_from(at_least).unwrap_or(0),
             require_sync,
             automatic,
+            ttl_ms: self.ttl_ms(),
         };
         match self.propose(cmd, within).await? {
             Outcome::Applied { view } => {
@@ -649,8 +783,9 @@ impl Consensus {
             member: self.me.clone(),
             revision: self.my_revision(&k),
             to: to.to_string(),
+            ttl_ms: self.ttl_ms(),
         };
-        match self.propose(cmd, self.op_patience).await? {
+        match self.propose(cmd, self.op_patience()).await? {
             Outcome::Applied { view } => {
                 let k = view.leader.ok_or("the key is empty after the handover")?;
                 Ok((i64::try_from(k.epoch).unwrap_or(i64::MAX), k.revision))
@@ -667,7 +802,7 @@ impl Consensus {
     /// compare-and-set on the handover's revision (so not if the target
     /// already renewed it).
     pub async fn take_back(&self, revision: u64, at_least: i64) -> Result<i64, String> {
-        self.take(Some(revision), at_least, false, false, self.op_patience)
+        self.take(Some(revision), at_least, false, false, self.op_patience())
             .await
     }
 
@@ -819,6 +954,26 @@ fn judge_other(k: &LeaderKey, epoch: i64) -> Claim {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_candidate_waits_the_ttl_the_holder_wrote_when_the_fleet_lowered_it() {
+        let key = |ttl_ms| LeaderKey {
+            member: "lead".into(),
+            epoch: 3,
+            revision: 40,
+            ttl_ms,
+        };
+        let five = Duration::from_secs(5);
+        // The holder renewed under a TTL of 30 s; the fleet's is 5 s now.
+        assert_eq!(
+            must_stand(Some(&key(30_000)), five),
+            Duration::from_secs(30)
+        );
+        // Raised: the fleet's TTL counts. Written before it was kept: too.
+        assert_eq!(must_stand(Some(&key(2_000)), five), five);
+        assert_eq!(must_stand(Some(&key(0)), five), five);
+        assert_eq!(must_stand(None, five), five);
+    }
 
     #[test]
     fn member_ids_are_stable_and_distinct() {
@@ -1030,6 +1185,7 @@ mod tests {
             member: "backup".into(),
             epoch: 2,
             revision: 9,
+            ttl_ms: 0,
         };
         assert_eq!(
             judge_other(&k, 1),

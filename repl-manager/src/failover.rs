@@ -257,6 +257,7 @@ impl Manager {
                     member: k.member,
                     epoch: i64::try_from(k.epoch).unwrap_or(i64::MAX),
                     revision: k.revision,
+                    ttl_secs: k.ttl_ms as f64 / 1000.0,
                 })
             }),
             raft_leader: self.consensus().and_then(|c| c.raft_leader()),
@@ -273,7 +274,7 @@ impl Manager {
 
     /// Has this node's failover probe seen the primary answer lately?
     pub fn primary_recently_seen(&self) -> bool {
-        let limit = self.cfg.failover.probe_interval() * 3;
+        let limit = self.tuning().probe_interval() * 3;
         lock(&self.failover)
             .primary_seen
             .is_some_and(|t| t.elapsed() < limit)
@@ -344,7 +345,7 @@ impl Manager {
         // holder just announced may be a few heartbeats ahead of this
         // member's log: wait for it briefly.
         if let Some(c) = self.consensus() {
-            let within = self.cfg.failover.probe_interval() / 2;
+            let within = self.tuning().probe_interval() / 2;
             if !c.wait_for_key(&req.primary, req.epoch, within).await {
                 let holder = c
                     .view()
@@ -417,7 +418,7 @@ impl Manager {
         }
         let now = Instant::now();
         let mut f = lock(&self.failover);
-        f.no_vote_until = Some(now + self.cfg.failover.timeout());
+        f.no_vote_until = Some(now + self.tuning().timeout());
         f.primary_seen = Some(now);
         f.report = Some((req, now));
         f.remembered = None;
@@ -438,7 +439,7 @@ impl Manager {
             report: f.report_view(),
             reason: None,
         };
-        let timeout = self.cfg.failover.timeout();
+        let timeout = self.tuning().timeout();
         let now = Instant::now();
         let refusal = if self.paused() {
             Some("paused (maintenance mode)".to_string())
@@ -498,7 +499,7 @@ impl Manager {
 
     /// One round; returns how long to sleep before the next.
     pub async fn failover_round(&self) -> Duration {
-        let interval = self.cfg.failover.probe_interval();
+        let interval = self.tuning().probe_interval();
         self.follow_key().await;
         if let Some(c) = self.consensus() {
             c.keep_members(&self.cfg).await;
@@ -523,6 +524,9 @@ impl Manager {
         if !self.cfg.automatic_failover() {
             return;
         }
+        // One reading of the timing for the whole round: the TTL written
+        // into the key is the one the lease below is counted with.
+        let t = self.tuning();
         let sent = Instant::now();
         let hard_fenced = self.hard_fenced();
         if hard_fenced {
@@ -532,7 +536,7 @@ impl Manager {
         // a dead primary must let its lease lapse.
         let mut lsn = None;
         if !hard_fenced {
-            let ok = tokio::time::timeout(self.cfg.failover.probe_interval(), async {
+            let ok = tokio::time::timeout(t.probe_interval(), async {
                 let c = self.local().await?;
                 let st = probe::server_state(&c).await?;
                 Ok::<_, Failure>(st)
@@ -547,12 +551,7 @@ impl Manager {
             }
             // Reads answer; can it also commit? A stalled disk answers
             // reads from the cache and would keep the lease for good.
-            let commits = self
-                .check_commits(
-                    self.cfg.failover.probe_interval(),
-                    self.cfg.failover.timeout(),
-                )
-                .await;
+            let commits = self.check_commits(t.probe_interval(), t.timeout()).await;
             let hung = matches!(commits, Commits::Hung { .. });
             self.commit_trouble(commits).await;
             if hung {
@@ -570,9 +569,10 @@ impl Manager {
                 .lease_until
                 .map(|u| u.saturating_duration_since(Instant::now()))
                 .unwrap_or_default();
-            match c.renew(known.epoch, left).await {
+            match c.renew(known.epoch, left, t.timeout()).await {
                 Claim::Held { epoch } => {
                     self.key_trouble(None);
+                    c.seed_config().await;
                     if epoch > known.epoch {
                         let _ = self.adopt(&EpochRecord {
                             epoch,
@@ -604,7 +604,7 @@ impl Manager {
             sync_standby: sync.standby,
         };
         let body = serde_json::to_value(&req).unwrap_or_default();
-        let http = sidecar_kit::http_client::HttpClient::new(self.cfg.failover.probe_interval());
+        let http = sidecar_kit::http_client::HttpClient::new(t.probe_interval());
         let calls = self.cfg.others().map(|m| {
             let http = http.clone();
             let body = body.clone();
@@ -632,7 +632,7 @@ impl Manager {
         // (An opted-in two-node fleet needs only this node's own grant.)
         let mut renewed = granted >= self.cfg.majority();
         if renewed {
-            self.renew_lease(sent, granted).await;
+            self.renew_lease(sent, granted, t.lease()).await;
         }
         while let Some(answer) = futures::StreamExt::next(&mut pending).await {
             let Some(a) = answer else { continue };
@@ -642,7 +642,7 @@ impl Manager {
             answers.push(a);
             if !renewed && granted >= self.cfg.majority() {
                 renewed = true;
-                self.renew_lease(sent, granted).await;
+                self.renew_lease(sent, granted, t.lease()).await;
             }
         }
         // A member that knows a newer epoch: this node is no longer primary.
@@ -681,10 +681,10 @@ impl Manager {
     /// A majority granted the lease requested at `sent`: it holds until
     /// `sent + lease` (counted from the request, so it ends before any
     /// member's promise does).
-    async fn renew_lease(&self, sent: Instant, granted: usize) {
+    async fn renew_lease(&self, sent: Instant, granted: usize, lease: Duration) {
         let was_fenced = {
             let mut f = lock(&self.failover);
-            f.lease_until = Some(sent + self.cfg.failover.lease());
+            f.lease_until = Some(sent + lease);
             f.primary_seen = Some(sent);
             std::mem::replace(&mut f.hard_fenced, false)
         };
@@ -789,7 +789,7 @@ impl Manager {
         if known.primary != self.name() {
             return;
         }
-        match c.committed_key(self.cfg.failover.probe_interval()).await {
+        match c.committed_key(self.tuning().probe_interval()).await {
             Ok(Some(k)) if k.member != self.name() && self.cfg.member(&k.member).is_some() => {
                 let epoch = i64::try_from(k.epoch).unwrap_or(i64::MAX);
                 if epoch > known.epoch {
@@ -872,7 +872,7 @@ impl Manager {
 
     /// Whether the local server answers as a writable primary now.
     async fn local_writable(&self) -> bool {
-        let Ok(Ok(st)) = tokio::time::timeout(self.cfg.failover.probe_interval(), async {
+        let Ok(Ok(st)) = tokio::time::timeout(self.tuning().probe_interval(), async {
             let c = self.local().await?;
             Ok::<_, Failure>(probe::server_state(&c).await?)
         })
@@ -977,7 +977,7 @@ impl Manager {
         if !self.cfg.automatic_failover() || self.paused() || !self.cfg.promotable(self.me()) {
             return;
         }
-        let timeout = self.cfg.failover.timeout();
+        let timeout = self.tuning().timeout();
         let (seen_ago, promised) = {
             let f = lock(&self.failover);
             let seen_ago = f
@@ -999,7 +999,7 @@ impl Manager {
         }
         // Only one attempt at a time; reconciliation keeps off the server.
         let Ok(_guard) =
-            tokio::time::timeout(self.cfg.failover.probe_interval(), self.op_lock.lock()).await
+            tokio::time::timeout(self.tuning().probe_interval(), self.op_lock.lock()).await
         else {
             tracing::debug!("failover attempt deferred: another operation holds the lock");
             return;
@@ -1042,11 +1042,11 @@ impl Manager {
             .password(pg.replication_password.expose())
             .dbname("postgres")
             .application_name("repl-manager-probe")
-            .connect_timeout(self.cfg.failover.probe_interval());
+            .connect_timeout(self.tuning().probe_interval());
         let attempt = async {
             let client = cluster_db::connect(
                 &cluster_db::DbTarget::from_config(c),
-                self.cfg.failover.probe_interval(),
+                self.tuning().probe_interval(),
             )
             .await
             .ok()?;
@@ -1056,7 +1056,7 @@ impl Manager {
                 .ok()?;
             Some(!row.get::<_, bool>(0))
         };
-        tokio::time::timeout(self.cfg.failover.probe_interval(), attempt)
+        tokio::time::timeout(self.tuning().probe_interval(), attempt)
             .await
             .ok()
             .flatten()
@@ -1092,7 +1092,7 @@ impl Manager {
             epoch,
         })
         .unwrap_or_default();
-        let http = sidecar_kit::http_client::HttpClient::new(self.cfg.failover.probe_interval());
+        let http = sidecar_kit::http_client::HttpClient::new(self.tuning().probe_interval());
         let calls = self.cfg.others().map(|m| {
             let http = http.clone();
             let body = body.clone();
@@ -1133,7 +1133,7 @@ impl Manager {
         // anything is promoted, so no later majority can forget it.
         let epoch = match self.consensus() {
             Some(c) => c
-                .acquire(epoch, self.cfg.failover.timeout())
+                .acquire(epoch, self.tuning().timeout())
                 .await
                 .map_err(|e| Failure::Failed(format!("the leader key: {e}")))?,
             None => epoch,
@@ -1234,17 +1234,17 @@ impl Manager {
             .iter()
             .filter_map(|a| a.primary_seen_ago_secs)
             .collect();
+        let t = self.tuning();
         data_safety(&SafetyInputs {
             me: self.name(),
-            strict: self.cfg.replication.synchronous_strict,
+            strict: t.strict(),
             candidates,
             mine,
             seen_ago,
             reports: &reports,
             others_seen: &others_seen,
-            window_secs: self.cfg.replication.sync_degrade_after_secs as f64
-                - 2.0 * self.cfg.failover.probe_interval_secs,
-            max_lag_bytes: self.cfg.replication.max_lag_on_failover_bytes,
+            window_secs: t.values.sync_degrade_after_secs as f64 - 2.0 * t.probe_interval_secs(),
+            max_lag_bytes: t.max_lag_bytes(),
         })
         .map_err(Failure::Failed)
     }

@@ -28,6 +28,7 @@ pub mod settings;
 mod standby;
 pub mod state;
 pub mod sync;
+pub mod tuning;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -148,7 +149,6 @@ pub async fn run(config: Config, lifecycle: Lifecycle) -> anyhow::Result<()> {
 }
 
 async fn reconcile_loop(mgr: &Manager, lifecycle: &Lifecycle) {
-    let interval = Duration::from_secs(mgr.cfg.replication.loop_interval_secs);
     loop {
         // Shutdown does not cut a pass short at once: stopping between "stop
         // the server" and "start it again" would leave PostgreSQL down. The
@@ -182,6 +182,9 @@ async fn reconcile_loop(mgr: &Manager, lifecycle: &Lifecycle) {
                 *lock(&mgr.last_error) = Some(msg);
             }
         }
+        // The fleet's loop interval, read afresh: a committed change
+        // applies from the next pass.
+        let interval = mgr.tuning().loop_interval();
         tokio::select! {
             _ = lifecycle.cancelled() => break,
             _ = tokio::time::sleep(interval) => {}

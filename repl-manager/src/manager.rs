@@ -165,6 +165,16 @@ impl Manager {
         self.consensus.get()
     }
 
+    /// The timing and sync policy in force on this member: the fleet's
+    /// committed config, else this member's file (tuning.rs). Read afresh
+    /// by every round, so a committed change applies from the next one.
+    pub fn tuning(&self) -> crate::tuning::Tuning {
+        match self.consensus() {
+            Some(c) => c.tuning(),
+            None => crate::tuning::Tuning::file(&self.cfg),
+        }
+    }
+
     pub fn me(&self) -> &Member {
         self.cfg.me()
     }

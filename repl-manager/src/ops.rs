@@ -142,10 +142,10 @@ impl Manager {
             )));
         }
         let lag = ts.lag_bytes.unwrap_or(u64::MAX);
-        if lag > self.cfg.replication.max_lag_on_failover_bytes && !req.force {
+        if lag > self.tuning().max_lag_bytes() && !req.force {
             return Err(OpError::Refused(format!(
                 "{} is {lag} bytes behind (max_lag_on_failover_bytes is {}); pass force=true to switch anyway",
-                target.name, self.cfg.replication.max_lag_on_failover_bytes
+                target.name, self.tuning().max_lag_bytes()
             )));
         }
 
@@ -580,7 +580,7 @@ impl Manager {
         if let Some(c) = self.consensus() {
             // The key was handed to this node first, at this epoch.
             if !c
-                .wait_for_key(self.name(), epoch, self.cfg.failover.probe_interval() * 3)
+                .wait_for_key(self.name(), epoch, self.tuning().probe_interval() * 3)
                 .await
             {
                 return Err(OpError::Refused(format!(
@@ -630,7 +630,7 @@ impl Manager {
     /// behind it). A running primary is refused, and so is no answer at
     /// all: a host cut off, or gone without a RST, may still be a primary.
     async fn old_primary_stopped(&self, m: &Member) -> Result<(), OpError> {
-        let within = self.cfg.failover.probe_interval();
+        let within = self.tuning().probe_interval();
         let addr = format!("{}:{}", m.host, m.port);
         let unknown = |why: String| {
             OpError::Refused(format!(

@@ -2,7 +2,6 @@
 //! and right after every promotion.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use cluster_db::{NodeName, ReplicationState};
 use serde_json::json;
@@ -102,7 +101,7 @@ impl Manager {
         if c.view().leader.is_none() {
             return Ok(());
         }
-        match c.committed_key(self.cfg.failover.timeout()).await {
+        match c.committed_key(self.tuning().timeout()).await {
             Ok(Some(k)) => self.not_replaced(&k, known.epoch),
             Ok(None) => Ok(()),
             Err(e) => Err(Failure::Failed(format!(
@@ -179,12 +178,11 @@ impl Manager {
             .iter()
             .map(|m| m.name.as_str())
             .collect();
+        let tuning = self.tuning();
+        lock(&self.sync).set_strict(tuning.strict());
         let before = lock(&self.sync).clone();
-        let mut decision = lock(&self.sync).decide(
-            &candidates,
-            &standbys,
-            Duration::from_secs(self.cfg.replication.sync_degrade_after_secs),
-        );
+        let mut decision =
+            lock(&self.sync).decide(&candidates, &standbys, tuning.sync_degrade_after());
         if let Err(why) = self.sync_key_leaves_first(&decision).await {
             // The names keep the standby the key names, and commits keep
             // waiting for it, until the key has let it go.

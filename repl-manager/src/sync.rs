@@ -79,6 +79,21 @@ impl SyncTracker {
         }
     }
 
+    /// Follows the fleet's `synchronous_strict` (dynamic config). Leaving
+    /// strict mode while commits wait for a standby keeps them waiting for
+    /// it: the degrade to asynchronous commits comes
+    /// `sync_degrade_after_secs` later, as after any loss of the standby.
+    pub fn set_strict(&mut self, strict: bool) {
+        if strict == self.strict {
+            return;
+        }
+        self.strict = strict;
+        if !strict && self.mode == SyncMode::Blocked {
+            self.mode = SyncMode::Sync;
+            self.missing_since = None;
+        }
+    }
+
     /// Starts over (a new primary): takes the running server's setting as
     /// the truth so a restart of repl-manager does not flap the mode.
     pub fn reset(&mut self, current_names: &str) {
@@ -271,6 +286,24 @@ mod tests {
         assert_eq!((d.mode, d.names.as_str()), (SyncMode::Async, ""));
         assert_eq!(d.transition, Some("sync_degraded"));
         assert!(t.view().degraded_since.is_some());
+    }
+
+    #[test]
+    fn leaving_strict_mode_waits_the_degrade_delay_before_going_async() {
+        let mut t = SyncTracker::new(true);
+        let d = t.decide(&["backup"], &[], Duration::from_secs(60));
+        assert_eq!(d.mode, SyncMode::Blocked);
+        t.set_strict(false);
+        // Commits still wait for the standby: the degrade delay starts now.
+        let d = t.decide(&["backup"], &[], Duration::from_secs(60));
+        assert_eq!(d.mode, SyncMode::Sync);
+        assert_eq!(d.names, "FIRST 1 (\"backup\")");
+        let d = t.decide(&["backup"], &[], Duration::ZERO);
+        assert_eq!(d.mode, SyncMode::Async);
+        // And back: strict never drops the names.
+        t.set_strict(true);
+        let d = t.decide(&["backup"], &[], Duration::ZERO);
+        assert_eq!(d.mode, SyncMode::Blocked);
     }
 
     #[test]

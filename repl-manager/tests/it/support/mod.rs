@@ -325,10 +325,21 @@ pub trait Members {
     /// `POST path` with `token` (operations wait for their steps: up to
     /// two minutes).
     async fn post(&self, name: &str, path: &str, body: Value, token: Option<&str>) -> HttpResponse {
+        self.send(Method::POST, name, path, body, token).await
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        name: &str,
+        path: &str,
+        body: Value,
+        token: Option<&str>,
+    ) -> HttpResponse {
         let url = format!("{}{path}", self.api(name));
         let secret = token.map(Secret::new);
         HttpClient::new(Duration::from_secs(120))
-            .send(Method::POST, &url, secret.as_ref(), Some(&body))
+            .send(method, &url, secret.as_ref(), Some(&body))
             .await
             .unwrap()
     }
