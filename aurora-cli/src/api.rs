@@ -182,9 +182,35 @@ impl<'a> Api<'a> {
         body: &impl Serialize,
         timeout: Duration,
     ) -> CliResult<Answer> {
+        self.send_json(Method::POST, sidecar, base, path, body, timeout)
+            .await
+    }
+
+    async fn send_json(
+        &self,
+        method: Method,
+        sidecar: Sidecar,
+        base: &str,
+        path: &str,
+        body: &impl Serialize,
+        timeout: Duration,
+    ) -> CliResult<Answer> {
         let body = serde_json::to_value(body)
             .map_err(|e| CliError::failed(format!("cannot write the request to {path}: {e}")))?;
-        self.send_to(Method::POST, sidecar, base, path, Some(&body), timeout)
+        self.send_to(method, sidecar, base, path, Some(&body), timeout)
+            .await
+    }
+
+    /// `PATCH` with the admin token.
+    pub async fn patch(
+        &self,
+        sidecar: Sidecar,
+        path: &str,
+        body: &impl Serialize,
+        timeout: Duration,
+    ) -> CliResult<Answer> {
+        let base = self.url(sidecar)?.to_string();
+        self.send_json(Method::PATCH, sidecar, &base, path, body, timeout)
             .await
     }
 

@@ -223,6 +223,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The fleet's timing and sync policy, the same on every member
+    /// (Patroni's dynamic config): `show` it, or `set` keys through the
+    /// fleet's Raft group; a change that would break the failover timing is
+    /// refused with the reason.
+    ///
+    /// Example: aurora-cli config set replication.synchronous_strict=true
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Pull images and recreate changed services one at a time, each
     /// waiting for its health check; roll back if one fails. With SERVICE
     /// and --image, move that one service to a new image (no pull: the image
@@ -376,6 +384,30 @@ pub enum Command {
     ///
     /// Example: aurora-cli version --json
     Version {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// The values in force, where they come from (`fleet`: committed;
+    /// `file`: this node's config file) and which differ from the file.
+    ///
+    /// Example: aurora-cli config show
+    Show {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change keys for the whole fleet, as KEY=VALUE: pause,
+    /// failover.timeout_secs, failover.probe_interval_secs,
+    /// replication.loop_interval_secs, replication.sync_degrade_after_secs,
+    /// replication.synchronous_strict, replication.max_lag_on_failover_bytes.
+    ///
+    /// Example: aurora-cli config set failover.timeout_secs=8 replication.sync_degrade_after_secs=15
+    Set {
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        assignments: Vec<String>,
         #[arg(long)]
         json: bool,
     },
@@ -589,6 +621,12 @@ async fn dispatch(cli: Cli) -> CliResult {
             replication::switchover(&load()?, &to, yes, force, wait, json).await
         }
         Command::Pause { local, json } => replication::pause(&load()?, true, local, json).await,
+        Command::Config(ConfigCommand::Show { json }) => {
+            replication::show_config(&load()?, json).await
+        }
+        Command::Config(ConfigCommand::Set { assignments, json }) => {
+            replication::set_config(&load()?, &assignments, json).await
+        }
         Command::Resume { local, json } => replication::pause(&load()?, false, local, json).await,
         Command::SyncAssets { no_wait, json } => assets::sync_assets(&load()?, no_wait, json).await,
         Command::Logs {

@@ -5,9 +5,9 @@ use std::io::{BufRead, IsTerminal};
 use std::time::{Duration, Instant};
 
 use aurora_api::repl::{
-    ClusterMember, ClusterView, DemoteRequest, FailoverView, History, MaintenanceReport, NodeState,
-    NodeStatus, OpReport, PauseReport, PauseRequest, PromoteRequest, ReinitializeRequest,
-    SwitchoverRequest, SyncMode,
+    ClusterMember, ClusterView, ConfigPatch, DemoteRequest, FailoverView, FleetConfig, History,
+    MaintenanceReport, NodeState, NodeStatus, OpReport, PauseReport, PauseRequest, PromoteRequest,
+    ReinitializeRequest, SwitchoverRequest, SyncMode,
 };
 use hyper::StatusCode;
 
@@ -76,15 +76,7 @@ fn or_dash<T: ToString>(v: Option<T>) -> String {
 
 /// `aurora-cli history`: repl-manager's `/history` on this node.
 pub async fn history(config: &NodeConfig, as_json: bool) -> CliResult {
-    let api = Api::new(config);
-    let answer = api.get_any(Sidecar::ReplManager, "/history").await?;
-    if answer.status == StatusCode::NOT_FOUND {
-        return Err(CliError::failed(format!(
-            "repl-manager at {} has no /history: it is older than this aurora-cli (upgrade it)",
-            answer.url
-        )));
-    }
-    let h: History = answer.success()?.read("/history")?;
+    let h: History = read_newer(&Api::new(config), "/history").await?;
     if as_json {
         output::print_json(&h);
         return Ok(());
@@ -601,6 +593,102 @@ pub async fn demote(config: &NodeConfig, to: Option<&str>, yes: bool, as_json: b
         )
         .await?;
     report("demote", answer, started.elapsed(), as_json)
+}
+
+fn print_config(c: &FleetConfig) {
+    let source = match c.source.as_str() {
+        "fleet" => format!("the fleet's Raft group, revision {}", c.revision),
+        _ => "this node's config file (the fleet keeps none)".to_string(),
+    };
+    outln!("source: {source}");
+    let mut t = Table::new(&["KEY", "VALUE", ""]);
+    let differs = |k: &str| {
+        if c.file_differs.iter().any(|d| d == k) {
+            "(this node's file differs)".to_string()
+        } else {
+            String::new()
+        }
+    };
+    for (k, v) in [
+        ("pause", c.pause.to_string()),
+        ("failover.timeout_secs", c.failover.timeout_secs.to_string()),
+        (
+            "failover.probe_interval_secs",
+            c.failover.probe_interval_secs.to_string(),
+        ),
+        (
+            "replication.loop_interval_secs",
+            c.replication.loop_interval_secs.to_string(),
+        ),
+        (
+            "replication.sync_degrade_after_secs",
+            c.replication.sync_degrade_after_secs.to_string(),
+        ),
+        (
+            "replication.synchronous_strict",
+            c.replication.synchronous_strict.to_string(),
+        ),
+        (
+            "replication.max_lag_on_failover_bytes",
+            c.replication.max_lag_on_failover_bytes.to_string(),
+        ),
+    ] {
+        t.row(vec![k.to_string(), v, differs(k)]);
+    }
+    out!("{}", t.render());
+}
+
+/// `GET path` from repl-manager, for a path newer repl-managers serve: a
+/// 404 names the version gap.
+async fn read_newer<T: serde::de::DeserializeOwned>(api: &Api<'_>, path: &str) -> CliResult<T> {
+    let answer = api.get_any(Sidecar::ReplManager, path).await?;
+    if answer.status == StatusCode::NOT_FOUND {
+        return Err(CliError::failed(format!(
+            "repl-manager at {} has no {path}: it is older than this aurora-cli (upgrade it)",
+            answer.url
+        )));
+    }
+    answer.success()?.read(path)
+}
+
+/// `aurora-cli config show`.
+pub async fn show_config(config: &NodeConfig, as_json: bool) -> CliResult {
+    let c: FleetConfig = read_newer(&Api::new(config), "/config").await?;
+    if as_json {
+        output::print_json(&c);
+    } else {
+        print_config(&c);
+    }
+    Ok(())
+}
+
+/// `aurora-cli config set KEY=VALUE...`: against the revision read first,
+/// so a change made meanwhile by someone else is not overwritten.
+pub async fn set_config(config: &NodeConfig, assignments: &[String], as_json: bool) -> CliResult {
+    let mut patch = ConfigPatch::default();
+    for a in assignments {
+        patch.set(a).map_err(CliError::usage)?;
+    }
+    let api = Api::new(config);
+    let now: FleetConfig = read_newer(&api, "/config").await?;
+    patch.revision = Some(now.revision);
+    let answer = api
+        .patch(Sidecar::ReplManager, "/config", &patch, OP_TIMEOUT)
+        .await?;
+    if !answer.status.is_success() {
+        return Err(CliError::failed(format!(
+            "the config change was refused ({}): {}",
+            answer.status,
+            reason(&answer.body)
+        )));
+    }
+    let c: FleetConfig = answer.read("/config")?;
+    if as_json {
+        output::print_json(&c);
+    } else {
+        print_config(&c);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

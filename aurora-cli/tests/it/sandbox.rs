@@ -674,6 +674,73 @@ async fn the_cli_runs_a_sandbox_fleet() {
     assert!(r.stdout.contains("aurora: running"), "{}", r.stdout);
     let db = ok(on(&sb, "aurora", &["sync-db", "--json"]), "sync-db").json();
     assert_eq!(paused(&db), vec![false; 3], "{db}");
+
+    // The fleet's config: one for every member, changed from any node, an
+    // unsafe change refused with the reason and nothing changed.
+    let before = ok(
+        on(&sb, "aurora", &["config", "show", "--json"]),
+        "config show",
+    )
+    .json();
+    assert_eq!(before["source"], "fleet", "{before}");
+    let ttl = before["failover"]["timeout_secs"].as_f64().unwrap();
+    let degrade = before["replication"]["sync_degrade_after_secs"]
+        .as_u64()
+        .unwrap();
+    let unsafe_ttl = format!("failover.timeout_secs={}", degrade + 20);
+    let r = on(&sb, "star", &["config", "set", &unsafe_ttl]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains(
+            "replication.sync_degrade_after_secs: must be longer than failover.timeout_secs"
+        ),
+        "{}",
+        r.stderr
+    );
+    let r = on(&sb, "star", &["config", "set", "failover.ttl=3"]);
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("not a fleet config key"), "{}", r.stderr);
+    let r = ok(
+        on(
+            &sb,
+            "star",
+            &[
+                "config",
+                "set",
+                "replication.max_lag_on_failover_bytes=1048576",
+            ],
+        ),
+        "config set",
+    );
+    assert!(
+        r.stdout.contains("replication.max_lag_on_failover_bytes"),
+        "{}",
+        r.stdout
+    );
+    let after = ok(
+        on(&sb, "vengeance", &["config", "show", "--json"]),
+        "config show",
+    )
+    .json();
+    assert_eq!(
+        after["replication"]["max_lag_on_failover_bytes"], 1048576,
+        "{after}"
+    );
+    assert_eq!(
+        after["failover"]["timeout_secs"].as_f64(),
+        Some(ttl),
+        "{after}"
+    );
+    assert!(
+        after["revision"].as_u64() > before["revision"].as_u64(),
+        "{after}"
+    );
+    let r = ok(on(&sb, "aurora", &["config", "show"]), "config show");
+    assert!(
+        r.stdout.contains("(this node's file differs)"),
+        "{}",
+        r.stdout
+    );
     assert_eq!(
         query_one(&lead_dsn, "SELECT note FROM ledger WHERE id = 1")
             .await
