@@ -126,9 +126,8 @@ pub fn settings(cfg: &Config, dir: std::path::PathBuf) -> Settings {
     settings_for(cfg, &Tuning::file(cfg), dir)
 }
 
-/// [`settings`] from `tuning`: at each start, the fleet's committed config
-/// as this member last applied it (Raft's timing cannot change while it
-/// runs, so a changed TTL reaches it at the member's next start).
+/// [`settings`] from `tuning`. Raft's timing cannot change while it runs;
+/// at start it comes from the member's file.
 pub fn settings_for(cfg: &Config, tuning: &Tuning, dir: std::path::PathBuf) -> Settings {
     let mut s = Settings::new(member_id(&cfg.node.name), dir);
     let budget = tuning.lease().saturating_sub(tuning.probe_interval());
@@ -301,20 +300,10 @@ impl Consensus {
             cfg.admin.token.clone(),
             cfg.failover.probe_interval(),
         ));
-        // Raft's timing from the fleet's config as this member last
-        // applied it, else from its file.
-        let dir = store_dir(cfg);
-        let tuning = match fleet_state::inspect(&dir).await? {
-            Some(stored) => match (stored.view.config, stored.view.config_revision) {
-                (Some(values), revision) => Tuning {
-                    values,
-                    revision: Some(revision),
-                },
-                (None, _) => Tuning::file(cfg),
-            },
-            None => Tuning::file(cfg),
-        };
-        let fs = FleetState::open(settings_for(cfg, &tuning, dir), transport).await?;
+        // Raft's timing from this member's file. (Reading the committed
+        // config first meant starting Raft on the store twice, and the
+        // second open raced the first one's teardown: "store in use".)
+        let fs = FleetState::open(settings(cfg, store_dir(cfg)), transport).await?;
         let stored = fs.voters_now().await?;
         let ids: BTreeSet<NodeId> = stored.keys().copied().collect();
         let configured = configured_ids(cfg);
