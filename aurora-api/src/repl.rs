@@ -657,6 +657,82 @@ impl ConfigPatch {
     }
 }
 
+impl FleetConfig {
+    /// Every key of [`CONFIG_KEYS`] with its value, as `config set` takes
+    /// it.
+    pub fn values(&self) -> Vec<(&'static str, String)> {
+        let (f, r) = (&self.failover, &self.replication);
+        vec![
+            ("pause", self.pause.to_string()),
+            ("failover.timeout_secs", f.timeout_secs.to_string()),
+            (
+                "failover.probe_interval_secs",
+                f.probe_interval_secs.to_string(),
+            ),
+            (
+                "replication.loop_interval_secs",
+                r.loop_interval_secs.to_string(),
+            ),
+            (
+                "replication.sync_degrade_after_secs",
+                r.sync_degrade_after_secs.to_string(),
+            ),
+            (
+                "replication.synchronous_strict",
+                r.synchronous_strict.to_string(),
+            ),
+            (
+                "replication.max_lag_on_failover_bytes",
+                r.max_lag_on_failover_bytes.to_string(),
+            ),
+        ]
+    }
+
+    /// The text `aurora-cli config edit` opens: a comment, then one
+    /// `key = value` line per key.
+    pub fn editable(&self) -> String {
+        let mut text = format!(
+            "# The fleet's config (revision {}). Change values and save; lines you\n\
+             # delete keep their value. The change is refused, with the reason, if it\n\
+             # would break the failover timing.\n",
+            self.revision
+        );
+        for (k, v) in self.values() {
+            text.push_str(&format!("{k} = {v}\n"));
+        }
+        text
+    }
+}
+
+impl ConfigPatch {
+    /// The keys whose value `text` (an edited [`FleetConfig::editable`])
+    /// changes from `current`'s; the error names the line.
+    pub fn from_edit(current: &FleetConfig, text: &str) -> Result<ConfigPatch, String> {
+        let before = current.values();
+        let mut patch = ConfigPatch::default();
+        let mut seen = std::collections::BTreeSet::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let at = |e: String| format!("line {}: {e}", n + 1);
+            let (key, value) = line
+                .split_once('=')
+                .ok_or_else(|| at(format!("{line:?}: expected KEY = VALUE")))?;
+            let (key, value) = (key.trim(), value.trim());
+            if !seen.insert(key.to_string()) {
+                return Err(at(format!("{key} is given twice")));
+            }
+            let unchanged = before.iter().any(|(k, v)| *k == key && v == value);
+            if !unchanged {
+                patch.set(&format!("{key}={value}")).map_err(at)?;
+            }
+        }
+        Ok(patch)
+    }
+}
+
 /// The keys `PATCH /config` and `aurora-cli config set` take.
 pub const CONFIG_KEYS: [&str; 7] = [
     "pause",
@@ -667,3 +743,79 @@ pub const CONFIG_KEYS: [&str; 7] = [
     "replication.synchronous_strict",
     "replication.max_lag_on_failover_bytes",
 ];
+
+#[cfg(test)]
+mod config_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn current() -> FleetConfig {
+        FleetConfig {
+            source: "fleet".into(),
+            revision: 7,
+            pause: false,
+            failover: FailoverTiming {
+                timeout_secs: 5.0,
+                probe_interval_secs: 1.0,
+            },
+            replication: ReplicationPolicy {
+                loop_interval_secs: 5,
+                sync_degrade_after_secs: 10,
+                synchronous_strict: false,
+                max_lag_on_failover_bytes: 16 << 20,
+            },
+            file_differs: vec![],
+        }
+    }
+
+    #[test]
+    fn an_edit_left_alone_changes_nothing_and_every_key_is_offered() {
+        let c = current();
+        let text = c.editable();
+        for k in CONFIG_KEYS {
+            assert!(text.contains(&format!("\n{k} = ")), "{k}: {text}");
+        }
+        assert!(ConfigPatch::from_edit(&c, &text).unwrap().is_empty());
+        // Deleted lines keep their value.
+        assert!(ConfigPatch::from_edit(&c, "").unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_edit_patches_only_what_changed() {
+        let c = current();
+        let text = c
+            .editable()
+            .replace("failover.timeout_secs = 5", "failover.timeout_secs = 8")
+            .replace("synchronous_strict = false", "synchronous_strict = true");
+        let p = ConfigPatch::from_edit(&c, &text).unwrap();
+        assert_eq!(p.failover.unwrap().timeout_secs, Some(8.0));
+        let r = p.replication.unwrap();
+        assert_eq!(r.synchronous_strict, Some(true));
+        assert_eq!(r.loop_interval_secs, None);
+        assert_eq!(p.pause, None);
+    }
+
+    #[test]
+    fn a_bad_edit_names_its_line() {
+        let c = current();
+        for (text, want) in [
+            (
+                "pause = maybe",
+                "line 1: pause: \"maybe\" is not true or false",
+            ),
+            (
+                "# x\nfailover.ttl = 3",
+                "line 2: \"failover.ttl\" is not a fleet config key",
+            ),
+            ("pause", "line 1: \"pause\": expected KEY = VALUE"),
+            (
+                "pause = true\npause = false",
+                "line 2: pause is given twice",
+            ),
+        ] {
+            let e = ConfigPatch::from_edit(&c, text).unwrap_err();
+            assert!(e.starts_with(want), "{text:?}: {e}");
+        }
+    }
+}

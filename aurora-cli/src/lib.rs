@@ -411,6 +411,18 @@ pub enum ConfigCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Edit the fleet's config in $VISUAL or $EDITOR (Patroni's
+    /// edit-config): the changed keys are shown and, once confirmed,
+    /// applied as with `set`.
+    ///
+    /// Example: EDITOR=nano aurora-cli config edit
+    Edit {
+        /// Do not ask for confirmation.
+        #[arg(long, short)]
+        yes: bool,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -626,6 +638,9 @@ async fn dispatch(cli: Cli) -> CliResult {
         }
         Command::Config(ConfigCommand::Set { assignments, json }) => {
             replication::set_config(&load()?, &assignments, json).await
+        }
+        Command::Config(ConfigCommand::Edit { yes, json }) => {
+            replication::edit_config(&load()?, yes, json).await
         }
         Command::Resume { local, json } => replication::pause(&load()?, false, local, json).await,
         Command::SyncAssets { no_wait, json } => assets::sync_assets(&load()?, no_wait, json).await,

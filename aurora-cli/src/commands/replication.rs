@@ -609,30 +609,7 @@ fn print_config(c: &FleetConfig) {
             String::new()
         }
     };
-    for (k, v) in [
-        ("pause", c.pause.to_string()),
-        ("failover.timeout_secs", c.failover.timeout_secs.to_string()),
-        (
-            "failover.probe_interval_secs",
-            c.failover.probe_interval_secs.to_string(),
-        ),
-        (
-            "replication.loop_interval_secs",
-            c.replication.loop_interval_secs.to_string(),
-        ),
-        (
-            "replication.sync_degrade_after_secs",
-            c.replication.sync_degrade_after_secs.to_string(),
-        ),
-        (
-            "replication.synchronous_strict",
-            c.replication.synchronous_strict.to_string(),
-        ),
-        (
-            "replication.max_lag_on_failover_bytes",
-            c.replication.max_lag_on_failover_bytes.to_string(),
-        ),
-    ] {
+    for (k, v) in c.values() {
         t.row(vec![k.to_string(), v, differs(k)]);
     }
     out!("{}", t.render());
@@ -671,6 +648,85 @@ pub async fn set_config(config: &NodeConfig, assignments: &[String], as_json: bo
     }
     let api = Api::new(config);
     let now: FleetConfig = read_newer(&api, "/config").await?;
+    apply_config(&api, &now, patch, as_json).await
+}
+
+/// `aurora-cli config edit` (Patroni's `edit-config`): the config in
+/// `$VISUAL` or `$EDITOR` (else `vi`), the changed keys shown, confirmed
+/// and patched against the revision read.
+pub async fn edit_config(config: &NodeConfig, yes: bool, as_json: bool) -> CliResult {
+    let api = Api::new(config);
+    let now: FleetConfig = read_newer(&api, "/config").await?;
+    let text = edit_in_editor(&now.editable())?;
+    let patch = ConfigPatch::from_edit(&now, &text).map_err(CliError::usage)?;
+    if patch.is_empty() {
+        outln!("no change; nothing was done");
+        return Ok(());
+    }
+    let before = now.values();
+    let edited: Vec<(String, String)> = text
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    for (k, v) in &before {
+        if let Some((_, new)) = edited.iter().find(|(ek, ev)| ek == k && ev != v) {
+            outln!("{k}: {v} -> {new}");
+        }
+    }
+    confirm("Apply these changes to every member?", yes)?;
+    apply_config(&api, &now, patch, as_json).await
+}
+
+/// Writes `text` to a private temporary file, opens it in the operator's
+/// editor, and reads it back (the file is removed either way).
+fn edit_in_editor(text: &str) -> CliResult<String> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let path =
+        std::env::temp_dir().join(format!("aurora-config-{}-{stamp}.conf", std::process::id()));
+    let fail = |e: std::io::Error| CliError::failed(format!("{}: {e}", path.display()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(fail)?;
+    f.write_all(text.as_bytes()).map_err(fail)?;
+    drop(f);
+    let editor = std::env::var("VISUAL")
+        .or_else(|_| std::env::var("EDITOR"))
+        .unwrap_or_else(|_| "vi".into());
+    // Through the shell, so an editor with arguments (`code --wait`) works.
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{editor} \"$1\""))
+        .arg("sh")
+        .arg(&path)
+        .status();
+    let read = std::fs::read_to_string(&path);
+    let _ = std::fs::remove_file(&path);
+    match status {
+        Ok(s) if s.success() => read.map_err(fail),
+        Ok(s) => Err(CliError::failed(format!(
+            "the editor ({editor}) exited with {s}; nothing changed"
+        ))),
+        Err(e) => Err(CliError::failed(format!(
+            "cannot run the editor ({editor}): {e}; set $EDITOR"
+        ))),
+    }
+}
+
+async fn apply_config(
+    api: &Api<'_>,
+    now: &FleetConfig,
+    mut patch: ConfigPatch,
+    as_json: bool,
+) -> CliResult {
     patch.revision = Some(now.revision);
     let answer = api
         .patch(Sidecar::ReplManager, "/config", &patch, OP_TIMEOUT)

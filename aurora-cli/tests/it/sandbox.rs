@@ -741,6 +741,59 @@ async fn the_cli_runs_a_sandbox_fleet() {
         "{}",
         r.stdout
     );
+    // config edit (Patroni's edit-config), with an editor that changes one
+    // line; one that changes nothing; one that writes a key that is not.
+    let edit = |editor: &str| {
+        let config = sb.config("star");
+        let mut c = cli();
+        c.env("EDITOR", editor).env_remove("VISUAL").args([
+            "--config",
+            config.to_str().unwrap(),
+            "config",
+            "edit",
+            "--yes",
+        ]);
+        run_command(c)
+    };
+    let r = ok(
+        edit("sed -i 's/^replication.max_lag_on_failover_bytes = .*/replication.max_lag_on_failover_bytes = 2097152/'"),
+        "config edit",
+    );
+    assert!(
+        r.stdout
+            .contains("replication.max_lag_on_failover_bytes: 1048576 -> 2097152"),
+        "{}",
+        r.stdout
+    );
+    let edited = ok(
+        on(&sb, "aurora", &["config", "show", "--json"]),
+        "config show",
+    )
+    .json();
+    assert_eq!(
+        edited["replication"]["max_lag_on_failover_bytes"], 2097152,
+        "{edited}"
+    );
+    let r = ok(edit("true"), "config edit, no change");
+    assert!(r.stdout.contains("no change"), "{}", r.stdout);
+    let r = edit("sh -c 'echo failover.ttl = 3 >> \"$0\"'");
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("is not a fleet config key"),
+        "{}",
+        r.stderr
+    );
+    let r = edit("false");
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("nothing changed"), "{}", r.stderr);
+    assert_eq!(
+        ok(
+            on(&sb, "aurora", &["config", "show", "--json"]),
+            "config show"
+        )
+        .json()["revision"],
+        edited["revision"]
+    );
     assert_eq!(
         query_one(&lead_dsn, "SELECT note FROM ledger WHERE id = 1")
             .await
