@@ -123,14 +123,10 @@ fn peer(name: &str, url: &str) -> Peer {
 /// 0.3 s and 1.5 s, that is 1.2 s to replace a Raft leader against a
 /// lease of 0.9 s.)
 pub fn settings(cfg: &Config, dir: std::path::PathBuf) -> Settings {
-    settings_for(cfg, &Tuning::file(cfg), dir)
-}
-
-/// [`settings`] from `tuning`. Raft's timing cannot change while it runs;
-/// at start it comes from the member's file.
-pub fn settings_for(cfg: &Config, tuning: &Tuning, dir: std::path::PathBuf) -> Settings {
+    // From the member's file: openraft cannot retime while it runs.
+    let file = Tuning::file(cfg);
     let mut s = Settings::new(member_id(&cfg.node.name), dir);
-    let budget = tuning.lease().saturating_sub(tuning.probe_interval());
+    let budget = file.lease().saturating_sub(file.probe_interval());
     s.election_min = (budget / 5).clamp(Duration::from_millis(100), Duration::from_secs(2));
     s.election_max = s.election_min * 2;
     s.heartbeat = s.election_min / 4;
@@ -358,9 +354,11 @@ impl Consensus {
 
     /// An operator's operation's bound (the TTL): long enough for a Raft
     /// leader that just went away to be replaced, as when the lead's host,
-    /// which led the group, is what the operator promotes away from.
+    /// which led the group, is what the operator promotes away from. Raft's
+    /// election timing comes from the file ([`settings`]), so never less
+    /// than the file's TTL, also when the fleet's was lowered below it.
     fn op_patience(&self) -> Duration {
-        self.tuning().timeout()
+        self.tuning().timeout().max(self.file.timeout())
     }
 
     /// The TTL a claim of this member's is written with.
