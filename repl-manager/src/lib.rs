@@ -19,6 +19,7 @@ pub mod maintenance;
 pub mod manager;
 pub mod member;
 pub mod metrics;
+pub mod now;
 pub mod ops;
 pub mod patroni;
 mod primary;

@@ -124,7 +124,7 @@ impl Manager {
             local: tokio::sync::Mutex::new(None),
             commit_probe: tokio::sync::Mutex::new(Default::default()),
             upstream: tokio::sync::Mutex::new(None),
-            sync: Mutex::new(SyncTracker::new(strict)),
+            sync: Mutex::new(SyncTracker::new(strict, crate::now::Now::read())),
             failover: Mutex::new(Default::default()),
             repair: Mutex::new(Default::default()),
             witness_writing: Mutex::new(()),

@@ -8,6 +8,7 @@ use serde_json::json;
 
 use crate::manager::{db_error_text, lock, Failure, Manager};
 use crate::member::Member;
+use crate::now::Now;
 use crate::probe;
 use crate::settings::{self, Desired};
 use crate::state::EpochRecord;
@@ -181,8 +182,12 @@ impl Manager {
         let tuning = self.tuning();
         lock(&self.sync).set_strict(tuning.strict());
         let before = lock(&self.sync).clone();
-        let mut decision =
-            lock(&self.sync).decide(&candidates, &standbys, tuning.sync_degrade_after());
+        let mut decision = lock(&self.sync).decide(
+            &candidates,
+            &standbys,
+            tuning.sync_degrade_after(),
+            Now::read(),
+        );
         if let Err(why) = self.sync_key_leaves_first(&decision).await {
             // The names keep the standby the key names, and commits keep
             // waiting for it, until the key has let it go.
@@ -340,7 +345,7 @@ impl Manager {
             tracing::warn!(error = %e, "CHECKPOINT after promotion failed");
         }
         // The new primary has no synchronous standby yet.
-        lock(&self.sync).reset("");
+        lock(&self.sync).reset("", Now::read());
         *lock(&self.primary_setup) = None;
         Ok(())
     }
@@ -361,7 +366,7 @@ impl Manager {
         if lock(&self.primary_setup).as_ref() == Some(&key) {
             return Ok(());
         }
-        lock(&self.sync).reset(&names);
+        lock(&self.sync).reset(&names, Now::read());
         // The schema contract, then this node's claim in it. A bootstrap
         // (epoch 0) becomes epoch 1, stored locally first.
         let mut owned = self.superuser_session("repl-manager-migrate").await?;

@@ -28,12 +28,11 @@
 
 use std::time::{Duration, Instant};
 
-use cluster_db::SyncMode;
-use sidecar_kit::telemetry::unix_now;
-
 use crate::manager::SyncView;
+use crate::now::Now;
 use crate::probe::StandbyConn;
 use crate::settings::sync_names;
+use cluster_db::SyncMode;
 
 #[derive(Debug, Clone)]
 pub struct SyncTracker {
@@ -63,7 +62,7 @@ pub struct SyncDecision {
 }
 
 impl SyncTracker {
-    pub fn new(strict: bool) -> Self {
+    pub fn new(strict: bool, now: Now) -> Self {
         Self {
             strict,
             mode: if strict {
@@ -75,7 +74,7 @@ impl SyncTracker {
             named: None,
             entering: None,
             missing_since: None,
-            degraded_since: Some(unix_now()),
+            degraded_since: Some(now.unix),
         }
     }
 
@@ -96,8 +95,8 @@ impl SyncTracker {
 
     /// Starts over (a new primary): takes the running server's setting as
     /// the truth so a restart of repl-manager does not flap the mode.
-    pub fn reset(&mut self, current_names: &str) {
-        let fresh = Self::new(self.strict);
+    pub fn reset(&mut self, current_names: &str, now: Now) {
+        let fresh = Self::new(self.strict, now);
         *self = fresh;
         self.named = first_named(current_names);
         if self.named.is_some() && !self.strict {
@@ -139,12 +138,14 @@ impl SyncTracker {
 
     /// The names name one standby, so the sync key (see `primary.rs`) can
     /// say exactly who could have acknowledged a commit: the one already
-    /// named while it streams, else the first candidate that streams.
+    /// named while it streams, else the first candidate that streams. A
+    /// pure function of the tracker, its arguments and `now`.
     pub fn decide(
         &mut self,
         candidates: &[&str],
         standbys: &[StandbyConn],
         degrade_after: Duration,
+        now: Now,
     ) -> SyncDecision {
         let live = |c: &str| standbys.iter().any(|s| s.name == c && s.is_live());
         let named_now = self
@@ -174,8 +175,8 @@ impl SyncTracker {
                     Some(s.clone())
                 }
                 (SyncMode::Sync, None) => {
-                    let since = *self.missing_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= degrade_after {
+                    let since = *self.missing_since.get_or_insert(now.mono);
+                    if now.mono.saturating_duration_since(since) >= degrade_after {
                         self.mode = SyncMode::Async;
                         None
                     } else {
@@ -209,11 +210,11 @@ impl SyncTracker {
                     "sync_restored"
                 }
                 SyncMode::Async => {
-                    self.degraded_since = Some(unix_now());
+                    self.degraded_since = Some(now.unix);
                     "sync_degraded"
                 }
                 SyncMode::Blocked => {
-                    self.degraded_since = Some(unix_now());
+                    self.degraded_since = Some(now.unix);
                     "sync_blocked"
                 }
             })
@@ -261,81 +262,153 @@ mod tests {
         }
     }
 
+    /// A clock the tests move by hand.
+    fn t0() -> Now {
+        Now {
+            mono: Instant::now(),
+            unix: 1_800_000_000.0,
+        }
+    }
+
+    fn secs(s: f64) -> Duration {
+        Duration::from_secs_f64(s)
+    }
+
     #[test]
     fn degrades_only_after_the_grace_period_and_recovers_on_streaming() {
-        let mut t = SyncTracker::new(false);
+        let now = t0();
+        let mut t = SyncTracker::new(false, now);
         let cands = ["backup"];
-        let long = Duration::from_secs(3600);
+        let grace = secs(10.0);
         // Fresh primary, no standby: async.
-        let d = t.decide(&cands, &[], long);
+        let d = t.decide(&cands, &[], grace, now);
         assert_eq!((d.mode, d.names.as_str()), (SyncMode::Async, ""));
         // A catching-up standby does not count.
-        let d = t.decide(&cands, &[conn("backup", "catchup")], long);
+        let d = t.decide(&cands, &[conn("backup", "catchup")], grace, now);
         assert_eq!(d.mode, SyncMode::Async);
-        let d = t.decide(&cands, &[conn("backup", "streaming")], long);
+        let d = t.decide(&cands, &[conn("backup", "streaming")], grace, now);
         assert_eq!(d.mode, SyncMode::Sync);
         assert_eq!(d.names, "FIRST 1 (\"backup\")");
         assert_eq!(d.transition, Some("sync_restored"));
         assert_eq!(d.standby.as_deref(), Some("backup"));
-        // The standby goes away: still sync (writes wait) within the grace period.
-        let d = t.decide(&cands, &[], long);
-        assert_eq!((d.mode, d.transition), (SyncMode::Sync, None));
-        assert!(!d.names.is_empty());
-        // After it: degraded.
-        let d = t.decide(&cands, &[], Duration::ZERO);
+        assert_eq!(t.view().degraded_since, None);
+        // The standby goes away at 1 s: commits wait for it until 11 s.
+        let gone = now.after(secs(1.0));
+        for at in [0.0, 5.0, 9.999] {
+            let d = t.decide(&cands, &[], grace, gone.after(secs(at)));
+            assert_eq!((d.mode, d.transition), (SyncMode::Sync, None), "{at} s");
+            assert_eq!(d.names, "FIRST 1 (\"backup\")");
+        }
+        // The grace period counts from the first round that missed it,
+        // whatever the rounds in between saw.
+        let d = t.decide(&cands, &[], grace, gone.after(grace));
         assert_eq!((d.mode, d.names.as_str()), (SyncMode::Async, ""));
         assert_eq!(d.transition, Some("sync_degraded"));
-        assert!(t.view().degraded_since.is_some());
+        assert_eq!(t.view().degraded_since, Some(gone.after(grace).unix));
+        // Back: sync at once, and a later loss waits a whole grace again.
+        let back = gone.after(secs(30.0));
+        let d = t.decide(&cands, &[conn("backup", "streaming")], grace, back);
+        assert_eq!(
+            (d.mode, d.transition),
+            (SyncMode::Sync, Some("sync_restored"))
+        );
+        let d = t.decide(&cands, &[], grace, back.after(secs(1.0)));
+        assert_eq!(d.mode, SyncMode::Sync);
+        let d = t.decide(&cands, &[], grace, back.after(secs(10.999)));
+        assert_eq!(d.mode, SyncMode::Sync);
+        let d = t.decide(&cands, &[], grace, back.after(secs(11.0)));
+        assert_eq!(d.mode, SyncMode::Async);
+    }
+
+    #[test]
+    fn a_standby_that_comes_back_within_the_grace_restarts_it() {
+        let now = t0();
+        let mut t = SyncTracker::new(false, now);
+        let grace = secs(10.0);
+        t.decide(&["backup"], &[conn("backup", "streaming")], grace, now);
+        t.decide(&["backup"], &[], grace, now.after(secs(1.0)));
+        // Streams again at 9 s, lost again at 10 s: the grace starts over.
+        let d = t.decide(
+            &["backup"],
+            &[conn("backup", "streaming")],
+            grace,
+            now.after(secs(9.0)),
+        );
+        assert_eq!(d.mode, SyncMode::Sync);
+        let d = t.decide(&["backup"], &[], grace, now.after(secs(10.0)));
+        assert_eq!(d.mode, SyncMode::Sync);
+        let d = t.decide(&["backup"], &[], grace, now.after(secs(19.9)));
+        assert_eq!(
+            d.mode,
+            SyncMode::Sync,
+            "the grace counts from 10 s, not 1 s"
+        );
+        let d = t.decide(&["backup"], &[], grace, now.after(secs(20.0)));
+        assert_eq!(d.mode, SyncMode::Async);
     }
 
     #[test]
     fn leaving_strict_mode_waits_the_degrade_delay_before_going_async() {
-        let mut t = SyncTracker::new(true);
-        let d = t.decide(&["backup"], &[], Duration::from_secs(60));
+        let now = t0();
+        let grace = secs(60.0);
+        let mut t = SyncTracker::new(true, now);
+        let d = t.decide(&["backup"], &[], grace, now);
         assert_eq!(d.mode, SyncMode::Blocked);
+        assert_eq!(d.transition, None);
         t.set_strict(false);
         // Commits still wait for the standby: the degrade delay starts now.
-        let d = t.decide(&["backup"], &[], Duration::from_secs(60));
+        let left = now.after(secs(5.0));
+        let d = t.decide(&["backup"], &[], grace, left);
         assert_eq!(d.mode, SyncMode::Sync);
         assert_eq!(d.names, "FIRST 1 (\"backup\")");
-        let d = t.decide(&["backup"], &[], Duration::ZERO);
+        let d = t.decide(&["backup"], &[], grace, left.after(secs(59.9)));
+        assert_eq!(d.mode, SyncMode::Sync);
+        let d = t.decide(&["backup"], &[], grace, left.after(grace));
         assert_eq!(d.mode, SyncMode::Async);
         // And back: strict never drops the names.
         t.set_strict(true);
-        let d = t.decide(&["backup"], &[], Duration::ZERO);
+        let d = t.decide(&["backup"], &[], grace, left.after(secs(61.0)));
         assert_eq!(d.mode, SyncMode::Blocked);
+        assert_eq!(d.names, "FIRST 1 (\"backup\")");
     }
 
     #[test]
     fn strict_mode_never_drops_the_names() {
-        let mut t = SyncTracker::new(true);
-        let d = t.decide(&["backup"], &[], Duration::ZERO);
+        let now = t0();
+        let mut t = SyncTracker::new(true, now);
+        let d = t.decide(&["backup"], &[], Duration::ZERO, now.after(secs(3600.0)));
         assert_eq!(d.mode, SyncMode::Blocked);
         assert_eq!(d.names, "FIRST 1 (\"backup\")");
-        let d = t.decide(&["backup"], &[conn("backup", "streaming")], Duration::ZERO);
+        let d = t.decide(
+            &["backup"],
+            &[conn("backup", "streaming")],
+            Duration::ZERO,
+            now,
+        );
         assert_eq!(d.mode, SyncMode::Sync);
     }
 
     #[test]
     fn the_names_name_one_standby_and_keep_it_while_it_streams() {
-        let mut t = SyncTracker::new(false);
+        let now = t0();
+        let mut t = SyncTracker::new(false, now);
         let cands = ["backup", "lead"];
-        let long = Duration::from_secs(3600);
-        let d = t.decide(&cands, &[conn("lead", "streaming")], long);
+        let long = secs(3600.0);
+        let d = t.decide(&cands, &[conn("lead", "streaming")], long, now);
         assert_eq!(d.names, "FIRST 1 (\"lead\")");
         // The backup streams too: the lead stays named (no churn).
         let both = [conn("backup", "streaming"), conn("lead", "streaming")];
-        let d = t.decide(&cands, &both, long);
+        let d = t.decide(&cands, &both, long, now);
         assert_eq!(d.named.as_deref(), Some("lead"));
         // The lead goes: the backup, which streams, is named at once.
-        let d = t.decide(&cands, &[conn("backup", "streaming")], long);
+        let d = t.decide(&cands, &[conn("backup", "streaming")], long, now);
         assert_eq!(d.names, "FIRST 1 (\"backup\")");
         assert_eq!((d.mode, d.transition), (SyncMode::Sync, None));
         // Strict, nobody streams: the names keep the last one named.
-        let mut s = SyncTracker::new(true);
-        let d = s.decide(&cands, &[conn("lead", "streaming")], long);
+        let mut s = SyncTracker::new(true, now);
+        let d = s.decide(&cands, &[conn("lead", "streaming")], long, now);
         assert_eq!(d.names, "FIRST 1 (\"lead\")");
-        let d = s.decide(&cands, &[], Duration::ZERO);
+        let d = s.decide(&cands, &[], Duration::ZERO, now);
         assert_eq!(
             (d.mode, d.names.as_str()),
             (SyncMode::Blocked, "FIRST 1 (\"lead\")")
@@ -356,10 +429,17 @@ mod tests {
 
     #[test]
     fn restart_keeps_a_running_sync_setting() {
-        let mut t = SyncTracker::new(false);
-        t.reset("FIRST 1 (\"backup\")");
-        // The standby is briefly not listed: still within the grace period.
-        let d = t.decide(&["backup"], &[], Duration::from_secs(60));
-        assert_eq!(d.mode, SyncMode::Sync);
+        let now = t0();
+        let mut t = SyncTracker::new(false, now);
+        t.reset("FIRST 1 (\"backup\")", now);
+        // The standby is briefly not listed: still within the grace period,
+        // which starts at the first round that misses it.
+        let d = t.decide(&["backup"], &[], secs(60.0), now.after(secs(1.0)));
+        assert_eq!((d.mode, d.transition), (SyncMode::Sync, None));
+        let d = t.decide(&["backup"], &[], secs(60.0), now.after(secs(61.0)));
+        assert_eq!(
+            (d.mode, d.transition),
+            (SyncMode::Async, Some("sync_degraded"))
+        );
     }
 }
