@@ -170,6 +170,13 @@ pub struct FailoverConfig {
     /// Never set in production.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crash_at: Option<CrashPoint>,
+    /// Fault injection for the test suite: the operation waits at this
+    /// step, every time, for three probe intervals and a loop interval, so
+    /// every other round of this member and its peers sees what the step
+    /// committed before the operation goes on (a slow link or a busy peer,
+    /// made certain). Never set in production.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stall_at: Option<CrashPoint>,
 }
 
 /// A step of a promotion where `failover.crash_at` aborts.
@@ -276,6 +283,7 @@ impl Default for Config {
                 allow_two_node: false,
                 leader_key_on_raft: default_leader_key_on_raft(),
                 crash_at: None,
+                stall_at: None,
             },
             members: Vec::new(),
         }

@@ -1126,7 +1126,7 @@ impl Manager {
             )));
         }
         self.check_data_safety(mine, seen_ago, &answers)?;
-        self.crash_point(CrashPoint::VotesGranted);
+        self.fault_point(CrashPoint::VotesGranted).await;
 
         // The leader key, by compare-and-set on a revision that stood for
         // the whole failover timeout: committed by a majority before
@@ -1138,7 +1138,7 @@ impl Manager {
                 .map_err(|e| Failure::Failed(format!("the leader key: {e}")))?,
             None => epoch,
         };
-        self.crash_point(CrashPoint::KeyTaken);
+        self.fault_point(CrashPoint::KeyTaken).await;
 
         // Promote: durable epoch first, then the server.
         self.set_activity(Some("failover: promoting"));
@@ -1147,10 +1147,10 @@ impl Manager {
             primary: self.name().to_string(),
             changed_at: unix_now(),
         })?;
-        self.crash_point(CrashPoint::EpochStored);
+        self.fault_point(CrashPoint::EpochStored).await;
         self.reset_failover_roles();
         self.promote_server().await?;
-        self.crash_point(CrashPoint::Promoted);
+        self.fault_point(CrashPoint::Promoted).await;
         // A lease at once, then the primary's duties (slots for everyone).
         self.primary_round(&self.known()).await;
         if let Err(e) = self.act_primary().await {
@@ -1179,9 +1179,25 @@ impl Manager {
         Ok(())
     }
 
+    /// A step of a promotion or switchover where the test suite injects a
+    /// fault (`failover.stall_at`, then `failover.crash_at`).
+    pub(crate) async fn fault_point(&self, at: CrashPoint) {
+        if self.cfg.failover.stall_at == Some(at) {
+            let t = self.tuning();
+            let stall = t.probe_interval() * 3 + t.loop_interval();
+            tracing::warn!(
+                step = at.name(),
+                secs = stall.as_secs_f64(),
+                "failover.stall_at: waiting at this step (fault injection)"
+            );
+            tokio::time::sleep(stall).await;
+        }
+        self.crash_point(at);
+    }
+
     /// `failover.crash_at`: aborts here, once, as a host that dies at this
     /// step would stop (the test suite's crash-at-every-step faults).
-    pub(crate) fn crash_point(&self, at: CrashPoint) {
+    fn crash_point(&self, at: CrashPoint) {
         if self.cfg.failover.crash_at != Some(at) {
             return;
         }

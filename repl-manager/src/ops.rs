@@ -208,7 +208,7 @@ impl Manager {
             None => (self.epoch() + 1, None),
         };
         if handed_at.is_some() {
-            self.crash_point(CrashPoint::HandedOver);
+            self.fault_point(CrashPoint::HandedOver).await;
         }
         self.set_activity(Some("switchover: promoting the target"));
         let body = serde_json::to_value(PromoteRequest {
@@ -527,7 +527,21 @@ impl Manager {
     async fn promote_for_switchover(&self, req: PromoteRequest) -> Result<OpReport, OpError> {
         let started = Instant::now();
         let epoch = req.epoch.unwrap_or_default();
+        // The handed key is committed before this request is sent, and this
+        // node's own rounds may see it first: its failover round then
+        // stores the epoch (it holds the key), and its next reconcile pass
+        // promotes the server. The request is then answered for what this
+        // node already did, not refused: a refusal made the old primary
+        // take the key back and the switchover fail (or, once the server
+        // was promoted, report an unknown outcome) while nothing was wrong.
+        let known = self.known();
+        let resumed = epoch > 0 && known.epoch == epoch && known.primary == self.name();
         if self.local_is_primary().await? {
+            if resumed && self.key_names_me(epoch).await {
+                return Ok(self
+                    .promote_report(&req, epoch, started, "already promoted")
+                    .await);
+            }
             return Err(OpError::Refused(format!(
                 "{} is already the primary",
                 self.name()
@@ -552,7 +566,7 @@ impl Manager {
             )));
         }
         let next = self.epoch() + 1;
-        if epoch != next {
+        if epoch != next && !resumed {
             return Err(OpError::Refused(format!(
                 "epoch {epoch} is not the next one ({next}, after this node's {})",
                 self.epoch()
@@ -588,7 +602,7 @@ impl Manager {
                     self.name()
                 )));
             }
-            self.crash_point(CrashPoint::TargetKeySeen);
+            self.fault_point(CrashPoint::TargetKeySeen).await;
         }
         // Durable first: if this node dies mid-way it still knows, on
         // restart, that it was made primary at this epoch.
@@ -599,21 +613,44 @@ impl Manager {
         })?;
         self.set_activity(Some("promoting"));
         self.promote_server().await?;
-        self.crash_point(CrashPoint::TargetPromoted);
+        self.fault_point(CrashPoint::TargetPromoted).await;
         // A lease at once (writes are acknowledged only under one), then
         // slots for every other member before they reconnect, the cluster
         // record, the synchronous standby policy.
         self.primary_round(&self.known()).await;
         self.act_primary().await?;
+        Ok(self.promote_report(&req, epoch, started, "promoted").await)
+    }
+
+    /// Whether the committed leader key names this node at `epoch`; without
+    /// a Raft group this node's own record is what decides.
+    async fn key_names_me(&self, epoch: i64) -> bool {
+        match self.consensus() {
+            Some(c) => {
+                c.wait_for_key(self.name(), epoch, self.tuning().probe_interval())
+                    .await
+            }
+            None => true,
+        }
+    }
+
+    /// The answer to a switchover's promote request, and its event.
+    async fn promote_report(
+        &self,
+        req: &PromoteRequest,
+        epoch: i64,
+        started: Instant,
+        what: &str,
+    ) -> OpReport {
         let report = OpReport {
             operation: "promote".into(),
-            from: req.from.unwrap_or_default(),
+            from: req.from.clone().unwrap_or_default(),
             to: self.name().to_string(),
             epoch,
             seconds_to_writable: Some(started.elapsed().as_secs_f64()),
             seconds_total: started.elapsed().as_secs_f64(),
             checkpoint_lsn: req.checkpoint_lsn,
-            steps: vec![format!("promoted at epoch {epoch}")],
+            steps: vec![format!("{what} at epoch {epoch}")],
             followers: Vec::new(),
         };
         self.event(
@@ -621,7 +658,7 @@ impl Manager {
             serde_json::to_value(&report).unwrap_or_default(),
         )
         .await;
-        Ok(report)
+        report
     }
 
     /// A switchover's old primary has stopped: nothing listens on its port

@@ -1434,6 +1434,12 @@ async fn crash_during_promotion(step: &str) {
 /// A lead, a backup and c1 in steady sync with `failover.crash_at = step`
 /// on `who`, writable probes on and a client writing.
 async fn crash_fleet(step: &str, who: &str) -> (NsFleet, Ledger) {
+    fault_fleet(&format!("crash_at = \"{step}\""), who).await
+}
+
+/// A lead, a backup and c1 in steady sync with `fault` (a line of the
+/// `[failover]` table) on `who`, writable probes on and a client writing.
+async fn fault_fleet(fault: &str, who: &str) -> (NsFleet, Ledger) {
     let nodes = vec![
         ("lead", Role::Lead),
         ("backup", Role::Backup),
@@ -1441,7 +1447,7 @@ async fn crash_fleet(step: &str, who: &str) -> (NsFleet, Ledger) {
     ];
     let mut fleet = NsFleet::start_each(&nodes, |n| {
         if n == who {
-            format!("{SETTINGS}[failover]\ncrash_at = \"{step}\"\n")
+            format!("{SETTINGS}[failover]\n{fault}\n")
         } else {
             SETTINGS.to_string()
         }
@@ -1582,6 +1588,42 @@ async fn crash_during_switchover(step: &str, who: &str) {
         },
     );
     backup_kept_every_write(&fleet, ledger, "crash-during-switchover", f).await;
+}
+
+/// The handed key is committed before the old primary asks the target to
+/// promote, and the target's own failover round may see it first: it then
+/// stores the epoch (it holds the key) and its reconcile pass promotes the
+/// server. The request arriving after that is answered for what the target
+/// already did. It used to be refused ("epoch 2 is not the next one"), so
+/// the old primary took the key back and the switchover failed, or, once
+/// the target's server was promoted, reported an unknown outcome; CI's
+/// sandbox tests hit it on a busy machine. Here the old primary waits at
+/// that step (`failover.stall_at = "handed_over"`) until the target has
+/// surely seen the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_target_that_saw_the_handed_key_first_completes_the_switchover() {
+    let (fleet, ledger) = fault_fleet("stall_at = \"handed_over\"", "lead").await;
+    let r = fleet
+        .post(
+            "lead",
+            "/switchover",
+            json!({ "to": "backup" }),
+            Some(TOKEN),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let report: serde_json::Value = serde_json::from_str(&r.text()).unwrap();
+    assert_eq!(report["to"], "backup", "{report}");
+    assert_eq!(report["epoch"], 2, "{report}");
+    let b = fleet
+        .wait_status("backup", T, "the target primary", |s| {
+            s.is_primary() && s.epoch == 2 && s.failover.as_ref().is_some_and(|f| !f.fenced)
+        })
+        .await;
+    let mut f = BTreeMap::new();
+    f.insert("step", "handed_over (stalled)".to_string());
+    f.insert("epoch", b.epoch.to_string());
+    backup_kept_every_write(&fleet, ledger, "switchover-target-saw-key-first", f).await;
 }
 
 /// Maintenance mode lives in the replicated state (Patroni's `pause`): the
@@ -1791,6 +1833,38 @@ async fn the_fleets_config_is_one_for_every_member_and_an_unsafe_change_changes_
     .await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
     assert_eq!(fleet_config(&fleet, "lead").await, changed);
+
+    // Restarted after the change, a member uses it from its first answer:
+    // its copy of the log is on its own disk, and its file's 5 s is not in
+    // force for a moment.
+    fleet.kill_manager("c1").await;
+    fleet.restart("c1");
+    let url = format!("{}/config", fleet.api("c1"));
+    let deadline = Instant::now() + T;
+    let first = loop {
+        match sidecar_kit::http_client::HttpClient::new(Duration::from_secs(1))
+            .get(&url)
+            .await
+        {
+            Ok(r) if r.status == StatusCode::OK => break r,
+            _ => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "c1 never answered after its restart"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let first: aurora_api::repl::FleetConfig = serde_json::from_str(&first.text()).unwrap();
+    assert_eq!(
+        (
+            first.source.as_str(),
+            first.revision,
+            first.failover.timeout_secs
+        ),
+        ("fleet", changed.revision, 8.0),
+        "c1's first answer after its restart: {first:?}"
+    );
 
     // In force: the primary renews with the new TTL...
     fleet
