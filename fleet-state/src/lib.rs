@@ -27,6 +27,8 @@ pub mod model;
 pub mod net;
 mod prevote;
 pub mod store;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
