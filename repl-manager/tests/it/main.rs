@@ -10,4 +10,5 @@ mod fleet;
 mod recovery;
 mod refusals;
 mod repair;
+mod simulation;
 mod support;
