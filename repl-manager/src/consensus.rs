@@ -141,11 +141,40 @@ pub fn must_stand(key: Option<&LeaderKey>, ttl: Duration) -> Duration {
     ttl.max(Duration::from_millis(key.map(|k| k.ttl_ms).unwrap_or(0)))
 }
 
-/// How long the key's revision has stood unchanged, as this member saw it.
-#[derive(Debug, Default)]
-struct Watch {
+/// How long the key's revision has stood unchanged, as one member saw it
+/// on its own monotonic clock. Pure: the caller says what it sees and when.
+#[derive(Debug, Default, Clone)]
+pub struct KeyWatch {
     revision: Option<Option<u64>>,
     since: Option<Instant>,
+}
+
+impl KeyWatch {
+    /// Notes the key's revision (`None`: empty) as seen at `now`, and
+    /// returns how long it has stood unchanged since this member first saw
+    /// it. A change, or the first look, starts the count at `now`: only a
+    /// revision watched for the whole TTL counts, never one merely older.
+    pub fn observe(&mut self, revision: Option<u64>, now: Instant) -> Duration {
+        match self.since {
+            Some(since) if self.revision == Some(revision) => now.saturating_duration_since(since),
+            _ => {
+                self.revision = Some(revision);
+                self.since = Some(now);
+                Duration::ZERO
+            }
+        }
+    }
+}
+
+/// Whether a candidate that has watched `key` stand for `stood` may claim
+/// it: `Err(left)` while it must still wait (see [`must_stand`]).
+pub fn may_take(key: Option<&LeaderKey>, stood: Duration, ttl: Duration) -> Result<(), Duration> {
+    let stand = must_stand(key, ttl);
+    if stood < stand {
+        Err(stand - stood)
+    } else {
+        Ok(())
+    }
 }
 
 pub struct Consensus {
@@ -156,7 +185,7 @@ pub struct Consensus {
     file: Tuning,
     /// The file's values were refused as the seed: not tried again.
     seeded: AtomicBool,
-    watch: Mutex<Watch>,
+    watch: Mutex<KeyWatch>,
     /// The revision of this node's last committed claim.
     held: Mutex<Option<u64>>,
     /// The newest state a proposal of this node's answered with: ahead of
@@ -323,7 +352,7 @@ impl Consensus {
             me: cfg.node.name.to_string(),
             file: Tuning::file(cfg),
             seeded: AtomicBool::new(false),
-            watch: Mutex::new(Watch::default()),
+            watch: Mutex::new(KeyWatch::default()),
             held: Mutex::new(None),
             answered: Mutex::new(FleetView::default()),
             contact: Mutex::new((0, None)),
@@ -675,12 +704,11 @@ impl Consensus {
     pub fn observe(&self) -> (Option<LeaderKey>, Duration) {
         let view = self.fs.view();
         let rev = view.leader.as_ref().map(|k| k.revision);
-        let mut w = self.watch.lock().unwrap_or_else(|e| e.into_inner());
-        if w.revision != Some(rev) || w.since.is_none() {
-            w.revision = Some(rev);
-            w.since = Some(Instant::now());
-        }
-        let stood = w.since.map(|s| s.elapsed()).unwrap_or_default();
+        let stood = self
+            .watch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .observe(rev, Instant::now());
         (view.leader, stood)
     }
 
@@ -690,8 +718,8 @@ impl Consensus {
     /// Returns the new epoch.
     pub async fn acquire(&self, at_least: i64, stand: Duration) -> Result<i64, String> {
         let (key, stood) = self.observe();
-        let stand = must_stand(key.as_ref(), stand);
-        if stood < stand {
+        if may_take(key.as_ref(), stood, stand).is_err() {
+            let stand = must_stand(key.as_ref(), stand);
             return Err(format!(
                 "the leader key ({}) was renewed {:.1} s ago; it must stand {:.1} s",
                 key.as_ref()
@@ -941,6 +969,38 @@ fn judge_other(k: &LeaderKey, epoch: i64) -> Claim {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_revision_watched_for_the_whole_ttl_may_be_taken() {
+        let t0 = Instant::now();
+        let at = |s: f64| t0 + Duration::from_secs_f64(s);
+        let five = Duration::from_secs(5);
+        let key = |revision| LeaderKey {
+            member: "lead".into(),
+            epoch: 2,
+            revision,
+            ttl_ms: 5_000,
+        };
+        let mut w = KeyWatch::default();
+        // The first look starts the count, however old the revision is.
+        assert_eq!(w.observe(Some(40), at(100.0)), Duration::ZERO);
+        let stood = w.observe(Some(40), at(104.9));
+        assert_eq!(
+            may_take(Some(&key(40)), stood, five),
+            Err(Duration::from_secs_f64(0.1))
+        );
+        // A renewal restarts it.
+        assert_eq!(w.observe(Some(41), at(104.95)), Duration::ZERO);
+        let stood = w.observe(Some(41), at(109.0));
+        assert!(may_take(Some(&key(41)), stood, five).is_err());
+        let stood = w.observe(Some(41), at(109.95));
+        assert_eq!(may_take(Some(&key(41)), stood, five), Ok(()));
+        // An emptied key is a change too; a clock read out of order counts 0.
+        assert_eq!(w.observe(None, at(110.0)), Duration::ZERO);
+        assert_eq!(w.observe(None, at(109.0)), Duration::ZERO);
+        assert_eq!(w.observe(None, at(115.0)), five);
+        assert_eq!(may_take(None, five, five), Ok(()));
+    }
 
     #[test]
     fn a_candidate_waits_the_ttl_the_holder_wrote_when_the_fleet_lowered_it() {

@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use fleet_state::testkit::{name, Group, Rng};
 use fleet_state::{Command, FleetView, Outcome};
-use repl_manager::consensus::must_stand;
+use repl_manager::consensus::{may_take, KeyWatch};
 use repl_manager::now::Now;
 use repl_manager::probe::StandbyConn;
 use repl_manager::sync::SyncTracker;
@@ -100,8 +100,9 @@ struct Node {
     /// Whom this standby's PostgreSQL streams from.
     upstream: Option<u64>,
     sync: SyncTracker,
-    /// The key's revision as this member last saw it change, and when.
-    watch: Option<(Option<u64>, Instant)>,
+    /// How long the key's revision has stood, as this member saw it
+    /// (repl-manager's own watch).
+    watch: KeyWatch,
 }
 
 impl Node {
@@ -284,17 +285,15 @@ async fn round(g: &Group, w: &Shared, id: u64) {
     let Some(view) = g.node_if_open(id).map(|n| n.view()) else {
         return;
     };
-    let (me, primary, weaken) = {
+    let (me, primary, weaken, stood) = {
         let mut world = w.lock().unwrap();
         let n = world.nodes.get_mut(&id).unwrap();
         if !n.manager_runs(now) {
             return;
         }
         let rev = view.leader.as_ref().map(|k| k.revision);
-        if n.watch.is_none_or(|(r, _)| r != rev) {
-            n.watch = Some((rev, now));
-        }
-        (n.name.clone(), n.primary, world.weaken)
+        let stood = n.watch.observe(rev, now.into_std());
+        (n.name.clone(), n.primary, world.weaken, stood)
     };
     let holder = view.leader.as_ref().map(|k| k.member.clone());
     if primary {
@@ -311,7 +310,7 @@ async fn round(g: &Group, w: &Shared, id: u64) {
         n.names = None;
         n.sync.reset("", at);
     } else {
-        standby_round(g, w, id, &me, &view, weaken).await;
+        standby_round(g, w, id, &me, &view, weaken, stood).await;
     }
 }
 
@@ -439,9 +438,17 @@ async fn primary_round(g: &Group, w: &Shared, id: u64, me: &str, view: &FleetVie
     }
 }
 
-async fn standby_round(g: &Group, w: &Shared, id: u64, me: &str, view: &FleetView, weaken: Weaken) {
+async fn standby_round(
+    g: &Group,
+    w: &Shared,
+    id: u64,
+    me: &str,
+    view: &FleetView,
+    weaken: Weaken,
+    stood: Duration,
+) {
     let now = Instant::now();
-    let (stood, holder) = {
+    let holder = {
         let mut world = w.lock().unwrap();
         let holder = view.leader.as_ref().and_then(|k| world.id_of(&k.member));
         let n = world.nodes.get_mut(&id).unwrap();
@@ -449,8 +456,7 @@ async fn standby_round(g: &Group, w: &Shared, id: u64, me: &str, view: &FleetVie
         if holder.is_some() && n.upstream != holder {
             n.upstream = holder;
         }
-        let stood = n.watch.map(|(_, since)| now.duration_since(since));
-        (stood, holder)
+        holder
     };
     if let Some(h) = holder {
         let mut world = w.lock().unwrap();
@@ -469,12 +475,13 @@ async fn standby_round(g: &Group, w: &Shared, id: u64, me: &str, view: &FleetVie
     let Some(key) = view.leader.clone() else {
         return;
     };
-    let wait = must_stand(Some(&key), TTL);
-    if stood.is_none_or(|s| s < wait) {
+    if key.member == me || may_take(Some(&key), stood, TTL).is_err() {
         return;
     }
-    let in_sync_key = view.is_sync_standby(me);
-    if !in_sync_key && weaken != Weaken::NoSyncKey {
+    // Only the sync key's standby may take over: the claim's own condition,
+    // checked in log order (repl-manager's probe of the primary and its
+    // votes come first there; here the key alone decides).
+    if !view.is_sync_standby(me) && weaken != Weaken::NoSyncKey {
         return;
     }
     let claimed = propose(
@@ -492,7 +499,7 @@ async fn standby_round(g: &Group, w: &Shared, id: u64, me: &str, view: &FleetVie
     .await;
     w.lock().unwrap().note(format!(
         "{me} claims the key after {:.1} s: {}",
-        stood.unwrap_or_default().as_secs_f64(),
+        stood.as_secs_f64(),
         match &claimed {
             Some(Outcome::Applied { .. }) => "committed",
             Some(_) => "refused",
@@ -560,7 +567,7 @@ async fn run(seed: u64, secs: u64, weaken: Weaken) -> World {
                 names: None,
                 upstream: Some(1),
                 sync: SyncTracker::new(false, Now::read()),
-                watch: None,
+                watch: KeyWatch::default(),
             },
         );
     }
@@ -687,7 +694,7 @@ async fn run(seed: u64, secs: u64, weaken: Weaken) -> World {
                 // repl-manager confirms the key.
                 n.fenced = n.primary;
                 n.lease_until = None;
-                n.watch = None;
+                n.watch = KeyWatch::default();
                 down.remove(&id);
                 format!("restart {}", name(id))
             }
@@ -731,7 +738,7 @@ async fn run(seed: u64, secs: u64, weaken: Weaken) -> World {
         n.up = true;
         n.fenced = n.primary;
         n.lease_until = None;
-        n.watch = None;
+        n.watch = KeyWatch::default();
     }
     w.lock().unwrap().note("healed".into());
     let healed = Instant::now();
