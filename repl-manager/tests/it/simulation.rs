@@ -587,19 +587,26 @@ async fn run(seed: u64, secs: u64, weaken: Weaken) -> World {
     if std::env::var("AURORA_SIM_TRACE").is_ok() {
         eprintln!("raft leader {leader} after {:?}", started.elapsed());
     }
-    let first = propose(
-        &g,
-        1,
-        Command::Acquire {
-            member: name(1),
-            seen: None,
-            at_least: 0,
-            require_sync: false,
-            automatic: false,
-            ttl_ms: TTL.as_millis() as u64,
-        },
-    )
-    .await;
+    // (Retried while the group settles: a command can meet a leader change.)
+    let mut first = None;
+    for _ in 0..20 {
+        first = propose(
+            &g,
+            1,
+            Command::Acquire {
+                member: name(1),
+                seen: None,
+                at_least: 0,
+                require_sync: false,
+                automatic: false,
+                ttl_ms: TTL.as_millis() as u64,
+            },
+        )
+        .await;
+        if first.is_some() {
+            break;
+        }
+    }
     assert!(
         matches!(first, Some(Outcome::Applied { .. })),
         "seed {seed}: the lead could not take the empty key: {first:?}"
