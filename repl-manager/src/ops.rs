@@ -527,26 +527,6 @@ impl Manager {
     async fn promote_for_switchover(&self, req: PromoteRequest) -> Result<OpReport, OpError> {
         let started = Instant::now();
         let epoch = req.epoch.unwrap_or_default();
-        // The handed key is committed before this request is sent, and this
-        // node's own rounds may see it first: its failover round then
-        // stores the epoch (it holds the key), and its next reconcile pass
-        // promotes the server. The request is then answered for what this
-        // node already did, not refused: a refusal made the old primary
-        // take the key back and the switchover fail (or, once the server
-        // was promoted, report an unknown outcome) while nothing was wrong.
-        let known = self.known();
-        let resumed = epoch > 0 && known.epoch == epoch && known.primary == self.name();
-        if self.local_is_primary().await? {
-            if resumed && self.key_names_me(epoch).await {
-                return Ok(self
-                    .promote_report(&req, epoch, started, "already promoted")
-                    .await);
-            }
-            return Err(OpError::Refused(format!(
-                "{} is already the primary",
-                self.name()
-            )));
-        }
         // Only a switchover promotes at a given epoch, and only once its
         // primary has stopped: the request names that primary, the next
         // epoch and its shutdown checkpoint, and the primary's server must
@@ -563,6 +543,27 @@ impl Manager {
         if old.name.as_str() == self.name() {
             return Err(OpError::Refused(format!(
                 "{from} cannot promote itself in a switchover"
+            )));
+        }
+        // The handed key is committed before this request is sent, and this
+        // node's own rounds may see it first: its failover round then
+        // stores the epoch (it holds the key), and its next reconcile pass
+        // promotes the server. The request (well formed, above) is then
+        // answered for what this node already did, not refused: a refusal
+        // made the old primary take the key back and the switchover fail
+        // (or, once the server was promoted, report an unknown outcome)
+        // while nothing was wrong.
+        let known = self.known();
+        let resumed = epoch > 0 && known.epoch == epoch && known.primary == self.name();
+        if self.local_is_primary().await? {
+            if resumed && self.handed_to_me(from, epoch).await {
+                return Ok(self
+                    .promote_report(&req, epoch, started, "already promoted")
+                    .await);
+            }
+            return Err(OpError::Refused(format!(
+                "{} is already the primary",
+                self.name()
             )));
         }
         let next = self.epoch() + 1;
@@ -622,16 +623,22 @@ impl Manager {
         Ok(self.promote_report(&req, epoch, started, "promoted").await)
     }
 
-    /// Whether the committed leader key names this node at `epoch`; without
-    /// a Raft group this node's own record is what decides.
-    async fn key_names_me(&self, epoch: i64) -> bool {
-        match self.consensus() {
-            Some(c) => {
-                c.wait_for_key(self.name(), epoch, self.tuning().probe_interval())
-                    .await
-            }
-            None => true,
-        }
+    /// Whether the committed key names this node at `epoch`, handed over
+    /// by `from` (the fleet's history says so): the switchover this request
+    /// belongs to happened. Without a Raft group nothing finishes a
+    /// promotion before the request, so never.
+    async fn handed_to_me(&self, from: &str, epoch: i64) -> bool {
+        let Some(c) = self.consensus() else {
+            return false;
+        };
+        c.wait_for_key(self.name(), epoch, self.tuning().probe_interval())
+            .await
+            && c.view().history.iter().any(|s| {
+                i64::try_from(s.epoch) == Ok(epoch)
+                    && s.member == self.name()
+                    && s.from.as_deref() == Some(from)
+                    && s.how == "handover"
+            })
     }
 
     /// The answer to a switchover's promote request, and its event.

@@ -118,8 +118,13 @@ async fn refusals_have_reasons_and_a_dead_postgres_is_reported() {
         "{lead:?}"
     );
 
-    // Promote the primary: already primary.
+    // Promote the primary: already primary. Also at its own epoch, as a
+    // switchover's target that finished early is answered: the fleet's
+    // history shows no handover to it, so this one is refused.
     let r = fleet.post("lead", "/promote", json!({}), Some(TOKEN)).await;
+    assert_refused(&r, StatusCode::CONFLICT, "already the primary");
+    let body = json!({ "epoch": 1, "from": "backup", "checkpoint_lsn": "0/0" });
+    let r = fleet.post("lead", "/promote", body, Some(TOKEN)).await;
     assert_refused(&r, StatusCode::CONFLICT, "already the primary");
     // Switchover sent to a standby: not the primary.
     let r = fleet
