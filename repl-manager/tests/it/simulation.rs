@@ -771,11 +771,19 @@ async fn run(seed: u64, secs: u64, weaken: Weaken) -> World {
     let _ = ticker.await;
     {
         let mut world = w.lock().unwrap();
-        let last = world
-            .nodes
-            .values()
-            .find(|n| n.primary && !n.fenced)
-            .map(|n| n.id);
+        // The last primary is the one the committed key names, not any
+        // server still running as one (an old primary whose repl-manager is
+        // paused has not fenced yet; it acknowledges nothing, its named
+        // standby having left it). Taking the first such server made seed
+        // 1592591433 of the long tier report the paused lead as "the last
+        // primary".
+        let holder = g
+            .live()
+            .first()
+            .and_then(|id| g.node(*id).view().leader.map(|k| k.member));
+        let last = holder
+            .and_then(|h| world.id_of(&h))
+            .filter(|id| world.nodes[id].primary);
         if let Some(p) = last {
             let log: BTreeSet<u64> = world.nodes[&p].log.iter().copied().collect();
             let lost = world.acked.difference(&log).count();
