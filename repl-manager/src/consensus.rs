@@ -701,7 +701,7 @@ impl Consensus {
     /// Called every round on a member that is not the primary: notes when
     /// the key's revision last moved, and returns the key and how long it
     /// has stood unchanged since (this member's own monotonic clock).
-    pub fn observe(&self) -> (Option<LeaderKey>, Duration) {
+    pub fn observe(&self) -> (FleetView, Duration) {
         let view = self.fs.view();
         let rev = view.leader.as_ref().map(|k| k.revision);
         let stood = self
@@ -709,7 +709,7 @@ impl Consensus {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .observe(rev, Instant::now());
-        (view.leader, stood)
+        (view, stood)
     }
 
     /// A candidate takes the key: only once the revision it watched has
@@ -717,17 +717,22 @@ impl Consensus {
     /// have), and only if it is still that revision when committed.
     /// Returns the new epoch.
     pub async fn acquire(&self, at_least: i64, stand: Duration) -> Result<i64, String> {
-        let (key, stood) = self.observe();
-        if may_take(key.as_ref(), stood, stand).is_err() {
-            let stand = must_stand(key.as_ref(), stand);
-            return Err(format!(
-                "the leader key ({}) was renewed {:.1} s ago; it must stand {:.1} s",
-                key.as_ref()
-                    .map(|k| format!("{} at epoch {}", k.member, k.epoch))
-                    .unwrap_or_else(|| "empty".into()),
-                stood.as_secs_f64(),
-                stand.as_secs_f64()
-            ));
+        let (view, stood) = self.observe();
+        let key = view.leader.clone();
+        match crate::rules::may_claim(&view, &self.me, stood, stand) {
+            Ok(()) => {}
+            Err(crate::rules::NoClaim::TooSoon { .. }) => {
+                let stand = must_stand(key.as_ref(), stand);
+                return Err(format!(
+                    "the leader key ({}) was renewed {:.1} s ago; it must stand {:.1} s",
+                    key.as_ref()
+                        .map(|k| format!("{} at epoch {}", k.member, k.epoch))
+                        .unwrap_or_else(|| "empty".into()),
+                    stood.as_secs_f64(),
+                    stand.as_secs_f64()
+                ));
+            }
+            Err(other) => return Err(other.to_string()),
         }
         self.take(
             key.map(|k| k.revision),

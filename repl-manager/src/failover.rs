@@ -62,6 +62,7 @@ use crate::lsn::Lsn;
 use crate::manager::{lock, Failure, Manager};
 use crate::member::Member;
 use crate::probe;
+use crate::rules::{key_duty, KeyDuty, Lease};
 use crate::state::EpochRecord;
 
 /// What the primary says about itself in a lease request.
@@ -136,10 +137,9 @@ pub struct FailoverState {
     /// The last one heard before this process started (from the witness
     /// file), while nothing newer has come.
     pub remembered: Option<Witness>,
-    /// Primary: writes are safe until this instant.
-    pub lease_until: Option<Instant>,
-    /// Primary: the lease ran out and the server was stopped.
-    pub hard_fenced: bool,
+    /// Primary: writes are safe until the lease's end; fenced (the
+    /// server stopped) once it ran out.
+    pub lease: Lease,
     /// Why the last failover attempt did not promote (candidates).
     pub last_attempt: Option<String>,
     /// Why the last renewal of the leader key did not commit, if it did not.
@@ -160,8 +160,7 @@ impl Default for FailoverState {
             vote: None,
             report: None,
             remembered: None,
-            lease_until: None,
-            hard_fenced: false,
+            lease: Lease::default(),
             last_attempt: None,
             key_trouble: None,
             commits_hung: None,
@@ -172,7 +171,7 @@ impl Default for FailoverState {
 
 impl FailoverState {
     pub fn lease_valid(&self) -> bool {
-        self.lease_until.is_some_and(|u| Instant::now() < u)
+        self.lease.valid(Instant::now())
     }
 
     /// What the primary said last: heard by this process, else remembered
@@ -246,9 +245,10 @@ impl Manager {
             automatic: self.cfg.automatic_failover(),
             paused: self.paused(),
             lease_remaining_secs: f
-                .lease_until
+                .lease
+                .until
                 .map(|u| u.saturating_duration_since(Instant::now()).as_secs_f64()),
-            fenced: f.hard_fenced || (self.cfg.automatic_failover() && !f.lease_valid()),
+            fenced: f.lease.fenced || (self.cfg.automatic_failover() && !f.lease_valid()),
             primary_seen_ago_secs: secs_since(f.primary_seen),
             report: f.report_view(),
             last_attempt: f.last_attempt.clone(),
@@ -281,7 +281,7 @@ impl Manager {
     }
 
     pub fn hard_fenced(&self) -> bool {
-        lock(&self.failover).hard_fenced
+        lock(&self.failover).lease.fenced
     }
 
     fn witness_file(&self) -> std::path::PathBuf {
@@ -312,8 +312,7 @@ impl Manager {
     /// entered.
     pub fn reset_failover_roles(&self) {
         let mut f = lock(&self.failover);
-        f.lease_until = None;
-        f.hard_fenced = false;
+        f.lease = Lease::default();
         f.primary_seen = None;
     }
 
@@ -508,7 +507,7 @@ impl Manager {
         if known.primary == self.name() {
             self.primary_round(&known).await;
             // Wake at the lease deadline, not a probe interval after it.
-            let until = lock(&self.failover).lease_until;
+            let until = lock(&self.failover).lease.until;
             match until {
                 Some(u) if u > Instant::now() => interval
                     .min(u.saturating_duration_since(Instant::now()) + Duration::from_millis(1)),
@@ -565,10 +564,7 @@ impl Manager {
             // Tried until the lease runs out: a Raft leader lost meanwhile is
             // replaced inside it (consensus::settings), and the renewal then
             // commits through the new one instead of a round later.
-            let left = lock(&self.failover)
-                .lease_until
-                .map(|u| u.saturating_duration_since(Instant::now()))
-                .unwrap_or_default();
+            let left = lock(&self.failover).lease.left(Instant::now());
             match c.renew(known.epoch, left, t.timeout()).await {
                 Claim::Held { epoch } => {
                     self.key_trouble(None);
@@ -684,9 +680,8 @@ impl Manager {
     async fn renew_lease(&self, sent: Instant, granted: usize, lease: Duration) {
         let was_fenced = {
             let mut f = lock(&self.failover);
-            f.lease_until = Some(sent + lease);
             f.primary_seen = Some(sent);
-            std::mem::replace(&mut f.hard_fenced, false)
+            f.lease.renewed(sent, lease)
         };
         if was_fenced {
             tracing::warn!(granted, "a majority answers again: lifting the fence");
@@ -695,11 +690,8 @@ impl Manager {
     }
 
     async fn fence_if_expired(&self) {
-        let expired = {
-            let f = lock(&self.failover);
-            !f.hard_fenced && f.lease_until.is_some_and(|u| Instant::now() >= u)
-        };
-        if expired && !self.paused() {
+        let paused = self.paused();
+        if lock(&self.failover).lease.fence_due(Instant::now(), paused) {
             self.fence_now("no majority of members answered within the lease")
                 .await;
         }
@@ -709,12 +701,8 @@ impl Manager {
     /// acknowledge another write. (Immediate shutdown: nothing is waited
     /// for; crash recovery runs on the next start.)
     async fn fence_now(&self, why: &str) {
-        {
-            let mut f = lock(&self.failover);
-            if f.hard_fenced {
-                return;
-            }
-            f.hard_fenced = true;
+        if !lock(&self.failover).lease.fence() {
+            return;
         }
         tracing::error!(reason = why, "fencing: stopping PostgreSQL");
         let stopped = self.server.stop(crate::server::StopMode::Immediate).await;
@@ -766,29 +754,28 @@ impl Manager {
     /// reachable (#15 finding 2).
     async fn follow_key(&self) {
         let Some(c) = self.consensus() else { return };
-        let Some(k) = c.view().leader else { return };
+        let key = c.view().leader;
         let known = self.known();
-        let epoch = i64::try_from(k.epoch).unwrap_or(i64::MAX);
-        if k.member == self.name() {
-            self.resume_promotion(epoch, &known).await;
-            return;
-        }
-        if self.cfg.member(&k.member).is_none() {
-            return;
-        }
-        if epoch > known.epoch {
-            self.step_down(&k.member, epoch, "the committed leader key")
-                .await;
-            return;
+        match key_duty(key.as_ref(), self.name(), &known, |m| {
+            self.cfg.member(m).is_some()
+        }) {
+            KeyDuty::Nothing => return,
+            KeyDuty::Resume { epoch } => {
+                self.resume_promotion(epoch, &known).await;
+                return;
+            }
+            KeyDuty::StepDown { holder, epoch } => {
+                self.step_down(&holder, epoch, "the committed leader key")
+                    .await;
+                return;
+            }
+            KeyDuty::Confirm { .. } => {}
         }
         // This node's record names it primary at an epoch the committed
         // key does not back (another member holds the key at the same or
         // an older epoch): a restored or edited state file, never an
         // epoch a majority chose. Confirmed through the log first (this
         // member's copy may lag), then replaced by the committed key.
-        if known.primary != self.name() {
-            return;
-        }
         match c.committed_key(self.tuning().probe_interval()).await {
             Ok(Some(k)) if k.member != self.name() && self.cfg.member(&k.member).is_some() => {
                 let epoch = i64::try_from(k.epoch).unwrap_or(i64::MAX);
@@ -816,7 +803,7 @@ impl Manager {
                 .await;
                 // Still writable? Then it stops now, as for any primary the
                 // committed key has replaced.
-                lock(&self.failover).lease_until = None;
+                lock(&self.failover).lease.lose();
                 if let Ok(_idle) = self.op_lock.try_lock() {
                     if self.local_writable().await {
                         self.fence_now(&format!(
@@ -904,7 +891,7 @@ impl Manager {
         if !was_primary {
             return;
         }
-        lock(&self.failover).lease_until = None;
+        lock(&self.failover).lease.lose();
         let Ok(_idle) = self.op_lock.try_lock() else {
             return;
         };
@@ -989,7 +976,7 @@ impl Manager {
                 f.no_vote_until.is_some_and(|u| Instant::now() < u),
             )
         };
-        if seen_ago < timeout || promised {
+        if !crate::rules::time_to_act(seen_ago, timeout, promised) {
             tracing::debug!(
                 ?seen_ago,
                 promised,

@@ -24,6 +24,7 @@ pub mod ops;
 pub mod patroni;
 mod primary;
 pub mod probe;
+pub mod rules;
 pub mod server;
 pub mod settings;
 mod standby;

@@ -18,12 +18,17 @@
 //! acknowledged is on a member when it becomes primary, and on the last
 //! primary. After the faults heal, some member acknowledges writes again.
 //!
-//! What is modelled, not run: PostgreSQL (streaming is a copy of the
-//! upstream's log when both hosts reach each other; a diverged standby is
-//! rewound by its next round), and repl-manager's rounds (their rules, not
-//! their code; the sync policy is its code). openraft picks its election
-//! timeouts with its own random generator, so a seed replays the same
-//! faults and writes, not always the same elections.
+//! What is run, not restated: the Raft group and the keys' rules
+//! (`FleetState`), and repl-manager's decisions, the same functions its
+//! rounds call: `rules::key_duty` (resume, step down, confirm),
+//! `rules::Lease` (renew from before the proposal, fence once it runs
+//! out), `rules::may_claim` (only the sync key's standby, only after the
+//! TTL), `KeyWatch` and `SyncTracker`. What is modelled: PostgreSQL
+//! (streaming is a copy of the upstream's log when both hosts reach each
+//! other; a diverged standby is rewound by its next round), and the order
+//! a round carries those decisions out in, with no I/O. openraft picks
+//! its election timeouts with its own random generator, so a seed replays
+//! the same faults and writes, not always the same elections.
 //!
 //! `AURORA_SIM_SEED=N` replays one seed; `TEST_TIER=long` runs more.
 //! `weakened_rules_are_caught` shows the checks find #15's sequences 1, 2
@@ -39,6 +44,8 @@ use fleet_state::{Command, FleetView, Outcome};
 use repl_manager::consensus::{may_take, KeyWatch};
 use repl_manager::now::Now;
 use repl_manager::probe::StandbyConn;
+use repl_manager::rules::{key_duty, may_claim, KeyDuty, Lease, NoClaim};
+use repl_manager::state::EpochRecord;
 use repl_manager::sync::SyncTracker;
 use tokio::time::Instant;
 
@@ -72,6 +79,10 @@ pub enum Weaken {
     /// #15 sequence 5: any standby takes the key automatically, not only
     /// the one the sync key names.
     NoSyncKey,
+    /// A switchover hands the key over without waiting for the target to
+    /// replay what the stopped primary wrote (the target is any standby
+    /// the operator names, not always the synchronous one).
+    SwitchoverNoWait,
 }
 
 /// One member: its host, its PostgreSQL (modelled) and what its
@@ -90,7 +101,13 @@ struct Node {
     /// Stopped from acknowledging by repl-manager (fenced, or not yet
     /// confirmed after a restart).
     fenced: bool,
-    lease_until: Option<Instant>,
+    /// repl-manager's lease (its own type), in the std clock's terms.
+    lease: Lease,
+    /// repl-manager's epoch record (durable: kept across a crash).
+    known: EpochRecord,
+    /// An operator's switchover away from this primary holds its server
+    /// (stopped; the primary's round leaves it alone meanwhile).
+    switching: bool,
     /// The WAL: write ids in commit order.
     log: Vec<u64>,
     /// Commits waiting for the synchronous standby.
@@ -279,59 +296,96 @@ async fn propose(g: &Group, id: u64, cmd: Command) -> Option<Outcome> {
     }
 }
 
-/// One round of member `id`'s repl-manager.
+/// One round of member `id`'s repl-manager: what the committed key asks
+/// of it first (repl-manager's `rules::key_duty`), then its role's duties.
 async fn round(g: &Group, w: &Shared, id: u64) {
     let now = Instant::now();
     let Some(view) = g.node_if_open(id).map(|n| n.view()) else {
         return;
     };
-    let (me, primary, weaken, stood) = {
+    let (me, weaken, stood, duty) = {
         let mut world = w.lock().unwrap();
+        let members: Vec<String> = world.nodes.values().map(|n| n.name.clone()).collect();
         let n = world.nodes.get_mut(&id).unwrap();
         if !n.manager_runs(now) {
             return;
         }
         let rev = view.leader.as_ref().map(|k| k.revision);
         let stood = n.watch.observe(rev, now.into_std());
-        (n.name.clone(), n.primary, world.weaken, stood)
+        let duty = key_duty(view.leader.as_ref(), &n.name, &n.known, |m| {
+            members.iter().any(|x| x == m)
+        });
+        (n.name.clone(), world.weaken, stood, duty)
     };
-    let holder = view.leader.as_ref().map(|k| k.member.clone());
+    {
+        let mut world = w.lock().unwrap();
+        let at = clock(&world);
+        let holder_id = view.leader.as_ref().and_then(|k| world.id_of(&k.member));
+        let n = world.nodes.get_mut(&id).unwrap();
+        let step_down = match &duty {
+            KeyDuty::Nothing => None,
+            KeyDuty::Resume { epoch } => {
+                // Won or handed the key, and stopped before storing the
+                // epoch: the record first, the promotion below.
+                n.known = EpochRecord {
+                    epoch: *epoch,
+                    primary: me.clone(),
+                    changed_at: 0.0,
+                };
+                None
+            }
+            KeyDuty::StepDown { holder, epoch } => Some((holder.clone(), *epoch)),
+            // (repl-manager confirms through the log first; this member's
+            // view here is its applied state, committed already.)
+            KeyDuty::Confirm { holder } => Some((holder.clone(), n.known.epoch)),
+        };
+        if let Some((holder, epoch)) = step_down {
+            n.known = EpochRecord {
+                epoch,
+                primary: holder,
+                changed_at: 0.0,
+            };
+            if n.primary && weaken != Weaken::NoStepDown {
+                n.lease.lose();
+                n.primary = false;
+                n.fenced = false;
+                n.names = None;
+                n.waiting.clear();
+                n.upstream = holder_id;
+                world.note(format!("{me} steps down: the committed key names another"));
+                return;
+            }
+        }
+        if n.known.primary == me
+            && !n.primary
+            && view.leader.as_ref().is_some_and(|k| k.member == me)
+        {
+            // The record names this member: its primary duties promote the
+            // server, which acknowledges nothing until a renewal commits.
+            n.primary = true;
+            n.fenced = true;
+            n.lease = Lease::default();
+            n.upstream = None;
+            n.names = None;
+            n.sync.reset("", at);
+            world.check_promotion(id, "the committed key names it");
+        }
+    }
+    let primary = w.lock().unwrap().nodes[&id].primary;
     if primary {
         primary_round(g, w, id, &me, &view, weaken).await;
-    } else if holder.as_deref() == Some(me.as_str()) {
-        // The committed key names this member: it promotes.
-        let mut world = w.lock().unwrap();
-        world.check_promotion(id, "the committed key names it");
-        let at = clock(&world);
-        let n = world.nodes.get_mut(&id).unwrap();
-        n.primary = true;
-        n.fenced = true; // until its first renewal commits
-        n.upstream = None;
-        n.names = None;
-        n.sync.reset("", at);
     } else {
         standby_round(g, w, id, &me, &view, weaken, stood).await;
     }
 }
 
 async fn primary_round(g: &Group, w: &Shared, id: u64, me: &str, view: &FleetView, weaken: Weaken) {
-    let holder = view.leader.as_ref().map(|k| k.member.as_str());
-    if holder.is_some_and(|h| h != me) && weaken != Weaken::NoStepDown {
-        let mut world = w.lock().unwrap();
-        let holder = world.id_of(holder.unwrap_or_default());
-        world.note(format!("{me} steps down: the committed key names another"));
-        let n = world.nodes.get_mut(&id).unwrap();
-        n.primary = false;
-        n.fenced = false;
-        n.names = None;
-        n.waiting.clear();
-        n.lease_until = None;
-        n.upstream = holder;
-        return;
-    }
     let Some(key) = view.leader.clone() else {
         return;
     };
+    if w.lock().unwrap().nodes[&id].switching {
+        return;
+    }
     // Renew by compare-and-set; the lease counts from before the proposal.
     let sent = Instant::now();
     let renewed = propose(
@@ -349,13 +403,13 @@ async fn primary_round(g: &Group, w: &Shared, id: u64, me: &str, view: &FleetVie
         let mut world = w.lock().unwrap();
         let n = world.nodes.get_mut(&id).unwrap();
         if let Some(Outcome::Applied { .. }) = &renewed {
-            n.lease_until = Some(sent + LEASE);
+            n.lease.renewed(sent.into_std(), LEASE);
             if n.fenced && n.manager_runs(now) {
                 n.fenced = false;
             }
         }
-        let expired = n.lease_until.is_none_or(|u| now >= u);
-        if expired && !n.fenced && weaken != Weaken::NoStepDown {
+        if n.lease.fence_due(now.into_std(), false) && weaken != Weaken::NoStepDown {
+            n.lease.fence();
             n.fenced = true;
             let me = me.to_string();
             world.note(format!("{me} fences: its lease ran out"));
@@ -475,14 +529,15 @@ async fn standby_round(
     let Some(key) = view.leader.clone() else {
         return;
     };
-    if key.member == me || may_take(Some(&key), stood, TTL).is_err() {
-        return;
-    }
-    // Only the sync key's standby may take over: the claim's own condition,
-    // checked in log order (repl-manager's probe of the primary and its
-    // votes come first there; here the key alone decides).
-    if !view.is_sync_standby(me) && weaken != Weaken::NoSyncKey {
-        return;
+    // repl-manager's own rule (`rules::may_claim`): only the sync key's
+    // standby, and only once the revision stood the TTL on its own clock.
+    // (Its probe of the primary comes first there; here the key alone
+    // decides.) Weakened, the sync key is not asked, the TTL still is.
+    match may_claim(view, me, stood, TTL) {
+        Ok(()) => {}
+        Err(NoClaim::NotSyncStandby(_))
+            if weaken == Weaken::NoSyncKey && may_take(Some(&key), stood, TTL).is_ok() => {}
+        Err(_) => return,
     }
     let claimed = propose(
         g,
@@ -506,12 +561,12 @@ async fn standby_round(
             None => "no answer",
         }
     ));
-    let won = match claimed {
-        Some(Outcome::Applied { .. }) => true,
-        None => weaken == Weaken::PromoteUncommitted,
-        _ => false,
+    let won = match &claimed {
+        Some(Outcome::Applied { view }) => view.leader.as_ref().map(|k| k.epoch),
+        None if weaken == Weaken::PromoteUncommitted => Some(key.epoch + 1),
+        _ => None,
     };
-    if won {
+    if let Some(epoch) = won {
         let mut world = w.lock().unwrap();
         if !world.nodes[&id].manager_runs(Instant::now()) {
             return;
@@ -523,8 +578,147 @@ async fn standby_round(
         n.fenced = false;
         n.upstream = None;
         n.names = None;
-        n.lease_until = Some(now + LEASE);
+        n.lease = Lease::default();
+        n.lease.renewed(now.into_std(), LEASE);
+        n.known = EpochRecord {
+            epoch: i64::try_from(epoch).unwrap(),
+            primary: me.to_string(),
+            changed_at: 0.0,
+        };
         n.sync.reset("", at);
+    }
+}
+
+/// An operator's switchover, in repl-manager's order: the primary stops
+/// its server, waits for the target to replay everything it wrote, then
+/// hands the key over by compare-and-set; the target, seeing the
+/// committed key name it, resumes the promotion (`KeyDuty::Resume`). A
+/// switchover that cannot finish leaves the key where it was, and the
+/// primary serves again once a renewal commits. The target is the sync
+/// standby when `pick` is 0, else another member (an operator may name
+/// any; the wait for replay is what keeps it safe).
+async fn switchover(g: &Group, w: &Shared, pick: u64) {
+    let now = Instant::now();
+    let Some((p, me)) = ({
+        let world = w.lock().unwrap();
+        world
+            .nodes
+            .values()
+            .find(|n| n.primary && !n.fenced && !n.switching && n.manager_runs(now))
+            .map(|n| (n.id, n.name.clone()))
+    }) else {
+        return;
+    };
+    let Some(view) = g.node_if_open(p).map(|n| n.view()) else {
+        return;
+    };
+    if view.leader.as_ref().is_none_or(|k| k.member != me) {
+        return;
+    }
+    let others: Vec<String> = (1..=N).filter(|i| *i != p).map(name).collect();
+    let target = match view.current_sync_standby() {
+        Some(s) if pick == 0 => s.to_string(),
+        _ => others[(pick as usize) % others.len()].clone(),
+    };
+    let weaken = w.lock().unwrap().weaken;
+    {
+        let mut world = w.lock().unwrap();
+        let n = world.nodes.get_mut(&p).unwrap();
+        n.switching = true;
+        n.fenced = true;
+        world.note(format!("switchover {me} -> {target}: {me} stops"));
+    }
+    // The target replays everything the stopped primary wrote.
+    let deadline = now + Duration::from_secs(5);
+    loop {
+        let caught_up = {
+            let world = w.lock().unwrap();
+            let t = world.id_of(&target).unwrap();
+            let (pn, tn) = (&world.nodes[&p], &world.nodes[&t]);
+            if !pn.switching {
+                // Crashed mid-operation: the operation is gone with the
+                // process (a restart serves nothing until the key is
+                // confirmed).
+                return;
+            }
+            if !pn.manager_runs(Instant::now()) {
+                None
+            } else {
+                Some(tn.log.len() >= pn.log.len() && tn.log.starts_with(&pn.log))
+            }
+        };
+        let Some(caught_up) = caught_up else {
+            // Paused mid-operation: it fails (the primary's round serves
+            // again once a renewal commits).
+            let mut world = w.lock().unwrap();
+            world.nodes.get_mut(&p).unwrap().switching = false;
+            world.note(format!(
+                "switchover {me} -> {target}: {me}'s repl-manager paused, aborted"
+            ));
+            return;
+        };
+        if caught_up || weaken == Weaken::SwitchoverNoWait {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let mut world = w.lock().unwrap();
+            world.nodes.get_mut(&p).unwrap().switching = false;
+            world.note(format!(
+                "switchover {me} -> {target}: target not caught up, aborted"
+            ));
+            return;
+        }
+        tokio::time::sleep(TICK).await;
+    }
+    let Some(key) = g
+        .node_if_open(p)
+        .and_then(|n| n.view().leader)
+        .filter(|k| k.member == me)
+    else {
+        w.lock().unwrap().nodes.get_mut(&p).unwrap().switching = false;
+        return;
+    };
+    let handed = propose(
+        g,
+        p,
+        Command::Handover {
+            member: me.clone(),
+            revision: key.revision,
+            to: target.clone(),
+            ttl_ms: TTL.as_millis() as u64,
+        },
+    )
+    .await;
+    let mut world = w.lock().unwrap();
+    let t = world.id_of(&target);
+    let n = world.nodes.get_mut(&p).unwrap();
+    let was = std::mem::replace(&mut n.switching, false);
+    match handed {
+        Some(Outcome::Applied { view }) if was => {
+            let epoch = view.leader.as_ref().map_or(0, |k| k.epoch);
+            n.primary = false;
+            n.fenced = false;
+            n.names = None;
+            n.waiting.clear();
+            n.upstream = t;
+            n.lease.lose();
+            n.known = EpochRecord {
+                epoch: i64::try_from(epoch).unwrap(),
+                primary: target.clone(),
+                changed_at: 0.0,
+            };
+            world.note(format!(
+                "switchover {me} -> {target}: key handed over at epoch {epoch}"
+            ));
+        }
+        other => {
+            let what = match other {
+                Some(Outcome::Applied { .. }) => "committed, but the primary restarted meanwhile",
+                Some(_) => "refused",
+                None => "no answer",
+            };
+            world.note(format!("switchover {me} -> {target}: handover {what}"));
+        }
     }
 }
 
@@ -561,7 +755,13 @@ async fn run(seed: u64, secs: u64, weaken: Weaken) -> World {
                 pg_paused: None,
                 primary: false,
                 fenced: false,
-                lease_until: None,
+                lease: Lease::default(),
+                known: EpochRecord {
+                    epoch: 1,
+                    primary: name(1),
+                    changed_at: 0.0,
+                },
+                switching: false,
                 log: Vec::new(),
                 waiting: Vec::new(),
                 names: None,
@@ -616,7 +816,7 @@ async fn run(seed: u64, secs: u64, weaken: Weaken) -> World {
         let n = world.nodes.get_mut(&1).unwrap();
         n.primary = true;
         n.upstream = None;
-        n.lease_until = Some(Instant::now() + LEASE);
+        n.lease.renewed(Instant::now().into_std(), LEASE);
     }
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut tasks = Vec::new();
@@ -630,9 +830,10 @@ async fn run(seed: u64, secs: u64, weaken: Weaken) -> World {
                 let lease_left = {
                     let world = w.lock().unwrap();
                     let n = &world.nodes[&id];
-                    n.lease_until
+                    n.lease
+                        .until
                         .filter(|_| n.primary)
-                        .map(|u| u.saturating_duration_since(Instant::now()))
+                        .map(|u| u.saturating_duration_since(Instant::now().into_std()))
                 };
                 // A primary wakes for its lease's end, as repl-manager does.
                 let sleep = lease_left.map_or(PROBE, |l| PROBE.min(l + Duration::from_millis(1)));
@@ -652,6 +853,7 @@ async fn run(seed: u64, secs: u64, weaken: Weaken) -> World {
     let mut rng = Rng(seed);
     let end = started + Duration::from_secs(secs);
     let mut down: BTreeSet<u64> = BTreeSet::new();
+    let mut switchovers = Vec::new();
     while Instant::now() < end {
         tokio::time::sleep(rng.millis(300, 4000)).await;
         let id = 1 + rng.below(N);
@@ -685,6 +887,7 @@ async fn run(seed: u64, secs: u64, weaken: Weaken) -> World {
                 let mut world = w.lock().unwrap();
                 let n = world.nodes.get_mut(&id).unwrap();
                 n.up = false;
+                n.switching = false;
                 n.waiting.clear();
                 down.insert(id);
                 format!("crash {}", name(id))
@@ -700,7 +903,7 @@ async fn run(seed: u64, secs: u64, weaken: Weaken) -> World {
                 // A primary's server comes back serving nothing until its
                 // repl-manager confirms the key.
                 n.fenced = n.primary;
-                n.lease_until = None;
+                n.lease = Lease::default();
                 n.watch = KeyWatch::default();
                 down.remove(&id);
                 format!("restart {}", name(id))
@@ -729,12 +932,22 @@ async fn run(seed: u64, secs: u64, weaken: Weaken) -> World {
                     d.as_secs_f64()
                 )
             }
+            11 => {
+                let (g2, w2, pick) = (g.clone(), w.clone(), rng.below(N));
+                switchovers.push(tokio::spawn(
+                    async move { switchover(&g2, &w2, pick).await },
+                ));
+                "an operator asks for a switchover".to_string()
+            }
             _ => continue,
         };
         w.lock().unwrap().note(what.clone());
         if std::env::var("AURORA_SIM_TRACE").is_ok() {
             eprintln!("{:?} (real {:?}) {what}", started.elapsed(), real.elapsed());
         }
+    }
+    for s in switchovers {
+        let _ = s.await;
     }
     // Healed and whole: some member acknowledges writes again.
     g.heal();
@@ -744,7 +957,7 @@ async fn run(seed: u64, secs: u64, weaken: Weaken) -> World {
         let n = world.nodes.get_mut(&id).unwrap();
         n.up = true;
         n.fenced = n.primary;
-        n.lease_until = None;
+        n.lease = Lease::default();
         n.watch = KeyWatch::default();
     }
     w.lock().unwrap().note("healed".into());
@@ -826,6 +1039,7 @@ async fn random_faults_never_make_two_writers_or_lose_an_acknowledged_write() {
         Ok("promote_uncommitted") => Weaken::PromoteUncommitted,
         Ok("no_step_down") => Weaken::NoStepDown,
         Ok("no_sync_key") => Weaken::NoSyncKey,
+        Ok("switchover_no_wait") => Weaken::SwitchoverNoWait,
         _ => Weaken::None,
     };
     let mut acked = 0;
@@ -861,8 +1075,12 @@ async fn weakened_rules_are_caught() {
             Weaken::NoSyncKey,
             "sequence 5, a stale standby that takes over",
         ),
+        (
+            Weaken::SwitchoverNoWait,
+            "a switchover that does not wait for the target to replay",
+        ),
     ];
-    let budget = 60;
+    let budget = 200;
     for (weaken, what) in cases {
         let mut caught = None;
         for seed in (0..budget).map(|i| 0xBAD0_0000 + i) {
