@@ -24,7 +24,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -123,14 +123,71 @@ fn peer(name: &str, url: &str) -> Peer {
 /// 0.3 s and 1.5 s, that is 1.2 s to replace a Raft leader against a
 /// lease of 0.9 s.)
 pub fn settings(cfg: &Config, dir: std::path::PathBuf) -> Settings {
-    // From the member's file: openraft cannot retime while it runs.
-    let file = Tuning::file(cfg);
-    let mut s = Settings::new(member_id(&cfg.node.name), dir);
-    let budget = file.lease().saturating_sub(file.probe_interval());
+    settings_for(&raft_timing(cfg).0, member_id(&cfg.node.name), dir)
+}
+
+/// Raft's settings for the timing `t` (see [`settings`]).
+pub fn settings_for(t: &Tuning, id: NodeId, dir: std::path::PathBuf) -> Settings {
+    let mut s = Settings::new(id, dir);
+    let budget = t.lease().saturating_sub(t.probe_interval());
     s.election_min = (budget / 5).clamp(Duration::from_millis(100), Duration::from_secs(2));
     s.election_max = s.election_min * 2;
     s.heartbeat = s.election_min / 4;
     s
+}
+
+/// The file beside the Raft store holding the fleet's committed timing as
+/// this member last saw it: its next start times Raft's elections from it
+/// (openraft cannot retime while it runs, and reading the committed config
+/// from the store before opening it opened the store twice).
+pub fn timing_hint_file(cfg: &Config) -> PathBuf {
+    cfg.node.state_file.with_extension("raft-timing")
+}
+
+/// The committed config and its revision, as the hint file keeps it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct TimingHint {
+    revision: u64,
+    config: DynamicConfig,
+}
+
+/// The timing Raft starts with, and where it comes from: the fleet's
+/// committed config as this member last saw it (the hint file), else the
+/// member's config file. A hint that cannot be read, or that breaks a
+/// rule, is a hint only: the file's timing is used, and the next committed
+/// config seen writes a good one.
+pub fn raft_timing(cfg: &Config) -> (Tuning, &'static str) {
+    let path = timing_hint_file(cfg);
+    let hint = match std::fs::read(&path) {
+        Ok(bytes) => match serde_json::from_slice::<TimingHint>(&bytes) {
+            Ok(h) => match h.config.check() {
+                Ok(()) => Some(h),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "the Raft timing hint breaks a rule: timing Raft from the config file");
+                    None
+                }
+            },
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "the Raft timing hint does not parse: timing Raft from the config file");
+                None
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "the Raft timing hint cannot be read: timing Raft from the config file");
+            None
+        }
+    };
+    match hint {
+        Some(h) => (
+            Tuning {
+                values: h.config,
+                revision: Some(h.revision),
+            },
+            "fleet",
+        ),
+        None => (Tuning::file(cfg), "file"),
+    }
 }
 
 /// How long a candidate waits after it saw `key`'s revision: the TTL in
@@ -183,6 +240,12 @@ pub struct Consensus {
     /// This member's file's timing: in force until the fleet's config is
     /// committed.
     file: Tuning,
+    /// The timing Raft's elections were started with ([`raft_timing`]).
+    raft: Tuning,
+    /// Where this member keeps the committed timing for its next start,
+    /// and the revision last written there.
+    hint_file: PathBuf,
+    hinted: AtomicU64,
     /// The file's values were refused as the seed: not tried again.
     seeded: AtomicBool,
     watch: Mutex<KeyWatch>,
@@ -325,10 +388,21 @@ impl Consensus {
             cfg.admin.token.clone(),
             cfg.failover.probe_interval(),
         ));
-        // Raft's timing from this member's file. (Reading the committed
-        // config first meant starting Raft on the store twice, and the
-        // second open raced the first one's teardown: "store in use".)
-        let fs = FleetState::open(settings(cfg, store_dir(cfg)), transport).await?;
+        // Raft's timing from the fleet's config as last seen (the hint
+        // file), else this member's file. (Reading the committed config
+        // from the store first meant starting Raft on the store twice, and
+        // the second open raced the first one's teardown: "store in use".)
+        let (raft, source) = raft_timing(cfg);
+        let raft_settings = settings_for(&raft, member_id(&cfg.node.name), store_dir(cfg));
+        tracing::info!(
+            source,
+            revision = raft.revision.unwrap_or(0),
+            election_min_ms = raft_settings.election_min.as_millis() as u64,
+            election_max_ms = raft_settings.election_max.as_millis() as u64,
+            heartbeat_ms = raft_settings.heartbeat.as_millis() as u64,
+            "Raft's timing"
+        );
+        let fs = FleetState::open(raft_settings, transport).await?;
         let stored = fs.voters_now().await?;
         let ids: BTreeSet<NodeId> = stored.keys().copied().collect();
         let configured = configured_ids(cfg);
@@ -351,6 +425,9 @@ impl Consensus {
             fs,
             me: cfg.node.name.to_string(),
             file: Tuning::file(cfg),
+            hinted: AtomicU64::new(raft.revision.unwrap_or(0)),
+            raft,
+            hint_file: timing_hint_file(cfg),
             seeded: AtomicBool::new(false),
             watch: Mutex::new(KeyWatch::default()),
             held: Mutex::new(None),
@@ -387,7 +464,46 @@ impl Consensus {
     /// election timing comes from the file ([`settings`]), so never less
     /// than the file's TTL, also when the fleet's was lowered below it.
     fn op_patience(&self) -> Duration {
-        self.tuning().timeout().max(self.file.timeout())
+        self.tuning().timeout().max(self.raft.timeout())
+    }
+
+    /// Keeps the hint file at the committed config's revision, so that the
+    /// next start times Raft from the fleet's values. Written when the
+    /// revision changes (a temporary file renamed over it); a failure is
+    /// logged and tried again next round.
+    pub fn keep_timing_hint(&self) {
+        let t = self.tuning();
+        let Some(revision) = t.revision else { return };
+        if self.hinted.load(Ordering::Relaxed) == revision {
+            return;
+        }
+        let hint = TimingHint {
+            revision,
+            config: t.values,
+        };
+        let written = serde_json::to_vec_pretty(&hint)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| {
+                let tmp = self.hint_file.with_extension("raft-timing.tmp");
+                std::fs::write(&tmp, bytes)?;
+                std::fs::rename(&tmp, &self.hint_file)
+            });
+        match written {
+            Ok(()) => {
+                self.hinted.store(revision, Ordering::Relaxed);
+                if self.raft.revision != Some(revision) {
+                    tracing::info!(
+                        revision,
+                        "the fleet's timing changed: Raft's elections follow it from this member's next start"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(
+                path = %self.hint_file.display(),
+                error = %e,
+                "cannot keep the Raft timing hint; tried again next round"
+            ),
+        }
     }
 
     /// The TTL a claim of this member's is written with.
@@ -1094,9 +1210,46 @@ mod tests {
     }
 
     #[test]
+    fn raft_is_timed_from_the_fleets_config_as_last_seen_else_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Config::default();
+        c.node.state_file = dir.path().join("state.json");
+        c.failover.timeout_secs = 30.0;
+        c.failover.probe_interval_secs = 2.0;
+        let election = |t: &Tuning| settings_for(t, 1, "/tmp/unused".into()).election_min;
+        // No hint yet: the file.
+        let (file, source) = raft_timing(&c);
+        assert_eq!((source, file.timeout()), ("file", Duration::from_secs(30)));
+        // The fleet lowered its TTL to 5 s (committed at revision 9), and
+        // this member wrote the hint: its next start follows the fleet.
+        let fleet = crate::tuning::from_file(&Config::default());
+        let hint = |config: &DynamicConfig| {
+            let h = TimingHint {
+                revision: 9,
+                config: config.clone(),
+            };
+            std::fs::write(timing_hint_file(&c), serde_json::to_vec(&h).unwrap()).unwrap();
+        };
+        hint(&fleet);
+        let (t, source) = raft_timing(&c);
+        assert_eq!(source, "fleet");
+        assert_eq!(t.revision, Some(9));
+        assert_eq!(t.timeout(), Duration::from_secs(5));
+        assert!(election(&t) < election(&file));
+        // A hint that breaks a rule, or does not parse: the file.
+        let mut bad = fleet.clone();
+        bad.probe_interval_ms = 10;
+        hint(&bad);
+        assert_eq!(raft_timing(&c).1, "file");
+        std::fs::write(timing_hint_file(&c), b"{ not json").unwrap();
+        assert_eq!(raft_timing(&c).1, "file");
+    }
+
+    #[test]
     fn a_lost_raft_leader_is_replaced_within_the_primarys_lease() {
         for (probe, timeout) in [(1.0, 5.0), (0.3, 1.5), (2.0, 30.0), (0.5, 2.0)] {
             let mut c = Config::default();
+            c.node.state_file = "/nonexistent/aurora/state.json".into();
             c.failover.probe_interval_secs = probe;
             c.failover.timeout_secs = timeout;
             let s = settings(&c, "/tmp/unused".into());

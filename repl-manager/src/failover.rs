@@ -502,6 +502,7 @@ impl Manager {
         self.follow_key().await;
         if let Some(c) = self.consensus() {
             c.keep_members(&self.cfg).await;
+            c.keep_timing_hint();
         }
         let known = self.known();
         if known.primary == self.name() {

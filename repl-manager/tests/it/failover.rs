@@ -1834,9 +1834,28 @@ async fn the_fleets_config_is_one_for_every_member_and_an_unsafe_change_changes_
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
     assert_eq!(fleet_config(&fleet, "lead").await, changed);
 
+    // Every member keeps the committed timing beside its Raft store, for
+    // its next start (openraft cannot retime while it runs).
+    for n in all {
+        let hint = fleet.node(n).pg.dir().join("repl-state.raft-timing");
+        let deadline = Instant::now() + T;
+        loop {
+            let kept: Option<serde_json::Value> = std::fs::read(&hint)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            if kept.as_ref().is_some_and(|h| {
+                h["revision"] == json!(changed.revision) && h["config"]["ttl_ms"] == json!(8000)
+            }) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{n}'s timing hint: {kept:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     // Restarted after the change, a member uses it from its first answer:
     // its copy of the log is on its own disk, and its file's 5 s is not in
-    // force for a moment.
+    // force for a moment. Its Raft elections are timed from it too.
     fleet.kill_manager("c1").await;
     fleet.restart("c1");
     let url = format!("{}/config", fleet.api("c1"));
@@ -1864,6 +1883,17 @@ async fn the_fleets_config_is_one_for_every_member_and_an_unsafe_change_changes_
         ),
         ("fleet", changed.revision, 8.0),
         "c1's first answer after its restart: {first:?}"
+    );
+    let timed = fleet
+        .log_tail("c1", 100_000)
+        .lines()
+        .rfind(|l| l.contains("Raft's timing"))
+        .map(str::to_string)
+        .unwrap_or_default();
+    assert!(
+        timed.contains("\"source\":\"fleet\"")
+            && timed.contains(&format!("\"revision\":{}", changed.revision)),
+        "c1's Raft timing after its restart: {timed}"
     );
 
     // In force: the primary renews with the new TTL...
