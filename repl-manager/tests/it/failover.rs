@@ -952,6 +952,202 @@ async fn a_frozen_lead_thaws_into_a_fence_and_loses_nothing() {
     assert_eq!(doubles, 0, "two writable primaries at once");
 }
 
+/// Whether the old primary, stopped from acting (its repl-manager or its
+/// PostgreSQL paused), still acknowledges a commit once the backup took
+/// over: `c`, a session opened on it before the pause, inserts, and the
+/// commit must not return. (It waits for the synchronous standby it
+/// names, which left it when it promoted, or the session ends with the
+/// server.)
+async fn acknowledges_after_takeover(
+    c: tokio_postgres::Client,
+) -> tokio::task::JoinHandle<Option<String>> {
+    tokio::spawn(async move {
+        match tokio::time::timeout(
+            Duration::from_secs(5),
+            c.execute("INSERT INTO inside VALUES (-1)", &[]),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Some("the insert was acknowledged".to_string()),
+            // Refused (read-only, or the server going down): nothing taken.
+            Ok(Err(_)) | Err(_) => None,
+        }
+    })
+}
+
+/// #15, process pauses: the primary's repl-manager is SIGSTOPped, alone,
+/// while its PostgreSQL runs on with clients writing.
+///
+/// Alone, past twice the TTL: nothing fails over. The backup still sees
+/// the lead's server answer as a primary, so it does not act, and the lead
+/// goes on acknowledging writes, each on the backup first (synchronous):
+/// a paused sidecar costs no availability. Resumed, it renews the key.
+///
+/// Paused and then cut off from both members (the clients inside its host
+/// still reach it): nothing is left on the lead to make its server
+/// read-only, so its sessions still take writes; but every commit there
+/// waits for the synchronous standby it names, the backup, which (the only
+/// member the sync key lets take over) takes the key after the TTL and
+/// promotes. So the lead acknowledges nothing the backup lacks, and no two
+/// members ever acknowledge. Healed and resumed, repl-manager learns from
+/// the committed key that another member holds it and fences at once; the
+/// node rejoins. (docs/repl-manager.md, "Process pauses".)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_paused_repl_manager_on_the_primary_never_makes_a_second_acknowledging_writer() {
+    let (fleet, ledger, inside) = lead_under_writes().await;
+    let lead_ip = fleet.node("lead").ip.to_string();
+    let backup_ip = fleet.node("backup").ip.to_string();
+
+    // Alone: the lead keeps serving.
+    let before = ledger.acked.lock().unwrap().len();
+    fleet.pause_manager("lead", true);
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let during = ledger.acked.lock().unwrap().len() - before;
+    let backup = fleet.status("backup").await.unwrap();
+    fleet.pause_manager("lead", false);
+    assert!(
+        !backup.is_primary() && backup.epoch == 1,
+        "the backup took over from a primary whose server answered: {backup:?}"
+    );
+    assert!(
+        during > 0,
+        "the lead acknowledged nothing while its repl-manager was paused"
+    );
+    fleet
+        .wait_status("lead", T, "renewing again", |s| {
+            s.is_primary() && s.failover.as_ref().is_some_and(|f| !f.fenced)
+        })
+        .await;
+
+    // Paused and cut off: the backup takes over; the lead acknowledges
+    // nothing it lacks.
+    let paused_at = now();
+    let started = Instant::now();
+    fleet.pause_manager("lead", true);
+    fleet.cut("lead");
+    backup_promoted(&fleet).await;
+    let promoted_after = started.elapsed().as_secs_f64();
+    let promoted_at = now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    fleet.heal("lead");
+    fleet.pause_manager("lead", false);
+    let resumed = Instant::now();
+    fleet
+        .wait_status("lead", T, "stepped down", |s| !s.is_primary())
+        .await;
+    let stepped_down_after = resumed.elapsed().as_secs_f64();
+    fleet.wait_healthy("backup", &["lead", "c1"], T).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let first_write = ledger.first_ack_by(&backup_ip, paused_at);
+    let (acked, attempts) = ledger.stop().await;
+    let bc = fleet.connect("backup").await;
+    let lost = lost_writes(&bc, &acked).await;
+    let (inside_acked, missing) = inside.stop(&bc).await;
+    let lead_after = acked
+        .iter()
+        .filter(|(_, t, s)| *s == lead_ip && *t >= promoted_at)
+        .count();
+    let mut f = BTreeMap::new();
+    f.insert("acked_while_paused_alone", during.to_string());
+    f.insert("promoted_secs", format!("{promoted_after:.1}"));
+    f.insert(
+        "stepped_down_after_resume_secs",
+        format!("{stepped_down_after:.1}"),
+    );
+    f.insert(
+        "first_write_on_new_primary_secs",
+        first_write.map_or("none".into(), |t| format!("{:.1}", t - paused_at)),
+    );
+    f.insert("acked", acked.len().to_string());
+    f.insert("attempts", attempts.to_string());
+    f.insert("lost", lost.len().to_string());
+    f.insert("inside_acked", inside_acked.to_string());
+    f.insert("inside_acked_then_lost", missing.to_string());
+    f.insert(
+        "acked_by_old_primary_after_takeover",
+        lead_after.to_string(),
+    );
+    // Sessions the paused, cut-off lead still let write (none of them
+    // acknowledged): the watchdog's gap, reported, not asserted.
+    f.insert(
+        "moments_two_accepted_writes",
+        fleet.double_primary_moments().to_string(),
+    );
+    report("paused-repl-manager", &f);
+    assert_eq!(
+        lead_after, 0,
+        "the old primary acknowledged writes after the backup took over"
+    );
+    assert_eq!(missing, 0, "writes the lead acknowledged were lost");
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+}
+
+/// #15, process pauses: every process of the primary's PostgreSQL (the
+/// postmaster and all its backends) is SIGSTOPped past the TTL. Its
+/// repl-manager runs on: its probe of the server gets no answer, so it
+/// renews nothing, its lease runs out and it fences (the immediate stop
+/// waits on the stopped postmaster, and is acted on the moment it runs
+/// again). The backup takes over; the thawed server acknowledges nothing
+/// and rejoins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_paused_postgres_on_the_primary_never_makes_a_second_acknowledging_writer() {
+    let (fleet, ledger, inside) = lead_under_writes().await;
+    let lead_ip = fleet.node("lead").ip.to_string();
+    let backup_ip = fleet.node("backup").ip.to_string();
+    let session = fleet.connect("lead").await;
+    let paused_at = now();
+    let started = Instant::now();
+    fleet.pause_postgres("lead", true);
+    backup_promoted(&fleet).await;
+    let promoted_after = started.elapsed().as_secs_f64();
+    let promoted_at = now();
+    // Sent to the stopped backend now, run the moment it runs again.
+    let late = acknowledges_after_takeover(session).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    fleet.pause_postgres("lead", false);
+    let late = late.await.unwrap();
+    fleet.wait_healthy("backup", &["lead", "c1"], T).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let first_write = ledger.first_ack_by(&backup_ip, paused_at);
+    let (acked, attempts) = ledger.stop().await;
+    let bc = fleet.connect("backup").await;
+    let lost = lost_writes(&bc, &acked).await;
+    let (inside_acked, missing) = inside.stop(&bc).await;
+    let lead_after = acked
+        .iter()
+        .filter(|(_, t, s)| *s == lead_ip && *t >= promoted_at)
+        .count();
+    let doubles = fleet.double_primary_moments();
+    let mut f = BTreeMap::new();
+    f.insert("promoted_secs", format!("{promoted_after:.1}"));
+    f.insert(
+        "first_write_on_new_primary_secs",
+        first_write.map_or("none".into(), |t| format!("{:.1}", t - paused_at)),
+    );
+    f.insert("acked", acked.len().to_string());
+    f.insert("attempts", attempts.to_string());
+    f.insert("lost", lost.len().to_string());
+    f.insert("inside_acked", inside_acked.to_string());
+    f.insert("inside_acked_then_lost", missing.to_string());
+    f.insert(
+        "acked_by_old_primary_after_takeover",
+        lead_after.to_string(),
+    );
+    f.insert("two_primary_moments", doubles.to_string());
+    report("paused-postgres", &f);
+    assert_eq!(
+        late, None,
+        "the thawed lead acknowledged a write after the backup took over"
+    );
+    assert_eq!(
+        lead_after, 0,
+        "the old primary acknowledged writes after the backup took over"
+    );
+    assert_eq!(missing, 0, "writes the lead acknowledged were lost");
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    assert_eq!(doubles, 0, "two writable primaries at once");
+}
+
 /// #15 finding 1, a forgotten promotion. The lead is cut off from both
 /// members; the backup wins c1's vote and is promoted at epoch 2, but c1
 /// never hears of epoch 2 from the backup (a message-level fault drops

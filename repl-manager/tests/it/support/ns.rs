@@ -224,6 +224,33 @@ impl NsFleet {
         }
     }
 
+    /// SIGSTOP (`stop`) or SIGCONT the node's repl-manager alone: the
+    /// sidecar paused (a GC-less stall, a debugger, a cgroup freeze of its
+    /// container), its PostgreSQL running on.
+    pub fn pause_manager(&self, name: &str, stop: bool) {
+        let pid = self.nodes[self.index(name)]
+            .child
+            .as_ref()
+            .and_then(|c| c.id())
+            .expect("the node's repl-manager runs");
+        signal(&[pid as i32], stop);
+    }
+
+    /// SIGSTOP (`stop`) or SIGCONT every process of the node's PostgreSQL:
+    /// the postmaster and each of its children (backends, walsenders, the
+    /// checkpointer…), not the postmaster alone, whose backends would
+    /// keep committing. Stopped postmaster first (no new backend is forked
+    /// meanwhile), continued postmaster first (a signal it was sent while
+    /// stopped, such as a fence's immediate shutdown, is acted on before
+    /// a backend runs again).
+    pub fn pause_postgres(&self, name: &str, stop: bool) {
+        let pg = &self.nodes[self.index(name)].pg;
+        let postmaster = pg.postmaster_pid().expect("the node's PostgreSQL runs");
+        let mut pids = vec![postmaster];
+        pids.extend(children_of(postmaster));
+        signal(&pids, stop);
+    }
+
     pub fn cut(&self, name: &str) {
         self.net.cut(self.index(name)).unwrap();
     }
@@ -584,6 +611,38 @@ impl Ledger {
             .map(|(_, t, _)| *t)
             .next()
     }
+}
+
+fn signal(pids: &[i32], stop: bool) {
+    let sig = if stop {
+        nix::sys::signal::Signal::SIGSTOP
+    } else {
+        nix::sys::signal::Signal::SIGCONT
+    };
+    for pid in pids {
+        // A process that exited since it was listed is no error.
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), sig);
+    }
+}
+
+/// The processes whose parent is `parent` (from `/proc/<pid>/stat`, whose
+/// fourth field is the parent, after the command name in parentheses).
+fn children_of(parent: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let rest = &s[s.rfind(')')? + 1..];
+                    rest.split_whitespace().nth(1)?.parse::<i32>().ok()
+                })
+                == Some(parent)
+        })
+        .collect()
 }
 
 /// Acknowledged ids missing from `client`'s ledger table.
