@@ -118,10 +118,20 @@ impl Api {
                     Err(ConfigWrite::Refused(r)) => {
                         return AdminResponse::error(StatusCode::BAD_REQUEST, r.to_string())
                     }
-                    Err(ConfigWrite::Uncommitted(e)) => {
+                    Err(ConfigWrite::Uncommitted(e)) => return AdminResponse::error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!(
+                            "the fleet's Raft group did not apply the change: {e}; nothing changed"
+                        ),
+                    ),
+                    Err(ConfigWrite::Unconfirmed(e)) => {
                         return AdminResponse::error(
                             StatusCode::SERVICE_UNAVAILABLE,
-                            format!("the fleet's Raft group did not commit the change: {e}; nothing changed"),
+                            format!(
+                                "the fleet's Raft group did not confirm the change ({e}): if a \
+                                 majority of members got it, it still takes effect; GET /config \
+                                 shows the committed revision before you try again"
+                            ),
                         )
                     }
                 }
@@ -144,8 +154,8 @@ impl Api {
     async fn pause(&self, r: PauseRequest) -> AdminResponse {
         // The whole fleet: through the replicated state first, so that a
         // member that is down now still finds it when it comes back, and
-        // no automatic takeover can commit meanwhile. Not committed:
-        // nothing changed (`local` pauses one node without the group).
+        // no automatic takeover can commit meanwhile. Not confirmed: it
+        // may still commit (`local` pauses one node without the group).
         let mut committed = false;
         if !r.local {
             if let Some(c) = self.mgr.consensus() {
@@ -153,8 +163,9 @@ impl Api {
                     return AdminResponse::error(
                         StatusCode::SERVICE_UNAVAILABLE,
                         format!(
-                            "the fleet's Raft group did not commit the {}: {e}; nothing changed \
-                             (`local: true` on each node pauses it alone)",
+                            "the fleet's Raft group did not confirm the {} ({e}): if a majority \
+                             of members got it, it still takes effect (GET /config shows \
+                             `pause`); `local: true` on each node pauses it alone",
                             if r.paused { "pause" } else { "resume" }
                         ),
                     );

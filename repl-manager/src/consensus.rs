@@ -324,8 +324,11 @@ pub enum ConfigWrite {
     Moved(u64),
     /// It breaks a rule.
     Refused(fleet_state::Refusal),
-    /// Nothing committed (no quorum, an election).
+    /// The group answered that it did not apply it: nothing changed.
     Uncommitted(String),
+    /// No answer confirmed it (a timeout, an answer lost on the way): a
+    /// majority may hold it all the same, and then it commits later.
+    Unconfirmed(String),
 }
 
 /// What `reset-fleet-state` did.
@@ -533,7 +536,7 @@ impl Consensus {
                 self.seeded.store(true, Ordering::Relaxed);
                 tracing::warn!(reason = %r, "this member's timing cannot seed the fleet's config; each member keeps its file's");
             }
-            Err(ConfigWrite::Uncommitted(e)) => {
+            Err(ConfigWrite::Uncommitted(e) | ConfigWrite::Unconfirmed(e)) => {
                 tracing::debug!(error = %e, "the fleet's config is not seeded yet");
             }
         }
@@ -549,6 +552,12 @@ impl Consensus {
         };
         match self.propose(cmd, self.op_patience()).await {
             Ok(Outcome::Applied { view }) => Ok(view.config_revision),
+            // A try whose answer was lost committed, and the retry met it.
+            Ok(Outcome::Conflict { view })
+                if view.config_revision != seen && view.config.as_ref() == Some(&config) =>
+            {
+                Ok(view.config_revision)
+            }
             Ok(Outcome::Conflict { view }) if view.config_revision != seen => {
                 Err(ConfigWrite::Moved(view.config_revision))
             }
@@ -561,7 +570,7 @@ impl Consensus {
             Ok(Outcome::None) => Err(ConfigWrite::Uncommitted(
                 "the write carried no command".into(),
             )),
-            Err(e) => Err(ConfigWrite::Uncommitted(e)),
+            Err(e) => Err(ConfigWrite::Unconfirmed(e)),
         }
     }
 

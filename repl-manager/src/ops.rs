@@ -199,9 +199,12 @@ impl Manager {
                 Err(e) => {
                     self.restart_as_primary().await?;
                     return Err(OpError::Failed(format!(
-                        "the leader key could not be handed to {}: {e}; {} is primary again, nothing changed",
+                        "the leader key could not be handed to {}: {e}; {} runs as primary again \
+                         (were the handover to commit after all, {} takes over from the committed \
+                         key and this node steps down: GET /history shows it)",
                         target.name,
-                        self.name()
+                        self.name(),
+                        target.name
                     )));
                 }
             },

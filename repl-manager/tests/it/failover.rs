@@ -1955,6 +1955,62 @@ async fn wait_config(
     }
 }
 
+/// A config change whose commit the member could not confirm is not
+/// "nothing changed". The Raft leader's appends reach both followers, but
+/// their answers are dropped (a message-level fault: a middlebox, an
+/// asymmetric route), so the change sits in every follower's log while
+/// the leader times out and answers 503. Once the answers pass again the
+/// leader commits it: the 503 must say the change may still take effect,
+/// and where to look.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_config_change_whose_commit_went_unconfirmed_is_not_reported_as_nothing_changed() {
+    let fleet = three_in_sync(SETTINGS).await;
+    let all = ["lead", "backup", "c1"];
+    let seeded = wait_config(&fleet, &all, "seeded from the lead's file", |c| {
+        c.source == "fleet" && c.revision > 0
+    })
+    .await;
+    let leader = fleet
+        .status("lead")
+        .await
+        .and_then(|s| s.failover.and_then(|f| f.raft_leader))
+        .expect("a Raft leader");
+    let followers: Vec<&str> = all.into_iter().filter(|n| *n != leader).collect();
+    // openraft's answer to an append, as the transport encodes it.
+    const APPEND_ANSWER: &str = "\"append\":{\"Ok\"";
+    for f in &followers {
+        fleet.drop_messages(f, &leader, APPEND_ANSWER);
+    }
+    let r = patch_config(
+        &fleet,
+        &leader,
+        json!({ "revision": seeded.revision, "replication": { "max_lag_on_failover_bytes": 12345 } }),
+    )
+    .await;
+    for f in &followers {
+        fleet.pass_messages(f, &leader, APPEND_ANSWER);
+    }
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    let applied = wait_config(
+        &fleet,
+        &all,
+        "the change, committed after the answer",
+        |c| c.replication.max_lag_on_failover_bytes == 12345,
+    )
+    .await;
+    println!(
+        "[config] unconfirmed change: answered {} ({}), then committed at revision {}",
+        r.status,
+        r.text(),
+        applied.revision
+    );
+    assert!(
+        !r.text().contains("nothing changed") && r.text().contains("GET /config"),
+        "the answer to a change that then took effect: {}",
+        r.text()
+    );
+}
+
 /// #15, dynamic config: the first primary seeds the fleet's timing from
 /// its file; a change through any member reaches every member through the
 /// Raft group; one that breaks the timing argument, names an unknown key
