@@ -118,12 +118,14 @@ impl Api {
                     Err(ConfigWrite::Refused(r)) => {
                         return AdminResponse::error(StatusCode::BAD_REQUEST, r.to_string())
                     }
-                    Err(ConfigWrite::Uncommitted(e)) => return AdminResponse::error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        format!(
+                    Err(ConfigWrite::Uncommitted(e)) => {
+                        return AdminResponse::error(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!(
                             "the fleet's Raft group did not apply the change: {e}; nothing changed"
                         ),
-                    ),
+                        )
+                    }
                     Err(ConfigWrite::Unconfirmed(e)) => {
                         return AdminResponse::error(
                             StatusCode::SERVICE_UNAVAILABLE,

@@ -1955,6 +1955,62 @@ async fn wait_config(
     }
 }
 
+/// A config change during a partition: c1 cut off from both others
+/// cannot change the fleet's config (its write reaches no Raft leader and
+/// is never applied, not even after the heal), while the majority side
+/// changes it; c1 keeps answering the old revision until it hears the
+/// group again, then the new one. At no moment do two members answer the
+/// same revision with different values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_config_change_during_a_partition_is_made_by_the_majority_only() {
+    let fleet = three_in_sync(SETTINGS).await;
+    let all = ["lead", "backup", "c1"];
+    let seeded = wait_config(&fleet, &all, "seeded from the lead's file", |c| {
+        c.source == "fleet" && c.revision > 0
+    })
+    .await;
+    // Cut from both members; the test still reaches it.
+    fleet.cut_between("c1", "lead");
+    fleet.cut_between("c1", "backup");
+    let minority = patch_config(
+        &fleet,
+        "c1",
+        json!({ "revision": seeded.revision, "replication": { "max_lag_on_failover_bytes": 111 } }),
+    )
+    .await;
+    assert_eq!(
+        minority.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        minority.text()
+    );
+    let majority = patch_config(
+        &fleet,
+        "backup",
+        json!({ "revision": seeded.revision, "replication": { "max_lag_on_failover_bytes": 222 } }),
+    )
+    .await;
+    assert_eq!(majority.status, StatusCode::OK, "{}", majority.text());
+    let changed = wait_config(&fleet, &["lead", "backup"], "the majority's change", |c| {
+        c.replication.max_lag_on_failover_bytes == 222
+    })
+    .await;
+    let cut_off = fleet_config(&fleet, "c1").await;
+    assert_eq!(cut_off, seeded, "c1, cut off, answers the revision it has");
+    fleet.heal_between("c1", "lead");
+    fleet.heal_between("c1", "backup");
+    let healed = wait_config(&fleet, &all, "the majority's change on every member", |c| {
+        c.revision == changed.revision
+    })
+    .await;
+    assert_eq!(healed, changed);
+    // c1's own write was never applied: a few rounds later, still 222.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for n in all {
+        assert_eq!(fleet_config(&fleet, n).await, changed, "{n}");
+    }
+}
+
 /// A config change whose commit the member could not confirm is not
 /// "nothing changed". The Raft leader's appends reach both followers, but
 /// their answers are dropped (a message-level fault: a middlebox, an
