@@ -1931,6 +1931,14 @@ async fn fleet_config(fleet: &NsFleet, name: &str) -> aurora_api::repl::FleetCon
     c
 }
 
+/// Waits until every member answers the config the first primary seeded.
+async fn seeded_config(fleet: &NsFleet, names: &[&str]) -> aurora_api::repl::FleetConfig {
+    wait_config(fleet, names, "seeded from the lead's file", |c| {
+        c.source == "fleet" && c.revision > 0
+    })
+    .await
+}
+
 /// Waits until every member answers `/config` with `check` true.
 async fn wait_config(
     fleet: &NsFleet,
@@ -1965,10 +1973,7 @@ async fn wait_config(
 async fn a_config_change_during_a_partition_is_made_by_the_majority_only() {
     let fleet = three_in_sync(SETTINGS).await;
     let all = ["lead", "backup", "c1"];
-    let seeded = wait_config(&fleet, &all, "seeded from the lead's file", |c| {
-        c.source == "fleet" && c.revision > 0
-    })
-    .await;
+    let seeded = seeded_config(&fleet, &all).await;
     // Cut from both members; the test still reaches it.
     fleet.cut_between("c1", "lead");
     fleet.cut_between("c1", "backup");
@@ -2022,10 +2027,7 @@ async fn a_config_change_during_a_partition_is_made_by_the_majority_only() {
 async fn a_config_change_whose_commit_went_unconfirmed_is_not_reported_as_nothing_changed() {
     let fleet = three_in_sync(SETTINGS).await;
     let all = ["lead", "backup", "c1"];
-    let seeded = wait_config(&fleet, &all, "seeded from the lead's file", |c| {
-        c.source == "fleet" && c.revision > 0
-    })
-    .await;
+    let seeded = seeded_config(&fleet, &all).await;
     let leader = fleet
         .status("lead")
         .await
@@ -2078,10 +2080,7 @@ async fn a_config_change_whose_commit_went_unconfirmed_is_not_reported_as_nothin
 async fn the_fleets_config_is_one_for_every_member_and_an_unsafe_change_changes_nothing() {
     let mut fleet = three_in_sync(SETTINGS).await;
     let all = ["lead", "backup", "c1"];
-    let seeded = wait_config(&fleet, &all, "seeded from the lead's file", |c| {
-        c.source == "fleet" && c.revision > 0
-    })
-    .await;
+    let seeded = seeded_config(&fleet, &all).await;
     assert_eq!(seeded.failover.timeout_secs, 5.0);
     assert!(seeded.file_differs.is_empty(), "{seeded:?}");
     let r0 = seeded.revision;
