@@ -32,7 +32,8 @@
 //!
 //! `AURORA_SIM_SEED=N` replays one seed; `TEST_TIER=long` runs more.
 //! `weakened_rules_are_caught` shows the checks find #15's sequences 1, 2
-//! and 5 once the rule that prevents each is switched off.
+//! and 5, and a switchover that does not wait for its target's replay,
+//! once the rule that prevents each is switched off.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -1058,8 +1059,9 @@ async fn random_faults_never_make_two_writers_or_lose_an_acknowledged_write() {
     );
 }
 
-/// Each of #15's sequences 1, 2 and 5 is found once the rule that prevents
-/// it is switched off: the checks are not blind to what they guard.
+/// Each of #15's sequences 1, 2 and 5, and a switchover that does not wait
+/// for replay, is found once the rule that prevents it is switched off:
+/// the checks are not blind to what they guard.
 #[tokio::test(start_paused = true)]
 async fn weakened_rules_are_caught() {
     let cases = [
