@@ -990,11 +990,17 @@ async fn run(seed: u64, secs: u64, weaken: Weaken) -> World {
         // paused has not fenced yet; it acknowledges nothing, its named
         // standby having left it). Taking the first such server made seed
         // 1592591433 of the long tier report the paused lead as "the last
-        // primary".
+        // primary". And the newest copy of the key, not the first live
+        // member's: a member restarted at the heal still has the key it
+        // applied before its crash (seed 1592590835 of the long tier: the
+        // lead, crashed as primary and back only at the heal, still read
+        // itself as holder while c1 held the key).
         let holder = g
             .live()
-            .first()
-            .and_then(|id| g.node(*id).view().leader.map(|k| k.member));
+            .into_iter()
+            .map(|id| g.node(id).view())
+            .max_by_key(|v| v.applied)
+            .and_then(|v| v.leader.map(|k| k.member));
         let last = holder
             .and_then(|h| world.id_of(&h))
             .filter(|id| world.nodes[id].primary);
