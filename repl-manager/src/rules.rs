@@ -44,12 +44,15 @@ impl Lease {
     }
 
     /// A renewal proposed at `sent` committed: the lease holds until
-    /// `sent + lease`. Returns whether this lifts a fence (the server is
-    /// to serve writes again). A renewal never shortens the lease: answers
-    /// can arrive out of order.
+    /// `sent + lease`, and no longer, even when an earlier renewal's ran
+    /// further. Each renewal writes its TTL into the key, and a candidate
+    /// waits only the TTL the key carries now: after the fleet lowered its
+    /// TTL, keeping the longer end of the earlier lease would leave this
+    /// primary writable after a candidate may take over. (Renewals are
+    /// sequential: one per round, its answer awaited.) Returns whether
+    /// this lifts a fence (the server is to serve writes again).
     pub fn renewed(&mut self, sent: Instant, lease: Duration) -> bool {
-        let until = sent + lease;
-        self.until = Some(self.until.map_or(until, |u| u.max(until)));
+        self.until = Some(sent + lease);
         std::mem::replace(&mut self.fenced, false)
     }
 
@@ -236,13 +239,17 @@ mod tests {
     }
 
     #[test]
-    fn a_late_answer_never_shortens_the_lease() {
+    fn a_renewal_under_a_lowered_ttl_ends_the_lease_sooner() {
         let t0 = Instant::now();
         let mut l = Lease::default();
-        l.renewed(at(t0, 5.0), Duration::from_secs(3));
-        // The answer to an earlier proposal arrives after a later one's.
-        l.renewed(at(t0, 4.0), Duration::from_secs(3));
-        assert_eq!(l.until, Some(at(t0, 8.0)));
+        // Renewed under a TTL of 30 s (a lease of 28 s with P = 1 s)...
+        l.renewed(at(t0, 0.0), Duration::from_secs(28));
+        // ... then under the fleet's lowered 5 s: the key now says 5 s,
+        // and a candidate that saw this revision at 1.0 may take it at
+        // 6.0. The lease must end before then, not at 28.0.
+        l.renewed(at(t0, 1.0), Duration::from_secs(3));
+        assert_eq!(l.until, Some(at(t0, 4.0)));
+        assert!(!l.valid(at(t0, 6.0)));
         l.lose();
         assert!(!l.valid(at(t0, 5.0)));
         assert!(!l.fence_due(at(t0, 9.0), false));
