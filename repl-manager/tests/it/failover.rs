@@ -975,6 +975,52 @@ async fn acknowledges_after_takeover(
     })
 }
 
+/// After the lead was paused at `paused_at` and the backup took over at
+/// `promoted_at`: stops the clients, checks them against the backup, and
+/// returns the figures every pause test reports. Asserts what every pause
+/// test asserts: nothing acknowledged is lost, and the old primary
+/// acknowledged nothing once the backup had taken over.
+async fn pause_verdict(
+    fleet: &NsFleet,
+    ledger: Ledger,
+    inside: InsideWriter,
+    paused_at: f64,
+    promoted_at: f64,
+) -> BTreeMap<&'static str, String> {
+    let lead_ip = fleet.node("lead").ip.to_string();
+    let backup_ip = fleet.node("backup").ip.to_string();
+    let first_write = ledger.first_ack_by(&backup_ip, paused_at);
+    let (acked, attempts) = ledger.stop().await;
+    let bc = fleet.connect("backup").await;
+    let lost = lost_writes(&bc, &acked).await;
+    let (inside_acked, missing) = inside.stop(&bc).await;
+    let lead_after = acked
+        .iter()
+        .filter(|(_, t, s)| *s == lead_ip && *t >= promoted_at)
+        .count();
+    let mut f = BTreeMap::new();
+    f.insert(
+        "first_write_on_new_primary_secs",
+        first_write.map_or("none".into(), |t| format!("{:.1}", t - paused_at)),
+    );
+    f.insert("acked", acked.len().to_string());
+    f.insert("attempts", attempts.to_string());
+    f.insert("lost", lost.len().to_string());
+    f.insert("inside_acked", inside_acked.to_string());
+    f.insert("inside_acked_then_lost", missing.to_string());
+    f.insert(
+        "acked_by_old_primary_after_takeover",
+        lead_after.to_string(),
+    );
+    assert_eq!(
+        lead_after, 0,
+        "the old primary acknowledged writes after the backup took over"
+    );
+    assert_eq!(missing, 0, "writes the lead acknowledged were lost");
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    f
+}
+
 /// #15, process pauses: the primary's repl-manager is SIGSTOPped, alone,
 /// while its PostgreSQL runs on with clients writing.
 ///
@@ -995,8 +1041,6 @@ async fn acknowledges_after_takeover(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_paused_repl_manager_on_the_primary_never_makes_a_second_acknowledging_writer() {
     let (fleet, ledger, inside) = lead_under_writes().await;
-    let lead_ip = fleet.node("lead").ip.to_string();
-    let backup_ip = fleet.node("backup").ip.to_string();
 
     // Alone: the lead keeps serving.
     let before = ledger.acked.lock().unwrap().len();
@@ -1038,34 +1082,12 @@ async fn a_paused_repl_manager_on_the_primary_never_makes_a_second_acknowledging
     let stepped_down_after = resumed.elapsed().as_secs_f64();
     fleet.wait_healthy("backup", &["lead", "c1"], T).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let first_write = ledger.first_ack_by(&backup_ip, paused_at);
-    let (acked, attempts) = ledger.stop().await;
-    let bc = fleet.connect("backup").await;
-    let lost = lost_writes(&bc, &acked).await;
-    let (inside_acked, missing) = inside.stop(&bc).await;
-    let lead_after = acked
-        .iter()
-        .filter(|(_, t, s)| *s == lead_ip && *t >= promoted_at)
-        .count();
-    let mut f = BTreeMap::new();
+    let mut f = pause_verdict(&fleet, ledger, inside, paused_at, promoted_at).await;
     f.insert("acked_while_paused_alone", during.to_string());
     f.insert("promoted_secs", format!("{promoted_after:.1}"));
     f.insert(
         "stepped_down_after_resume_secs",
         format!("{stepped_down_after:.1}"),
-    );
-    f.insert(
-        "first_write_on_new_primary_secs",
-        first_write.map_or("none".into(), |t| format!("{:.1}", t - paused_at)),
-    );
-    f.insert("acked", acked.len().to_string());
-    f.insert("attempts", attempts.to_string());
-    f.insert("lost", lost.len().to_string());
-    f.insert("inside_acked", inside_acked.to_string());
-    f.insert("inside_acked_then_lost", missing.to_string());
-    f.insert(
-        "acked_by_old_primary_after_takeover",
-        lead_after.to_string(),
     );
     // Sessions the paused, cut-off lead still let write (none of them
     // acknowledged): the watchdog's gap, reported, not asserted.
@@ -1074,12 +1096,6 @@ async fn a_paused_repl_manager_on_the_primary_never_makes_a_second_acknowledging
         fleet.double_primary_moments().to_string(),
     );
     report("paused-repl-manager", &f);
-    assert_eq!(
-        lead_after, 0,
-        "the old primary acknowledged writes after the backup took over"
-    );
-    assert_eq!(missing, 0, "writes the lead acknowledged were lost");
-    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
 }
 
 /// #15, process pauses: every process of the primary's PostgreSQL (the
@@ -1092,8 +1108,6 @@ async fn a_paused_repl_manager_on_the_primary_never_makes_a_second_acknowledging
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_paused_postgres_on_the_primary_never_makes_a_second_acknowledging_writer() {
     let (fleet, ledger, inside) = lead_under_writes().await;
-    let lead_ip = fleet.node("lead").ip.to_string();
-    let backup_ip = fleet.node("backup").ip.to_string();
     let session = fleet.connect("lead").await;
     let paused_at = now();
     let started = Instant::now();
@@ -1108,43 +1122,15 @@ async fn a_paused_postgres_on_the_primary_never_makes_a_second_acknowledging_wri
     let late = late.await.unwrap();
     fleet.wait_healthy("backup", &["lead", "c1"], T).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let first_write = ledger.first_ack_by(&backup_ip, paused_at);
-    let (acked, attempts) = ledger.stop().await;
-    let bc = fleet.connect("backup").await;
-    let lost = lost_writes(&bc, &acked).await;
-    let (inside_acked, missing) = inside.stop(&bc).await;
-    let lead_after = acked
-        .iter()
-        .filter(|(_, t, s)| *s == lead_ip && *t >= promoted_at)
-        .count();
+    let mut f = pause_verdict(&fleet, ledger, inside, paused_at, promoted_at).await;
     let doubles = fleet.double_primary_moments();
-    let mut f = BTreeMap::new();
     f.insert("promoted_secs", format!("{promoted_after:.1}"));
-    f.insert(
-        "first_write_on_new_primary_secs",
-        first_write.map_or("none".into(), |t| format!("{:.1}", t - paused_at)),
-    );
-    f.insert("acked", acked.len().to_string());
-    f.insert("attempts", attempts.to_string());
-    f.insert("lost", lost.len().to_string());
-    f.insert("inside_acked", inside_acked.to_string());
-    f.insert("inside_acked_then_lost", missing.to_string());
-    f.insert(
-        "acked_by_old_primary_after_takeover",
-        lead_after.to_string(),
-    );
     f.insert("two_primary_moments", doubles.to_string());
     report("paused-postgres", &f);
     assert_eq!(
         late, None,
         "the thawed lead acknowledged a write after the backup took over"
     );
-    assert_eq!(
-        lead_after, 0,
-        "the old primary acknowledged writes after the backup took over"
-    );
-    assert_eq!(missing, 0, "writes the lead acknowledged were lost");
-    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
     assert_eq!(doubles, 0, "two writable primaries at once");
 }
 
