@@ -462,28 +462,28 @@ impl AdminApi for Api {
                 Err(resp) => resp,
             }),
             "/switchover" => Routed::Response(match req.json() {
-                Ok(r) => op_answer(self.mgr.switchover(r).await),
+                Ok(r) => op_answer(self.mgr.operator().switchover(r).await),
                 Err(resp) => resp,
             }),
             "/promote" => Routed::Response(match req.json() {
-                Ok(r) => op_answer(self.mgr.promote(r).await),
+                Ok(r) => op_answer(self.mgr.operator().promote(r).await),
                 Err(resp) => resp,
             }),
             "/demote" => Routed::Response(match req.json() {
-                Ok(r) => op_answer(self.mgr.demote(r).await),
+                Ok(r) => op_answer(self.mgr.operator().demote(r).await),
                 Err(resp) => resp,
             }),
             "/failover" => Routed::Response(match req.json() {
-                Ok(r) => op_answer(self.mgr.failover_to(r).await),
+                Ok(r) => op_answer(self.mgr.operator().failover_to(r).await),
                 Err(resp) => resp,
             }),
             "/restart" => Routed::Response(match req.json() {
-                Ok(r) => op_answer(self.mgr.restart_postgres(r).await),
+                Ok(r) => op_answer(self.mgr.operator().restart_postgres(r).await),
                 Err(resp) => resp,
             }),
-            "/reload" => Routed::Response(op_answer(self.mgr.reload_postgres().await)),
+            "/reload" => Routed::Response(op_answer(self.mgr.operator().reload_postgres().await)),
             "/reinitialize" => Routed::Response(match req.json() {
-                Ok(r) => op_answer(self.mgr.reinitialize(r).await),
+                Ok(r) => op_answer(self.mgr.operator().reinitialize(r).await),
                 Err(resp) => resp,
             }),
             _ => Routed::NotFound,

@@ -27,7 +27,8 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
-use crate::manager::{db_error_text, Manager};
+use crate::manager::db_error_text;
+use crate::primary::Primary;
 
 /// The probe's state, kept between rounds.
 #[derive(Default)]
@@ -69,11 +70,11 @@ pub fn judge(since: Option<Instant>, now: Instant, limit: Duration, why: &str) -
     }
 }
 
-impl Manager {
+impl Primary<'_> {
     /// Waits up to `wait` for a probe commit (starting one unless one is
     /// still in flight) and judges against `limit`.
     pub(crate) async fn check_commits(&self, wait: Duration, limit: Duration) -> Commits {
-        let mut p = self.commit_probe.lock().await;
+        let mut p = self.m.primary_state.commit_probe.lock().await;
         let (started, mut handle) = match p.inflight.take() {
             Some(inflight) => inflight,
             None => {
@@ -83,7 +84,7 @@ impl Manager {
                     None => {
                         match tokio::time::timeout(
                             wait,
-                            self.superuser_session("repl-manager commit probe"),
+                            self.m.superuser_session("repl-manager commit probe"),
                         )
                         .await
                         {

@@ -61,8 +61,10 @@ pub use aurora_api::repl::{FailoverView, ReportView, SyncMode};
 use crate::lsn::Lsn;
 use crate::manager::{lock, Failure, Manager};
 use crate::member::Member;
+use crate::primary::Primary;
 use crate::probe;
 use crate::rules::{key_duty, KeyDuty, Lease};
+use crate::standby::Standby;
 use crate::state::EpochRecord;
 
 /// What the primary says about itself in a lease request.
@@ -506,7 +508,7 @@ impl Manager {
         }
         let known = self.known();
         if known.primary == self.name() {
-            self.primary_round(&known).await;
+            self.primary().failover_round(&known).await;
             // Wake at the lease deadline, not a probe interval after it.
             let until = lock(&self.failover).lease.until;
             match until {
@@ -515,237 +517,8 @@ impl Manager {
                 _ => interval,
             }
         } else {
-            self.member_round(&known).await;
+            self.standby().failover_round(&known).await;
             interval
-        }
-    }
-
-    pub(crate) async fn primary_round(&self, known: &EpochRecord) {
-        if !self.cfg.automatic_failover() {
-            return;
-        }
-        // One reading of the timing for the whole round: the TTL written
-        // into the key is the one the lease below is counted with.
-        let t = self.tuning();
-        let sent = Instant::now();
-        let hard_fenced = self.hard_fenced();
-        if hard_fenced {
-            self.hold_fence().await;
-        }
-        // Renew only while our own server works (or is stopped on purpose):
-        // a dead primary must let its lease lapse.
-        let mut lsn = None;
-        if !hard_fenced {
-            let ok = tokio::time::timeout(t.probe_interval(), async {
-                let c = self.local().await?;
-                let st = probe::server_state(&c).await?;
-                Ok::<_, Failure>(st)
-            })
-            .await;
-            match ok {
-                Ok(Ok(st)) if !st.in_recovery => lsn = st.current_lsn,
-                _ => {
-                    self.fence_if_expired().await;
-                    return;
-                }
-            }
-            // Reads answer; can it also commit? A stalled disk answers
-            // reads from the cache and would keep the lease for good.
-            let commits = self.check_commits(t.probe_interval(), t.timeout()).await;
-            let hung = matches!(commits, Commits::Hung { .. });
-            self.commit_trouble(commits).await;
-            if hung {
-                self.fence_if_expired().await;
-                return;
-            }
-        }
-        // The leader key first: a lease is extended only by a renewal that
-        // committed (counted from `sent`, before it was proposed).
-        if let Some(c) = self.consensus() {
-            // Tried until the lease runs out: a Raft leader lost meanwhile is
-            // replaced inside it (consensus::settings), and the renewal then
-            // commits through the new one instead of a round later.
-            let left = lock(&self.failover).lease.left(Instant::now());
-            match c.renew(known.epoch, left, t.timeout()).await {
-                Claim::Held { epoch } => {
-                    self.key_trouble(None);
-                    c.seed_config().await;
-                    if epoch > known.epoch {
-                        let _ = self.adopt(&EpochRecord {
-                            epoch,
-                            primary: self.name().to_string(),
-                            changed_at: unix_now(),
-                        });
-                    }
-                }
-                Claim::Lost { holder, epoch } => {
-                    tracing::warn!(%holder, epoch, "the leader key is held by another member");
-                    self.step_down(&holder, epoch, "the committed leader key")
-                        .await;
-                    return;
-                }
-                Claim::Unknown(why) => {
-                    self.key_trouble(Some(why));
-                    self.fence_if_expired().await;
-                    return;
-                }
-            }
-        }
-        let known = &self.known();
-        let sync = lock(&self.sync).view();
-        let req = LeaseRequest {
-            epoch: known.epoch,
-            primary: self.name().to_string(),
-            lsn,
-            sync_mode: sync.mode.to_string(),
-            sync_standby: sync.standby,
-        };
-        let body = serde_json::to_value(&req).unwrap_or_default();
-        let http = sidecar_kit::http_client::HttpClient::new(t.probe_interval());
-        let calls = self.cfg.others().map(|m| {
-            let http = http.clone();
-            let body = body.clone();
-            let url = m.url("/lease");
-            async move {
-                let r = http
-                    .send(Method::POST, &url, self.token(), Some(&body))
-                    .await
-                    .ok()
-                    .filter(|r| r.status.is_success())
-                    .and_then(|r| serde_json::from_slice::<LeaseAnswer>(&r.body).ok());
-                r
-            }
-        });
-        // Renew the moment a majority has granted, not when the slowest
-        // member answers: with one member unreachable, waiting out its
-        // timeout every round left the lease (which counts from `sent`)
-        // lapsing for a moment before the renewal landed, and a reconcile
-        // pass in that moment made the primary read-only and ended its
-        // clients' sessions. The other answers are still collected (bounded
-        // by the request timeout) to notice a newer epoch.
-        let mut pending: futures::stream::FuturesUnordered<_> = calls.collect();
-        let mut answers: Vec<LeaseAnswer> = Vec::new();
-        let mut granted = 1;
-        // (An opted-in two-node fleet needs only this node's own grant.)
-        let mut renewed = granted >= self.cfg.majority();
-        if renewed {
-            self.renew_lease(sent, granted, t.lease()).await;
-        }
-        while let Some(answer) = futures::StreamExt::next(&mut pending).await {
-            let Some(a) = answer else { continue };
-            if a.granted {
-                granted += 1;
-            }
-            answers.push(a);
-            if !renewed && granted >= self.cfg.majority() {
-                renewed = true;
-                self.renew_lease(sent, granted, t.lease()).await;
-            }
-        }
-        // A member that knows a newer epoch: this node is no longer primary.
-        // Where the key is on Raft, this round's renewal committed: a
-        // member's word to the contrary is not backed, and is ignored.
-        if self.consensus().is_some() {
-            if answers.iter().any(|a| a.epoch > known.epoch) {
-                self.metrics
-                    .uncommitted_epochs
-                    .with_label_values(&["lease_answer"])
-                    .inc();
-                tracing::warn!("a member answers with an epoch the committed leader key does not back: ignored");
-            }
-        } else if let Some(newer) = answers
-            .iter()
-            .filter(|a| a.epoch > known.epoch && self.cfg.member(&a.primary).is_some())
-            .max_by_key(|a| a.epoch)
-        {
-            tracing::warn!(epoch = newer.epoch, primary = %newer.primary, "a member knows a newer primary");
-            // The same step down as for the committed key: not while an
-            // operation of this node's own (a switchover away from it)
-            // holds the server.
-            self.step_down(
-                &newer.primary,
-                newer.epoch,
-                "a member knows a newer primary",
-            )
-            .await;
-            return;
-        }
-        if !renewed {
-            self.fence_if_expired().await;
-        }
-    }
-
-    /// A majority granted the lease requested at `sent`: it holds until
-    /// `sent + lease` (counted from the request, so it ends before any
-    /// member's promise does).
-    async fn renew_lease(&self, sent: Instant, granted: usize, lease: Duration) {
-        let was_fenced = {
-            let mut f = lock(&self.failover);
-            f.primary_seen = Some(sent);
-            f.lease.renewed(sent, lease)
-        };
-        if was_fenced {
-            tracing::warn!(granted, "a majority answers again: lifting the fence");
-            self.event("unfenced", json!({ "granted": granted })).await;
-        }
-    }
-
-    async fn fence_if_expired(&self) {
-        let paused = self.paused();
-        if lock(&self.failover).lease.fence_due(Instant::now(), paused) {
-            self.fence_now("no majority of members answered within the lease")
-                .await;
-        }
-    }
-
-    /// Stops the server at once: a primary without a majority must not
-    /// acknowledge another write. (Immediate shutdown: nothing is waited
-    /// for; crash recovery runs on the next start.)
-    async fn fence_now(&self, why: &str) {
-        if !lock(&self.failover).lease.fence() {
-            return;
-        }
-        tracing::error!(reason = why, "fencing: stopping PostgreSQL");
-        let stopped = self.server.stop(crate::server::StopMode::Immediate).await;
-        self.drop_local().await;
-        let error = stopped.as_ref().err().map(ToString::to_string);
-        if let Some(e) = &error {
-            tracing::error!(error = %e, "fencing stop failed; it is tried again every round, and the server is kept read-only meanwhile");
-        }
-        self.metrics
-            .operations
-            .with_label_values(&["fence", if error.is_none() { "ok" } else { "failed" }])
-            .inc();
-        self.event(
-            "fenced",
-            json!({ "reason": why, "stopped": error.is_none(), "error": error }),
-        )
-        .await;
-    }
-
-    /// A fence holds only once the server is down. A stop that failed (the
-    /// hold file's disk full, a supervisor that did not answer, `pg_ctl`
-    /// timing out) is tried again every round until it holds; meanwhile the
-    /// reconcile pass keeps the running server read-only with commits
-    /// waiting for a standby that does not exist. (It used to be tried
-    /// once: the fence flag stayed set and the server kept running.)
-    async fn hold_fence(&self) {
-        if self.paused() || !self.server.is_running().await {
-            return;
-        }
-        tracing::error!("fenced, but PostgreSQL still runs: stopping it again");
-        let stopped = self.server.stop(crate::server::StopMode::Immediate).await;
-        self.drop_local().await;
-        self.metrics
-            .operations
-            .with_label_values(&["fence", if stopped.is_ok() { "ok" } else { "failed" }])
-            .inc();
-        match stopped {
-            Ok(()) => {
-                tracing::warn!("the fence holds: PostgreSQL stopped");
-                self.event("fence_held", json!({})).await;
-            }
-            Err(e) => tracing::error!(error = %e, "fencing stop failed again"),
         }
     }
 
@@ -807,11 +580,12 @@ impl Manager {
                 lock(&self.failover).lease.lose();
                 if let Ok(_idle) = self.op_lock.try_lock() {
                     if self.local_writable().await {
-                        self.fence_now(&format!(
-                            "{} holds the committed leader key at epoch {epoch}",
-                            k.member
-                        ))
-                        .await;
+                        self.primary()
+                            .fence_now(&format!(
+                                "{} holds the committed leader key at epoch {epoch}",
+                                k.member
+                            ))
+                            .await;
                     }
                 }
             }
@@ -896,120 +670,9 @@ impl Manager {
         let Ok(_idle) = self.op_lock.try_lock() else {
             return;
         };
-        self.fence_now(&format!("{holder} is primary at epoch {epoch} ({source})"))
+        self.primary()
+            .fence_now(&format!("{holder} is primary at epoch {epoch} ({source})"))
             .await;
-    }
-
-    /// Logs (and, when they hang, records as an event) what the commit
-    /// probe found, once per change.
-    async fn commit_trouble(&self, commits: Commits) {
-        let changed = {
-            let mut f = lock(&self.failover);
-            let now = match &commits {
-                Commits::Work => None,
-                Commits::Stalled { .. } => Some(false),
-                Commits::Hung { .. } => Some(true),
-            };
-            std::mem::replace(&mut f.commits_hung, now) != now
-        };
-        if !changed {
-            return;
-        }
-        match commits {
-            // check_commits says so, with how long it took.
-            Commits::Work => {}
-            Commits::Stalled { for_secs, why } => {
-                tracing::warn!(for_secs, reason = %why, "the local server's commits stall")
-            }
-            Commits::Hung { for_secs, why } => {
-                tracing::error!(
-                    for_secs,
-                    reason = %why,
-                    "the local server cannot commit: the lease is no longer renewed"
-                );
-                self.event(
-                    "commits_hung",
-                    json!({ "for_secs": for_secs, "reason": why }),
-                )
-                .await;
-            }
-        }
-    }
-
-    /// Logs why the leader key could not be renewed, once per reason.
-    fn key_trouble(&self, why: Option<String>) {
-        let mut f = lock(&self.failover);
-        if f.key_trouble != why {
-            match &why {
-                Some(w) => tracing::warn!(reason = %w, "the leader key was not renewed"),
-                None if f.key_trouble.is_some() => {
-                    tracing::info!("the leader key is renewed again")
-                }
-                None => {}
-            }
-            f.key_trouble = why;
-        }
-    }
-
-    async fn member_round(&self, known: &EpochRecord) {
-        if let Some(c) = self.consensus() {
-            c.observe();
-        }
-        let Some(primary) = self.cfg.member(&known.primary).cloned() else {
-            return;
-        };
-        if self.probe_primary(&primary).await {
-            lock(&self.failover).primary_seen = Some(Instant::now());
-            return;
-        }
-        if !self.cfg.automatic_failover() || self.paused() || !self.cfg.promotable(self.me()) {
-            return;
-        }
-        let timeout = self.tuning().timeout();
-        let (seen_ago, promised) = {
-            let f = lock(&self.failover);
-            let seen_ago = f
-                .primary_seen
-                .map(|s| s.elapsed())
-                .unwrap_or_else(|| f.started.elapsed());
-            (
-                seen_ago,
-                f.no_vote_until.is_some_and(|u| Instant::now() < u),
-            )
-        };
-        if !crate::rules::time_to_act(seen_ago, timeout, promised) {
-            tracing::debug!(
-                ?seen_ago,
-                promised,
-                "primary unreachable; not yet time to act"
-            );
-            return;
-        }
-        // Only one attempt at a time; reconciliation keeps off the server.
-        let Ok(_guard) =
-            tokio::time::timeout(self.tuning().probe_interval(), self.op_lock.lock()).await
-        else {
-            tracing::debug!("failover attempt deferred: another operation holds the lock");
-            return;
-        };
-        let outcome = self.try_failover(known, &primary, seen_ago).await;
-        let reason = match &outcome {
-            Ok(()) => None,
-            Err(e) => Some(e.to_string()),
-        };
-        let report = {
-            let mut f = lock(&self.failover);
-            f.last_attempt = reason.clone();
-            let new = reason.is_some() && f.last_event_reason != reason;
-            if new {
-                f.last_event_reason = reason.clone();
-            }
-            new
-        };
-        if let (true, Some(r)) = (report, reason) {
-            tracing::warn!(reason = %r, "not promoting");
-        }
-        self.set_activity(None);
     }
 
     /// Is the primary's server up and running as a primary, seen from
@@ -1048,123 +711,6 @@ impl Manager {
             .await
             .ok()
             .flatten()
-    }
-
-    async fn try_failover(
-        &self,
-        known: &EpochRecord,
-        primary: &Member,
-        seen_ago: Duration,
-    ) -> Result<(), Failure> {
-        let started = Instant::now();
-        let epoch = known.epoch + 1;
-        // This node must be a running standby to be promoted.
-        let local = self.local().await?;
-        let st = probe::server_state(&local).await?;
-        if !st.in_recovery {
-            return Err(Failure::Failed("this node is not a standby".into()));
-        }
-        let mine = st.receive_lsn.or(st.replay_lsn).unwrap_or_default();
-        // Only the standby the committed sync key names takes over
-        // automatically (the key's compare-and-set checks it again, in
-        // log order): said here before any vote is asked.
-        if let Some(view) = self.consensus().map(|c| c.view()) {
-            if !view.is_sync_standby(self.name()) {
-                return Err(Failure::Failed(crate::consensus::not_in_sync_key(&view)));
-            }
-        }
-
-        // Ask for votes.
-        let body = serde_json::to_value(VoteRequest {
-            candidate: self.name().to_string(),
-            epoch,
-        })
-        .unwrap_or_default();
-        let http = sidecar_kit::http_client::HttpClient::new(self.tuning().probe_interval());
-        let calls = self.cfg.others().map(|m| {
-            let http = http.clone();
-            let body = body.clone();
-            let url = m.url("/vote");
-            async move {
-                http.send(Method::POST, &url, self.token(), Some(&body))
-                    .await
-                    .ok()
-                    .filter(|r| r.status.is_success())
-                    .and_then(|r| serde_json::from_slice::<VoteAnswer>(&r.body).ok())
-            }
-        });
-        let answers: Vec<VoteAnswer> = futures::future::join_all(calls)
-            .await
-            .into_iter()
-            .flatten()
-            .collect();
-        let yes = 1 + answers.iter().filter(|a| a.granted).count();
-        if yes < self.cfg.majority() {
-            let why: Vec<String> = answers
-                .iter()
-                .filter(|a| !a.granted)
-                .map(|a| format!("{}: {}", a.voter, a.reason.clone().unwrap_or_default()))
-                .collect();
-            return Err(Failure::Failed(format!(
-                "{yes} of {} members agree the primary {} is gone (need {}); {}",
-                self.cfg.members.len(),
-                primary.name,
-                self.cfg.majority(),
-                why.join("; ")
-            )));
-        }
-        self.check_data_safety(mine, seen_ago, &answers)?;
-        self.fault_point(CrashPoint::VotesGranted).await;
-
-        // The leader key, by compare-and-set on a revision that stood for
-        // the whole failover timeout: committed by a majority before
-        // anything is promoted, so no later majority can forget it.
-        let epoch = match self.consensus() {
-            Some(c) => c
-                .acquire(epoch, self.tuning().timeout())
-                .await
-                .map_err(|e| Failure::Failed(format!("the leader key: {e}")))?,
-            None => epoch,
-        };
-        self.fault_point(CrashPoint::KeyTaken).await;
-
-        // Promote: durable epoch first, then the server.
-        self.set_activity(Some("failover: promoting"));
-        self.adopt(&EpochRecord {
-            epoch,
-            primary: self.name().to_string(),
-            changed_at: unix_now(),
-        })?;
-        self.fault_point(CrashPoint::EpochStored).await;
-        self.reset_failover_roles();
-        self.promote_server().await?;
-        self.fault_point(CrashPoint::Promoted).await;
-        // A lease at once, then the primary's duties (slots for everyone).
-        self.primary_round(&self.known()).await;
-        if let Err(e) = self.act_primary().await {
-            tracing::warn!(error = %e, "after promotion");
-        }
-        self.metrics
-            .operations
-            .with_label_values(&["failover", "ok"])
-            .inc();
-        let voters: Vec<&str> = answers
-            .iter()
-            .filter(|a| a.granted)
-            .map(|a| a.voter.as_str())
-            .collect();
-        self.event(
-            "failover",
-            json!({
-                "from": primary.name, "to": self.name(), "epoch": epoch,
-                "primary_lost_secs": seen_ago.as_secs_f64() + started.elapsed().as_secs_f64(),
-                "promote_secs": started.elapsed().as_secs_f64(),
-                "voters": voters, "position": mine,
-            }),
-        )
-        .await;
-        tracing::warn!(epoch, from = %primary.name, "failover: this node is the primary");
-        Ok(())
     }
 
     /// A step of a promotion or switchover where the test suite injects a
@@ -1290,6 +836,496 @@ impl Manager {
             },
             "primary_reported_async_to": degraded,
         })
+    }
+}
+
+/// The primary's side of failover: renewing the leader key, fencing.
+impl Primary<'_> {
+    /// Renews the leader key (and, without one, the lease by a majority
+    /// of `/lease` answers) while the local server works and can commit;
+    /// fences once the lease ran out; steps down for a newer holder.
+    pub(crate) async fn failover_round(&self, known: &EpochRecord) {
+        if !self.m.cfg.automatic_failover() {
+            return;
+        }
+        // One reading of the timing for the whole round: the TTL written
+        // into the key is the one the lease below is counted with.
+        let t = self.m.tuning();
+        let sent = Instant::now();
+        let hard_fenced = self.m.hard_fenced();
+        if hard_fenced {
+            self.hold_fence().await;
+        }
+        // Renew only while our own server works (or is stopped on purpose):
+        // a dead primary must let its lease lapse.
+        let mut lsn = None;
+        if !hard_fenced {
+            let ok = tokio::time::timeout(t.probe_interval(), async {
+                let c = self.m.local().await?;
+                let st = probe::server_state(&c).await?;
+                Ok::<_, Failure>(st)
+            })
+            .await;
+            match ok {
+                Ok(Ok(st)) if !st.in_recovery => lsn = st.current_lsn,
+                _ => {
+                    self.fence_if_expired().await;
+                    return;
+                }
+            }
+            // Reads answer; can it also commit? A stalled disk answers
+            // reads from the cache and would keep the lease for good.
+            let commits = self
+                .m
+                .primary()
+                .check_commits(t.probe_interval(), t.timeout())
+                .await;
+            let hung = matches!(commits, Commits::Hung { .. });
+            self.commit_trouble(commits).await;
+            if hung {
+                self.fence_if_expired().await;
+                return;
+            }
+        }
+        // The leader key first: a lease is extended only by a renewal that
+        // committed (counted from `sent`, before it was proposed).
+        if let Some(c) = self.m.consensus() {
+            // Tried until the lease runs out: a Raft leader lost meanwhile is
+            // replaced inside it (consensus::settings), and the renewal then
+            // commits through the new one instead of a round later.
+            let left = lock(&self.m.failover).lease.left(Instant::now());
+            match c.renew(known.epoch, left, t.timeout()).await {
+                Claim::Held { epoch } => {
+                    self.key_trouble(None);
+                    c.seed_config().await;
+                    if epoch > known.epoch {
+                        let _ = self.m.adopt(&EpochRecord {
+                            epoch,
+                            primary: self.m.name().to_string(),
+                            changed_at: unix_now(),
+                        });
+                    }
+                }
+                Claim::Lost { holder, epoch } => {
+                    tracing::warn!(%holder, epoch, "the leader key is held by another member");
+                    self.m
+                        .step_down(&holder, epoch, "the committed leader key")
+                        .await;
+                    return;
+                }
+                Claim::Unknown(why) => {
+                    self.key_trouble(Some(why));
+                    self.fence_if_expired().await;
+                    return;
+                }
+            }
+        }
+        let known = &self.m.known();
+        let sync = lock(&self.m.sync).view();
+        let req = LeaseRequest {
+            epoch: known.epoch,
+            primary: self.m.name().to_string(),
+            lsn,
+            sync_mode: sync.mode.to_string(),
+            sync_standby: sync.standby,
+        };
+        let body = serde_json::to_value(&req).unwrap_or_default();
+        let http = sidecar_kit::http_client::HttpClient::new(t.probe_interval());
+        let calls = self.m.cfg.others().map(|m| {
+            let http = http.clone();
+            let body = body.clone();
+            let url = m.url("/lease");
+            async move {
+                let r = http
+                    .send(Method::POST, &url, self.m.token(), Some(&body))
+                    .await
+                    .ok()
+                    .filter(|r| r.status.is_success())
+                    .and_then(|r| serde_json::from_slice::<LeaseAnswer>(&r.body).ok());
+                r
+            }
+        });
+        // Renew the moment a majority has granted, not when the slowest
+        // member answers: with one member unreachable, waiting out its
+        // timeout every round left the lease (which counts from `sent`)
+        // lapsing for a moment before the renewal landed, and a reconcile
+        // pass in that moment made the primary read-only and ended its
+        // clients' sessions. The other answers are still collected (bounded
+        // by the request timeout) to notice a newer epoch.
+        let mut pending: futures::stream::FuturesUnordered<_> = calls.collect();
+        let mut answers: Vec<LeaseAnswer> = Vec::new();
+        let mut granted = 1;
+        // (An opted-in two-node fleet needs only this node's own grant.)
+        let mut renewed = granted >= self.m.cfg.majority();
+        if renewed {
+            self.renew_lease(sent, granted, t.lease()).await;
+        }
+        while let Some(answer) = futures::StreamExt::next(&mut pending).await {
+            let Some(a) = answer else { continue };
+            if a.granted {
+                granted += 1;
+            }
+            answers.push(a);
+            if !renewed && granted >= self.m.cfg.majority() {
+                renewed = true;
+                self.renew_lease(sent, granted, t.lease()).await;
+            }
+        }
+        // A member that knows a newer epoch: this node is no longer primary.
+        // Where the key is on Raft, this round's renewal committed: a
+        // member's word to the contrary is not backed, and is ignored.
+        if self.m.consensus().is_some() {
+            if answers.iter().any(|a| a.epoch > known.epoch) {
+                self.m
+                    .metrics
+                    .uncommitted_epochs
+                    .with_label_values(&["lease_answer"])
+                    .inc();
+                tracing::warn!("a member answers with an epoch the committed leader key does not back: ignored");
+            }
+        } else if let Some(newer) = answers
+            .iter()
+            .filter(|a| a.epoch > known.epoch && self.m.cfg.member(&a.primary).is_some())
+            .max_by_key(|a| a.epoch)
+        {
+            tracing::warn!(epoch = newer.epoch, primary = %newer.primary, "a member knows a newer primary");
+            // The same step down as for the committed key: not while an
+            // operation of this node's own (a switchover away from it)
+            // holds the server.
+            self.m
+                .step_down(
+                    &newer.primary,
+                    newer.epoch,
+                    "a member knows a newer primary",
+                )
+                .await;
+            return;
+        }
+        if !renewed {
+            self.fence_if_expired().await;
+        }
+    }
+
+    /// A majority granted the lease requested at `sent`: it holds until
+    /// `sent + lease` (counted from the request, so it ends before any
+    /// member's promise does).
+    async fn renew_lease(&self, sent: Instant, granted: usize, lease: Duration) {
+        let was_fenced = {
+            let mut f = lock(&self.m.failover);
+            f.primary_seen = Some(sent);
+            f.lease.renewed(sent, lease)
+        };
+        if was_fenced {
+            tracing::warn!(granted, "a majority answers again: lifting the fence");
+            self.m
+                .event("unfenced", json!({ "granted": granted }))
+                .await;
+        }
+    }
+
+    async fn fence_if_expired(&self) {
+        let paused = self.m.paused();
+        if lock(&self.m.failover)
+            .lease
+            .fence_due(Instant::now(), paused)
+        {
+            self.fence_now("no majority of members answered within the lease")
+                .await;
+        }
+    }
+
+    /// Stops the server at once: a primary without a majority must not
+    /// acknowledge another write. (Immediate shutdown: nothing is waited
+    /// for; crash recovery runs on the next start.)
+    async fn fence_now(&self, why: &str) {
+        if !lock(&self.m.failover).lease.fence() {
+            return;
+        }
+        tracing::error!(reason = why, "fencing: stopping PostgreSQL");
+        let stopped = self.m.server.stop(crate::server::StopMode::Immediate).await;
+        self.m.drop_local().await;
+        let error = stopped.as_ref().err().map(ToString::to_string);
+        if let Some(e) = &error {
+            tracing::error!(error = %e, "fencing stop failed; it is tried again every round, and the server is kept read-only meanwhile");
+        }
+        self.m
+            .metrics
+            .operations
+            .with_label_values(&["fence", if error.is_none() { "ok" } else { "failed" }])
+            .inc();
+        self.m
+            .event(
+                "fenced",
+                json!({ "reason": why, "stopped": error.is_none(), "error": error }),
+            )
+            .await;
+    }
+
+    /// A fence holds only once the server is down. A stop that failed (the
+    /// hold file's disk full, a supervisor that did not answer, `pg_ctl`
+    /// timing out) is tried again every round until it holds; meanwhile the
+    /// reconcile pass keeps the running server read-only with commits
+    /// waiting for a standby that does not exist. (It used to be tried
+    /// once: the fence flag stayed set and the server kept running.)
+    async fn hold_fence(&self) {
+        if self.m.paused() || !self.m.server.is_running().await {
+            return;
+        }
+        tracing::error!("fenced, but PostgreSQL still runs: stopping it again");
+        let stopped = self.m.server.stop(crate::server::StopMode::Immediate).await;
+        self.m.drop_local().await;
+        self.m
+            .metrics
+            .operations
+            .with_label_values(&["fence", if stopped.is_ok() { "ok" } else { "failed" }])
+            .inc();
+        match stopped {
+            Ok(()) => {
+                tracing::warn!("the fence holds: PostgreSQL stopped");
+                self.m.event("fence_held", json!({})).await;
+            }
+            Err(e) => tracing::error!(error = %e, "fencing stop failed again"),
+        }
+    }
+
+    /// Logs (and, when they hang, records as an event) what the commit
+    /// probe found, once per change.
+    async fn commit_trouble(&self, commits: Commits) {
+        let changed = {
+            let mut f = lock(&self.m.failover);
+            let now = match &commits {
+                Commits::Work => None,
+                Commits::Stalled { .. } => Some(false),
+                Commits::Hung { .. } => Some(true),
+            };
+            std::mem::replace(&mut f.commits_hung, now) != now
+        };
+        if !changed {
+            return;
+        }
+        match commits {
+            // check_commits says so, with how long it took.
+            Commits::Work => {}
+            Commits::Stalled { for_secs, why } => {
+                tracing::warn!(for_secs, reason = %why, "the local server's commits stall")
+            }
+            Commits::Hung { for_secs, why } => {
+                tracing::error!(
+                    for_secs,
+                    reason = %why,
+                    "the local server cannot commit: the lease is no longer renewed"
+                );
+                self.m
+                    .event(
+                        "commits_hung",
+                        json!({ "for_secs": for_secs, "reason": why }),
+                    )
+                    .await;
+            }
+        }
+    }
+
+    /// Logs why the leader key could not be renewed, once per reason.
+    fn key_trouble(&self, why: Option<String>) {
+        let mut f = lock(&self.m.failover);
+        if f.key_trouble != why {
+            match &why {
+                Some(w) => tracing::warn!(reason = %w, "the leader key was not renewed"),
+                None if f.key_trouble.is_some() => {
+                    tracing::info!("the leader key is renewed again")
+                }
+                None => {}
+            }
+            f.key_trouble = why;
+        }
+    }
+}
+
+/// The standby's side of failover: watching the primary, taking over.
+impl Standby<'_> {
+    /// Watches the primary's server; once it has been gone for the
+    /// failover timeout (and this member may take over), tries to.
+    async fn failover_round(&self, known: &EpochRecord) {
+        if let Some(c) = self.m.consensus() {
+            c.observe();
+        }
+        let Some(primary) = self.m.cfg.member(&known.primary).cloned() else {
+            return;
+        };
+        if self.m.probe_primary(&primary).await {
+            lock(&self.m.failover).primary_seen = Some(Instant::now());
+            return;
+        }
+        if !self.m.cfg.automatic_failover()
+            || self.m.paused()
+            || !self.m.cfg.promotable(self.m.me())
+        {
+            return;
+        }
+        let timeout = self.m.tuning().timeout();
+        let (seen_ago, promised) = {
+            let f = lock(&self.m.failover);
+            let seen_ago = f
+                .primary_seen
+                .map(|s| s.elapsed())
+                .unwrap_or_else(|| f.started.elapsed());
+            (
+                seen_ago,
+                f.no_vote_until.is_some_and(|u| Instant::now() < u),
+            )
+        };
+        if !crate::rules::time_to_act(seen_ago, timeout, promised) {
+            tracing::debug!(
+                ?seen_ago,
+                promised,
+                "primary unreachable; not yet time to act"
+            );
+            return;
+        }
+        // Only one attempt at a time; reconciliation keeps off the server.
+        let Ok(_guard) =
+            tokio::time::timeout(self.m.tuning().probe_interval(), self.m.op_lock.lock()).await
+        else {
+            tracing::debug!("failover attempt deferred: another operation holds the lock");
+            return;
+        };
+        let outcome = self.try_failover(known, &primary, seen_ago).await;
+        let reason = match &outcome {
+            Ok(()) => None,
+            Err(e) => Some(e.to_string()),
+        };
+        let report = {
+            let mut f = lock(&self.m.failover);
+            f.last_attempt = reason.clone();
+            let new = reason.is_some() && f.last_event_reason != reason;
+            if new {
+                f.last_event_reason = reason.clone();
+            }
+            new
+        };
+        if let (true, Some(r)) = (report, reason) {
+            tracing::warn!(reason = %r, "not promoting");
+        }
+        self.m.set_activity(None);
+    }
+
+    async fn try_failover(
+        &self,
+        known: &EpochRecord,
+        primary: &Member,
+        seen_ago: Duration,
+    ) -> Result<(), Failure> {
+        let started = Instant::now();
+        let epoch = known.epoch + 1;
+        // This node must be a running standby to be promoted.
+        let local = self.m.local().await?;
+        let st = probe::server_state(&local).await?;
+        if !st.in_recovery {
+            return Err(Failure::Failed("this node is not a standby".into()));
+        }
+        let mine = st.receive_lsn.or(st.replay_lsn).unwrap_or_default();
+        // Only the standby the committed sync key names takes over
+        // automatically (the key's compare-and-set checks it again, in
+        // log order): said here before any vote is asked.
+        if let Some(view) = self.m.consensus().map(|c| c.view()) {
+            if !view.is_sync_standby(self.m.name()) {
+                return Err(Failure::Failed(crate::consensus::not_in_sync_key(&view)));
+            }
+        }
+
+        // Ask for votes.
+        let body = serde_json::to_value(VoteRequest {
+            candidate: self.m.name().to_string(),
+            epoch,
+        })
+        .unwrap_or_default();
+        let http = sidecar_kit::http_client::HttpClient::new(self.m.tuning().probe_interval());
+        let calls = self.m.cfg.others().map(|m| {
+            let http = http.clone();
+            let body = body.clone();
+            let url = m.url("/vote");
+            async move {
+                http.send(Method::POST, &url, self.m.token(), Some(&body))
+                    .await
+                    .ok()
+                    .filter(|r| r.status.is_success())
+                    .and_then(|r| serde_json::from_slice::<VoteAnswer>(&r.body).ok())
+            }
+        });
+        let answers: Vec<VoteAnswer> = futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        let yes = 1 + answers.iter().filter(|a| a.granted).count();
+        if yes < self.m.cfg.majority() {
+            let why: Vec<String> = answers
+                .iter()
+                .filter(|a| !a.granted)
+                .map(|a| format!("{}: {}", a.voter, a.reason.clone().unwrap_or_default()))
+                .collect();
+            return Err(Failure::Failed(format!(
+                "{yes} of {} members agree the primary {} is gone (need {}); {}",
+                self.m.cfg.members.len(),
+                primary.name,
+                self.m.cfg.majority(),
+                why.join("; ")
+            )));
+        }
+        self.m.check_data_safety(mine, seen_ago, &answers)?;
+        self.m.fault_point(CrashPoint::VotesGranted).await;
+
+        // The leader key, by compare-and-set on a revision that stood for
+        // the whole failover timeout: committed by a majority before
+        // anything is promoted, so no later majority can forget it.
+        let epoch = match self.m.consensus() {
+            Some(c) => c
+                .acquire(epoch, self.m.tuning().timeout())
+                .await
+                .map_err(|e| Failure::Failed(format!("the leader key: {e}")))?,
+            None => epoch,
+        };
+        self.m.fault_point(CrashPoint::KeyTaken).await;
+
+        // Promote: durable epoch first, then the server.
+        self.m.set_activity(Some("failover: promoting"));
+        self.m.adopt(&EpochRecord {
+            epoch,
+            primary: self.m.name().to_string(),
+            changed_at: unix_now(),
+        })?;
+        self.m.fault_point(CrashPoint::EpochStored).await;
+        self.m.reset_failover_roles();
+        self.m.primary().promote_server().await?;
+        self.m.fault_point(CrashPoint::Promoted).await;
+        // A lease at once, then the primary's duties (slots for everyone).
+        self.m.primary().failover_round(&self.m.known()).await;
+        if let Err(e) = self.m.primary().act().await {
+            tracing::warn!(error = %e, "after promotion");
+        }
+        self.m
+            .metrics
+            .operations
+            .with_label_values(&["failover", "ok"])
+            .inc();
+        let voters: Vec<&str> = answers
+            .iter()
+            .filter(|a| a.granted)
+            .map(|a| a.voter.as_str())
+            .collect();
+        self.m
+            .event(
+                "failover",
+                json!({
+                    "from": primary.name, "to": self.m.name(), "epoch": epoch,
+                    "primary_lost_secs": seen_ago.as_secs_f64() + started.elapsed().as_secs_f64(),
+                    "promote_secs": started.elapsed().as_secs_f64(),
+                    "voters": voters, "position": mine,
+                }),
+            )
+            .await;
+        tracing::warn!(epoch, from = %primary.name, "failover: this node is the primary");
+        Ok(())
     }
 }
 

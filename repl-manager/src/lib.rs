@@ -225,9 +225,9 @@ pub async fn reconcile_once(mgr: &Manager) -> Result<(), manager::Failure> {
         return Ok(());
     }
     let result = if known.primary == mgr.name() {
-        mgr.act_primary().await
+        mgr.primary().act().await
     } else {
-        mgr.act_standby(&peers).await
+        mgr.standby().act(&peers).await
     };
     mgr.set_activity(None);
     drop(_guard);

@@ -9,8 +9,7 @@ pub use aurora_api::repl::{
     RestartRequest,
 };
 
-use crate::manager::Manager;
-use crate::ops::OpError;
+use crate::ops::{OpError, Operator};
 use crate::probe;
 use crate::server::StopMode;
 
@@ -25,14 +24,14 @@ fn role_matches(wanted: &str, primary: bool) -> Result<bool, OpError> {
     }
 }
 
-impl Manager {
+impl Operator<'_> {
     /// `POST /failover {"candidate": "backup"}` on any member: asks the
     /// candidate to promote itself. The candidate hands it to the primary
     /// as a switchover while the primary answers; otherwise it promotes,
     /// without `force` only as the synchronous standby the fleet committed.
     pub async fn failover_to(&self, req: FailoverRequest) -> Result<OpReport, OpError> {
         let candidate = self.member_or_refuse(&req.candidate)?;
-        let known = self.known();
+        let known = self.m.known();
         if let Some(leader) = &req.leader {
             if leader != &known.primary {
                 return Err(OpError::Refused(format!(
@@ -51,7 +50,7 @@ impl Manager {
             force: req.force,
             ..Default::default()
         };
-        if candidate.name.as_str() == self.name() {
+        if candidate.name.as_str() == self.m.name() {
             return self.promote(promote).await;
         }
         let body = serde_json::to_value(&promote).unwrap_or_default();
@@ -67,7 +66,7 @@ impl Manager {
     ) -> Result<MaintenanceReport, OpError> {
         let started = Instant::now();
         let _guard = self.busy_lock().await?;
-        let client = self.local().await.map_err(|e| {
+        let client = self.m.local().await.map_err(|e| {
             OpError::Refused(format!(
                 "PostgreSQL is not running here ({e}); repl-manager starts it by itself"
             ))
@@ -90,38 +89,40 @@ impl Manager {
                 "no setting waits for a restart (restart_pending): not restarted".into(),
             ));
         }
-        if primary && self.hard_fenced() {
+        if primary && self.m.hard_fenced() {
             return Err(OpError::Refused(
                 "this primary is fenced (it lost its majority): a restart would not bring writes back"
                     .into(),
             ));
         }
         let mut steps = Vec::new();
-        self.set_activity(Some("restarting PostgreSQL (operator)"));
-        self.server.hold_if_external()?;
-        self.server.stop(StopMode::Fast).await?;
-        self.drop_local().await;
+        self.m
+            .set_activity(Some("restarting PostgreSQL (operator)"));
+        self.m.server.hold_if_external()?;
+        self.m.server.stop(StopMode::Fast).await?;
+        self.m.drop_local().await;
         steps.push("stopped (fast shutdown)".to_string());
         let result = if primary {
-            self.act_primary().await.map_err(OpError::from)
+            self.m.primary().act().await.map_err(OpError::from)
         } else {
-            self.server.start().await.map_err(OpError::from)
+            self.m.server.start().await.map_err(OpError::from)
         };
-        self.set_activity(None);
+        self.m.set_activity(None);
         result?;
         steps.push(format!(
             "started as {}",
             if primary { "the primary" } else { "a standby" }
         ));
         let pending = self.pending_restart().await;
-        self.event(
-            "restarted",
-            serde_json::json!({ "reason": "operator", "primary": primary }),
-        )
-        .await;
+        self.m
+            .event(
+                "restarted",
+                serde_json::json!({ "reason": "operator", "primary": primary }),
+            )
+            .await;
         Ok(MaintenanceReport {
             operation: "restart".into(),
-            node: self.name().to_string(),
+            node: self.m.name().to_string(),
             seconds: started.elapsed().as_secs_f64(),
             steps,
             pending_restart: pending,
@@ -134,6 +135,7 @@ impl Manager {
     pub async fn reload_postgres(&self) -> Result<MaintenanceReport, OpError> {
         let started = Instant::now();
         let client = self
+            .m
             .local()
             .await
             .map_err(|e| OpError::Refused(format!("PostgreSQL is not running here: {e}")))?;
@@ -147,7 +149,7 @@ impl Manager {
         tokio::time::sleep(Duration::from_millis(200)).await;
         Ok(MaintenanceReport {
             operation: "reload".into(),
-            node: self.name().to_string(),
+            node: self.m.name().to_string(),
             seconds: started.elapsed().as_secs_f64(),
             steps: vec![
                 "pg_reload_conf()".into(),
@@ -167,12 +169,12 @@ impl Manager {
     ) -> Result<MaintenanceReport, OpError> {
         let started = Instant::now();
         let _guard = self.busy_lock().await?;
-        let known = self.known();
-        if known.primary == self.name() {
+        let known = self.m.known();
+        if known.primary == self.m.name() {
             return Err(OpError::Refused(format!(
                 "{} is the primary at epoch {}: only a standby is reinitialized \
                  (switch over first)",
-                self.name(),
+                self.m.name(),
                 known.epoch
             )));
         }
@@ -182,12 +184,12 @@ impl Manager {
                     .into(),
             ));
         }
-        let status = self.status().await;
+        let status = self.m.status().await;
         if !req.force && status.is_replica() && status.streaming() {
             return Err(OpError::Refused(format!(
                 "{} streams from the primary ({} bytes behind): nothing to repair; \
                  pass force=true to re-clone anyway",
-                self.name(),
+                self.m.name(),
                 status
                     .lag_bytes
                     .map(|b| b.to_string())
@@ -195,18 +197,18 @@ impl Manager {
             )));
         }
         // The clone needs the primary: say so before anything is moved.
-        self.live_upstream().await.map_err(|e| {
+        self.m.live_upstream().await.map_err(|e| {
             OpError::Refused(format!(
                 "the primary {} cannot be reached to clone from: {e}",
                 known.primary
             ))
         })?;
-        let result = self.reclone("operator reinitialize").await;
-        self.set_activity(None);
+        let result = self.m.standby().reclone("operator reinitialize").await;
+        self.m.set_activity(None);
         result?;
         Ok(MaintenanceReport {
             operation: "reinitialize".into(),
-            node: self.name().to_string(),
+            node: self.m.name().to_string(),
             seconds: started.elapsed().as_secs_f64(),
             steps: vec![
                 "moved the data directory aside (kept; see aside_dirs in /status)".into(),
@@ -217,7 +219,7 @@ impl Manager {
     }
 
     async fn pending_restart(&self) -> Vec<String> {
-        match self.local().await {
+        match self.m.local().await {
             Ok(c) => probe::server_state(&c)
                 .await
                 .map(|s| s.pending_restart)

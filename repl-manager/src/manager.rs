@@ -34,19 +34,17 @@ pub struct Manager {
     /// at a time touches the server.
     pub op_lock: tokio::sync::Mutex<()>,
     local: tokio::sync::Mutex<Option<Arc<Client>>>,
-    /// The primary's commit probe (its own session, one commit in flight).
-    pub(crate) commit_probe: tokio::sync::Mutex<crate::commit::CommitProbe>,
     upstream: tokio::sync::Mutex<Option<Arc<Client>>>,
     known: Mutex<EpochRecord>,
     epoch: AtomicI64,
     pub sync: Mutex<SyncTracker>,
     pub failover: Mutex<crate::failover::FailoverState>,
-    pub repair: Mutex<crate::standby::RepairTracker>,
     /// One writer of the witness file at a time (lease grants can overlap).
     pub witness_writing: Mutex<()>,
-    /// The server identity (postmaster start) and epoch for which the
-    /// primary's one-time setup ran.
-    pub primary_setup: Mutex<Option<(String, i64)>>,
+    /// What the primary's and the standby's duties keep between passes
+    /// (primary.rs, standby.rs).
+    pub primary_state: crate::primary::PrimaryState,
+    pub standby_state: crate::standby::StandbyState,
     pub last_error: Mutex<Option<String>>,
     pub activity: Mutex<Option<String>>,
     /// Unix time of the last completed reconciliation (liveness).
@@ -122,13 +120,12 @@ impl Manager {
             metrics,
             op_lock: tokio::sync::Mutex::new(()),
             local: tokio::sync::Mutex::new(None),
-            commit_probe: tokio::sync::Mutex::new(Default::default()),
             upstream: tokio::sync::Mutex::new(None),
             sync: Mutex::new(SyncTracker::new(strict, crate::now::Now::read())),
             failover: Mutex::new(Default::default()),
-            repair: Mutex::new(Default::default()),
             witness_writing: Mutex::new(()),
-            primary_setup: Mutex::new(None),
+            primary_state: Default::default(),
+            standby_state: Default::default(),
             last_error: Mutex::new(None),
             activity: Mutex::new(None),
             last_tick: Mutex::new(unix_now()),

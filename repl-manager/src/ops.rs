@@ -51,13 +51,28 @@ impl From<Failure> for OpError {
     }
 }
 
+/// Operator operations (switchover, promote, demote, and maintenance.rs's
+/// failover to a candidate, restart, reload, reinitialize): each under the
+/// operation lock, so none races a reconcile pass. Borrowed from the
+/// manager for one request (`Manager::operator`); they keep no state of
+/// their own.
+pub struct Operator<'a> {
+    pub(crate) m: &'a Manager,
+}
+
 impl Manager {
+    pub fn operator(&self) -> Operator<'_> {
+        Operator { m: self }
+    }
+}
+
+impl Operator<'_> {
     pub(crate) async fn busy_lock(&self) -> Result<tokio::sync::MutexGuard<'_, ()>, OpError> {
-        match tokio::time::timeout(Duration::from_secs(10), self.op_lock.lock()).await {
+        match tokio::time::timeout(Duration::from_secs(10), self.m.op_lock.lock()).await {
             Ok(g) => Ok(g),
             Err(_) => Err(OpError::Refused(format!(
                 "busy: {}",
-                crate::manager::lock(&self.activity)
+                crate::manager::lock(&self.m.activity)
                     .clone()
                     .unwrap_or_else(|| "another operation is running".into())
             ))),
@@ -65,10 +80,10 @@ impl Manager {
     }
 
     pub(crate) async fn local_is_primary(&self) -> Result<bool, OpError> {
-        let client = self
-            .local()
-            .await
-            .map_err(|e| OpError::Refused(format!("the local PostgreSQL does not answer: {e}")))?;
+        let client =
+            self.m.local().await.map_err(|e| {
+                OpError::Refused(format!("the local PostgreSQL does not answer: {e}"))
+            })?;
         let st = probe::server_state(&client)
             .await
             .map_err(|e| OpError::Failed(e.to_string()))?;
@@ -76,14 +91,16 @@ impl Manager {
     }
 
     async fn peer_status(&self, m: &Member) -> Result<NodeStatus, OpError> {
-        self.http
+        self.m
+            .http
             .get_json::<NodeStatus>(&m.url("/status"))
             .await
             .map_err(|e| OpError::Refused(format!("{} does not answer: {e}", m.name)))
     }
 
     pub(crate) fn member_or_refuse(&self, name: &str) -> Result<Member, OpError> {
-        self.cfg
+        self.m
+            .cfg
             .member(name)
             .cloned()
             .ok_or_else(|| OpError::Refused(format!("{name} is not a member of this fleet")))
@@ -93,9 +110,10 @@ impl Manager {
     pub async fn switchover(&self, req: SwitchoverRequest) -> Result<OpReport, OpError> {
         let _guard = self.busy_lock().await?;
         let result = self.switchover_locked(req).await;
-        self.set_activity(None);
+        self.m.set_activity(None);
         let label = if result.is_ok() { "ok" } else { "failed" };
-        self.metrics
+        self.m
+            .metrics
             .operations
             .with_label_values(&["switchover", label])
             .inc();
@@ -104,17 +122,19 @@ impl Manager {
 
     async fn switchover_locked(&self, req: SwitchoverRequest) -> Result<OpReport, OpError> {
         let started = Instant::now();
-        let timeout = Duration::from_secs(self.cfg.replication.switchover_timeout_secs);
+        let timeout = Duration::from_secs(self.m.cfg.replication.switchover_timeout_secs);
         if !self.local_is_primary().await? {
             return Err(OpError::Refused(format!(
                 "{} is not the primary (the primary is {}); send the switchover there",
-                self.name(),
-                self.known().primary
+                self.m.name(),
+                self.m.known().primary
             )));
         }
         let target = match &req.to {
             Some(name) => self.member_or_refuse(name)?,
             None => self
+                .m
+                .primary()
                 .sync_candidates()
                 .first()
                 .map(|m| (*m).clone())
@@ -122,7 +142,7 @@ impl Manager {
                     OpError::Refused("no standby to switch over to; name one with \"to\"".into())
                 })?,
         };
-        if target.name.as_str() == self.name() {
+        if target.name.as_str() == self.m.name() {
             return Err(OpError::Refused(format!(
                 "{} is already the primary",
                 target.name
@@ -142,33 +162,34 @@ impl Manager {
             )));
         }
         let lag = ts.lag_bytes.unwrap_or(u64::MAX);
-        if lag > self.tuning().max_lag_bytes() && !req.force {
+        if lag > self.m.tuning().max_lag_bytes() && !req.force {
             return Err(OpError::Refused(format!(
                 "{} is {lag} bytes behind (max_lag_on_failover_bytes is {}); pass force=true to switch anyway",
-                target.name, self.tuning().max_lag_bytes()
+                target.name, self.m.tuning().max_lag_bytes()
             )));
         }
 
         let mut report = OpReport {
             operation: "switchover".into(),
-            from: self.name().to_string(),
+            from: self.m.name().to_string(),
             to: target.name.to_string(),
             ..Default::default()
         };
         // From here on the primary is going down.
-        self.set_activity(Some("switchover: stopping writes"));
-        self.server.stop(StopMode::Fast).await?;
-        self.drop_local().await;
-        let control = self.server.control_data().await?;
+        self.m.set_activity(Some("switchover: stopping writes"));
+        self.m.server.stop(StopMode::Fast).await?;
+        self.m.drop_local().await;
+        let control = self.m.server.control_data().await?;
         report.checkpoint_lsn = Some(control.checkpoint_lsn);
         report.steps.push(format!(
             "stopped {} (fast shutdown); final checkpoint {}",
-            self.name(),
+            self.m.name(),
             control.checkpoint_lsn
         ));
 
         // Wait for the target to replay the shutdown checkpoint.
-        self.set_activity(Some("switchover: waiting for the target to catch up"));
+        self.m
+            .set_activity(Some("switchover: waiting for the target to catch up"));
         let caught_up = wait_for(timeout, || async {
             match self.peer_status(&target).await {
                 Ok(s) => s.replay_lsn().is_some_and(|l| l > control.checkpoint_lsn),
@@ -183,7 +204,7 @@ impl Manager {
                 target.name,
                 control.checkpoint_lsn,
                 timeout.as_secs(),
-                self.name()
+                self.m.name()
             )));
         }
         report
@@ -193,7 +214,7 @@ impl Manager {
         // Promote the target at the next epoch: with the leader key on the
         // Raft group, the key is handed to the target first (committed by a
         // majority), and the target promotes only once it sees that.
-        let (epoch, handed_at) = match self.consensus() {
+        let (epoch, handed_at) = match self.m.consensus() {
             Some(c) => match c.handover(target.name.as_str()).await {
                 Ok((epoch, revision)) => (epoch, Some(revision)),
                 Err(e) => {
@@ -203,20 +224,21 @@ impl Manager {
                          (were the handover to commit after all, {} takes over from the committed \
                          key and this node steps down: GET /history shows it)",
                         target.name,
-                        self.name(),
+                        self.m.name(),
                         target.name
                     )));
                 }
             },
-            None => (self.epoch() + 1, None),
+            None => (self.m.epoch() + 1, None),
         };
         if handed_at.is_some() {
-            self.fault_point(CrashPoint::HandedOver).await;
+            self.m.fault_point(CrashPoint::HandedOver).await;
         }
-        self.set_activity(Some("switchover: promoting the target"));
+        self.m
+            .set_activity(Some("switchover: promoting the target"));
         let body = serde_json::to_value(PromoteRequest {
             epoch: Some(epoch),
-            from: Some(self.name().to_string()),
+            from: Some(self.m.name().to_string()),
             checkpoint_lsn: Some(control.checkpoint_lsn),
             force: req.force,
         })
@@ -224,7 +246,7 @@ impl Manager {
         let url = target.url("/promote");
         let answer = self
             .http_long(timeout)
-            .send(Method::POST, &url, self.token(), Some(&body))
+            .send(Method::POST, &url, self.m.token(), Some(&body))
             .await;
         let promoted = match answer {
             Ok(resp) if resp.status.is_success() => true,
@@ -234,20 +256,20 @@ impl Manager {
                     .err()
                     .map(|e| e.to_string())
                     .unwrap_or_default();
-                if let (Some(c), Some(revision)) = (self.consensus(), handed_at) {
+                if let (Some(c), Some(revision)) = (self.m.consensus(), handed_at) {
                     // Take the key back, unless the target renewed it.
                     if let Err(e) = c.take_back(revision, epoch + 1).await {
                         return Err(OpError::Failed(format!(
                             "{} refused to promote ({reason}), and the leader key could not be taken back ({e}); \
                              {} stays stopped until the key settles",
                             target.name,
-                            self.name()
+                            self.m.name()
                         )));
                     }
                     let taken = c.view().leader.map(|k| k.epoch).unwrap_or_default();
-                    self.adopt(&EpochRecord {
+                    self.m.adopt(&EpochRecord {
                         epoch: i64::try_from(taken).unwrap_or(i64::MAX),
-                        primary: self.name().to_string(),
+                        primary: self.m.name().to_string(),
                         changed_at: sidecar_kit::telemetry::unix_now(),
                     })?;
                 }
@@ -255,7 +277,7 @@ impl Manager {
                 return Err(OpError::Failed(format!(
                     "{} refused to promote ({reason}); {} is primary again, nothing changed",
                     target.name,
-                    self.name()
+                    self.m.name()
                 )));
             }
             _ => {
@@ -270,7 +292,7 @@ impl Manager {
             return Err(OpError::Failed(format!(
                 "the promotion of {} has an unknown outcome; {} stays stopped until the epoch settles",
                 target.name,
-                self.name()
+                self.m.name()
             )));
         }
         report.seconds_to_writable = Some(started.elapsed().as_secs_f64());
@@ -280,28 +302,31 @@ impl Manager {
             .push(format!("{} promoted at epoch {epoch}", target.name));
 
         // Follow the new primary.
-        self.adopt(&EpochRecord {
+        self.m.adopt(&EpochRecord {
             epoch,
             primary: target.name.to_string(),
             changed_at: sidecar_kit::telemetry::unix_now(),
         })?;
-        self.set_activity(Some("switchover: rejoining as a standby"));
-        settings::apply(&self.server, &self.cfg, &self.standby_desired())?;
-        self.server.start().await?;
-        self.drop_local().await;
-        self.drop_upstream().await;
+        self.m
+            .set_activity(Some("switchover: rejoining as a standby"));
+        settings::apply(&self.m.server, &self.m.cfg, &self.m.standby().desired())?;
+        self.m.server.start().await?;
+        self.m.drop_local().await;
+        self.m.drop_upstream().await;
         report
             .steps
-            .push(format!("{} started as a standby", self.name()));
+            .push(format!("{} started as a standby", self.m.name()));
 
         // Wait (bounded) for every other member to stream from the target.
-        self.set_activity(Some("switchover: waiting for standbys to follow"));
+        self.m
+            .set_activity(Some("switchover: waiting for standbys to follow"));
         let others: Vec<String> = self
+            .m
             .cfg
             .others()
             .filter(|m| m.name != target.name)
             .map(|m| m.name.to_string())
-            .chain(std::iter::once(self.name().to_string()))
+            .chain(std::iter::once(self.m.name().to_string()))
             .collect();
         let deadline = Instant::now() + timeout;
         let followers = loop {
@@ -326,13 +351,14 @@ impl Manager {
         report.followers = followers;
         report.seconds_total = started.elapsed().as_secs_f64();
         if let Some(s) = report.seconds_to_writable {
-            self.metrics.last_switchover_seconds.set(s);
+            self.m.metrics.last_switchover_seconds.set(s);
         }
-        self.event(
-            "switchover",
-            serde_json::to_value(&report).unwrap_or_default(),
-        )
-        .await;
+        self.m
+            .event(
+                "switchover",
+                serde_json::to_value(&report).unwrap_or_default(),
+            )
+            .await;
         Ok(report)
     }
 
@@ -349,10 +375,10 @@ impl Manager {
         body: &serde_json::Value,
     ) -> Result<OpReport, OpError> {
         let url = m.url(path);
-        let timeout = Duration::from_secs(self.cfg.replication.switchover_timeout_secs * 3);
+        let timeout = Duration::from_secs(self.m.cfg.replication.switchover_timeout_secs * 3);
         let resp = self
             .http_long(timeout)
-            .send(Method::POST, &url, self.token(), Some(body))
+            .send(Method::POST, &url, self.m.token(), Some(body))
             .await
             .map_err(|e| OpError::Failed(format!("{} does not answer: {e}", m.name)))?;
         if resp.status.is_success() {
@@ -371,9 +397,9 @@ impl Manager {
 
     /// Undo of a switchover that did not happen: start again as primary.
     async fn restart_as_primary(&self) -> Result<(), OpError> {
-        settings::apply(&self.server, &self.cfg, &self.primary_desired())?;
-        self.server.start().await?;
-        self.drop_local().await;
+        settings::apply(&self.m.server, &self.m.cfg, &self.m.primary().desired())?;
+        self.m.server.start().await?;
+        self.m.drop_local().await;
         Ok(())
     }
 
@@ -384,8 +410,9 @@ impl Manager {
         }
         let _guard = self.busy_lock().await?;
         let result = self.promote_for_switchover(req).await;
-        self.set_activity(None);
-        self.metrics
+        self.m.set_activity(None);
+        self.m
+            .metrics
             .operations
             .with_label_values(&["promote", if result.is_ok() { "ok" } else { "failed" }])
             .inc();
@@ -402,14 +429,14 @@ impl Manager {
         if self.local_is_primary().await? {
             return Err(OpError::Refused(format!(
                 "{} is already the primary",
-                self.name()
+                self.m.name()
             )));
         }
-        let known = self.known();
+        let known = self.m.known();
         // A primary no longer in `members` was taken out by the operator
         // (a lost majority's runbook shrinks `members` before this forced
         // promotion): it is not available, whatever it may be.
-        let answer = match self.cfg.member(&known.primary) {
+        let answer = match self.m.cfg.member(&known.primary) {
             Some(p) => self.peer_status(p).await.map(|s| (p.clone(), s)),
             None => Err(OpError::Failed(format!(
                 "{} is not in members any more",
@@ -419,7 +446,7 @@ impl Manager {
         match answer {
             Ok((primary, s)) if s.is_primary() => {
                 let body = serde_json::to_value(SwitchoverRequest {
-                    to: Some(self.name().to_string()),
+                    to: Some(self.m.name().to_string()),
                     force: req.force,
                 })
                 .unwrap_or_default();
@@ -430,7 +457,7 @@ impl Manager {
                     Ok((p, s)) => format!("{} answers but is {}", p.name, s.state),
                     Err(e) => e.to_string(),
                 };
-                let estimate = self.loss_estimate().await;
+                let estimate = self.m.loss_estimate().await;
                 let loss = match estimate["would_lose_bytes"].as_u64() {
                     Some(b) => format!(
                         "the primary last reported position {}, this node has {}: promoting now loses up to {b} bytes of WAL{}",
@@ -453,8 +480,8 @@ impl Manager {
                 // Only if the primary's server is gone too: one that still
                 // answers as a primary (its repl-manager down) is still
                 // writable, and nobody fences it; that takes force.
-                let server_up = match self.cfg.member(&known.primary) {
-                    Some(p) => self.primary_answer(p).await == Some(true),
+                let server_up = match self.m.cfg.member(&known.primary) {
+                    Some(p) => self.m.primary_answer(p).await == Some(true),
                     None => false,
                 };
                 let why = if server_up {
@@ -464,8 +491,9 @@ impl Manager {
                 };
                 let as_sync_standby = !server_up
                     && self
+                        .m
                         .consensus()
-                        .is_some_and(|c| c.view().is_sync_standby(self.name()));
+                        .is_some_and(|c| c.view().is_sync_standby(self.m.name()));
                 let loss = if as_sync_standby {
                     "the committed sync key names this node: it has every write the primary acknowledged".to_string()
                 } else {
@@ -479,34 +507,35 @@ impl Manager {
                 }
                 let _guard = self.busy_lock().await?;
                 let started = Instant::now();
-                let record = match self.consensus() {
+                let record = match self.m.consensus() {
                     Some(c) => {
-                        let epoch = c.take_now(self.epoch() + 1, as_sync_standby && !req.force).await.map_err(|e| {
+                        let epoch = c.take_now(self.m.epoch() + 1, as_sync_standby && !req.force).await.map_err(|e| {
                             OpError::Failed(format!(
                                 "the leader key: {e} (a forced promotion still needs a majority of members)"
                             ))
                         })?;
-                        self.adopt(&EpochRecord {
+                        self.m.adopt(&EpochRecord {
                             epoch,
-                            primary: self.name().to_string(),
+                            primary: self.m.name().to_string(),
                             changed_at: sidecar_kit::telemetry::unix_now(),
                         })?;
-                        self.known()
+                        self.m.known()
                     }
-                    None => self.bump_epoch(self.name())?,
+                    None => self.m.bump_epoch(self.m.name())?,
                 };
-                self.promote_server().await?;
-                self.primary_round(&self.known()).await;
-                self.act_primary().await?;
-                self.set_activity(None);
-                self.metrics
+                self.m.primary().promote_server().await?;
+                self.m.primary().failover_round(&self.m.known()).await;
+                self.m.primary().act().await?;
+                self.m.set_activity(None);
+                self.m
+                    .metrics
                     .operations
                     .with_label_values(&["promote", if req.force { "forced" } else { "ok" }])
                     .inc();
                 let report = OpReport {
                     operation: "promote".into(),
                     from: known.primary.clone(),
-                    to: self.name().to_string(),
+                    to: self.m.name().to_string(),
                     epoch: record.epoch,
                     seconds_to_writable: Some(started.elapsed().as_secs_f64()),
                     seconds_total: started.elapsed().as_secs_f64(),
@@ -516,11 +545,12 @@ impl Manager {
                     )],
                     ..Default::default()
                 };
-                self.event(
-                    "promoted",
-                    serde_json::to_value(&report).unwrap_or_default(),
-                )
-                .await;
+                self.m
+                    .event(
+                        "promoted",
+                        serde_json::to_value(&report).unwrap_or_default(),
+                    )
+                    .await;
                 Ok(report)
             }
         }
@@ -543,7 +573,7 @@ impl Manager {
             )
         })?;
         let old = self.member_or_refuse(from)?;
-        if old.name.as_str() == self.name() {
+        if old.name.as_str() == self.m.name() {
             return Err(OpError::Refused(format!(
                 "{from} cannot promote itself in a switchover"
             )));
@@ -556,8 +586,8 @@ impl Manager {
         // made the old primary take the key back and the switchover fail
         // (or, once the server was promoted, report an unknown outcome)
         // while nothing was wrong.
-        let known = self.known();
-        let resumed = epoch > 0 && known.epoch == epoch && known.primary == self.name();
+        let known = self.m.known();
+        let resumed = epoch > 0 && known.epoch == epoch && known.primary == self.m.name();
         if self.local_is_primary().await? {
             if resumed && self.handed_to_me(from, epoch).await {
                 return Ok(self
@@ -566,14 +596,14 @@ impl Manager {
             }
             return Err(OpError::Refused(format!(
                 "{} is already the primary",
-                self.name()
+                self.m.name()
             )));
         }
-        let next = self.epoch() + 1;
+        let next = self.m.epoch() + 1;
         if epoch != next && !resumed {
             return Err(OpError::Refused(format!(
                 "epoch {epoch} is not the next one ({next}, after this node's {})",
-                self.epoch()
+                self.m.epoch()
             )));
         }
         if req.checkpoint_lsn.is_none() {
@@ -583,7 +613,7 @@ impl Manager {
             ));
         }
         self.old_primary_stopped(&old).await?;
-        let client = self.local().await?;
+        let client = self.m.local().await?;
         let st = probe::server_state(&client)
             .await
             .map_err(|e| OpError::Failed(e.to_string()))?;
@@ -595,34 +625,34 @@ impl Manager {
                 )));
             }
         }
-        if let Some(c) = self.consensus() {
+        if let Some(c) = self.m.consensus() {
             // The key was handed to this node first, at this epoch.
             if !c
-                .wait_for_key(self.name(), epoch, self.tuning().probe_interval() * 3)
+                .wait_for_key(self.m.name(), epoch, self.m.tuning().probe_interval() * 3)
                 .await
             {
                 return Err(OpError::Refused(format!(
                     "the leader key committed here does not name {} at epoch {epoch}",
-                    self.name()
+                    self.m.name()
                 )));
             }
-            self.fault_point(CrashPoint::TargetKeySeen).await;
+            self.m.fault_point(CrashPoint::TargetKeySeen).await;
         }
         // Durable first: if this node dies mid-way it still knows, on
         // restart, that it was made primary at this epoch.
-        self.adopt(&EpochRecord {
+        self.m.adopt(&EpochRecord {
             epoch,
-            primary: self.name().to_string(),
+            primary: self.m.name().to_string(),
             changed_at: sidecar_kit::telemetry::unix_now(),
         })?;
-        self.set_activity(Some("promoting"));
-        self.promote_server().await?;
-        self.fault_point(CrashPoint::TargetPromoted).await;
+        self.m.set_activity(Some("promoting"));
+        self.m.primary().promote_server().await?;
+        self.m.fault_point(CrashPoint::TargetPromoted).await;
         // A lease at once (writes are acknowledged only under one), then
         // slots for every other member before they reconnect, the cluster
         // record, the synchronous standby policy.
-        self.primary_round(&self.known()).await;
-        self.act_primary().await?;
+        self.m.primary().failover_round(&self.m.known()).await;
+        self.m.primary().act().await?;
         Ok(self.promote_report(&req, epoch, started, "promoted").await)
     }
 
@@ -631,14 +661,14 @@ impl Manager {
     /// belongs to happened. Without a Raft group nothing finishes a
     /// promotion before the request, so never.
     async fn handed_to_me(&self, from: &str, epoch: i64) -> bool {
-        let Some(c) = self.consensus() else {
+        let Some(c) = self.m.consensus() else {
             return false;
         };
-        c.wait_for_key(self.name(), epoch, self.tuning().probe_interval())
+        c.wait_for_key(self.m.name(), epoch, self.m.tuning().probe_interval())
             .await
             && c.view().history.iter().any(|s| {
                 i64::try_from(s.epoch) == Ok(epoch)
-                    && s.member == self.name()
+                    && s.member == self.m.name()
                     && s.from.as_deref() == Some(from)
                     && s.how == "handover"
             })
@@ -655,7 +685,7 @@ impl Manager {
         let report = OpReport {
             operation: "promote".into(),
             from: req.from.clone().unwrap_or_default(),
-            to: self.name().to_string(),
+            to: self.m.name().to_string(),
             epoch,
             seconds_to_writable: Some(started.elapsed().as_secs_f64()),
             seconds_total: started.elapsed().as_secs_f64(),
@@ -663,11 +693,12 @@ impl Manager {
             steps: vec![format!("{what} at epoch {epoch}")],
             followers: Vec::new(),
         };
-        self.event(
-            "promoted",
-            serde_json::to_value(&report).unwrap_or_default(),
-        )
-        .await;
+        self.m
+            .event(
+                "promoted",
+                serde_json::to_value(&report).unwrap_or_default(),
+            )
+            .await;
         report
     }
 
@@ -677,7 +708,7 @@ impl Manager {
     /// behind it). A running primary is refused, and so is no answer at
     /// all: a host cut off, or gone without a RST, may still be a primary.
     async fn old_primary_stopped(&self, m: &Member) -> Result<(), OpError> {
-        let within = self.tuning().probe_interval();
+        let within = self.m.tuning().probe_interval();
         let addr = format!("{}:{}", m.host, m.port);
         let unknown = |why: String| {
             OpError::Refused(format!(
@@ -691,7 +722,7 @@ impl Manager {
             Err(_) => return Err(unknown(format!("no answer within {within:?}"))),
             Ok(Ok(_)) => {}
         }
-        match self.primary_answer(m).await {
+        match self.m.primary_answer(m).await {
             Some(true) => Err(OpError::Refused(format!(
                 "the old primary {} still runs as a primary; a switchover promotes only after it stopped",
                 m.name
@@ -705,32 +736,33 @@ impl Manager {
     pub async fn demote(&self, req: DemoteRequest) -> Result<OpReport, OpError> {
         let started = Instant::now();
         let target = self.member_or_refuse(&req.to)?;
-        if target.name.as_str() == self.name() {
+        if target.name.as_str() == self.m.name() {
             return Err(OpError::Refused("a node cannot follow itself".into()));
         }
         let _guard = self.busy_lock().await?;
         if !self.local_is_primary().await? {
             return Err(OpError::Refused(format!(
                 "{} is not a primary; nothing to demote",
-                self.name()
+                self.m.name()
             )));
         }
         let ts = self.peer_status(&target).await?;
-        if !ts.is_primary() || ts.epoch < self.epoch() {
+        if !ts.is_primary() || ts.epoch < self.m.epoch() {
             return Err(OpError::Refused(format!(
                 "{} is not a primary at epoch {} or later (it is {} at epoch {}); \
                  demoting would leave no primary: use /switchover to hand over",
                 target.name,
-                self.epoch(),
+                self.m.epoch(),
                 ts.state,
                 ts.epoch
             )));
         }
-        let epoch = ts.epoch.max(self.epoch());
+        let epoch = ts.epoch.max(self.m.epoch());
         let holds_key = self
+            .m
             .consensus()
-            .is_some_and(|c| c.view().leader_member() == Some(self.name()));
-        if let (true, Some(c)) = (holds_key, self.consensus()) {
+            .is_some_and(|c| c.view().leader_member() == Some(self.m.name()));
+        if let (true, Some(c)) = (holds_key, self.m.consensus()) {
             // The operator picked the survivor: the key goes with it.
             let (epoch, _) = c.handover(target.name.as_str()).await.map_err(|e| {
                 OpError::Failed(format!(
@@ -738,13 +770,13 @@ impl Manager {
                     target.name
                 ))
             })?;
-            self.adopt(&EpochRecord {
+            self.m.adopt(&EpochRecord {
                 epoch,
                 primary: target.name.to_string(),
                 changed_at: sidecar_kit::telemetry::unix_now(),
             })?;
-        } else if ts.epoch > self.epoch() {
-            self.adopt(&EpochRecord {
+        } else if ts.epoch > self.m.epoch() {
+            self.m.adopt(&EpochRecord {
                 epoch,
                 primary: target.name.to_string(),
                 changed_at: sidecar_kit::telemetry::unix_now(),
@@ -752,21 +784,21 @@ impl Manager {
         } else {
             // Same epoch, two writable servers: the operator picked the
             // survivor; record it at a new epoch so the choice is durable.
-            self.adopt(&EpochRecord {
+            self.m.adopt(&EpochRecord {
                 epoch: epoch + 1,
                 primary: target.name.to_string(),
                 changed_at: sidecar_kit::telemetry::unix_now(),
             })?;
         }
-        self.drop_upstream().await;
-        let result = self.demote_to_standby("operator demote").await;
-        self.set_activity(None);
+        self.m.drop_upstream().await;
+        let result = self.m.standby().demote_to_standby("operator demote").await;
+        self.m.set_activity(None);
         result?;
         Ok(OpReport {
             operation: "demote".into(),
-            from: self.name().to_string(),
+            from: self.m.name().to_string(),
             to: target.name.to_string(),
-            epoch: self.epoch(),
+            epoch: self.m.epoch(),
             seconds_to_writable: None,
             seconds_total: started.elapsed().as_secs_f64(),
             steps: vec![format!(

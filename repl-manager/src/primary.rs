@@ -2,6 +2,7 @@
 //! and right after every promotion.
 
 use std::collections::BTreeSet;
+use std::sync::Mutex;
 
 use cluster_db::{NodeName, ReplicationState};
 use serde_json::json;
@@ -24,11 +25,43 @@ const RESTART_WORTHY: &[&str] = &[
     "port",
 ];
 
+/// What only the primary's duties keep between passes.
+#[derive(Default)]
+pub struct PrimaryState {
+    /// The commit probe (its own session, one commit in flight).
+    pub(crate) commit_probe: tokio::sync::Mutex<crate::commit::CommitProbe>,
+    /// The server identity (postmaster start) and epoch for which the
+    /// one-time setup ran.
+    setup: Mutex<Option<(String, i64)>>,
+}
+
+impl PrimaryState {
+    /// The next promotion (or a demotion) runs the one-time setup again.
+    pub(crate) fn forget_setup(&self) {
+        *lock(&self.setup) = None;
+    }
+}
+
+/// The duties of the node that is primary: its settings, the synchronous
+/// standby and the sync key's order, the first setup after a promotion,
+/// slots, and the commit probe. Borrowed from the manager for one call
+/// (`Manager::primary`); what it keeps between calls is `PrimaryState`.
+pub struct Primary<'a> {
+    pub(crate) m: &'a Manager,
+}
+
 impl Manager {
+    pub fn primary(&self) -> Primary<'_> {
+        Primary { m: self }
+    }
+}
+
+impl<'a> Primary<'a> {
     /// Candidates for synchronous standby: the lead and the backup, other
     /// than this node, that may be promoted.
-    pub fn sync_candidates(&self) -> Vec<&Member> {
-        let mut c: Vec<&Member> = self
+    pub fn sync_candidates(&self) -> Vec<&'a Member> {
+        let mut c: Vec<&'a Member> = self
+            .m
             .cfg
             .others()
             .filter(|m| matches!(m.role, cluster_db::Role::Backup | cluster_db::Role::Lead))
@@ -39,16 +72,16 @@ impl Manager {
     }
 
     /// The settings a primary runs with right now.
-    pub fn primary_desired(&self) -> Desired {
+    pub fn desired(&self) -> Desired {
         let c: Vec<&str> = self
             .sync_candidates()
             .iter()
             .map(|m| m.name.as_str())
             .collect();
-        let names = lock(&self.sync).names(&c);
+        let names = lock(&self.m.sync).names(&c);
         Desired::Primary {
             synchronous_standby_names: names,
-            fenced: !self.writes_allowed(),
+            fenced: !self.m.writes_allowed(),
         }
     }
 
@@ -58,11 +91,13 @@ impl Manager {
     /// not answer cannot be asked; at a fleet's first start the lead is
     /// alone, which is why the state file's epoch is the guard that counts.
     async fn may_initdb(&self, known: &crate::state::EpochRecord) -> Result<bool, Failure> {
-        if !self.cfg.postgres.initdb || known.epoch != 0 || self.me().role != cluster_db::Role::Lead
+        if !self.m.cfg.postgres.initdb
+            || known.epoch != 0
+            || self.m.me().role != cluster_db::Role::Lead
         {
             return Ok(false);
         }
-        for (m, view) in self.peers().await {
+        for (m, view) in self.m.peers().await {
             if let Ok(status) = view {
                 if status.state != "uninitialized" {
                     return Err(Failure::Failed(format!(
@@ -80,7 +115,7 @@ impl Manager {
     /// Refuses to act as primary while the leader key names another
     /// member.
     fn not_replaced(&self, k: &fleet_state::LeaderKey, epoch: i64) -> Result<(), Failure> {
-        if k.member != self.name() && self.cfg.member(&k.member).is_some() {
+        if k.member != self.m.name() && self.m.cfg.member(&k.member).is_some() {
             return Err(Failure::Failed(format!(
                 "the committed leader key names {} at epoch {}, not this node (its record: \
                  epoch {epoch}): not acting as primary; the failover round follows the key",
@@ -96,13 +131,13 @@ impl Manager {
     /// through the log. A server that would open as a superseded primary
     /// serves nothing, not even reads. Skipped before the fleet's first key.
     async fn confirm_key_before_serving(&self, known: &EpochRecord) -> Result<(), Failure> {
-        let Some(c) = self.consensus() else {
+        let Some(c) = self.m.consensus() else {
             return Ok(());
         };
         if c.view().leader.is_none() {
             return Ok(());
         }
-        match c.committed_key(self.tuning().timeout()).await {
+        match c.committed_key(self.m.tuning().timeout()).await {
             Ok(Some(k)) => self.not_replaced(&k, known.epoch),
             Ok(None) => Ok(()),
             Err(e) => Err(Failure::Failed(format!(
@@ -111,66 +146,67 @@ impl Manager {
         }
     }
 
-    pub async fn act_primary(&self) -> Result<(), Failure> {
-        let known = self.known();
+    pub async fn act(&self) -> Result<(), Failure> {
+        let known = self.m.known();
         // Where the key is on Raft, this node acts as primary only while no
         // other member holds the committed key: a record naming it primary
         // that the fleet never committed (a restored or edited state file)
         // must not start, promote or open a server for writes. The failover
         // round confirms and replaces such a record.
-        if let Some(k) = self.consensus().and_then(|c| c.view().leader) {
+        if let Some(k) = self.m.consensus().and_then(|c| c.view().leader) {
             self.not_replaced(&k, known.epoch)?;
         }
-        if !self.server.has_data() && self.may_initdb(&known).await? {
-            let pg = &self.cfg.postgres;
+        if !self.m.server.has_data() && self.may_initdb(&known).await? {
+            let pg = &self.m.cfg.postgres;
             if let Some(password) = &pg.superuser_password {
-                self.set_activity(Some("initialising a new cluster (initdb)"));
-                tracing::warn!(data_dir = %self.server.data_dir().display(), "no cluster anywhere in the fleet yet: initialising one (postgres.initdb)");
-                self.server.initdb(&pg.superuser, password).await?;
+                self.m
+                    .set_activity(Some("initialising a new cluster (initdb)"));
+                tracing::warn!(data_dir = %self.m.server.data_dir().display(), "no cluster anywhere in the fleet yet: initialising one (postgres.initdb)");
+                self.m.server.initdb(&pg.superuser, password).await?;
             }
         }
-        if !self.server.has_data() {
+        if !self.m.server.has_data() {
             return Err(Failure::Failed(format!(
                 "this node is the primary at epoch {} but {} holds no cluster: \
                  initialize it (initdb) or restore a backup",
                 known.epoch,
-                self.server.data_dir().display()
+                self.m.server.data_dir().display()
             )));
         }
         // A fence whose stop has not held yet (the failover round tries it
         // again) goes on below: the running server is made read-only.
-        if self.hard_fenced() && !self.writes_allowed() && !self.server.is_running().await {
+        if self.m.hard_fenced() && !self.m.writes_allowed() && !self.m.server.is_running().await {
             return Err(Failure::Failed(
                 "fenced: this primary lost its majority and stopped its server; it starts again \
                  when a majority answers, or rejoins as a standby if another node was promoted"
                     .into(),
             ));
         }
-        if !self.server.is_running().await {
-            if self.hard_fenced() && !self.writes_allowed() {
+        if !self.m.server.is_running().await {
+            if self.m.hard_fenced() && !self.m.writes_allowed() {
                 // The retried fence stop just held: it stays down.
                 return Err(Failure::Failed("fenced: the server was stopped".into()));
             }
             self.confirm_key_before_serving(&known).await?;
-            self.set_activity(Some("starting PostgreSQL as primary"));
-            settings::apply(&self.server, &self.cfg, &self.primary_desired())?;
-            self.server.start().await?;
-            self.drop_local().await;
+            self.m.set_activity(Some("starting PostgreSQL as primary"));
+            settings::apply(&self.m.server, &self.m.cfg, &self.desired())?;
+            self.m.server.start().await?;
+            self.m.drop_local().await;
         }
-        let client = self.local().await?;
+        let client = self.m.local().await?;
         let st = probe::server_state(&client).await?;
         if st.in_recovery {
             self.confirm_key_before_serving(&known).await?;
             // The durable record says this node is primary at this epoch
             // (a promotion was decided and stored before it ran): finish it.
-            self.set_activity(Some("promoting"));
+            self.m.set_activity(Some("promoting"));
             tracing::warn!(
                 epoch = known.epoch,
                 "server is in recovery but this node is the primary: promoting"
             );
             self.promote_server().await?;
         }
-        self.primary_setup_once().await?;
+        self.setup_once().await?;
 
         // Settings: the synchronous standby names follow the policy.
         let standbys = probe::standbys(&client).await?;
@@ -179,10 +215,10 @@ impl Manager {
             .iter()
             .map(|m| m.name.as_str())
             .collect();
-        let tuning = self.tuning();
-        lock(&self.sync).set_strict(tuning.strict());
-        let before = lock(&self.sync).clone();
-        let mut decision = lock(&self.sync).decide(
+        let tuning = self.m.tuning();
+        lock(&self.m.sync).set_strict(tuning.strict());
+        let before = lock(&self.m.sync).clone();
+        let mut decision = lock(&self.m.sync).decide(
             &candidates,
             &standbys,
             tuning.sync_degrade_after(),
@@ -192,20 +228,20 @@ impl Manager {
             // The names keep the standby the key names, and commits keep
             // waiting for it, until the key has let it go.
             tracing::warn!(reason = %why, "the synchronous standby names stay as they are");
-            *lock(&self.sync) = before;
-            decision = lock(&self.sync).hold(&candidates);
+            *lock(&self.m.sync) = before;
+            decision = lock(&self.m.sync).hold(&candidates);
         }
-        self.metrics.sync_mode.set(match decision.mode {
+        self.m.metrics.sync_mode.set(match decision.mode {
             cluster_db::SyncMode::Async => 0,
             cluster_db::SyncMode::Sync => 1,
             cluster_db::SyncMode::Blocked => 2,
         });
-        let fenced = !self.writes_allowed();
+        let fenced = !self.m.writes_allowed();
         let desired = Desired::Primary {
             synchronous_standby_names: decision.names.clone(),
             fenced,
         };
-        if settings::apply(&self.server, &self.cfg, &desired)? {
+        if settings::apply(&self.m.server, &self.m.cfg, &desired)? {
             client.execute("SELECT pg_reload_conf()", &[]).await?;
             if fenced {
                 // Sessions opened before the fence may hold read-write
@@ -222,11 +258,12 @@ impl Manager {
             }
         }
         if let Some(kind) = decision.transition {
-            self.event(
-                kind,
-                json!({ "standby": decision.standby, "candidates": candidates }),
-            )
-            .await;
+            self.m
+                .event(
+                    kind,
+                    json!({ "standby": decision.standby, "candidates": candidates }),
+                )
+                .await;
         }
         self.publish_replication(&decision).await;
         self.sync_key_enters(&client, &standbys).await;
@@ -237,7 +274,9 @@ impl Manager {
     /// Who keeps the sync key: the Raft group, where failover is
     /// automatic (nothing takes over automatically otherwise).
     fn sync_key_keeper(&self) -> Option<&crate::consensus::Consensus> {
-        self.consensus().filter(|_| self.cfg.automatic_failover())
+        self.m
+            .consensus()
+            .filter(|_| self.m.cfg.automatic_failover())
     }
 
     /// Patroni's order, first half: a standby leaves the committed sync
@@ -259,14 +298,15 @@ impl Manager {
         }
         match c.set_sync(None).await {
             Ok(()) => {
-                self.event(
-                    "sync_key_left",
-                    json!({ "standby": held, "named": d.named }),
-                )
-                .await;
+                self.m
+                    .event(
+                        "sync_key_left",
+                        json!({ "standby": held, "named": d.named }),
+                    )
+                    .await;
                 Ok(())
             }
-            Err(e) if self.paused() => {
+            Err(e) if self.m.paused() => {
                 tracing::warn!(error = %e, standby = %held, "paused: the names change without the sync key");
                 Ok(())
             }
@@ -290,7 +330,7 @@ impl Manager {
             return;
         };
         let (named, entering) = {
-            let t = lock(&self.sync);
+            let t = lock(&self.m.sync);
             (t.named.clone(), t.entering.clone())
         };
         let Some(named) = named else {
@@ -310,11 +350,12 @@ impl Manager {
                 if conn.flush_lsn.is_some_and(|f| f >= at) {
                     match c.set_sync(Some(&named)).await {
                         Ok(()) => {
-                            self.event(
-                                "sync_key_entered",
-                                json!({ "standby": named, "position": at }),
-                            )
-                            .await
+                            self.m
+                                .event(
+                                    "sync_key_entered",
+                                    json!({ "standby": named, "position": at }),
+                                )
+                                .await
                         }
                         Err(e) => {
                             tracing::info!(error = %e, standby = %named, "the sync key was not written; next round")
@@ -323,7 +364,7 @@ impl Manager {
                 }
             }
             _ => match probe::current_lsn(client).await {
-                Ok(at) => lock(&self.sync).entering = Some((named, at)),
+                Ok(at) => lock(&self.m.sync).entering = Some((named, at)),
                 Err(e) => tracing::debug!(error = %e, "position for the sync key"),
             },
         }
@@ -331,7 +372,7 @@ impl Manager {
 
     /// `pg_promote()` and wait for it.
     pub async fn promote_server(&self) -> Result<(), Failure> {
-        let client = self.local().await?;
+        let client = self.m.local().await?;
         let row = client.query_one("SELECT pg_promote(true, 60)", &[]).await?;
         let promoted: bool = row.get(0);
         if !promoted {
@@ -345,15 +386,15 @@ impl Manager {
             tracing::warn!(error = %e, "CHECKPOINT after promotion failed");
         }
         // The new primary has no synchronous standby yet.
-        lock(&self.sync).reset("", Now::read());
-        *lock(&self.primary_setup) = None;
+        lock(&self.m.sync).reset("", Now::read());
+        self.m.primary_state.forget_setup();
         Ok(())
     }
 
     /// Role, grants, migrations and the cluster record: once per server
     /// start and epoch (they write catalog rows, so not every second).
-    async fn primary_setup_once(&self) -> Result<(), Failure> {
-        let client = self.local().await?;
+    async fn setup_once(&self) -> Result<(), Failure> {
+        let client = self.m.local().await?;
         let row = client
             .query_one(
                 "SELECT pg_postmaster_start_time()::text, current_setting('synchronous_standby_names')",
@@ -362,14 +403,14 @@ impl Manager {
             .await?;
         let started: String = row.get(0);
         let names: String = row.get(1);
-        let key = (started, self.epoch());
-        if lock(&self.primary_setup).as_ref() == Some(&key) {
+        let key = (started, self.m.epoch());
+        if lock(&self.m.primary_state.setup).as_ref() == Some(&key) {
             return Ok(());
         }
-        lock(&self.sync).reset(&names, Now::read());
+        lock(&self.m.sync).reset(&names, Now::read());
         // The schema contract, then this node's claim in it. A bootstrap
         // (epoch 0) becomes epoch 1, stored locally first.
-        let mut owned = self.superuser_session("repl-manager-migrate").await?;
+        let mut owned = self.m.superuser_session("repl-manager-migrate").await?;
         let report = cluster_db::migrate(&mut owned).await?;
         if !report.applied.is_empty() {
             tracing::info!(applied = ?report.applied, version = report.version, "schema migrated");
@@ -377,11 +418,11 @@ impl Manager {
         // After the migrations: the role is also granted what standbys need
         // to append to the event log.
         self.ensure_replication_role().await?;
-        if self.epoch() == 0 {
-            self.bump_epoch(self.name())?;
+        if self.m.epoch() == 0 {
+            self.m.bump_epoch(self.m.name())?;
         }
-        let me = NodeName::parse(self.name())?;
-        match cluster_db::queries::record_primary(&owned, self.epoch(), &me).await {
+        let me = NodeName::parse(self.m.name())?;
+        match cluster_db::queries::record_primary(&owned, self.m.epoch(), &me).await {
             Ok(_) => {}
             Err(cluster_db::DbError::StaleEpoch { offered, current }) => {
                 // The database knows a newer epoch than this node: another
@@ -394,21 +435,23 @@ impl Manager {
             }
             Err(e) => return Err(e.into()),
         }
-        self.event(
-            "primary_ready",
-            serde_json::json!({ "epoch": self.epoch(), "schema": report.version }),
-        )
-        .await;
-        *lock(&self.primary_setup) = Some((key.0, self.epoch()));
+        self.m
+            .event(
+                "primary_ready",
+                serde_json::json!({ "epoch": self.m.epoch(), "schema": report.version }),
+            )
+            .await;
+        *lock(&self.m.primary_state.setup) = Some((key.0, self.m.epoch()));
         Ok(())
     }
 
     /// The replication role: login, replication, the password from config,
     /// and what `pg_rewind` and the lag probes need.
     async fn ensure_replication_role(&self) -> Result<(), Failure> {
-        let client = self.local().await?;
-        let user = &self.cfg.postgres.replication_user; // validated identifier
+        let client = self.m.local().await?;
+        let user = &self.m.cfg.postgres.replication_user; // validated identifier
         let password = self
+            .m
             .cfg
             .postgres
             .replication_password
@@ -463,8 +506,8 @@ impl Manager {
     /// slots of departed members dropped; an invalidated (`lost`) slot
     /// recreated (its replica notices the missing WAL and re-clones).
     pub async fn reconcile_slots(&self) -> Result<(), Failure> {
-        let client = self.local().await?;
-        let want: BTreeSet<String> = self.cfg.others().map(Member::slot_name).collect();
+        let client = self.m.local().await?;
+        let want: BTreeSet<String> = self.m.cfg.others().map(Member::slot_name).collect();
         let slots = probe::slots(&client).await?;
         for s in &slots {
             if s.slot_type != "physical" || !s.name.starts_with("replica_") {
@@ -475,11 +518,12 @@ impl Manager {
                 client
                     .execute("SELECT pg_drop_replication_slot($1)", &[&s.name])
                     .await?;
-                self.event(
-                    "slot_dropped",
-                    json!({ "slot": s.name, "reason": "member left" }),
-                )
-                .await;
+                self.m
+                    .event(
+                        "slot_dropped",
+                        json!({ "slot": s.name, "reason": "member left" }),
+                    )
+                    .await;
             } else if lost && !s.active {
                 client
                     .execute("SELECT pg_drop_replication_slot($1)", &[&s.name])
@@ -490,7 +534,7 @@ impl Manager {
                         &[&s.name],
                     )
                     .await?;
-                self.event(
+                self.m.event(
                     "slot_recreated",
                     json!({ "slot": s.name, "reason": "invalidated: its replica fell further behind than max_slot_wal_keep_size" }),
                 )
@@ -515,7 +559,7 @@ impl Manager {
     /// Settings such as `wal_level` apply only at start; restart the
     /// primary when one is pending (rare: first start with our settings).
     async fn restart_if_pending(&self) -> Result<(), Failure> {
-        let client = self.local().await?;
+        let client = self.m.local().await?;
         let st = probe::server_state(&client).await?;
         // Only what replication needs is worth interrupting the primary;
         // anything else waits for the operator's next restart.
@@ -528,29 +572,30 @@ impl Manager {
             return Ok(());
         }
         tracing::warn!(settings = ?needed, "restarting the primary to apply settings");
-        self.set_activity(Some("restarting to apply settings"));
-        self.server.stop(crate::server::StopMode::Fast).await?;
-        self.drop_local().await;
-        self.server.start().await?;
-        self.event(
-            "restarted",
-            json!({ "reason": "settings need a restart", "settings": needed }),
-        )
-        .await;
+        self.m.set_activity(Some("restarting to apply settings"));
+        self.m.server.stop(crate::server::StopMode::Fast).await?;
+        self.m.drop_local().await;
+        self.m.server.start().await?;
+        self.m
+            .event(
+                "restarted",
+                json!({ "reason": "settings need a restart", "settings": needed }),
+            )
+            .await;
         Ok(())
     }
 
     async fn publish_replication(&self, d: &crate::sync::SyncDecision) {
-        let Ok(me) = NodeName::parse(self.name()) else {
+        let Ok(me) = NodeName::parse(self.m.name()) else {
             return;
         };
         let state = ReplicationState {
             primary: me,
-            epoch: self.epoch(),
+            epoch: self.m.epoch(),
             sync_standby: d.standby.as_deref().and_then(|s| NodeName::parse(s).ok()),
             sync_mode: d.mode,
         };
-        let Ok(client) = self.local().await else {
+        let Ok(client) = self.m.local().await else {
             return;
         };
         if let Err(e) = cluster_db::queries::record_replication(&*client, &state).await {

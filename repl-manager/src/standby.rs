@@ -2,6 +2,7 @@
 //! writable upstream, and repair itself when it cannot (rewind first,
 //! re-clone second; the old data directory is moved aside, never deleted).
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -101,41 +102,63 @@ enum Repair {
     Reclone,
 }
 
+/// What only the standby's duties keep between passes.
+#[derive(Default)]
+pub struct StandbyState {
+    repair: Mutex<RepairTracker>,
+}
+
+/// The duties of a node that follows another: clone, stream, rejoin after
+/// a newer epoch, and repair (rewind, re-clone). Borrowed from the manager
+/// for one call (`Manager::standby`); what it keeps between calls is
+/// `StandbyState`.
+pub struct Standby<'a> {
+    pub(crate) m: &'a Manager,
+}
+
 impl Manager {
-    pub fn standby_desired(&self) -> Desired {
+    pub fn standby(&self) -> Standby<'_> {
+        Standby { m: self }
+    }
+}
+
+impl Standby<'_> {
+    pub fn desired(&self) -> Desired {
         Desired::Standby {
-            upstreams: self.upstreams(),
-            slot: self.me().slot_name(),
+            upstreams: self.m.upstreams(),
+            slot: self.m.me().slot_name(),
         }
     }
 
     /// The member this node should stream from (the known primary).
     fn primary_member(&self) -> Result<Member, Failure> {
-        let known = self.known();
-        self.cfg
+        let known = self.m.known();
+        self.m
+            .cfg
             .member(&known.primary)
             .cloned()
             .ok_or_else(|| Failure::Failed(format!("primary {} is not a member", known.primary)))
     }
 
     /// One pass as a standby.
-    pub async fn act_standby(&self, peers: &[PeerView]) -> Result<(), Failure> {
-        if !self.server.has_data() {
+    pub async fn act(&self, peers: &[PeerView]) -> Result<(), Failure> {
+        if !self.m.server.has_data() {
             return self.clone_from_primary("empty data directory").await;
         }
-        let running = self.server.is_running().await;
+        let running = self.m.server.is_running().await;
         if running {
-            let client = self.local().await?;
+            let client = self.m.local().await?;
             let st = probe::server_state(&client).await?;
             if !st.in_recovery {
                 return self.rejoin_if_superseded(peers).await;
             }
         }
-        let changed = settings::apply(&self.server, &self.cfg, &self.standby_desired())?;
+        let changed = settings::apply(&self.m.server, &self.m.cfg, &self.desired())?;
         if !running {
-            self.set_activity(Some("starting PostgreSQL as a standby"));
-            self.drop_local().await;
-            if let Err(e) = self.server.start().await {
+            self.m
+                .set_activity(Some("starting PostgreSQL as a standby"));
+            self.m.drop_local().await;
+            if let Err(e) = self.m.server.start().await {
                 // A standby that cannot start because of its history (its
                 // timeline is not the primary's, its WAL is gone) is
                 // repaired like one that cannot stream. Any other failure
@@ -148,10 +171,10 @@ impl Manager {
                 return Err(e.into());
             }
         } else if changed {
-            let client = self.local().await?;
+            let client = self.m.local().await?;
             client.execute("SELECT pg_reload_conf()", &[]).await?;
         }
-        let client = self.local().await?;
+        let client = self.m.local().await?;
         let receiver = probe::receiver(&client).await?;
         let streaming = receiver.as_ref().is_some_and(|r| r.status == "streaming");
         if self.repair_due(streaming) {
@@ -173,13 +196,13 @@ impl Manager {
     /// pass starts it as a read-only standby; it is rewound once the new
     /// primary answers. Paused (maintenance), the operator decides.
     async fn rejoin_if_superseded(&self, peers: &[PeerView]) -> Result<(), Failure> {
-        let known = self.known();
+        let known = self.m.known();
         let confirmed = peers.iter().any(|(m, v)| {
             m.name.as_str() == known.primary
                 && matches!(v, Ok(s) if s.is_primary() && s.epoch >= known.epoch)
         });
         if !confirmed {
-            if self.paused() {
+            if self.m.paused() {
                 return Err(Failure::Failed(format!(
                     "this server is writable but {} is primary at epoch {}; paused, so it keeps running",
                     known.primary, known.epoch
@@ -187,15 +210,16 @@ impl Manager {
             }
             tracing::error!(primary = %known.primary, epoch = known.epoch,
                 "this server is writable but another node holds the epoch: stopping it");
-            self.set_activity(Some("superseded: stopping"));
-            self.server.stop(StopMode::Immediate).await?;
-            self.drop_local().await;
-            *lock(&self.primary_setup) = None;
-            self.metrics
+            self.m.set_activity(Some("superseded: stopping"));
+            self.m.server.stop(StopMode::Immediate).await?;
+            self.m.drop_local().await;
+            self.m.primary_state.forget_setup();
+            self.m
+                .metrics
                 .operations
                 .with_label_values(&["fence", "ok"])
                 .inc();
-            self.event(
+            self.m.event(
                 "fenced",
                 json!({ "reason": "superseded", "primary": known.primary, "epoch": known.epoch }),
             )
@@ -214,16 +238,17 @@ impl Manager {
     /// it as a standby (re-cloning when the rewind fails).
     pub async fn demote_to_standby(&self, reason: &str) -> Result<(), Failure> {
         let started = Instant::now();
-        self.set_activity(Some("demoting"));
-        self.server.stop(StopMode::Fast).await?;
-        self.drop_local().await;
-        *lock(&self.primary_setup) = None;
+        self.m.set_activity(Some("demoting"));
+        self.m.server.stop(StopMode::Fast).await?;
+        self.m.drop_local().await;
+        self.m.primary_state.forget_setup();
         let result = self.rewind_and_start().await;
         let outcome = match &result {
             Ok(()) => "rewound",
             Err(_) => "rewind failed",
         };
-        self.metrics
+        self.m
+            .metrics
             .operations
             .with_label_values(&["demote", if result.is_ok() { "ok" } else { "failed" }])
             .inc();
@@ -231,12 +256,13 @@ impl Manager {
             tracing::warn!(error = %e, "rewind failed; re-cloning");
             self.reclone(reason).await?;
         }
-        self.event(
-            "demoted",
-            json!({ "reason": reason, "outcome": outcome, "primary": self.known().primary,
+        self.m
+            .event(
+                "demoted",
+                json!({ "reason": reason, "outcome": outcome, "primary": self.m.known().primary,
                     "seconds": started.elapsed().as_secs_f64() }),
-        )
-        .await;
+            )
+            .await;
         Ok(())
     }
 
@@ -244,9 +270,9 @@ impl Manager {
     /// `repair_after_secs` (see [`RepairTracker::observe`]; when the primary
     /// does not answer, [`Manager::repair`] says so and waits).
     fn repair_due(&self, streaming: bool) -> bool {
-        let answers = self.primary_recently_seen();
-        let delay = Duration::from_secs(self.cfg.replication.repair_after_secs);
-        let mut r = lock(&self.repair);
+        let answers = self.m.primary_recently_seen();
+        let delay = Duration::from_secs(self.m.cfg.replication.repair_after_secs);
+        let mut r = lock(&self.m.standby_state.repair);
         let attempts = r.attempts;
         let verdict = r.observe(streaming, answers, Instant::now(), delay);
         if verdict == RepairVerdict::Streaming && attempts > 0 {
@@ -263,13 +289,13 @@ impl Manager {
         // Only repair against a primary that answers: a dead or partitioned
         // primary is failover's business, and re-cloning from nobody helps
         // nobody. (The failover probe runs every probe interval.)
-        if !self.primary_recently_seen() {
+        if !self.m.primary_recently_seen() {
             return Err(Failure::Failed(format!(
                 "not streaming, and the primary {} does not answer either: waiting",
-                self.known().primary
+                self.m.known().primary
             )));
         }
-        let upstream = self.live_upstream().await.map_err(|e| {
+        let upstream = self.m.live_upstream().await.map_err(|e| {
             Failure::Failed(format!(
                 "not streaming, and no writable upstream to repair from: {e}"
             ))
@@ -277,37 +303,40 @@ impl Manager {
         let mine = match mine {
             Some(l) => Some(l),
             None => self
+                .m
                 .server
                 .control_data()
                 .await
                 .ok()
                 .map(|c| c.checkpoint_lsn),
         };
-        let limit = Duration::from_secs(self.cfg.postgres.connect_timeout_secs);
+        let limit = Duration::from_secs(self.m.cfg.postgres.connect_timeout_secs);
         let kind = tokio::time::timeout(limit, self.choose_repair(&upstream, mine))
             .await
             .unwrap_or(Repair::Rewind);
         {
-            lock(&self.repair).tried(&format!("{kind:?}"), Instant::now());
+            lock(&self.m.standby_state.repair).tried(&format!("{kind:?}"), Instant::now());
         }
         match kind {
             Repair::Rewind => {
-                self.set_activity(Some("rewinding"));
-                self.server.stop(StopMode::Fast).await?;
-                self.drop_local().await;
+                self.m.set_activity(Some("rewinding"));
+                self.m.server.stop(StopMode::Fast).await?;
+                self.m.drop_local().await;
                 let result = self.rewind_and_start().await;
-                self.metrics
+                self.m
+                    .metrics
                     .repairs
                     .with_label_values(&["rewind", if result.is_ok() { "ok" } else { "failed" }])
                     .inc();
                 match result {
                     Ok(()) => {
-                        self.event("rewound", json!({ "ok": true })).await;
+                        self.m.event("rewound", json!({ "ok": true })).await;
                         Ok(())
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "rewind failed; re-cloning");
-                        self.event("rewound", json!({ "ok": false, "error": e.to_string() }))
+                        self.m
+                            .event("rewound", json!({ "ok": false, "error": e.to_string() }))
                             .await;
                         self.reclone("pg_rewind failed").await
                     }
@@ -325,13 +354,13 @@ impl Manager {
     /// invalidated, or its oldest WAL file starts after our position), or
     /// when a rewind was already tried.
     async fn choose_repair(&self, upstream: &tokio_postgres::Client, mine: Option<Lsn>) -> Repair {
-        if lock(&self.repair).attempts > 0 {
+        if lock(&self.m.standby_state.repair).attempts > 0 {
             return Repair::Reclone;
         }
         let Some(mine) = mine else {
             return Repair::Rewind;
         };
-        let slot = self.me().slot_name();
+        let slot = self.m.me().slot_name();
         let row = upstream
             .query_one(
                 "SELECT (SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1),
@@ -364,11 +393,11 @@ impl Manager {
     /// `pg_rewind` from the primary, then the standby settings, then start.
     async fn rewind_and_start(&self) -> Result<(), Failure> {
         let primary = self.primary_member()?;
-        self.server.hold_if_external()?;
+        self.m.server.hold_if_external()?;
         // pg_rewind reads the source's timeline from its control file, which
         // a fresh primary updates only at its first checkpoint; without one
         // it wrongly reports "no rewind required".
-        if let Ok(up) = self.live_upstream().await {
+        if let Ok(up) = self.m.live_upstream().await {
             match tokio::time::timeout(Duration::from_secs(30), up.batch_execute("CHECKPOINT"))
                 .await
             {
@@ -379,40 +408,41 @@ impl Manager {
         }
         let source = format!(
             "host={} port={} user={} dbname=postgres connect_timeout=5",
-            primary.host, primary.port, self.cfg.postgres.replication_user
+            primary.host, primary.port, self.m.cfg.postgres.replication_user
         );
-        let mut cmd = self.server.command("pg_rewind");
+        let mut cmd = self.m.server.command("pg_rewind");
         cmd.arg("-D")
-            .arg(self.server.data_dir())
+            .arg(self.m.server.data_dir())
             .arg(format!("--source-server={source}"))
             .env(
                 "PGPASSWORD",
-                self.cfg.postgres.replication_password.expose(),
+                self.m.cfg.postgres.replication_password.expose(),
             );
-        let out = self.server.run_logged(cmd, "pg_rewind").await?;
+        let out = self.m.server.run_logged(cmd, "pg_rewind").await?;
         tracing::info!(source = %primary.name, output = %out.trim(), "pg_rewind finished");
-        settings::apply(&self.server, &self.cfg, &self.standby_desired())?;
-        self.server.start().await?;
-        self.drop_local().await;
+        settings::apply(&self.m.server, &self.m.cfg, &self.desired())?;
+        self.m.server.start().await?;
+        self.m.drop_local().await;
         Ok(())
     }
 
     /// Moves the data directory aside and clones a fresh one.
     pub(crate) async fn reclone(&self, reason: &str) -> Result<(), Failure> {
-        self.set_activity(Some("re-cloning"));
-        self.server.hold_if_external()?;
-        if self.server.is_running().await {
-            self.server.stop(StopMode::Fast).await?;
+        self.m.set_activity(Some("re-cloning"));
+        self.m.server.hold_if_external()?;
+        if self.m.server.is_running().await {
+            self.m.server.stop(StopMode::Fast).await?;
         }
-        self.drop_local().await;
-        let moved = self.server.move_aside()?;
+        self.m.drop_local().await;
+        let moved = self.m.server.move_aside()?;
         tracing::warn!(?moved, reason, "data directory moved aside for a re-clone");
         let result = self.clone_from_primary(reason).await;
-        self.metrics
+        self.m
+            .metrics
             .repairs
             .with_label_values(&["reclone", if result.is_ok() { "ok" } else { "failed" }])
             .inc();
-        self.event(
+        self.m.event(
             "recloned",
             json!({ "reason": reason, "moved_aside": moved.map(|p| p.display().to_string()), "ok": result.is_ok() }),
         )
@@ -426,14 +456,14 @@ impl Manager {
     pub async fn clone_from_primary(&self, reason: &str) -> Result<(), Failure> {
         let started = Instant::now();
         let primary = self.primary_member()?;
-        self.set_activity(Some("cloning"));
-        self.server.hold_if_external()?;
-        self.server.ensure_empty_data_dir()?;
-        let slot = self.me().slot_name();
+        self.m.set_activity(Some("cloning"));
+        self.m.server.hold_if_external()?;
+        self.m.server.ensure_empty_data_dir()?;
+        let slot = self.m.me().slot_name();
         // Does our slot exist? Ask the primary; if it cannot be asked the
         // clone cannot work either.
-        let upstream = self.live_upstream().await?;
-        let limit = Duration::from_secs(self.cfg.postgres.connect_timeout_secs);
+        let upstream = self.m.live_upstream().await?;
+        let limit = Duration::from_secs(self.m.cfg.postgres.connect_timeout_secs);
         let has_slot = tokio::time::timeout(
             limit,
             upstream.query_opt(
@@ -450,38 +480,40 @@ impl Manager {
         // as a streaming synchronous standby).
         let conninfo = format!(
             "host={} port={} user={} connect_timeout=5",
-            primary.host, primary.port, self.cfg.postgres.replication_user,
+            primary.host, primary.port, self.m.cfg.postgres.replication_user,
         );
-        let mut cmd = self.server.command("pg_basebackup");
+        let mut cmd = self.m.server.command("pg_basebackup");
         cmd.arg("-d")
             .arg(conninfo)
             .arg("-D")
-            .arg(self.server.data_dir())
+            .arg(self.m.server.data_dir())
             .args(["-X", "stream", "-c", "fast", "--no-password", "-S", &slot])
             .env(
                 "PGPASSWORD",
-                self.cfg.postgres.replication_password.expose(),
+                self.m.cfg.postgres.replication_password.expose(),
             );
         if !has_slot {
             cmd.arg("-C");
         }
         tracing::info!(source = %primary.name, %slot, reason, "cloning with pg_basebackup");
-        let result = self.server.run(cmd, "pg_basebackup").await;
-        self.metrics
+        let result = self.m.server.run(cmd, "pg_basebackup").await;
+        self.m
+            .metrics
             .repairs
             .with_label_values(&["clone", if result.is_ok() { "ok" } else { "failed" }])
             .inc();
         result?;
-        settings::apply(&self.server, &self.cfg, &self.standby_desired())?;
-        self.server.start().await?;
-        self.drop_local().await;
+        settings::apply(&self.m.server, &self.m.cfg, &self.desired())?;
+        self.m.server.start().await?;
+        self.m.drop_local().await;
         let secs = started.elapsed().as_secs_f64();
         tracing::info!(secs, "clone started as a standby");
-        self.event(
-            "cloned",
-            json!({ "source": primary.name, "reason": reason, "seconds": secs }),
-        )
-        .await;
+        self.m
+            .event(
+                "cloned",
+                json!({ "source": primary.name, "reason": reason, "seconds": secs }),
+            )
+            .await;
         Ok(())
     }
 }
