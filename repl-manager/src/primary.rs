@@ -51,7 +51,7 @@ pub struct Primary<'a> {
 }
 
 impl Manager {
-    pub fn primary(&self) -> Primary<'_> {
+    pub(crate) fn primary(&self) -> Primary<'_> {
         Primary { m: self }
     }
 }

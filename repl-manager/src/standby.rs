@@ -117,7 +117,7 @@ pub struct Standby<'a> {
 }
 
 impl Manager {
-    pub fn standby(&self) -> Standby<'_> {
+    pub(crate) fn standby(&self) -> Standby<'_> {
         Standby { m: self }
     }
 }

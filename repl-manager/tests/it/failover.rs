@@ -977,16 +977,19 @@ async fn acknowledges_after_takeover(
 
 /// After the lead was paused at `paused_at` and the backup took over at
 /// `promoted_at`: stops the clients, checks them against the backup, and
-/// returns the figures every pause test reports. Asserts what every pause
-/// test asserts: nothing acknowledged is lost, and the old primary
-/// acknowledged nothing once the backup had taken over.
+/// reports the figures every pause test reports, with the test's own
+/// (`extra`) as `name`. Then asserts what every pause test asserts:
+/// nothing acknowledged is lost, and the old primary acknowledged nothing
+/// once the backup had taken over. (Reported first, so a failure comes
+/// with its figures.)
 async fn pause_verdict(
     fleet: &NsFleet,
     ledger: Ledger,
     inside: InsideWriter,
-    paused_at: f64,
-    promoted_at: f64,
-) -> BTreeMap<&'static str, String> {
+    (paused_at, promoted_at): (f64, f64),
+    name: &str,
+    extra: Vec<(&'static str, String)>,
+) {
     let lead_ip = fleet.node("lead").ip.to_string();
     let backup_ip = fleet.node("backup").ip.to_string();
     let first_write = ledger.first_ack_by(&backup_ip, paused_at);
@@ -1012,13 +1015,14 @@ async fn pause_verdict(
         "acked_by_old_primary_after_takeover",
         lead_after.to_string(),
     );
+    f.extend(extra);
+    report(name, &f);
     assert_eq!(
         lead_after, 0,
         "the old primary acknowledged writes after the backup took over"
     );
     assert_eq!(missing, 0, "writes the lead acknowledged were lost");
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
-    f
 }
 
 /// #15, process pauses: the primary's repl-manager is SIGSTOPped, alone,
@@ -1082,20 +1086,22 @@ async fn a_paused_repl_manager_on_the_primary_never_makes_a_second_acknowledging
     let stepped_down_after = resumed.elapsed().as_secs_f64();
     fleet.wait_healthy("backup", &["lead", "c1"], T).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let mut f = pause_verdict(&fleet, ledger, inside, paused_at, promoted_at).await;
-    f.insert("acked_while_paused_alone", during.to_string());
-    f.insert("promoted_secs", format!("{promoted_after:.1}"));
-    f.insert(
-        "stepped_down_after_resume_secs",
-        format!("{stepped_down_after:.1}"),
-    );
-    // Sessions the paused, cut-off lead still let write (none of them
-    // acknowledged): the watchdog's gap, reported, not asserted.
-    f.insert(
-        "moments_two_accepted_writes",
-        fleet.double_primary_moments().to_string(),
-    );
-    report("paused-repl-manager", &f);
+    let extra = vec![
+        ("acked_while_paused_alone", during.to_string()),
+        ("promoted_secs", format!("{promoted_after:.1}")),
+        (
+            "stepped_down_after_resume_secs",
+            format!("{stepped_down_after:.1}"),
+        ),
+        // Sessions the paused, cut-off lead still let write (none of
+        // them acknowledged): the watchdog's gap, reported, not asserted.
+        (
+            "moments_two_accepted_writes",
+            fleet.double_primary_moments().to_string(),
+        ),
+    ];
+    let at = (paused_at, promoted_at);
+    pause_verdict(&fleet, ledger, inside, at, "paused-repl-manager", extra).await;
 }
 
 /// #15, process pauses: every process of the primary's PostgreSQL (the
@@ -1122,11 +1128,14 @@ async fn a_paused_postgres_on_the_primary_never_makes_a_second_acknowledging_wri
     let late = late.await.unwrap();
     fleet.wait_healthy("backup", &["lead", "c1"], T).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let mut f = pause_verdict(&fleet, ledger, inside, paused_at, promoted_at).await;
     let doubles = fleet.double_primary_moments();
-    f.insert("promoted_secs", format!("{promoted_after:.1}"));
-    f.insert("two_primary_moments", doubles.to_string());
-    report("paused-postgres", &f);
+    let extra = vec![
+        ("promoted_secs", format!("{promoted_after:.1}")),
+        ("two_primary_moments", doubles.to_string()),
+        ("thawed_lead_acknowledged_late", format!("{late:?}")),
+    ];
+    let at = (paused_at, promoted_at);
+    pause_verdict(&fleet, ledger, inside, at, "paused-postgres", extra).await;
     assert_eq!(
         late, None,
         "the thawed lead acknowledged a write after the backup took over"
