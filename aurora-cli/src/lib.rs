@@ -25,6 +25,7 @@ pub mod commands;
 pub mod completion;
 pub mod config;
 pub mod error;
+pub mod garage;
 pub mod output;
 pub mod sandbox;
 
@@ -180,6 +181,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The asset origin (Garage on the lead and the backup): `setup` lays it
+    /// out — nodes connected, each in its own zone, the layout applied, the
+    /// fleet's asset key imported, the bucket created (the installer runs
+    /// it; a rerun changes nothing).
+    ///
+    /// Example: aurora-cli asset-origin setup --peer aurora=<id>@10.0.0.1:3901
+    #[command(subcommand)]
+    AssetOrigin(AssetOriginCommand),
     /// Show a service's logs (docker compose logs).
     ///
     /// Example: aurora-cli logs repl-manager -f
@@ -442,6 +451,46 @@ pub enum JoinTokenCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum AssetOriginCommand {
+    /// Lay out this node's Garage with the others' (lead: alone, or staged
+    /// until the backup's run; backup: with --peer the lead's). Prints this
+    /// node's Garage as NAME=ID@HOST:PORT, what the other node's --peer takes.
+    ///
+    /// Example: aurora-cli asset-origin setup --peer aurora=<id>@10.0.0.1:3901
+    Setup {
+        /// Another node's Garage, NAME=ID@HOST:PORT (what setup printed there).
+        #[arg(long = "peer", value_name = "NAME=ID@HOST:PORT", value_parser = parse_garage_peer)]
+        peers: Vec<garage::GaragePeer>,
+        /// What each node offers, in bytes or with K/M/G/T [its data partition's size].
+        #[arg(long, value_parser = commands::asset_origin::parse_capacity)]
+        capacity: Option<u64>,
+        /// The asset bucket.
+        #[arg(long, default_value = "assets")]
+        bucket: String,
+        /// The fleet's secrets, for its asset key [<state>/secrets/fleet.env
+        /// beside compose.env_file].
+        #[arg(long, value_name = "FILE")]
+        fleet_env: Option<PathBuf>,
+        /// Garage outside the compose stack: this binary, with --garage-config.
+        #[arg(long, value_name = "PATH", requires = "garage_config")]
+        garage_bin: Option<PathBuf>,
+        /// Garage outside the compose stack: its config file.
+        #[arg(long, value_name = "FILE", requires = "garage_bin")]
+        garage_config: Option<PathBuf>,
+        /// How long to keep trying while Garage starts or a peer is not
+        /// reachable yet.
+        #[arg(long, default_value_t = 120, value_name = "SECS")]
+        wait_secs: u64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_garage_peer(raw: &str) -> Result<garage::GaragePeer, String> {
+    garage::GaragePeer::parse(raw)
+}
+
 /// `--ttl`: `90`, `90s`, `15m`, `1h`, `2d`; 1 s to 7 days.
 fn parse_ttl(raw: &str) -> Result<std::time::Duration, String> {
     let (digits, unit) = match raw.find(|c: char| !c.is_ascii_digit()) {
@@ -540,6 +589,27 @@ async fn dispatch(cli: Cli) -> CliResult {
             yes,
             json,
         } => join::remove_node(&load()?, &node, force, yes, json).await,
+        Command::AssetOrigin(AssetOriginCommand::Setup {
+            peers,
+            capacity,
+            bucket,
+            fleet_env,
+            garage_bin,
+            garage_config,
+            wait_secs,
+            json,
+        }) => {
+            let args = commands::asset_origin::SetupArgs {
+                peers,
+                capacity,
+                bucket,
+                fleet_env,
+                garage: garage_bin.zip(garage_config),
+                wait: std::time::Duration::from_secs(wait_secs),
+                json,
+            };
+            commands::asset_origin::setup(&load()?, args).await
+        }
         Command::JoinToken(JoinTokenCommand::Create { ttl, role, json }) => {
             join::create_token(&load()?, ttl, role.as_deref(), json).await
         }

@@ -40,6 +40,31 @@ impl Garage {
     /// Starts Garage with its files under `dir` (or a temp dir), listening on
     /// `listen`, and gives it a layout and an access key with full rights.
     pub async fn start_in(dir: Option<PathBuf>, listen: IpAddr) -> Result<Self, Error> {
+        let mut garage = Self::launch(dir, listen, 1, &random_hex(32))?;
+        garage.configure().await?;
+        Ok(garage)
+    }
+
+    /// One node of a Garage cluster as a fresh install leaves it: running,
+    /// with no layout, key or bucket. Every node of one cluster shares
+    /// `replication_factor` and `rpc_secret` (64 hex digits).
+    pub async fn start_unconfigured(
+        listen: IpAddr,
+        replication_factor: u8,
+        rpc_secret: &str,
+    ) -> Result<Self, Error> {
+        let mut garage = Self::launch(None, listen, replication_factor, rpc_secret)?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        garage.wait_port(garage.rpc_port, deadline).await?;
+        Ok(garage)
+    }
+
+    fn launch(
+        dir: Option<PathBuf>,
+        listen: IpAddr,
+        replication_factor: u8,
+        rpc_secret: &str,
+    ) -> Result<Self, Error> {
         let bin = garage_bin()?;
         let (root, dir) = match dir {
             Some(d) => {
@@ -66,7 +91,7 @@ impl Garage {
             "metadata_dir = \"{meta}\"\n\
              data_dir = \"{data}\"\n\
              db_engine = \"sqlite\"\n\
-             replication_factor = 1\n\
+             replication_factor = {replication_factor}\n\
              rpc_bind_addr = \"{ip}:{rpc_port}\"\n\
              rpc_public_addr = \"{ip}:{rpc_port}\"\n\
              rpc_secret = \"{rpc_secret}\"\n\
@@ -80,7 +105,6 @@ impl Garage {
             meta = dir.join("meta").display(),
             data = dir.join("data").display(),
             ip = listen,
-            rpc_secret = random_hex(32),
             admin_token = random_hex(16),
         );
         write_private(&config_path, &config)?;
@@ -101,7 +125,6 @@ impl Garage {
             detached: false,
         };
         garage.spawn()?;
-        garage.configure().await?;
         Ok(garage)
     }
 
@@ -225,19 +248,28 @@ impl Garage {
         &self.dir
     }
 
+    /// The config file (`garage -c <it> …` reaches this node).
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// The `garage` binary this node runs.
+    pub fn bin(&self) -> &Path {
+        &self.bin
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
 
     /// An `aws-sdk-s3` client for this server (path-style, static key).
     pub fn s3_client(&self) -> aws_sdk_s3::Client {
-        let creds = aws_sdk_s3::config::Credentials::new(
-            &self.key_id,
-            &self.secret_key,
-            None,
-            None,
-            "testbed",
-        );
+        self.s3_client_with(&self.key_id, &self.secret_key)
+    }
+
+    /// An `aws-sdk-s3` client for this server with another key.
+    pub fn s3_client_with(&self, key_id: &str, secret_key: &str) -> aws_sdk_s3::Client {
+        let creds = aws_sdk_s3::config::Credentials::new(key_id, secret_key, None, None, "testbed");
         let config = aws_sdk_s3::config::Builder::new()
             .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
             .region(aws_sdk_s3::config::Region::new(REGION))

@@ -75,6 +75,17 @@ impl Docker {
         c
     }
 
+    /// `program` in `service`'s running container (`docker compose exec -T`).
+    pub fn exec_in(&self, service: &str, program: &str) -> crate::garage::GarageCli {
+        let mut prefix = vec!["compose".to_string()];
+        if let Some(env) = &self.env_file {
+            prefix.push("--env-file".into());
+            prefix.push(env.display().to_string());
+        }
+        prefix.extend(["exec", "-T", service, program].map(String::from));
+        crate::garage::GarageCli::new(self.bin.clone(), prefix, Some(self.project_dir.clone()))
+    }
+
     /// Runs `docker <args>` and returns its trimmed stdout; a failure names
     /// the command and carries docker's own message.
     pub fn output(&self, args: &[&str]) -> CliResult<String> {

@@ -1,5 +1,6 @@
 //! One module per group of commands.
 
+pub mod asset_origin;
 pub mod assets;
 pub mod backup;
 pub mod compose;

@@ -3,5 +3,6 @@
 //!
 //! One binary for the crate: one link, and shared helpers compiled once.
 
+mod asset_origin;
 mod compose;
 mod sandbox;

@@ -15,7 +15,7 @@ use testbed::{PgCluster, PgOptions};
 /// (as `scripts/sandbox` does; here a directory that does not exist, so only
 /// commands given `--dir`, which wins, touch a sandbox), which every config
 /// load must tolerate.
-fn cli() -> Command {
+pub(crate) fn cli() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_aurora-cli"));
     c.env_remove("AURORA_CONFIG")
         .env("AURORA_SANDBOX_DIR", "/tmp/aurora-sandbox-env-not-used")
@@ -24,14 +24,14 @@ fn cli() -> Command {
     c
 }
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Run {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl Run {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", self.stdout, self.stderr))
     }
@@ -43,7 +43,7 @@ fn run(args: &[&str]) -> Run {
     run_command(c)
 }
 
-fn run_command(mut c: Command) -> Run {
+pub(crate) fn run_command(mut c: Command) -> Run {
     let out: Output = c.output().unwrap();
     Run {
         code: out.status.code().unwrap_or(-1),

@@ -1,0 +1,393 @@
+//! `aurora-cli asset-origin setup` against real Garage servers on loopback,
+//! each started as a fresh install leaves it (no layout, key or bucket):
+//! the lead's run, the backup's run with the lead as its peer, reruns, and
+//! the inputs it must refuse. The same command through `docker compose
+//! exec` into the stack's Garage containers runs in `tests/tests/it/stack.rs`.
+
+#![allow(clippy::unwrap_used)] // test helpers may panic: a panic is a test failure
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::sandbox::{cli, run_command, Run};
+use testbed::garage::{random_hex, Garage};
+
+struct Node {
+    name: &'static str,
+    garage: Garage,
+    config: PathBuf,
+}
+
+struct Fleet {
+    _dir: tempfile::TempDir,
+    fleet_env: PathBuf,
+    key_id: String,
+    secret: String,
+}
+
+fn fleet() -> Fleet {
+    let dir = tempfile::tempdir().unwrap();
+    let key_id = format!("GK{}", random_hex(12));
+    let secret = random_hex(32);
+    let fleet_env = dir.path().join("fleet.env");
+    std::fs::write(
+        &fleet_env,
+        format!("ADMIN_TOKEN=x\nS3_ACCESS_KEY_ID={key_id}\nS3_SECRET_ACCESS_KEY={secret}\n"),
+    )
+    .unwrap();
+    Fleet {
+        _dir: dir,
+        fleet_env,
+        key_id,
+        secret,
+    }
+}
+
+async fn node(name: &'static str, role: &str, rf: u8, rpc_secret: &str) -> Node {
+    let garage = Garage::start_unconfigured(IpAddr::V4(Ipv4Addr::LOCALHOST), rf, rpc_secret)
+        .await
+        .unwrap();
+    let config = garage.dir().join("node.toml");
+    std::fs::write(
+        &config,
+        format!("[node]\nname = \"{name}\"\nrole = \"{role}\"\n"),
+    )
+    .unwrap();
+    Node {
+        name,
+        garage,
+        config,
+    }
+}
+
+fn setup(n: &Node, f: &Fleet, extra: &[&str]) -> Run {
+    setup_with(n, &f.fleet_env, extra)
+}
+
+fn setup_with(n: &Node, fleet_env: &Path, extra: &[&str]) -> Run {
+    let mut c = cli();
+    c.arg("--config")
+        .arg(&n.config)
+        .args(["asset-origin", "setup", "--fleet-env"])
+        .arg(fleet_env)
+        .args(if extra.contains(&"--wait-secs") {
+            &[][..]
+        } else {
+            &["--wait-secs", "30"][..]
+        })
+        .arg("--garage-bin")
+        .arg(n.garage.bin())
+        .arg("--garage-config")
+        .arg(n.garage.config_path())
+        .args(extra);
+    run_command(c)
+}
+
+/// `name zone` of each node in the layout `setup --json` reported, sorted.
+fn layout_of(v: &Value) -> Vec<String> {
+    let mut l: Vec<String> = v["layout"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap().to_string())
+        .collect();
+    l.sort();
+    l
+}
+
+fn changes(v: &Value) -> Vec<String> {
+    v["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn put_then_get(from: &Garage, to: &Garage, f: &Fleet, key: &str, body: &'static [u8]) {
+    from.s3_client_with(&f.key_id, &f.secret)
+        .put_object()
+        .bucket("assets")
+        .key(key)
+        .body(aws_sdk_s3::primitives::ByteStream::from_static(body))
+        .send()
+        .await
+        .unwrap();
+    let got = to
+        .s3_client_with(&f.key_id, &f.secret)
+        .get_object()
+        .bucket("assets")
+        .key(key)
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes();
+    assert_eq!(&got[..], body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lead_stages_the_backup_applies_and_a_rerun_changes_nothing() {
+    let f = fleet();
+    let rpc = random_hex(32);
+    let lead = node("aurora", "lead", 2, &rpc).await;
+    let mut star = node("star", "backup", 2, &rpc).await;
+
+    // The lead alone: two copies need two nodes, so Garage says wait; that
+    // is the expected state of a lead whose backup is not installed yet.
+    let first = setup(&lead, &f, &["--json", "--capacity", "1G"]);
+    assert_eq!(first.code, 0, "{}{}", first.stdout, first.stderr);
+    let v = first.json();
+    assert_eq!(v["ready"], false, "{v}");
+    assert!(
+        v["pending"]
+            .as_str()
+            .unwrap()
+            .contains("replication factor"),
+        "Garage's own reason: {v}"
+    );
+    assert_eq!(changes(&v), ["staged aurora in zone dc-aurora"]);
+    let lead_peer = v["node"].as_str().unwrap().to_string();
+    assert!(
+        lead_peer.starts_with("aurora=")
+            && lead_peer.ends_with(&format!(":{}", lead.garage.rpc_port)),
+        "{lead_peer}"
+    );
+    // Said in words too, with the command for the backup.
+    let plain = setup(&lead, &f, &["--capacity", "1G"]);
+    assert_eq!(plain.code, 0, "{}", plain.stderr);
+    assert!(
+        plain
+            .stdout
+            .contains(&format!("aurora-cli asset-origin setup --peer {lead_peer}")),
+        "{}",
+        plain.stdout
+    );
+
+    // The backup with the lead as its peer: both in the layout, each in its
+    // own zone, sized by its data partition; the key and the bucket made.
+    let second = setup(&star, &f, &["--json", "--peer", &lead_peer]);
+    assert_eq!(second.code, 0, "{}{}", second.stdout, second.stderr);
+    let v = second.json();
+    assert_eq!(v["ready"], true, "{v}");
+    assert_eq!(v["layout_version"], 1, "{v}");
+    assert_eq!(layout_of(&v), ["aurora dc-aurora", "star dc-star"]);
+    let made = changes(&v);
+    for want in [
+        "applied layout version 1".to_string(),
+        format!("imported key {}", f.key_id),
+        "created bucket assets".into(),
+        format!("allowed key {} to read and write assets", f.key_id),
+    ] {
+        assert!(made.contains(&want), "{want} missing from {made:?}");
+    }
+
+    // Written through one node, read through the other.
+    put_then_get(
+        &star.garage,
+        &lead.garage,
+        &f,
+        "img/logo.txt",
+        b"aurora asset\n",
+    )
+    .await;
+    put_then_get(&lead.garage, &star.garage, &f, "img/two.txt", b"second\n").await;
+
+    // Reruns on either node change nothing and report the origin ready.
+    for (n, extra) in [
+        (&star, vec!["--json", "--peer", lead_peer.as_str()]),
+        (&lead, vec!["--json"]),
+    ] {
+        let again = setup(n, &f, &extra);
+        assert_eq!(
+            again.code, 0,
+            "{}: {}{}",
+            n.name, again.stdout, again.stderr
+        );
+        let v = again.json();
+        assert!(changes(&v).is_empty(), "{}: a rerun changed {v}", n.name);
+        assert_eq!(v["ready"], true, "{v}");
+        assert_eq!(v["layout_version"], 1, "{v}");
+    }
+
+    // The backup dies for good; a new one replaces it (the runbook's
+    // steps): the operator stages the dead node's removal, and the new
+    // node's setup applies it with its own role. The data follows.
+    let star_id = node_id(&star);
+    star.garage.stop();
+    let removed = Command::new(lead.garage.bin())
+        .arg("-c")
+        .arg(lead.garage.config_path())
+        .args(["layout", "remove", &star_id])
+        .output()
+        .unwrap();
+    assert!(
+        removed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&removed.stderr)
+    );
+    let nova = node("nova", "backup", 2, &rpc).await;
+    let third = setup(&nova, &f, &["--json", "--peer", &lead_peer]);
+    assert_eq!(third.code, 0, "{}{}", third.stdout, third.stderr);
+    let v = third.json();
+    assert_eq!(v["ready"], true, "{v}");
+    assert_eq!(v["layout_version"], 2, "{v}");
+    assert_eq!(layout_of(&v), ["aurora dc-aurora", "nova dc-nova"]);
+    let mut got = None;
+    for _ in 0..60 {
+        let r = nova
+            .garage
+            .s3_client_with(&f.key_id, &f.secret)
+            .get_object()
+            .bucket("assets")
+            .key("img/logo.txt")
+            .send()
+            .await;
+        if let Ok(o) = r {
+            got = Some(o.body.collect().await.unwrap().into_bytes());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    assert_eq!(
+        got.as_deref(),
+        Some(&b"aurora asset\n"[..]),
+        "the new backup serves the old data"
+    );
+}
+
+/// `n`'s Garage node ID, as `garage node id` prints it.
+fn node_id(n: &Node) -> String {
+    let out = Command::new(n.garage.bin())
+        .arg("-c")
+        .arg(n.garage.config_path())
+        .args(["node", "id", "-q"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .split('@')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lead_planned_alone_is_ready_after_its_own_run() {
+    let f = fleet();
+    let lead = node("aurora", "lead", 1, &random_hex(32)).await;
+    let run = setup(&lead, &f, &[]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("asset origin ready: layout version 1 (aurora dc-aurora)"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr.contains("this node's Garage: aurora="),
+        "{}",
+        run.stderr
+    );
+    put_then_get(&lead.garage, &lead.garage, &f, "a.txt", b"one copy\n").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_before_anything_changes_and_a_dead_peer_is_named() {
+    let f = fleet();
+    let rpc = random_hex(32);
+    let lead = node("aurora", "lead", 2, &rpc).await;
+    let id = "ab".repeat(32);
+
+    let layout_untouched = |what: &str| {
+        let out = Command::new(lead.garage.bin())
+            .arg("-c")
+            .arg(lead.garage.config_path())
+            .args(["json-api", "GetClusterLayout"])
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            v["stagedRoleChanges"].as_array().unwrap().len(),
+            0,
+            "{what} staged something: {v}"
+        );
+    };
+
+    // Usage errors: exit 2, one line naming what was wrong.
+    let no_key = lead.garage.dir().join("partial.env");
+    std::fs::write(&no_key, format!("S3_ACCESS_KEY_ID={}\n", f.key_id)).unwrap();
+    let missing = lead.garage.dir().join("missing.env");
+    for (run, says) in [
+        (setup_with(&lead, &no_key, &[]), "no S3_SECRET_ACCESS_KEY"),
+        (setup_with(&lead, &missing, &[]), "missing.env"),
+        (
+            setup(&lead, &f, &["--peer", &format!("star={id}")]),
+            "HOST:PORT",
+        ),
+        (
+            setup(&lead, &f, &["--peer", "star=abc@127.0.0.1:1"]),
+            "64 hex digits",
+        ),
+        (
+            setup(&lead, &f, &["--peer", &format!("aurora={id}@127.0.0.1:1")]),
+            "this node's own name",
+        ),
+        (setup(&lead, &f, &["--capacity", "12X"]), "unknown unit"),
+    ] {
+        assert_eq!(run.code, 2, "{says}: {}{}", run.stdout, run.stderr);
+        let first = run.stderr.lines().next().unwrap_or_default();
+        assert!(
+            first.contains(says),
+            "{says} not in the first line: {}",
+            run.stderr
+        );
+        layout_untouched(says);
+    }
+
+    // A peer that is not there (nothing listens on its port): the run names
+    // it after its wait, exit 1, and stages nothing.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let run = setup(
+        &lead,
+        &f,
+        &[
+            "--wait-secs",
+            "3",
+            "--peer",
+            &format!("star={id}@127.0.0.1:{port}"),
+        ],
+    );
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("connecting to star's Garage"),
+        "{}",
+        run.stderr
+    );
+    layout_untouched("a dead peer");
+
+    // A peer whose ID is not the node at that address: Garage's handshake
+    // refuses it (the ID is the node's public key).
+    let other = node("star", "backup", 2, &rpc).await;
+    let run = setup(
+        &lead,
+        &f,
+        &[
+            "--wait-secs",
+            "3",
+            "--peer",
+            &format!("star={id}@127.0.0.1:{}", other.garage.rpc_port),
+        ],
+    );
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("star's Garage"), "{}", run.stderr);
+    layout_untouched("a wrong peer ID");
+}
