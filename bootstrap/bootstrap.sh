@@ -21,6 +21,9 @@
 #   --members LIST         INSTALL_AURORA_MEMBERS      "name role ip,..." the whole fleet
 #   --fleet-env FILE       INSTALL_AURORA_FLEET_ENV    joining by hand: the lead's
 #                                                      secrets/fleet.env, copied over ssh
+#   --garage-peer N=ID@H:P INSTALL_AURORA_GARAGE_PEER  a backup: the lead's Garage, as the lead's
+#                                                      install printed it; the asset origin is
+#                                                      laid out across both [the lead's alone]
 #   --wg-endpoint H:P      INSTALL_AURORA_WG_ENDPOINT  this node's public WireGuard endpoint
 #   --wg-peers FILE        INSTALL_AURORA_WG_PEERS     static WireGuard peers (wg syntax)
 #   --prefix DIR           INSTALL_AURORA_PREFIX       [/opt/aurora]
@@ -60,6 +63,7 @@ aurora_bootstrap() {
   local vpn_network=${INSTALL_AURORA_VPN_NETWORK:-} zone=${INSTALL_AURORA_ZONE:-}
   local members=${INSTALL_AURORA_MEMBERS:-} fleet_env=${INSTALL_AURORA_FLEET_ENV:-}
   local wg_endpoint=${INSTALL_AURORA_WG_ENDPOINT:-} wg_peers=${INSTALL_AURORA_WG_PEERS:-}
+  local garage_peer=${INSTALL_AURORA_GARAGE_PEER:-}
   local join_url=${INSTALL_AURORA_JOIN:-} join_token=${INSTALL_AURORA_TOKEN:-}
   local prefix=${INSTALL_AURORA_PREFIX:-/opt/aurora} etc_dir=${INSTALL_AURORA_ETC_DIR:-/etc/aurora}
   local bin_dir=${INSTALL_AURORA_BIN_DIR:-/usr/local/bin} bundle=${INSTALL_AURORA_BUNDLE:-}
@@ -99,6 +103,7 @@ aurora_bootstrap() {
       --members) need_value "$@"; members=$2; shift 2 ;;
       --fleet-env) need_value "$@"; fleet_env=$2; shift 2 ;;
       --wg-endpoint) need_value "$@"; wg_endpoint=$2; shift 2 ;;
+      --garage-peer) need_value "$@"; garage_peer=$2; shift 2 ;;
       --wg-peers) need_value "$@"; wg_peers=$2; shift 2 ;;
       --prefix) need_value "$@"; prefix=$2; shift 2 ;;
       --etc-dir) need_value "$@"; etc_dir=$2; shift 2 ;;
@@ -279,6 +284,12 @@ aurora_bootstrap() {
   case "$etc_dir" in /*) ;; *) usage_error "--etc-dir: '$etc_dir' must be an absolute path" ;; esac
   case "$bin_dir" in /*) ;; *) usage_error "--bin-dir: '$bin_dir' must be an absolute path" ;; esac
   [ -n "$members" ] || [ -n "$joining" ] || members="$name $role $vpn_ip"
+  if [ -n "$garage_peer" ]; then
+    [[ "$garage_peer" =~ ^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?=[0-9a-f]{64}@[^[:space:]@]+:[0-9]{1,5}$ ]] \
+      || usage_error "--garage-peer: '$garage_peer' is not NAME=ID@HOST:PORT (the line \"this node's Garage: ...\" the lead's install printed)"
+    [ "$role" != compute ] || usage_error "--garage-peer: a compute node runs no Garage"
+    [ "${garage_peer%%=*}" != "$name" ] || usage_error "--garage-peer: that is this node ($name); give the lead's Garage"
+  fi
   local svc_list=()
   services=${services//,/ }
   for kv in $services; do
@@ -601,6 +612,41 @@ EOF
     # Not through act: the password is not printed.
     docker compose --env-file "$state/node.env" exec -T grafana grafana cli admin reset-admin-password "$grafana_pass" >/dev/null 2>&1 \
       || say "warning: could not reset Grafana's stored admin password; run: docker compose --env-file $state/node.env exec grafana grafana cli admin reset-admin-password '<the password in $prefix/.credentials>'"
+  fi
+  # --- the asset origin: Garage on the lead and the backup --------------------------
+  # Laid out by aurora-cli (connect, a zone per node, apply, the fleet's key,
+  # the bucket); a rerun changes nothing. A lead planned with a backup
+  # stages itself and waits for the backup's install, which brings the
+  # lead's Garage as --garage-peer.
+  local with_garage=""
+  if [ "$role" != compute ] && [ -z "$no_start" ]; then
+    with_garage=1
+    if [ ${#svc_list[@]} -gt 0 ]; then
+      with_garage=""
+      for kv in "${svc_list[@]}"; do [ "$kv" != garage ] || with_garage=1; done
+    fi
+  fi
+  if [ -n "$with_garage" ]; then
+    local origin=("$bin_dir/aurora-cli" --config "$etc_dir/node.toml" asset-origin setup --fleet-env "$state/secrets/fleet.env")
+    [ -z "$garage_peer" ] || origin+=(--peer "$garage_peer")
+    step "laying out the asset origin (Garage)${garage_peer:+ with the Garage of ${garage_peer%%=*}}"
+    if [ -n "$dry_run" ]; then
+      printf '[dry-run] %s\n' "${origin[*]}"
+    else
+      local origin_out="" origin_ok=1 my_garage
+      origin_out=$("${origin[@]}" 2>&1) || origin_ok=""
+      printf '%s\n' "$origin_out" >&2
+      my_garage=$(printf '%s\n' "$origin_out" | sed -n "s/^this node's Garage: //p" | tail -n 1)
+      if [ -z "$origin_ok" ]; then
+        say "warning: the asset origin is not laid out (the reason is above); the database and the rest run. Once fixed: aurora-cli asset-origin setup${garage_peer:+ --peer $garage_peer} (docs/runbooks/add-a-node.md)"
+      elif [ -n "$my_garage" ] && printf '%s\n' "$origin_out" | grep -q '^asset origin pending'; then
+        if [ "$role" = lead ]; then
+          say "the asset origin waits for the backup: install it with --garage-peer $my_garage"
+        else
+          say "the asset origin waits for the lead's Garage: on the lead, run aurora-cli asset-origin setup --peer $my_garage"
+        fi
+      fi
+    fi
   fi
   if [ -z "$dry_run" ] && [ -z "$no_start" ]; then
     "$bin_dir/aurora-cli" --config "$etc_dir/node.toml" status || true

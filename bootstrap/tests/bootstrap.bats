@@ -110,6 +110,7 @@ value() { sed -n "s/^$1=//p" "$2"; }
   [ ! -e "$T/opt" ] && [ ! -e "$T/etc" ] && [ ! -e "$T/usr" ]
   [[ "$output" == *"[dry-run]"*"node-init.sh"* ]]
   [[ "$output" == *"[dry-run] docker compose --env-file $PREFIX/state/node.env up -d"* ]]
+  [[ "$output" == *"[dry-run] $BIN/aurora-cli --config $ETC/node.toml asset-origin setup --fleet-env $PREFIX/state/secrets/fleet.env"* ]]
   # Only questions were asked of docker, nothing was changed.
   ! grep -vE '^(info|compose version)' "$DOCKER_LOG"
 }
@@ -167,6 +168,11 @@ value() { sed -n "s/^$1=//p" "$2"; }
   check "--prefix: 'relative' must be an absolute path" --name aurora --role lead --prefix relative
   check "--services: 'Grafana!' is not a service name" --name aurora --role lead --services "postgres Grafana!"
   check "--set: 'lower=x' is not KEY=VALUE" --name aurora --role lead --set lower=x
+  local gid; gid=$(printf '%064d' 0)
+  check "--garage-peer: 'aurora=abc@10.0.0.1:3901' is not NAME=ID@HOST:PORT" --name star --role lead --garage-peer aurora=abc@10.0.0.1:3901
+  check "--garage-peer: '$gid@10.0.0.1:3901' is not NAME=ID@HOST:PORT" --name star --role lead --garage-peer "$gid@10.0.0.1:3901"
+  check "--garage-peer: a compute node runs no Garage" --name c1 --role compute --vpn-ip 10.0.0.3 --fleet-env /dev/null --garage-peer "aurora=$gid@10.0.0.1:3901"
+  check "--garage-peer: that is this node (aurora)" --name aurora --role lead --garage-peer "aurora=$gid@10.0.0.1:3901"
 }
 
 @test "the questions are asked again until the answer is valid" {

@@ -372,64 +372,31 @@ async fn init_node(spec: &NodeSpec<'_>, images: &BTreeMap<String, String>) -> No
     }
 }
 
-async fn garage(node: &Node, args: &[&str]) -> String {
-    let mut c = node.compose();
-    c.args(["exec", "-T", "garage", "/garage"]).args(args);
-    run(&mut c, &format!("garage {}", args.join(" "))).await
-}
-
-async fn garage_node_id(node: &Node) -> String {
-    let out = garage(node, &["node", "id", "-q"]).await;
-    out.trim().split('@').next().unwrap().to_string()
-}
-
-/// Garage's first start (what the installer does): every node of the
-/// origin in the layout, each its own zone (lead and backup: two copies of
-/// every object), the fleet's key imported, the bucket created.
+/// The asset origin laid out as the installer lays it out: `aurora-cli
+/// asset-origin setup` on the first node (alone it is ready with one copy,
+/// or staged until the next), then on each other node with the first as
+/// its peer, through `docker compose exec` into the Garage containers.
 async fn garage_setup(nodes: &[&Node]) {
-    let first = nodes[0];
-    let mut ids = vec![];
+    let mut first: Option<String> = None;
+    let mut last = Value::Null;
     for n in nodes {
-        ids.push((n, garage_node_id(n).await));
+        let mut args = vec!["asset-origin", "setup", "--json", "--wait-secs", "120"];
+        if let Some(p) = &first {
+            args.extend(["--peer", p.as_str()]);
+        }
+        let out = n
+            .cli(&args)
+            .await
+            .unwrap_or_else(|e| panic!("aurora-cli asset-origin setup on {}: {e}", n.name));
+        last = serde_json::from_str(&out).unwrap();
+        first.get_or_insert_with(|| last["node"].as_str().unwrap().to_string());
     }
-    for (n, id) in ids.iter().skip(1) {
-        let peer = format!("{id}@{}:3901", n.env_vpn_ip());
-        eventually(
-            "garage nodes connect over the VPN",
-            Duration::from_secs(60),
-            || async {
-                let mut c = first.compose();
-                c.args(["exec", "-T", "garage", "/garage", "node", "connect", &peer]);
-                let out = c.output().await.map_err(|e| e.to_string())?;
-                if out.status.success() {
-                    Ok(())
-                } else {
-                    Err(String::from_utf8_lossy(&out.stderr).to_string())
-                }
-            },
-        )
-        .await;
-    }
-    for (n, id) in &ids {
-        let zone = format!("dc-{}", n.name);
-        garage(first, &["layout", "assign", "-z", &zone, "-c", "1G", id]).await;
-    }
-    garage(first, &["layout", "apply", "--version", "1"]).await;
-    let key = &first.secrets["S3_ACCESS_KEY_ID"];
-    let secret = &first.secrets["S3_SECRET_ACCESS_KEY"];
-    garage(
-        first,
-        &["key", "import", "--yes", "-n", "assets", key, secret],
-    )
-    .await;
-    garage(first, &["bucket", "create", "assets"]).await;
-    garage(
-        first,
-        &[
-            "bucket", "allow", "--read", "--write", "assets", "--key", key,
-        ],
-    )
-    .await;
+    assert_eq!(last["ready"], true, "the asset origin: {last}");
+    assert_eq!(
+        last["layout"].as_array().unwrap().len(),
+        nodes.len(),
+        "every node in the layout: {last}"
+    );
 }
 
 impl Node {
@@ -478,17 +445,20 @@ async fn synced_file(node: &Node, rel: &str, want: &str) -> Result<(), String> {
 }
 
 fn s3(node: &Node) -> aws_sdk_s3::Client {
-    let creds = aws_sdk_s3::config::Credentials::new(
+    s3_at(
+        node.ports["garage"],
         &node.secrets["S3_ACCESS_KEY_ID"],
         &node.secrets["S3_SECRET_ACCESS_KEY"],
-        None,
-        None,
-        "stack-test",
-    );
+    )
+}
+
+/// The fleet's asset key against the Garage S3 port published on loopback.
+fn s3_at(port: u16, key_id: &str, secret: &str) -> aws_sdk_s3::Client {
+    let creds = aws_sdk_s3::config::Credentials::new(key_id, secret, None, None, "stack-test");
     let config = aws_sdk_s3::config::Builder::new()
         .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
         .region(aws_sdk_s3::config::Region::new("garage"))
-        .endpoint_url(node.url("garage", ""))
+        .endpoint_url(format!("http://127.0.0.1:{port}"))
         .credentials_provider(creds)
         .force_path_style(true)
         .build();
@@ -1552,6 +1522,29 @@ async fn the_installer_brings_up_a_fleet_joined_by_hand_and_by_token_long_tier()
     std::fs::copy(lead.state().join("secrets/fleet.env"), &fleet_env).unwrap();
     // Each joining node: installed without starting (its key exists then),
     // its peer added on the nodes already up, then installed for real.
+    // The lead's install laid out its Garage as far as it can alone: staged,
+    // waiting for the backup's copy. Asked again, it says the same, changes
+    // nothing, and names itself for the backup's --garage-peer.
+    let out = cli(&lead, &["asset-origin", "setup", "--json"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let origin: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(origin["ready"], false, "{origin}");
+    assert!(
+        origin["changes"].as_array().unwrap().is_empty(),
+        "the install staged the lead already: {origin}"
+    );
+    let garage_peer = origin["node"].as_str().unwrap().to_string();
+    assert!(
+        garage_peer.starts_with("aurora=") && garage_peer.ends_with("@10.0.0.1:3901"),
+        "{garage_peer}"
+    );
     let mut up: Vec<&Installed> = vec![&lead];
     let mut join_secs = vec![];
     for joining in [&star] {
@@ -1574,7 +1567,14 @@ async fn the_installer_brings_up_a_fleet_joined_by_hand_and_by_token_long_tier()
             std::fs::write(&file, text).unwrap();
         }
         joining
-            .bootstrap(&["--fleet-env", &fe, "--wg-peers", &pe])
+            .bootstrap(&[
+                "--fleet-env",
+                &fe,
+                "--wg-peers",
+                &pe,
+                "--garage-peer",
+                &garage_peer,
+            ])
             .await;
         join_secs.push(t.elapsed().as_secs_f64());
         up.push(joining);
@@ -1698,6 +1698,39 @@ async fn the_installer_brings_up_a_fleet_joined_by_hand_and_by_token_long_tier()
         },
     )
     .await;
+    // The asset origin the installers laid out: an object uploaded to the
+    // lead's Garage is mirrored on the compute node, which runs no Garage.
+    let s3 = s3_at(
+        lead.ports["garage"],
+        &lead.secret("S3_ACCESS_KEY_ID"),
+        &lead.secret("S3_SECRET_ACCESS_KEY"),
+    );
+    s3.put_object()
+        .bucket("assets")
+        .key("installed/logo.txt")
+        .body(aws_sdk_s3::primitives::ByteStream::from_static(
+            b"laid out by the installers\n",
+        ))
+        .send()
+        .await
+        .unwrap();
+    let mirror = std::path::PathBuf::from(
+        &read_env(&vengeance.state().join("node.env"))["AURORA_ASSETS_DIR"],
+    )
+    .join("mirror/installed/logo.txt");
+    eventually(
+        "the compute node mirrors the lead's upload",
+        Duration::from_secs(120),
+        || async {
+            let _ = cli(&vengeance, &["sync-assets", "--json"]).output().await;
+            match std::fs::read_to_string(&mirror) {
+                Ok(t) if t.contains("laid out by the installers") => Ok(()),
+                other => Err(format!("{}: {other:?}", mirror.display())),
+            }
+        },
+    )
+    .await;
+
     // The credentials file holds what the operator logs in with.
     let creds = std::fs::read_to_string(lead.prefix().join(".credentials")).unwrap();
     assert!(creds.contains(&lead.secret("GRAFANA_ADMIN_PASSWORD")));
