@@ -100,6 +100,14 @@ umask 077
 mkdir -p "$state"/env "$state"/config "$state"/secrets/wireguard "$state"/secrets/alertmanager
 chmod 700 "$state"/env "$state"/secrets
 
+# Garage's copies of every object: two when the fleet plans a backup. Fixed
+# at the lead's first install and carried in fleet.env to every node that
+# runs Garage: Garage refuses to start on a laid-out cluster whose factor
+# changed (a rerun with a backup added to --members), and a node with a
+# higher factor than its peer makes the peer shut down.
+planned_rf=1
+case ",$members," in *" backup "*) planned_rf=2 ;; esac
+
 # --- secrets (kept across reruns) --------------------------------------------
 if [ ! -s "$state/secrets/fleet.env" ]; then
   if [ -n "$fleet_env" ]; then
@@ -113,6 +121,7 @@ if [ ! -s "$state/secrets/fleet.env" ]; then
       echo "GARAGE_ADMIN_TOKEN=$(secret)"
       echo "S3_ACCESS_KEY_ID=GK$(hex 12)"
       echo "S3_SECRET_ACCESS_KEY=$(secret)"
+      echo "GARAGE_REPLICATION_FACTOR=$planned_rf"
     } > "$state/secrets/fleet.env"
   else
     die "a $role node joins a fleet: pass the lead's secrets with --fleet-env"
@@ -125,6 +134,23 @@ fi
 . "$state/secrets/fleet.env"
 # shellcheck disable=SC1091
 . "$state/secrets/node.env"
+if [ "$role" != compute ] && [ -z "${GARAGE_REPLICATION_FACTOR:-}" ]; then
+  # A fleet installed before the factor travelled with it: keep the factor
+  # this node's Garage already runs with, else the one the members plan;
+  # the lead records it for the nodes that join from now on.
+  existing_rf=""
+  if [ -r "$state/config/garage.toml" ]; then
+    existing_rf=$(sed -n 's/^replication_factor = \([0-9]\)$/\1/p' "$state/config/garage.toml" | head -n 1)
+  fi
+  GARAGE_REPLICATION_FACTOR=${existing_rf:-$planned_rf}
+  if [ "$role" = lead ]; then
+    echo "GARAGE_REPLICATION_FACTOR=$GARAGE_REPLICATION_FACTOR" >> "$state/secrets/fleet.env"
+  fi
+fi
+case "${GARAGE_REPLICATION_FACTOR:-1}" in
+  1|2|3) ;;
+  *) die "GARAGE_REPLICATION_FACTOR '$GARAGE_REPLICATION_FACTOR' in $state/secrets/fleet.env must be 1, 2 or 3" ;;
+esac
 # A compute node runs no Garage: a joined one holds no Garage secret.
 needed="ADMIN_TOKEN REPLICATION_PASSWORD POSTGRES_PASSWORD S3_ACCESS_KEY_ID S3_SECRET_ACCESS_KEY REDIS_PASSWORD GRAFANA_ADMIN_PASSWORD"
 [ "$role" = compute ] || needed="$needed GARAGE_RPC_SECRET GARAGE_ADMIN_TOKEN"
@@ -414,7 +440,7 @@ cat > "$state/config/garage.toml" <<EOF
 metadata_dir = "/var/lib/garage/meta"
 data_dir = "/var/lib/garage/data"
 db_engine = "sqlite"
-replication_factor = $( [ -n "$backup_ip" ] && echo 2 || echo 1 )
+replication_factor = $GARAGE_REPLICATION_FACTOR
 rpc_bind_addr = "0.0.0.0:3901"
 rpc_public_addr = "$vpn_ip:3901"
 rpc_secret = "$GARAGE_RPC_SECRET"

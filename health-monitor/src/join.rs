@@ -62,6 +62,10 @@ const SECRETS_ALL: &[&str] = &[
 ];
 /// And the backup, which runs the second Garage node and serves joins.
 const SECRETS_BACKUP: &[&str] = &["GARAGE_RPC_SECRET", "GARAGE_ADMIN_TOKEN"];
+/// And, where the fleet records it, the number of copies the lead's Garage
+/// keeps: the backup's must keep the same (Garage shuts a node down when a
+/// peer has a higher factor). Fleets installed before it was recorded lack it.
+const SETTINGS_BACKUP: &[&str] = &["GARAGE_REPLICATION_FACTOR"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum JoinSetupError {
@@ -210,6 +214,13 @@ pub fn secrets_for(role: Role, fleet_env: &str) -> Result<BTreeMap<String, Strin
             .filter(|v| !v.is_empty())
             .ok_or_else(|| format!("{key} is missing from the fleet secrets file"))?;
         out.insert((*key).to_string(), (*value).to_string());
+    }
+    if role == Role::Backup {
+        for key in SETTINGS_BACKUP {
+            if let Some(value) = all.get(key).filter(|v| !v.is_empty()) {
+                out.insert((*key).to_string(), (*value).to_string());
+            }
+        }
     }
     Ok(out)
 }
@@ -673,5 +684,14 @@ mod tests {
         assert_eq!(backup["GARAGE_ADMIN_TOKEN"], "t");
         let e = secrets_for(Role::Compute, "ADMIN_TOKEN=a\n").unwrap_err();
         assert!(e.contains("REPLICATION_PASSWORD"), "{e}");
+    }
+
+    #[test]
+    fn a_backup_gets_the_fleets_garage_copies_where_it_is_recorded() {
+        let env = "ADMIN_TOKEN=a\nREPLICATION_PASSWORD=r\nPOSTGRES_PASSWORD=p\nGARAGE_RPC_SECRET=g\nGARAGE_ADMIN_TOKEN=t\nS3_ACCESS_KEY_ID=GK1\nS3_SECRET_ACCESS_KEY=s\nGARAGE_REPLICATION_FACTOR=1\n";
+        let backup = secrets_for(Role::Backup, env).unwrap();
+        assert_eq!(backup["GARAGE_REPLICATION_FACTOR"], "1");
+        let compute = secrets_for(Role::Compute, env).unwrap();
+        assert!(!compute.contains_key("GARAGE_REPLICATION_FACTOR"));
     }
 }

@@ -89,6 +89,8 @@ pub struct Report {
     /// Why the layout is not applied yet (Garage's words), if it is not.
     pub pending: Option<String>,
     pub bucket: String,
+    /// Copies Garage keeps of each object (its config's replication factor).
+    pub copies: Option<u8>,
     pub ready: bool,
 }
 
@@ -108,6 +110,30 @@ pub async fn setup(config: &NodeConfig, args: SetupArgs) -> CliResult {
         ),
         None => crate::commands::compose::Docker::new(config)?.exec_in("garage", "/garage"),
     };
+    // Garage shuts a node down when a peer keeps more copies than it does:
+    // a node whose config disagrees with the fleet is stopped here, before
+    // it meets the other.
+    let garage_config = match &args.garage {
+        Some((_, conf)) => Some(conf.clone()),
+        None => config
+            .compose
+            .env_file
+            .as_ref()
+            .and_then(|f| f.parent())
+            .map(|state| state.join("config/garage.toml")),
+    };
+    let copies = garage_config.as_deref().and_then(configured_copies);
+    if let (Some(here), Some(fleet), Some(conf)) = (copies, key.copies, &garage_config) {
+        if here != fleet {
+            return Err(CliError::usage(format!(
+                "{} keeps {here} copies of each object but the fleet's Garage keeps {fleet} \
+                 (GARAGE_REPLICATION_FACTOR in {}): rerun bootstrap.sh on this node to render it again; \
+                 meeting a peer of another factor would shut one of them down",
+                conf.display(),
+                fleet_env.display()
+            )));
+        }
+    }
     let me_name = config.node.name.clone();
     if let Some(p) = args.peers.iter().find(|p| p.name == me_name) {
         return Err(CliError::usage(format!(
@@ -117,6 +143,7 @@ pub async fn setup(config: &NodeConfig, args: SetupArgs) -> CliResult {
     let deadline = tokio::time::Instant::now() + args.wait;
     let mut report = Report {
         bucket: args.bucket.clone(),
+        copies,
         ..Report::default()
     };
 
@@ -252,8 +279,13 @@ pub async fn setup(config: &NodeConfig, args: SetupArgs) -> CliResult {
             outln!("{c}");
         }
         if report.ready {
+            let copies = match report.copies {
+                Some(1) => "; one copy of each object".to_string(),
+                Some(n) => format!("; {n} copies of each object"),
+                None => String::new(),
+            };
             outln!(
-                "asset origin ready: layout version {} ({}); bucket {} readable and writable with the fleet's key",
+                "asset origin ready: layout version {} ({}{copies}); bucket {} readable and writable with the fleet's key",
                 report.layout_version,
                 report.layout.join(", "),
                 report.bucket
@@ -358,10 +390,12 @@ where
     }
 }
 
-/// The asset key every node's asset-sync reads the bucket with.
+/// The asset key every node's asset-sync reads the bucket with, and the
+/// number of copies the fleet's Garage keeps (where the fleet records it).
 struct FleetKey {
     id: String,
     secret: String,
+    copies: Option<u8>,
 }
 
 impl FleetKey {
@@ -390,11 +424,37 @@ impl FleetKey {
                     ))
                 })
         };
+        let copies = match vars.get("GARAGE_REPLICATION_FACTOR") {
+            None => None,
+            Some(v) => Some(
+                v.parse::<u8>()
+                    .ok()
+                    .filter(|n| (1..=3).contains(n))
+                    .ok_or_else(|| {
+                        CliError::usage(format!(
+                            "--fleet-env {}: GARAGE_REPLICATION_FACTOR {v:?} is not 1, 2 or 3",
+                            path.display()
+                        ))
+                    })?,
+            ),
+        };
         Ok(Self {
             id: get("S3_ACCESS_KEY_ID")?,
             secret: get("S3_SECRET_ACCESS_KEY")?,
+            copies,
         })
     }
+}
+
+/// `replication_factor` in a Garage config file, if the file is readable.
+fn configured_copies(path: &Path) -> Option<u8> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once('=')?;
+        (k.trim() == "replication_factor")
+            .then(|| v.trim().parse().ok())
+            .flatten()
+    })
 }
 
 /// `<state>/secrets/fleet.env` beside the compose env file `<state>/node.env`.

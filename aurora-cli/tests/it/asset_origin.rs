@@ -285,8 +285,9 @@ async fn a_lead_planned_alone_is_ready_after_its_own_run() {
     let run = setup(&lead, &f, &[]);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     assert!(
-        run.stdout
-            .contains("asset origin ready: layout version 1 (aurora dc-aurora)"),
+        run.stdout.contains(
+            "asset origin ready: layout version 1 (aurora dc-aurora; one copy of each object)"
+        ),
         "{}",
         run.stdout
     );
@@ -324,9 +325,27 @@ async fn bad_input_is_refused_before_anything_changes_and_a_dead_peer_is_named()
     let no_key = lead.garage.dir().join("partial.env");
     std::fs::write(&no_key, format!("S3_ACCESS_KEY_ID={}\n", f.key_id)).unwrap();
     let missing = lead.garage.dir().join("missing.env");
+    let fleet_text = std::fs::read_to_string(&f.fleet_env).unwrap();
+    let one_copy = lead.garage.dir().join("one-copy.env");
+    std::fs::write(
+        &one_copy,
+        format!("{fleet_text}GARAGE_REPLICATION_FACTOR=1\n"),
+    )
+    .unwrap();
+    let bad_copies = lead.garage.dir().join("bad-copies.env");
+    std::fs::write(
+        &bad_copies,
+        format!("{fleet_text}GARAGE_REPLICATION_FACTOR=7\n"),
+    )
+    .unwrap();
     for (run, says) in [
         (setup_with(&lead, &no_key, &[]), "no S3_SECRET_ACCESS_KEY"),
         (setup_with(&lead, &missing, &[]), "missing.env"),
+        (
+            setup_with(&lead, &one_copy, &[]),
+            "keeps 2 copies of each object but the fleet's Garage keeps 1",
+        ),
+        (setup_with(&lead, &bad_copies, &[]), "is not 1, 2 or 3"),
         (
             setup(&lead, &f, &["--peer", &format!("star={id}")]),
             "HOST:PORT",

@@ -54,7 +54,7 @@ async fn join_server() -> JoinServer {
     let mut c = pg.connect("postgres").await.unwrap();
     cluster_db::migrate(&mut c).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let fleet_env = "ADMIN_TOKEN=a0\nREPLICATION_PASSWORD=r0\nPOSTGRES_PASSWORD=p0\nGARAGE_RPC_SECRET=g0\nGARAGE_ADMIN_TOKEN=t0\nS3_ACCESS_KEY_ID=GK0\nS3_SECRET_ACCESS_KEY=s0\n";
+    let fleet_env = "ADMIN_TOKEN=a0\nREPLICATION_PASSWORD=r0\nPOSTGRES_PASSWORD=p0\nGARAGE_RPC_SECRET=g0\nGARAGE_ADMIN_TOKEN=t0\nS3_ACCESS_KEY_ID=GK0\nS3_SECRET_ACCESS_KEY=s0\nGARAGE_REPLICATION_FACTOR=1\n";
     std::fs::write(dir.path().join("fleet.env"), fleet_env).unwrap();
     let mut cfg = health_monitor::Config::default();
     cfg.admin.listen = "127.0.0.1:0".parse().unwrap();
@@ -232,6 +232,14 @@ async fn nodes_join_with_a_token_through_the_installer() {
         "the backup holds the fleet's secrets, none made anew"
     );
     assert!(read(state.join("node.env")).contains("AURORA_VPN_IP=10.0.0.2"));
+    // The fleet's lead keeps one copy of each asset: so does the backup's
+    // Garage, though its members plan a backup (two would shut the lead's
+    // Garage down).
+    assert!(
+        read(state.join("config/garage.toml")).contains("replication_factor = 1\n"),
+        "{}",
+        read(state.join("config/garage.toml"))
+    );
     assert!(
         state.join("secrets/join/join.key").is_file(),
         "the backup serves joins too"

@@ -40,21 +40,7 @@ const FLEET: &str = "aurora lead 10.0.0.1,star backup 10.0.0.2,vengeance compute
 
 /// Renders a node's state directory (the lead's secrets, shared).
 fn render(dir: &Path, name: &str, role: &str, ip: &str, fleet_env: Option<&Path>) {
-    let mut c = Command::new(repo().join("compose/node-init.sh"));
-    c.arg("--state-dir").arg(dir).args([
-        "--name",
-        name,
-        "--role",
-        role,
-        "--vpn-ip",
-        ip,
-        "--members",
-        FLEET,
-    ]);
-    if let Some(f) = fleet_env {
-        c.arg("--fleet-env").arg(f);
-    }
-    run(&mut c, "compose/node-init.sh");
+    render_with(dir, name, role, ip, FLEET, fleet_env);
 }
 
 struct Fleet {
@@ -144,8 +130,9 @@ fn compose_file_is_valid_for_every_role_and_the_role_picks_the_services() {
         let values: Vec<(String, String)> = secrets
             .lines()
             .filter_map(|l| l.split_once('='))
-            // The access key id names the key; it is not the secret.
-            .filter(|(k, _)| *k != "S3_ACCESS_KEY_ID")
+            // The access key id names the key; it is not the secret. The
+            // number of Garage copies is a setting that travels with them.
+            .filter(|(k, _)| !matches!(*k, "S3_ACCESS_KEY_ID" | "GARAGE_REPLICATION_FACTOR"))
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let mut leaks = vec![];
@@ -654,6 +641,107 @@ fn asset_origins_are_ordered_own_then_lead_then_backup() {
 }
 
 /// The state directory keeps secrets private and a rerun changes nothing.
+/// `node-init.sh` with its own `--members`.
+fn render_with(
+    dir: &Path,
+    name: &str,
+    role: &str,
+    ip: &str,
+    members: &str,
+    fleet_env: Option<&Path>,
+) {
+    let mut c = Command::new(repo().join("compose/node-init.sh"));
+    c.arg("--state-dir").arg(dir).args([
+        "--name",
+        name,
+        "--role",
+        role,
+        "--vpn-ip",
+        ip,
+        "--members",
+        members,
+    ]);
+    if let Some(f) = fleet_env {
+        c.arg("--fleet-env").arg(f);
+    }
+    run(&mut c, "compose/node-init.sh");
+}
+
+fn garage_copies(state: &Path) -> String {
+    let toml = std::fs::read_to_string(state.join("config/garage.toml")).unwrap();
+    toml.lines()
+        .find_map(|l| l.strip_prefix("replication_factor = "))
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn every_garage_of_a_fleet_keeps_the_number_of_copies_the_lead_began_with() {
+    let tmp = tempfile::tempdir().unwrap();
+    let alone = "aurora lead 10.0.0.1";
+    let with_backup = "aurora lead 10.0.0.1,star backup 10.0.0.2";
+
+    // Planned with a backup: two copies, recorded for the fleet.
+    let lead = tmp.path().join("planned");
+    render_with(&lead, "aurora", "lead", "10.0.0.1", with_backup, None);
+    assert_eq!(garage_copies(&lead), "2");
+    let fleet = std::fs::read_to_string(lead.join("secrets/fleet.env")).unwrap();
+    assert!(fleet.contains("GARAGE_REPLICATION_FACTOR=2\n"), "{fleet}");
+
+    // Installed alone: one copy, and it stays one when the lead's rerun
+    // adds a backup to its members (Garage refuses to start on a laid-out
+    // cluster whose factor changed), and the backup joining it keeps one
+    // too (a node with more copies than its peer shuts the peer down).
+    let lead = tmp.path().join("alone");
+    render_with(&lead, "aurora", "lead", "10.0.0.1", alone, None);
+    assert_eq!(garage_copies(&lead), "1");
+    render_with(&lead, "aurora", "lead", "10.0.0.1", with_backup, None);
+    assert_eq!(
+        garage_copies(&lead),
+        "1",
+        "a rerun changed the lead's copies"
+    );
+    let star = tmp.path().join("star");
+    let secrets = lead.join("secrets/fleet.env");
+    render_with(
+        &star,
+        "star",
+        "backup",
+        "10.0.0.2",
+        with_backup,
+        Some(&secrets),
+    );
+    assert_eq!(
+        garage_copies(&star),
+        "1",
+        "the backup disagrees with the lead"
+    );
+
+    // A fleet from before the factor was recorded: the lead keeps what its
+    // Garage runs with and records it for the nodes that join later.
+    let old = tmp.path().join("old");
+    render_with(&old, "aurora", "lead", "10.0.0.1", alone, None);
+    let env = old.join("secrets/fleet.env");
+    let without: String = std::fs::read_to_string(&env)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("GARAGE_REPLICATION_FACTOR="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&env, without).unwrap();
+    render_with(&old, "aurora", "lead", "10.0.0.1", with_backup, None);
+    assert_eq!(garage_copies(&old), "1");
+    let fleet = std::fs::read_to_string(&env).unwrap();
+    assert_eq!(
+        fleet.matches("GARAGE_REPLICATION_FACTOR=1").count(),
+        1,
+        "{fleet}"
+    );
+    render_with(&old, "aurora", "lead", "10.0.0.1", with_backup, None);
+    let again = std::fs::read_to_string(&env).unwrap();
+    assert_eq!(again, fleet, "a second rerun changed fleet.env");
+}
+
 #[test]
 fn node_init_keeps_secrets_private_and_is_idempotent() {
     use std::os::unix::fs::PermissionsExt;
@@ -699,7 +787,7 @@ fn node_init_keeps_secrets_private_and_is_idempotent() {
             let text = String::from_utf8_lossy(content);
             for line in text.lines() {
                 let (k, v) = line.split_once('=').unwrap();
-                if k != "S3_ACCESS_KEY_ID" {
+                if k != "S3_ACCESS_KEY_ID" && k != "GARAGE_REPLICATION_FACTOR" {
                     assert!(v.len() >= 32, "{k} is only {} characters", v.len());
                 }
             }
