@@ -67,7 +67,7 @@ async fn external_supervision_clones_and_switches_over_through_the_hold_file() {
             "/switchover",
             json!({ "to": "backup" }),
             TOKEN,
-            "not streaming",
+            &["not streaming"],
             Duration::from_secs(30),
         )
         .await;

@@ -345,22 +345,22 @@ pub trait Members {
     }
 
     /// `POST path`, asked again every 500 ms for up to `within` while the
-    /// answer is a 409 whose reason contains `transient` (a moment that
-    /// passes by itself, as an operator who reads the reason asks again).
+    /// answer is a 409 whose reason contains one of `transient` (a moment
+    /// that passes by itself, as an operator who reads the reason asks again).
     async fn post_until_settled(
         &self,
         name: &str,
         path: &str,
         body: Value,
         token: &str,
-        transient: &str,
+        transient: &[&str],
         within: Duration,
     ) -> HttpResponse {
         let deadline = std::time::Instant::now() + within;
         loop {
             let resp = self.post(name, path, body.clone(), Some(token)).await;
-            let passing =
-                resp.status == hyper::StatusCode::CONFLICT && resp.text().contains(transient);
+            let passing = resp.status == hyper::StatusCode::CONFLICT
+                && transient.iter().any(|t| resp.text().contains(t));
             if !passing || std::time::Instant::now() >= deadline {
                 return resp;
             }
