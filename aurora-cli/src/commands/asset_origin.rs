@@ -97,6 +97,12 @@ pub struct Report {
 pub async fn setup(config: &NodeConfig, args: SetupArgs) -> CliResult {
     // Everything the run needs is read and checked before Garage is asked
     // anything: a bad flag or file changes nothing.
+    if config.node.role == "compute" {
+        return Err(CliError::usage(format!(
+            "{} is a compute node: it runs no Garage; run this on the lead or the backup",
+            config.node.name
+        )));
+    }
     let fleet_env = match &args.fleet_env {
         Some(f) => f.clone(),
         None => default_fleet_env(config)?,

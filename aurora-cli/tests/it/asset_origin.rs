@@ -370,6 +370,17 @@ async fn bad_input_is_refused_before_anything_changes_and_a_dead_peer_is_named()
         layout_untouched(says);
     }
 
+    // A compute node runs no Garage: refused at once, not after a wait.
+    let compute = node("vengeance", "compute", 2, &rpc).await;
+    let run = setup(&compute, &f, &[]);
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr
+            .contains("vengeance is a compute node: it runs no Garage"),
+        "{}",
+        run.stderr
+    );
+
     // A peer that is not there (nothing listens on its port): the run names
     // it after its wait, exit 1, and stages nothing.
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
