@@ -466,7 +466,7 @@ pub enum AssetOriginCommand {
         #[arg(long, value_parser = commands::asset_origin::parse_capacity)]
         capacity: Option<u64>,
         /// The asset bucket.
-        #[arg(long, default_value = "assets")]
+        #[arg(long, default_value = "assets", value_parser = commands::asset_origin::parse_bucket)]
         bucket: String,
         /// The fleet's secrets, for its asset key [<state>/secrets/fleet.env
         /// beside compose.env_file].

@@ -264,7 +264,7 @@ pub async fn setup(config: &NodeConfig, args: SetupArgs) -> CliResult {
             let name = names
                 .get(r.id.as_str())
                 .copied()
-                .unwrap_or(&r.id[..16.min(r.id.len())]);
+                .unwrap_or_else(|| r.id.get(..16).unwrap_or(&r.id));
             format!("{name} {}", r.zone)
         })
         .collect();
@@ -478,6 +478,24 @@ fn default_fleet_env(config: &NodeConfig) -> CliResult<PathBuf> {
         })
 }
 
+/// `--bucket`: an S3 bucket name (3 to 63 of a-z, 0-9, `-` and `.`,
+/// beginning and ending with a letter or digit).
+pub fn parse_bucket(raw: &str) -> Result<String, String> {
+    let ok = (3..=63).contains(&raw.len())
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && raw.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && raw.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(raw.to_string())
+    } else {
+        Err(format!(
+            "{raw:?} is not a bucket name (3 to 63 of a-z, 0-9, - and ., a letter or digit at each end)"
+        ))
+    }
+}
+
 /// `--capacity`: bytes, or with K/M/G/T (powers of 1000, as Garage's CLI).
 pub fn parse_capacity(raw: &str) -> Result<u64, String> {
     let raw = raw.trim();
@@ -590,6 +608,24 @@ mod tests {
             &ms,
             &layout(1, &["a1"], &[("a1", None, true)])
         ));
+    }
+
+    #[test]
+    fn bucket_names_follow_s3s_rules() {
+        for good in ["assets", "a1b", "my.assets-2"] {
+            assert_eq!(parse_bucket(good).unwrap(), good);
+        }
+        for bad in [
+            "",
+            "ab",
+            "Assets",
+            "-assets",
+            "assets.",
+            "as_sets",
+            &"a".repeat(64),
+        ] {
+            assert!(parse_bucket(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

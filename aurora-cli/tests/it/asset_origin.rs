@@ -359,6 +359,10 @@ async fn bad_input_is_refused_before_anything_changes_and_a_dead_peer_is_named()
             "this node's own name",
         ),
         (setup(&lead, &f, &["--capacity", "12X"]), "unknown unit"),
+        (
+            setup(&lead, &f, &["--bucket", "Bad_Name"]),
+            "is not a bucket name",
+        ),
     ] {
         assert_eq!(run.code, 2, "{says}: {}{}", run.stdout, run.stderr);
         let first = run.stderr.lines().next().unwrap_or_default();
