@@ -371,13 +371,28 @@ async fn bucket_and_key(
 /// Runs `f` until it answers or the deadline passes (Garage starting, the
 /// VPN coming up, a quorum forming after an apply); a refusal Garage will
 /// not change its mind about (a bad request) ends it at once.
+/// The least time one Garage call gets, even at the end of the wait.
+const MIN_CALL: Duration = Duration::from_secs(5);
+
 async fn retry<T, F, Fut>(deadline: tokio::time::Instant, what: &str, mut f: F) -> CliResult<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, GarageError>>,
 {
     loop {
-        match f().await {
+        // One call may not outlast the wait by much: a peer behind a dead
+        // link sends no RST, and Garage's CLI would wait on it. Each call
+        // still gets a few seconds, so one begun near the end can finish.
+        let until = deadline.max(tokio::time::Instant::now() + MIN_CALL);
+        let answer = match tokio::time::timeout_at(until, f()).await {
+            Ok(answer) => answer,
+            Err(_) => {
+                return Err(CliError::failed(format!(
+                    "{what}: no answer within the wait (a peer or link that drops packets?)"
+                )))
+            }
+        };
+        match answer {
             Ok(v) => return Ok(v),
             Err(e) => {
                 let lasting = matches!(

@@ -8,7 +8,6 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
 
@@ -96,6 +95,21 @@ fn layout_of(v: &Value) -> Vec<String> {
         .collect();
     l.sort();
     l
+}
+
+/// Fails if `n`'s Garage has any staged layout change.
+async fn layout_untouched(n: &Node, what: &str) {
+    let out = n
+        .garage
+        .cli(&["json-api", "GetClusterLayout"])
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        v["stagedRoleChanges"].as_array().unwrap().len(),
+        0,
+        "{what} staged something: {v}"
+    );
 }
 
 fn changes(v: &Value) -> Vec<String> {
@@ -219,19 +233,12 @@ async fn the_lead_stages_the_backup_applies_and_a_rerun_changes_nothing() {
     // The backup dies for good; a new one replaces it (the runbook's
     // steps): the operator stages the dead node's removal, and the new
     // node's setup applies it with its own role. The data follows.
-    let star_id = node_id(&star);
+    let star_id = node_id(&star).await;
     star.garage.stop();
-    let removed = Command::new(lead.garage.bin())
-        .arg("-c")
-        .arg(lead.garage.config_path())
-        .args(["layout", "remove", &star_id])
-        .output()
+    lead.garage
+        .cli(&["layout", "remove", &star_id])
+        .await
         .unwrap();
-    assert!(
-        removed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&removed.stderr)
-    );
     let nova = node("nova", "backup", 2, &rpc).await;
     let third = setup(&nova, &f, &["--json", "--peer", &lead_peer]);
     assert_eq!(third.code, 0, "{}{}", third.stdout, third.stderr);
@@ -263,19 +270,9 @@ async fn the_lead_stages_the_backup_applies_and_a_rerun_changes_nothing() {
 }
 
 /// `n`'s Garage node ID, as `garage node id` prints it.
-fn node_id(n: &Node) -> String {
-    let out = Command::new(n.garage.bin())
-        .arg("-c")
-        .arg(n.garage.config_path())
-        .args(["node", "id", "-q"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .split('@')
-        .next()
-        .unwrap()
-        .to_string()
+async fn node_id(n: &Node) -> String {
+    let out = n.garage.cli(&["node", "id", "-q"]).await.unwrap();
+    out.trim().split('@').next().unwrap().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -305,21 +302,6 @@ async fn bad_input_is_refused_before_anything_changes_and_a_dead_peer_is_named()
     let rpc = random_hex(32);
     let lead = node("aurora", "lead", 2, &rpc).await;
     let id = "ab".repeat(32);
-
-    let layout_untouched = |what: &str| {
-        let out = Command::new(lead.garage.bin())
-            .arg("-c")
-            .arg(lead.garage.config_path())
-            .args(["json-api", "GetClusterLayout"])
-            .output()
-            .unwrap();
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(
-            v["stagedRoleChanges"].as_array().unwrap().len(),
-            0,
-            "{what} staged something: {v}"
-        );
-    };
 
     // Usage errors: exit 2, one line naming what was wrong.
     let no_key = lead.garage.dir().join("partial.env");
@@ -371,7 +353,7 @@ async fn bad_input_is_refused_before_anything_changes_and_a_dead_peer_is_named()
             "{says} not in the first line: {}",
             run.stderr
         );
-        layout_untouched(says);
+        layout_untouched(&lead, says).await;
     }
 
     // A compute node runs no Garage: refused at once, not after a wait.
@@ -406,7 +388,40 @@ async fn bad_input_is_refused_before_anything_changes_and_a_dead_peer_is_named()
         "{}",
         run.stderr
     );
-    layout_untouched("a dead peer");
+    layout_untouched(&lead, "a dead peer").await;
+
+    // A peer behind a link that drops every packet (no RST, as a dead
+    // WireGuard peer): the run keeps to its --wait-secs (3 s; one call gets
+    // at least 5 s) instead of Garage's own connect timeout (10 s here:
+    // measured 10.1 s without the bound, 5.0 s with it).
+    let silent = node("star", "backup", 2, &rpc).await;
+    let silent_id = node_id(&silent).await;
+    let hole = testbed::Blackhole::new(silent.garage.rpc_port).unwrap();
+    let started = std::time::Instant::now();
+    let run = setup(
+        &lead,
+        &f,
+        &[
+            "--wait-secs",
+            "3",
+            "--peer",
+            &format!("star={silent_id}@127.0.0.1:{}", silent.garage.rpc_port),
+        ],
+    );
+    let took = started.elapsed();
+    eprintln!("a silent peer: the run ended after {took:?}");
+    drop(hole);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("connecting to star's Garage"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        took < std::time::Duration::from_secs(9),
+        "a silent peer held the run for {took:?}, past its wait"
+    );
+    layout_untouched(&lead, "a silent peer").await;
 
     // A peer whose ID is not the node at that address: Garage's handshake
     // refuses it (the ID is the node's public key).
@@ -423,5 +438,50 @@ async fn bad_input_is_refused_before_anything_changes_and_a_dead_peer_is_named()
     );
     assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
     assert!(run.stderr.contains("star's Garage"), "{}", run.stderr);
-    layout_untouched("a wrong peer ID");
+    layout_untouched(&lead, "a wrong peer ID").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_stopped_after_any_step_is_finished_by_the_next() {
+    let f = fleet();
+    let lead = node("aurora", "lead", 1, &random_hex(32)).await;
+    let id = node_id(&lead).await;
+
+    // Stopped after the apply (the layout is there, no key, no bucket).
+    lead.garage
+        .cli(&["layout", "assign", "-z", "dc-aurora", "-c", "1G", &id])
+        .await
+        .unwrap();
+    lead.garage
+        .cli(&["layout", "apply", "--version", "1"])
+        .await
+        .unwrap();
+    let run = setup(&lead, &f, &["--json"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let v = run.json();
+    assert_eq!(
+        changes(&v),
+        [
+            format!("imported key {}", f.key_id),
+            "created bucket assets".into(),
+            format!("allowed key {} to read and write assets", f.key_id),
+        ],
+        "the layout was left as it was: {v}"
+    );
+    assert_eq!(v["layout_version"], 1, "{v}");
+
+    // Stopped before the key was allowed on the bucket.
+    lead.garage
+        .cli(&[
+            "bucket", "deny", "--read", "--write", "assets", "--key", &f.key_id,
+        ])
+        .await
+        .unwrap();
+    let v = setup(&lead, &f, &["--json"]).json();
+    assert_eq!(
+        changes(&v),
+        [format!("allowed key {} to read and write assets", f.key_id)],
+        "{v}"
+    );
+    put_then_get(&lead.garage, &lead.garage, &f, "after.txt", b"resumed\n").await;
 }
